@@ -1,0 +1,45 @@
+"""Errors raised by mcp-backgroundr.
+
+Every error is written for a reader who can act on it: what was wrong, which
+value, and what to do instead. The tool layer turns them into one-line
+``isError`` answers; the CLI prints them as one line and exits non-zero.
+
+    BackgroundrError
+    ├── TaskNotFoundError      no task has that id
+    ├── InvalidArgumentError   a field has a value we cannot use
+    ├── SpawnFailedError       the command could not be started
+    └── RegistryError          the SQLite registry could not be read or written
+"""
+
+from __future__ import annotations
+
+
+class BackgroundrError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class TaskNotFoundError(BackgroundrError):
+    """No task with the given id is known."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"task_id {task_id!r} is not a known task; call list_tasks to see the ids you can use")
+        self.task_id = task_id
+
+
+class InvalidArgumentError(BackgroundrError):
+    """A field was given a value that cannot be used."""
+
+    def __init__(self, field: str, value: object, advice: str) -> None:
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(f"{field}={shown} is invalid: {advice}")
+        self.field = field
+
+
+class SpawnFailedError(BackgroundrError):
+    """The operating system refused to start the command."""
+
+
+class RegistryError(BackgroundrError):
+    """The task registry could not be read or written."""

@@ -1,0 +1,165 @@
+"""Task log files: the append target handed to the child, and bounded reads.
+
+A child writes its stdout and stderr straight into its log (opened here in
+append mode); the server only ever reads. Reads seek, so their cost depends on
+the response budget, never on the size of the log. A cursor is a byte offset
+into the log: reading forward from a cursor returns exactly the bytes that
+follow it, never one byte twice and never one lost.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InvalidArgumentError
+
+LOG_FILE_MODE = 0o600
+
+# C0 controls other than tab, newline, carriage return and escape, and DEL, are
+# shown as U+FFFD: binary output is unreadable either way, and these confuse
+# whatever displays the text.
+_CONTROL_CHARS = {code: "\ufffd" for code in (*range(0, 9), 11, 12, *range(14, 27), *range(28, 32), 127)}
+
+
+@dataclass(frozen=True)
+class OutputSlice:
+    """A rendered piece of a log and where it sits in the file."""
+
+    text: str
+    cursor: int
+    size: int
+    truncated: bool
+    truncation: str | None
+
+
+def create_log(logs_dir: Path, task_id: str) -> Path:
+    """Create an empty log for a task, readable by its owner only."""
+    logs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = logs_dir / f"{task_id}.log"
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, LOG_FILE_MODE))
+    return path
+
+
+def open_append(path: Path) -> int:
+    """Open a log for appending; the descriptor is what the child writes to."""
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, LOG_FILE_MODE)
+
+
+def log_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def render(data: bytes) -> str:
+    """Decode log bytes for a reader: invalid UTF-8 and control bytes become U+FFFD,
+    and carriage-return overwrites are collapsed the way a terminal shows them."""
+    text = data.decode("utf-8", "replace").translate(_CONTROL_CHARS)
+    if "\r" not in text:
+        return text
+    return "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n"))
+
+
+def _incomplete_utf8_tail(data: bytes) -> int:
+    """Length of a UTF-8 sequence cut off at the end of ``data`` (0 when none)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 == 0x80:
+            continue  # continuation byte: keep looking for the lead byte
+        if byte & 0xE0 == 0xC0:
+            needed = 2
+        elif byte & 0xF0 == 0xE0:
+            needed = 3
+        elif byte & 0xF8 == 0xF0:
+            needed = 4
+        else:
+            return 0
+        return back if back < needed else 0
+    return 0
+
+
+def _read(path: Path, offset: int | None, length: int) -> tuple[bytes, int, int]:
+    """Read up to ``length`` bytes at ``offset`` (None: the last ``length`` bytes).
+
+    Returns the bytes, the offset they start at, and the file's size.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return b"", 0, 0
+    try:
+        size = os.fstat(fd).st_size
+        start = max(0, size - length) if offset is None else offset
+        length = max(0, min(length, size - start))
+        return (os.pread(fd, length, start) if length else b""), start, size
+    finally:
+        os.close(fd)
+
+
+def read_tail(path: Path, lines: int, budget: int, *, writer_alive: bool) -> OutputSlice:
+    """The last ``lines`` lines of a log, at most ``budget`` bytes of it."""
+    # One byte before the window tells whether the window starts at a line start.
+    data, read_from, size = _read(path, None, budget + 1)
+    window_start = max(0, size - budget)
+    starts_line = window_start == 0 or data[:1] == b"\n"
+    data = data[window_start - read_from :]
+    held = _incomplete_utf8_tail(data) if writer_alive else 0
+    data = data[: len(data) - held]
+    cursor = window_start + len(data)
+    if lines == 0 or not data:
+        return OutputSlice("", cursor, size, False, None)
+
+    start = _start_of_last_lines(data, lines)
+    if start is not None:
+        return OutputSlice(render(data[start:]), cursor, size, False, None)
+    if window_start == 0:
+        return OutputSlice(render(data), cursor, size, False, None)
+    note = (
+        f"the {lines} requested lines do not fit in the {budget}-byte budget: the {window_start} bytes "
+        "before the text shown are left out; read them forward with since=0, or ask for fewer lines"
+    )
+    text = render(data)
+    if not starts_line:
+        text = f"[... line cut: its first part and {window_start} earlier bytes are not shown ...]" + text
+    return OutputSlice(text, cursor, size, True, note)
+
+
+def _start_of_last_lines(data: bytes, lines: int) -> int | None:
+    """Offset in ``data`` where its last ``lines`` lines begin, or None if it holds fewer."""
+    pos = len(data) - 1 if data.endswith(b"\n") else len(data)
+    for _ in range(lines):
+        newline = data.rfind(b"\n", 0, pos)
+        if newline < 0:
+            return None
+        pos = newline
+    return pos + 1
+
+
+def read_forward(path: Path, since: int, budget: int, *, writer_alive: bool) -> OutputSlice:
+    """The bytes of a log from ``since`` on, at most ``budget`` of them."""
+    data, _, size = _read(path, since, budget)
+    if since > size:
+        raise InvalidArgumentError(
+            "since",
+            since,
+            f"it is past the end of the output ({size} bytes); pass a cursor from an earlier answer, or omit since",
+        )
+    remaining_after_chunk = size - since - len(data)
+    if remaining_after_chunk > 0:
+        last_newline = data.rfind(b"\n")
+        if last_newline >= len(data) // 2:
+            data = data[: last_newline + 1]
+        else:
+            data = data[: len(data) - _incomplete_utf8_tail(data)]
+    elif writer_alive:
+        data = data[: len(data) - _incomplete_utf8_tail(data)]
+    cursor = since + len(data)
+    left = size - cursor
+    if remaining_after_chunk <= 0:
+        return OutputSlice(render(data), cursor, size, False, None)
+    cut = "" if data.endswith(b"\n") else "cut mid-line (the line is longer than the budget); "
+    note = f"output {cut}{left} more bytes follow; call again with since={cursor} to read them"
+    return OutputSlice(render(data), cursor, size, True, note)

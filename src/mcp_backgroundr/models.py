@@ -1,0 +1,129 @@
+"""Data shared by every layer: task states, registry records, and the answers of the tools.
+
+The pydantic models here are the tools' structured output; their field
+descriptions are what a language model reads, so they are part of the public
+contract (``tests/test_tool_schemas.py`` pins them).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from pydantic import BaseModel, Field
+
+
+class TaskState(enum.StrEnum):
+    """Lifecycle of a task."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    """The main process exited with status 0."""
+    FAILED = "failed"
+    """Non-zero exit, a signal we did not send, or the command could not start."""
+    KILLED = "killed"
+    """Ended by end_background_task or by the server's shutdown."""
+
+
+@dataclass
+class TaskRecord:
+    """One row of the registry: everything needed to find, describe and re-adopt a task."""
+
+    task_id: str
+    name: str | None
+    command: str
+    cwd: str
+    log_path: str
+    owner: str
+    started_at: float
+    state: TaskState = TaskState.RUNNING
+    pid: int | None = None
+    pid_create_time: float | None = None
+    exit_code: int | None = None
+    signal: str | None = None
+    kill_requested: bool = False
+    ended_at: float | None = None
+    end_reason: str | None = None
+
+    def runtime_seconds(self, now: float) -> float:
+        end = self.ended_at if self.ended_at is not None else now
+        return round(max(0.0, end - self.started_at), 3)
+
+
+class StartedTask(BaseModel):
+    """Answer of run_background_task."""
+
+    task_id: str = Field(description="Id to pass to the other tools.")
+    pid: int | None = Field(description="Process id of the task's shell (leader of its own session).")
+    state: TaskState = Field(description="running, completed, failed or killed.")
+    command: str = Field(description="The command as given, run by /bin/sh -c.")
+    cwd: str = Field(description="Absolute working directory of the task.")
+    log_path: str = Field(description="File that receives the task's stdout and stderr, interleaved.")
+
+
+class TaskStatus(BaseModel):
+    """Answer of get_task_status: lifecycle plus a bounded slice of output."""
+
+    task_id: str = Field(description="The task's id.")
+    name: str | None = Field(description="The label given at start, if any.")
+    command: str = Field(description="The command as given.")
+    cwd: str = Field(description="Absolute working directory.")
+    state: TaskState = Field(description="running, completed (exit 0), failed (non-zero exit or signal) or killed.")
+    exit_code: int | None = Field(
+        description="Exit status of the main process; 128+N when signal N ended it; null while running."
+    )
+    signal: str | None = Field(description="Name of the signal that ended the main process, e.g. SIGTERM.")
+    kill_requested: bool = Field(description="True once end_background_task or server shutdown asked it to stop.")
+    pid: int | None = Field(description="Process id of the task's main process.")
+    started_at: str = Field(description="Start time, ISO 8601 UTC.")
+    ended_at: str | None = Field(description="End time of the main process, ISO 8601 UTC; null while running.")
+    runtime_seconds: float = Field(description="Seconds from start to end, or to now while running.")
+    output: str = Field(
+        description="Output text: the last `lines` lines, or the bytes from `since` forward, within the budget."
+    )
+    cursor: int = Field(description="Byte offset just after `output`; pass it as `since` to read only what follows.")
+    output_bytes: int = Field(description="Size of all output written so far, in bytes.")
+    truncated: bool = Field(description="True when some of the requested output was left out to fit the budget.")
+    truncation: str | None = Field(description="What was left out and how to read it, when truncated.")
+    lingering_pids: list[int] = Field(
+        description="Processes the task started that outlive its main process; end_background_task ends them."
+    )
+
+
+class Survivor(BaseModel):
+    """A process of a task that could not be ended."""
+
+    pid: int = Field(description="Process id still alive.")
+    command: str = Field(description="Its command line, as far as it could be read.")
+    reason: str = Field(description="Why it survived, as far as can be told.")
+
+
+class EndedTask(BaseModel):
+    """Answer of end_background_task, given only once the task's processes are gone."""
+
+    task_id: str = Field(description="The task's id.")
+    state: TaskState = Field(description="Final state: killed, or completed/failed if it had already finished.")
+    exit_code: int | None = Field(description="Exit status of the main process; 128+N when signal N ended it.")
+    signal: str | None = Field(description="Name of the signal that ended the main process, if one did.")
+    signalled_pids: list[int] = Field(description="Every process of the task that was sent a signal.")
+    escalated: bool = Field(description="True when SIGKILL was needed because SIGTERM was not enough in time.")
+    survivors: list[Survivor] = Field(description="Processes still alive after SIGKILL; empty on success.")
+
+
+class TaskSummary(BaseModel):
+    """One line of list_tasks."""
+
+    task_id: str = Field(description="The task's id.")
+    name: str | None = Field(description="The label given at start, if any.")
+    command: str = Field(description="The command as given.")
+    state: TaskState = Field(description="running, completed, failed or killed.")
+    pid: int | None = Field(description="Process id of the main process.")
+    exit_code: int | None = Field(description="Exit status; null while running.")
+    started_at: str = Field(description="Start time, ISO 8601 UTC.")
+    runtime_seconds: float = Field(description="Seconds from start to end, or to now while running.")
+
+
+class TaskList(BaseModel):
+    """Answer of list_tasks."""
+
+    tasks: list[TaskSummary] = Field(description="Tasks, newest first.")

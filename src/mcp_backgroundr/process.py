@@ -1,0 +1,210 @@
+"""Processes: spawn a task in its own session, watch its exit, find and end its tree.
+
+A task is a process tree, not a pid. Every process of a task is found by any of:
+its session or process group (the task's shell leads both), or the marker
+``MCP_BACKGROUNDR_TASK_ID`` in its environment, which descendants inherit even
+after ``setsid``, a double fork or ``nohup … &``. Linux does not reuse a pid
+while it still names a session or group, and psutil checks a process's start
+time before signalling it, so a reused pid is never signalled.
+
+Exits are seen through pidfds on the event loop: no polling anywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import subprocess
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+import psutil
+
+from .config import TASK_ID_ENV
+from .errors import SpawnFailedError
+
+SHELL = "/bin/sh"
+
+
+def spawn(command: str, cwd: str, env: Mapping[str, str], log_fd: int) -> subprocess.Popen[bytes]:
+    """Start ``/bin/sh -c command`` as the leader of a new session, writing to ``log_fd``.
+
+    stdin is /dev/null; stdout and stderr share the log descriptor, so they
+    interleave as on a terminal. No other descriptor of the server is inherited.
+    """
+    try:
+        return subprocess.Popen(
+            [SHELL, "-c", command],
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as exc:
+        raise SpawnFailedError(f"could not start {SHELL} -c {command!r} in {cwd}: {exc.strerror or exc}") from exc
+
+
+async def wait_for_exit(popen: subprocess.Popen[bytes]) -> int:
+    """Wait, without polling, until a child exits; reap it and return its returncode."""
+    pidfd = os.pidfd_open(popen.pid)
+    try:
+        await anyio.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
+    return popen.wait()
+
+
+def create_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def _is_gone(process: psutil.Process) -> bool:
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
+def find_task_processes(leaders: Mapping[int, str]) -> dict[str, list[psutil.Process]]:
+    """Every live process of the given tasks, keyed by task id.
+
+    Args:
+        leaders: the session leader pid of each task (its shell), mapped to the task id.
+    """
+    wanted = set(leaders.values())
+    found: dict[str, list[psutil.Process]] = {task_id: [] for task_id in wanted}
+    own_pid = os.getpid()
+    for process in psutil.process_iter(["environ"], ad_value=None):
+        if process.pid == own_pid:
+            continue
+        task_id = _task_of(process, leaders, wanted)
+        if task_id is not None and not _is_gone(process):
+            found[task_id].append(process)
+    return found
+
+
+def _task_of(process: psutil.Process, leaders: Mapping[int, str], wanted: Collection[str]) -> str | None:
+    environ = process.info.get("environ")
+    if environ:
+        marked = environ.get(TASK_ID_ENV)
+        if marked in wanted:
+            return str(marked)
+    try:
+        session = os.getsid(process.pid)
+        group = os.getpgid(process.pid)
+    except OSError:
+        return None
+    return leaders.get(session) or leaders.get(group)
+
+
+def _describe(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline()) or process.name()
+    except psutil.Error:
+        return "?"
+
+
+@dataclass
+class EndOutcome:
+    """What ending a set of processes did."""
+
+    signalled: list[int] = field(default_factory=list)
+    escalated: bool = False
+    survivors: list[tuple[int, str, str]] = field(default_factory=list)
+    """(pid, command line, reason) of each process still alive at the end."""
+
+
+async def wait_until_gone(processes: Sequence[psutil.Process], within_seconds: float) -> list[psutil.Process]:
+    """Wait up to ``within_seconds`` for the processes to exit; return those still alive."""
+    pidfds: list[int] = []
+    try:
+        for process in processes:
+            with contextlib.suppress(OSError):
+                pidfds.append(os.pidfd_open(process.pid))
+        with anyio.move_on_after(within_seconds):
+            for pidfd in pidfds:
+                await anyio.wait_readable(pidfd)
+    finally:
+        for pidfd in pidfds:
+            os.close(pidfd)
+    return [process for process in processes if not _is_gone(process)]
+
+
+def _signal_all(processes: Sequence[psutil.Process], signum: int, denied: dict[int, str]) -> list[int]:
+    sent = []
+    for process in processes:
+        try:
+            process.send_signal(signum)
+            if signum == signal.SIGTERM:
+                process.send_signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+            sent.append(process.pid)
+        except psutil.NoSuchProcess:
+            continue
+        except psutil.AccessDenied:
+            denied[process.pid] = "permission denied: the process belongs to another user"
+    return sent
+
+
+def _survivor_reason(process: psutil.Process, denied: Mapping[int, str]) -> str:
+    if process.pid in denied:
+        return denied[process.pid]
+    status: str
+    try:
+        status = process.status()
+    except psutil.Error:
+        status = "unknown"
+    if status == psutil.STATUS_DISK_SLEEP:
+        return "in uninterruptible sleep (D state, usually stuck in I/O); SIGKILL takes effect when the I/O returns"
+    return f"still alive after SIGKILL (status {status})"
+
+
+async def end_processes(
+    find: Callable[[], list[psutil.Process]], grace_seconds: float, kill_wait_seconds: float
+) -> EndOutcome:
+    """SIGTERM everything ``find`` returns, wait up to the grace period, SIGKILL what is left
+    (including processes started in the meantime), wait again, and report survivors."""
+    outcome = EndOutcome()
+    denied: dict[int, str] = {}
+    processes = find()
+    if not processes:
+        return outcome
+    outcome.signalled.extend(_signal_all(processes, signal.SIGTERM, denied))
+    remaining = await wait_until_gone(processes, grace_seconds)
+    # Processes forked during the grace period are found again here.
+    known = {process.pid for process in remaining}
+    remaining += [process for process in find() if process.pid not in known]
+    if remaining:
+        outcome.escalated = True
+        for pid in _signal_all(remaining, signal.SIGKILL, denied):
+            if pid not in outcome.signalled:
+                outcome.signalled.append(pid)
+        remaining = await wait_until_gone(remaining, kill_wait_seconds)
+        known = {process.pid for process in remaining}
+        remaining += [process for process in find() if process.pid not in known]
+    outcome.survivors = [(p.pid, _describe(p), _survivor_reason(p, denied)) for p in remaining]
+    return outcome
+
+
+OPEN_FILE_TARGET = 65_536
+
+
+def raise_open_file_limit() -> None:
+    """Lift the soft descriptor limit: each running task holds a pidfd.
+
+    Capped well below typical hard limits, since tasks inherit it and some old
+    programs close every descriptor up to the limit.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = OPEN_FILE_TARGET if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILE_TARGET)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

@@ -1,0 +1,142 @@
+"""The SQLite task registry: one row per task, shared by servers and the CLI.
+
+WAL mode lets several servers and CLI readers use one file at once; every
+write is a short transaction with a busy timeout. ``sqlite3.Error`` is
+translated into :class:`RegistryError` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from .errors import RegistryError
+from .models import TaskRecord, TaskState
+
+BUSY_TIMEOUT_MS = 10_000
+SCHEMA_VERSION = 1
+
+_COLUMNS = (
+    "task_id",
+    "name",
+    "command",
+    "cwd",
+    "log_path",
+    "owner",
+    "started_at",
+    "state",
+    "pid",
+    "pid_create_time",
+    "exit_code",
+    "signal",
+    "kill_requested",
+    "ended_at",
+    "end_reason",
+)
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY,
+    name TEXT,
+    command TEXT NOT NULL,
+    cwd TEXT NOT NULL,
+    log_path TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    state TEXT NOT NULL,
+    pid INTEGER,
+    pid_create_time REAL,
+    exit_code INTEGER,
+    signal TEXT,
+    kill_requested INTEGER NOT NULL DEFAULT 0,
+    ended_at REAL,
+    end_reason TEXT
+);
+CREATE INDEX IF NOT EXISTS tasks_owner_started ON tasks (owner, started_at);
+PRAGMA user_version = {SCHEMA_VERSION};
+"""
+
+
+def _row_to_record(row: sqlite3.Row) -> TaskRecord:
+    values = dict(zip(_COLUMNS, row, strict=True))
+    values["state"] = TaskState(values["state"])
+    values["kill_requested"] = bool(values["kill_requested"])
+    return TaskRecord(**values)
+
+
+def _record_values(record: TaskRecord) -> tuple[object, ...]:
+    return tuple(
+        str(record.state)
+        if column == "state"
+        else int(record.kill_requested)
+        if column == "kill_requested"
+        else getattr(record, column)
+        for column in _COLUMNS
+    )
+
+
+@contextlib.contextmanager
+def _translated(action: str, path: Path) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise RegistryError(f"could not {action} the task registry at {path}: {exc}") from exc
+
+
+class Registry:
+    """Task records in an SQLite file (created 0600 inside a 0700 directory)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with _translated("open", path):
+            if not path.exists():
+                # Create the file ourselves so it is 0600 from the start; SQLite gives
+                # its -wal and -shm companions the same mode.
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def insert(self, record: TaskRecord) -> None:
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        with _translated("write", self.path):
+            self._db.execute(
+                f"INSERT INTO tasks ({', '.join(_COLUMNS)}) VALUES ({placeholders})", _record_values(record)
+            )
+
+    def update(self, records: Sequence[TaskRecord]) -> None:
+        """Write the current fields of each record, all in one transaction."""
+        assignments = ", ".join(f"{column} = ?" for column in _COLUMNS[1:])
+        rows = [(*_record_values(record)[1:], record.task_id) for record in records]
+        with _translated("write", self.path):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(f"UPDATE tasks SET {assignments} WHERE task_id = ?", rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        with _translated("read", self.path):
+            row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        return None if row is None else _row_to_record(row)
+
+    def records(self, owner: str | None = None) -> list[TaskRecord]:
+        """Records newest first, of one owner or of all."""
+        query = f"SELECT {', '.join(_COLUMNS)} FROM tasks"
+        params: tuple[str, ...] = ()
+        if owner is not None:
+            query += " WHERE owner = ?"
+            params = (owner,)
+        with _translated("read", self.path):
+            rows = self._db.execute(query + " ORDER BY started_at DESC, rowid DESC", params).fetchall()
+        return [_row_to_record(row) for row in rows]

@@ -1,0 +1,212 @@
+"""MCP tools: thin adapters from tool calls to the supervisor.
+
+Each tool answers with structured content (its pydantic model) and a short
+text for people and models. Expected failures become a one-line ``isError``
+answer naming the field, the value and what to do; nothing else can reach the
+client, and no tool call can stop the server.
+"""
+
+from typing import Annotated, Any
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field, ValidationError
+
+from . import __version__
+from .errors import BackgroundrError
+from .models import EndedTask, StartedTask, TaskList, TaskState, TaskStatus
+from .supervisor import Supervisor
+
+INSTRUCTIONS = """\
+Runs shell commands in the background and keeps them alive while you work: dev servers, \
+language servers, watchers, long builds and test runs.
+Way of working: run_background_task starts a command and answers at once with a task_id; \
+get_task_status shows its state, exit code and latest output; pass the returned `cursor` as \
+`since` on the next call to read only new output, exactly; end_background_task stops the whole \
+process tree and confirms nothing survived. list_tasks shows every task of this server. \
+Tasks end when the server exits."""
+
+MAX_TEXT_PREVIEW = 2000
+
+
+def _one_line_validation_error(tool: str, error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "arguments"
+        value = item.get("input")
+        shown = "" if item["type"] == "missing" else f"={value!r}"[:60]
+        problems.append(f"{field}{shown}: {item['msg']}")
+    return f"{tool}: invalid arguments: " + "; ".join(problems) + "; fix them and call again"
+
+
+class BackgroundrMCPServer(MCPServer[Any]):
+    """MCPServer whose tool errors are always one actionable line."""
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError):
+                raise ToolError(_one_line_validation_error(name, cause)) from exc
+            if isinstance(cause, BackgroundrError):
+                raise ToolError(str(cause)) from exc
+            raise
+
+
+def _answer(model: BaseModel, text: str) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)], structured_content=model.model_dump(mode="json")
+    )
+
+
+def _describe_status(status: TaskStatus) -> str:
+    head = f"task {status.task_id} [{status.state}]"
+    if status.exit_code is not None:
+        head += f" exit_code={status.exit_code}"
+    if status.signal:
+        head += f" signal={status.signal}"
+    head += f" pid={status.pid} runtime={status.runtime_seconds}s: {status.command}"
+    lines = [head]
+    if status.lingering_pids:
+        lines.append(
+            f"its main process has ended but these processes it started still run: {status.lingering_pids}; "
+            "end_background_task ends them"
+        )
+    lines.append(f"cursor={status.cursor} output_bytes={status.output_bytes}")
+    if status.truncation:
+        lines.append(f"truncated: {status.truncation}")
+    lines.append("--- output ---" if status.output else "--- no output in this range ---")
+    if status.output:
+        lines.append(status.output)
+    return "\n".join(lines)
+
+
+def _describe_end(ended: EndedTask) -> str:
+    text = f"task {ended.task_id} [{ended.state}] exit_code={ended.exit_code} signal={ended.signal}"
+    text += f"; signalled {len(ended.signalled_pids)} process(es)"
+    if ended.escalated:
+        text += ", SIGKILL was needed"
+    if ended.survivors:
+        text += "; SURVIVORS: " + "; ".join(f"pid {s.pid} ({s.command}): {s.reason}" for s in ended.survivors)
+    else:
+        text += "; no process of it is left"
+    return text
+
+
+def _describe_list(listing: TaskList) -> str:
+    if not listing.tasks:
+        return "no tasks"
+    rows = [
+        f"{t.task_id} {t.state:<9} pid={t.pid} exit={t.exit_code} {t.runtime_seconds}s "
+        f"{t.name or ''} {t.command[:80]}".rstrip()
+        for t in listing.tasks
+    ]
+    return "\n".join(rows)
+
+
+TaskId = Annotated[str, Field(description="Id returned by run_background_task (see list_tasks).")]
+
+
+def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
+    """The MCP server with its tools bound to ``supervisor``."""
+    app = BackgroundrMCPServer("mcp-backgroundr", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
+    settings = supervisor.settings
+
+    @app.tool(
+        annotations=ToolAnnotations(
+            title="Run a command in the background", read_only_hint=False, destructive_hint=False, open_world_hint=True
+        )
+    )
+    async def run_background_task(
+        command: Annotated[
+            str,
+            Field(description="Shell command, run by /bin/sh -c: pipes, &&, redirections and $VARS work."),
+        ],
+        cwd: Annotated[
+            str | None, Field(description="Working directory (absolute, or relative to the server's).")
+        ] = None,
+        env: Annotated[
+            dict[str, str] | None, Field(description="Environment variables, merged over the server's environment.")
+        ] = None,
+        name: Annotated[str | None, Field(description="A short label to recognise the task by.")] = None,
+    ) -> Annotated[CallToolResult, StartedTask]:
+        """Start a shell command in the background and answer at once with its task_id.
+
+        Use it for anything long-running: dev servers, language servers (e.g. `pylsp --tcp
+        --port 2087`), file watchers, builds, test runs. stdout and stderr go to a log file;
+        stdin is /dev/null. Then use get_task_status to see progress and end_background_task
+        to stop it. The task keeps running until it exits, is ended, or the server exits."""
+        started = supervisor.start(command, cwd=cwd, env=env, name=name)
+        text = f"started task {started.task_id} pid={started.pid} [{started.state}] in {started.cwd}: {command}"
+        return _answer(started, text)
+
+    @app.tool(
+        annotations=ToolAnnotations(title="Status and output of a task", read_only_hint=True, idempotent_hint=True)
+    )
+    async def get_task_status(
+        task_id: TaskId,
+        lines: Annotated[
+            int,
+            Field(
+                description=f"How many of the most recent lines to return (0 to {settings.max_lines}); "
+                "ignored when `since` is given."
+            ),
+        ] = settings.default_lines,
+        since: Annotated[
+            int | None,
+            Field(
+                description="A `cursor` from an earlier answer: return the output written after it, exactly, "
+                "up to the response budget."
+            ),
+        ] = None,
+    ) -> Annotated[CallToolResult, TaskStatus]:
+        """State, exit code and recent output of a task.
+
+        Without `since`: the last `lines` lines. With `since`: exactly the output written after
+        that cursor (no byte repeated or lost), up to about 16 KiB; keep passing the new `cursor`
+        to follow a task. Answers are bounded; `truncated` says what was left out and how to get
+        it. Cheap to call, also on finished tasks. `lingering_pids` lists processes that outlive
+        the task's main process."""
+        status = supervisor.status(task_id, lines=lines, since=since)
+        return _answer(status, _describe_status(status))
+
+    @app.tool(
+        annotations=ToolAnnotations(
+            title="Stop a task and its whole process tree",
+            read_only_hint=False,
+            destructive_hint=True,
+            idempotent_hint=True,
+        )
+    )
+    async def end_background_task(
+        task_id: TaskId,
+        grace_seconds: Annotated[
+            float | None,
+            Field(
+                description=f"Seconds to wait after SIGTERM before SIGKILL (0 to {settings.max_grace_seconds:g}; "
+                f"default {settings.default_grace_seconds:g})."
+            ),
+        ] = None,
+    ) -> Annotated[CallToolResult, EndedTask]:
+        """Stop a task: SIGTERM to every process of it (including ones that daemonized), SIGKILL
+        after the grace period, and answer only once they are gone, with any `survivors` named.
+        Ending a finished task is fine: it answers the final state and ends lingering processes."""
+        ended = await supervisor.end(task_id, grace_seconds)
+        return _answer(ended, _describe_end(ended))
+
+    @app.tool(annotations=ToolAnnotations(title="List tasks", read_only_hint=True, idempotent_hint=True))
+    async def list_tasks(
+        state: Annotated[
+            TaskState | None, Field(description="Only tasks in this state: running, completed, failed or killed.")
+        ] = None,
+    ) -> Annotated[CallToolResult, TaskList]:
+        """The tasks this server started, newest first, with state, pid and exit code."""
+        listing = supervisor.list_tasks(state)
+        return _answer(listing, _describe_list(listing))
+
+    return app

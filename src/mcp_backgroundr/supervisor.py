@@ -1,0 +1,363 @@
+"""Task lifecycle: start, watch, read, end, and end everything at shutdown.
+
+The supervisor owns the tasks this server started. Each task has one watcher
+coroutine blocked on the pidfd of its shell, so an exit is recorded the moment
+it happens; nothing polls. Ending is shielded from cancellation and bounded in
+time, so a cancelled call never leaves half a process tree behind.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+
+import anyio
+import psutil
+from anyio.abc import TaskGroup
+
+from . import logs, process
+from .config import TASK_ID_ENV, Settings
+from .errors import BackgroundrError, InvalidArgumentError, SpawnFailedError, TaskNotFoundError
+from .models import (
+    EndedTask,
+    StartedTask,
+    Survivor,
+    TaskList,
+    TaskRecord,
+    TaskState,
+    TaskStatus,
+    TaskSummary,
+)
+from .registry import Registry
+
+MAX_NAME_LENGTH = 200
+SHUTDOWN_REASON = "server shutdown"
+END_REASON = "end_background_task"
+
+
+def iso_time(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+
+
+def new_owner_id() -> str:
+    """An id for this server process, unique across hosts and restarts."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+@dataclass
+class _Task:
+    record: TaskRecord
+    popen: subprocess.Popen[bytes] | None
+    exited: anyio.Event = field(default_factory=anyio.Event)
+    lingering_known_empty: bool = False
+    """Once no process of a finished task is left, none can appear again."""
+
+    @property
+    def running(self) -> bool:
+        return self.record.state is TaskState.RUNNING
+
+
+class Supervisor:
+    """Starts and ends the tasks of one server process, and answers about any task."""
+
+    def __init__(self, settings: Settings, registry: Registry, owner: str | None = None) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.owner = owner or new_owner_id()
+        self._tasks: dict[str, _Task] = {}
+        self._task_group: TaskGroup | None = None
+        self._shutting_down = False
+
+    async def __aenter__(self) -> Supervisor:
+        process.raise_open_file_limit()
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        await self.shutdown()
+        assert self._task_group is not None
+        self._task_group.cancel_scope.cancel()
+        return await self._task_group.__aexit__(exc_type, exc, tb)
+
+    # -- start -----------------------------------------------------------------
+
+    def start(
+        self,
+        command: str,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        name: str | None = None,
+    ) -> StartedTask:
+        """Start ``command`` under ``/bin/sh -c`` and answer at once."""
+        if self._task_group is None or self._shutting_down:
+            raise BackgroundrError("the server is shutting down; start the task after it restarts")
+        command = _checked_command(command)
+        workdir = _checked_cwd(cwd)
+        task_env = _task_environment(env)
+        if name is not None and len(name) > MAX_NAME_LENGTH:
+            raise InvalidArgumentError("name", name, f"use a label of at most {MAX_NAME_LENGTH} characters")
+
+        task_id = self._new_task_id()
+        log_path = logs.create_log(self.settings.logs_dir, task_id)
+        task_env[TASK_ID_ENV] = task_id
+        record = TaskRecord(
+            task_id=task_id,
+            name=name,
+            command=command,
+            cwd=workdir,
+            log_path=str(log_path),
+            owner=self.owner,
+            started_at=time.time(),
+        )
+        log_fd = logs.open_append(log_path)
+        try:
+            popen: subprocess.Popen[bytes] | None = process.spawn(command, workdir, task_env, log_fd)
+        except SpawnFailedError as exc:
+            os.write(log_fd, f"mcp-backgroundr: {exc}\n".encode())
+            popen = None
+            record.state = TaskState.FAILED
+            record.ended_at = record.started_at
+            record.end_reason = str(exc)
+        finally:
+            os.close(log_fd)
+        task = _Task(record, popen)
+        if popen is not None:
+            record.pid = popen.pid
+            record.pid_create_time = process.create_time(popen.pid)
+        else:
+            task.exited.set()
+            task.lingering_known_empty = True
+        self.registry.insert(record)
+        self._tasks[task_id] = task
+        if popen is not None:
+            self._task_group.start_soon(self._watch, task, popen)
+        return StartedTask(
+            task_id=task_id,
+            pid=record.pid,
+            state=record.state,
+            command=command,
+            cwd=workdir,
+            log_path=record.log_path,
+        )
+
+    def _new_task_id(self) -> str:
+        while True:
+            task_id = secrets.token_hex(4)
+            if task_id not in self._tasks and self.registry.get(task_id) is None:
+                return task_id
+
+    async def _watch(self, task: _Task, popen: subprocess.Popen[bytes]) -> None:
+        returncode = await process.wait_for_exit(popen)
+        self._record_exit(task, returncode)
+
+    def _record_exit(self, task: _Task, returncode: int) -> None:
+        record = task.record
+        record.ended_at = time.time()
+        if returncode >= 0:
+            record.exit_code = returncode
+            record.state = TaskState.COMPLETED if returncode == 0 else TaskState.FAILED
+        else:
+            record.exit_code = 128 - returncode
+            record.signal = signal.Signals(-returncode).name
+            record.state = TaskState.FAILED
+        if record.kill_requested:
+            record.state = TaskState.KILLED
+        task.exited.set()
+        if not self._shutting_down:
+            self.registry.update([record])
+
+    # -- read ------------------------------------------------------------------
+
+    def _own(self, task_id: str) -> _Task:
+        task = self._tasks.get(task_id)
+        if task is None:
+            raise TaskNotFoundError(task_id)
+        return task
+
+    def _lingering(self, task: _Task) -> list[psutil.Process]:
+        """Processes of a finished task that are still alive."""
+        if task.running or task.lingering_known_empty or task.record.pid is None:
+            return []
+        found = process.find_task_processes({task.record.pid: task.record.task_id})[task.record.task_id]
+        task.lingering_known_empty = not found
+        return found
+
+    def status(self, task_id: str, lines: int | None = None, since: int | None = None) -> TaskStatus:
+        """Lifecycle and a bounded slice of output of one task."""
+        task = self._own(task_id)
+        record = task.record
+        if lines is None:
+            lines = self.settings.default_lines
+        if lines < 0 or lines > self.settings.max_lines:
+            raise InvalidArgumentError(
+                "lines", lines, f"ask for 0 to {self.settings.max_lines} lines, or read forward with since"
+            )
+        lingering = self._lingering(task)
+        writer_alive = task.running or bool(lingering)
+        path = Path(record.log_path)
+        budget = self.settings.output_budget
+        if since is None:
+            piece = logs.read_tail(path, lines, budget, writer_alive=writer_alive)
+        else:
+            if since < 0:
+                raise InvalidArgumentError("since", since, "pass a cursor (a byte offset >= 0) from an earlier answer")
+            piece = logs.read_forward(path, since, budget, writer_alive=writer_alive)
+        return TaskStatus(
+            task_id=record.task_id,
+            name=record.name,
+            command=record.command,
+            cwd=record.cwd,
+            state=record.state,
+            exit_code=record.exit_code,
+            signal=record.signal,
+            kill_requested=record.kill_requested,
+            pid=record.pid,
+            started_at=iso_time(record.started_at) or "",
+            ended_at=iso_time(record.ended_at),
+            runtime_seconds=record.runtime_seconds(time.time()),
+            output=piece.text,
+            cursor=piece.cursor,
+            output_bytes=piece.size,
+            truncated=piece.truncated,
+            truncation=piece.truncation,
+            lingering_pids=sorted(p.pid for p in lingering),
+        )
+
+    def list_tasks(self, state: TaskState | None = None) -> TaskList:
+        """This server's tasks, newest first."""
+        now = time.time()
+        tasks = sorted(self._tasks.values(), key=lambda t: t.record.started_at, reverse=True)
+        return TaskList(
+            tasks=[
+                TaskSummary(
+                    task_id=t.record.task_id,
+                    name=t.record.name,
+                    command=t.record.command,
+                    state=t.record.state,
+                    pid=t.record.pid,
+                    exit_code=t.record.exit_code,
+                    started_at=iso_time(t.record.started_at) or "",
+                    runtime_seconds=t.record.runtime_seconds(now),
+                )
+                for t in tasks
+                if state is None or t.record.state is state
+            ]
+        )
+
+    # -- end -------------------------------------------------------------------
+
+    async def end(self, task_id: str, grace_seconds: float | None = None) -> EndedTask:
+        """End a task's whole process tree and answer once it is gone."""
+        task = self._own(task_id)
+        grace = self.settings.default_grace_seconds if grace_seconds is None else grace_seconds
+        if not 0 <= grace <= self.settings.max_grace_seconds:
+            raise InvalidArgumentError(
+                "grace_seconds", grace_seconds, f"use 0 to {self.settings.max_grace_seconds:g} seconds"
+            )
+        record = task.record
+        with anyio.CancelScope(shield=True):
+            if task.running and not record.kill_requested:
+                record.kill_requested = True
+                record.end_reason = END_REASON
+                self.registry.update([record])
+            outcome = await process.end_processes(
+                lambda: self._processes_of(task), grace, self.settings.kill_wait_seconds
+            )
+            with anyio.move_on_after(self.settings.kill_wait_seconds):
+                await task.exited.wait()
+        task.lingering_known_empty = not outcome.survivors
+        return EndedTask(
+            task_id=task_id,
+            state=record.state,
+            exit_code=record.exit_code,
+            signal=record.signal,
+            signalled_pids=outcome.signalled,
+            escalated=outcome.escalated,
+            survivors=[Survivor(pid=pid, command=cmd, reason=why) for pid, cmd, why in outcome.survivors],
+        )
+
+    def _processes_of(self, task: _Task) -> list[psutil.Process]:
+        if task.record.pid is None or task.lingering_known_empty:
+            return []
+        return process.find_task_processes({task.record.pid: task.record.task_id})[task.record.task_id]
+
+    async def shutdown(self) -> int:
+        """End every task this server owns, all at once, within a bounded time.
+
+        Returns how many tasks still had processes to end.
+        """
+        if self._shutting_down:
+            return 0
+        self._shutting_down = True
+        with anyio.CancelScope(shield=True):
+            live = [t for t in self._tasks.values() if t.record.pid is not None and not t.lingering_known_empty]
+            for task in live:
+                if task.running:
+                    task.record.kill_requested = True
+                    task.record.end_reason = SHUTDOWN_REASON
+            leaders = {t.record.pid: t.record.task_id for t in live if t.record.pid is not None}
+
+            def find_all() -> list[psutil.Process]:
+                if not leaders:
+                    return []
+                return [p for found in process.find_task_processes(leaders).values() for p in found]
+
+            await process.end_processes(
+                find_all, self.settings.shutdown_grace_seconds, self.settings.shutdown_kill_wait_seconds
+            )
+            with anyio.move_on_after(self.settings.shutdown_kill_wait_seconds):
+                for task in live:
+                    await task.exited.wait()
+            self.registry.update([t.record for t in self._tasks.values()])
+        return len(live)
+
+
+def _checked_command(command: str) -> str:
+    if not command.strip():
+        raise InvalidArgumentError("command", command, "give a shell command to run, such as 'npm run dev'")
+    if "\0" in command:
+        raise InvalidArgumentError("command", command, "remove the NUL character; a command cannot contain one")
+    return command
+
+
+def _checked_cwd(cwd: str | None) -> str:
+    if cwd is None or not cwd.strip():
+        return os.getcwd()
+    if "\0" in cwd:
+        raise InvalidArgumentError("cwd", cwd, "remove the NUL character from the path")
+    path = Path(cwd).expanduser()
+    if not path.is_absolute():
+        path = Path(os.getcwd()) / path
+    if not path.exists():
+        raise InvalidArgumentError("cwd", cwd, "that directory does not exist; pass an existing directory or omit cwd")
+    if not path.is_dir():
+        raise InvalidArgumentError("cwd", cwd, "that is a file, not a directory; pass its parent directory or omit cwd")
+    if not os.access(path, os.X_OK):
+        raise InvalidArgumentError("cwd", cwd, "the server may not enter that directory; pick one it can read")
+    return os.path.normpath(path)
+
+
+def _task_environment(extra: Mapping[str, str] | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    for key, value in (extra or {}).items():
+        if not key or "=" in key or "\0" in key:
+            raise InvalidArgumentError("env", key, "variable names must be non-empty without '=' or NUL")
+        if "\0" in value:
+            raise InvalidArgumentError(f"env.{key}", value, "remove the NUL character from the value")
+        env[key] = value
+    return env

@@ -1,0 +1,191 @@
+"""End-to-end: the tools, driven through the SDK's stdio client against the installed server."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+import pytest
+from mcp import Client
+
+from .harness import call, connect, text_of
+
+pytestmark = pytest.mark.anyio
+
+
+async def until(check: Callable[[], Awaitable[bool]], seconds: float = 10.0) -> None:
+    """Wait, bounded, until an observable condition holds."""
+    with anyio.fail_after(seconds):
+        while not await check():
+            await anyio.sleep(0.02)
+
+
+async def finished(client: Client, task_id: str, **arguments: Any) -> dict[str, Any]:
+    """Status of a task once its main process has exited (bounded wait)."""
+    status: dict[str, Any] = {}
+
+    async def done() -> bool:
+        nonlocal status
+        status = await call(client, "get_task_status", task_id=task_id, **arguments)
+        return bool(status["state"] != "running")
+
+    await until(done)
+    return status
+
+
+async def test_output_exit_code_and_shell_features(server_command: str, tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    async with connect(server_command) as client:
+        started = await call(
+            client,
+            "run_background_task",
+            command='echo out; echo err >&2; echo "$GREETING" | tr a-z A-Z && cd sub && pwd; exit 3',
+            cwd=str(tmp_path),
+            env={"GREETING": "hello"},
+            name="demo",
+        )
+        assert started["state"] == "running" and started["cwd"] == str(tmp_path)
+        status = await finished(client, started["task_id"])
+    assert status["state"] == "failed" and status["exit_code"] == 3 and status["signal"] is None
+    assert status["output"] == f"out\nerr\nHELLO\n{tmp_path}/sub\n"
+    assert status["name"] == "demo" and status["ended_at"] is not None
+    assert Path(started["log_path"]).read_bytes() == status["output"].encode()
+
+
+@pytest.mark.parametrize(
+    ("command", "state", "exit_code", "signal"),
+    [("exit 0", "completed", 0, None), ("exit 3", "failed", 3, None), ("kill -KILL $$", "failed", 137, "SIGKILL")],
+)
+async def test_exit_codes(server_command: str, command: str, state: str, exit_code: int, signal: str | None) -> None:
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command=command)
+        status = await finished(client, task["task_id"])
+    assert (status["state"], status["exit_code"], status["signal"]) == (state, exit_code, signal)
+    assert status["kill_requested"] is False
+
+
+async def test_child_environment_stdin_and_descriptors(server_command: str) -> None:
+    async with connect(server_command) as client:
+        task = await call(
+            client,
+            "run_background_task",
+            command='echo "unbuffered=$PYTHONUNBUFFERED"; readlink /proc/self/fd/0; ls /proc/self/fd | wc -l',
+        )
+        status = await finished(client, task["task_id"])
+    unbuffered, stdin, descriptors = status["output"].splitlines()
+    assert unbuffered == "unbuffered=1"
+    assert stdin == "/dev/null"
+    assert int(descriptors) <= 4  # 0, 1, 2 and the one ls opened to list them
+
+
+def _alive(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
+def _task_pids(task_id: str) -> list[int]:
+    return [
+        p.pid
+        for p in psutil.process_iter(["environ"], ad_value=None)
+        if (p.info.get("environ") or {}).get("MCP_BACKGROUNDR_TASK_ID") == task_id
+    ]
+
+
+async def _started_with_children(client: Client, command: str, count: int) -> tuple[str, list[int]]:
+    task = await call(client, "run_background_task", command=command)
+
+    async def spawned() -> bool:
+        return len(_task_pids(task["task_id"])) >= count
+
+    await until(spawned)
+    return task["task_id"], _task_pids(task["task_id"])
+
+
+async def test_ending_a_tree_leaves_no_survivors(server_command: str) -> None:
+    async with connect(server_command) as client:
+        task_id, pids = await _started_with_children(client, "sleep 300 & sleep 300", 3)
+        ended = await call(client, "end_background_task", task_id=task_id)
+        assert _alive(pids) == []
+        status = await call(client, "get_task_status", task_id=task_id)
+    assert ended["state"] == "killed" and ended["survivors"] == [] and not ended["escalated"]
+    assert ended["signal"] == "SIGTERM" and ended["exit_code"] == 143
+    assert set(pids) <= set(ended["signalled_pids"])
+    assert status["state"] == "killed" and status["kill_requested"] is True
+
+
+async def test_a_task_that_ignores_sigterm_is_killed_by_escalation(server_command: str) -> None:
+    async with connect(server_command) as client:
+        task_id, pids = await _started_with_children(client, "trap '' TERM; sleep 300 & sleep 300; wait", 3)
+        ended = await call(client, "end_background_task", task_id=task_id, grace_seconds=0.3)
+        assert _alive(pids) == []
+    assert ended["escalated"] is True and ended["survivors"] == []
+    assert ended["state"] == "killed" and ended["signal"] == "SIGKILL"
+
+
+async def test_daemonized_processes_are_lingering_and_ended(server_command: str) -> None:
+    command = "setsid sleep 300 & nohup sh -c 'sleep 301 & sleep 302' >/dev/null 2>&1 & echo started"
+    async with connect(server_command) as client:
+        task_id, _ = await _started_with_children(client, command, 1)
+        status = await finished(client, task_id)
+        lingering: list[int] = []
+
+        async def all_lingering() -> bool:
+            nonlocal lingering
+            lingering = (await call(client, "get_task_status", task_id=task_id))["lingering_pids"]
+            return len(lingering) >= 4
+
+        await until(all_lingering)
+        ended = await call(client, "end_background_task", task_id=task_id)
+        assert _alive(lingering) == []
+        after = await call(client, "get_task_status", task_id=task_id)
+    assert status["state"] == "completed" and status["output"] == "started\n"
+    assert set(lingering) <= set(ended["signalled_pids"]) and ended["survivors"] == []
+    assert ended["state"] == "completed"
+    assert after["lingering_pids"] == []
+
+
+async def test_ending_a_finished_task_answers_its_state(server_command: str) -> None:
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="exit 5")
+        await finished(client, task["task_id"])
+        ended = await call(client, "end_background_task", task_id=task["task_id"])
+    assert (ended["state"], ended["exit_code"], ended["signalled_pids"]) == ("failed", 5, [])
+
+
+async def test_list_tasks_newest_first_with_state_filter(server_command: str) -> None:
+    async with connect(server_command) as client:
+        first = await call(client, "run_background_task", command="true", name="first")
+        await finished(client, first["task_id"])
+        second = await call(client, "run_background_task", command="sleep 300", name="second")
+        listing = await call(client, "list_tasks")
+        running = await call(client, "list_tasks", state="running")
+        text = text_of(await client.call_tool("list_tasks", {}))
+    assert [t["task_id"] for t in listing["tasks"]] == [second["task_id"], first["task_id"]]
+    assert [t["task_id"] for t in running["tasks"]] == [second["task_id"]]
+    assert second["task_id"] in text and "sleep 300" in text
+
+
+async def test_the_registry_records_pid_and_start_time(server_command: str, home: Path) -> None:
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="sleep 300")
+        expected_start = psutil.Process(task["pid"]).create_time()
+    with sqlite3.connect(home / "registry.sqlite3") as db:
+        row = db.execute(
+            "SELECT pid, pid_create_time, state, end_reason FROM tasks WHERE task_id = ?", (task["task_id"],)
+        ).fetchone()
+    assert row == (task["pid"], expected_start, "killed", "server shutdown")
+    assert home.stat().st_mode & 0o777 == 0o700
+    assert (home / "registry.sqlite3").stat().st_mode & 0o777 == 0o600
+    assert Path(task["log_path"]).stat().st_mode & 0o777 == 0o600
+    assert os.path.dirname(task["log_path"]) == str(home / "logs")
