@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TextIO
 
+import anyio
+import psutil
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp_types import CallToolResult, TextContent
@@ -54,5 +55,33 @@ async def call_error(client: Client, tool: str, **arguments: Any) -> str:
     return message
 
 
-def read_all(path: Path) -> bytes:
-    return path.read_bytes()
+async def until(check: Callable[[], Awaitable[bool]], seconds: float = 10.0) -> None:
+    """Wait, bounded, until an observable condition holds."""
+    with anyio.fail_after(seconds):
+        while not await check():
+            await anyio.sleep(0.02)
+
+
+async def finished(client: Client, task_id: str, **arguments: Any) -> dict[str, Any]:
+    """Status of a task once its main process has exited (bounded wait)."""
+    status: dict[str, Any] = {}
+
+    async def done() -> bool:
+        nonlocal status
+        status = await call(client, "get_task_status", task_id=task_id, **arguments)
+        return bool(status["state"] != "running")
+
+    await until(done)
+    return status
+
+
+def alive(pids: list[int]) -> list[int]:
+    """The pids among ``pids`` that still run (zombies count as gone)."""
+    running = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                running.append(pid)
+        except psutil.NoSuchProcess:
+            continue
+    return running

@@ -4,38 +4,15 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
-import anyio
 import psutil
 import pytest
 from mcp import Client
 
-from .harness import call, connect, text_of
+from .harness import alive, call, connect, finished, text_of, until
 
 pytestmark = pytest.mark.anyio
-
-
-async def until(check: Callable[[], Awaitable[bool]], seconds: float = 10.0) -> None:
-    """Wait, bounded, until an observable condition holds."""
-    with anyio.fail_after(seconds):
-        while not await check():
-            await anyio.sleep(0.02)
-
-
-async def finished(client: Client, task_id: str, **arguments: Any) -> dict[str, Any]:
-    """Status of a task once its main process has exited (bounded wait)."""
-    status: dict[str, Any] = {}
-
-    async def done() -> bool:
-        nonlocal status
-        status = await call(client, "get_task_status", task_id=task_id, **arguments)
-        return bool(status["state"] != "running")
-
-    await until(done)
-    return status
 
 
 async def test_output_exit_code_and_shell_features(server_command: str, tmp_path: Path) -> None:
@@ -83,17 +60,6 @@ async def test_child_environment_stdin_and_descriptors(server_command: str) -> N
     assert int(descriptors) <= 4  # 0, 1, 2 and the one ls opened to list them
 
 
-def _alive(pids: list[int]) -> list[int]:
-    alive = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-        except psutil.NoSuchProcess:
-            continue
-    return alive
-
-
 def _task_pids(task_id: str) -> list[int]:
     return [
         p.pid
@@ -116,7 +82,7 @@ async def test_ending_a_tree_leaves_no_survivors(server_command: str) -> None:
     async with connect(server_command) as client:
         task_id, pids = await _started_with_children(client, "sleep 300 & sleep 300", 3)
         ended = await call(client, "end_background_task", task_id=task_id)
-        assert _alive(pids) == []
+        assert alive(pids) == []
         status = await call(client, "get_task_status", task_id=task_id)
     assert ended["state"] == "killed" and ended["survivors"] == [] and not ended["escalated"]
     assert ended["signal"] == "SIGTERM" and ended["exit_code"] == 143
@@ -128,7 +94,7 @@ async def test_a_task_that_ignores_sigterm_is_killed_by_escalation(server_comman
     async with connect(server_command) as client:
         task_id, pids = await _started_with_children(client, "trap '' TERM; sleep 300 & sleep 300; wait", 3)
         ended = await call(client, "end_background_task", task_id=task_id, grace_seconds=0.3)
-        assert _alive(pids) == []
+        assert alive(pids) == []
     assert ended["escalated"] is True and ended["survivors"] == []
     assert ended["state"] == "killed" and ended["signal"] == "SIGKILL"
 
@@ -147,7 +113,7 @@ async def test_daemonized_processes_are_lingering_and_ended(server_command: str)
 
         await until(all_lingering)
         ended = await call(client, "end_background_task", task_id=task_id)
-        assert _alive(lingering) == []
+        assert alive(lingering) == []
         after = await call(client, "get_task_status", task_id=task_id)
     assert status["state"] == "completed" and status["output"] == "started\n"
     assert set(lingering) <= set(ended["signalled_pids"]) and ended["survivors"] == []

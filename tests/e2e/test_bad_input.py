@@ -1,0 +1,77 @@
+"""End-to-end: every bad input gets a one-line isError answer, and nothing else is disturbed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .harness import call, call_error, connect
+
+pytestmark = pytest.mark.anyio
+
+BAD_STARTS: list[tuple[dict[str, Any], str]] = [
+    ({"command": ""}, "command"),
+    ({"command": "   \t"}, "command"),
+    ({"command": 42}, "command"),
+    ({"command": None}, "command"),
+    ({"command": ["ls"]}, "command"),
+    ({}, "command"),
+    ({"command": "echo \0"}, "command"),
+    ({"command": "true", "cwd": "/definitely/not/here"}, "cwd"),
+    ({"command": "true", "cwd": "/etc/hostname"}, "cwd"),
+    ({"command": "true", "env": {"A=B": "x"}}, "env"),
+    ({"command": "true", "env": {"A": 1}}, "env"),
+    ({"command": "true", "env": "A=1"}, "env"),
+    ({"command": "true", "name": "n" * 10_000}, "name"),
+]
+
+
+async def test_bad_start_arguments_are_refused_and_start_nothing(server_command: str) -> None:
+    async with connect(server_command) as client:
+        for arguments, field in BAD_STARTS:
+            message = await call_error(client, "run_background_task", **arguments)
+            assert field in message, (arguments, message)
+        assert (await call(client, "list_tasks"))["tasks"] == []
+
+
+BAD_STATUS: list[tuple[dict[str, Any], str]] = [
+    ({"task_id": "nope"}, "task_id"),
+    ({"task_id": ""}, "task_id"),
+    ({"task_id": 7}, "task_id"),
+    ({}, "task_id"),
+    ({"lines": -1}, "lines"),
+    ({"lines": 10**12}, "lines"),
+    ({"lines": "many"}, "lines"),
+    ({"since": -5}, "since"),
+    ({"since": 10**15}, "since"),
+    ({"since": 1.5}, "since"),
+]
+
+
+async def test_bad_status_and_end_arguments_leave_other_tasks_untouched(server_command: str) -> None:
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="echo steady; sleep 300")
+        for arguments, field in BAD_STATUS:
+            merged = {"task_id": task["task_id"]} | arguments if "task_id" not in arguments else arguments
+            if not arguments:
+                merged = {}
+            message = await call_error(client, "get_task_status", **merged)
+            assert field in message, (arguments, message)
+        for grace in (-1, 10**9, "soon"):
+            message = await call_error(client, "end_background_task", task_id=task["task_id"], grace_seconds=grace)
+            assert "grace_seconds" in message
+        assert "task_id" in await call_error(client, "end_background_task", task_id="missing")
+        assert "state" in await call_error(client, "list_tasks", state="sleeping")
+        status = await call(client, "get_task_status", task_id=task["task_id"])
+        assert status["state"] == "running"
+        assert status["kill_requested"] is False
+
+
+async def test_an_unknown_tool_is_an_error_and_the_server_keeps_serving(server_command: str, tmp_path: Path) -> None:
+    async with connect(server_command) as client:
+        result = await client.call_tool("no_such_tool", {})
+        assert result.is_error
+        started = await call(client, "run_background_task", command="true", cwd=str(tmp_path))
+        assert started["cwd"] == str(tmp_path)

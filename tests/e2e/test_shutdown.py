@@ -1,0 +1,75 @@
+"""End-to-end: when its client goes away or it is signalled, the server ends every task."""
+
+from __future__ import annotations
+
+import os
+import pty
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import psutil
+import pytest
+
+from .harness import alive, call, connect
+
+pytestmark = pytest.mark.anyio
+
+TASKS_AT_DISCONNECT = 200
+
+
+async def test_client_disconnect_ends_200_tasks_before_the_client_would_signal(
+    server_command: str, tmp_path: Path
+) -> None:
+    errlog_path = tmp_path / "server.err"
+    with errlog_path.open("w") as errlog:
+        async with connect(server_command, errlog=errlog) as client:
+            pids = []
+            for index in range(TASKS_AT_DISCONNECT):
+                command = "sleep 300 & sleep 300" if index % 2 else "trap '' TERM; sleep 300"
+                pids.append((await call(client, "run_background_task", command=command))["pid"])
+            server_pid = psutil.Process(pids[0]).ppid()
+    # The SDK client closes stdin and waits 2 s before it sends SIGTERM: the server must have ended
+    # every task and exited by itself, which its last line on stderr records.
+    last_line = errlog_path.read_text().strip().splitlines()[-1]
+    assert last_line.startswith(f"mcp-backgroundr: client closed stdin; ended {TASKS_AT_DISCONNECT} task(s)")
+    assert not psutil.pid_exists(server_pid) or psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE
+    assert alive(pids) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_a_signal_ends_the_server_and_its_tasks(
+    server_command: str, tmp_path: Path, signum: signal.Signals
+) -> None:
+    errlog_path = tmp_path / "server.err"
+    with errlog_path.open("w") as errlog:
+        async with connect(server_command, errlog=errlog) as client:
+            task = await call(client, "run_background_task", command="sleep 300 & sleep 300")
+            server = psutil.Process(psutil.Process(task["pid"]).ppid())
+            children = [p.pid for p in psutil.Process(task["pid"]).children(recursive=True)]
+            server.send_signal(signum)
+            with anyio.fail_after(5):
+                while server.is_running() and server.status() != psutil.STATUS_ZOMBIE:
+                    await anyio.sleep(0.02)
+    assert f"{signum.name} received; ended 1 task(s)" in errlog_path.read_text()
+    assert alive([task["pid"], *children]) == []
+
+
+def test_on_a_terminal_it_says_it_is_an_mcp_server_and_writes_nothing_to_stdout(server_command: str) -> None:
+    controller, terminal = pty.openpty()
+    server = subprocess.Popen(
+        [server_command], stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy()
+    )
+    os.close(terminal)
+    try:
+        assert server.stderr is not None
+        hint = server.stderr.readline().decode()
+    finally:
+        os.close(controller)  # the terminal hangs up: stdin ends
+        stdout, _ = server.communicate(timeout=10)
+    assert "MCP server" in hint
+    assert "claude mcp add" in hint
+    assert stdout == b""
+    assert server.returncode == 0, sys.stderr

@@ -1,0 +1,54 @@
+"""The tools' names, parameters, output fields and annotations are public contract: pinned here."""
+
+from __future__ import annotations
+
+import pytest
+
+from .harness import connect
+
+pytestmark = pytest.mark.anyio
+
+STATUS_FIELDS = {
+    "task_id", "name", "command", "cwd", "state", "exit_code", "signal", "kill_requested", "pid", "started_at",
+    "ended_at", "runtime_seconds", "output", "cursor", "output_bytes", "truncated", "truncation", "lingering_pids",
+}  # fmt: skip
+
+EXPECTED = {
+    "run_background_task": (
+        {"command", "cwd", "env", "name"},
+        {"command"},
+        {"task_id", "pid", "state", "command", "cwd", "log_path"},
+    ),
+    "get_task_status": ({"task_id", "lines", "since"}, {"task_id"}, STATUS_FIELDS),
+    "end_background_task": (
+        {"task_id", "grace_seconds"},
+        {"task_id"},
+        {"task_id", "state", "exit_code", "signal", "signalled_pids", "escalated", "survivors"},
+    ),
+    "list_tasks": ({"state"}, set(), {"tasks"}),
+}
+
+
+async def test_tools_are_pinned(server_command: str) -> None:
+    async with connect(server_command) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert set(tools) == set(EXPECTED)
+    for name, (parameters, required, outputs) in EXPECTED.items():
+        tool = tools[name]
+        assert set(tool.input_schema["properties"]) == parameters, name
+        assert set(tool.input_schema.get("required", [])) == required, name
+        assert tool.output_schema is not None
+        assert set(tool.output_schema["properties"]) == outputs, name
+        assert tool.description
+        for schema in (tool.input_schema, tool.output_schema):
+            for field, spec in schema["properties"].items():
+                assert spec.get("description") or "$ref" in spec or "items" in spec, f"{name}.{field}"
+    annotations = {name: tool.annotations for name, tool in tools.items()}
+    assert annotations["get_task_status"] is not None and annotations["get_task_status"].read_only_hint
+    assert annotations["list_tasks"] is not None and annotations["list_tasks"].read_only_hint
+    assert annotations["end_background_task"] is not None and annotations["end_background_task"].destructive_hint
+    listed = tools["list_tasks"].output_schema
+    assert listed is not None
+    assert set(listed["$defs"]["TaskSummary"]["properties"]) == {
+        "task_id", "name", "command", "state", "pid", "exit_code", "started_at", "runtime_seconds",
+    }  # fmt: skip

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import anyio
+import psutil
+import pytest
+
+from mcp_backgroundr import logs, process
+from mcp_backgroundr.config import TASK_ID_ENV
+from mcp_backgroundr.errors import SpawnFailedError
+
+pytestmark = pytest.mark.anyio
+
+
+def _spawn(tmp_path: Path, command: str, task_id: str = "t1") -> tuple[subprocess.Popen[bytes], Path]:
+    log = logs.create_log(tmp_path, task_id)
+    fd = logs.open_append(log)
+    try:
+        env = dict(os.environ) | {TASK_ID_ENV: task_id}
+        return process.spawn(command, str(tmp_path), env, fd), log
+    finally:
+        os.close(fd)
+
+
+async def test_spawned_task_leads_its_session_and_writes_to_its_log(tmp_path: Path) -> None:
+    popen, log = _spawn(tmp_path, "echo out; echo err >&2; exit 4")
+    with anyio.fail_after(10):
+        returncode = await process.wait_for_exit(popen)
+    assert returncode == 4
+    assert log.read_bytes() == b"out\nerr\n"
+
+
+async def test_exit_by_signal_is_a_negative_returncode(tmp_path: Path) -> None:
+    popen, _ = _spawn(tmp_path, "kill -TERM $$")
+    with anyio.fail_after(10):
+        assert await process.wait_for_exit(popen) == -signal.SIGTERM
+
+
+def test_spawn_failure_is_translated(tmp_path: Path) -> None:
+    with pytest.raises(SpawnFailedError, match="could not start"):
+        process.spawn("true", str(tmp_path / "missing"), {}, 1)
+
+
+async def test_processes_that_left_the_session_are_found_and_ended(tmp_path: Path) -> None:
+    popen, log = _spawn(tmp_path, "setsid sh -c 'trap \"\" TERM; echo ready; sleep 300' & wait")
+    with anyio.fail_after(10):
+        while b"ready" not in log.read_bytes():
+            await anyio.sleep(0.02)
+    found = process.find_task_processes({popen.pid: "t1"})["t1"]
+    sessions = {os.getsid(p.pid) for p in found}
+    assert len(sessions) == 2  # the shell's own session and the one setsid made
+    with anyio.fail_after(10):
+        outcome = await process.end_processes(lambda: process.find_task_processes({popen.pid: "t1"})["t1"], 0.2, 2)
+        await process.wait_for_exit(popen)
+    assert outcome.escalated
+    assert outcome.survivors == []
+    assert {p.pid for p in found} <= set(outcome.signalled)
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in found)
+
+
+async def test_ending_nothing_is_immediate() -> None:
+    outcome = await process.end_processes(list, 5, 5)
+    assert outcome.signalled == []
+    assert not outcome.escalated

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from mcp_backgroundr.config import Settings
+from mcp_backgroundr.errors import InvalidArgumentError, TaskNotFoundError
+from mcp_backgroundr.models import TaskState
+from mcp_backgroundr.registry import Registry
+from mcp_backgroundr.supervisor import Supervisor
+
+pytestmark = pytest.mark.anyio
+
+
+def _registry(settings: Settings) -> Registry:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return Registry(settings.registry_path)
+
+
+async def test_an_exit_is_recorded_in_the_registry_without_anyone_asking(settings: Settings) -> None:
+    registry = _registry(settings)
+    async with Supervisor(settings, registry) as supervisor:
+        started = supervisor.start("exit 7")
+        task = supervisor._tasks[started.task_id]
+        with anyio.fail_after(10):
+            await task.exited.wait()
+        record = registry.get(started.task_id)
+        assert record is not None
+        assert (record.state, record.exit_code) == (TaskState.FAILED, 7)
+    registry.close()
+
+
+async def test_shutdown_ends_running_tasks_and_records_them_killed(settings: Settings) -> None:
+    registry = _registry(settings)
+    async with Supervisor(settings, registry) as supervisor:
+        started = [supervisor.start("sleep 300 & sleep 300") for _ in range(5)]
+    for task in started:
+        record = registry.get(task.task_id)
+        assert record is not None
+        assert record.state is TaskState.KILLED
+        assert record.end_reason == "server shutdown"
+    registry.close()
+
+
+async def test_bad_requests_raise_errors_that_name_the_field(settings: Settings, tmp_path: Path) -> None:
+    registry = _registry(settings)
+    async with Supervisor(settings, registry) as supervisor:
+        with pytest.raises(InvalidArgumentError, match=r"^cwd="):
+            supervisor.start("true", cwd=str(tmp_path / "nope"))
+        with pytest.raises(TaskNotFoundError, match="list_tasks"):
+            supervisor.status("nope")
+        started = supervisor.start("true")
+        with pytest.raises(InvalidArgumentError, match=r"^lines="):
+            supervisor.status(started.task_id, lines=-1)
+        with pytest.raises(InvalidArgumentError, match=r"^grace_seconds="):
+            await supervisor.end(started.task_id, grace_seconds=-1)
+    registry.close()
+
+
+async def test_a_task_started_in_a_relative_cwd_runs_in_its_absolute_path(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path)
+    registry = _registry(settings)
+    async with Supervisor(settings, registry) as supervisor:
+        started = supervisor.start("pwd", cwd="work")
+        assert started.cwd == str(tmp_path / "work")
+    registry.close()
