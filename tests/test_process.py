@@ -29,7 +29,7 @@ def _spawn(tmp_path: Path, command: str, task_id: str = "t1") -> tuple[subproces
 async def test_spawned_task_leads_its_session_and_writes_to_its_log(tmp_path: Path) -> None:
     popen, log = _spawn(tmp_path, "echo out; echo err >&2; exit 4")
     with anyio.fail_after(10):
-        returncode = await process.wait_for_exit(popen)
+        returncode = await process.wait_for_exit(popen, process.open_exit_handle(popen))
     assert returncode == 4
     assert log.read_bytes() == b"out\nerr\n"
 
@@ -37,7 +37,7 @@ async def test_spawned_task_leads_its_session_and_writes_to_its_log(tmp_path: Pa
 async def test_exit_by_signal_is_a_negative_returncode(tmp_path: Path) -> None:
     popen, _ = _spawn(tmp_path, "kill -TERM $$")
     with anyio.fail_after(10):
-        assert await process.wait_for_exit(popen) == -signal.SIGTERM
+        assert await process.wait_for_exit(popen, process.open_exit_handle(popen)) == -signal.SIGTERM
 
 
 def test_spawn_failure_is_translated(tmp_path: Path) -> None:
@@ -55,7 +55,7 @@ async def test_processes_that_left_the_session_are_found_and_ended(tmp_path: Pat
     assert len(sessions) == 2  # the shell's own session and the one setsid made
     with anyio.fail_after(10):
         outcome = await process.end_processes(lambda: process.find_task_processes({popen.pid: "t1"})["t1"], 0.2, 2)
-        await process.wait_for_exit(popen)
+        await process.wait_for_exit(popen, process.open_exit_handle(popen))
     assert outcome.escalated
     assert outcome.survivors == []
     assert {p.pid for p in found} <= set(outcome.signalled)

@@ -69,3 +69,17 @@ async def test_a_task_started_in_a_relative_cwd_runs_in_its_absolute_path(
         started = supervisor.start("pwd", cwd="work")
         assert started.cwd == str(tmp_path / "work")
     registry.close()
+
+
+async def test_status_that_reaps_a_fast_exit_before_the_watcher_runs_breaks_nothing(settings: Settings) -> None:
+    registry = _registry(settings)
+    async with Supervisor(settings, registry) as supervisor:
+        started = supervisor.start("exit 9")
+        # Before any await, the watcher has not run; the exit is seen by status itself.
+        while supervisor.status(started.task_id).state is TaskState.RUNNING:
+            await anyio.sleep(0.01)
+        assert supervisor.status(started.task_id).exit_code == 9
+    record = registry.get(started.task_id)
+    assert record is not None
+    assert record.exit_code == 9
+    registry.close()

@@ -50,11 +50,20 @@ def spawn(command: str, cwd: str, env: Mapping[str, str], log_fd: int) -> subpro
         raise SpawnFailedError(f"could not start {SHELL} -c {command!r} in {cwd}: {exc.strerror or exc}") from exc
 
 
-async def wait_for_exit(popen: subprocess.Popen[bytes]) -> int:
-    """Wait, without polling, until a child exits; reap it and return its returncode."""
-    pidfd = os.pidfd_open(popen.pid)
+def open_exit_handle(popen: subprocess.Popen[bytes]) -> int:
+    """A pidfd for a child just spawned, taken before anything can reap it (so its pid
+    cannot have been reused)."""
+    return os.pidfd_open(popen.pid)
+
+
+async def wait_for_exit(popen: subprocess.Popen[bytes], pidfd: int) -> int:
+    """Wait, without polling, until a child exits; reap it and return its returncode.
+
+    Closes ``pidfd``, which must come from :func:`open_exit_handle`.
+    """
     try:
-        await anyio.wait_readable(pidfd)
+        if popen.returncode is None:
+            await anyio.wait_readable(pidfd)
     finally:
         os.close(pidfd)
     return popen.wait()

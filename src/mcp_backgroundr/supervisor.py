@@ -13,6 +13,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from anyio.abc import TaskGroup
 
 from . import logs, process
 from .config import TASK_ID_ENV, Settings
-from .errors import BackgroundrError, InvalidArgumentError, SpawnFailedError, TaskNotFoundError
+from .errors import BackgroundrError, InvalidArgumentError, RegistryError, SpawnFailedError, TaskNotFoundError
 from .models import (
     EndedTask,
     StartedTask,
@@ -112,7 +113,14 @@ class Supervisor:
             raise InvalidArgumentError("name", name, f"use a label of at most {MAX_NAME_LENGTH} characters")
 
         task_id = self._new_task_id()
-        log_path = logs.create_log(self.settings.logs_dir, task_id)
+        try:
+            log_path = logs.create_log(self.settings.logs_dir, task_id)
+            log_fd = logs.open_append(log_path)
+        except OSError as exc:
+            raise SpawnFailedError(
+                f"could not create the log file in {self.settings.logs_dir}: {exc.strerror or exc}; "
+                "check that the state directory is writable and the disk is not full"
+            ) from exc
         task_env[TASK_ID_ENV] = task_id
         record = TaskRecord(
             task_id=task_id,
@@ -123,7 +131,6 @@ class Supervisor:
             owner=self.owner,
             started_at=time.time(),
         )
-        log_fd = logs.open_append(log_path)
         try:
             popen: subprocess.Popen[bytes] | None = process.spawn(command, workdir, task_env, log_fd)
         except SpawnFailedError as exc:
@@ -141,10 +148,16 @@ class Supervisor:
         else:
             task.exited.set()
             task.lingering_known_empty = True
-        self.registry.insert(record)
+        try:
+            self.registry.insert(record)
+        except RegistryError:
+            if popen is not None:  # unrecorded, it could never be found again: end it now
+                os.killpg(popen.pid, signal.SIGKILL)
+                popen.wait()
+            raise
         self._tasks[task_id] = task
         if popen is not None:
-            self._task_group.start_soon(self._watch, task, popen)
+            self._task_group.start_soon(self._watch, task, popen, process.open_exit_handle(popen))
         return StartedTask(
             task_id=task_id,
             pid=record.pid,
@@ -160,11 +173,18 @@ class Supervisor:
             if task_id not in self._tasks and self.registry.get(task_id) is None:
                 return task_id
 
-    async def _watch(self, task: _Task, popen: subprocess.Popen[bytes]) -> None:
-        returncode = await process.wait_for_exit(popen)
+    async def _watch(self, task: _Task, popen: subprocess.Popen[bytes], pidfd: int) -> None:
+        returncode = await process.wait_for_exit(popen, pidfd)
         self._record_exit(task, returncode)
 
+    def _refresh(self, task: _Task) -> None:
+        """Record an exit that happened since the event loop last looked (a single waitpid)."""
+        if task.running and task.popen is not None and (returncode := task.popen.poll()) is not None:
+            self._record_exit(task, returncode)
+
     def _record_exit(self, task: _Task, returncode: int) -> None:
+        if not task.running:
+            return
         record = task.record
         record.ended_at = time.time()
         if returncode >= 0:
@@ -178,7 +198,14 @@ class Supervisor:
             record.state = TaskState.KILLED
         task.exited.set()
         if not self._shutting_down:
-            self.registry.update([record])
+            self._save([record])
+
+    def _save(self, records: list[TaskRecord]) -> None:
+        """Record task changes; a registry failure is reported but never stops the server."""
+        try:
+            self.registry.update(records)
+        except RegistryError as exc:
+            print(f"mcp-backgroundr: {exc}", file=sys.stderr)
 
     # -- read ------------------------------------------------------------------
 
@@ -186,6 +213,7 @@ class Supervisor:
         task = self._tasks.get(task_id)
         if task is None:
             raise TaskNotFoundError(task_id)
+        self._refresh(task)
         return task
 
     def _lingering(self, task: _Task) -> list[psutil.Process]:
@@ -239,6 +267,8 @@ class Supervisor:
 
     def list_tasks(self, state: TaskState | None = None) -> TaskList:
         """This server's tasks, newest first."""
+        for task in self._tasks.values():
+            self._refresh(task)
         now = time.time()
         tasks = sorted(self._tasks.values(), key=lambda t: t.record.started_at, reverse=True)
         return TaskList(
@@ -273,7 +303,7 @@ class Supervisor:
             if task.running and not record.kill_requested:
                 record.kill_requested = True
                 record.end_reason = END_REASON
-                self.registry.update([record])
+                self._save([record])
             outcome = await process.end_processes(
                 lambda: self._processes_of(task), grace, self.settings.kill_wait_seconds
             )
@@ -322,7 +352,7 @@ class Supervisor:
             with anyio.move_on_after(self.settings.shutdown_kill_wait_seconds):
                 for task in live:
                     await task.exited.wait()
-            self.registry.update([t.record for t in self._tasks.values()])
+            self._save([t.record for t in self._tasks.values()])
         return len(live)
 
 
