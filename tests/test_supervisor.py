@@ -76,8 +76,9 @@ async def test_status_that_reaps_a_fast_exit_before_the_watcher_runs_breaks_noth
     async with Supervisor(settings, registry) as supervisor:
         started = supervisor.start("exit 9")
         # Before any await, the watcher has not run; the exit is seen by status itself.
-        while supervisor.status(started.task_id).state is TaskState.RUNNING:
-            await anyio.sleep(0.01)
+        with anyio.fail_after(10):
+            while supervisor.status(started.task_id).state is TaskState.RUNNING:
+                await anyio.sleep(0.01)
         assert supervisor.status(started.task_id).exit_code == 9
     record = registry.get(started.task_id)
     assert record is not None
