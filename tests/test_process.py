@@ -50,11 +50,15 @@ async def test_processes_that_left_the_session_are_found_and_ended(tmp_path: Pat
     with anyio.fail_after(10):
         while b"ready" not in log.read_bytes():
             await anyio.sleep(0.02)
-    found = process.find_task_processes({popen.pid: "t1"})["t1"]
+
+    def find() -> list[psutil.Process]:
+        return process.find_task_processes({popen.pid: process.Leader("t1")})["t1"]
+
+    found = find()
     sessions = {os.getsid(p.pid) for p in found}
     assert len(sessions) == 2  # the shell's own session and the one setsid made
     with anyio.fail_after(10):
-        outcome = await process.end_processes(lambda: process.find_task_processes({popen.pid: "t1"})["t1"], 0.2, 2)
+        outcome = await process.end_processes(find, 0.2, 2)
         await process.wait_for_exit(popen, process.open_exit_handle(popen))
     assert outcome.escalated
     assert outcome.survivors == []
@@ -66,3 +70,17 @@ async def test_ending_nothing_is_immediate() -> None:
     outcome = await process.end_processes(list, 5, 5)
     assert outcome.signalled == []
     assert not outcome.escalated
+
+
+def test_a_reused_leader_pid_is_not_taken_for_the_task(tmp_path: Path) -> None:
+    # A process that leads the session numbered like a reaped leader, but started after the
+    # reap, is a stranger: a fresh session leader stands in for one.
+    stranger = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        claimed = process.find_task_processes({stranger.pid: process.Leader("t1", reaped_at=0.0)})
+        assert claimed["t1"] == []
+        unreaped = process.find_task_processes({stranger.pid: process.Leader("t1")})
+        assert [p.pid for p in unreaped["t1"]] == [stranger.pid]
+    finally:
+        stranger.kill()
+        stranger.wait()

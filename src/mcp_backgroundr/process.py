@@ -83,36 +83,48 @@ def _is_gone(process: psutil.Process) -> bool:
         return True
 
 
-def find_task_processes(leaders: Mapping[int, str]) -> dict[str, list[psutil.Process]]:
+@dataclass(frozen=True)
+class Leader:
+    """The shell that leads a task's session and process group."""
+
+    task_id: str
+    reaped_at: float | None = None
+    """When its exit was collected; after that its pid may name a new, unrelated process."""
+
+
+def find_task_processes(leaders: Mapping[int, Leader]) -> dict[str, list[psutil.Process]]:
     """Every live process of the given tasks, keyed by task id.
 
     Args:
-        leaders: the session leader pid of each task (its shell), mapped to the task id.
+        leaders: each task's leader, keyed by its pid (which is also its session and group id).
     """
-    wanted = set(leaders.values())
+    wanted = {leader.task_id for leader in leaders.values()}
     found: dict[str, list[psutil.Process]] = {task_id: [] for task_id in wanted}
     own_pid = os.getpid()
-    for process in psutil.process_iter(["environ"], ad_value=None):
-        if process.pid == own_pid:
+    for candidate in psutil.process_iter(["environ"], ad_value=None):
+        if candidate.pid == own_pid:
             continue
-        task_id = _task_of(process, leaders, wanted)
-        if task_id is not None and not _is_gone(process):
-            found[task_id].append(process)
+        task_id = _task_of(candidate, leaders, wanted)
+        if task_id is not None and not _is_gone(candidate):
+            found[task_id].append(candidate)
     return found
 
 
-def _task_of(process: psutil.Process, leaders: Mapping[int, str], wanted: Collection[str]) -> str | None:
-    environ = process.info.get("environ")
-    if environ:
-        marked = environ.get(TASK_ID_ENV)
-        if marked in wanted:
-            return str(marked)
+def _task_of(candidate: psutil.Process, leaders: Mapping[int, Leader], wanted: Collection[str]) -> str | None:
+    environ = candidate.info.get("environ")
+    if environ and environ.get(TASK_ID_ENV) in wanted:
+        return str(environ[TASK_ID_ENV])
     try:
-        session = os.getsid(process.pid)
-        group = os.getpgid(process.pid)
-    except OSError:
+        leader = leaders.get(os.getsid(candidate.pid)) or leaders.get(os.getpgid(candidate.pid))
+        if leader is None:
+            return None
+        # Once the leader is reaped its pid can be reused, and a new process that calls
+        # setsid would lead a session of that number: only older processes are the task's.
+        if leader.reaped_at is not None and candidate.create_time() >= leader.reaped_at:
+            return None
+    except (OSError, psutil.Error):
         return None
-    return leaders.get(session) or leaders.get(group)
+    return leader.task_id
 
 
 def _describe(process: psutil.Process) -> str:

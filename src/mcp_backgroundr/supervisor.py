@@ -220,7 +220,7 @@ class Supervisor:
         """Processes of a finished task that are still alive."""
         if task.running or task.lingering_known_empty or task.record.pid is None:
             return []
-        found = process.find_task_processes({task.record.pid: task.record.task_id})[task.record.task_id]
+        found = self._processes_of(task)
         task.lingering_known_empty = not found
         return found
 
@@ -323,7 +323,7 @@ class Supervisor:
     def _processes_of(self, task: _Task) -> list[psutil.Process]:
         if task.record.pid is None or task.lingering_known_empty:
             return []
-        return process.find_task_processes({task.record.pid: task.record.task_id})[task.record.task_id]
+        return process.find_task_processes({task.record.pid: _leader(task)})[task.record.task_id]
 
     async def shutdown(self) -> int:
         """End every task this server owns, all at once, within a bounded time.
@@ -339,7 +339,7 @@ class Supervisor:
                 if task.running:
                     task.record.kill_requested = True
                     task.record.end_reason = SHUTDOWN_REASON
-            leaders = {t.record.pid: t.record.task_id for t in live if t.record.pid is not None}
+            leaders = {t.record.pid: _leader(t) for t in live if t.record.pid is not None}
 
             def find_all() -> list[psutil.Process]:
                 if not leaders:
@@ -354,6 +354,11 @@ class Supervisor:
                     await task.exited.wait()
             self._save([t.record for t in self._tasks.values()])
         return len(live)
+
+
+def _leader(task: _Task) -> process.Leader:
+    reaped = task.popen is not None and task.popen.returncode is not None
+    return process.Leader(task.record.task_id, task.record.ended_at if reaped else None)
 
 
 def _checked_command(command: str) -> str:
