@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import anyio
 import psutil
 from anyio.abc import TaskGroup
 
-from . import logs, process
+from . import logs, orphans, process
 from .config import TASK_ID_ENV, Settings
 from .errors import BackgroundrError, InvalidArgumentError, RegistryError, SpawnFailedError, TaskNotFoundError
 from .models import (
@@ -51,11 +50,6 @@ def iso_time(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
 
 
-def new_owner_id() -> str:
-    """An id for this server process, unique across hosts and restarts."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
 @dataclass
 class _Task:
     record: TaskRecord
@@ -75,7 +69,7 @@ class Supervisor:
     def __init__(self, settings: Settings, registry: Registry, owner: str | None = None) -> None:
         self.settings = settings
         self.registry = registry
-        self.owner = owner or new_owner_id()
+        self.owner = owner or orphans.owner_id()
         self._tasks: dict[str, _Task] = {}
         self._task_group: TaskGroup | None = None
         self._shutting_down = False
@@ -84,7 +78,18 @@ class Supervisor:
         process.raise_open_file_limit()
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
+        await self._end_orphans()
         return self
+
+    async def _end_orphans(self) -> None:
+        """End the tasks of servers on this host that died without ending them."""
+        left_behind = orphans.orphaned(self.registry.records(), self.owner)
+        if left_behind:
+            with anyio.CancelScope(shield=True):
+                await orphans.end_orphans(
+                    left_behind, self.settings.shutdown_grace_seconds, self.settings.shutdown_kill_wait_seconds
+                )
+            self._save(left_behind)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pty
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import anyio
 import psutil
 import pytest
 
-from .harness import alive, call, connect
+from .harness import alive, call, connect, finished
 
 pytestmark = pytest.mark.anyio
 
@@ -73,3 +74,29 @@ def test_on_a_terminal_it_says_it_is_an_mcp_server_and_writes_nothing_to_stdout(
     assert "claude mcp add" in hint
     assert stdout == b""
     assert server.returncode == 0, sys.stderr
+
+
+async def test_tasks_of_a_server_killed_by_sigkill_are_ended_by_the_next_server(
+    server_command: str, home: Path
+) -> None:
+    async with connect(server_command) as client:
+        tree = await call(client, "run_background_task", command="sleep 300 & sleep 300")
+        daemon = await call(client, "run_background_task", command="setsid sleep 300 & echo detached")
+        done = await call(client, "run_background_task", command="exit 4")
+        server = psutil.Process(psutil.Process(tree["pid"]).ppid())
+        children = [p.pid for p in psutil.Process(tree["pid"]).children(recursive=True)]
+        await finished(client, daemon["task_id"])
+        await finished(client, done["task_id"])
+        server.kill()
+        with anyio.fail_after(5):
+            while server.is_running() and server.status() != psutil.STATUS_ZOMBIE:
+                await anyio.sleep(0.02)
+    assert alive([tree["pid"], *children]) != []  # the crash left them running
+    async with connect(server_command) as client:
+        assert (await call(client, "list_tasks"))["tasks"] == []
+        assert alive([tree["pid"], *children]) == []
+    with sqlite3.connect(home / "registry.sqlite3") as db:
+        rows = dict(db.execute("SELECT task_id, state || ' ' || coalesce(exit_code, '-') FROM tasks").fetchall())
+        reason = db.execute("SELECT end_reason FROM tasks WHERE task_id = ?", (tree["task_id"],)).fetchone()[0]
+    assert rows == {tree["task_id"]: "killed -", daemon["task_id"]: "completed 0", done["task_id"]: "failed 4"}
+    assert "crash or SIGKILL" in reason
