@@ -98,3 +98,13 @@ def test_log_files_are_private(tmp_path: Path) -> None:
     path = logs.create_log(tmp_path / "logs", "abc")
     assert path.stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "logs").stat().st_mode & 0o777 == 0o700
+
+
+def test_tail_that_starts_mid_line_drops_the_partial_line_instead_of_marking_it(tmp_path: Path) -> None:
+    path = _log(tmp_path, b"".join(b"%06d\n" % i for i in range(10_000)))
+    piece = logs.read_tail(path, 5000, 1000, writer_alive=False)
+    assert piece.truncated
+    assert "line cut" not in piece.text
+    first = piece.text.splitlines()[0]
+    assert len(first) == 6
+    assert piece.text.endswith("009999\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import time
@@ -18,10 +19,13 @@ from .registry import Registry
 from .server import build_server
 from .supervisor import Supervisor
 
-TERMINAL_HINT = (
-    "mcp-backgroundr is an MCP server speaking JSON-RPC on stdin/stdout and is waiting for a client. "
-    "Add it to one instead, e.g.: claude mcp add backgroundr -- mcp-backgroundr  (Ctrl-C to quit)"
-)
+
+def terminal_hint() -> str:
+    executable = shutil.which(sys.argv[0]) or os.path.abspath(sys.argv[0])
+    return (
+        "mcp-backgroundr is an MCP server speaking JSON-RPC on stdin/stdout and is waiting for a client. "
+        f"Add it to one instead, e.g.: claude mcp add backgroundr -- {executable}  (Ctrl-C to quit)"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,9 +41,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def prepare_home(settings: Settings) -> None:
     """Create the state directory, private to its owner."""
-    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(settings.home, 0o700)
-    settings.logs_dir.mkdir(mode=0o700, exist_ok=True)
+    try:
+        settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(settings.home, 0o700)
+        settings.logs_dir.mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise BackgroundrError(
+            f"cannot use {settings.home} as the state directory ({exc.strerror or exc}); "
+            f"set {HOME_ENV} to a directory you can write"
+        ) from exc
 
 
 async def _shut_down(supervisor: Supervisor, reason: str) -> None:
@@ -77,7 +87,7 @@ async def serve_stdio(settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     _parser().parse_args(argv)
     if sys.stdin.isatty():
-        print(TERMINAL_HINT, file=sys.stderr)
+        print(terminal_hint(), file=sys.stderr)
     try:
         anyio.run(serve_stdio, Settings())
     except BackgroundrError as exc:

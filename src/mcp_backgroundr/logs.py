@@ -117,13 +117,18 @@ def read_tail(path: Path, lines: int, budget: int, *, writer_alive: bool) -> Out
         return OutputSlice(render(data[start:]), cursor, size, False, None)
     if window_start == 0:
         return OutputSlice(render(data), cursor, size, False, None)
+    first_newline = data.find(b"\n")
+    if not starts_line and 0 <= first_newline < len(data) - 1:
+        data = data[first_newline + 1 :]  # drop the partial first line: whole lines read better
+        starts_line = True
+    skipped = cursor - len(data)
     note = (
-        f"the {lines} requested lines do not fit in the {budget}-byte budget: the {window_start} bytes "
+        f"the {lines} requested lines do not fit in the {budget}-byte budget: the {skipped} bytes "
         "before the text shown are left out; read them forward with since=0, or ask for fewer lines"
     )
     text = render(data)
     if not starts_line:
-        text = f"[... line cut: its first part and {window_start} earlier bytes are not shown ...]" + text
+        text = f"[... line cut: its first part and {skipped} earlier bytes are not shown ...]" + text
     return OutputSlice(text, cursor, size, True, note)
 
 

@@ -13,6 +13,7 @@ Exits are seen through pidfds on the event loop: no polling anywhere.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import resource
 import signal
@@ -47,7 +48,12 @@ def spawn(command: str, cwd: str, env: Mapping[str, str], log_fd: int) -> subpro
             close_fds=True,
         )
     except OSError as exc:
-        raise SpawnFailedError(f"could not start {SHELL} -c {command!r} in {cwd}: {exc.strerror or exc}") from exc
+        if exc.errno == errno.E2BIG:
+            raise SpawnFailedError(
+                "could not start the command: the command or an env value is too long for the kernel "
+                "(at most 128 KiB each, about 2 MiB together); put a long script in a file and run that"
+            ) from exc
+        raise SpawnFailedError(f"could not start {SHELL} -c in {cwd}: {exc.strerror or exc}") from exc
 
 
 def open_exit_handle(popen: subprocess.Popen[bytes]) -> int:

@@ -6,7 +6,9 @@ answer naming the field, the value and what to do; nothing else can reach the
 client, and no tool call can stop the server.
 """
 
-from typing import Annotated, Any
+import inspect
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
@@ -41,12 +43,43 @@ def _one_line_validation_error(tool: str, error: ValidationError) -> str:
     return f"{tool}: invalid arguments: " + "; ".join(problems) + "; fix them and call again"
 
 
+# Names a model is likely to try, mapped to the parameter it meant.
+LIKELY_MEANT = {"cursor": "since", "offset": "since", "id": "task_id", "cmd": "command", "grace": "grace_seconds"}
+
+_ToolFunction = TypeVar("_ToolFunction", bound=Callable[..., Any])
+
+
 class BackgroundrMCPServer(MCPServer[Any]):
-    """MCPServer whose tool errors are always one actionable line."""
+    """MCPServer whose tool errors are always one actionable line, and which refuses
+    arguments a tool does not take instead of silently ignoring them."""
+
+    def __init__(self, instructions: str) -> None:
+        super().__init__("mcp-backgroundr", version=__version__, instructions=instructions, log_level="WARNING")
+        self._parameters: dict[str, frozenset[str]] = {}
+
+    def background_tool(self, annotations: ToolAnnotations) -> Callable[[_ToolFunction], _ToolFunction]:
+        """Register a tool; its docstring, dedented, is its description."""
+
+        def register(function: _ToolFunction) -> _ToolFunction:
+            self.add_tool(function, description=inspect.getdoc(function), annotations=annotations)
+            self._parameters[function.__name__] = frozenset(inspect.signature(function).parameters)
+            return function
+
+        return register
+
+    def _check_argument_names(self, name: str, arguments: dict[str, Any]) -> None:
+        known = self._parameters.get(name)
+        unknown = sorted(set(arguments) - known) if known is not None else []
+        if not unknown or known is None:
+            return
+        hints = [f"{u} -> {LIKELY_MEANT[u]}" for u in unknown if LIKELY_MEANT.get(u) in known]
+        advice = f" (did you mean {', '.join(hints)}?)" if hints else ""
+        raise ToolError(f"{name}: unknown argument {', '.join(unknown)}{advice}; it takes {', '.join(sorted(known))}")
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
+        self._check_argument_names(name, arguments)
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
@@ -87,7 +120,11 @@ def _describe_status(status: TaskStatus) -> str:
 
 
 def _describe_end(ended: EndedTask) -> str:
-    text = f"task {ended.task_id} [{ended.state}] exit_code={ended.exit_code} signal={ended.signal}"
+    text = f"task {ended.task_id} [{ended.state}]"
+    if ended.exit_code is not None:
+        text += f" exit_code={ended.exit_code}"
+    if ended.signal:
+        text += f" signal={ended.signal}"
     text += f"; signalled {len(ended.signalled_pids)} process(es)"
     if ended.escalated:
         text += ", SIGKILL was needed"
@@ -102,8 +139,19 @@ def _describe_list(listing: TaskList) -> str:
     if not listing.tasks:
         return "no tasks"
     rows = [
-        f"{t.task_id} {t.state:<9} pid={t.pid} exit={t.exit_code} {t.runtime_seconds}s "
-        f"{t.name or ''} {t.command[:80]}".rstrip()
+        " ".join(
+            part
+            for part in (
+                t.task_id,
+                f"{t.state:<9}",
+                f"pid={t.pid}",
+                f"exit={t.exit_code}",
+                f"{t.runtime_seconds}s",
+                t.name or "",
+                t.command[:80],
+            )
+            if part
+        )
         for t in listing.tasks
     ]
     return "\n".join(rows)
@@ -114,11 +162,11 @@ TaskId = Annotated[str, Field(description="Id returned by run_background_task (s
 
 def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
     """The MCP server with its tools bound to ``supervisor``."""
-    app = BackgroundrMCPServer("mcp-backgroundr", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
+    app = BackgroundrMCPServer(INSTRUCTIONS)
     settings = supervisor.settings
 
-    @app.tool(
-        annotations=ToolAnnotations(
+    @app.background_tool(
+        ToolAnnotations(
             title="Run a command in the background", read_only_hint=False, destructive_hint=False, open_world_hint=True
         )
     )
@@ -145,8 +193,8 @@ def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
         text = f"started task {started.task_id} pid={started.pid} [{started.state}] in {started.cwd}: {command}"
         return _answer(started, text)
 
-    @app.tool(
-        annotations=ToolAnnotations(title="Status and output of a task", read_only_hint=True, idempotent_hint=True)
+    @app.background_tool(
+        ToolAnnotations(title="Status and output of a task", read_only_hint=True, idempotent_hint=True)
     )
     async def get_task_status(
         task_id: TaskId,
@@ -175,8 +223,8 @@ def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
         status = supervisor.status(task_id, lines=lines, since=since)
         return _answer(status, _describe_status(status))
 
-    @app.tool(
-        annotations=ToolAnnotations(
+    @app.background_tool(
+        ToolAnnotations(
             title="Stop a task and its whole process tree",
             read_only_hint=False,
             destructive_hint=True,
@@ -199,7 +247,7 @@ def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
         ended = await supervisor.end(task_id, grace_seconds)
         return _answer(ended, _describe_end(ended))
 
-    @app.tool(annotations=ToolAnnotations(title="List tasks", read_only_hint=True, idempotent_hint=True))
+    @app.background_tool(ToolAnnotations(title="List tasks", read_only_hint=True, idempotent_hint=True))
     async def list_tasks(
         state: Annotated[
             TaskState | None, Field(description="Only tasks in this state: running, completed, failed or killed.")

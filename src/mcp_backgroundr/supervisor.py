@@ -137,32 +137,24 @@ class Supervisor:
             started_at=time.time(),
         )
         try:
-            popen: subprocess.Popen[bytes] | None = process.spawn(command, workdir, task_env, log_fd)
-        except SpawnFailedError as exc:
-            os.write(log_fd, f"mcp-backgroundr: {exc}\n".encode())
-            popen = None
-            record.state = TaskState.FAILED
-            record.ended_at = record.started_at
-            record.end_reason = str(exc)
-        finally:
+            popen = process.spawn(command, workdir, task_env, log_fd)
+        except SpawnFailedError:
             os.close(log_fd)
+            log_path.unlink(missing_ok=True)
+            raise
+        os.close(log_fd)
         task = _Task(record, popen)
-        if popen is not None:
-            record.pid = popen.pid
-            record.pid_create_time = process.create_time(popen.pid)
-        else:
-            task.exited.set()
-            task.lingering_known_empty = True
+        record.pid = popen.pid
+        record.pid_create_time = process.create_time(popen.pid)
         try:
             self.registry.insert(record)
         except RegistryError:
-            if popen is not None:  # unrecorded, it could never be found again: end it now
-                os.killpg(popen.pid, signal.SIGKILL)
-                popen.wait()
+            # Unrecorded, it could never be found again: end it now.
+            os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait()
             raise
         self._tasks[task_id] = task
-        if popen is not None:
-            self._task_group.start_soon(self._watch, task, popen, process.open_exit_handle(popen))
+        self._task_group.start_soon(self._watch, task, popen, process.open_exit_handle(popen))
         return StartedTask(
             task_id=task_id,
             pid=record.pid,
@@ -382,6 +374,12 @@ def _checked_cwd(cwd: str | None) -> str:
     path = Path(cwd).expanduser()
     if not path.is_absolute():
         path = Path(os.getcwd()) / path
+    try:
+        path.stat()
+    except OSError as exc:
+        if not isinstance(exc, FileNotFoundError):
+            advice = f"it cannot be used ({exc.strerror}); pass another directory"
+            raise InvalidArgumentError("cwd", cwd, advice) from exc
     if not path.exists():
         raise InvalidArgumentError("cwd", cwd, "that directory does not exist; pass an existing directory or omit cwd")
     if not path.is_dir():

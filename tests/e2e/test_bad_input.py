@@ -25,6 +25,9 @@ BAD_STARTS: list[tuple[dict[str, Any], str]] = [
     ({"command": "true", "env": {"A": 1}}, "env"),
     ({"command": "true", "env": "A=1"}, "env"),
     ({"command": "true", "name": "n" * 10_000}, "name"),
+    ({"command": "true", "cwd": "/tmp/" + "x" * 5000}, "cwd"),
+    ({"command": "true", "env": {"BIG": "x" * 200_000}}, "too long"),
+    ({"command": "true", "bogus": 1}, "unknown argument bogus"),
 ]
 
 
@@ -47,6 +50,7 @@ BAD_STATUS: list[tuple[dict[str, Any], str]] = [
     ({"since": -5}, "since"),
     ({"since": 10**15}, "since"),
     ({"since": 1.5}, "since"),
+    ({"cursor": 5}, "did you mean cursor -> since"),
 ]
 
 
