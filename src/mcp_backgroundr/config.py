@@ -55,6 +55,9 @@ class Settings:
     shutdown_grace_seconds: float = 0.8
     """Grace after SIGTERM at server shutdown; clients SIGKILL us 4 s after closing stdin."""
     shutdown_kill_wait_seconds: float = 0.6
+    default_wait_seconds: float = 30.0
+    max_wait_seconds: float = 600.0
+    """Longest wait_for_task may block; clients often time a request out sooner."""
     default_lines: int = 50
     max_lines: int = 100_000
 

@@ -99,13 +99,14 @@ def _read(path: Path, offset: int | None, length: int) -> tuple[bytes, int, int]
         os.close(fd)
 
 
-def read_tail(path: Path, lines: int, budget: int, *, writer_alive: bool) -> OutputSlice:
-    """The last ``lines`` lines of a log, at most ``budget`` bytes of it."""
+def read_tail(path: Path, lines: int, budget: int, *, writer_alive: bool, floor: int = 0) -> OutputSlice:
+    """The last ``lines`` lines of a log after byte ``floor``, at most ``budget`` bytes of it."""
     # One byte before the window tells whether the window starts at a line start.
     data, read_from, size = _read(path, None, budget + 1)
-    window_start = max(0, size - budget)
-    starts_line = window_start == 0 or data[:1] == b"\n"
-    data = data[window_start - read_from :]
+    window_start = max(floor, size - budget)
+    into = window_start - read_from
+    starts_line = window_start == floor or (into >= 1 and data[into - 1 : into] == b"\n")
+    data = data[into:]
     held = _incomplete_utf8_tail(data) if writer_alive else 0
     data = data[: len(data) - held]
     cursor = window_start + len(data)
@@ -115,16 +116,16 @@ def read_tail(path: Path, lines: int, budget: int, *, writer_alive: bool) -> Out
     start = _start_of_last_lines(data, lines)
     if start is not None:
         return OutputSlice(render(data[start:]), cursor, size, False, None)
-    if window_start == 0:
+    if window_start == floor:
         return OutputSlice(render(data), cursor, size, False, None)
     first_newline = data.find(b"\n")
     if not starts_line and 0 <= first_newline < len(data) - 1:
         data = data[first_newline + 1 :]  # drop the partial first line: whole lines read better
         starts_line = True
-    skipped = cursor - len(data)
+    skipped = cursor - len(data) - floor
     note = (
         f"the {lines} requested lines do not fit in the {budget}-byte budget: the {skipped} bytes "
-        "before the text shown are left out; read them forward with since=0, or ask for fewer lines"
+        f"before the text shown are left out; read them forward with since={floor}, or ask for fewer lines"
     )
     text = render(data)
     if not starts_line:

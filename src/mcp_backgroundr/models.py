@@ -50,6 +50,15 @@ class TaskRecord:
         return round(max(0.0, end - self.started_at), 3)
 
 
+class WaitReason(enum.StrEnum):
+    """Why a wait returned."""
+
+    EXITED = "exited"
+    PATTERN = "pattern"
+    PORT = "port"
+    TIMEOUT = "timeout"
+
+
 class StartedTask(BaseModel):
     """Answer of run_background_task."""
 
@@ -59,6 +68,9 @@ class StartedTask(BaseModel):
     command: str = Field(description="The command as given, run by /bin/sh -c.")
     cwd: str = Field(description="Absolute working directory of the task.")
     log_path: str = Field(description="File that receives the task's stdout and stderr, interleaved.")
+    wait: WaitResult | None = Field(
+        default=None, description="When a readiness condition was given: how the wait for it ended, and the status."
+    )
 
 
 class TaskStatus(BaseModel):
@@ -127,3 +139,21 @@ class TaskList(BaseModel):
     """Answer of list_tasks."""
 
     tasks: list[TaskSummary] = Field(description="Tasks, newest first.")
+
+
+class WaitResult(BaseModel):
+    """Answer of wait_for_task."""
+
+    reason: WaitReason = Field(
+        description="exited (the main process ended), pattern (a line matched), port (it accepts connections) "
+        "or timeout."
+    )
+    waited_seconds: float = Field(description="How long the wait lasted.")
+    matched_line: str | None = Field(description="The line that matched output_pattern, when reason is pattern.")
+    matched_cursor: int | None = Field(
+        description="Byte offset just after the matched line; pass it as `since` to read what followed."
+    )
+    status: TaskStatus = Field(description="The task's status; its output is what was written since the wait began.")
+
+
+StartedTask.model_rebuild()

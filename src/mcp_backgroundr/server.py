@@ -18,8 +18,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from . import __version__
 from .errors import BackgroundrError
-from .models import EndedTask, StartedTask, TaskList, TaskState, TaskStatus
-from .supervisor import Supervisor
+from .models import EndedTask, StartedTask, TaskList, TaskState, TaskStatus, WaitResult
+from .supervisor import ProgressReporter, Supervisor
 
 INSTRUCTIONS = """\
 Runs shell commands in the background and keeps them alive while you work: dev servers, \
@@ -46,6 +46,7 @@ def _one_line_validation_error(tool: str, error: ValidationError) -> str:
 # Names a model is likely to try, mapped to the parameter it meant.
 LIKELY_MEANT = {"cursor": "since", "offset": "since", "id": "task_id", "cmd": "command", "grace": "grace_seconds"}
 
+CONTEXT_PARAMETER = "ctx"
 _ToolFunction = TypeVar("_ToolFunction", bound=Callable[..., Any])
 
 
@@ -62,7 +63,8 @@ class BackgroundrMCPServer(MCPServer[Any]):
 
         def register(function: _ToolFunction) -> _ToolFunction:
             self.add_tool(function, description=inspect.getdoc(function), annotations=annotations)
-            self._parameters[function.__name__] = frozenset(inspect.signature(function).parameters)
+            parameters = inspect.signature(function).parameters
+            self._parameters[function.__name__] = frozenset(name for name in parameters if name != CONTEXT_PARAMETER)
             return function
 
         return register
@@ -117,6 +119,23 @@ def _describe_status(status: TaskStatus) -> str:
     if status.output:
         lines.append(status.output)
     return "\n".join(lines)
+
+
+def _describe_wait(result: WaitResult) -> str:
+    head = f"wait ended: {result.reason} after {result.waited_seconds}s"
+    if result.matched_line is not None:
+        head += f"; matched line (cursor {result.matched_cursor}): {result.matched_line[:500]}"
+    return head + "\n" + _describe_status(result.status)
+
+
+def _progress_reporter(ctx: Context[Any, Any] | None) -> ProgressReporter | None:
+    if ctx is None:
+        return None
+
+    async def report(waited: float, limit: float) -> None:
+        await ctx.report_progress(waited, limit, f"waiting ({waited:g}s of {limit:g}s)")
+
+    return report
 
 
 def _describe_end(ended: EndedTask) -> str:
@@ -182,15 +201,47 @@ def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
             dict[str, str] | None, Field(description="Environment variables, merged over the server's environment.")
         ] = None,
         name: Annotated[str | None, Field(description="A short label to recognise the task by.")] = None,
+        wait_for_pattern: Annotated[
+            str | None,
+            Field(description="Regex: after starting, wait until an output line matches it (e.g. 'Listening on')."),
+        ] = None,
+        wait_for_port: Annotated[
+            int | None, Field(description="After starting, wait until this localhost TCP port accepts connections.")
+        ] = None,
+        wait_timeout_seconds: Annotated[
+            float | None,
+            Field(
+                description=f"Longest wait for the conditions above (default {settings.default_wait_seconds:g}, "
+                f"at most {settings.max_wait_seconds:g})."
+            ),
+        ] = None,
+        ctx: Context[Any, Any] | None = None,
     ) -> Annotated[CallToolResult, StartedTask]:
         """Start a shell command in the background and answer at once with its task_id.
 
         Use it for anything long-running: dev servers, language servers (e.g. `pylsp --tcp
         --port 2087`), file watchers, builds, test runs. stdout and stderr go to a log file;
         stdin is /dev/null. Then use get_task_status to see progress and end_background_task
-        to stop it. The task keeps running until it exits, is ended, or the server exits."""
+        to stop it. The task keeps running until it exits, is ended, or the server exits.
+        Give wait_for_pattern and/or wait_for_port to get one answer when it is ready (or has
+        died, with its last output) instead of polling."""
+        if wait_timeout_seconds is not None and wait_for_pattern is None and wait_for_port is None:
+            raise BackgroundrError(
+                "wait_timeout_seconds needs wait_for_pattern or wait_for_port; give one, or drop the timeout"
+            )
         started = supervisor.start(command, cwd=cwd, env=env, name=name)
         text = f"started task {started.task_id} pid={started.pid} [{started.state}] in {started.cwd}: {command}"
+        if wait_for_pattern is not None or wait_for_port is not None:
+            started.wait = await supervisor.wait(
+                started.task_id,
+                timeout_seconds=wait_timeout_seconds,
+                output_pattern=wait_for_pattern,
+                since=0,
+                port=wait_for_port,
+                progress=_progress_reporter(ctx),
+            )
+            started.state = started.wait.status.state
+            text += "\n" + _describe_wait(started.wait)
         return _answer(started, text)
 
     @app.background_tool(
@@ -222,6 +273,44 @@ def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
         the task's main process."""
         status = supervisor.status(task_id, lines=lines, since=since)
         return _answer(status, _describe_status(status))
+
+    @app.background_tool(
+        ToolAnnotations(title="Wait for a task to be ready or to end", read_only_hint=True, idempotent_hint=True)
+    )
+    async def wait_for_task(
+        task_id: TaskId,
+        timeout_seconds: Annotated[
+            float,
+            Field(description=f"Longest wait, 0 to {settings.max_wait_seconds:g} seconds."),
+        ] = settings.default_wait_seconds,
+        output_pattern: Annotated[
+            str | None,
+            Field(
+                description="Regex matched against each output line written after the call began (or after "
+                "`since`); the wait ends at the first matching line."
+            ),
+        ] = None,
+        port: Annotated[
+            int | None, Field(description="A localhost TCP port; the wait ends once it accepts connections.")
+        ] = None,
+        since: Annotated[
+            int | None, Field(description="A cursor: match lines written after it instead of after the call.")
+        ] = None,
+        ctx: Context[Any, Any] | None = None,
+    ) -> Annotated[CallToolResult, WaitResult]:
+        """Block until a task is ready or done, instead of polling: returns at the first of the
+        task exiting (reason `exited`, e.g. a dev server that crashed), a new output line matching
+        `output_pattern` (`pattern`), `port` accepting connections (`port`), or the timeout
+        (`timeout`). The answer includes the task's status with the output written meanwhile."""
+        result = await supervisor.wait(
+            task_id,
+            timeout_seconds=timeout_seconds,
+            output_pattern=output_pattern,
+            since=since,
+            port=port,
+            progress=_progress_reporter(ctx),
+        )
+        return _answer(result, _describe_wait(result))
 
     @app.background_tool(
         ToolAnnotations(

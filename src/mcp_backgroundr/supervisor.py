@@ -9,12 +9,13 @@ time, so a cancelled call never leaves half a process tree behind.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ import anyio
 import psutil
 from anyio.abc import TaskGroup
 
-from . import logs, orphans, process
+from . import logs, orphans, process, watch
 from .config import TASK_ID_ENV, Settings
 from .errors import BackgroundrError, InvalidArgumentError, RegistryError, SpawnFailedError, TaskNotFoundError
 from .models import (
@@ -36,10 +37,14 @@ from .models import (
     TaskState,
     TaskStatus,
     TaskSummary,
+    WaitReason,
+    WaitResult,
 )
 from .registry import Registry
 
 MAX_NAME_LENGTH = 200
+MAX_PORT = 65_535
+PROGRESS_INTERVAL_SECONDS = 1.0
 SHUTDOWN_REASON = "server shutdown"
 END_REASON = "end_background_task"
 
@@ -241,6 +246,10 @@ class Supervisor:
             if since < 0:
                 raise InvalidArgumentError("since", since, "pass a cursor (a byte offset >= 0) from an earlier answer")
             piece = logs.read_forward(path, since, budget, writer_alive=writer_alive)
+        return self._status_of(task, piece, lingering)
+
+    def _status_of(self, task: _Task, piece: logs.OutputSlice, lingering: list[psutil.Process]) -> TaskStatus:
+        record = task.record
         return TaskStatus(
             task_id=record.task_id,
             name=record.name,
@@ -260,6 +269,51 @@ class Supervisor:
             truncated=piece.truncated,
             truncation=piece.truncation,
             lingering_pids=sorted(p.pid for p in lingering),
+        )
+
+    # -- wait ------------------------------------------------------------------
+
+    async def wait(
+        self,
+        task_id: str,
+        timeout_seconds: float | None = None,
+        output_pattern: str | None = None,
+        since: int | None = None,
+        port: int | None = None,
+        progress: ProgressReporter | None = None,
+    ) -> WaitResult:
+        """Wait for the first of: the task exits, a new line matches, the port accepts, the timeout."""
+        task = self._own(task_id)
+        timeout = self.settings.default_wait_seconds if timeout_seconds is None else timeout_seconds
+        if not 0 <= timeout <= self.settings.max_wait_seconds:
+            raise InvalidArgumentError(
+                "timeout_seconds", timeout_seconds, f"use 0 to {self.settings.max_wait_seconds:g} seconds"
+            )
+        pattern = _compiled(output_pattern)
+        if port is not None and not 1 <= port <= MAX_PORT:
+            raise InvalidArgumentError("port", port, f"use a TCP port from 1 to {MAX_PORT}")
+        path = Path(task.record.log_path)
+        size = logs.log_size(path)
+        if since is not None and not 0 <= since <= size:
+            raise InvalidArgumentError(
+                "since", since, f"use a cursor from an earlier answer, between 0 and the output size ({size})"
+            )
+        start = size if since is None else since
+        began = time.monotonic()
+        outcome = await _first_event(task, path, start, timeout, pattern, port, progress)
+        status = self._status_of(
+            task,
+            logs.read_tail(
+                path, self.settings.max_lines, self.settings.output_budget, writer_alive=task.running, floor=start
+            ),
+            self._lingering(task),
+        )
+        return WaitResult(
+            reason=outcome.reason,
+            waited_seconds=round(time.monotonic() - began, 3),
+            matched_line=outcome.match.line if outcome.match else None,
+            matched_cursor=outcome.match.cursor if outcome.match else None,
+            status=status,
         )
 
     def list_tasks(self, state: TaskState | None = None) -> TaskList:
@@ -351,6 +405,79 @@ class Supervisor:
                     await task.exited.wait()
             self._save([t.record for t in self._tasks.values()])
         return len(live)
+
+
+ProgressReporter = Callable[[float, float], Awaitable[None]]
+"""Called with (seconds waited, seconds allowed) while a wait goes on."""
+
+
+@dataclass
+class _WaitOutcome:
+    reason: WaitReason = WaitReason.TIMEOUT
+    match: watch.LineMatch | None = None
+
+
+async def _first_event(
+    task: _Task,
+    path: Path,
+    start: int,
+    limit_seconds: float,
+    pattern: re.Pattern[str] | None,
+    port: int | None,
+    progress: ProgressReporter | None,
+) -> _WaitOutcome:
+    outcome = _WaitOutcome()
+    scanner = watch.LineScanner(path, start, pattern) if pattern else None
+    with anyio.move_on_after(limit_seconds):
+        async with anyio.create_task_group() as group:
+
+            def finish(reason: WaitReason, match: watch.LineMatch | None = None) -> None:
+                outcome.reason, outcome.match = reason, match
+                group.cancel_scope.cancel()
+
+            async def on_exit() -> None:
+                await task.exited.wait()
+                # A line written just before the exit still counts as a match.
+                match = scanner.scan(final=True) if scanner else None
+                finish(WaitReason.PATTERN if match else WaitReason.EXITED, match)
+
+            async def on_line(scanner: watch.LineScanner) -> None:
+                async with watch.file_growth(path) as growth:
+                    while not (match := scanner.scan()):
+                        await growth.wait()
+                finish(WaitReason.PATTERN, match)
+
+            async def on_port(port: int) -> None:
+                await watch.until_port_accepts(port)
+                finish(WaitReason.PORT)
+
+            async def report_progress(progress: ProgressReporter) -> None:
+                began = time.monotonic()
+                while True:
+                    await progress(round(time.monotonic() - began, 1), limit_seconds)
+                    await anyio.sleep(PROGRESS_INTERVAL_SECONDS)
+
+            group.start_soon(on_exit)
+            if scanner:
+                group.start_soon(on_line, scanner)
+            if port is not None:
+                group.start_soon(on_port, port)
+            if progress:
+                group.start_soon(report_progress, progress)
+    return outcome
+
+
+def _compiled(output_pattern: str | None) -> re.Pattern[str] | None:
+    if output_pattern is None:
+        return None
+    if not output_pattern:
+        raise InvalidArgumentError("output_pattern", output_pattern, "give a regular expression, or omit it")
+    try:
+        return re.compile(output_pattern)
+    except re.error as exc:
+        raise InvalidArgumentError(
+            "output_pattern", output_pattern, f"not a valid regular expression ({exc}); escape special characters"
+        ) from exc
 
 
 def _leader(task: _Task) -> process.Leader:

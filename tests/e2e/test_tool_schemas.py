@@ -15,9 +15,14 @@ STATUS_FIELDS = {
 
 EXPECTED = {
     "run_background_task": (
-        {"command", "cwd", "env", "name"},
+        {"command", "cwd", "env", "name", "wait_for_pattern", "wait_for_port", "wait_timeout_seconds"},
         {"command"},
-        {"task_id", "pid", "state", "command", "cwd", "log_path"},
+        {"task_id", "pid", "state", "command", "cwd", "log_path", "wait"},
+    ),
+    "wait_for_task": (
+        {"task_id", "timeout_seconds", "output_pattern", "port", "since"},
+        {"task_id"},
+        {"reason", "waited_seconds", "matched_line", "matched_cursor", "status"},
     ),
     "get_task_status": ({"task_id", "lines", "since"}, {"task_id"}, STATUS_FIELDS),
     "end_background_task": (

@@ -1,0 +1,134 @@
+"""Wake-ups for waiters: a log file growing (inotify), a line matching, a port accepting.
+
+Nothing here runs unless somebody waits: the inotify descriptor exists only for
+the duration of a wait, and a port is probed only while a wait asks for one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+from .logs import render
+
+_IN_MODIFY = 0x00000002
+_IN_NONBLOCK = os.O_NONBLOCK
+_IN_CLOEXEC = os.O_CLOEXEC
+_EVENTS_BUFFER = 4096
+SCAN_CHUNK = 1024 * 1024
+PORT_PROBE_INTERVAL = 0.05
+PORT_CONNECT_TIMEOUT = 0.5
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class FileGrowth:
+    """Wakes a waiter when a file is written to, through inotify."""
+
+    def __init__(self, path: Path) -> None:
+        self._fd = _libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+        if self._fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+        if _libc.inotify_add_watch(self._fd, os.fsencode(path), _IN_MODIFY) < 0:
+            error = ctypes.get_errno()
+            os.close(self._fd)
+            raise OSError(error, f"cannot watch {path}")
+
+    async def wait(self) -> None:
+        """Return once the file has been written to since the last call."""
+        await anyio.wait_readable(self._fd)
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._fd, _EVENTS_BUFFER):
+                pass
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+@contextlib.asynccontextmanager
+async def file_growth(path: Path) -> AsyncIterator[FileGrowth]:
+    watcher = FileGrowth(path)
+    try:
+        yield watcher
+    finally:
+        watcher.close()
+
+
+@dataclass(frozen=True)
+class LineMatch:
+    line: str
+    cursor: int
+    """Byte offset just after the matching line."""
+
+
+class LineScanner:
+    """Reads a log forward from an offset and matches each complete line against a pattern."""
+
+    def __init__(self, path: Path, start: int, pattern: re.Pattern[str]) -> None:
+        self._path = path
+        self._offset = start
+        self._pattern = pattern
+
+    def scan(self, *, final: bool = False) -> LineMatch | None:
+        """Match the lines completed since the last scan.
+
+        ``final`` (the writer has exited) also matches an unterminated last line. A line
+        longer than the scan chunk is matched piece by piece.
+        """
+        try:
+            fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            while chunk := os.pread(fd, SCAN_CHUNK, self._offset):
+                whole_chunk = len(chunk) == SCAN_CHUNK
+                pos = 0
+                while (newline := chunk.find(b"\n", pos)) >= 0:
+                    raw, pos = chunk[pos:newline], newline + 1
+                    if match := self._match(raw, self._offset + pos):
+                        self._offset += pos
+                        return match
+                rest = chunk[pos:]
+                if rest and ((final and not whole_chunk) or (whole_chunk and pos == 0)):
+                    # The writer is done, or one line fills the chunk: match what there is.
+                    pos = len(chunk)
+                    if match := self._match(rest, self._offset + pos):
+                        self._offset += pos
+                        return match
+                self._offset += pos
+                if not whole_chunk:
+                    return None
+            return None
+        finally:
+            os.close(fd)
+
+    def _match(self, raw: bytes, cursor: int) -> LineMatch | None:
+        text = render(raw.rstrip(b"\r"))
+        return LineMatch(text, cursor) if self._pattern.search(text) else None
+
+
+async def port_accepts(port: int) -> bool:
+    """Whether something accepts TCP connections on this port of localhost."""
+    for host in ("127.0.0.1", "::1"):
+        try:
+            with anyio.fail_after(PORT_CONNECT_TIMEOUT):
+                stream = await anyio.connect_tcp(host, port)
+        except (OSError, TimeoutError):
+            continue
+        await stream.aclose()
+        return True
+    return False
+
+
+async def until_port_accepts(port: int) -> None:
+    """Return once the port accepts connections. A port offers no wake-up, so it is probed,
+    and only while somebody waits for it."""
+    while not await port_accepts(port):  # noqa: ASYNC110
+        await anyio.sleep(PORT_PROBE_INTERVAL)

@@ -1,0 +1,120 @@
+"""End-to-end: waiting for readiness or death instead of polling."""
+
+from __future__ import annotations
+
+import socket
+
+import anyio
+import psutil
+import pytest
+from mcp.shared.exceptions import MCPError
+
+from .harness import call, call_error, connect
+
+pytestmark = pytest.mark.anyio
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def test_a_line_printed_later_is_matched(server_command: str) -> None:
+    async with connect(server_command) as client:
+        command = "echo booting; sleep 0.5; echo ready on 3000; sleep 300"
+        task = await call(client, "run_background_task", command=command)
+        result = await call(client, "wait_for_task", task_id=task["task_id"], output_pattern=r"ready on \d+")
+    assert result["reason"] == "pattern"
+    assert result["matched_line"] == "ready on 3000"
+    assert result["matched_cursor"] == len("booting\nready on 3000\n")
+    assert result["status"]["state"] == "running"
+
+
+async def test_only_lines_written_after_the_call_match_unless_since_says_otherwise(server_command: str) -> None:
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="echo ready; sleep 300", wait_for_pattern="ready")
+        later = await call(
+            client, "wait_for_task", task_id=task["task_id"], output_pattern="ready", timeout_seconds=0.3
+        )
+        again = await call(client, "wait_for_task", task_id=task["task_id"], output_pattern="ready", since=0)
+    assert later["reason"] == "timeout"
+    assert later["status"]["output"] == ""
+    assert again["reason"] == "pattern"
+
+
+async def test_an_exit_ends_a_pending_pattern_wait_with_the_last_output(server_command: str) -> None:
+    async with connect(server_command) as client:
+        task = await call(
+            client,
+            "run_background_task",
+            command="echo starting; sleep 0.3; echo 'Error: port in use' >&2; exit 1",
+            wait_for_pattern="listening",
+            wait_timeout_seconds=60,
+        )
+    wait = task["wait"]
+    assert wait["reason"] == "exited"
+    assert wait["waited_seconds"] < 30
+    assert wait["status"]["exit_code"] == 1
+    assert wait["status"]["output"] == "starting\nError: port in use\n"
+    assert task["state"] == "failed"
+
+
+async def test_a_dev_server_is_ready_when_its_port_accepts(server_command: str) -> None:
+    port = _free_port()
+    async with connect(server_command) as client:
+        task = await call(
+            client,
+            "run_background_task",
+            command=f"python3 -m http.server {port} --bind 127.0.0.1",
+            wait_for_port=port,
+        )
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+    assert task["wait"]["reason"] == "port"
+    assert task["state"] == "running"
+
+
+async def test_progress_is_reported_and_a_cancelled_wait_leaves_everything_intact(server_command: str) -> None:
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="sleep 300")
+        server = psutil.Process(psutil.Process(task["pid"]).ppid())
+        descriptors = server.num_fds()
+        reported: list[float] = []
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            reported.append(progress)
+
+        with pytest.raises(MCPError):
+            await client.call_tool(
+                "wait_for_task",
+                {"task_id": task["task_id"], "output_pattern": "never", "timeout_seconds": 60},
+                read_timeout_seconds=1.5,
+                progress_callback=on_progress,
+            )
+        with anyio.fail_after(10):
+            while server.num_fds() > descriptors:
+                await anyio.sleep(0.02)
+        status = await call(client, "get_task_status", task_id=task["task_id"])
+    assert reported[:2] == [0.0, 1.0]
+    assert status["state"] == "running"
+
+
+async def test_bad_wait_arguments(server_command: str) -> None:
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="sleep 300")
+        bad: list[tuple[dict[str, object], str]] = [
+            ({"output_pattern": "("}, "output_pattern"),
+            ({"timeout_seconds": -1}, "timeout_seconds"),
+            ({"timeout_seconds": 10**9}, "timeout_seconds"),
+            ({"port": 0}, "port"),
+            ({"port": 70000}, "port"),
+            ({"since": 10**9}, "since"),
+        ]
+        for arguments, field in bad:
+            message = await call_error(client, "wait_for_task", task_id=task["task_id"], **arguments)
+            assert field in message, message
+        message = await call_error(client, "run_background_task", command="true", wait_timeout_seconds=5)
+        assert "wait_for_pattern" in message
+        assert "task_id" in await call_error(client, "wait_for_task", task_id="nope")
