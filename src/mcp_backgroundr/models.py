@@ -100,6 +100,9 @@ class TaskStatus(BaseModel):
     lingering_pids: list[int] = Field(
         description="Processes the task started that outlive its main process; end_background_task ends them."
     )
+    grep_matches: int | None = Field(
+        default=None, description="With `grep`: how many lines matched in the searched range, shown or not."
+    )
 
 
 class Survivor(BaseModel):

@@ -113,6 +113,8 @@ def _describe_status(status: TaskStatus) -> str:
             "end_background_task ends them"
         )
     lines.append(f"cursor={status.cursor} output_bytes={status.output_bytes}")
+    if status.grep_matches is not None:
+        lines.append(f"grep_matches={status.grep_matches}")
     if status.truncation:
         lines.append(f"truncated: {status.truncation}")
     lines.append("--- output ---" if status.output else "--- no output in this range ---")
@@ -263,6 +265,13 @@ def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
                 "up to the response budget."
             ),
         ] = None,
+        grep: Annotated[
+            str | None,
+            Field(
+                description="Regex: `output` becomes only the matching lines of the whole log (or from `since`), "
+                "each as `LINE_NUMBER: text`; `grep_matches` counts all matches."
+            ),
+        ] = None,
     ) -> Annotated[CallToolResult, TaskStatus]:
         """State, exit code and recent output of a task.
 
@@ -270,8 +279,11 @@ def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
         that cursor (no byte repeated or lost), up to about 16 KiB; keep passing the new `cursor`
         to follow a task. Answers are bounded; `truncated` says what was left out and how to get
         it. Cheap to call, also on finished tasks. `lingering_pids` lists processes that outlive
-        the task's main process."""
-        status = supervisor.status(task_id, lines=lines, since=since)
+        the task's main process. Use `grep` to find lines (errors, URLs) in a large log."""
+        if grep is not None:
+            status = await supervisor.grep(task_id, grep, since)
+        else:
+            status = supervisor.status(task_id, lines=lines, since=since)
         return _answer(status, _describe_status(status))
 
     @app.background_tool(

@@ -28,6 +28,7 @@ from anyio.abc import TaskGroup
 from . import logs, orphans, process, watch
 from .config import TASK_ID_ENV, Settings
 from .errors import BackgroundrError, InvalidArgumentError, RegistryError, SpawnFailedError, TaskNotFoundError
+from .grep import grep_log
 from .models import (
     EndedTask,
     StartedTask,
@@ -271,6 +272,29 @@ class Supervisor:
             lingering_pids=sorted(p.pid for p in lingering),
         )
 
+    async def grep(self, task_id: str, pattern_text: str, since: int | None = None) -> TaskStatus:
+        """Status whose output is the log lines (from ``since``) matching ``pattern_text``."""
+        task = self._own(task_id)
+        pattern = _compiled("grep", pattern_text)
+        assert pattern is not None
+        path = Path(task.record.log_path)
+        size = logs.log_size(path)
+        if since is not None and not 0 <= since <= size:
+            raise InvalidArgumentError(
+                "since", since, f"use a cursor from an earlier answer, between 0 and the output size ({size})"
+            )
+        found = await anyio.to_thread.run_sync(grep_log, path, pattern, since or 0, self.settings.output_budget)
+        note = None
+        if found.resume_at is not None:
+            note = (
+                f"{found.matches - found.shown} more matching lines do not fit in the budget; "
+                f"call again with since={found.resume_at} to see them, or narrow the pattern"
+            )
+        piece = logs.OutputSlice(found.text, found.cursor, found.size, found.resume_at is not None, note)
+        status = self._status_of(task, piece, self._lingering(task))
+        status.grep_matches = found.matches
+        return status
+
     # -- wait ------------------------------------------------------------------
 
     async def wait(
@@ -289,7 +313,7 @@ class Supervisor:
             raise InvalidArgumentError(
                 "timeout_seconds", timeout_seconds, f"use 0 to {self.settings.max_wait_seconds:g} seconds"
             )
-        pattern = _compiled(output_pattern)
+        pattern = _compiled("output_pattern", output_pattern)
         if port is not None and not 1 <= port <= MAX_PORT:
             raise InvalidArgumentError("port", port, f"use a TCP port from 1 to {MAX_PORT}")
         path = Path(task.record.log_path)
@@ -467,16 +491,16 @@ async def _first_event(
     return outcome
 
 
-def _compiled(output_pattern: str | None) -> re.Pattern[str] | None:
-    if output_pattern is None:
+def _compiled(field: str, pattern: str | None) -> re.Pattern[str] | None:
+    if pattern is None:
         return None
-    if not output_pattern:
-        raise InvalidArgumentError("output_pattern", output_pattern, "give a regular expression, or omit it")
+    if not pattern:
+        raise InvalidArgumentError(field, pattern, "give a regular expression, or omit it")
     try:
-        return re.compile(output_pattern)
+        return re.compile(pattern)
     except re.error as exc:
         raise InvalidArgumentError(
-            "output_pattern", output_pattern, f"not a valid regular expression ({exc}); escape special characters"
+            field, pattern, f"not a valid regular expression ({exc}); escape special characters"
         ) from exc
 
 

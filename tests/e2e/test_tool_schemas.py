@@ -11,6 +11,7 @@ pytestmark = pytest.mark.anyio
 STATUS_FIELDS = {
     "task_id", "name", "command", "cwd", "state", "exit_code", "signal", "kill_requested", "pid", "started_at",
     "ended_at", "runtime_seconds", "output", "cursor", "output_bytes", "truncated", "truncation", "lingering_pids",
+    "grep_matches",
 }  # fmt: skip
 
 EXPECTED = {
@@ -24,7 +25,7 @@ EXPECTED = {
         {"task_id"},
         {"reason", "waited_seconds", "matched_line", "matched_cursor", "status"},
     ),
-    "get_task_status": ({"task_id", "lines", "since"}, {"task_id"}, STATUS_FIELDS),
+    "get_task_status": ({"task_id", "lines", "since", "grep"}, {"task_id"}, STATUS_FIELDS),
     "end_background_task": (
         {"task_id", "grace_seconds"},
         {"task_id"},

@@ -73,3 +73,19 @@ async def test_carriage_return_progress_shows_its_last_state(server_command: str
         task = await call(client, "run_background_task", command=command)
         status = await finished(client, task["task_id"])
     assert status["output"] == "progress 100%\ndone\n"
+
+
+async def test_grep_over_100000_lines(server_command: str) -> None:
+    command = "seq 1 100000 | sed 's/^\\(.*7777.*\\)$/ERROR \\1/'"
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command=command)
+        await finished(client, task["task_id"])
+        found = await call(client, "get_task_status", task_id=task["task_id"], grep=r"^ERROR")
+        none = await call(client, "get_task_status", task_id=task["task_id"], grep="nothing like this")
+        bad = await client.call_tool("get_task_status", {"task_id": task["task_id"], "grep": "[unclosed"})
+    expected = [f"{n}: ERROR {n}" for n in range(1, 100_001) if "7777" in str(n)]
+    assert found["output"].splitlines() == expected
+    assert found["grep_matches"] == len(expected)
+    assert found["truncated"] is False
+    assert (none["output"], none["grep_matches"]) == ("", 0)
+    assert bad.is_error

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from mcp_backgroundr import grep
+
+
+def _log(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / "task.log"
+    path.write_bytes(data)
+    return path
+
+
+def test_matching_lines_carry_their_line_numbers(tmp_path: Path) -> None:
+    path = _log(tmp_path, b"ok\nERROR one\nok\nERROR two")
+    found = grep.grep_log(path, re.compile("ERROR"), 0, 16384)
+    assert found.text == "2: ERROR one\n4: ERROR two"
+    assert (found.matches, found.shown, found.resume_at, found.cursor) == (2, 2, None, path.stat().st_size)
+
+
+def test_line_numbers_count_from_the_start_of_the_log_when_searching_from_a_cursor(tmp_path: Path) -> None:
+    path = _log(tmp_path, b"ERROR a\nok\nERROR b\n")
+    found = grep.grep_log(path, re.compile("ERROR"), len(b"ERROR a\n"), 16384)
+    assert found.text == "3: ERROR b"
+
+
+def test_matches_beyond_the_budget_are_counted_and_resumable(tmp_path: Path) -> None:
+    path = _log(tmp_path, b"".join(b"hit %d\n" % i for i in range(1000)))
+    found = grep.grep_log(path, re.compile("hit"), 0, 200)
+    assert found.matches == 1000
+    assert len(found.text.encode()) <= 200
+    assert found.resume_at is not None
+    rest = grep.grep_log(path, re.compile("hit"), found.resume_at, 10**6)
+    assert rest.text.splitlines()[0] == f"{found.shown + 1}: hit {found.shown}"
+
+
+def test_a_huge_matching_line_is_cut_and_later_lines_keep_their_numbers(tmp_path: Path) -> None:
+    path = _log(tmp_path, b"x" * (3 * grep.CHUNK) + b" needle\nneedle too\n")
+    found = grep.grep_log(path, re.compile("needle"), 0, 1000)
+    assert found.text.startswith("1: xxx")
+    assert found.text.endswith(grep.LINE_CUT_MARKER)
+    assert found.matches == 2
+    everything = grep.grep_log(path, re.compile("too"), 0, 1000)
+    assert everything.text == "2: needle too"
