@@ -73,6 +73,14 @@ class StartedTask(BaseModel):
     )
 
 
+class ListeningPort(BaseModel):
+    """A TCP socket a task's process listens on."""
+
+    address: str = Field(description="Local address, e.g. 127.0.0.1, 0.0.0.0 or ::.")
+    port: int = Field(description="TCP port number.")
+    pid: int = Field(description="Process that holds the socket.")
+
+
 class TaskStatus(BaseModel):
     """Answer of get_task_status: lifecycle plus a bounded slice of output."""
 
@@ -103,6 +111,15 @@ class TaskStatus(BaseModel):
     grep_matches: int | None = Field(
         default=None, description="With `grep`: how many lines matched in the searched range, shown or not."
     )
+    listening: list[ListeningPort] = Field(
+        default_factory=list, description="TCP ports the task's processes listen on (e.g. a dev server's)."
+    )
+    cpu_percent: float | None = Field(
+        default=None,
+        description="CPU use of all the task's processes since the previous status call (100 = one core).",
+    )
+    memory_rss_bytes: int | None = Field(default=None, description="Resident memory of all the task's processes.")
+    process_count: int = Field(default=0, description="How many processes the task has alive now.")
 
 
 class Survivor(BaseModel):
@@ -136,6 +153,7 @@ class TaskSummary(BaseModel):
     exit_code: int | None = Field(description="Exit status; null while running.")
     started_at: str = Field(description="Start time, ISO 8601 UTC.")
     runtime_seconds: float = Field(description="Seconds from start to end, or to now while running.")
+    listening: list[ListeningPort] = Field(default_factory=list, description="TCP ports its processes listen on.")
 
 
 class TaskList(BaseModel):

@@ -235,3 +235,54 @@ def raise_open_file_limit() -> None:
     if soft != resource.RLIM_INFINITY and soft < target:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+@dataclass(frozen=True)
+class TreeUsage:
+    """What a task's processes use right now."""
+
+    process_count: int
+    rss_bytes: int
+    cpu_seconds: float
+    """User plus system CPU time of the live processes so far."""
+    listening: list[tuple[str, int, int]]
+    """(address, port, pid) of each listening TCP socket."""
+
+
+def tree_usage(processes: Sequence[psutil.Process]) -> TreeUsage:
+    rss, cpu, listening = 0, 0.0, set()
+    count = 0
+    for member in processes:
+        try:
+            with member.oneshot():
+                rss += member.memory_info().rss
+                times = member.cpu_times()
+                cpu += times.user + times.system
+                for conn in member.net_connections(kind="tcp"):
+                    if conn.status == psutil.CONN_LISTEN and conn.laddr:
+                        listening.add((conn.laddr.ip, conn.laddr.port, member.pid))
+            count += 1
+        except psutil.Error:
+            continue
+    return TreeUsage(count, rss, cpu, sorted(listening, key=lambda item: (item[1], item[0])))
+
+
+def listening_by_task(task_ids: Collection[str]) -> dict[str, list[tuple[str, int, int]]]:
+    """Listening TCP sockets of the given tasks, found from the system's socket table (one read)."""
+    found: dict[str, list[tuple[str, int, int]]] = {}
+    if not task_ids:
+        return found
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except psutil.Error:
+        return found
+    for conn in connections:
+        if conn.status != psutil.CONN_LISTEN or not conn.pid or not conn.laddr:
+            continue
+        try:
+            task_id = psutil.Process(conn.pid).environ().get(TASK_ID_ENV)
+        except psutil.Error:
+            continue
+        if task_id is not None and task_id in task_ids:
+            found.setdefault(task_id, []).append((conn.laddr.ip, conn.laddr.port, conn.pid))
+    return found

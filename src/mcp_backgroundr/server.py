@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from . import __version__
 from .errors import BackgroundrError
-from .models import EndedTask, StartedTask, TaskList, TaskState, TaskStatus, WaitResult
+from .models import EndedTask, ListeningPort, StartedTask, TaskList, TaskState, TaskStatus, WaitResult
 from .supervisor import ProgressReporter, Supervisor
 
 INSTRUCTIONS = """\
@@ -112,6 +112,11 @@ def _describe_status(status: TaskStatus) -> str:
             f"its main process has ended but these processes it started still run: {status.lingering_pids}; "
             "end_background_task ends them"
         )
+    if status.process_count:
+        usage = f"{status.process_count} process(es), cpu {status.cpu_percent}%, rss {status.memory_rss_bytes} bytes"
+        lines.append(usage)
+    if status.listening:
+        lines.append("listening on " + ", ".join(_address(p) for p in status.listening))
     lines.append(f"cursor={status.cursor} output_bytes={status.output_bytes}")
     if status.grep_matches is not None:
         lines.append(f"grep_matches={status.grep_matches}")
@@ -121,6 +126,11 @@ def _describe_status(status: TaskStatus) -> str:
     if status.output:
         lines.append(status.output)
     return "\n".join(lines)
+
+
+def _address(listening: ListeningPort) -> str:
+    host = f"[{listening.address}]" if ":" in listening.address else listening.address
+    return f"{host}:{listening.port}"
 
 
 def _describe_wait(result: WaitResult) -> str:
@@ -169,6 +179,7 @@ def _describe_list(listing: TaskList) -> str:
                 f"exit={t.exit_code}",
                 f"{t.runtime_seconds}s",
                 t.name or "",
+                ",".join(_address(p) for p in t.listening),
                 t.command[:80],
             )
             if part

@@ -31,6 +31,7 @@ from .errors import BackgroundrError, InvalidArgumentError, RegistryError, Spawn
 from .grep import grep_log
 from .models import (
     EndedTask,
+    ListeningPort,
     StartedTask,
     Survivor,
     TaskList,
@@ -63,6 +64,8 @@ class _Task:
     exited: anyio.Event = field(default_factory=anyio.Event)
     lingering_known_empty: bool = False
     """Once no process of a finished task is left, none can appear again."""
+    cpu_sample: tuple[float, float] | None = None
+    """(monotonic time, CPU seconds of the tree) at the previous status call."""
 
     @property
     def running(self) -> bool:
@@ -237,8 +240,8 @@ class Supervisor:
             raise InvalidArgumentError(
                 "lines", lines, f"ask for 0 to {self.settings.max_lines} lines, or read forward with since"
             )
-        lingering = self._lingering(task)
-        writer_alive = task.running or bool(lingering)
+        processes = self._live_processes(task)
+        writer_alive = task.running or bool(processes)
         path = Path(record.log_path)
         budget = self.settings.output_budget
         if since is None:
@@ -247,10 +250,24 @@ class Supervisor:
             if since < 0:
                 raise InvalidArgumentError("since", since, "pass a cursor (a byte offset >= 0) from an earlier answer")
             piece = logs.read_forward(path, since, budget, writer_alive=writer_alive)
-        return self._status_of(task, piece, lingering)
+        return self._status_of(task, piece, processes)
 
-    def _status_of(self, task: _Task, piece: logs.OutputSlice, lingering: list[psutil.Process]) -> TaskStatus:
+    def _live_processes(self, task: _Task) -> list[psutil.Process]:
+        """The processes of a running task, or the lingering ones of a finished task."""
+        return self._processes_of(task) if task.running else self._lingering(task)
+
+    def _cpu_percent(self, task: _Task, cpu_seconds: float) -> float:
+        now = time.monotonic()
+        if task.cpu_sample is None:
+            since, used = now - max(0.001, task.record.runtime_seconds(time.time())), cpu_seconds
+        else:
+            since, used = task.cpu_sample[0], cpu_seconds - task.cpu_sample[1]
+        task.cpu_sample = (now, cpu_seconds)
+        return round(max(0.0, used) / max(now - since, 0.001) * 100, 1)
+
+    def _status_of(self, task: _Task, piece: logs.OutputSlice, processes: list[psutil.Process]) -> TaskStatus:
         record = task.record
+        usage = process.tree_usage(processes)
         return TaskStatus(
             task_id=record.task_id,
             name=record.name,
@@ -269,7 +286,11 @@ class Supervisor:
             output_bytes=piece.size,
             truncated=piece.truncated,
             truncation=piece.truncation,
-            lingering_pids=sorted(p.pid for p in lingering),
+            lingering_pids=[] if task.running else sorted(p.pid for p in processes),
+            listening=[ListeningPort(address=a, port=port, pid=pid) for a, port, pid in usage.listening],
+            cpu_percent=self._cpu_percent(task, usage.cpu_seconds) if processes else None,
+            memory_rss_bytes=usage.rss_bytes if processes else None,
+            process_count=usage.process_count,
         )
 
     async def grep(self, task_id: str, pattern_text: str, since: int | None = None) -> TaskStatus:
@@ -291,7 +312,7 @@ class Supervisor:
                 f"call again with since={found.resume_at} to see them, or narrow the pattern"
             )
         piece = logs.OutputSlice(found.text, found.cursor, found.size, found.resume_at is not None, note)
-        status = self._status_of(task, piece, self._lingering(task))
+        status = self._status_of(task, piece, self._live_processes(task))
         status.grep_matches = found.matches
         return status
 
@@ -330,7 +351,7 @@ class Supervisor:
             logs.read_tail(
                 path, self.settings.max_lines, self.settings.output_budget, writer_alive=task.running, floor=start
             ),
-            self._lingering(task),
+            self._live_processes(task),
         )
         return WaitResult(
             reason=outcome.reason,
@@ -346,6 +367,8 @@ class Supervisor:
             self._refresh(task)
         now = time.time()
         tasks = sorted(self._tasks.values(), key=lambda t: t.record.started_at, reverse=True)
+        shown = [t for t in tasks if state is None or t.record.state is state]
+        ports = process.listening_by_task({t.record.task_id for t in shown if t.running})
         return TaskList(
             tasks=[
                 TaskSummary(
@@ -357,9 +380,11 @@ class Supervisor:
                     exit_code=t.record.exit_code,
                     started_at=iso_time(t.record.started_at) or "",
                     runtime_seconds=t.record.runtime_seconds(now),
+                    listening=[
+                        ListeningPort(address=a, port=port, pid=pid) for a, port, pid in ports.get(t.record.task_id, [])
+                    ],
                 )
-                for t in tasks
-                if state is None or t.record.state is state
+                for t in shown
             ]
         )
 

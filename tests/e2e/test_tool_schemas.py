@@ -11,7 +11,7 @@ pytestmark = pytest.mark.anyio
 STATUS_FIELDS = {
     "task_id", "name", "command", "cwd", "state", "exit_code", "signal", "kill_requested", "pid", "started_at",
     "ended_at", "runtime_seconds", "output", "cursor", "output_bytes", "truncated", "truncation", "lingering_pids",
-    "grep_matches",
+    "grep_matches", "listening", "cpu_percent", "memory_rss_bytes", "process_count",
 }  # fmt: skip
 
 EXPECTED = {
@@ -56,5 +56,5 @@ async def test_tools_are_pinned(server_command: str) -> None:
     listed = tools["list_tasks"].output_schema
     assert listed is not None
     assert set(listed["$defs"]["TaskSummary"]["properties"]) == {
-        "task_id", "name", "command", "state", "pid", "exit_code", "started_at", "runtime_seconds",
+        "task_id", "name", "command", "state", "pid", "exit_code", "started_at", "runtime_seconds", "listening",
     }  # fmt: skip

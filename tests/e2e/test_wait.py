@@ -72,8 +72,15 @@ async def test_a_dev_server_is_ready_when_its_port_accepts(server_command: str) 
         )
         with socket.create_connection(("127.0.0.1", port), timeout=5):
             pass
+        status = await call(client, "get_task_status", task_id=task["task_id"])
+        listing = await call(client, "list_tasks")
     assert task["wait"]["reason"] == "port"
     assert task["state"] == "running"
+    assert [(p["address"], p["port"]) for p in status["listening"]] == [("127.0.0.1", port)]
+    assert listing["tasks"][0]["listening"] == status["listening"]
+    assert status["process_count"] >= 1
+    assert status["memory_rss_bytes"] > 1_000_000
+    assert status["cpu_percent"] >= 0
 
 
 async def test_progress_is_reported_and_a_cancelled_wait_leaves_everything_intact(server_command: str) -> None:
