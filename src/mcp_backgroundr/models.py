@@ -142,6 +142,13 @@ class EndedTask(BaseModel):
     survivors: list[Survivor] = Field(description="Processes still alive after SIGKILL; empty on success.")
 
 
+class RemovedTask(BaseModel):
+    """Answer of remove_task."""
+
+    task_id: str = Field(description="The task that was forgotten.")
+    freed_bytes: int = Field(description="Size of the log file that was deleted.")
+
+
 class TaskSummary(BaseModel):
     """One line of list_tasks."""
 

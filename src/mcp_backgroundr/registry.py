@@ -125,6 +125,10 @@ class Registry:
                 raise
             self._db.execute("COMMIT")
 
+    def delete(self, task_id: str) -> None:
+        with _translated("write", self.path):
+            self._db.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
+
     def get(self, task_id: str) -> TaskRecord | None:
         with _translated("read", self.path):
             row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM tasks WHERE task_id = ?", (task_id,)).fetchone()

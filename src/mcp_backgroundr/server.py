@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from . import __version__
 from .errors import BackgroundrError
-from .models import EndedTask, ListeningPort, StartedTask, TaskList, TaskState, TaskStatus, WaitResult
+from .models import EndedTask, ListeningPort, RemovedTask, StartedTask, TaskList, TaskState, TaskStatus, WaitResult
 from .supervisor import ProgressReporter, Supervisor
 
 INSTRUCTIONS = """\
@@ -358,6 +358,13 @@ def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
         Ending a finished task is fine: it answers the final state and ends lingering processes."""
         ended = await supervisor.end(task_id, grace_seconds)
         return _answer(ended, _describe_end(ended))
+
+    @app.background_tool(ToolAnnotations(title="Forget a finished task", read_only_hint=False, destructive_hint=True))
+    async def remove_task(task_id: TaskId) -> Annotated[CallToolResult, RemovedTask]:
+        """Forget a finished task and delete its log file, to keep list_tasks short and free disk.
+        A running task must be ended with end_background_task first."""
+        removed = supervisor.remove(task_id)
+        return _answer(removed, f"removed task {removed.task_id}; freed {removed.freed_bytes} bytes of log")
 
     @app.background_tool(ToolAnnotations(title="List tasks", read_only_hint=True, idempotent_hint=True))
     async def list_tasks(

@@ -32,6 +32,7 @@ from .grep import grep_log
 from .models import (
     EndedTask,
     ListeningPort,
+    RemovedTask,
     StartedTask,
     Survivor,
     TaskList,
@@ -387,6 +388,20 @@ class Supervisor:
                 for t in shown
             ]
         )
+
+    def remove(self, task_id: str) -> RemovedTask:
+        """Forget a finished task and delete its log."""
+        task = self._own(task_id)
+        if task.running or self._lingering(task):
+            raise BackgroundrError(
+                f"task {task_id} is still running; end it with end_background_task first, then remove it"
+            )
+        path = Path(task.record.log_path)
+        freed = logs.log_size(path)
+        self.registry.delete(task_id)
+        path.unlink(missing_ok=True)
+        del self._tasks[task_id]
+        return RemovedTask(task_id=task_id, freed_bytes=freed)
 
     # -- end -------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ EXPECTED = {
         {"task_id", "state", "exit_code", "signal", "signalled_pids", "escalated", "survivors"},
     ),
     "list_tasks": ({"state"}, set(), {"tasks"}),
+    "remove_task": ({"task_id"}, {"task_id"}, {"task_id", "freed_bytes"}),
 }
 
 

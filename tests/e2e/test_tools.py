@@ -155,3 +155,22 @@ async def test_the_registry_records_pid_and_start_time(server_command: str, home
     assert (home / "registry.sqlite3").stat().st_mode & 0o777 == 0o600
     assert Path(task["log_path"]).stat().st_mode & 0o777 == 0o600
     assert os.path.dirname(task["log_path"]) == str(home / "logs")
+
+
+async def test_remove_forgets_a_finished_task_and_refuses_a_running_one(server_command: str, home: Path) -> None:
+    async with connect(server_command) as client:
+        done = await call(client, "run_background_task", command="echo bye")
+        await finished(client, done["task_id"])
+        running = await call(client, "run_background_task", command="sleep 300")
+        refused = await client.call_tool("remove_task", {"task_id": running["task_id"]})
+        removed = await call(client, "remove_task", task_id=done["task_id"])
+        listing = await call(client, "list_tasks")
+        gone = await client.call_tool("get_task_status", {"task_id": done["task_id"]})
+    assert refused.is_error
+    assert "end_background_task" in text_of(refused)
+    assert removed == {"task_id": done["task_id"], "freed_bytes": 4}
+    assert not Path(done["log_path"]).exists()
+    assert [t["task_id"] for t in listing["tasks"]] == [running["task_id"]]
+    assert gone.is_error
+    with sqlite3.connect(home / "registry.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM tasks WHERE task_id = ?", (done["task_id"],)).fetchone() == (0,)
