@@ -10,6 +10,7 @@ follow it, never one byte twice and never one lost.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,10 +55,18 @@ def log_size(path: Path) -> int:
         return 0
 
 
-def render(data: bytes) -> str:
+# CSI sequences (colours, cursor moves), OSC sequences (titles, links) and other escapes.
+_ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[ -/]*[0-~])")
+
+
+def render(data: bytes, *, raw: bool = False) -> str:
     """Decode log bytes for a reader: invalid UTF-8 and control bytes become U+FFFD,
-    and carriage-return overwrites are collapsed the way a terminal shows them."""
-    text = data.decode("utf-8", "replace").translate(_CONTROL_CHARS)
+    carriage-return overwrites are collapsed the way a terminal shows them, and ANSI
+    escape sequences are removed unless ``raw``."""
+    text = data.decode("utf-8", "replace")
+    if not raw and "\x1b" in text:
+        text = _ANSI_ESCAPE.sub("", text)
+    text = text.translate(_CONTROL_CHARS)
     if "\r" not in text:
         return text
     return "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n"))
@@ -99,7 +108,9 @@ def _read(path: Path, offset: int | None, length: int) -> tuple[bytes, int, int]
         os.close(fd)
 
 
-def read_tail(path: Path, lines: int, budget: int, *, writer_alive: bool, floor: int = 0) -> OutputSlice:
+def read_tail(
+    path: Path, lines: int, budget: int, *, writer_alive: bool, floor: int = 0, raw: bool = False
+) -> OutputSlice:
     """The last ``lines`` lines of a log after byte ``floor``, at most ``budget`` bytes of it."""
     # One byte before the window tells whether the window starts at a line start.
     data, read_from, size = _read(path, None, budget + 1)
@@ -115,9 +126,9 @@ def read_tail(path: Path, lines: int, budget: int, *, writer_alive: bool, floor:
 
     start = _start_of_last_lines(data, lines)
     if start is not None:
-        return OutputSlice(render(data[start:]), cursor, size, False, None)
+        return OutputSlice(render(data[start:], raw=raw), cursor, size, False, None)
     if window_start == floor:
-        return OutputSlice(render(data), cursor, size, False, None)
+        return OutputSlice(render(data, raw=raw), cursor, size, False, None)
     first_newline = data.find(b"\n")
     if not starts_line and 0 <= first_newline < len(data) - 1:
         data = data[first_newline + 1 :]  # drop the partial first line: whole lines read better
@@ -127,7 +138,7 @@ def read_tail(path: Path, lines: int, budget: int, *, writer_alive: bool, floor:
         f"the {lines} requested lines do not fit in the {budget}-byte budget: the {skipped} bytes "
         f"before the text shown are left out; read them forward with since={floor}, or ask for fewer lines"
     )
-    text = render(data)
+    text = render(data, raw=raw)
     if not starts_line:
         text = f"[... line cut: its first part and {skipped} earlier bytes are not shown ...]" + text
     return OutputSlice(text, cursor, size, True, note)
@@ -144,7 +155,7 @@ def _start_of_last_lines(data: bytes, lines: int) -> int | None:
     return pos + 1
 
 
-def read_forward(path: Path, since: int, budget: int, *, writer_alive: bool) -> OutputSlice:
+def read_forward(path: Path, since: int, budget: int, *, writer_alive: bool, raw: bool = False) -> OutputSlice:
     """The bytes of a log from ``since`` on, at most ``budget`` of them."""
     data, _, size = _read(path, since, budget)
     if since > size:
@@ -165,7 +176,7 @@ def read_forward(path: Path, since: int, budget: int, *, writer_alive: bool) -> 
     cursor = since + len(data)
     left = size - cursor
     if remaining_after_chunk <= 0:
-        return OutputSlice(render(data), cursor, size, False, None)
+        return OutputSlice(render(data, raw=raw), cursor, size, False, None)
     cut = "" if data.endswith(b"\n") else "cut mid-line (the line is longer than the budget); "
     note = f"output {cut}{left} more bytes follow; call again with since={cursor} to read them"
-    return OutputSlice(render(data), cursor, size, True, note)
+    return OutputSlice(render(data, raw=raw), cursor, size, True, note)

@@ -142,6 +142,18 @@ class EndedTask(BaseModel):
     survivors: list[Survivor] = Field(description="Processes still alive after SIGKILL; empty on success.")
 
 
+class InputSent(BaseModel):
+    """Answer of send_task_input."""
+
+    task_id: str = Field(description="The task written to.")
+    bytes_written: int = Field(description="Bytes written to its stdin or terminal.")
+    closed: bool = Field(description="True when its input was closed afterwards (end of input).")
+    cursor: int = Field(
+        description="Output offset just before the input was written: pass it as `since` to wait_for_task "
+        "(output_pattern) or get_task_status to read the reply."
+    )
+
+
 class RemovedTask(BaseModel):
     """Answer of remove_task."""
 

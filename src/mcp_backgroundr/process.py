@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import resource
 import signal
 import subprocess
+import termios
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -30,22 +32,41 @@ from .errors import SpawnFailedError
 SHELL = "/bin/sh"
 
 
-def spawn(command: str, cwd: str, env: Mapping[str, str], log_fd: int) -> subprocess.Popen[bytes]:
-    """Start ``/bin/sh -c command`` as the leader of a new session, writing to ``log_fd``.
+@dataclass(frozen=True)
+class Streams:
+    """Where a task's standard streams go."""
 
-    stdin is /dev/null; stdout and stderr share the log descriptor, so they
-    interleave as on a terminal. No other descriptor of the server is inherited.
+    output: int
+    """Descriptor for stdout and stderr: the log, or a terminal's slave side."""
+    stdin: int = subprocess.DEVNULL
+    """/dev/null, subprocess.PIPE, or a terminal's slave side."""
+    terminal: bool = False
+    """Whether ``output`` is a terminal that should become the task's controlling terminal."""
+
+
+def _take_controlling_terminal() -> None:
+    # Runs in the child after setsid(): stdin is the pty slave, which becomes the session's
+    # terminal, so Ctrl-C sent as input interrupts the foreground job as on a real terminal.
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def spawn(command: str, cwd: str, env: Mapping[str, str], streams: Streams) -> subprocess.Popen[bytes]:
+    """Start ``/bin/sh -c command`` as the leader of a new session.
+
+    stdout and stderr share one descriptor, so they interleave as on a terminal.
+    No other descriptor of the server is inherited.
     """
     try:
         return subprocess.Popen(
             [SHELL, "-c", command],
             cwd=cwd,
             env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=log_fd,
+            stdin=streams.stdin,
+            stdout=streams.output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            preexec_fn=_take_controlling_terminal if streams.terminal else None,
         )
     except OSError as exc:
         if exc.errno == errno.E2BIG:

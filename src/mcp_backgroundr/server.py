@@ -18,7 +18,17 @@ from pydantic import BaseModel, Field, ValidationError
 
 from . import __version__
 from .errors import BackgroundrError
-from .models import EndedTask, ListeningPort, RemovedTask, StartedTask, TaskList, TaskState, TaskStatus, WaitResult
+from .models import (
+    EndedTask,
+    InputSent,
+    ListeningPort,
+    RemovedTask,
+    StartedTask,
+    TaskList,
+    TaskState,
+    TaskStatus,
+    WaitResult,
+)
 from .supervisor import ProgressReporter, Supervisor
 
 INSTRUCTIONS = """\
@@ -214,6 +224,16 @@ def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
             dict[str, str] | None, Field(description="Environment variables, merged over the server's environment.")
         ] = None,
         name: Annotated[str | None, Field(description="A short label to recognise the task by.")] = None,
+        stdin: Annotated[
+            bool, Field(description="Keep a pipe to the task's stdin, for send_task_input (default: /dev/null).")
+        ] = False,
+        pty: Annotated[
+            bool,
+            Field(
+                description="Run it in a pseudo-terminal, for programs that only behave on a terminal (REPLs, "
+                "tools that colour or buffer differently); it takes input too."
+            ),
+        ] = False,
         wait_for_pattern: Annotated[
             str | None,
             Field(description="Regex: after starting, wait until an output line matches it (e.g. 'Listening on')."),
@@ -242,7 +262,7 @@ def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
             raise BackgroundrError(
                 "wait_timeout_seconds needs wait_for_pattern or wait_for_port; give one, or drop the timeout"
             )
-        started = supervisor.start(command, cwd=cwd, env=env, name=name)
+        started = supervisor.start(command, cwd=cwd, env=env, name=name, stdin=stdin, pty=pty)
         text = f"started task {started.task_id} pid={started.pid} [{started.state}] in {started.cwd}: {command}"
         if wait_for_pattern is not None or wait_for_port is not None:
             started.wait = await supervisor.wait(
@@ -283,6 +303,9 @@ def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
                 "each as `LINE_NUMBER: text`; `grep_matches` counts all matches."
             ),
         ] = None,
+        raw: Annotated[
+            bool, Field(description="Keep ANSI escape sequences (colours, cursor moves) instead of removing them.")
+        ] = False,
     ) -> Annotated[CallToolResult, TaskStatus]:
         """State, exit code and recent output of a task.
 
@@ -294,7 +317,7 @@ def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
         if grep is not None:
             status = await supervisor.grep(task_id, grep, since)
         else:
-            status = supervisor.status(task_id, lines=lines, since=since)
+            status = supervisor.status(task_id, lines=lines, since=since, raw=raw)
         return _answer(status, _describe_status(status))
 
     @app.background_tool(
@@ -358,6 +381,24 @@ def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
         Ending a finished task is fine: it answers the final state and ends lingering processes."""
         ended = await supervisor.end(task_id, grace_seconds)
         return _answer(ended, _describe_end(ended))
+
+    @app.background_tool(ToolAnnotations(title="Send input to a task", read_only_hint=False, destructive_hint=False))
+    async def send_task_input(
+        task_id: TaskId,
+        text: Annotated[str, Field(description="Text to write to the task's stdin (or terminal).")],
+        newline: Annotated[bool, Field(description="Press Enter after the text (a newline).")] = True,
+        close: Annotated[
+            bool, Field(description="Close its stdin afterwards (end of input; Ctrl-D on a terminal).")
+        ] = False,
+    ) -> Annotated[CallToolResult, InputSent]:
+        """Type into a task started with stdin=true or pty=true: answers to prompts, REPL lines,
+        commands for an interactive tool. Then read the reply with wait_for_task(output_pattern=...,
+        since=cursor) or get_task_status(since=cursor), using the `cursor` of this answer. On a
+        terminal, "\u0003" is Ctrl-C."""
+        sent = await supervisor.send_input(task_id, text, newline=newline, close=close)
+        note = "; its stdin is now closed" if sent.closed else ""
+        reply = f"; its reply starts at cursor {sent.cursor}"
+        return _answer(sent, f"wrote {sent.bytes_written} bytes to task {sent.task_id}{note}{reply}")
 
     @app.background_tool(ToolAnnotations(title="Forget a finished task", read_only_hint=False, destructive_hint=True))
     async def remove_task(task_id: TaskId) -> Annotated[CallToolResult, RemovedTask]:

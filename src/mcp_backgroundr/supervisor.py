@@ -8,6 +8,7 @@ time, so a cancelled call never leaves half a process tree behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -25,12 +26,13 @@ import anyio
 import psutil
 from anyio.abc import TaskGroup
 
-from . import logs, orphans, process, watch
+from . import logs, orphans, process, taskinput, terminal, watch
 from .config import TASK_ID_ENV, Settings
 from .errors import BackgroundrError, InvalidArgumentError, RegistryError, SpawnFailedError, TaskNotFoundError
 from .grep import grep_log
 from .models import (
     EndedTask,
+    InputSent,
     ListeningPort,
     RemovedTask,
     StartedTask,
@@ -47,6 +49,10 @@ from .registry import Registry
 
 MAX_NAME_LENGTH = 200
 MAX_PORT = 65_535
+TERMINAL_TYPE = "xterm-256color"
+TERMINAL_DRAIN_SECONDS = 0.5
+END_OF_INPUT = b"\x04"
+"""Ctrl-D: end of input on a terminal."""
 PROGRESS_INTERVAL_SECONDS = 1.0
 SHUTDOWN_REASON = "server shutdown"
 END_REASON = "end_background_task"
@@ -67,6 +73,18 @@ class _Task:
     """Once no process of a finished task is left, none can appear again."""
     cpu_sample: tuple[float, float] | None = None
     """(monotonic time, CPU seconds of the tree) at the previous status call."""
+    input_fd: int | None = None
+    """Where send_task_input writes: the stdin pipe, or the terminal's master side."""
+    terminal: bool = False
+    output_done: anyio.Event | None = None
+    """Set once a terminal task's output has all been copied to its log."""
+
+    def close_input_pipe(self) -> None:
+        if self.popen is not None and self.popen.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.popen.stdin.close()
+            if not self.terminal:
+                self.input_fd = None
 
     @property
     def running(self) -> bool:
@@ -117,8 +135,15 @@ class Supervisor:
         cwd: str | None = None,
         env: Mapping[str, str] | None = None,
         name: str | None = None,
+        *,
+        stdin: bool = False,
+        pty: bool = False,
     ) -> StartedTask:
-        """Start ``command`` under ``/bin/sh -c`` and answer at once."""
+        """Start ``command`` under ``/bin/sh -c`` and answer at once.
+
+        ``stdin`` keeps a pipe to the task's standard input; ``pty`` runs it in a
+        pseudo-terminal (which takes input too).
+        """
         if self._task_group is None or self._shutting_down:
             raise BackgroundrError("the server is shutting down; start the task after it restarts")
         command = _checked_command(command)
@@ -146,14 +171,30 @@ class Supervisor:
             owner=self.owner,
             started_at=time.time(),
         )
+        master, slave = terminal.open_terminal() if pty else (None, None)
+        if slave is not None:
+            task_env.setdefault("TERM", TERMINAL_TYPE)
+            streams = process.Streams(output=slave, stdin=slave, terminal=True)
+        else:
+            streams = process.Streams(output=log_fd, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL)
         try:
-            popen = process.spawn(command, workdir, task_env, log_fd)
+            popen = process.spawn(command, workdir, task_env, streams)
         except SpawnFailedError:
-            os.close(log_fd)
+            for descriptor in (log_fd, master, slave):
+                if descriptor is not None:
+                    os.close(descriptor)
             log_path.unlink(missing_ok=True)
             raise
-        os.close(log_fd)
         task = _Task(record, popen)
+        if master is not None and slave is not None:
+            os.close(slave)  # only the task holds it now: its last close ends the copying
+            task.input_fd, task.terminal, task.output_done = master, True, anyio.Event()
+            self._task_group.start_soon(self._copy_terminal, task, master, log_fd)
+        else:
+            os.close(log_fd)
+            if popen.stdin is not None:
+                task.input_fd = popen.stdin.fileno()
+                os.set_blocking(task.input_fd, False)
         record.pid = popen.pid
         record.pid_create_time = process.create_time(popen.pid)
         try:
@@ -182,7 +223,20 @@ class Supervisor:
 
     async def _watch(self, task: _Task, popen: subprocess.Popen[bytes], pidfd: int) -> None:
         returncode = await process.wait_for_exit(popen, pidfd)
+        if task.output_done is not None:
+            # Let the terminal copier catch up with what the task wrote just before exiting.
+            with anyio.move_on_after(TERMINAL_DRAIN_SECONDS):
+                await task.output_done.wait()
         self._record_exit(task, returncode)
+
+    async def _copy_terminal(self, task: _Task, master: int, log_fd: int) -> None:
+        try:
+            await terminal.copy_output(master, log_fd)
+        finally:
+            task.input_fd = None
+            os.close(master)
+            if task.output_done is not None:
+                task.output_done.set()
 
     def _refresh(self, task: _Task) -> None:
         """Record an exit that happened since the event loop last looked (a single waitpid)."""
@@ -203,6 +257,7 @@ class Supervisor:
             record.state = TaskState.FAILED
         if record.kill_requested:
             record.state = TaskState.KILLED
+        task.close_input_pipe()
         task.exited.set()
         if not self._shutting_down:
             self._save([record])
@@ -231,7 +286,9 @@ class Supervisor:
         task.lingering_known_empty = not found
         return found
 
-    def status(self, task_id: str, lines: int | None = None, since: int | None = None) -> TaskStatus:
+    def status(
+        self, task_id: str, lines: int | None = None, since: int | None = None, *, raw: bool = False
+    ) -> TaskStatus:
         """Lifecycle and a bounded slice of output of one task."""
         task = self._own(task_id)
         record = task.record
@@ -246,11 +303,11 @@ class Supervisor:
         path = Path(record.log_path)
         budget = self.settings.output_budget
         if since is None:
-            piece = logs.read_tail(path, lines, budget, writer_alive=writer_alive)
+            piece = logs.read_tail(path, lines, budget, writer_alive=writer_alive, raw=raw)
         else:
             if since < 0:
                 raise InvalidArgumentError("since", since, "pass a cursor (a byte offset >= 0) from an earlier answer")
-            piece = logs.read_forward(path, since, budget, writer_alive=writer_alive)
+            piece = logs.read_forward(path, since, budget, writer_alive=writer_alive, raw=raw)
         return self._status_of(task, piece, processes)
 
     def _live_processes(self, task: _Task) -> list[psutil.Process]:
@@ -389,6 +446,26 @@ class Supervisor:
             ]
         )
 
+    async def send_input(self, task_id: str, text: str, newline: bool = True, close: bool = False) -> InputSent:
+        """Write text to a task's stdin (or terminal); optionally close it afterwards."""
+        task = self._own(task_id)
+        if not task.running:
+            raise BackgroundrError(f"task {task_id} has ended ({task.record.state}); it takes no more input")
+        if task.input_fd is None:
+            raise BackgroundrError(
+                f"task {task_id} has no open stdin: start tasks that need input with stdin=true or pty=true "
+                "(and do not close it while you still need it)"
+            )
+        line_end = ("\r" if task.terminal else "\n") if newline else ""
+        data = (text + line_end).encode()
+        if close and task.terminal:
+            data += END_OF_INPUT
+        cursor = logs.log_size(Path(task.record.log_path))
+        written = await taskinput.write_all(task.input_fd, data)
+        if close:
+            task.close_input_pipe()
+        return InputSent(task_id=task_id, bytes_written=written, closed=close, cursor=cursor)
+
     def remove(self, task_id: str) -> RemovedTask:
         """Forget a finished task and delete its log."""
         task = self._own(task_id)
@@ -502,7 +579,7 @@ async def _first_event(
             async def on_exit() -> None:
                 await task.exited.wait()
                 # A line written just before the exit still counts as a match.
-                match = scanner.scan(final=True) if scanner else None
+                match = scanner.scan() if scanner else None
                 finish(WaitReason.PATTERN if match else WaitReason.EXITED, match)
 
             async def on_line(scanner: watch.LineScanner) -> None:

@@ -76,19 +76,16 @@ class LineScanner:
         self._offset = start
         self._pattern = pattern
 
-    def scan(self, *, final: bool = False) -> LineMatch | None:
-        """Match the lines completed since the last scan.
-
-        ``final`` (the writer has exited) also matches an unterminated last line. A line
-        longer than the scan chunk is matched piece by piece.
-        """
+    def scan(self) -> LineMatch | None:
+        """Match the lines written since the last scan, the unterminated last one included
+        (a prompt has no newline). A line longer than the scan chunk is matched piece by piece."""
         try:
             fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         try:
             while chunk := os.pread(fd, SCAN_CHUNK, self._offset):
-                whole_chunk = len(chunk) == SCAN_CHUNK
+                at_end = len(chunk) < SCAN_CHUNK
                 pos = 0
                 while (newline := chunk.find(b"\n", pos)) >= 0:
                     raw, pos = chunk[pos:newline], newline + 1
@@ -96,14 +93,14 @@ class LineScanner:
                         self._offset += pos
                         return match
                 rest = chunk[pos:]
-                if rest and ((final and not whole_chunk) or (whole_chunk and pos == 0)):
-                    # The writer is done, or one line fills the chunk: match what there is.
-                    pos = len(chunk)
-                    if match := self._match(rest, self._offset + pos):
-                        self._offset += pos
+                if rest and (at_end or pos == 0):
+                    if match := self._match(rest, self._offset + len(chunk)):
+                        self._offset += len(chunk)
                         return match
+                    if not at_end:
+                        pos = len(chunk)  # a piece of a very long line: move past it
                 self._offset += pos
-                if not whole_chunk:
+                if at_end:
                     return None
             return None
         finally:

@@ -16,7 +16,7 @@ STATUS_FIELDS = {
 
 EXPECTED = {
     "run_background_task": (
-        {"command", "cwd", "env", "name", "wait_for_pattern", "wait_for_port", "wait_timeout_seconds"},
+        {"command", "cwd", "env", "name", "stdin", "pty", "wait_for_pattern", "wait_for_port", "wait_timeout_seconds"},
         {"command"},
         {"task_id", "pid", "state", "command", "cwd", "log_path", "wait"},
     ),
@@ -25,7 +25,12 @@ EXPECTED = {
         {"task_id"},
         {"reason", "waited_seconds", "matched_line", "matched_cursor", "status"},
     ),
-    "get_task_status": ({"task_id", "lines", "since", "grep"}, {"task_id"}, STATUS_FIELDS),
+    "get_task_status": ({"task_id", "lines", "since", "grep", "raw"}, {"task_id"}, STATUS_FIELDS),
+    "send_task_input": (
+        {"task_id", "text", "newline", "close"},
+        {"task_id", "text"},
+        {"task_id", "bytes_written", "closed", "cursor"},
+    ),
     "end_background_task": (
         {"task_id", "grace_seconds"},
         {"task_id"},

@@ -1,0 +1,74 @@
+"""End-to-end: talking to tasks through stdin and pseudo-terminals."""
+
+from __future__ import annotations
+
+import pytest
+
+from .harness import call, call_error, connect, finished
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_cat_answers_what_it_is_sent_and_ends_when_stdin_closes(server_command: str) -> None:
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="cat", stdin=True)
+        sent = await call(client, "send_task_input", task_id=task["task_id"], text="hello cat")
+        reply = await call(
+            client, "wait_for_task", task_id=task["task_id"], output_pattern="hello", since=sent["cursor"]
+        )
+        closing = await call(client, "send_task_input", task_id=task["task_id"], text="bye", close=True)
+        status = await finished(client, task["task_id"])
+        after = await call_error(client, "send_task_input", task_id=task["task_id"], text="late")
+    assert (sent["bytes_written"], sent["closed"]) == (10, False)
+    assert reply["matched_line"] == "hello cat"
+    assert closing["closed"] is True
+    assert (status["state"], status["exit_code"], status["output"]) == ("completed", 0, "hello cat\nbye\n")
+    assert "ended" in after
+
+
+async def test_a_task_without_stdin_refuses_input(server_command: str) -> None:
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="sleep 300")
+        message = await call_error(client, "send_task_input", task_id=task["task_id"], text="x")
+    assert "stdin=true" in message
+
+
+async def test_input_a_task_does_not_read_is_a_clear_error_not_a_hang(server_command: str) -> None:
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="sleep 300", stdin=True)
+        message = await call_error(client, "send_task_input", task_id=task["task_id"], text="x" * 1_000_000)
+        status = await call(client, "get_task_status", task_id=task["task_id"])
+    assert "not reading its input" in message
+    assert status["state"] == "running"
+
+
+async def test_under_a_pty_the_task_sees_a_terminal_and_colours_are_stripped_unless_raw(server_command: str) -> None:
+    command = "python3 -c \"import sys; print(sys.stdout.isatty()); print('\\x1b[31mred\\x1b[0m')\""
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command=command, pty=True)
+        status = await finished(client, task["task_id"])
+        raw = await call(client, "get_task_status", task_id=task["task_id"], raw=True)
+    assert status["output"] == "True\nred\n"
+    assert "\x1b[31mred\x1b[0m" in raw["output"]
+    assert status["exit_code"] == 0
+
+
+async def test_a_repl_in_a_pty_answers_and_can_be_interrupted(server_command: str) -> None:
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="python3 -q -i", pty=True, wait_for_pattern="^>>> ")
+        sent = await call(client, "send_task_input", task_id=task["task_id"], text="6*7")
+        answer = await call(
+            client, "wait_for_task", task_id=task["task_id"], output_pattern="^42", since=sent["cursor"]
+        )
+        sent = await call(client, "send_task_input", task_id=task["task_id"], text="import time; time.sleep(300)")
+        await call(client, "send_task_input", task_id=task["task_id"], text="\u0003", newline=False)
+        interrupted = await call(
+            client, "wait_for_task", task_id=task["task_id"], output_pattern="KeyboardInterrupt", since=sent["cursor"]
+        )
+        await call(client, "send_task_input", task_id=task["task_id"], text="", newline=False, close=True)
+        status = await finished(client, task["task_id"])
+    assert task["wait"]["reason"] == "pattern"
+    assert answer["reason"] == "pattern"
+    assert interrupted["reason"] == "pattern"
+    assert status["state"] in ("completed", "failed")  # Ctrl-D ended it; python -i reports the last error
+    assert status["kill_requested"] is False
