@@ -12,8 +12,11 @@ from typing import Annotated, Any, TypeVar
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.subscriptions import InMemorySubscriptionBus, SubscriptionBus
+from mcp.shared.subscriptions import ResourcesListChanged, ResourceUpdated
 from mcp_types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
+from mcp_types import Resource as MCPResource
 from pydantic import BaseModel, Field, ValidationError
 
 from . import __version__
@@ -29,16 +32,21 @@ from .models import (
     TaskStatus,
     WaitResult,
 )
-from .supervisor import ProgressReporter, Supervisor
+from .supervisor import ProgressReporter, Supervisor, TaskChange
 
 INSTRUCTIONS = """\
 Runs shell commands in the background and keeps them alive while you work: dev servers, \
 language servers, watchers, long builds and test runs.
-Way of working: run_background_task starts a command and answers at once with a task_id; \
-get_task_status shows its state, exit code and latest output; pass the returned `cursor` as \
-`since` on the next call to read only new output, exactly; end_background_task stops the whole \
-process tree and confirms nothing survived. list_tasks shows every task of this server. \
-Tasks end when the server exits."""
+Way of working:
+1. run_background_task starts a command and answers at once with a task_id. For a server, give \
+wait_for_pattern (e.g. "Listening on") or wait_for_port to get one answer when it is ready, or \
+has died with its last output.
+2. wait_for_task blocks until the task exits, prints a matching line, or opens a port: no polling.
+3. get_task_status shows state, exit code and the latest output; pass the answer's `cursor` as \
+`since` next time to read only new output, exactly. `grep` finds lines in a big log.
+4. end_background_task stops the whole process tree and confirms nothing survived.
+send_task_input talks to tasks started with stdin=true or pty=true. Answers are bounded to about \
+16 KiB of output; `truncated` says what was left out. Tasks end when the server exits."""
 
 MAX_TEXT_PREVIEW = 2000
 
@@ -64,9 +72,16 @@ class BackgroundrMCPServer(MCPServer[Any]):
     """MCPServer whose tool errors are always one actionable line, and which refuses
     arguments a tool does not take instead of silently ignoring them."""
 
-    def __init__(self, instructions: str) -> None:
-        super().__init__("mcp-backgroundr", version=__version__, instructions=instructions, log_level="WARNING")
+    def __init__(self, instructions: str, bus: SubscriptionBus) -> None:
+        super().__init__(
+            "mcp-backgroundr", version=__version__, instructions=instructions, log_level="WARNING", subscriptions=bus
+        )
         self._parameters: dict[str, frozenset[str]] = {}
+        self.dynamic_resources: Callable[[], list[MCPResource]] = list
+        """Concrete resources listed besides the registered ones (each task's log)."""
+
+    async def list_resources(self) -> list[MCPResource]:
+        return [*await super().list_resources(), *self.dynamic_resources()]
 
     def background_tool(self, annotations: ToolAnnotations) -> Callable[[_ToolFunction], _ToolFunction]:
         """Register a tool; its docstring, dedented, is its description."""
@@ -202,10 +217,49 @@ def _describe_list(listing: TaskList) -> str:
 TaskId = Annotated[str, Field(description="Id returned by run_background_task (see list_tasks).")]
 
 
+def log_uri(task_id: str) -> str:
+    return f"task://{task_id}/log"
+
+
 def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
-    """The MCP server with its tools bound to ``supervisor``."""
-    app = BackgroundrMCPServer(INSTRUCTIONS)
+    """The MCP server with its tools and resources bound to ``supervisor``."""
+    bus = InMemorySubscriptionBus()
+    app = BackgroundrMCPServer(INSTRUCTIONS, bus)
     settings = supervisor.settings
+
+    async def publish_change(change: TaskChange, task_id: str) -> None:
+        if change is TaskChange.ENDED:
+            await bus.publish(ResourceUpdated(uri=log_uri(task_id)))
+        await bus.publish(ResourcesListChanged())
+
+    supervisor.on_change = publish_change
+
+    def task_logs() -> list[MCPResource]:
+        return [
+            MCPResource(
+                uri=log_uri(task_id),
+                name=f"task {task_id} log",
+                description=f"Output of: {supervisor.status(task_id, lines=0).command[:200]}",
+                mime_type="text/plain",
+            )
+            for task_id in supervisor.task_ids()
+        ]
+
+    app.dynamic_resources = task_logs
+
+    @app.resource(
+        "task://{task_id}/log",
+        name="task-log",
+        description="The latest output of a task (bounded, like get_task_status).",
+        mime_type="text/plain",
+    )
+    async def task_log(task_id: str) -> str:
+        try:
+            status = supervisor.status(task_id)
+        except BackgroundrError as exc:
+            raise ResourceNotFoundError(str(exc)) from exc
+        note = f"\n[{status.truncation}]" if status.truncation else ""
+        return status.output + note
 
     @app.background_tool(
         ToolAnnotations(

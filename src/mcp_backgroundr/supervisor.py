@@ -9,6 +9,7 @@ time, so a cancelled call never leaves half a process tree behind.
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
 import re
 import secrets
@@ -16,11 +17,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import anyio
 import psutil
@@ -98,6 +100,8 @@ class Supervisor:
         self.settings = settings
         self.registry = registry
         self.owner = owner or orphans.owner_id()
+        self.on_change: ChangeHook | None = None
+        """Told (in the background) when a task starts, ends or is removed."""
         self._tasks: dict[str, _Task] = {}
         self._task_group: TaskGroup | None = None
         self._shutting_down = False
@@ -206,6 +210,7 @@ class Supervisor:
             raise
         self._tasks[task_id] = task
         self._task_group.start_soon(self._watch, task, popen, process.open_exit_handle(popen))
+        self._changed(TaskChange.STARTED, task_id)
         return StartedTask(
             task_id=task_id,
             pid=record.pid,
@@ -228,6 +233,11 @@ class Supervisor:
             with anyio.move_on_after(TERMINAL_DRAIN_SECONDS):
                 await task.output_done.wait()
         self._record_exit(task, returncode)
+        self._changed(TaskChange.ENDED, task.record.task_id)
+
+    def _changed(self, change: TaskChange, task_id: str) -> None:
+        if self.on_change is not None and self._task_group is not None and not self._shutting_down:
+            self._task_group.start_soon(self.on_change, change, task_id)
 
     async def _copy_terminal(self, task: _Task, master: int, log_fd: int) -> None:
         try:
@@ -419,6 +429,10 @@ class Supervisor:
             status=status,
         )
 
+    def task_ids(self) -> list[str]:
+        """Ids of this server's tasks, oldest first."""
+        return list(self._tasks)
+
     def list_tasks(self, state: TaskState | None = None) -> TaskList:
         """This server's tasks, newest first."""
         for task in self._tasks.values():
@@ -478,6 +492,7 @@ class Supervisor:
         self.registry.delete(task_id)
         path.unlink(missing_ok=True)
         del self._tasks[task_id]
+        self._changed(TaskChange.REMOVED, task_id)
         return RemovedTask(task_id=task_id, freed_bytes=freed)
 
     # -- end -------------------------------------------------------------------
@@ -547,6 +562,15 @@ class Supervisor:
             self._save([t.record for t in self._tasks.values()])
         return len(live)
 
+
+class TaskChange(enum.StrEnum):
+    STARTED = "started"
+    ENDED = "ended"
+    REMOVED = "removed"
+
+
+ChangeHook = Callable[[TaskChange, str], Coroutine[Any, Any, None]]
+"""Called with what changed and the task id."""
 
 ProgressReporter = Callable[[float, float], Awaitable[None]]
 """Called with (seconds waited, seconds allowed) while a wait goes on."""
