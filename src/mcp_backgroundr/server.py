@@ -32,7 +32,8 @@ from .models import (
     TaskStatus,
     WaitResult,
 )
-from .supervisor import ProgressReporter, Supervisor, TaskChange
+from .supervisor import Supervisor, TaskChange
+from .watch import ProgressReporter
 
 INSTRUCTIONS = """\
 Runs shell commands in the background and keeps them alive while you work: dev servers, \

@@ -11,13 +11,12 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
-import re
 import secrets
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +27,7 @@ import anyio
 import psutil
 from anyio.abc import TaskGroup
 
-from . import logs, orphans, process, taskinput, terminal, watch
+from . import logs, orphans, process, taskinput, terminal, validation, watch
 from .config import TASK_ID_ENV, Settings
 from .errors import BackgroundrError, InvalidArgumentError, RegistryError, SpawnFailedError, TaskNotFoundError
 from .grep import grep_log
@@ -44,7 +43,6 @@ from .models import (
     TaskState,
     TaskStatus,
     TaskSummary,
-    WaitReason,
     WaitResult,
 )
 from .registry import Registry
@@ -55,7 +53,6 @@ TERMINAL_TYPE = "xterm-256color"
 TERMINAL_DRAIN_SECONDS = 0.5
 END_OF_INPUT = b"\x04"
 """Ctrl-D: end of input on a terminal."""
-PROGRESS_INTERVAL_SECONDS = 1.0
 SHUTDOWN_REASON = "server shutdown"
 END_REASON = "end_background_task"
 
@@ -150,9 +147,9 @@ class Supervisor:
         """
         if self._task_group is None or self._shutting_down:
             raise BackgroundrError("the server is shutting down; start the task after it restarts")
-        command = _checked_command(command)
-        workdir = _checked_cwd(cwd)
-        task_env = _task_environment(env)
+        command = validation.checked_command(command)
+        workdir = validation.checked_cwd(cwd)
+        task_env = validation.task_environment(env)
         if name is not None and len(name) > MAX_NAME_LENGTH:
             raise InvalidArgumentError("name", name, f"use a label of at most {MAX_NAME_LENGTH} characters")
 
@@ -364,7 +361,7 @@ class Supervisor:
     async def grep(self, task_id: str, pattern_text: str, since: int | None = None) -> TaskStatus:
         """Status whose output is the log lines (from ``since``) matching ``pattern_text``."""
         task = self._own(task_id)
-        pattern = _compiled("grep", pattern_text)
+        pattern = validation.compiled_pattern("grep", pattern_text)
         assert pattern is not None
         path = Path(task.record.log_path)
         size = logs.log_size(path)
@@ -393,7 +390,7 @@ class Supervisor:
         output_pattern: str | None = None,
         since: int | None = None,
         port: int | None = None,
-        progress: ProgressReporter | None = None,
+        progress: watch.ProgressReporter | None = None,
     ) -> WaitResult:
         """Wait for the first of: the task exits, a new line matches, the port accepts, the timeout."""
         task = self._own(task_id)
@@ -402,7 +399,7 @@ class Supervisor:
             raise InvalidArgumentError(
                 "timeout_seconds", timeout_seconds, f"use 0 to {self.settings.max_wait_seconds:g} seconds"
             )
-        pattern = _compiled("output_pattern", output_pattern)
+        pattern = validation.compiled_pattern("output_pattern", output_pattern)
         if port is not None and not 1 <= port <= MAX_PORT:
             raise InvalidArgumentError("port", port, f"use a TCP port from 1 to {MAX_PORT}")
         path = Path(task.record.log_path)
@@ -413,7 +410,7 @@ class Supervisor:
             )
         start = size if since is None else since
         began = time.monotonic()
-        outcome = await _first_event(task, path, start, timeout, pattern, port, progress)
+        outcome = await watch.first_event(task.exited, path, start, timeout, pattern, port, progress)
         status = self._status_of(
             task,
             logs.read_tail(
@@ -572,122 +569,7 @@ class TaskChange(enum.StrEnum):
 ChangeHook = Callable[[TaskChange, str], Coroutine[Any, Any, None]]
 """Called with what changed and the task id."""
 
-ProgressReporter = Callable[[float, float], Awaitable[None]]
-"""Called with (seconds waited, seconds allowed) while a wait goes on."""
-
-
-@dataclass
-class _WaitOutcome:
-    reason: WaitReason = WaitReason.TIMEOUT
-    match: watch.LineMatch | None = None
-
-
-async def _first_event(
-    task: _Task,
-    path: Path,
-    start: int,
-    limit_seconds: float,
-    pattern: re.Pattern[str] | None,
-    port: int | None,
-    progress: ProgressReporter | None,
-) -> _WaitOutcome:
-    outcome = _WaitOutcome()
-    scanner = watch.LineScanner(path, start, pattern) if pattern else None
-    with anyio.move_on_after(limit_seconds):
-        async with anyio.create_task_group() as group:
-
-            def finish(reason: WaitReason, match: watch.LineMatch | None = None) -> None:
-                outcome.reason, outcome.match = reason, match
-                group.cancel_scope.cancel()
-
-            async def on_exit() -> None:
-                await task.exited.wait()
-                # A line written just before the exit still counts as a match.
-                match = scanner.scan() if scanner else None
-                finish(WaitReason.PATTERN if match else WaitReason.EXITED, match)
-
-            async def on_line(scanner: watch.LineScanner) -> None:
-                async with watch.file_growth(path) as growth:
-                    while not (match := scanner.scan()):
-                        await growth.wait()
-                finish(WaitReason.PATTERN, match)
-
-            async def on_port(port: int) -> None:
-                await watch.until_port_accepts(port)
-                finish(WaitReason.PORT)
-
-            async def report_progress(progress: ProgressReporter) -> None:
-                began = time.monotonic()
-                while True:
-                    await progress(round(time.monotonic() - began, 1), limit_seconds)
-                    await anyio.sleep(PROGRESS_INTERVAL_SECONDS)
-
-            group.start_soon(on_exit)
-            if scanner:
-                group.start_soon(on_line, scanner)
-            if port is not None:
-                group.start_soon(on_port, port)
-            if progress:
-                group.start_soon(report_progress, progress)
-    return outcome
-
-
-def _compiled(field: str, pattern: str | None) -> re.Pattern[str] | None:
-    if pattern is None:
-        return None
-    if not pattern:
-        raise InvalidArgumentError(field, pattern, "give a regular expression, or omit it")
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise InvalidArgumentError(
-            field, pattern, f"not a valid regular expression ({exc}); escape special characters"
-        ) from exc
-
 
 def _leader(task: _Task) -> process.Leader:
     reaped = task.popen is not None and task.popen.returncode is not None
     return process.Leader(task.record.task_id, task.record.ended_at if reaped else None)
-
-
-def _checked_command(command: str) -> str:
-    if not command.strip():
-        raise InvalidArgumentError("command", command, "give a shell command to run, such as 'npm run dev'")
-    if "\0" in command:
-        raise InvalidArgumentError("command", command, "remove the NUL character; a command cannot contain one")
-    return command
-
-
-def _checked_cwd(cwd: str | None) -> str:
-    if cwd is None or not cwd.strip():
-        return os.getcwd()
-    if "\0" in cwd:
-        raise InvalidArgumentError("cwd", cwd, "remove the NUL character from the path")
-    path = Path(cwd).expanduser()
-    if not path.is_absolute():
-        path = Path(os.getcwd()) / path
-    try:
-        path.stat()
-    except OSError as exc:
-        if not isinstance(exc, FileNotFoundError):
-            advice = f"it cannot be used ({exc.strerror}); pass another directory"
-            raise InvalidArgumentError("cwd", cwd, advice) from exc
-    if not path.exists():
-        raise InvalidArgumentError("cwd", cwd, "that directory does not exist; pass an existing directory or omit cwd")
-    if not path.is_dir():
-        raise InvalidArgumentError("cwd", cwd, "that is a file, not a directory; pass its parent directory or omit cwd")
-    if not os.access(path, os.X_OK):
-        raise InvalidArgumentError("cwd", cwd, "the server may not enter that directory; pick one it can read")
-    return os.path.normpath(path)
-
-
-def _task_environment(extra: Mapping[str, str] | None) -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    for key, value in (extra or {}).items():
-        if not key or "=" in key or "\0" in key:
-            raise InvalidArgumentError("env", key, "variable names must be non-empty without '=' or NUL")
-        if "\0" in value:
-            raise InvalidArgumentError(f"env.{key}", value, "remove the NUL character from the value")
-        env[key] = value
-    return env

@@ -10,13 +10,15 @@ import contextlib
 import ctypes
 import os
 import re
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 
 from .logs import render
+from .models import WaitReason
 
 _IN_MODIFY = 0x00000002
 _IN_NONBLOCK = os.O_NONBLOCK
@@ -25,6 +27,7 @@ _EVENTS_BUFFER = 4096
 SCAN_CHUNK = 1024 * 1024
 PORT_PROBE_INTERVAL = 0.05
 PORT_CONNECT_TIMEOUT = 0.5
+PROGRESS_INTERVAL_SECONDS = 1.0
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -129,3 +132,64 @@ async def until_port_accepts(port: int) -> None:
     and only while somebody waits for it."""
     while not await port_accepts(port):  # noqa: ASYNC110
         await anyio.sleep(PORT_PROBE_INTERVAL)
+
+
+ProgressReporter = Callable[[float, float], Awaitable[None]]
+"""Called with (seconds waited, seconds allowed) while a wait goes on."""
+
+
+@dataclass
+class WaitOutcome:
+    reason: WaitReason = WaitReason.TIMEOUT
+    match: LineMatch | None = None
+
+
+async def first_event(
+    exited: anyio.Event,
+    path: Path,
+    start: int,
+    limit_seconds: float,
+    pattern: re.Pattern[str] | None,
+    port: int | None,
+    progress: ProgressReporter | None,
+) -> WaitOutcome:
+    """Wait for the first of: the exit, a matching line, the port accepting, the time limit."""
+    outcome = WaitOutcome()
+    scanner = LineScanner(path, start, pattern) if pattern else None
+    with anyio.move_on_after(limit_seconds):
+        async with anyio.create_task_group() as group:
+
+            def finish(reason: WaitReason, match: LineMatch | None = None) -> None:
+                outcome.reason, outcome.match = reason, match
+                group.cancel_scope.cancel()
+
+            async def on_exit() -> None:
+                await exited.wait()
+                # A line written just before the exit still counts as a match.
+                match = scanner.scan() if scanner else None
+                finish(WaitReason.PATTERN if match else WaitReason.EXITED, match)
+
+            async def on_line(scanner: LineScanner) -> None:
+                async with file_growth(path) as growth:
+                    while not (match := scanner.scan()):
+                        await growth.wait()
+                finish(WaitReason.PATTERN, match)
+
+            async def on_port(port: int) -> None:
+                await until_port_accepts(port)
+                finish(WaitReason.PORT)
+
+            async def report_progress(progress: ProgressReporter) -> None:
+                began = time.monotonic()
+                while True:
+                    await progress(round(time.monotonic() - began, 1), limit_seconds)
+                    await anyio.sleep(PROGRESS_INTERVAL_SECONDS)
+
+            group.start_soon(on_exit)
+            if scanner:
+                group.start_soon(on_line, scanner)
+            if port is not None:
+                group.start_soon(on_port, port)
+            if progress:
+                group.start_soon(report_progress, progress)
+    return outcome

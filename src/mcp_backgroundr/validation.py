@@ -1,0 +1,66 @@
+"""Checking what a caller asks for before anything is started: command, cwd, env, patterns."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from .errors import InvalidArgumentError
+
+
+def checked_command(command: str) -> str:
+    if not command.strip():
+        raise InvalidArgumentError("command", command, "give a shell command to run, such as 'npm run dev'")
+    if "\0" in command:
+        raise InvalidArgumentError("command", command, "remove the NUL character; a command cannot contain one")
+    return command
+
+
+def checked_cwd(cwd: str | None) -> str:
+    if cwd is None or not cwd.strip():
+        return os.getcwd()
+    if "\0" in cwd:
+        raise InvalidArgumentError("cwd", cwd, "remove the NUL character from the path")
+    path = Path(cwd).expanduser()
+    if not path.is_absolute():
+        path = Path(os.getcwd()) / path
+    try:
+        path.stat()
+    except OSError as exc:
+        if not isinstance(exc, FileNotFoundError):
+            advice = f"it cannot be used ({exc.strerror}); pass another directory"
+            raise InvalidArgumentError("cwd", cwd, advice) from exc
+    if not path.exists():
+        raise InvalidArgumentError("cwd", cwd, "that directory does not exist; pass an existing directory or omit cwd")
+    if not path.is_dir():
+        raise InvalidArgumentError("cwd", cwd, "that is a file, not a directory; pass its parent directory or omit cwd")
+    if not os.access(path, os.X_OK):
+        raise InvalidArgumentError("cwd", cwd, "the server may not enter that directory; pick one it can read")
+    return os.path.normpath(path)
+
+
+def task_environment(extra: Mapping[str, str] | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    for key, value in (extra or {}).items():
+        if not key or "=" in key or "\0" in key:
+            raise InvalidArgumentError("env", key, "variable names must be non-empty without '=' or NUL")
+        if "\0" in value:
+            raise InvalidArgumentError(f"env.{key}", value, "remove the NUL character from the value")
+        env[key] = value
+    return env
+
+
+def compiled_pattern(field: str, pattern: str | None) -> re.Pattern[str] | None:
+    if pattern is None:
+        return None
+    if not pattern:
+        raise InvalidArgumentError(field, pattern, "give a regular expression, or omit it")
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise InvalidArgumentError(
+            field, pattern, f"not a valid regular expression ({exc}); escape special characters"
+        ) from exc
