@@ -21,7 +21,7 @@ def _spawn(tmp_path: Path, command: str, task_id: str = "t1") -> tuple[subproces
     fd = logs.open_append(log)
     try:
         env = dict(os.environ) | {TASK_ID_ENV: task_id}
-        return process.spawn(command, str(tmp_path), env, process.Streams(output=fd)), log
+        return process.spawn([process.SHELL, "-c", command], str(tmp_path), env, process.Streams(output=fd)), log
     finally:
         os.close(fd)
 
@@ -42,7 +42,7 @@ async def test_exit_by_signal_is_a_negative_returncode(tmp_path: Path) -> None:
 
 def test_spawn_failure_is_translated(tmp_path: Path) -> None:
     with pytest.raises(SpawnFailedError, match="could not start"):
-        process.spawn("true", str(tmp_path / "missing"), {}, process.Streams(output=1))
+        process.spawn(["true"], str(tmp_path / "missing"), {}, process.Streams(output=1))
 
 
 async def test_processes_that_left_the_session_are_found_and_ended(tmp_path: Path) -> None:

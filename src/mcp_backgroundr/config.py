@@ -58,6 +58,7 @@ class Settings:
     default_wait_seconds: float = 30.0
     max_wait_seconds: float = 600.0
     """Longest wait_for_task may block; clients often time a request out sooner."""
+    default_max_restarts: int = 10
     default_lines: int = 50
     max_lines: int = 100_000
 

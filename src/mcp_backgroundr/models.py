@@ -44,6 +44,21 @@ class TaskRecord:
     kill_requested: bool = False
     ended_at: float | None = None
     end_reason: str | None = None
+    keep_running: bool = False
+    """Survives its server's exit and is re-adopted by the next server."""
+    restart: str = "no"
+    """no, on-failure or always."""
+    max_restarts: int = 0
+
+    @property
+    def supervised(self) -> bool:
+        """Whether the task runs under the runner (it outlives the server or restarts)."""
+        return self.keep_running or self.restart != "no"
+
+    @property
+    def status_path(self) -> str:
+        """Where the runner records how the task's runs ended."""
+        return self.log_path.removesuffix(".log") + ".status"
 
     def runtime_seconds(self, now: float) -> float:
         end = self.ended_at if self.ended_at is not None else now
@@ -120,6 +135,10 @@ class TaskStatus(BaseModel):
     )
     memory_rss_bytes: int | None = Field(default=None, description="Resident memory of all the task's processes.")
     process_count: int = Field(default=0, description="How many processes the task has alive now.")
+    restarts: int = Field(default=0, description="How many times its restart policy restarted it.")
+    next_start_at: str | None = Field(
+        default=None, description="When a restart is due (ISO 8601 UTC), while it waits out its backoff."
+    )
 
 
 class Survivor(BaseModel):

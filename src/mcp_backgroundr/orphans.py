@@ -13,10 +13,11 @@ import os
 import socket
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import psutil
 
-from . import process
+from . import process, runner
 from .models import TaskRecord, TaskState
 
 # psutil derives start times from clock ticks: equal within this, they are the same process.
@@ -26,6 +27,7 @@ ENDED_REASON = "its server exited without ending it (crash or SIGKILL); ended wh
 VANISHED_REASON = "its server exited without ending it (crash or SIGKILL); it ended unobserved, exit status unknown"
 LINGERING_ENDED_REASON = "exited; processes it left behind outlived its server and were ended by the next server"
 SETTLED_REASON = "exited"
+UNKNOWN_END_REASON = "it ended while no server watched it and left no record of how; exit status unknown"
 
 
 def owner_id() -> str:
@@ -52,14 +54,47 @@ def owner_is_gone(owner: str) -> bool:
     return not same_process(pid, started)
 
 
-def orphaned(records: Sequence[TaskRecord], own: str) -> list[TaskRecord]:
-    """Tasks of dead servers on this host that may still have processes: running ones, and
-    finished ones not yet settled (their daemonized children may live on)."""
-    return [
-        r
-        for r in records
-        if (r.state is TaskState.RUNNING or r.end_reason is None) and r.owner != own and owner_is_gone(r.owner)
-    ]
+@dataclass
+class LeftBehind:
+    """What the tasks of dead servers need from the next one."""
+
+    to_end: list[TaskRecord] = field(default_factory=list)
+    """Not meant to outlive their server: end them (and settle finished ones)."""
+    to_adopt: list[TaskRecord] = field(default_factory=list)
+    """keep_running tasks still running: the new server takes them over."""
+    to_settle: list[TaskRecord] = field(default_factory=list)
+    """keep_running tasks that ended while no server ran: record how, from the runner."""
+
+
+def left_behind(records: Sequence[TaskRecord], own: str) -> LeftBehind:
+    """Sort the tasks of dead servers on this host that may still need attention: running
+    ones, and finished ones not yet settled (their daemonized children may live on)."""
+    found = LeftBehind()
+    for record in records:
+        unsettled = record.state is TaskState.RUNNING or record.end_reason is None
+        if not unsettled or record.owner == own or not owner_is_gone(record.owner):
+            continue
+        if not (record.keep_running and record.state is TaskState.RUNNING):
+            found.to_end.append(record)
+        elif record.pid is not None and same_process(record.pid, record.pid_create_time):
+            found.to_adopt.append(record)
+        else:
+            found.to_settle.append(record)
+    return found
+
+
+def settle_from_runner(record: TaskRecord) -> None:
+    """Record how a supervised task ended, as its runner wrote it down."""
+    status = runner.read_status(record.status_path)
+    if status is None or status.state == "running":
+        record.state = TaskState.FAILED
+        record.end_reason = UNKNOWN_END_REASON
+        record.ended_at = record.ended_at or time.time()
+        return
+    record.state = TaskState(status.state)
+    record.exit_code, record.signal = status.exit_code, status.signal
+    record.ended_at = status.ended_at
+    record.end_reason = SETTLED_REASON
 
 
 async def end_orphans(orphans: Sequence[TaskRecord], grace_seconds: float, kill_wait_seconds: float) -> None:

@@ -50,15 +50,15 @@ def _take_controlling_terminal() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-def spawn(command: str, cwd: str, env: Mapping[str, str], streams: Streams) -> subprocess.Popen[bytes]:
-    """Start ``/bin/sh -c command`` as the leader of a new session.
+def spawn(argv: Sequence[str], cwd: str, env: Mapping[str, str], streams: Streams) -> subprocess.Popen[bytes]:
+    """Start ``argv`` (``/bin/sh -c command``, or the runner) as the leader of a new session.
 
     stdout and stderr share one descriptor, so they interleave as on a terminal.
     No other descriptor of the server is inherited.
     """
     try:
         return subprocess.Popen(
-            [SHELL, "-c", command],
+            list(argv),
             cwd=cwd,
             env=dict(env),
             stdin=streams.stdin,

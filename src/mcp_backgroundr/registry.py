@@ -8,6 +8,7 @@ translated into :class:`RegistryError` here and nowhere else.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -17,65 +18,45 @@ from .errors import RegistryError
 from .models import TaskRecord, TaskState
 
 BUSY_TIMEOUT_MS = 10_000
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-_COLUMNS = (
-    "task_id",
-    "name",
-    "command",
-    "cwd",
-    "log_path",
-    "owner",
-    "started_at",
-    "state",
-    "pid",
-    "pid_create_time",
-    "exit_code",
-    "signal",
-    "kill_requested",
-    "ended_at",
-    "end_reason",
-)
+_COLUMNS = tuple(field.name for field in dataclasses.fields(TaskRecord))
+_BOOLEAN_COLUMNS = frozenset({"kill_requested", "keep_running"})
+_COLUMN_TYPES = {
+    "task_id": "TEXT PRIMARY KEY",
+    "started_at": "REAL NOT NULL",
+    "pid_create_time": "REAL",
+    "ended_at": "REAL",
+    "pid": "INTEGER",
+    "exit_code": "INTEGER",
+    "max_restarts": "INTEGER NOT NULL DEFAULT 0",
+    "kill_requested": "INTEGER NOT NULL DEFAULT 0",
+    "keep_running": "INTEGER NOT NULL DEFAULT 0",
+}
+"""Column types; every other column is TEXT."""
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS tasks (
-    task_id TEXT PRIMARY KEY,
-    name TEXT,
-    command TEXT NOT NULL,
-    cwd TEXT NOT NULL,
-    log_path TEXT NOT NULL,
-    owner TEXT NOT NULL,
-    started_at REAL NOT NULL,
-    state TEXT NOT NULL,
-    pid INTEGER,
-    pid_create_time REAL,
-    exit_code INTEGER,
-    signal TEXT,
-    kill_requested INTEGER NOT NULL DEFAULT 0,
-    ended_at REAL,
-    end_reason TEXT
+    {", ".join(f"{column} {_COLUMN_TYPES.get(column, 'TEXT')}" for column in _COLUMNS)}
 );
 CREATE INDEX IF NOT EXISTS tasks_owner_started ON tasks (owner, started_at);
-PRAGMA user_version = {SCHEMA_VERSION};
 """
 
 
 def _row_to_record(row: sqlite3.Row) -> TaskRecord:
     values = dict(zip(_COLUMNS, row, strict=True))
     values["state"] = TaskState(values["state"])
-    values["kill_requested"] = bool(values["kill_requested"])
+    for column in _BOOLEAN_COLUMNS:
+        values[column] = bool(values[column])
     return TaskRecord(**values)
 
 
 def _record_values(record: TaskRecord) -> tuple[object, ...]:
-    return tuple(
-        str(record.state)
-        if column == "state"
-        else int(record.kill_requested)
-        if column == "kill_requested"
-        else getattr(record, column)
-        for column in _COLUMNS
-    )
+    values = dataclasses.asdict(record)
+    values["state"] = str(record.state)
+    for column in _BOOLEAN_COLUMNS:
+        values[column] = int(values[column])
+    return tuple(values[column] for column in _COLUMNS)
 
 
 @contextlib.contextmanager
@@ -100,7 +81,13 @@ class Registry:
             self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.executescript(_SCHEMA)
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise RegistryError(
+                    f"the task registry at {path} has schema version {version}, this version uses "
+                    f"{SCHEMA_VERSION}; move it aside (its tasks are forgotten) or use the matching version"
+                )
+            self._db.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
 
     def close(self) -> None:
         self._db.close()

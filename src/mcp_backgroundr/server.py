@@ -8,7 +8,7 @@ client, and no tool call can stop the server.
 
 import inspect
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
@@ -47,7 +47,8 @@ has died with its last output.
 `since` next time to read only new output, exactly. `grep` finds lines in a big log.
 4. end_background_task stops the whole process tree and confirms nothing survived.
 send_task_input talks to tasks started with stdin=true or pty=true. Answers are bounded to about \
-16 KiB of output; `truncated` says what was left out. Tasks end when the server exits."""
+16 KiB of output; `truncated` says what was left out. Tasks end when the server exits, unless \
+started with keep_running."""
 
 MAX_TEXT_PREVIEW = 2000
 
@@ -138,6 +139,9 @@ def _describe_status(status: TaskStatus) -> str:
             f"its main process has ended but these processes it started still run: {status.lingering_pids}; "
             "end_background_task ends them"
         )
+    if status.restarts or status.next_start_at:
+        due = f", next start at {status.next_start_at}" if status.next_start_at else ""
+        lines.append(f"restarts={status.restarts}{due}")
     if status.process_count:
         usage = f"{status.process_count} process(es), cpu {status.cpu_percent}%, rss {status.memory_rss_bytes} bytes"
         lines.append(usage)
@@ -289,6 +293,21 @@ def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
                 "tools that colour or buffer differently); it takes input too."
             ),
         ] = False,
+        keep_running: Annotated[
+            bool,
+            Field(
+                description="Keep it running when this server exits; the next server adopts it (same task_id, "
+                "pid and log). For dev servers that should survive an editor reload."
+            ),
+        ] = False,
+        restart: Annotated[
+            Literal["no", "on-failure", "always"],
+            Field(description="Restart it when it exits: no, on-failure (non-zero exit) or always (backoff 0.5-30 s)."),
+        ] = "no",
+        max_restarts: Annotated[
+            int | None,
+            Field(description=f"Most restarts (default {settings.default_max_restarts} when restart is not no)."),
+        ] = None,
         wait_for_pattern: Annotated[
             str | None,
             Field(description="Regex: after starting, wait until an output line matches it (e.g. 'Listening on')."),
@@ -317,7 +336,17 @@ def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
             raise BackgroundrError(
                 "wait_timeout_seconds needs wait_for_pattern or wait_for_port; give one, or drop the timeout"
             )
-        started = supervisor.start(command, cwd=cwd, env=env, name=name, stdin=stdin, pty=pty)
+        started = supervisor.start(
+            command,
+            cwd=cwd,
+            env=env,
+            name=name,
+            stdin=stdin,
+            pty=pty,
+            keep_running=keep_running,
+            restart=restart,
+            max_restarts=max_restarts,
+        )
         text = f"started task {started.task_id} pid={started.pid} [{started.state}] in {started.cwd}: {command}"
         if wait_for_pattern is not None or wait_for_port is not None:
             started.wait = await supervisor.wait(

@@ -27,7 +27,7 @@ import anyio
 import psutil
 from anyio.abc import TaskGroup
 
-from . import logs, orphans, process, taskinput, terminal, validation, watch
+from . import logs, orphans, process, runner, taskinput, terminal, validation, watch
 from .config import TASK_ID_ENV, Settings
 from .errors import BackgroundrError, InvalidArgumentError, RegistryError, SpawnFailedError, TaskNotFoundError
 from .grep import grep_log
@@ -107,18 +107,65 @@ class Supervisor:
         process.raise_open_file_limit()
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
-        await self._end_orphans()
+        await self._take_over_left_behind()
         return self
 
-    async def _end_orphans(self) -> None:
-        """End the tasks of servers on this host that died without ending them."""
-        left_behind = orphans.orphaned(self.registry.records(), self.owner)
-        if left_behind:
+    async def _take_over_left_behind(self) -> None:
+        """Deal with the tasks of servers on this host that are gone: end those that were not
+        meant to outlive them, adopt the keep_running ones, and settle those that ended."""
+        found = orphans.left_behind(self.registry.records(), self.owner)
+        if found.to_end:
             with anyio.CancelScope(shield=True):
                 await orphans.end_orphans(
-                    left_behind, self.settings.shutdown_grace_seconds, self.settings.shutdown_kill_wait_seconds
+                    found.to_end, self.settings.shutdown_grace_seconds, self.settings.shutdown_kill_wait_seconds
                 )
-            self._save(left_behind)
+        for record in found.to_settle:
+            orphans.settle_from_runner(record)
+            self._take_finished(record)
+        for record in found.to_adopt:
+            self._adopt(record)
+        self._save([*found.to_end, *found.to_settle, *found.to_adopt])
+
+    def _take_finished(self, record: TaskRecord) -> None:
+        """Show a keep_running task that ended between two servers as one of ours."""
+        record.owner = self.owner
+        task = _Task(record, None)
+        task.exited.set()
+        self._tasks[record.task_id] = task
+
+    def _adopt(self, record: TaskRecord) -> None:
+        """Take over a keep_running task: watch its runner (not our child) through a pidfd."""
+        assert record.pid is not None
+        assert self._task_group is not None
+        try:
+            pidfd = os.pidfd_open(record.pid)
+        except ProcessLookupError:
+            orphans.settle_from_runner(record)
+            self._take_finished(record)
+            return
+        if not orphans.same_process(record.pid, record.pid_create_time):
+            os.close(pidfd)  # it ended, and its pid was reused, just now
+            orphans.settle_from_runner(record)
+            self._take_finished(record)
+            return
+        record.owner = self.owner
+        task = _Task(record, None)
+        self._tasks[record.task_id] = task
+        self._task_group.start_soon(self._watch_adopted, task, pidfd)
+
+    async def _watch_adopted(self, task: _Task, pidfd: int) -> None:
+        try:
+            await anyio.wait_readable(pidfd)
+        finally:
+            os.close(pidfd)
+        if task.running:
+            orphans.settle_from_runner(task.record)
+            if task.record.kill_requested:
+                task.record.state = TaskState.KILLED
+            task.exited.set()
+            if not self._shutting_down:
+                self._save([task.record])
+        self._changed(TaskChange.ENDED, task.record.task_id)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -139,6 +186,9 @@ class Supervisor:
         *,
         stdin: bool = False,
         pty: bool = False,
+        keep_running: bool = False,
+        restart: str = "no",
+        max_restarts: int | None = None,
     ) -> StartedTask:
         """Start ``command`` under ``/bin/sh -c`` and answer at once.
 
@@ -152,6 +202,11 @@ class Supervisor:
         task_env = validation.task_environment(env)
         if name is not None and len(name) > MAX_NAME_LENGTH:
             raise InvalidArgumentError("name", name, f"use a label of at most {MAX_NAME_LENGTH} characters")
+        restart_limit = validation.checked_restart(restart, max_restarts, self.settings.default_max_restarts)
+        if keep_running and pty:
+            raise InvalidArgumentError(
+                "keep_running", keep_running, "a pty task cannot outlive the server that holds its terminal; drop pty"
+            )
 
         task_id = self._new_task_id()
         try:
@@ -171,6 +226,9 @@ class Supervisor:
             log_path=str(log_path),
             owner=self.owner,
             started_at=time.time(),
+            keep_running=keep_running,
+            restart=restart,
+            max_restarts=restart_limit,
         )
         master, slave = terminal.open_terminal() if pty else (None, None)
         if slave is not None:
@@ -178,8 +236,11 @@ class Supervisor:
             streams = process.Streams(output=slave, stdin=slave, terminal=True)
         else:
             streams = process.Streams(output=log_fd, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL)
+        argv = [process.SHELL, "-c", command]
+        if record.supervised:
+            argv = [sys.executable, "-I", runner.__file__, record.status_path, restart, str(restart_limit), command]
         try:
-            popen = process.spawn(command, workdir, task_env, streams)
+            popen = process.spawn(argv, workdir, task_env, streams)
         except SpawnFailedError:
             for descriptor in (log_fd, master, slave):
                 if descriptor is not None:
@@ -333,6 +394,7 @@ class Supervisor:
     def _status_of(self, task: _Task, piece: logs.OutputSlice, processes: list[psutil.Process]) -> TaskStatus:
         record = task.record
         usage = process.tree_usage(processes)
+        run = runner.read_status(record.status_path) if record.supervised else None
         return TaskStatus(
             task_id=record.task_id,
             name=record.name,
@@ -356,6 +418,8 @@ class Supervisor:
             cpu_percent=self._cpu_percent(task, usage.cpu_seconds) if processes else None,
             memory_rss_bytes=usage.rss_bytes if processes else None,
             process_count=usage.process_count,
+            restarts=run.restarts if run else 0,
+            next_start_at=iso_time(run.next_start_at) if run else None,
         )
 
     async def grep(self, task_id: str, pattern_text: str, since: int | None = None) -> TaskStatus:
@@ -538,7 +602,11 @@ class Supervisor:
             return 0
         self._shutting_down = True
         with anyio.CancelScope(shield=True):
-            live = [t for t in self._tasks.values() if t.record.pid is not None and not t.lingering_known_empty]
+            live = [
+                t
+                for t in self._tasks.values()
+                if t.record.pid is not None and not t.lingering_known_empty and not t.record.keep_running
+            ]
             for task in live:
                 if task.running:
                     task.record.kill_requested = True
@@ -571,5 +639,4 @@ ChangeHook = Callable[[TaskChange, str], Coroutine[Any, Any, None]]
 
 
 def _leader(task: _Task) -> process.Leader:
-    reaped = task.popen is not None and task.popen.returncode is not None
-    return process.Leader(task.record.task_id, task.record.ended_at if reaped else None)
+    return process.Leader(task.record.task_id, task.record.ended_at if task.exited.is_set() else None)

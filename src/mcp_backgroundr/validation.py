@@ -64,3 +64,20 @@ def compiled_pattern(field: str, pattern: str | None) -> re.Pattern[str] | None:
         raise InvalidArgumentError(
             field, pattern, f"not a valid regular expression ({exc}); escape special characters"
         ) from exc
+
+
+RESTART_POLICIES = ("no", "on-failure", "always")
+MAX_RESTARTS_LIMIT = 10_000
+
+
+def checked_restart(restart: str, max_restarts: int | None, default: int) -> int:
+    """Validate a restart policy; return how many restarts it allows."""
+    if restart not in RESTART_POLICIES:
+        raise InvalidArgumentError("restart", restart, "use no, on-failure or always")
+    if max_restarts is None:
+        return 0 if restart == "no" else default
+    if not 0 <= max_restarts <= MAX_RESTARTS_LIMIT:
+        raise InvalidArgumentError("max_restarts", max_restarts, f"use 0 to {MAX_RESTARTS_LIMIT}")
+    if restart == "no" and max_restarts:
+        raise InvalidArgumentError("max_restarts", max_restarts, "it needs restart=on-failure or restart=always")
+    return max_restarts

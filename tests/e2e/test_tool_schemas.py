@@ -11,12 +11,25 @@ pytestmark = pytest.mark.anyio
 STATUS_FIELDS = {
     "task_id", "name", "command", "cwd", "state", "exit_code", "signal", "kill_requested", "pid", "started_at",
     "ended_at", "runtime_seconds", "output", "cursor", "output_bytes", "truncated", "truncation", "lingering_pids",
-    "grep_matches", "listening", "cpu_percent", "memory_rss_bytes", "process_count",
+    "grep_matches", "listening", "cpu_percent", "memory_rss_bytes", "process_count", "restarts", "next_start_at",
 }  # fmt: skip
 
 EXPECTED = {
     "run_background_task": (
-        {"command", "cwd", "env", "name", "stdin", "pty", "wait_for_pattern", "wait_for_port", "wait_timeout_seconds"},
+        {
+            "command",
+            "cwd",
+            "env",
+            "name",
+            "stdin",
+            "pty",
+            "keep_running",
+            "restart",
+            "max_restarts",
+            "wait_for_pattern",
+            "wait_for_port",
+            "wait_timeout_seconds",
+        },
         {"command"},
         {"task_id", "pid", "state", "command", "cwd", "log_path", "wait"},
     ),

@@ -1,0 +1,150 @@
+"""The supervising wrapper of tasks that outlive their server or restart.
+
+Run as ``python -m mcp_backgroundr.runner STATUS_FILE RESTART MAX_RESTARTS COMMAND``,
+it leads the task's session, runs ``/bin/sh -c COMMAND`` in it (stdout and stderr
+stay the log the server opened), restarts it by policy with exponential backoff,
+and records every run in STATUS_FILE (JSON, replaced atomically). So the exit of a
+``keep_running`` task is known even when it ended while no server was running.
+It exits the way the command last did (same code, or the same signal), so a
+server that is its parent reads the result as if there were no wrapper.
+
+It imports only the standard library: it starts in a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+SHELL = "/bin/sh"
+FIRST_BACKOFF_SECONDS = 0.5
+MAX_BACKOFF_SECONDS = 30.0
+HEALTHY_RUN_SECONDS = 30.0
+"""A run that lasted this long resets the backoff."""
+RESTART_POLICIES = ("no", "on-failure", "always")
+
+
+@dataclass
+class RunStatus:
+    """What STATUS_FILE holds."""
+
+    state: str = "running"
+    """running, or the final state: completed, failed or killed."""
+    exit_code: int | None = None
+    signal: str | None = None
+    restarts: int = 0
+    next_start_at: float | None = None
+    ended_at: float | None = None
+    runs: list[str] = field(default_factory=list)
+    """How each finished run ended, oldest first (at most the last few)."""
+
+
+def read_status(path: str) -> RunStatus | None:
+    """The status a runner recorded, or None when there is none (yet)."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            return RunStatus(**json.load(file))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _write_status(path: str, status: RunStatus) -> None:
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", encoding="utf-8") as file:
+        json.dump(asdict(status), file)
+    os.replace(temporary, path)
+
+
+def next_backoff(previous: float | None, run_seconds: float) -> float:
+    """Delay before the next start: doubling from 0.5 s to 30 s, reset by a healthy run."""
+    if previous is None or run_seconds >= HEALTHY_RUN_SECONDS:
+        return FIRST_BACKOFF_SECONDS
+    return min(previous * 2, MAX_BACKOFF_SECONDS)
+
+
+def should_restart(policy: str, returncode: int, restarts: int, max_restarts: int) -> bool:
+    if restarts >= max_restarts:
+        return False
+    return policy == "always" or (policy == "on-failure" and returncode != 0)
+
+
+def _describe(returncode: int) -> str:
+    if returncode < 0:
+        return f"signal {signal.Signals(-returncode).name}"
+    return f"exit code {returncode}"
+
+
+class _Runner:
+    def __init__(self, status_path: str, policy: str, max_restarts: int, command: str) -> None:
+        self.status_path = status_path
+        self.policy = policy
+        self.max_restarts = max_restarts
+        self.command = command
+        self.status = RunStatus()
+        self.stopping = threading.Event()
+        self.child: subprocess.Popen[bytes] | None = None
+
+    def on_stop_signal(self, signum: int, _frame: object) -> None:
+        self.stopping.set()
+        if self.child is not None and self.child.poll() is None:
+            # Someone signalled the runner alone (a person with kill): pass it on.
+            self.child.send_signal(signum)
+
+    def run(self) -> int:
+        backoff: float | None = None
+        while True:
+            began = time.monotonic()
+            self.child = subprocess.Popen([SHELL, "-c", self.command])
+            self.status.next_start_at = None
+            _write_status(self.status_path, self.status)
+            returncode = self.child.wait()
+            self.status.runs = [*self.status.runs[-9:], _describe(returncode)]
+            if self.stopping.is_set() or not should_restart(
+                self.policy, returncode, self.status.restarts, self.max_restarts
+            ):
+                return self._finish(returncode)
+            backoff = next_backoff(backoff, time.monotonic() - began)
+            self.status.restarts += 1
+            self.status.next_start_at = time.time() + backoff
+            _write_status(self.status_path, self.status)
+            if self.stopping.wait(backoff):
+                return self._finish(returncode)
+            print(
+                f"--- mcp-backgroundr: run {self.status.restarts + 1} (restart {self.status.restarts} of "
+                f"{self.max_restarts}); the previous run ended with {_describe(returncode)} ---",
+                flush=True,
+            )
+
+    def _finish(self, returncode: int) -> int:
+        stopped = self.stopping.is_set()
+        self.status.next_start_at = None
+        self.status.ended_at = time.time()
+        if returncode < 0:
+            self.status.exit_code, self.status.signal = 128 - returncode, signal.Signals(-returncode).name
+        else:
+            self.status.exit_code = returncode
+        self.status.state = "killed" if stopped else "completed" if returncode == 0 else "failed"
+        _write_status(self.status_path, self.status)
+        return returncode
+
+
+def main(argv: list[str]) -> int:
+    status_path, policy, max_restarts, command = argv
+    runner = _Runner(status_path, policy, int(max_restarts), command)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, runner.on_stop_signal)
+    returncode = runner.run()
+    if returncode < 0:
+        signal.signal(-returncode, signal.SIG_DFL)
+        os.kill(os.getpid(), -returncode)
+    return returncode
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

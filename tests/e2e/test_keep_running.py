@@ -1,0 +1,90 @@
+"""End-to-end: tasks that outlive their server, and restart policies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import psutil
+import pytest
+
+from .harness import alive, call, connect, finished
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_keep_running_task_survives_a_server_restart_with_the_same_pid(server_command: str) -> None:
+    async with connect(server_command) as client:
+        task = await call(
+            client, "run_background_task", command="echo up; sleep 300", keep_running=True, wait_for_pattern="up"
+        )
+        ordinary = await call(client, "run_background_task", command="sleep 300")
+    assert alive([task["pid"]]) == [task["pid"]]
+    assert alive([ordinary["pid"]]) == []
+    async with connect(server_command) as client:
+        listing = await call(client, "list_tasks")
+        status = await call(client, "get_task_status", task_id=task["task_id"])
+        ended = await call(client, "end_background_task", task_id=task["task_id"])
+        after = await call(client, "get_task_status", task_id=task["task_id"])
+    assert [t["task_id"] for t in listing["tasks"]] == [task["task_id"]]
+    assert (status["state"], status["pid"], status["output"]) == ("running", task["pid"], "up\n")
+    assert ended["survivors"] == []
+    assert ended["state"] == "killed"
+    assert after["state"] == "killed"
+    assert alive([task["pid"]]) == []
+
+
+async def test_the_exit_of_a_keep_running_task_that_ended_between_servers_is_known(
+    server_command: str, tmp_path: Path
+) -> None:
+    flag = tmp_path / "go"
+    command = f"while [ ! -e {flag} ]; do sleep 0.05; done; exit 7"
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command=command, keep_running=True)
+    runner = psutil.Process(task["pid"])
+    flag.touch()
+    with anyio.fail_after(10):
+        while runner.is_running() and runner.status() != psutil.STATUS_ZOMBIE:
+            await anyio.sleep(0.02)
+    async with connect(server_command) as client:
+        status = await call(client, "get_task_status", task_id=task["task_id"])
+    assert (status["state"], status["exit_code"]) == ("failed", 7)
+
+
+async def test_on_failure_restarts_are_counted_and_each_run_is_marked_in_the_log(server_command: str) -> None:
+    async with connect(server_command) as client:
+        task = await call(
+            client, "run_background_task", command="echo attempt; exit 1", restart="on-failure", max_restarts=2
+        )
+        status = await finished(client, task["task_id"])
+    assert (status["state"], status["exit_code"], status["restarts"]) == ("failed", 1, 2)
+    lines = status["output"].splitlines()
+    assert lines.count("attempt") == 3
+    assert "run 2 (restart 1 of 2); the previous run ended with exit code 1" in lines[1]
+    assert "run 3 (restart 2 of 2)" in lines[3]
+
+
+async def test_ending_a_task_stops_its_restarting(server_command: str) -> None:
+    async with connect(server_command) as client:
+        task = await call(
+            client, "run_background_task", command="echo run; sleep 300", restart="always", wait_for_pattern="run"
+        )
+        ended = await call(client, "end_background_task", task_id=task["task_id"])
+        status = await call(client, "get_task_status", task_id=task["task_id"])
+    assert ended["state"] == "killed"
+    assert ended["survivors"] == []
+    assert (status["restarts"], status["next_start_at"], status["output"]) == (0, None, "run\n")
+
+
+async def test_bad_restart_arguments(server_command: str) -> None:
+    async with connect(server_command) as client:
+        bad: list[tuple[dict[str, object], str]] = [
+            ({"restart": "sometimes"}, "restart"),
+            ({"restart": "always", "max_restarts": -1}, "max_restarts"),
+            ({"max_restarts": 3}, "max_restarts"),
+            ({"keep_running": True, "pty": True}, "keep_running"),
+        ]
+        for arguments, field in bad:
+            result = await client.call_tool("run_background_task", {"command": "true", **arguments})
+            assert result.is_error
+            assert field in str(result.content[0])
