@@ -51,6 +51,10 @@ class TaskRecord:
     max_restarts: int = 0
 
     @property
+    def running(self) -> bool:
+        return self.state is TaskState.RUNNING
+
+    @property
     def supervised(self) -> bool:
         """Whether the task runs under the runner (it outlives the server or restarts)."""
         return self.keep_running or self.restart != "no"
@@ -192,6 +196,7 @@ class TaskSummary(BaseModel):
     started_at: str = Field(description="Start time, ISO 8601 UTC.")
     runtime_seconds: float = Field(description="Seconds from start to end, or to now while running.")
     listening: list[ListeningPort] = Field(default_factory=list, description="TCP ports its processes listen on.")
+    owner: str = Field(description="The server that owns it: host:pid:start-time.")
 
 
 class TaskList(BaseModel):

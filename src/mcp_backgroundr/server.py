@@ -496,9 +496,14 @@ def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
         state: Annotated[
             TaskState | None, Field(description="Only tasks in this state: running, completed, failed or killed.")
         ] = None,
+        all: Annotated[
+            bool,
+            Field(description="Every task in the registry, also those of other servers (see `owner`)."),
+        ] = False,
     ) -> Annotated[CallToolResult, TaskList]:
-        """The tasks this server started, newest first, with state, pid and exit code."""
-        listing = supervisor.list_tasks(state)
+        """The tasks this server started (all=true: every server's), newest first, with state,
+        pid, exit code and listening ports. Any task id listed works with the other tools."""
+        listing = supervisor.list_tasks(state, everyone=all)
         return _answer(listing, _describe_list(listing))
 
     return app

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +51,8 @@ MAX_NAME_LENGTH = 200
 MAX_PORT = 65_535
 TERMINAL_TYPE = "xterm-256color"
 TERMINAL_DRAIN_SECONDS = 0.5
+FOREIGN_RECORD_WAIT_SECONDS = 2.0
+FOREIGN_RECORD_POLL_SECONDS = 0.05
 END_OF_INPUT = b"\x04"
 """Ctrl-D: end of input on a terminal."""
 SHUTDOWN_REASON = "server shutdown"
@@ -100,6 +102,8 @@ class Supervisor:
         self.on_change: ChangeHook | None = None
         """Told (in the background) when a task starts, ends or is removed."""
         self._tasks: dict[str, _Task] = {}
+        self._foreign: dict[str, _Task] = {}
+        """Views of other servers' tasks that a caller asked about."""
         self._task_group: TaskGroup | None = None
         self._shutting_down = False
 
@@ -315,6 +319,12 @@ class Supervisor:
         if not task.running:
             return
         record = task.record
+        if not record.kill_requested:
+            # Another server or the CLI may have ended it: it says so in the registry first.
+            with contextlib.suppress(RegistryError):
+                fresh = self.registry.get(record.task_id)
+                if fresh is not None and fresh.kill_requested:
+                    record.kill_requested, record.end_reason = True, fresh.end_reason
         record.ended_at = time.time()
         if returncode >= 0:
             record.exit_code = returncode
@@ -346,6 +356,46 @@ class Supervisor:
         self._refresh(task)
         return task
 
+    def _any(self, task_id: str) -> _Task:
+        """One of our tasks, or a view of another server's task from the registry."""
+        if task_id in self._tasks:
+            return self._own(task_id)
+        record = self.registry.get(task_id)
+        if record is None:
+            raise TaskNotFoundError(task_id)
+        view = self._foreign.get(task_id)
+        if view is None:
+            view = self._foreign[task_id] = _Task(record, None)
+            if record.state is TaskState.RUNNING and record.pid is not None and self._task_group is not None:
+                self._task_group.start_soon(self._watch_foreign, view)
+        view.record = record
+        if not view.running:
+            view.exited.set()
+        return view
+
+    async def _watch_foreign(self, view: _Task) -> None:
+        """Wait for another server's task to end, then for its owner to record how."""
+        assert view.record.pid is not None
+        try:
+            pidfd = os.pidfd_open(view.record.pid)
+        except ProcessLookupError:
+            pidfd = None
+        if pidfd is not None:
+            try:
+                if orphans.same_process(view.record.pid, view.record.pid_create_time):
+                    await anyio.wait_readable(pidfd)
+            finally:
+                os.close(pidfd)
+        # Its owner records the exit as soon as it sees it; across processes there is no event
+        # to wait on, so look again briefly (only after an exit, and bounded).
+        fresh: TaskRecord | None = None
+        with anyio.move_on_after(FOREIGN_RECORD_WAIT_SECONDS):
+            while (fresh := self.registry.get(view.record.task_id)) is not None and fresh.running:  # noqa: ASYNC110
+                await anyio.sleep(FOREIGN_RECORD_POLL_SECONDS)
+        if fresh is not None:
+            view.record = fresh
+        view.exited.set()
+
     def _lingering(self, task: _Task) -> list[psutil.Process]:
         """Processes of a finished task that are still alive."""
         if task.running or task.lingering_known_empty or task.record.pid is None:
@@ -358,7 +408,7 @@ class Supervisor:
         self, task_id: str, lines: int | None = None, since: int | None = None, *, raw: bool = False
     ) -> TaskStatus:
         """Lifecycle and a bounded slice of output of one task."""
-        task = self._own(task_id)
+        task = self._any(task_id)
         record = task.record
         if lines is None:
             lines = self.settings.default_lines
@@ -414,7 +464,7 @@ class Supervisor:
             truncated=piece.truncated,
             truncation=piece.truncation,
             lingering_pids=[] if task.running else sorted(p.pid for p in processes),
-            listening=[ListeningPort(address=a, port=port, pid=pid) for a, port, pid in usage.listening],
+            listening=_listening(usage.listening),
             cpu_percent=self._cpu_percent(task, usage.cpu_seconds) if processes else None,
             memory_rss_bytes=usage.rss_bytes if processes else None,
             process_count=usage.process_count,
@@ -424,7 +474,7 @@ class Supervisor:
 
     async def grep(self, task_id: str, pattern_text: str, since: int | None = None) -> TaskStatus:
         """Status whose output is the log lines (from ``since``) matching ``pattern_text``."""
-        task = self._own(task_id)
+        task = self._any(task_id)
         pattern = validation.compiled_pattern("grep", pattern_text)
         assert pattern is not None
         path = Path(task.record.log_path)
@@ -457,7 +507,7 @@ class Supervisor:
         progress: watch.ProgressReporter | None = None,
     ) -> WaitResult:
         """Wait for the first of: the task exits, a new line matches, the port accepts, the timeout."""
-        task = self._own(task_id)
+        task = self._any(task_id)
         timeout = self.settings.default_wait_seconds if timeout_seconds is None else timeout_seconds
         if not 0 <= timeout <= self.settings.max_wait_seconds:
             raise InvalidArgumentError(
@@ -494,30 +544,33 @@ class Supervisor:
         """Ids of this server's tasks, oldest first."""
         return list(self._tasks)
 
-    def list_tasks(self, state: TaskState | None = None) -> TaskList:
-        """This server's tasks, newest first."""
+    def list_tasks(self, state: TaskState | None = None, everyone: bool = False) -> TaskList:
+        """This server's tasks (or, with ``everyone``, every task in the registry), newest first."""
         for task in self._tasks.values():
             self._refresh(task)
+        records = [t.record for t in self._tasks.values()]
+        if everyone:
+            records += [r for r in self.registry.records() if r.task_id not in self._tasks]
         now = time.time()
-        tasks = sorted(self._tasks.values(), key=lambda t: t.record.started_at, reverse=True)
-        shown = [t for t in tasks if state is None or t.record.state is state]
-        ports = process.listening_by_task({t.record.task_id for t in shown if t.running})
+        shown = sorted(
+            (r for r in records if state is None or r.state is state), key=lambda r: r.started_at, reverse=True
+        )
+        ports = process.listening_by_task({r.task_id for r in shown if r.running})
         return TaskList(
             tasks=[
                 TaskSummary(
-                    task_id=t.record.task_id,
-                    name=t.record.name,
-                    command=t.record.command,
-                    state=t.record.state,
-                    pid=t.record.pid,
-                    exit_code=t.record.exit_code,
-                    started_at=iso_time(t.record.started_at) or "",
-                    runtime_seconds=t.record.runtime_seconds(now),
-                    listening=[
-                        ListeningPort(address=a, port=port, pid=pid) for a, port, pid in ports.get(t.record.task_id, [])
-                    ],
+                    task_id=r.task_id,
+                    name=r.name,
+                    command=r.command,
+                    state=r.state,
+                    pid=r.pid,
+                    exit_code=r.exit_code,
+                    started_at=iso_time(r.started_at) or "",
+                    runtime_seconds=r.runtime_seconds(now),
+                    listening=_listening(ports.get(r.task_id, [])),
+                    owner=r.owner,
                 )
-                for t in shown
+                for r in shown
             ]
         )
 
@@ -560,7 +613,7 @@ class Supervisor:
 
     async def end(self, task_id: str, grace_seconds: float | None = None) -> EndedTask:
         """End a task's whole process tree and answer once it is gone."""
-        task = self._own(task_id)
+        task = self._any(task_id)
         grace = self.settings.default_grace_seconds if grace_seconds is None else grace_seconds
         if not 0 <= grace <= self.settings.max_grace_seconds:
             raise InvalidArgumentError(
@@ -578,6 +631,7 @@ class Supervisor:
             with anyio.move_on_after(self.settings.kill_wait_seconds):
                 await task.exited.wait()
         task.lingering_known_empty = not outcome.survivors
+        record = task.record  # another server's task: a fresh copy of its record by now
         return EndedTask(
             task_id=task_id,
             state=record.state,
@@ -636,6 +690,10 @@ class TaskChange(enum.StrEnum):
 
 ChangeHook = Callable[[TaskChange, str], Coroutine[Any, Any, None]]
 """Called with what changed and the task id."""
+
+
+def _listening(sockets: Sequence[tuple[str, int, int]]) -> list[ListeningPort]:
+    return [ListeningPort(address=address, port=port, pid=pid) for address, port, pid in sockets]
 
 
 def _leader(task: _Task) -> process.Leader:

@@ -49,7 +49,7 @@ EXPECTED = {
         {"task_id"},
         {"task_id", "state", "exit_code", "signal", "signalled_pids", "escalated", "survivors"},
     ),
-    "list_tasks": ({"state"}, set(), {"tasks"}),
+    "list_tasks": ({"state", "all"}, set(), {"tasks"}),
     "remove_task": ({"task_id"}, {"task_id"}, {"task_id", "freed_bytes"}),
 }
 
@@ -76,4 +76,5 @@ async def test_tools_are_pinned(server_command: str) -> None:
     assert listed is not None
     assert set(listed["$defs"]["TaskSummary"]["properties"]) == {
         "task_id", "name", "command", "state", "pid", "exit_code", "started_at", "runtime_seconds", "listening",
+        "owner",
     }  # fmt: skip
