@@ -15,6 +15,8 @@ import platformdirs
 HOME_ENV = "MCP_BACKGROUNDR_HOME"
 OUTPUT_BUDGET_ENV = "MCP_BACKGROUNDR_OUTPUT_BUDGET"
 TASK_ID_ENV = "MCP_BACKGROUNDR_TASK_ID"
+KEEP_FINISHED_ENV = "MCP_BACKGROUNDR_KEEP_FINISHED"
+KEEP_DAYS_ENV = "MCP_BACKGROUNDR_KEEP_DAYS"
 
 DEFAULT_OUTPUT_BUDGET = 16 * 1024
 MIN_OUTPUT_BUDGET = 256
@@ -29,15 +31,27 @@ def default_home() -> Path:
     return Path(platformdirs.user_state_dir("mcp-backgroundr", appauthor=False))
 
 
-def _budget_from_env() -> int:
-    raw = os.environ.get(OUTPUT_BUDGET_ENV)
+def _number_from_env(name: str, default: float, low: float, high: float) -> float:
+    raw = os.environ.get(name)
     if not raw:
-        return DEFAULT_OUTPUT_BUDGET
+        return default
     try:
-        value = int(raw)
+        value = float(raw)
     except ValueError:
-        raise SystemExit(f"{OUTPUT_BUDGET_ENV}={raw!r} is not an integer number of bytes") from None
-    return min(max(value, MIN_OUTPUT_BUDGET), MAX_OUTPUT_BUDGET)
+        raise SystemExit(f"{name}={raw!r} is not a number") from None
+    return min(max(value, low), high)
+
+
+def _budget_from_env() -> int:
+    return int(_number_from_env(OUTPUT_BUDGET_ENV, DEFAULT_OUTPUT_BUDGET, MIN_OUTPUT_BUDGET, MAX_OUTPUT_BUDGET))
+
+
+def _keep_finished_from_env() -> int:
+    return int(_number_from_env(KEEP_FINISHED_ENV, 200, 0, 1_000_000))
+
+
+def _keep_days_from_env() -> float:
+    return _number_from_env(KEEP_DAYS_ENV, 7.0, 0.0, 36_500.0)
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,10 @@ class Settings:
     default_wait_seconds: float = 30.0
     max_wait_seconds: float = 600.0
     """Longest wait_for_task may block; clients often time a request out sooner."""
+    keep_finished: int = field(default_factory=_keep_finished_from_env)
+    """Finished tasks kept (newest first); older ones are pruned with their logs."""
+    keep_days: float = field(default_factory=_keep_days_from_env)
+    """Finished tasks older than this are pruned with their logs."""
     default_max_restarts: int = 10
     default_lines: int = 50
     max_lines: int = 100_000

@@ -27,7 +27,7 @@ import anyio
 import psutil
 from anyio.abc import TaskGroup
 
-from . import logs, orphans, process, runner, taskinput, terminal, validation, watch
+from . import logs, orphans, process, retention, runner, taskinput, terminal, validation, watch
 from .config import TASK_ID_ENV, Settings
 from .errors import BackgroundrError, InvalidArgumentError, RegistryError, SpawnFailedError, TaskNotFoundError
 from .grep import grep_log
@@ -112,7 +112,21 @@ class Supervisor:
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         await self._take_over_left_behind()
+        self._prune()
         return self
+
+    def _prune(self) -> None:
+        """Forget finished tasks beyond the retention settings, with their logs."""
+        if self._shutting_down:
+            return
+        try:
+            pruned = retention.prune(self.registry, self.settings.keep_finished, self.settings.keep_days)
+        except RegistryError as exc:
+            print(f"mcp-backgroundr: {exc}", file=sys.stderr)
+            return
+        for record in pruned:
+            self._tasks.pop(record.task_id, None)
+            self._foreign.pop(record.task_id, None)
 
     async def _take_over_left_behind(self) -> None:
         """Deal with the tasks of servers on this host that are gone: end those that were not
@@ -296,6 +310,7 @@ class Supervisor:
                 await task.output_done.wait()
         self._record_exit(task, returncode)
         self._changed(TaskChange.ENDED, task.record.task_id)
+        self._prune()
 
     def _changed(self, change: TaskChange, task_id: str) -> None:
         if self.on_change is not None and self._task_group is not None and not self._shutting_down:
@@ -601,10 +616,8 @@ class Supervisor:
             raise BackgroundrError(
                 f"task {task_id} is still running; end it with end_background_task first, then remove it"
             )
-        path = Path(task.record.log_path)
-        freed = logs.log_size(path)
         self.registry.delete(task_id)
-        path.unlink(missing_ok=True)
+        freed = retention.delete_task_files(task.record)
         del self._tasks[task_id]
         self._changed(TaskChange.REMOVED, task_id)
         return RemovedTask(task_id=task_id, freed_bytes=freed)

@@ -1,0 +1,41 @@
+"""Pruning finished tasks, with their logs, so the state directory never grows without bound."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+from pathlib import Path
+
+from .models import TaskRecord
+from .registry import Registry
+
+SECONDS_PER_DAY = 86_400
+
+
+def prunable(records: Collection[TaskRecord], keep: int, max_age_days: float, now: float) -> list[TaskRecord]:
+    """Finished tasks beyond the newest ``keep``, or older than ``max_age_days``, oldest first."""
+    finished = sorted((r for r in records if not r.running), key=lambda r: r.started_at, reverse=True)
+    cutoff = now - max_age_days * SECONDS_PER_DAY
+    chosen = [r for index, r in enumerate(finished) if index >= keep or (r.ended_at or r.started_at) < cutoff]
+    return chosen[::-1]
+
+
+def delete_task_files(record: TaskRecord) -> int:
+    """Delete a task's log and runner status; return the bytes freed."""
+    freed = 0
+    for path in (Path(record.log_path), Path(record.status_path)):
+        try:
+            freed += path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            continue
+    return freed
+
+
+def prune(registry: Registry, keep: int, max_age_days: float) -> list[TaskRecord]:
+    """Forget the prunable tasks of the whole registry and delete their files."""
+    pruned = prunable(registry.records(), keep, max_age_days, time.time())
+    for record in pruned:
+        registry.delete(record.task_id)
+        delete_task_files(record)
+    return pruned
