@@ -1,4 +1,5 @@
-"""Command line entry point: ``mcp-backgroundr`` with no arguments serves MCP on stdio."""
+"""Command line entry point: ``mcp-backgroundr`` with no command serves MCP on stdio; ``ps``,
+``logs``, ``status``, ``stop`` and ``prune`` are for the person at the keyboard."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from typing import NoReturn
 
 import anyio
 
-from . import __version__
+from . import __version__, commands
 from .config import HOME_ENV, Settings
 from .errors import BackgroundrError
 from .registry import Registry
@@ -28,15 +30,72 @@ def terminal_hint() -> str:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class _OneLineErrors(argparse.ArgumentParser):
+    """Bad options get one clear line (and exit status 2), not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}; see {self.prog} --help\n")
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line: no command (or ``serve``) serves MCP; the others are for people."""
+    root = _OneLineErrors(
         prog="mcp-backgroundr",
         description="MCP server that runs shell commands in the background. "
-        "With no arguments it serves MCP on stdin/stdout for an MCP client.",
+        "With no command it serves MCP on stdin/stdout for an MCP client.",
         epilog=f"State (registry and logs) lives in ${HOME_ENV}, else the user state directory.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    return parser
+    root.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = root.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineErrors)
+    commands.add_parser("serve", help="serve MCP on stdin/stdout (the default)", description="Serve MCP on stdio.")
+    ps = commands.add_parser("ps", help="list running tasks", description="List tasks, newest first.")
+    ps.add_argument("--all", "-a", action="store_true", help="finished tasks too")
+    logs = commands.add_parser("logs", help="print a task's output", description="Print a task's output.")
+    logs.add_argument("task_id")
+    logs.add_argument("-n", "--lines", type=_non_negative_int, default=50, help="last N lines (default 50)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the task ends")
+    status = commands.add_parser("status", help="show one task", description="Show a task's record.")
+    status.add_argument("task_id")
+    status.add_argument("--json", action="store_true", help="as JSON")
+    stop = commands.add_parser("stop", help="end a task and its processes", description="End a task's process tree.")
+    stop.add_argument("task_id")
+    stop.add_argument("--grace", type=_non_negative_float, default=5.0, help="seconds before SIGKILL (default 5)")
+    prune = commands.add_parser(
+        "prune", help="forget finished tasks and delete their logs", description="Prune finished tasks."
+    )
+    prune.add_argument("--keep", type=_non_negative_int, default=None, help="finished tasks to keep (newest)")
+    prune.add_argument("--days", type=_non_negative_float, default=None, help="forget finished tasks older than this")
+    return root
+
+
+def _run_command(arguments: argparse.Namespace, settings: Settings) -> None:
+    match arguments.command:
+        case "ps":
+            print(commands.ps(settings, arguments.all))
+        case "logs":
+            commands.logs_command(settings, arguments.task_id, arguments.lines, arguments.follow)
+        case "status":
+            print(commands.status(settings, arguments.task_id, arguments.json))
+        case "stop":
+            print(commands.stop(settings, arguments.task_id, arguments.grace))
+        case "prune":
+            keep = settings.keep_finished if arguments.keep is None else arguments.keep
+            days = settings.keep_days if arguments.days is None else arguments.days
+            print(commands.prune(settings, keep, days))
 
 
 def prepare_home(settings: Settings) -> None:
@@ -85,14 +144,21 @@ async def serve_stdio(settings: Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _parser().parse_args(argv)
-    if sys.stdin.isatty():
-        print(terminal_hint(), file=sys.stderr)
+    arguments = parser().parse_args(argv)
+    settings = Settings()
     try:
-        anyio.run(serve_stdio, Settings())
+        if arguments.command in (None, "serve"):
+            if sys.stdin.isatty():
+                print(terminal_hint(), file=sys.stderr)
+            anyio.run(serve_stdio, settings)
+        else:
+            _run_command(arguments, settings)
     except BackgroundrError as exc:
         print(f"mcp-backgroundr: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `mcp-backgroundr logs ID | head`
+        sys.stderr.close()
+        return 0
     return 0

@@ -180,3 +180,29 @@ def read_forward(path: Path, since: int, budget: int, *, writer_alive: bool, raw
     cut = "" if data.endswith(b"\n") else "cut mid-line (the line is longer than the budget); "
     note = f"output {cut}{left} more bytes follow; call again with since={cursor} to read them"
     return OutputSlice(render(data, raw=raw), cursor, size, True, note)
+
+
+TAIL_BLOCK = 64 * 1024
+
+
+def offset_of_last_lines(path: Path, lines: int) -> int:
+    """Byte offset where the last ``lines`` lines of a log begin (reading backwards in blocks)."""
+    size = log_size(path)
+    if lines <= 0 or size == 0:
+        return size
+    with path.open("rb") as file:
+        end, found = size, 0
+        file.seek(size - 1)
+        skip_final_newline = file.read(1) == b"\n"
+        while end > 0:
+            start = max(0, end - TAIL_BLOCK)
+            file.seek(start)
+            block = file.read(end - start)
+            search_end = len(block) - 1 if skip_final_newline and end == size else len(block)
+            while (newline := block.rfind(b"\n", 0, search_end)) >= 0:
+                found += 1
+                if found == lines:
+                    return start + newline + 1
+                search_end = newline
+            end = start
+    return 0

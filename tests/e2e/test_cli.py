@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import anyio
+import pytest
+
+from mcp_backgroundr.cli import parser
 from mcp_backgroundr.config import HOME_ENV
+
+from .harness import alive, call, connect, finished
 
 
 def test_an_unusable_state_directory_is_one_line_and_a_nonzero_exit(server_command: str, tmp_path: Path) -> None:
@@ -42,3 +50,64 @@ def test_version_and_help() -> None:
         [sys.executable, "-m", "mcp_backgroundr", "--help"], capture_output=True, text=True, timeout=30, check=True
     )
     assert "MCP" in usage.stdout
+
+
+def _cli(server_command: str, *arguments: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [server_command, *arguments], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+        check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.anyio
+async def test_the_command_line_sees_and_stops_what_a_live_server_started(server_command: str) -> None:
+    async with connect(server_command) as client:
+        web = await call(
+            client, "run_background_task", command="echo one; echo two; echo three; sleep 300", name="web",
+            wait_for_pattern="three",
+        )  # fmt: skip
+        done = await call(client, "run_background_task", command="exit 3")
+        await finished(client, done["task_id"])
+        running = await anyio.to_thread.run_sync(_cli, server_command, "ps")
+        everything = await anyio.to_thread.run_sync(_cli, server_command, "ps", "--all")
+        tail = await anyio.to_thread.run_sync(_cli, server_command, "logs", web["task_id"], "-n", "2")
+        as_json = await anyio.to_thread.run_sync(_cli, server_command, "status", web["task_id"], "--json")
+        stopped = await anyio.to_thread.run_sync(_cli, server_command, "stop", web["task_id"])
+        seen_by_server = await call(client, "get_task_status", task_id=web["task_id"])
+        unknown = await anyio.to_thread.run_sync(_cli, server_command, "status", "nope")
+    assert web["task_id"] in running.stdout
+    assert done["task_id"] not in running.stdout
+    assert "failed(3)" in everything.stdout
+    assert tail.stdout == "two\nthree\n"
+    assert json.loads(as_json.stdout)["pid"] == web["pid"]
+    assert "none is left" in stopped.stdout
+    assert seen_by_server["state"] == "killed"
+    assert alive([web["pid"]]) == []
+    assert unknown.returncode == 1
+    assert unknown.stderr.count("\n") == 1
+    assert "nope" in unknown.stderr
+
+
+@pytest.mark.anyio
+async def test_logs_follow_prints_everything_until_the_task_ends(server_command: str) -> None:
+    command = "for i in 1 2 3 4 5; do echo line $i; sleep 0.1; done"
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command=command)
+        followed = await anyio.to_thread.run_sync(_cli, server_command, "logs", task["task_id"], "-f")
+    assert followed.stdout == "".join(f"line {i}\n" for i in range(1, 6))
+    assert followed.returncode == 0
+
+
+def test_bad_options_are_one_line_and_nonzero(server_command: str) -> None:
+    for arguments in (["frobnicate"], ["logs"], ["logs", "x", "-n", "-1"], ["stop", "x", "--grace", "soon"]):
+        result = _cli(server_command, *arguments)
+        assert result.returncode == 2, arguments
+        assert result.stderr.count("\n") == 1, result.stderr
+
+
+def test_every_command_has_help_and_is_in_the_readme(server_command: str) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    subcommands = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name in subcommands.choices:
+        assert _cli(server_command, name, "--help").returncode == 0
+        assert f"mcp-backgroundr {name}" in readme, f"README does not document `mcp-backgroundr {name}`"

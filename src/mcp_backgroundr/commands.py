@@ -1,0 +1,184 @@
+"""The human commands: ps, logs, status, stop and prune, on the registry and the logs.
+
+They work with or without a running server, and never take tasks over: a server
+that owns a task stays its owner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import anyio
+import psutil
+
+from . import logs, orphans, process, retention, watch
+from .config import Settings
+from .errors import BackgroundrError
+from .models import TaskRecord, TaskState
+from .registry import Registry
+
+STOP_REASON = "mcp-backgroundr stop"
+COPY_CHUNK = 1024 * 1024
+COMMAND_COLUMN_WIDTH = 60
+FOLLOW_EXIT_CHECK_SECONDS = 0.5
+"""How long logs -f waits on the log before looking whether the task has ended."""
+
+
+def open_registry(settings: Settings) -> Registry:
+    if not settings.registry_path.exists():
+        raise BackgroundrError(
+            f"no task registry at {settings.registry_path} yet: no server has run with this state directory"
+        )
+    return Registry(settings.registry_path)
+
+
+def _record(registry: Registry, task_id: str) -> TaskRecord:
+    record = registry.get(task_id)
+    if record is None:
+        raise BackgroundrError(f"no task {task_id!r} in {registry.path}; `mcp-backgroundr ps --all` lists the ids")
+    return record
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def ps(settings: Settings, everything: bool) -> str:
+    """A table of running tasks (``everything``: finished ones too), newest first."""
+    if not settings.registry_path.exists():
+        return f"no tasks yet in {settings.home}"
+    with contextlib.closing(open_registry(settings)) as registry:
+        records = [r for r in registry.records() if everything or r.running]
+    ports = process.listening_by_task({r.task_id for r in records if r.running})
+    now = time.time()
+    rows = [("ID", "NAME", "STATE", "PID", "PORTS", "RUNTIME", "COMMAND")]
+    for r in records:
+        listening = ",".join(str(port) for _, port, _ in ports.get(r.task_id, []))
+        state = r.state if r.exit_code is None else f"{r.state}({r.exit_code})"
+        command = r.command if len(r.command) <= COMMAND_COLUMN_WIDTH else r.command[: COMMAND_COLUMN_WIDTH - 3] + "..."
+        rows.append(
+            (
+                r.task_id,
+                r.name or "-",
+                state,
+                str(r.pid or "-"),
+                listening or "-",
+                _duration(r.runtime_seconds(now)),
+                command,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+        for row in rows
+    )
+
+
+def status(settings: Settings, task_id: str, as_json: bool) -> str:
+    with contextlib.closing(open_registry(settings)) as registry:
+        record = _record(registry, task_id)
+    fields = asdict(record) | {"output_bytes": logs.log_size(Path(record.log_path))}
+    fields["state"] = str(record.state)
+    if as_json:
+        return json.dumps(fields, indent=2)
+    return "\n".join(f"{key}: {value}" for key, value in fields.items() if value is not None)
+
+
+def logs_command(settings: Settings, task_id: str, lines: int, follow: bool) -> None:
+    """Print the last ``lines`` lines of a task's log, then (``follow``) what it writes until it ends."""
+    with contextlib.closing(open_registry(settings)) as registry:
+        record = _record(registry, task_id)
+    path = Path(record.log_path)
+    offset = _copy(path, logs.offset_of_last_lines(path, lines))
+    if follow and record.running and record.pid is not None:
+        anyio.run(_follow, path, offset, record)
+
+
+def _copy(path: Path, offset: int) -> int:
+    """Write the log from ``offset`` to the end onto stdout; return the new offset."""
+    try:
+        with path.open("rb") as file:
+            file.seek(offset)
+            while chunk := file.read(COPY_CHUNK):
+                sys.stdout.buffer.write(chunk)
+                offset += len(chunk)
+    except FileNotFoundError:
+        return offset
+    sys.stdout.buffer.flush()
+    return offset
+
+
+async def _follow(path: Path, offset: int, record: TaskRecord) -> None:
+    pid = record.pid
+    assert pid is not None
+    ended = anyio.Event()
+
+    async def watch_exit() -> None:
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            ended.set()
+            return
+        try:
+            if orphans.same_process(pid, record.pid_create_time):
+                await anyio.wait_readable(pidfd)
+        finally:
+            os.close(pidfd)
+        ended.set()
+
+    async with anyio.create_task_group() as group, watch.file_growth(path) as growth:
+        group.start_soon(watch_exit)
+        while not ended.is_set():
+            offset = _copy(path, offset)
+            with anyio.move_on_after(FOLLOW_EXIT_CHECK_SECONDS):
+                await growth.wait()
+        _copy(path, offset)
+        group.cancel_scope.cancel()
+
+
+def stop(settings: Settings, task_id: str, grace_seconds: float) -> str:
+    """End a task's whole process tree, whichever server owns it."""
+    with contextlib.closing(open_registry(settings)) as registry:
+        record = _record(registry, task_id)
+        if not record.running:
+            return f"task {task_id} has already ended ({record.state})"
+        record.kill_requested, record.end_reason = True, STOP_REASON
+        registry.update([record])
+        outcome = anyio.run(_end, record, grace_seconds, settings.kill_wait_seconds)
+        if orphans.owner_is_gone(record.owner):
+            # No server will record the end: do it here.
+            fresh = registry.get(task_id) or record
+            if fresh.running:
+                fresh.state, fresh.ended_at, fresh.end_reason = TaskState.KILLED, time.time(), STOP_REASON
+                registry.update([fresh])
+    text = f"stopped task {task_id}: signalled {len(outcome.signalled)} process(es)"
+    if outcome.survivors:
+        return text + "; SURVIVORS: " + "; ".join(f"pid {pid} ({cmd}): {why}" for pid, cmd, why in outcome.survivors)
+    return text + "; none is left"
+
+
+async def _end(record: TaskRecord, grace_seconds: float, kill_wait_seconds: float) -> process.EndOutcome:
+    assert record.pid is not None
+    alive = orphans.same_process(record.pid, record.pid_create_time)
+    leaders = {record.pid: process.Leader(record.task_id, None if alive else record.started_at)}
+
+    def find() -> list[psutil.Process]:
+        return process.find_task_processes(leaders)[record.task_id]
+
+    return await process.end_processes(find, grace_seconds, kill_wait_seconds)
+
+
+def prune(settings: Settings, keep: int, days: float) -> str:
+    if not settings.registry_path.exists():
+        return "nothing to prune"
+    with contextlib.closing(open_registry(settings)) as registry:
+        pruned = retention.prune(registry, keep, days)
+    return f"pruned {len(pruned)} finished task(s) and their logs"
