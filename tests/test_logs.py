@@ -108,3 +108,7 @@ def test_tail_that_starts_mid_line_drops_the_partial_line_instead_of_marking_it(
     first = piece.text.splitlines()[0]
     assert len(first) == 6
     assert piece.text.endswith("009999\n")
+
+
+def test_render_shortens_long_runs_of_unreadable_bytes() -> None:
+    assert logs.render(b"start" + b"\xff" * 100 + b"end") == "start\ufffd[100 unreadable bytes]end"

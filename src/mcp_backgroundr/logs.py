@@ -59,6 +59,14 @@ def log_size(path: Path) -> int:
 _ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[ -/]*[0-~])")
 
 
+# Binary output renders as long runs of U+FFFD, 3 bytes each: shown shortened.
+_UNREADABLE_RUN = re.compile("\ufffd{8,}")
+
+
+def _shorten_unreadable(match: re.Match[str]) -> str:
+    return f"\ufffd[{len(match.group())} unreadable bytes]"
+
+
 def render(data: bytes, *, raw: bool = False) -> str:
     """Decode log bytes for a reader: invalid UTF-8 and control bytes become U+FFFD,
     carriage-return overwrites are collapsed the way a terminal shows them, and ANSI
@@ -66,7 +74,7 @@ def render(data: bytes, *, raw: bool = False) -> str:
     text = data.decode("utf-8", "replace")
     if not raw and "\x1b" in text:
         text = _ANSI_ESCAPE.sub("", text)
-    text = text.translate(_CONTROL_CHARS)
+    text = _UNREADABLE_RUN.sub(_shorten_unreadable, text.translate(_CONTROL_CHARS))
     if "\r" not in text:
         return text
     return "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n"))

@@ -92,6 +92,11 @@ class StartedTask(BaseModel):
     )
 
 
+def socket_address(address: str, port: int) -> str:
+    """``host:port``, with IPv6 hosts in brackets."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
 class ListeningPort(BaseModel):
     """A TCP socket a task's process listens on."""
 
@@ -195,7 +200,9 @@ class TaskSummary(BaseModel):
     exit_code: int | None = Field(description="Exit status; null while running.")
     started_at: str = Field(description="Start time, ISO 8601 UTC.")
     runtime_seconds: float = Field(description="Seconds from start to end, or to now while running.")
-    listening: list[ListeningPort] = Field(default_factory=list, description="TCP ports its processes listen on.")
+    listening: list[str] = Field(
+        default_factory=list, description="TCP addresses its processes listen on, e.g. 127.0.0.1:8000."
+    )
     owner: str = Field(description="The server that owns it: host:pid:start-time.")
 
 

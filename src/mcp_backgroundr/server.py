@@ -24,13 +24,13 @@ from .errors import BackgroundrError
 from .models import (
     EndedTask,
     InputSent,
-    ListeningPort,
     RemovedTask,
     StartedTask,
     TaskList,
     TaskState,
     TaskStatus,
     WaitResult,
+    socket_address,
 )
 from .supervisor import Supervisor, TaskChange
 from .watch import ProgressReporter
@@ -146,7 +146,7 @@ def _describe_status(status: TaskStatus) -> str:
         usage = f"{status.process_count} process(es), cpu {status.cpu_percent}%, rss {status.memory_rss_bytes} bytes"
         lines.append(usage)
     if status.listening:
-        lines.append("listening on " + ", ".join(_address(p) for p in status.listening))
+        lines.append("listening on " + ", ".join(socket_address(p.address, p.port) for p in status.listening))
     lines.append(f"cursor={status.cursor} output_bytes={status.output_bytes}")
     if status.grep_matches is not None:
         lines.append(f"grep_matches={status.grep_matches}")
@@ -156,11 +156,6 @@ def _describe_status(status: TaskStatus) -> str:
     if status.output:
         lines.append(status.output)
     return "\n".join(lines)
-
-
-def _address(listening: ListeningPort) -> str:
-    host = f"[{listening.address}]" if ":" in listening.address else listening.address
-    return f"{host}:{listening.port}"
 
 
 def _describe_wait(result: WaitResult) -> str:
@@ -209,7 +204,7 @@ def _describe_list(listing: TaskList) -> str:
                 f"exit={t.exit_code}",
                 f"{t.runtime_seconds}s",
                 t.name or "",
-                ",".join(_address(p) for p in t.listening),
+                ",".join(t.listening),
                 t.command[:80],
             )
             if part

@@ -44,6 +44,7 @@ from .models import (
     TaskStatus,
     TaskSummary,
     WaitResult,
+    socket_address,
 )
 from .registry import Registry
 
@@ -51,6 +52,8 @@ MAX_NAME_LENGTH = 200
 MAX_PORT = 65_535
 TERMINAL_TYPE = "xterm-256color"
 TERMINAL_DRAIN_SECONDS = 0.5
+USAGE_REFRESH_SECONDS = 1.0
+"""Status reuses a running task's process list (for usage and ports) for this long."""
 FOREIGN_RECORD_WAIT_SECONDS = 2.0
 FOREIGN_RECORD_POLL_SECONDS = 0.05
 END_OF_INPUT = b"\x04"
@@ -74,6 +77,8 @@ class _Task:
     """Once no process of a finished task is left, none can appear again."""
     cpu_sample: tuple[float, float] | None = None
     """(monotonic time, CPU seconds of the tree) at the previous status call."""
+    processes_seen: tuple[float, list[psutil.Process]] | None = None
+    """(monotonic time, processes) of the last scan for a running task."""
     input_fd: int | None = None
     """Where send_task_input writes: the stdin pipe, or the terminal's master side."""
     terminal: bool = False
@@ -103,6 +108,7 @@ class Supervisor:
         """Told (in the background) when a task starts, ends or is removed."""
         self._tasks: dict[str, _Task] = {}
         self._foreign: dict[str, _Task] = {}
+        self._ports_seen: tuple[float, frozenset[str], dict[str, list[tuple[str, int, int]]]] | None = None
         """Views of other servers' tasks that a caller asked about."""
         self._task_group: TaskGroup | None = None
         self._shutting_down = False
@@ -444,8 +450,17 @@ class Supervisor:
         return self._status_of(task, piece, processes)
 
     def _live_processes(self, task: _Task) -> list[psutil.Process]:
-        """The processes of a running task, or the lingering ones of a finished task."""
-        return self._processes_of(task) if task.running else self._lingering(task)
+        """The processes of a running task, or the lingering ones of a finished task.
+
+        Finding them scans every process of the machine, so for a running task the answer is
+        reused for USAGE_REFRESH_SECONDS: a client polling status stays cheap.
+        """
+        if not task.running:
+            return self._lingering(task)
+        now = time.monotonic()
+        if task.processes_seen is None or now - task.processes_seen[0] > USAGE_REFRESH_SECONDS:
+            task.processes_seen = (now, self._processes_of(task))
+        return task.processes_seen[1]
 
     def _cpu_percent(self, task: _Task, cpu_seconds: float) -> float:
         now = time.monotonic()
@@ -570,7 +585,7 @@ class Supervisor:
         shown = sorted(
             (r for r in records if state is None or r.state is state), key=lambda r: r.started_at, reverse=True
         )
-        ports = process.listening_by_task({r.task_id for r in shown if r.running})
+        ports = self._listening_ports({r.task_id for r in shown if r.running})
         return TaskList(
             tasks=[
                 TaskSummary(
@@ -582,12 +597,21 @@ class Supervisor:
                     exit_code=r.exit_code,
                     started_at=iso_time(r.started_at) or "",
                     runtime_seconds=r.runtime_seconds(now),
-                    listening=_listening(ports.get(r.task_id, [])),
+                    listening=[socket_address(a, port) for a, port, _ in ports.get(r.task_id, [])],
                     owner=r.owner,
                 )
                 for r in shown
             ]
         )
+
+    def _listening_ports(self, task_ids: set[str]) -> dict[str, list[tuple[str, int, int]]]:
+        """Listening sockets of these tasks; one read of the socket table serves for
+        USAGE_REFRESH_SECONDS, so repeated listings stay cheap."""
+        now = time.monotonic()
+        seen = self._ports_seen
+        if seen is None or now - seen[0] > USAGE_REFRESH_SECONDS or not task_ids <= seen[1]:
+            seen = self._ports_seen = (now, frozenset(task_ids), process.listening_by_task(task_ids))
+        return seen[2]
 
     async def send_input(self, task_id: str, text: str, newline: bool = True, close: bool = False) -> InputSent:
         """Write text to a task's stdin (or terminal); optionally close it afterwards."""

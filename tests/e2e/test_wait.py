@@ -77,7 +77,7 @@ async def test_a_dev_server_is_ready_when_its_port_accepts(server_command: str) 
     assert task["wait"]["reason"] == "port"
     assert task["state"] == "running"
     assert [(p["address"], p["port"]) for p in status["listening"]] == [("127.0.0.1", port)]
-    assert listing["tasks"][0]["listening"] == status["listening"]
+    assert listing["tasks"][0]["listening"] == [f"127.0.0.1:{port}"]
     assert status["process_count"] >= 1
     assert status["memory_rss_bytes"] > 1_000_000
     assert status["cpu_percent"] >= 0
