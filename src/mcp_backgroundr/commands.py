@@ -104,6 +104,7 @@ def logs_command(settings: Settings, task_id: str, lines: int, follow: bool) -> 
 
 def _copy(path: Path, offset: int) -> int:
     """Write the log from ``offset`` to the end onto stdout; return the new offset."""
+    offset = max(offset, logs.dropped_bytes(path))
     try:
         with path.open("rb") as file:
             file.seek(offset)

@@ -17,6 +17,9 @@ OUTPUT_BUDGET_ENV = "MCP_BACKGROUNDR_OUTPUT_BUDGET"
 TASK_ID_ENV = "MCP_BACKGROUNDR_TASK_ID"
 KEEP_FINISHED_ENV = "MCP_BACKGROUNDR_KEEP_FINISHED"
 KEEP_DAYS_ENV = "MCP_BACKGROUNDR_KEEP_DAYS"
+MAX_LOG_BYTES_ENV = "MCP_BACKGROUNDR_MAX_LOG_BYTES"
+MIN_LOG_CAP = 64 * 1024
+MAX_LOG_CAP = 1 << 40
 
 DEFAULT_OUTPUT_BUDGET = 16 * 1024
 MIN_OUTPUT_BUDGET = 256
@@ -50,6 +53,10 @@ def _keep_finished_from_env() -> int:
     return int(_number_from_env(KEEP_FINISHED_ENV, 200, 0, 1_000_000))
 
 
+def _max_log_bytes_from_env() -> int:
+    return int(_number_from_env(MAX_LOG_BYTES_ENV, 64 * 1024 * 1024, MIN_LOG_CAP, MAX_LOG_CAP))
+
+
 def _keep_days_from_env() -> float:
     return _number_from_env(KEEP_DAYS_ENV, 7.0, 0.0, 36_500.0)
 
@@ -72,6 +79,8 @@ class Settings:
     default_wait_seconds: float = 30.0
     max_wait_seconds: float = 600.0
     """Longest wait_for_task may block; clients often time a request out sooner."""
+    max_log_bytes: int = field(default_factory=_max_log_bytes_from_env)
+    """Disk one task's log may take by default; past it the oldest output is dropped."""
     keep_finished: int = field(default_factory=_keep_finished_from_env)
     """Finished tasks kept (newest first); older ones are pruned with their logs."""
     keep_days: float = field(default_factory=_keep_days_from_env)

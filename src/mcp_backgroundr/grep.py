@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .logs import render
+from .logs import dropped_bytes, render
 
 CHUNK = 1024 * 1024
 LINE_CUT_MARKER = " [... line cut ...]"
@@ -24,6 +24,8 @@ class GrepResult:
     size: int
     resume_at: int | None
     """Byte offset of the first matching line not shown, if any."""
+    dropped: int = 0
+    """Bytes dropped at the head of the log (size cap): line numbers count from there."""
 
 
 class _Collector:
@@ -54,8 +56,8 @@ class _Collector:
             self.resume_at = offset
 
 
-def _count_lines_before(fd: int, end: int) -> int:
-    count, offset = 0, 0
+def _count_lines_before(fd: int, start: int, end: int) -> int:
+    count, offset = 0, start
     while offset < end:
         chunk = os.pread(fd, min(CHUNK, end - offset), offset)
         if not chunk:
@@ -76,8 +78,9 @@ def grep_log(path: Path, pattern: re.Pattern[str], since: int, budget: int) -> G
         return GrepResult("", 0, 0, 0, 0, None)
     try:
         size = os.fstat(fd).st_size
-        since = min(since, size)
-        number = 1 + _count_lines_before(fd, since)
+        dropped = dropped_bytes(path)
+        since = min(max(since, dropped), size)
+        number = 1 + _count_lines_before(fd, dropped, since)
         found = _Collector(pattern, budget)
         offset, line_start, carry = since, since, b""
         while offset < size:
@@ -98,6 +101,6 @@ def grep_log(path: Path, pattern: re.Pattern[str], since: int, budget: int) -> G
         if carry:
             found.offer(carry, number, line_start)
         text = "\n".join(found.shown)
-        return GrepResult(text, found.matches, len(found.shown), size, size, found.resume_at)
+        return GrepResult(text, found.matches, len(found.shown), size, size, found.resume_at, dropped)
     finally:
         os.close(fd)

@@ -9,6 +9,7 @@ follow it, never one byte twice and never one lost.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ class OutputSlice:
     size: int
     truncated: bool
     truncation: str | None
+    dropped: int = 0
+    """Bytes at the head of the log dropped to keep it under its cap."""
 
 
 def create_log(logs_dir: Path, task_id: str) -> Path:
@@ -65,6 +68,22 @@ _UNREADABLE_RUN = re.compile("\ufffd{8,}")
 
 def _shorten_unreadable(match: re.Match[str]) -> str:
     return f"\ufffd[{len(match.group())} unreadable bytes]"
+
+
+def dropped_bytes(path: Path) -> int:
+    """How many bytes at the head of a log were dropped (where its kept output starts)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return 0
+    try:
+        return os.lseek(fd, 0, os.SEEK_DATA)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # no data at all: empty, or everything dropped
+            return os.fstat(fd).st_size
+        raise
+    finally:
+        os.close(fd)
 
 
 def render(data: bytes, *, raw: bool = False) -> str:
@@ -120,6 +139,8 @@ def read_tail(
     path: Path, lines: int, budget: int, *, writer_alive: bool, floor: int = 0, raw: bool = False
 ) -> OutputSlice:
     """The last ``lines`` lines of a log after byte ``floor``, at most ``budget`` bytes of it."""
+    dropped = dropped_bytes(path)
+    floor = max(floor, dropped)
     # One byte before the window tells whether the window starts at a line start.
     data, read_from, size = _read(path, None, budget + 1)
     window_start = max(floor, size - budget)
@@ -130,13 +151,13 @@ def read_tail(
     data = data[: len(data) - held]
     cursor = window_start + len(data)
     if lines == 0 or not data:
-        return OutputSlice("", cursor, size, False, None)
+        return OutputSlice("", cursor, size, False, None, dropped)
 
     start = _start_of_last_lines(data, lines)
     if start is not None:
-        return OutputSlice(render(data[start:], raw=raw), cursor, size, False, None)
+        return OutputSlice(render(data[start:], raw=raw), cursor, size, False, None, dropped)
     if window_start == floor:
-        return OutputSlice(render(data, raw=raw), cursor, size, False, None)
+        return OutputSlice(render(data, raw=raw), cursor, size, False, None, dropped)
     first_newline = data.find(b"\n")
     if not starts_line and 0 <= first_newline < len(data) - 1:
         data = data[first_newline + 1 :]  # drop the partial first line: whole lines read better
@@ -149,7 +170,7 @@ def read_tail(
     text = render(data, raw=raw)
     if not starts_line:
         text = f"[... line cut: its first part and {skipped} earlier bytes are not shown ...]" + text
-    return OutputSlice(text, cursor, size, True, note)
+    return OutputSlice(text, cursor, size, True, note, dropped)
 
 
 def _start_of_last_lines(data: bytes, lines: int) -> int | None:
@@ -164,7 +185,16 @@ def _start_of_last_lines(data: bytes, lines: int) -> int | None:
 
 
 def read_forward(path: Path, since: int, budget: int, *, writer_alive: bool, raw: bool = False) -> OutputSlice:
-    """The bytes of a log from ``since`` on, at most ``budget`` of them."""
+    """The bytes of a log from ``since`` on, at most ``budget`` of them.
+
+    Bytes before ``since`` that were dropped to keep the log under its cap are skipped,
+    and the answer says so.
+    """
+    dropped = dropped_bytes(path)
+    lost = ""
+    if since < dropped:
+        lost = f"bytes {since} to {dropped} were dropped to keep the log under its size cap; "
+        since = dropped
     data, _, size = _read(path, since, budget)
     if since > size:
         raise InvalidArgumentError(
@@ -184,10 +214,11 @@ def read_forward(path: Path, since: int, budget: int, *, writer_alive: bool, raw
     cursor = since + len(data)
     left = size - cursor
     if remaining_after_chunk <= 0:
-        return OutputSlice(render(data, raw=raw), cursor, size, False, None)
+        note = lost + "the output continues from there" if lost else None
+        return OutputSlice(render(data, raw=raw), cursor, size, bool(lost), note, dropped)
     cut = "" if data.endswith(b"\n") else "cut mid-line (the line is longer than the budget); "
-    note = f"output {cut}{left} more bytes follow; call again with since={cursor} to read them"
-    return OutputSlice(render(data, raw=raw), cursor, size, True, note)
+    note = f"{lost}output {cut}{left} more bytes follow; call again with since={cursor} to read them"
+    return OutputSlice(render(data, raw=raw), cursor, size, True, note, dropped)
 
 
 TAIL_BLOCK = 64 * 1024

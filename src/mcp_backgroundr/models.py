@@ -49,6 +49,8 @@ class TaskRecord:
     restart: str = "no"
     """no, on-failure or always."""
     max_restarts: int = 0
+    max_log_bytes: int = 0
+    """Disk the log may take; past it the oldest output is dropped (0: no cap)."""
 
     @property
     def running(self) -> bool:
@@ -145,6 +147,9 @@ class TaskStatus(BaseModel):
     memory_rss_bytes: int | None = Field(default=None, description="Resident memory of all the task's processes.")
     process_count: int = Field(default=0, description="How many processes the task has alive now.")
     restarts: int = Field(default=0, description="How many times its restart policy restarted it.")
+    dropped_bytes: int = Field(
+        default=0, description="Oldest output dropped to keep the log under its size cap (max_log_bytes)."
+    )
     next_start_at: str | None = Field(
         default=None, description="When a restart is due (ISO 8601 UTC), while it waits out its backoff."
     )

@@ -18,7 +18,7 @@ from .errors import RegistryError
 from .models import TaskRecord, TaskState
 
 BUSY_TIMEOUT_MS = 10_000
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _COLUMNS = tuple(field.name for field in dataclasses.fields(TaskRecord))
 _BOOLEAN_COLUMNS = frozenset({"kill_requested", "keep_running"})
@@ -30,6 +30,7 @@ _COLUMN_TYPES = {
     "pid": "INTEGER",
     "exit_code": "INTEGER",
     "max_restarts": "INTEGER NOT NULL DEFAULT 0",
+    "max_log_bytes": "INTEGER NOT NULL DEFAULT 0",
     "kill_requested": "INTEGER NOT NULL DEFAULT 0",
     "keep_running": "INTEGER NOT NULL DEFAULT 0",
 }

@@ -147,7 +147,8 @@ def _describe_status(status: TaskStatus) -> str:
         lines.append(usage)
     if status.listening:
         lines.append("listening on " + ", ".join(socket_address(p.address, p.port) for p in status.listening))
-    lines.append(f"cursor={status.cursor} output_bytes={status.output_bytes}")
+    dropped = f" dropped_bytes={status.dropped_bytes}" if status.dropped_bytes else ""
+    lines.append(f"cursor={status.cursor} output_bytes={status.output_bytes}{dropped}")
     if status.grep_matches is not None:
         lines.append(f"grep_matches={status.grep_matches}")
     if status.truncation:
@@ -303,6 +304,13 @@ def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
             int | None,
             Field(description=f"Most restarts (default {settings.default_max_restarts} when restart is not no)."),
         ] = None,
+        max_log_bytes: Annotated[
+            int | None,
+            Field(
+                description=f"Disk its log may take (default {settings.max_log_bytes}); past it the oldest "
+                "output is dropped, and status reports dropped_bytes."
+            ),
+        ] = None,
         wait_for_pattern: Annotated[
             str | None,
             Field(description="Regex: after starting, wait until an output line matches it (e.g. 'Listening on')."),
@@ -341,6 +349,7 @@ def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
             keep_running=keep_running,
             restart=restart,
             max_restarts=max_restarts,
+            max_log_bytes=max_log_bytes,
         )
         text = f"started task {started.task_id} pid={started.pid} [{started.state}] in {started.cwd}: {command}"
         if wait_for_pattern is not None or wait_for_port is not None:

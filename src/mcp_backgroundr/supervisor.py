@@ -27,7 +27,7 @@ import anyio
 import psutil
 from anyio.abc import TaskGroup
 
-from . import logs, orphans, process, retention, runner, taskinput, terminal, validation, watch
+from . import logcap, logs, orphans, process, retention, runner, taskinput, terminal, validation, watch
 from .config import TASK_ID_ENV, Settings
 from .errors import BackgroundrError, InvalidArgumentError, RegistryError, SpawnFailedError, TaskNotFoundError
 from .grep import grep_log
@@ -111,12 +111,15 @@ class Supervisor:
         self._ports_seen: tuple[float, frozenset[str], dict[str, list[tuple[str, int, int]]]] | None = None
         """Views of other servers' tasks that a caller asked about."""
         self._task_group: TaskGroup | None = None
+        self._capper: logcap.LogCapper | None = None
         self._shutting_down = False
 
     async def __aenter__(self) -> Supervisor:
         process.raise_open_file_limit()
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
+        self._capper = logcap.LogCapper()
+        self._task_group.start_soon(self._capper.run)
         await self._take_over_left_behind()
         self._prune()
         return self
@@ -131,8 +134,7 @@ class Supervisor:
             print(f"mcp-backgroundr: {exc}", file=sys.stderr)
             return
         for record in pruned:
-            self._tasks.pop(record.task_id, None)
-            self._foreign.pop(record.task_id, None)
+            self._forget(record)
 
     async def _take_over_left_behind(self) -> None:
         """Deal with the tasks of servers on this host that are gone: end those that were not
@@ -149,6 +151,18 @@ class Supervisor:
         for record in found.to_adopt:
             self._adopt(record)
         self._save([*found.to_end, *found.to_settle, *found.to_adopt])
+
+    def _cap(self, record: TaskRecord) -> None:
+        """Keep a task's log under its cap from now on."""
+        if self._capper is not None and record.max_log_bytes:
+            with contextlib.suppress(OSError):  # out of inotify watches: the log is not capped
+                self._capper.watch(Path(record.log_path), record.max_log_bytes)
+
+    def _forget(self, record: TaskRecord) -> None:
+        self._tasks.pop(record.task_id, None)
+        self._foreign.pop(record.task_id, None)
+        if self._capper is not None:
+            self._capper.forget(Path(record.log_path))
 
     def _take_finished(self, record: TaskRecord) -> None:
         """Show a keep_running task that ended between two servers as one of ours."""
@@ -175,6 +189,7 @@ class Supervisor:
         record.owner = self.owner
         task = _Task(record, None)
         self._tasks[record.task_id] = task
+        self._cap(record)
         self._task_group.start_soon(self._watch_adopted, task, pidfd)
 
     async def _watch_adopted(self, task: _Task, pidfd: int) -> None:
@@ -213,6 +228,7 @@ class Supervisor:
         keep_running: bool = False,
         restart: str = "no",
         max_restarts: int | None = None,
+        max_log_bytes: int | None = None,
     ) -> StartedTask:
         """Start ``command`` under ``/bin/sh -c`` and answer at once.
 
@@ -227,6 +243,7 @@ class Supervisor:
         if name is not None and len(name) > MAX_NAME_LENGTH:
             raise InvalidArgumentError("name", name, f"use a label of at most {MAX_NAME_LENGTH} characters")
         restart_limit = validation.checked_restart(restart, max_restarts, self.settings.default_max_restarts)
+        log_cap = validation.checked_log_cap(max_log_bytes, self.settings.max_log_bytes)
         if keep_running and pty:
             raise InvalidArgumentError(
                 "keep_running", keep_running, "a pty task cannot outlive the server that holds its terminal; drop pty"
@@ -253,7 +270,9 @@ class Supervisor:
             keep_running=keep_running,
             restart=restart,
             max_restarts=restart_limit,
+            max_log_bytes=log_cap,
         )
+        self._cap(record)
         master, slave = terminal.open_terminal() if pty else (None, None)
         if slave is not None:
             task_env.setdefault("TERM", TERMINAL_TYPE)
@@ -499,6 +518,7 @@ class Supervisor:
             memory_rss_bytes=usage.rss_bytes if processes else None,
             process_count=usage.process_count,
             restarts=run.restarts if run else 0,
+            dropped_bytes=piece.dropped,
             next_start_at=iso_time(run.next_start_at) if run else None,
         )
 
@@ -514,13 +534,16 @@ class Supervisor:
                 "since", since, f"use a cursor from an earlier answer, between 0 and the output size ({size})"
             )
         found = await anyio.to_thread.run_sync(grep_log, path, pattern, since or 0, self.settings.output_budget)
-        note = None
+        notes = []
         if found.resume_at is not None:
-            note = (
+            notes.append(
                 f"{found.matches - found.shown} more matching lines do not fit in the budget; "
                 f"call again with since={found.resume_at} to see them, or narrow the pattern"
             )
-        piece = logs.OutputSlice(found.text, found.cursor, found.size, found.resume_at is not None, note)
+        if found.dropped:
+            notes.append(f"the first {found.dropped} bytes were dropped (size cap): line numbers count from there")
+        note = "; ".join(notes) or None
+        piece = logs.OutputSlice(found.text, found.cursor, found.size, found.resume_at is not None, note, found.dropped)
         status = self._status_of(task, piece, self._live_processes(task))
         status.grep_matches = found.matches
         return status
@@ -642,7 +665,7 @@ class Supervisor:
             )
         self.registry.delete(task_id)
         freed = retention.delete_task_files(task.record)
-        del self._tasks[task_id]
+        self._forget(task.record)
         self._changed(TaskChange.REMOVED, task_id)
         return RemovedTask(task_id=task_id, freed_bytes=freed)
 

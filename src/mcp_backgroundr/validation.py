@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from .config import MAX_LOG_CAP, MIN_LOG_CAP
 from .errors import InvalidArgumentError
 
 
@@ -81,3 +82,14 @@ def checked_restart(restart: str, max_restarts: int | None, default: int) -> int
     if restart == "no" and max_restarts:
         raise InvalidArgumentError("max_restarts", max_restarts, "it needs restart=on-failure or restart=always")
     return max_restarts
+
+
+def checked_log_cap(max_log_bytes: int | None, default: int) -> int:
+    """Validate a per-task log cap; return the cap to use."""
+    if max_log_bytes is None:
+        return default
+    if not MIN_LOG_CAP <= max_log_bytes <= MAX_LOG_CAP:
+        raise InvalidArgumentError(
+            "max_log_bytes", max_log_bytes, f"use {MIN_LOG_CAP} (64 KiB) to {MAX_LOG_CAP} (1 TiB) bytes"
+        )
+    return max_log_bytes

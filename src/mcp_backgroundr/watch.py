@@ -7,7 +7,6 @@ the duration of a wait, and a port is probed only while a wait asks for one.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import re
 import time
@@ -17,42 +16,33 @@ from pathlib import Path
 
 import anyio
 
-from .logs import render
+from .inotify import Inotify
+from .logs import dropped_bytes, render
 from .models import WaitReason
 
-_IN_MODIFY = 0x00000002
-_IN_NONBLOCK = os.O_NONBLOCK
-_IN_CLOEXEC = os.O_CLOEXEC
-_EVENTS_BUFFER = 4096
 SCAN_CHUNK = 1024 * 1024
 PORT_PROBE_INTERVAL = 0.05
 PORT_CONNECT_TIMEOUT = 0.5
 PROGRESS_INTERVAL_SECONDS = 1.0
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class FileGrowth:
     """Wakes a waiter when a file is written to, through inotify."""
 
     def __init__(self, path: Path) -> None:
-        self._fd = _libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
-        if self._fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
-        if _libc.inotify_add_watch(self._fd, os.fsencode(path), _IN_MODIFY) < 0:
-            error = ctypes.get_errno()
-            os.close(self._fd)
-            raise OSError(error, f"cannot watch {path}")
+        self._inotify = Inotify()
+        try:
+            self._inotify.add(path)
+        except OSError:
+            self._inotify.close()
+            raise
 
     async def wait(self) -> None:
         """Return once the file has been written to since the last call."""
-        await anyio.wait_readable(self._fd)
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._fd, _EVENTS_BUFFER):
-                pass
+        await self._inotify.changed()
 
     def close(self) -> None:
-        os.close(self._fd)
+        self._inotify.close()
 
 
 @contextlib.asynccontextmanager
@@ -86,6 +76,8 @@ class LineScanner:
             fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
+        # Output dropped under the size cap is gone: go on from what is kept.
+        self._offset = max(self._offset, dropped_bytes(self._path))
         try:
             while chunk := os.pread(fd, SCAN_CHUNK, self._offset):
                 at_end = len(chunk) < SCAN_CHUNK

@@ -1,0 +1,53 @@
+"""End-to-end: a log stays near its size cap on disk while the task writes without end.
+
+The server drops old output when inotify reports a write, so a writer as fast as `yes`
+(about 1 GB/s here) can get a few MB past the cap between two checks on a busy machine;
+once the writing stops, the log is back under its cap. docs/benchmarks.md has the figures.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from pathlib import Path
+
+import anyio
+import pytest
+
+from .harness import call, connect
+
+pytestmark = pytest.mark.anyio
+
+CAP = 1024 * 1024
+OVERSHOOT_ALLOWED = 4
+MIN_SAMPLES = 100
+
+
+def _allocated(path: Path) -> int:
+    return os.stat(path).st_blocks * 512
+
+
+async def test_yes_under_a_1mb_cap_stays_near_it_on_disk_while_output_bytes_grow(server_command: str) -> None:
+    # Without the cap this log would hold at least 200 MB by the time the loop below ends.
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="yes", max_log_bytes=CAP)
+        log = Path(task["log_path"])
+        samples: list[int] = []
+        with anyio.fail_after(60):
+            while len(samples) < MIN_SAMPLES or os.stat(log).st_size < 200 * CAP:
+                samples.append(_allocated(log))
+                await anyio.sleep(0.005)
+        status = await call(client, "get_task_status", task_id=task["task_id"], lines=3)
+        from_start = await call(client, "get_task_status", task_id=task["task_id"], since=0)
+        await call(client, "end_background_task", task_id=task["task_id"])
+        with anyio.fail_after(10):  # the capper acts on the last writes just after they happen
+            while (settled := _allocated(log)) > CAP:
+                await anyio.sleep(0.01)
+    assert status["output_bytes"] >= 200 * CAP
+    assert status["dropped_bytes"] > 150 * CAP
+    assert status["output"] == "y\ny\ny\n"
+    assert statistics.median(samples) <= OVERSHOOT_ALLOWED * CAP
+    assert settled <= CAP
+    assert from_start["truncated"] is True
+    assert "dropped to keep the log under its size cap" in from_start["truncation"]
+    assert from_start["output"].startswith("y\n")
