@@ -30,6 +30,9 @@ from pydantic import BaseModel, ConfigDict
 HOME_ENV = "MCP_BACKGROUNDR_HOME"
 BENCH_DIR = Path(__file__).resolve().parent
 GIB = 1024**3
+UNCAPPED = {"MCP_BACKGROUNDR_MAX_LOG_BYTES": str(4 * GIB)}
+"""Server settings under which a 1 GiB log stays under its cap, so nothing is dropped: the data
+path alone. What capping costs is measured by log_cap.py."""
 
 CALL_TIMEOUT = 60.0
 """Longest any single tool call may take before the benchmark fails."""
@@ -171,7 +174,7 @@ def _kill(processes: Sequence[psutil.Process]) -> list[str]:
 
 
 @contextlib.asynccontextmanager
-async def serve(command: list[str] | None = None) -> AsyncIterator[Server]:
+async def serve(command: list[str] | None = None, env: dict[str, str] | None = None) -> AsyncIterator[Server]:
     """Launch a server in a fresh state directory and connect the SDK's stdio client to it.
 
     On leaving, the client closes the server's stdin (the SDK waits up to 2 s for it to exit,
@@ -183,7 +186,7 @@ async def serve(command: list[str] | None = None) -> AsyncIterator[Server]:
         home = Path(tmp) / "home"
         stderr_path = Path(tmp) / "server.stderr"
         params = StdioServerParameters(
-            command=command[0], args=command[1:], env={HOME_ENV: str(home), "PATH": os.environ["PATH"]}
+            command=command[0], args=command[1:], env={HOME_ENV: str(home), "PATH": os.environ["PATH"], **(env or {})}
         )
         with stderr_path.open("w") as errlog:
             try:

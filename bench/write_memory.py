@@ -10,7 +10,7 @@ After a warm-up task (so every tool's code path has run once), a thread samples 
 from __future__ import annotations
 
 import anyio
-from _harness import GIB, Figure, Sampler, main, mb, serve
+from _harness import GIB, UNCAPPED, Figure, Sampler, main, mb, serve
 
 NAME = "1 GiB write, server RSS"
 TARGET_BYTES = 20 * 10**6
@@ -21,7 +21,7 @@ IDLE_SECONDS = 0.5
 async def measure(quick: bool) -> list[Figure]:
     repetitions = 1 if quick else 3
     runs: list[tuple[int, int]] = []
-    async with serve() as server:
+    async with serve(env=UNCAPPED) as server:
         process = server.process()
         startup_rss = process.memory_info().rss
         warm = await server.start("true")
