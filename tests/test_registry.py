@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
@@ -43,4 +44,24 @@ def test_registry_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
     registry.insert(_record("a", time.time()))
     assert path.stat().st_mode & 0o777 == 0o600
     assert Path(f"{path}-wal").stat().st_mode & 0o777 == 0o600
+    registry.close()
+
+
+def test_a_registry_from_an_older_version_gains_the_new_columns(tmp_path: Path) -> None:
+    path = tmp_path / "r.sqlite3"
+    with sqlite3.connect(path) as old:
+        old.executescript(
+            "CREATE TABLE tasks (task_id TEXT PRIMARY KEY, name TEXT, command TEXT NOT NULL, cwd TEXT NOT NULL,"
+            " log_path TEXT NOT NULL, owner TEXT NOT NULL, started_at REAL NOT NULL, state TEXT NOT NULL,"
+            " pid INTEGER, pid_create_time REAL, exit_code INTEGER, signal TEXT,"
+            " kill_requested INTEGER NOT NULL DEFAULT 0, ended_at REAL, end_reason TEXT);"
+            "INSERT INTO tasks (task_id, command, cwd, log_path, owner, started_at, state)"
+            " VALUES ('old', 'true', '/', '/tmp/old.log', 'me', 1.0, 'completed');"
+            "PRAGMA user_version = 1;"
+        )
+    old.close()
+    registry = Registry(path)
+    record = registry.get("old")
+    assert record is not None
+    assert (record.restart, record.keep_running, record.max_log_bytes) == ("no", False, 0)
     registry.close()

@@ -7,17 +7,19 @@ that owns a task stays its owner.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
 import time
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
 import psutil
 
-from . import logs, orphans, process, retention, watch
+from . import logs, orphans, process, retention, runner, watch
 from .config import Settings
 from .errors import BackgroundrError
 from .models import TaskRecord, TaskState
@@ -45,6 +47,21 @@ def _record(registry: Registry, task_id: str) -> TaskRecord:
     return record
 
 
+def _as_it_stands(record: TaskRecord) -> TaskRecord:
+    """A record as a server would record it now: a running task whose server is gone may have
+    ended since (its runner, if any, says how), and no server has written that down yet."""
+    if not record.running or not orphans.owner_is_gone(record.owner):
+        return record
+    if record.pid is not None and orphans.same_process(record.pid, record.pid_create_time):
+        return record
+    current = dataclasses.replace(record)
+    if record.supervised:
+        orphans.settle_from_runner(current)
+    else:
+        current.state, current.end_reason = TaskState.FAILED, orphans.VANISHED_REASON
+    return current
+
+
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
@@ -56,7 +73,7 @@ def ps(settings: Settings, everything: bool) -> str:
     if not settings.registry_path.exists():
         return f"no tasks yet in {settings.home}"
     with contextlib.closing(open_registry(settings)) as registry:
-        records = [r for r in registry.records() if everything or r.running]
+        records = [r for r in map(_as_it_stands, registry.records()) if everything or r.running]
     ports = process.listening_by_task({r.task_id for r in records if r.running})
     now = time.time()
     rows = [("ID", "NAME", "STATE", "PID", "PORTS", "RUNTIME", "COMMAND")]
@@ -84,9 +101,16 @@ def ps(settings: Settings, everything: bool) -> str:
 
 def status(settings: Settings, task_id: str, as_json: bool) -> str:
     with contextlib.closing(open_registry(settings)) as registry:
-        record = _record(registry, task_id)
-    fields = asdict(record) | {"output_bytes": logs.log_size(Path(record.log_path))}
+        record = _as_it_stands(_record(registry, task_id))
+    path = Path(record.log_path)
+    fields = asdict(record) | {"output_bytes": logs.log_size(path), "dropped_bytes": logs.dropped_bytes(path)}
     fields["state"] = str(record.state)
+    run = runner.read_status(record.status_path) if record.supervised else None
+    if run is not None:
+        fields |= {"restarts": run.restarts, "next_start_at": run.next_start_at}
+    for key in ("started_at", "ended_at", "next_start_at", "pid_create_time"):
+        if fields.get(key) is not None and not as_json:
+            fields[key] = datetime.fromtimestamp(fields[key], UTC).isoformat(timespec="seconds")
     if as_json:
         return json.dumps(fields, indent=2)
     return "\n".join(f"{key}: {value}" for key, value in fields.items() if value is not None)

@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from .config import HOME_ENV
 from .errors import RegistryError
 from .models import TaskRecord, TaskState
 
@@ -33,6 +34,7 @@ _COLUMN_TYPES = {
     "max_log_bytes": "INTEGER NOT NULL DEFAULT 0",
     "kill_requested": "INTEGER NOT NULL DEFAULT 0",
     "keep_running": "INTEGER NOT NULL DEFAULT 0",
+    "restart": "TEXT NOT NULL DEFAULT 'no'",
 }
 """Column types; every other column is TEXT."""
 
@@ -83,12 +85,21 @@ class Registry:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = NORMAL")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version > SCHEMA_VERSION:
                 raise RegistryError(
-                    f"the task registry at {path} has schema version {version}, this version uses "
-                    f"{SCHEMA_VERSION}; move it aside (its tasks are forgotten) or use the matching version"
+                    f"the task registry at {path} was written by a newer mcp-backgroundr (schema {version}, "
+                    f"this one knows {SCHEMA_VERSION}); upgrade, or point {HOME_ENV} elsewhere"
                 )
-            self._db.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
+            self._db.executescript(_SCHEMA)
+            self._add_missing_columns()
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _add_missing_columns(self) -> None:
+        """Bring a registry written by an older version up to date: new columns only ever get added."""
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
+        for column in _COLUMNS:
+            if column not in present:
+                self._db.execute(f"ALTER TABLE tasks ADD COLUMN {column} {_COLUMN_TYPES.get(column, 'TEXT')}")
 
     def close(self) -> None:
         self._db.close()

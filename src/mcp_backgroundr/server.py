@@ -50,7 +50,7 @@ send_task_input talks to tasks started with stdin=true or pty=true. Answers are 
 16 KiB of output; `truncated` says what was left out. Tasks end when the server exits, unless \
 started with keep_running."""
 
-MAX_TEXT_PREVIEW = 2000
+LISTED_COMMAND_WIDTH = 80
 
 
 def _one_line_validation_error(tool: str, error: ValidationError) -> str:
@@ -202,11 +202,11 @@ def _describe_list(listing: TaskList) -> str:
                 t.task_id,
                 f"{t.state:<9}",
                 f"pid={t.pid}",
-                f"exit={t.exit_code}",
+                "" if t.exit_code is None else f"exit={t.exit_code}",
                 f"{t.runtime_seconds}s",
-                t.name or "",
-                ",".join(t.listening),
-                t.command[:80],
+                f"name={t.name}" if t.name else "",
+                f"listening={','.join(t.listening)}" if t.listening else "",
+                t.command if len(t.command) <= LISTED_COMMAND_WIDTH else t.command[: LISTED_COMMAND_WIDTH - 3] + "...",
             )
             if part
         )
@@ -327,18 +327,26 @@ def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
         ] = None,
         ctx: Context[Any, Any] | None = None,
     ) -> Annotated[CallToolResult, StartedTask]:
-        """Start a shell command in the background and answer at once with its task_id.
+        """Start a shell command in the background and answer with its task_id.
 
         Use it for anything long-running: dev servers, language servers (e.g. `pylsp --tcp
         --port 2087`), file watchers, builds, test runs. stdout and stderr go to a log file;
-        stdin is /dev/null. Then use get_task_status to see progress and end_background_task
-        to stop it. The task keeps running until it exits, is ended, or the server exits.
-        Give wait_for_pattern and/or wait_for_port to get one answer when it is ready (or has
-        died, with its last output) instead of polling."""
-        if wait_timeout_seconds is not None and wait_for_pattern is None and wait_for_port is None:
+        stdin is /dev/null unless stdin=true or pty=true. Give wait_for_pattern and/or
+        wait_for_port to answer only once it is ready (or has died, with its last output)
+        instead of polling; otherwise it answers at once. Then use get_task_status or
+        wait_for_task, and end_background_task to stop it. The task runs until it exits, is
+        ended, or this server exits (keep_running=true: it survives the server)."""
+        waits = wait_for_pattern is not None or wait_for_port is not None
+        if wait_timeout_seconds is not None and not waits:
             raise BackgroundrError(
                 "wait_timeout_seconds needs wait_for_pattern or wait_for_port; give one, or drop the timeout"
             )
+        conditions = supervisor.check_wait(
+            wait_timeout_seconds,
+            wait_for_pattern,
+            wait_for_port,
+            names=("wait_timeout_seconds", "wait_for_pattern", "wait_for_port"),
+        )
         started = supervisor.start(
             command,
             cwd=cwd,
@@ -352,15 +360,8 @@ def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
             max_log_bytes=max_log_bytes,
         )
         text = f"started task {started.task_id} pid={started.pid} [{started.state}] in {started.cwd}: {command}"
-        if wait_for_pattern is not None or wait_for_port is not None:
-            started.wait = await supervisor.wait(
-                started.task_id,
-                timeout_seconds=wait_timeout_seconds,
-                output_pattern=wait_for_pattern,
-                since=0,
-                port=wait_for_port,
-                progress=_progress_reporter(ctx),
-            )
+        if waits:
+            started.wait = await supervisor.wait(started.task_id, conditions, since=0, progress=_progress_reporter(ctx))
             started.state = started.wait.status.state
             text += "\n" + _describe_wait(started.wait)
         return _answer(started, text)
@@ -436,14 +437,8 @@ def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
         task exiting (reason `exited`, e.g. a dev server that crashed), a new output line matching
         `output_pattern` (`pattern`), `port` accepting connections (`port`), or the timeout
         (`timeout`). The answer includes the task's status with the output written meanwhile."""
-        result = await supervisor.wait(
-            task_id,
-            timeout_seconds=timeout_seconds,
-            output_pattern=output_pattern,
-            since=since,
-            port=port,
-            progress=_progress_reporter(ctx),
-        )
+        conditions = supervisor.check_wait(timeout_seconds, output_pattern, port)
+        result = await supervisor.wait(task_id, conditions, since=since, progress=_progress_reporter(ctx))
         return _answer(result, _describe_wait(result))
 
     @app.background_tool(
@@ -482,7 +477,7 @@ def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
         """Type into a task started with stdin=true or pty=true: answers to prompts, REPL lines,
         commands for an interactive tool. Then read the reply with wait_for_task(output_pattern=...,
         since=cursor) or get_task_status(since=cursor), using the `cursor` of this answer. On a
-        terminal, "\u0003" is Ctrl-C."""
+        terminal, "\\u0003" is Ctrl-C."""
         sent = await supervisor.send_input(task_id, text, newline=newline, close=close)
         note = "; its stdin is now closed" if sent.closed else ""
         reply = f"; its reply starts at cursor {sent.cursor}"

@@ -49,7 +49,6 @@ from .models import (
 from .registry import Registry
 
 MAX_NAME_LENGTH = 200
-MAX_PORT = 65_535
 TERMINAL_TYPE = "xterm-256color"
 TERMINAL_DRAIN_SECONDS = 0.5
 USAGE_REFRESH_SECONDS = 1.0
@@ -392,6 +391,12 @@ class Supervisor:
     def _own(self, task_id: str) -> _Task:
         task = self._tasks.get(task_id)
         if task is None:
+            other = self.registry.get(task_id)
+            if other is not None:
+                raise BackgroundrError(
+                    f"task {task_id} belongs to another server ({other.owner}); only that server can send it "
+                    "input or remove it (status, wait and end work from here)"
+                )
             raise TaskNotFoundError(task_id)
         self._refresh(task)
         return task
@@ -435,6 +440,11 @@ class Supervisor:
         if fresh is not None:
             view.record = fresh
         view.exited.set()
+
+    def _listens_on(self, task: _Task, port: int) -> bool:
+        """Whether one of the task's own processes listens on ``port`` (not some other program)."""
+        sockets = process.listening_by_task({task.record.task_id}).get(task.record.task_id, [])
+        return any(listening_port == port for _, listening_port, _ in sockets)
 
     def _lingering(self, task: _Task) -> list[psutil.Process]:
         """Processes of a finished task that are still alive."""
@@ -550,25 +560,26 @@ class Supervisor:
 
     # -- wait ------------------------------------------------------------------
 
+    def check_wait(
+        self,
+        timeout_seconds: float | None,
+        output_pattern: str | None,
+        port: int | None,
+        names: tuple[str, str, str] = ("timeout_seconds", "output_pattern", "port"),
+    ) -> validation.WaitConditions:
+        """Validate wait conditions before anything is started."""
+        timeout = self.settings.default_wait_seconds if timeout_seconds is None else timeout_seconds
+        return validation.checked_wait(timeout, output_pattern, port, self.settings.max_wait_seconds, names)
+
     async def wait(
         self,
         task_id: str,
-        timeout_seconds: float | None = None,
-        output_pattern: str | None = None,
+        conditions: validation.WaitConditions,
         since: int | None = None,
-        port: int | None = None,
         progress: watch.ProgressReporter | None = None,
     ) -> WaitResult:
-        """Wait for the first of: the task exits, a new line matches, the port accepts, the timeout."""
+        """Wait for the first of: the task exits, a new line matches, its port accepts, the timeout."""
         task = self._any(task_id)
-        timeout = self.settings.default_wait_seconds if timeout_seconds is None else timeout_seconds
-        if not 0 <= timeout <= self.settings.max_wait_seconds:
-            raise InvalidArgumentError(
-                "timeout_seconds", timeout_seconds, f"use 0 to {self.settings.max_wait_seconds:g} seconds"
-            )
-        pattern = validation.compiled_pattern("output_pattern", output_pattern)
-        if port is not None and not 1 <= port <= MAX_PORT:
-            raise InvalidArgumentError("port", port, f"use a TCP port from 1 to {MAX_PORT}")
         path = Path(task.record.log_path)
         size = logs.log_size(path)
         if since is not None and not 0 <= since <= size:
@@ -577,7 +588,9 @@ class Supervisor:
             )
         start = size if since is None else since
         began = time.monotonic()
-        outcome = await watch.first_event(task.exited, path, start, timeout, pattern, port, progress)
+        outcome = await watch.first_event(
+            task.exited, path, start, conditions, lambda port: self._listens_on(task, port), progress
+        )
         status = self._status_of(
             task,
             logs.read_tail(
@@ -732,6 +745,8 @@ class Supervisor:
                     return []
                 return [p for found in process.find_task_processes(leaders).values() for p in found]
 
+            found = process.find_task_processes(leaders) if leaders else {}
+            with_processes = sum(1 for processes in found.values() if processes)
             await process.end_processes(
                 find_all, self.settings.shutdown_grace_seconds, self.settings.shutdown_kill_wait_seconds
             )
@@ -739,7 +754,7 @@ class Supervisor:
                 for task in live:
                     await task.exited.wait()
             self._save([t.record for t in self._tasks.values()])
-        return len(live)
+        return with_processes
 
 
 class TaskChange(enum.StrEnum):

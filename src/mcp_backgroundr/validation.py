@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from .config import MAX_LOG_CAP, MIN_LOG_CAP
@@ -93,3 +94,31 @@ def checked_log_cap(max_log_bytes: int | None, default: int) -> int:
             "max_log_bytes", max_log_bytes, f"use {MIN_LOG_CAP} (64 KiB) to {MAX_LOG_CAP} (1 TiB) bytes"
         )
     return max_log_bytes
+
+
+MAX_PORT = 65_535
+
+
+@dataclass(frozen=True)
+class WaitConditions:
+    """What a wait waits for, checked: besides the exit, which always ends it."""
+
+    timeout: float
+    pattern: re.Pattern[str] | None
+    port: int | None
+
+
+def checked_wait(
+    timeout: float,
+    pattern: str | None,
+    port: int | None,
+    max_seconds: float,
+    names: tuple[str, str, str] = ("timeout_seconds", "output_pattern", "port"),
+) -> WaitConditions:
+    """Validate wait conditions, naming the fields as the caller called them."""
+    timeout_name, pattern_name, port_name = names
+    if not 0 <= timeout <= max_seconds:
+        raise InvalidArgumentError(timeout_name, timeout, f"use 0 to {max_seconds:g} seconds")
+    if port is not None and not 1 <= port <= MAX_PORT:
+        raise InvalidArgumentError(port_name, port, f"use a TCP port from 1 to {MAX_PORT}")
+    return WaitConditions(timeout, compiled_pattern(pattern_name, pattern), port)

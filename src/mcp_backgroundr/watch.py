@@ -19,11 +19,14 @@ import anyio
 from .inotify import Inotify
 from .logs import dropped_bytes, render
 from .models import WaitReason
+from .validation import WaitConditions
 
 SCAN_CHUNK = 1024 * 1024
 PORT_PROBE_INTERVAL = 0.05
 PORT_CONNECT_TIMEOUT = 0.5
 PROGRESS_INTERVAL_SECONDS = 1.0
+PARTIAL_LINE_QUIET_SECONDS = 0.5
+"""An unterminated line that matches counts once nothing more was written for this long."""
 
 
 class FileGrowth:
@@ -59,6 +62,8 @@ class LineMatch:
     line: str
     cursor: int
     """Byte offset just after the matching line."""
+    complete: bool = True
+    """False for the unterminated last line, which may still grow."""
 
 
 class LineScanner:
@@ -88,12 +93,17 @@ class LineScanner:
                         self._offset += pos
                         return match
                 rest = chunk[pos:]
-                if rest and (at_end or pos == 0):
+                if rest and at_end:
+                    # The unterminated last line: a prompt, or a line still being written.
+                    self._offset += pos
+                    if match := self._match(rest, self._offset + len(rest)):
+                        return LineMatch(match.line, match.cursor, complete=False)
+                    return None
+                if rest and pos == 0:
                     if match := self._match(rest, self._offset + len(chunk)):
                         self._offset += len(chunk)
                         return match
-                    if not at_end:
-                        pos = len(chunk)  # a piece of a very long line: move past it
+                    pos = len(chunk)  # a piece of a very long line: move past it
                 self._offset += pos
                 if at_end:
                     return None
@@ -119,10 +129,10 @@ async def port_accepts(port: int) -> bool:
     return False
 
 
-async def until_port_accepts(port: int) -> None:
-    """Return once the port accepts connections. A port offers no wake-up, so it is probed,
-    and only while somebody waits for it."""
-    while not await port_accepts(port):  # noqa: ASYNC110
+async def until_port_accepts(port: int, owned: Callable[[int], bool]) -> None:
+    """Return once the port accepts connections and ``owned`` says the task is who listens.
+    A port offers no wake-up, so it is probed, and only while somebody waits for it."""
+    while not (await port_accepts(port) and owned(port)):  # noqa: ASYNC110
         await anyio.sleep(PORT_PROBE_INTERVAL)
 
 
@@ -140,13 +150,13 @@ async def first_event(
     exited: anyio.Event,
     path: Path,
     start: int,
-    limit_seconds: float,
-    pattern: re.Pattern[str] | None,
-    port: int | None,
+    conditions: WaitConditions,
+    owns_port: Callable[[int], bool],
     progress: ProgressReporter | None,
 ) -> WaitOutcome:
     """Wait for the first of: the exit, a matching line, the port accepting, the time limit."""
     outcome = WaitOutcome()
+    limit_seconds, pattern, port = conditions.timeout, conditions.pattern, conditions.port
     scanner = LineScanner(path, start, pattern) if pattern else None
     with anyio.move_on_after(limit_seconds):
         async with anyio.create_task_group() as group:
@@ -163,12 +173,23 @@ async def first_event(
 
             async def on_line(scanner: LineScanner) -> None:
                 async with file_growth(path) as growth:
-                    while not (match := scanner.scan()):
-                        await growth.wait()
+                    while True:
+                        match = scanner.scan()
+                        if match and match.complete:
+                            break
+                        if match:
+                            # An unterminated line matched: a prompt waits for input, a line
+                            # still being written goes on. Only a quiet moment tells them apart.
+                            with anyio.move_on_after(PARTIAL_LINE_QUIET_SECONDS) as quiet:
+                                await growth.wait()
+                            if quiet.cancelled_caught:
+                                break
+                        else:
+                            await growth.wait()
                 finish(WaitReason.PATTERN, match)
 
             async def on_port(port: int) -> None:
-                await until_port_accepts(port)
+                await until_port_accepts(port, owns_port)
                 finish(WaitReason.PORT)
 
             async def report_progress(progress: ProgressReporter) -> None:

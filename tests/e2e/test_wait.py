@@ -125,3 +125,35 @@ async def test_bad_wait_arguments(server_command: str) -> None:
         message = await call_error(client, "run_background_task", command="true", wait_timeout_seconds=5)
         assert "wait_for_pattern" in message
         assert "task_id" in await call_error(client, "wait_for_task", task_id="nope")
+
+
+async def test_bad_wait_conditions_on_run_are_refused_before_anything_starts(server_command: str) -> None:
+    async with connect(server_command) as client:
+        bad: list[tuple[dict[str, object], str]] = [
+            ({"wait_for_pattern": "("}, "wait_for_pattern"),
+            ({"wait_for_port": 0}, "wait_for_port"),
+            ({"wait_for_pattern": "x", "wait_timeout_seconds": 10**6}, "wait_timeout_seconds"),
+        ]
+        for arguments, field in bad:
+            message = await call_error(client, "run_background_task", command="sleep 300", **arguments)
+            assert message.startswith(field), message
+        assert (await call(client, "list_tasks"))["tasks"] == []
+
+
+async def test_a_port_held_by_another_program_does_not_make_the_task_ready(server_command: str) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        command = f"python3 -m http.server {port} --bind 127.0.0.1"
+        async with connect(server_command) as client:
+            task = await call(client, "run_background_task", command=command, wait_for_port=port)
+    assert task["wait"]["reason"] == "exited"
+    assert "Address already in use" in task["wait"]["status"]["output"]
+
+
+async def test_a_line_still_being_written_is_not_matched_half_way(server_command: str) -> None:
+    command = "printf 'Listening on port 80'; sleep 0.2; printf '80\\n'; sleep 300"
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command=command, wait_for_pattern=r"port \d+")
+    assert task["wait"]["matched_line"] == "Listening on port 8080"
