@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import sys
 import time
 from dataclasses import asdict
@@ -52,7 +51,7 @@ def _as_it_stands(record: TaskRecord) -> TaskRecord:
     ended since (its runner, if any, says how), and no server has written that down yet."""
     if not record.running or not orphans.owner_is_gone(record.owner):
         return record
-    if record.pid is not None and orphans.same_process(record.pid, record.pid_create_time):
+    if record.pid is not None and process.same_process(record.pid, record.pid_create_time):
         return record
     current = dataclasses.replace(record)
     if record.supervised:
@@ -147,16 +146,7 @@ async def _follow(path: Path, offset: int, record: TaskRecord) -> None:
     ended = anyio.Event()
 
     async def watch_exit() -> None:
-        try:
-            pidfd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            ended.set()
-            return
-        try:
-            if orphans.same_process(pid, record.pid_create_time):
-                await anyio.wait_readable(pidfd)
-        finally:
-            os.close(pidfd)
+        await process.wait_until_ended(pid, record.pid_create_time)
         ended.set()
 
     async with anyio.create_task_group() as group, watch.file_growth(path) as growth:
@@ -192,8 +182,7 @@ def stop(settings: Settings, task_id: str, grace_seconds: float) -> str:
 
 async def _end(record: TaskRecord, grace_seconds: float, kill_wait_seconds: float) -> process.EndOutcome:
     assert record.pid is not None
-    alive = orphans.same_process(record.pid, record.pid_create_time)
-    leaders = {record.pid: process.Leader(record.task_id, None if alive else record.started_at)}
+    leaders = {record.pid: orphans.leader_of(record)}
 
     def find() -> list[psutil.Process]:
         return process.find_task_processes(leaders)[record.task_id]

@@ -6,8 +6,9 @@ the dropped bytes no longer take disk space. Where the kept output starts is rea
 back from the file itself (lseek SEEK_DATA), so every reader, the CLI included,
 agrees on it without any shared state.
 
-The child still writes straight to its log; the server looks at a log only when
-inotify says it was written to, so an idle task costs nothing.
+The child still writes straight to its log; the server looks at a log only after
+inotify says it was written to, and then only as often as its writer needs, so an
+idle task costs nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import anyio
 import anyio.lowlevel
 
 from .inotify import Inotify
-from .logs import dropped_bytes
+from .logs import dropped_bytes, log_size
 
 BLOCK = 4096
 KEPT_FRACTION = 4
@@ -66,13 +67,6 @@ def enforce(path: Path, cap: int) -> tuple[int, int]:
     return info.st_size, max(0, allocated - (end - start))
 
 
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
 @dataclass
 class _Log:
     path: Path
@@ -102,7 +96,7 @@ class LogCapper:
         self._by_wd: dict[int, _Log] = {}
 
     def watch(self, path: Path, cap: int) -> None:
-        log = self._logs[path] = _Log(path, cap, last_look=time.monotonic())
+        log = self._logs[path] = _Log(path, cap)
         enforce(path, cap)
         self._listen(log)
 
@@ -132,7 +126,7 @@ class LogCapper:
                             self._quiet_down(log)
                             log.paced = True
                             # Measure the writer's speed from now on, not since it was last quiet.
-                            log.last_size, log.last_look = _size(log.path), time.monotonic()
+                            log.last_size, log.last_look = log_size(log.path), time.monotonic()
                             group.start_soon(self._pace, log)
         finally:
             self._inotify.close()
@@ -150,7 +144,7 @@ class LogCapper:
                     log.last_size, log.last_look = size, now
                 elif now - log.last_look >= QUIET_SECONDS:
                     self._listen(log)
-                    if _size(log.path) <= size:  # nothing slipped in while the watch was set up
+                    if log_size(log.path) <= size:  # nothing slipped in while the watch was set up
                         return
                     self._quiet_down(log)
                     continue

@@ -20,9 +20,6 @@ import psutil
 from . import process, runner
 from .models import TaskRecord, TaskState
 
-# psutil derives start times from clock ticks: equal within this, they are the same process.
-START_TIME_TOLERANCE = 0.05
-
 ENDED_REASON = "its server exited without ending it (crash or SIGKILL); ended when the next server started"
 VANISHED_REASON = "its server exited without ending it (crash or SIGKILL); it ended unobserved, exit status unknown"
 LINGERING_ENDED_REASON = "exited; processes it left behind outlived its server and were ended by the next server"
@@ -35,10 +32,12 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{psutil.Process().create_time():.2f}"
 
 
-def same_process(pid: int, create_time: float | None) -> bool:
-    """Whether ``pid`` still names the process that started at ``create_time``."""
-    started = process.create_time(pid)
-    return started is not None and create_time is not None and abs(started - create_time) < START_TIME_TOLERANCE
+def leader_of(record: TaskRecord) -> process.Leader:
+    """The leader of a task this process did not start. A dead leader's pid may have been
+    reused: then only the environment marker tells the task's processes."""
+    assert record.pid is not None
+    alive = process.same_process(record.pid, record.pid_create_time)
+    return process.Leader(record.task_id, None if alive else record.started_at)
 
 
 def owner_is_gone(owner: str) -> bool:
@@ -51,7 +50,7 @@ def owner_is_gone(owner: str) -> bool:
         pid, started = int(pid_text), float(started_text)
     except ValueError:
         return False  # not an id this version wrote: leave it alone
-    return not same_process(pid, started)
+    return not process.same_process(pid, started)
 
 
 @dataclass
@@ -76,7 +75,7 @@ def left_behind(records: Sequence[TaskRecord], own: str) -> LeftBehind:
             continue
         if not (record.keep_running and record.state is TaskState.RUNNING):
             found.to_end.append(record)
-        elif record.pid is not None and same_process(record.pid, record.pid_create_time):
+        elif record.pid is not None and process.same_process(record.pid, record.pid_create_time):
             found.to_adopt.append(record)
         else:
             found.to_settle.append(record)
@@ -102,18 +101,11 @@ async def end_orphans(orphans: Sequence[TaskRecord], grace_seconds: float, kill_
     leaders: dict[int, process.Leader] = {}
     for record in orphans:
         if record.pid is not None:
-            alive = same_process(record.pid, record.pid_create_time)
-            # A dead leader's pid may be reused: then only the environment marker counts.
-            leaders[record.pid] = process.Leader(record.task_id, None if alive else record.started_at)
-    found = process.find_task_processes(leaders) if leaders else {}
-
-    def still_there() -> list[psutil.Process]:
-        return [p for group in process.find_task_processes(leaders).values() for p in group] if leaders else []
-
-    await process.end_processes(still_there, grace_seconds, kill_wait_seconds)
+            leaders[record.pid] = leader_of(record)
+    ended = await process.end_task_trees(leaders, grace_seconds, kill_wait_seconds)
     now = time.time()
     for record in orphans:
-        had_processes = bool(found.get(record.task_id))
+        had_processes = record.task_id in ended
         if record.state is not TaskState.RUNNING:
             record.end_reason = LINGERING_ENDED_REASON if had_processes else SETTLED_REASON
             continue

@@ -103,6 +103,32 @@ def create_time(pid: int) -> float | None:
         return None
 
 
+# psutil derives start times from clock ticks: equal within this, they are the same process.
+START_TIME_TOLERANCE = 0.05
+
+
+def same_process(pid: int, start_time: float | None) -> bool:
+    """Whether ``pid`` still names the process that started at ``start_time``."""
+    started = create_time(pid)
+    return started is not None and start_time is not None and abs(started - start_time) < START_TIME_TOLERANCE
+
+
+async def wait_until_ended(pid: int, start_time: float | None) -> None:
+    """Wait, without polling, until the process with this pid and start time is gone.
+
+    Works for any process, not only a child (a pidfd turns readable on its exit).
+    """
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        if same_process(pid, start_time):  # checked after opening: the pid cannot change under us
+            await anyio.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
+
+
 def _is_gone(process: psutil.Process) -> bool:
     try:
         return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
@@ -216,13 +242,17 @@ def _survivor_reason(process: psutil.Process, denied: Mapping[int, str]) -> str:
 
 
 async def end_processes(
-    find: Callable[[], list[psutil.Process]], grace_seconds: float, kill_wait_seconds: float
+    find: Callable[[], list[psutil.Process]],
+    grace_seconds: float,
+    kill_wait_seconds: float,
+    found: list[psutil.Process] | None = None,
 ) -> EndOutcome:
-    """SIGTERM everything ``find`` returns, wait up to the grace period, SIGKILL what is left
-    (including processes started in the meantime), wait again, and report survivors."""
+    """SIGTERM everything ``find`` returns (or ``found``, when the caller has just looked),
+    wait up to the grace period, SIGKILL what is left (including processes started in the
+    meantime), wait again, and report survivors."""
     outcome = EndOutcome()
     denied: dict[int, str] = {}
-    processes = find()
+    processes = find() if found is None else found
     if not processes:
         return outcome
     outcome.signalled.extend(_signal_all(processes, signal.SIGTERM, denied))
@@ -240,6 +270,20 @@ async def end_processes(
         remaining += [process for process in find() if process.pid not in known]
     outcome.survivors = [(p.pid, _describe(p), _survivor_reason(p, denied)) for p in remaining]
     return outcome
+
+
+async def end_task_trees(leaders: Mapping[int, Leader], grace_seconds: float, kill_wait_seconds: float) -> set[str]:
+    """End every process of these tasks at once; return the ids of the tasks that had any."""
+    if not leaders:
+        return set()
+
+    def find_all() -> list[psutil.Process]:
+        return [member for group in find_task_processes(leaders).values() for member in group]
+
+    found = find_task_processes(leaders)
+    first = [member for group in found.values() for member in group]
+    await end_processes(find_all, grace_seconds, kill_wait_seconds, found=first)
+    return {task_id for task_id, group in found.items() if group}
 
 
 OPEN_FILE_TARGET = 65_536

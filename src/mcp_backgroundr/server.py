@@ -238,12 +238,12 @@ def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
     def task_logs() -> list[MCPResource]:
         return [
             MCPResource(
-                uri=log_uri(task_id),
-                name=f"task {task_id} log",
-                description=f"Output of: {supervisor.status(task_id, lines=0).command[:200]}",
+                uri=log_uri(record.task_id),
+                name=f"task {record.task_id} log",
+                description=f"Output of: {record.command[:200]}",
                 mime_type="text/plain",
             )
-            for task_id in supervisor.task_ids()
+            for record in supervisor.own_records()
         ]
 
     app.dynamic_resources = task_logs

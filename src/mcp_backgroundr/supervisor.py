@@ -57,6 +57,8 @@ FOREIGN_RECORD_WAIT_SECONDS = 2.0
 FOREIGN_RECORD_POLL_SECONDS = 0.05
 END_OF_INPUT = b"\x04"
 """Ctrl-D: end of input on a terminal."""
+PRUNE_INTERVAL_SECONDS = 60.0
+"""Pruning reads the whole registry: after exits it runs at most this often."""
 SHUTDOWN_REASON = "server shutdown"
 END_REASON = "end_background_task"
 
@@ -107,8 +109,9 @@ class Supervisor:
         """Told (in the background) when a task starts, ends or is removed."""
         self._tasks: dict[str, _Task] = {}
         self._foreign: dict[str, _Task] = {}
-        self._ports_seen: tuple[float, frozenset[str], dict[str, list[tuple[str, int, int]]]] | None = None
         """Views of other servers' tasks that a caller asked about."""
+        self._ports_seen: tuple[float, frozenset[str], dict[str, list[tuple[str, int, int]]]] | None = None
+        self._pruned_at = 0.0
         self._task_group: TaskGroup | None = None
         self._capper: logcap.LogCapper | None = None
         self._shutting_down = False
@@ -127,6 +130,7 @@ class Supervisor:
         """Forget finished tasks beyond the retention settings, with their logs."""
         if self._shutting_down:
             return
+        self._pruned_at = time.monotonic()
         try:
             pruned = retention.prune(self.registry, self.settings.keep_finished, self.settings.keep_days)
         except RegistryError as exc:
@@ -145,7 +149,6 @@ class Supervisor:
                     found.to_end, self.settings.shutdown_grace_seconds, self.settings.shutdown_kill_wait_seconds
                 )
         for record in found.to_settle:
-            orphans.settle_from_runner(record)
             self._take_finished(record)
         for record in found.to_adopt:
             self._adopt(record)
@@ -164,7 +167,9 @@ class Supervisor:
             self._capper.forget(Path(record.log_path))
 
     def _take_finished(self, record: TaskRecord) -> None:
-        """Show a keep_running task that ended between two servers as one of ours."""
+        """Record how a keep_running task ended between two servers (its runner says) and
+        show it as one of ours."""
+        orphans.settle_from_runner(record)
         record.owner = self.owner
         task = _Task(record, None)
         task.exited.set()
@@ -177,12 +182,10 @@ class Supervisor:
         try:
             pidfd = os.pidfd_open(record.pid)
         except ProcessLookupError:
-            orphans.settle_from_runner(record)
             self._take_finished(record)
             return
-        if not orphans.same_process(record.pid, record.pid_create_time):
+        if not process.same_process(record.pid, record.pid_create_time):
             os.close(pidfd)  # it ended, and its pid was reused, just now
-            orphans.settle_from_runner(record)
             self._take_finished(record)
             return
         record.owner = self.owner
@@ -334,7 +337,8 @@ class Supervisor:
                 await task.output_done.wait()
         self._record_exit(task, returncode)
         self._changed(TaskChange.ENDED, task.record.task_id)
-        self._prune()
+        if time.monotonic() - self._pruned_at >= PRUNE_INTERVAL_SECONDS:
+            self._prune()
 
     def _changed(self, change: TaskChange, task_id: str) -> None:
         if self.on_change is not None and self._task_group is not None and not self._shutting_down:
@@ -421,16 +425,7 @@ class Supervisor:
     async def _watch_foreign(self, view: _Task) -> None:
         """Wait for another server's task to end, then for its owner to record how."""
         assert view.record.pid is not None
-        try:
-            pidfd = os.pidfd_open(view.record.pid)
-        except ProcessLookupError:
-            pidfd = None
-        if pidfd is not None:
-            try:
-                if orphans.same_process(view.record.pid, view.record.pid_create_time):
-                    await anyio.wait_readable(pidfd)
-            finally:
-                os.close(pidfd)
+        await process.wait_until_ended(view.record.pid, view.record.pid_create_time)
         # Its owner records the exit as soon as it sees it; across processes there is no event
         # to wait on, so look again briefly (only after an exit, and bounded).
         fresh: TaskRecord | None = None
@@ -538,12 +533,8 @@ class Supervisor:
         pattern = validation.compiled_pattern("grep", pattern_text)
         assert pattern is not None
         path = Path(task.record.log_path)
-        size = logs.log_size(path)
-        if since is not None and not 0 <= since <= size:
-            raise InvalidArgumentError(
-                "since", since, f"use a cursor from an earlier answer, between 0 and the output size ({size})"
-            )
-        found = await anyio.to_thread.run_sync(grep_log, path, pattern, since or 0, self.settings.output_budget)
+        start = _checked_since(path, since, default=0)
+        found = await anyio.to_thread.run_sync(grep_log, path, pattern, start, self.settings.output_budget)
         notes = []
         if found.resume_at is not None:
             notes.append(
@@ -581,12 +572,7 @@ class Supervisor:
         """Wait for the first of: the task exits, a new line matches, its port accepts, the timeout."""
         task = self._any(task_id)
         path = Path(task.record.log_path)
-        size = logs.log_size(path)
-        if since is not None and not 0 <= since <= size:
-            raise InvalidArgumentError(
-                "since", since, f"use a cursor from an earlier answer, between 0 and the output size ({size})"
-            )
-        start = size if since is None else since
+        start = _checked_since(path, since, default=logs.log_size(path))
         began = time.monotonic()
         outcome = await watch.first_event(
             task.exited, path, start, conditions, lambda port: self._listens_on(task, port), progress
@@ -606,9 +592,9 @@ class Supervisor:
             status=status,
         )
 
-    def task_ids(self) -> list[str]:
-        """Ids of this server's tasks, oldest first."""
-        return list(self._tasks)
+    def own_records(self) -> list[TaskRecord]:
+        """The records of this server's tasks, oldest first (cheap: nothing is read)."""
+        return [task.record for task in self._tasks.values()]
 
     def list_tasks(self, state: TaskState | None = None, everyone: bool = False) -> TaskList:
         """This server's tasks (or, with ``everyone``, every task in the registry), newest first."""
@@ -739,22 +725,14 @@ class Supervisor:
                     task.record.kill_requested = True
                     task.record.end_reason = SHUTDOWN_REASON
             leaders = {t.record.pid: _leader(t) for t in live if t.record.pid is not None}
-
-            def find_all() -> list[psutil.Process]:
-                if not leaders:
-                    return []
-                return [p for found in process.find_task_processes(leaders).values() for p in found]
-
-            found = process.find_task_processes(leaders) if leaders else {}
-            with_processes = sum(1 for processes in found.values() if processes)
-            await process.end_processes(
-                find_all, self.settings.shutdown_grace_seconds, self.settings.shutdown_kill_wait_seconds
+            ended = await process.end_task_trees(
+                leaders, self.settings.shutdown_grace_seconds, self.settings.shutdown_kill_wait_seconds
             )
             with anyio.move_on_after(self.settings.shutdown_kill_wait_seconds):
                 for task in live:
                     await task.exited.wait()
             self._save([t.record for t in self._tasks.values()])
-        return with_processes
+        return len(ended)
 
 
 class TaskChange(enum.StrEnum):
@@ -765,6 +743,18 @@ class TaskChange(enum.StrEnum):
 
 ChangeHook = Callable[[TaskChange, str], Coroutine[Any, Any, None]]
 """Called with what changed and the task id."""
+
+
+def _checked_since(path: Path, since: int | None, default: int) -> int:
+    """A cursor to search or wait from: ``since`` if it lies within the log, else ``default``."""
+    if since is None:
+        return default
+    size = logs.log_size(path)
+    if not 0 <= since <= size:
+        raise InvalidArgumentError(
+            "since", since, f"use a cursor from an earlier answer, between 0 and the output size ({size})"
+        )
+    return since
 
 
 def _listening(sockets: Sequence[tuple[str, int, int]]) -> list[ListeningPort]:
