@@ -1,5 +1,6 @@
-"""Command line entry point: ``mcp-backgroundr`` with no command serves MCP on stdio; ``ps``,
-``logs``, ``status``, ``stop`` and ``prune`` are for the person at the keyboard."""
+"""Command line entry point: ``mcp-backgroundr`` with no command serves MCP on stdio, ``serve
+--http`` over Streamable HTTP; ``ps``, ``logs``, ``status``, ``stop``, ``prune``, ``token`` and
+``policy`` are for the person at the keyboard."""
 
 from __future__ import annotations
 
@@ -7,20 +8,15 @@ import argparse
 import math
 import os
 import shutil
-import signal
 import sys
-import time
 from collections.abc import Sequence
 from typing import NoReturn
 
 import anyio
 
-from . import __version__, commands
+from . import __version__, access, commands, policy, serving
 from .config import HOME_ENV, Settings
 from .errors import BackgroundrError
-from .registry import Registry
-from .server import build_server
-from .supervisor import Supervisor
 
 
 def terminal_hint() -> str:
@@ -52,6 +48,55 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _address(text: str) -> tuple[str, int]:
+    try:
+        return serving.parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number of at least 1")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds above 0")
+    return value
+
+
+def _add_serve_options(serve: argparse.ArgumentParser) -> None:
+    http = serve.add_argument_group("HTTP (instead of stdio)")
+    http.add_argument(
+        "--http",
+        metavar="[HOST:]PORT",
+        type=_address,
+        help="serve MCP over Streamable HTTP at http://HOST:PORT/mcp (host 127.0.0.1 unless given; port 0: any free)",
+    )
+    http.add_argument("--allow-remote", action="store_true", help="allow a HOST that is not loopback (token required)")
+    http.add_argument("--no-auth", action="store_true", help="no bearer token (refused off loopback)")
+    http.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another Host name clients may use for this server (repeatable)",
+    )
+    rules = serve.add_argument_group(f"policy (each flag replaces that setting of {policy.CONFIG_FILE})")
+    rules.add_argument("--allowed-cwd", action="append", metavar="DIR", help="root a task's cwd must lie under")
+    rules.add_argument("--deny-command", action="append", metavar="REGEX", help="refuse commands that match")
+    rules.add_argument("--max-tasks", type=_positive_int, metavar="N", help="most tasks running at once")
+    rules.add_argument("--default-runtime-seconds", type=_positive_seconds, metavar="S", help="limit when none asked")
+    rules.add_argument("--max-runtime-seconds", type=_positive_seconds, metavar="S", help="most a task may ask for")
+    rules.add_argument(
+        "--env-passthrough", action="append", metavar="NAMES", help="comma-separated variables tasks inherit (LC_*)"
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line: no command (or ``serve``) serves MCP; the others are for people."""
     root = _OneLineErrors(
@@ -62,7 +107,14 @@ def parser() -> argparse.ArgumentParser:
     )
     root.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = root.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineErrors)
-    commands.add_parser("serve", help="serve MCP on stdin/stdout (the default)", description="Serve MCP on stdio.")
+    serve = commands.add_parser(
+        "serve",
+        help="serve MCP on stdin/stdout (the default), or over HTTP",
+        description="Serve MCP on stdio, or with --http over Streamable HTTP for many clients.",
+    )
+    _add_serve_options(serve)
+    commands.add_parser("token", help="print the HTTP bearer token", description="Print the HTTP bearer token.")
+    commands.add_parser("policy", help="show the policy in force", description="Show the policy a server applies.")
     ps = commands.add_parser("ps", help="list running tasks", description="List tasks, newest first.")
     ps.add_argument("--all", "-a", action="store_true", help="finished tasks too")
     logs = commands.add_parser("logs", help="print a task's output", description="Print a task's output.")
@@ -93,55 +145,39 @@ def _run_command(arguments: argparse.Namespace, settings: Settings) -> None:
             print(commands.status(settings, arguments.task_id, arguments.json))
         case "stop":
             print(commands.stop(settings, arguments.task_id, arguments.grace))
+        case "token":
+            serving.prepare_home(settings)
+            print(access.server_token(settings.home))
+        case "policy":
+            rules = policy.load_policy(settings.home / policy.CONFIG_FILE).describe()
+            print("\n".join(rules) if rules else "no policy: tasks may run anything, anywhere, for any time")
         case "prune":
             keep = settings.keep_finished if arguments.keep is None else arguments.keep
             days = settings.keep_days if arguments.days is None else arguments.days
             print(commands.prune(settings, keep, days))
 
 
-def prepare_home(settings: Settings) -> None:
-    """Create the state directory, private to its owner."""
-    try:
-        settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(settings.home, 0o700)
-        settings.logs_dir.mkdir(mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise BackgroundrError(
-            f"cannot use {settings.home} as the state directory ({exc.strerror or exc}); "
-            f"set {HOME_ENV} to a directory you can write"
-        ) from exc
-
-
-async def _shut_down(supervisor: Supervisor, reason: str) -> None:
-    started = time.monotonic()
-    ended = await supervisor.shutdown()
-    print(f"mcp-backgroundr: {reason}; ended {ended} task(s) in {time.monotonic() - started:.2f}s", file=sys.stderr)
-
-
-async def _end_tasks_on_signal(supervisor: Supervisor) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        async for signum in signals:
-            await _shut_down(supervisor, f"{signal.Signals(signum).name} received")
-            # The SDK reads stdin in a worker thread that cannot be interrupted; once every
-            # task is ended and recorded there is nothing left to wait for.
-            sys.stderr.flush()
-            os._exit(0)
-
-
-async def serve_stdio(settings: Settings) -> None:
-    """Serve MCP on stdin/stdout until the client closes stdin or a signal arrives."""
-    prepare_home(settings)
-    registry = Registry(settings.registry_path)
-    try:
-        async with Supervisor(settings, registry) as supervisor:
-            app = build_server(supervisor)
-            async with anyio.create_task_group() as group:
-                group.start_soon(_end_tasks_on_signal, supervisor)
-                await app.run_stdio_async()
-                group.cancel_scope.cancel()
-            await _shut_down(supervisor, "client closed stdin")
-    finally:
-        registry.close()
+def _serve(arguments: argparse.Namespace, settings: Settings) -> None:
+    serving.prepare_home(settings)
+    flags = {name: getattr(arguments, name, None) for name in policy.SETTINGS}
+    flags["allowed_cwd"] = getattr(arguments, "allowed_cwd", None)
+    flags["deny_commands"] = getattr(arguments, "deny_command", None)
+    rules = policy.load_policy(settings.home / policy.CONFIG_FILE, flags)
+    address = getattr(arguments, "http", None)
+    if address is None:
+        if sys.stdin.isatty():
+            print(terminal_hint(), file=sys.stderr)
+        anyio.run(serving.serve_stdio, settings, rules)
+        return
+    host, port = address
+    options = serving.HttpOptions(
+        host=host,
+        port=port,
+        auth=not arguments.no_auth,
+        allow_remote=arguments.allow_remote,
+        extra_hosts=tuple(arguments.allowed_host),
+    )
+    anyio.run(serving.serve_http, settings, rules, options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,9 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings()
     try:
         if arguments.command in (None, "serve"):
-            if sys.stdin.isatty():
-                print(terminal_hint(), file=sys.stderr)
-            anyio.run(serve_stdio, settings)
+            _serve(arguments, settings)
         else:
             _run_command(arguments, settings)
     except BackgroundrError as exc:

@@ -8,6 +8,7 @@ value, and what to do instead. The tool layer turns them into one-line
     ├── TaskNotFoundError      no task has that id
     ├── InvalidArgumentError   a field has a value we cannot use
     ├── SpawnFailedError       the command could not be started
+    ├── PolicyRefusedError     the server's policy (config.toml or flags) forbids it
     └── RegistryError          the SQLite registry could not be read or written
 """
 
@@ -39,6 +40,14 @@ class InvalidArgumentError(BackgroundrError):
 
 class SpawnFailedError(BackgroundrError):
     """The operating system refused to start the command."""
+
+
+class PolicyRefusedError(BackgroundrError):
+    """The server's policy forbids the request; the message names the rule."""
+
+    def __init__(self, rule: str, what: str, advice: str) -> None:
+        super().__init__(f"refused by policy rule {rule}: {what}; {advice}")
+        self.rule = rule
 
 
 class RegistryError(BackgroundrError):

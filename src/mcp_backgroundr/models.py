@@ -51,6 +51,8 @@ class TaskRecord:
     max_restarts: int = 0
     max_log_bytes: int = 0
     """Disk the log may take; past it the oldest output is dropped (0: no cap)."""
+    max_runtime_seconds: float | None = None
+    """Seconds after its start at which the task is ended (None: no limit)."""
 
     @property
     def running(self) -> bool:
@@ -152,6 +154,14 @@ class TaskStatus(BaseModel):
     )
     next_start_at: str | None = Field(
         default=None, description="When a restart is due (ISO 8601 UTC), while it waits out its backoff."
+    )
+    end_reason: str | None = Field(
+        default=None,
+        description="Why it was ended or how its end was learnt, e.g. end_background_task, server shutdown, "
+        "max_runtime_seconds (N s) reached.",
+    )
+    max_runtime_seconds: float | None = Field(
+        default=None, description="Seconds after its start at which it is ended; null: no limit."
     )
 
 

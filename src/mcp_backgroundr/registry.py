@@ -19,7 +19,7 @@ from .errors import RegistryError
 from .models import TaskRecord, TaskState
 
 BUSY_TIMEOUT_MS = 10_000
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _COLUMNS = tuple(field.name for field in dataclasses.fields(TaskRecord))
 _BOOLEAN_COLUMNS = frozenset({"kill_requested", "keep_running"})
@@ -28,6 +28,7 @@ _COLUMN_TYPES = {
     "started_at": "REAL NOT NULL",
     "pid_create_time": "REAL",
     "ended_at": "REAL",
+    "max_runtime_seconds": "REAL",
     "pid": "INTEGER",
     "exit_code": "INTEGER",
     "max_restarts": "INTEGER NOT NULL DEFAULT 0",

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
 from mcp.server import MCPServer
+from mcp.server.auth.provider import TokenVerifier
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.server.subscriptions import InMemorySubscriptionBus, SubscriptionBus
@@ -74,9 +76,21 @@ class BackgroundrMCPServer(MCPServer[Any]):
     """MCPServer whose tool errors are always one actionable line, and which refuses
     arguments a tool does not take instead of silently ignoring them."""
 
-    def __init__(self, instructions: str, bus: SubscriptionBus) -> None:
+    def __init__(
+        self,
+        instructions: str,
+        bus: SubscriptionBus,
+        auth: AuthSettings | None = None,
+        token_verifier: TokenVerifier | None = None,
+    ) -> None:
         super().__init__(
-            "mcp-backgroundr", version=__version__, instructions=instructions, log_level="WARNING", subscriptions=bus
+            "mcp-backgroundr",
+            version=__version__,
+            instructions=instructions,
+            log_level="WARNING",
+            subscriptions=bus,
+            auth=auth,
+            token_verifier=token_verifier,
         )
         self._parameters: dict[str, frozenset[str]] = {}
         self.dynamic_resources: Callable[[], list[MCPResource]] = list
@@ -134,6 +148,8 @@ def _describe_status(status: TaskStatus) -> str:
         head += f" signal={status.signal}"
     head += f" pid={status.pid} runtime={status.runtime_seconds}s: {status.command}"
     lines = [head]
+    if status.end_reason and status.state is not TaskState.RUNNING:
+        lines.append(f"ended: {status.end_reason}")
     if status.lingering_pids:
         lines.append(
             f"its main process has ended but these processes it started still run: {status.lingering_pids}; "
@@ -222,10 +238,13 @@ def log_uri(task_id: str) -> str:
     return f"task://{task_id}/log"
 
 
-def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
-    """The MCP server with its tools and resources bound to ``supervisor``."""
+def build_server(
+    supervisor: Supervisor, auth: AuthSettings | None = None, token_verifier: TokenVerifier | None = None
+) -> BackgroundrMCPServer:
+    """The MCP server with its tools and resources bound to ``supervisor``; over HTTP,
+    ``auth`` and ``token_verifier`` decide who may call it."""
     bus = InMemorySubscriptionBus()
-    app = BackgroundrMCPServer(INSTRUCTIONS, bus)
+    app = BackgroundrMCPServer(INSTRUCTIONS, bus, auth, token_verifier)
     settings = supervisor.settings
 
     async def publish_change(change: TaskChange, task_id: str) -> None:
@@ -311,6 +330,13 @@ def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
                 "output is dropped, and status reports dropped_bytes."
             ),
         ] = None,
+        max_runtime_seconds: Annotated[
+            float | None,
+            Field(
+                description="End it after this many seconds (recorded as such in its status); default: the "
+                "server's policy, which may also set a maximum."
+            ),
+        ] = None,
         wait_for_pattern: Annotated[
             str | None,
             Field(description="Regex: after starting, wait until an output line matches it (e.g. 'Listening on')."),
@@ -358,6 +384,7 @@ def build_server(supervisor: Supervisor) -> BackgroundrMCPServer:
             restart=restart,
             max_restarts=max_restarts,
             max_log_bytes=max_log_bytes,
+            max_runtime_seconds=max_runtime_seconds,
         )
         text = f"started task {started.task_id} pid={started.pid} [{started.state}] in {started.cwd}: {command}"
         if waits:

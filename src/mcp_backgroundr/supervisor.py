@@ -46,6 +46,7 @@ from .models import (
     WaitResult,
     socket_address,
 )
+from .policy import Policy
 from .registry import Registry
 
 MAX_NAME_LENGTH = 200
@@ -61,6 +62,10 @@ PRUNE_INTERVAL_SECONDS = 60.0
 """Pruning reads the whole registry: after exits it runs at most this often."""
 SHUTDOWN_REASON = "server shutdown"
 END_REASON = "end_background_task"
+
+
+def runtime_reason(limit: float) -> str:
+    return f"max_runtime_seconds ({limit:g} s) reached"
 
 
 def iso_time(timestamp: float | None) -> str | None:
@@ -101,9 +106,12 @@ class _Task:
 class Supervisor:
     """Starts and ends the tasks of one server process, and answers about any task."""
 
-    def __init__(self, settings: Settings, registry: Registry, owner: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, registry: Registry, owner: str | None = None, policy: Policy | None = None
+    ) -> None:
         self.settings = settings
         self.registry = registry
+        self.policy = policy or Policy()
         self.owner = owner or orphans.owner_id()
         self.on_change: ChangeHook | None = None
         """Told (in the background) when a task starts, ends or is removed."""
@@ -193,6 +201,7 @@ class Supervisor:
         self._tasks[record.task_id] = task
         self._cap(record)
         self._task_group.start_soon(self._watch_adopted, task, pidfd)
+        self._enforce_runtime(task)
 
     async def _watch_adopted(self, task: _Task, pidfd: int) -> None:
         try:
@@ -231,17 +240,23 @@ class Supervisor:
         restart: str = "no",
         max_restarts: int | None = None,
         max_log_bytes: int | None = None,
+        max_runtime_seconds: float | None = None,
     ) -> StartedTask:
         """Start ``command`` under ``/bin/sh -c`` and answer at once.
 
         ``stdin`` keeps a pipe to the task's standard input; ``pty`` runs it in a
-        pseudo-terminal (which takes input too).
+        pseudo-terminal (which takes input too). The policy may refuse it, or limit
+        how long it runs.
         """
         if self._task_group is None or self._shutting_down:
             raise BackgroundrError("the server is shutting down; start the task after it restarts")
         command = validation.checked_command(command)
         workdir = validation.checked_cwd(cwd)
-        task_env = validation.task_environment(env)
+        self.policy.check_command(command)
+        self.policy.check_cwd(workdir)
+        self.policy.check_room(sum(task.running for task in self._tasks.values()))
+        runtime_limit = self.policy.runtime_limit(max_runtime_seconds)
+        task_env = validation.task_environment(self.policy.environment(os.environ), env)
         if name is not None and len(name) > MAX_NAME_LENGTH:
             raise InvalidArgumentError("name", name, f"use a label of at most {MAX_NAME_LENGTH} characters")
         restart_limit = validation.checked_restart(restart, max_restarts, self.settings.default_max_restarts)
@@ -273,6 +288,7 @@ class Supervisor:
             restart=restart,
             max_restarts=restart_limit,
             max_log_bytes=log_cap,
+            max_runtime_seconds=runtime_limit,
         )
         self._cap(record)
         master, slave = terminal.open_terminal() if pty else (None, None)
@@ -313,6 +329,7 @@ class Supervisor:
             raise
         self._tasks[task_id] = task
         self._task_group.start_soon(self._watch, task, popen, process.open_exit_handle(popen))
+        self._enforce_runtime(task)
         self._changed(TaskChange.STARTED, task_id)
         return StartedTask(
             task_id=task_id,
@@ -339,6 +356,18 @@ class Supervisor:
         self._changed(TaskChange.ENDED, task.record.task_id)
         if time.monotonic() - self._pruned_at >= PRUNE_INTERVAL_SECONDS:
             self._prune()
+
+    def _enforce_runtime(self, task: _Task) -> None:
+        if task.record.max_runtime_seconds is not None and self._task_group is not None:
+            self._task_group.start_soon(self._end_at_deadline, task, task.record.max_runtime_seconds)
+
+    async def _end_at_deadline(self, task: _Task, limit: float) -> None:
+        """End the task once it has run for ``limit`` seconds (counted from its first start)."""
+        with anyio.move_on_after(max(0.0, task.record.started_at + limit - time.time())):
+            await task.exited.wait()
+            return
+        if task.running and not self._shutting_down:
+            await self.end(task.record.task_id, reason=runtime_reason(limit))
 
     def _changed(self, change: TaskChange, task_id: str) -> None:
         if self.on_change is not None and self._task_group is not None and not self._shutting_down:
@@ -525,6 +554,8 @@ class Supervisor:
             restarts=run.restarts if run else 0,
             dropped_bytes=piece.dropped,
             next_start_at=iso_time(run.next_start_at) if run else None,
+            end_reason=record.end_reason,
+            max_runtime_seconds=record.max_runtime_seconds,
         )
 
     async def grep(self, task_id: str, pattern_text: str, since: int | None = None) -> TaskStatus:
@@ -670,8 +701,8 @@ class Supervisor:
 
     # -- end -------------------------------------------------------------------
 
-    async def end(self, task_id: str, grace_seconds: float | None = None) -> EndedTask:
-        """End a task's whole process tree and answer once it is gone."""
+    async def end(self, task_id: str, grace_seconds: float | None = None, reason: str = END_REASON) -> EndedTask:
+        """End a task's whole process tree and answer once it is gone; ``reason`` is recorded."""
         task = self._any(task_id)
         grace = self.settings.default_grace_seconds if grace_seconds is None else grace_seconds
         if not 0 <= grace <= self.settings.max_grace_seconds:
@@ -682,7 +713,7 @@ class Supervisor:
         with anyio.CancelScope(shield=True):
             if task.running and not record.kill_requested:
                 record.kill_requested = True
-                record.end_reason = END_REASON
+                record.end_reason = reason
                 self._save([record])
             outcome = await process.end_processes(
                 lambda: self._processes_of(task), grace, self.settings.kill_wait_seconds

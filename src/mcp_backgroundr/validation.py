@@ -43,8 +43,9 @@ def checked_cwd(cwd: str | None) -> str:
     return os.path.normpath(path)
 
 
-def task_environment(extra: Mapping[str, str] | None) -> dict[str, str]:
-    env = dict(os.environ)
+def task_environment(inherited: Mapping[str, str], extra: Mapping[str, str] | None) -> dict[str, str]:
+    """``inherited`` (what the policy passes on of the server's environment) with ``extra`` over it."""
+    env = dict(inherited)
     env.setdefault("PYTHONUNBUFFERED", "1")
     for key, value in (extra or {}).items():
         if not key or "=" in key or "\0" in key:

@@ -4,30 +4,43 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+import re
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
 import psutil
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp_types import CallToolResult, TextContent
 
 from mcp_backgroundr.config import HOME_ENV
 
+SERVER_START_SECONDS = 20.0
+SERVER_STOP_SECONDS = 10.0
 
-def server_parameters(command: str, env: dict[str, str] | None = None) -> StdioServerParameters:
+
+def server_parameters(
+    command: str, env: dict[str, str] | None = None, args: Sequence[str] = ()
+) -> StdioServerParameters:
     """Launch parameters carrying the test's state directory and PATH."""
     base = {HOME_ENV: os.environ[HOME_ENV], "PATH": os.environ["PATH"]}
-    return StdioServerParameters(command=command, env=base | (env or {}))
+    return StdioServerParameters(command=command, args=list(args), env=base | (env or {}))
 
 
 @contextlib.asynccontextmanager
-async def connect(command: str, errlog: TextIO | None = None) -> AsyncIterator[Client]:
-    """A client session with a fresh server; leaving it closes the server's stdin."""
+async def connect(command: str, errlog: TextIO | None = None, args: Sequence[str] = ()) -> AsyncIterator[Client]:
+    """A client session with a fresh server (given ``args``); leaving it closes the server's stdin."""
     with contextlib.ExitStack() as stack:
         log = errlog or stack.enter_context(open(os.devnull, "w"))
-        async with Client(stdio_client(server_parameters(command), errlog=log)) as client:
+        async with Client(stdio_client(server_parameters(command, args=args), errlog=log)) as client:
             yield client
 
 
@@ -85,3 +98,65 @@ def alive(pids: list[int]) -> list[int]:
         except psutil.NoSuchProcess:
             continue
     return running
+
+
+@dataclass
+class HttpServer:
+    """A running ``mcp-backgroundr serve --http``: its URL, process and stderr file."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    stderr: Path
+
+    def output(self) -> str:
+        return self.stderr.read_text()
+
+
+def _served_url(stderr: Path, server: subprocess.Popen[bytes]) -> str:
+    """The URL the server announces on stderr (bounded wait)."""
+    deadline = time.monotonic() + SERVER_START_SECONDS
+    while time.monotonic() < deadline:
+        found = re.search(r"Streamable HTTP at (http://\S+)", stderr.read_text())
+        if found:
+            return found.group(1)
+        if server.poll() is not None:
+            raise AssertionError(f"the server exited ({server.returncode}): {stderr.read_text()}")
+        time.sleep(0.02)
+    raise AssertionError(f"the server announced no URL within {SERVER_START_SECONDS} s: {stderr.read_text()}")
+
+
+@contextlib.contextmanager
+def http_server(
+    command: str, directory: Path, *flags: str, address: str = "127.0.0.1:0", env: dict[str, str] | None = None
+) -> Iterator[HttpServer]:
+    """``serve --http ADDRESS`` plus ``flags``; SIGTERMed (and waited for) on the way out."""
+    stderr = directory / f"server-{len(list(directory.glob('server-*')))}.err"
+    with stderr.open("wb") as sink:
+        server = subprocess.Popen(
+            [command, "serve", "--http", address, *flags],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+            env=os.environ | (env or {}),
+        )
+    try:
+        yield HttpServer(_served_url(stderr, server), server, stderr)
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(SERVER_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@contextlib.asynccontextmanager
+async def connect_http(url: str, token: str | None) -> AsyncIterator[Client]:
+    """An MCP client over Streamable HTTP, sending ``token`` as its bearer token."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        create_mcp_http_client(headers=headers) as http,
+        Client(streamable_http_client(url, http_client=http)) as client,
+    ):
+        yield client

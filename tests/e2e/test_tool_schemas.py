@@ -12,7 +12,7 @@ STATUS_FIELDS = {
     "task_id", "name", "command", "cwd", "state", "exit_code", "signal", "kill_requested", "pid", "started_at",
     "ended_at", "runtime_seconds", "output", "cursor", "output_bytes", "truncated", "truncation", "lingering_pids",
     "grep_matches", "listening", "cpu_percent", "memory_rss_bytes", "process_count", "restarts", "next_start_at",
-    "dropped_bytes",
+    "dropped_bytes", "end_reason", "max_runtime_seconds",
 }  # fmt: skip
 
 EXPECTED = {
@@ -28,6 +28,7 @@ EXPECTED = {
             "restart",
             "max_restarts",
             "max_log_bytes",
+            "max_runtime_seconds",
             "wait_for_pattern",
             "wait_for_port",
             "wait_timeout_seconds",

@@ -1,0 +1,223 @@
+"""What a server lets its clients run: the policy from ``config.toml`` and the matching flags.
+
+A policy narrows what tasks may do; with neither file nor flags it allows what a
+shell would. Every refusal is a :class:`PolicyRefusedError` naming the rule, so a
+client learns why and never sees a silent drop. The deny rules are a guard
+against mistakes, not a sandbox: a shell command can always be spelt another way.
+
+``config.toml`` (in the state directory) holds any of::
+
+    allowed_cwd = ["~/src", "/tmp"]        # roots a task's cwd must lie under
+    deny_commands = ['^sudo\\b', 'rm -rf /']  # regexes searched in each command
+    max_tasks = 20                         # tasks running at once
+    default_runtime_seconds = 3600         # a task's limit when it asks for none
+    max_runtime_seconds = 86400            # the most a task may ask for
+    env_passthrough = ["PATH", "HOME", "LANG", "LC_*"]  # variables tasks inherit
+
+A flag given on the command line replaces the file's setting of the same name.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from .errors import BackgroundrError, InvalidArgumentError, PolicyRefusedError
+
+CONFIG_FILE = "config.toml"
+MAX_RUNTIME_CEILING = 10 * 365 * 86400.0
+"""No limit asked for or configured may exceed ten years."""
+SETTINGS = (
+    "allowed_cwd",
+    "deny_commands",
+    "max_tasks",
+    "default_runtime_seconds",
+    "max_runtime_seconds",
+    "env_passthrough",
+)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The rules one server applies to every task it starts."""
+
+    allowed_cwd: tuple[Path, ...] = ()
+    """Resolved roots a task's resolved cwd must lie under; empty: anywhere."""
+    deny_commands: tuple[re.Pattern[str], ...] = ()
+    max_tasks: int | None = None
+    default_runtime_seconds: float | None = None
+    max_runtime_seconds: float | None = None
+    env_passthrough: tuple[str, ...] | None = None
+    """Names (shell-style patterns allowed) of server variables tasks inherit; None: all."""
+
+    def check_command(self, command: str) -> None:
+        for rule in self.deny_commands:
+            if rule.search(command):
+                raise PolicyRefusedError(
+                    f"deny_commands '{rule.pattern}'",
+                    "the command matches it",
+                    "run a different command, or ask the server's owner to change the rule",
+                )
+
+    def check_cwd(self, cwd: str) -> None:
+        if not self.allowed_cwd:
+            return
+        resolved = Path(os.path.realpath(cwd))
+        if any(resolved.is_relative_to(root) for root in self.allowed_cwd):
+            return
+        shown = cwd if str(resolved) == cwd else f"{cwd} (resolves to {resolved})"
+        raise PolicyRefusedError(
+            "allowed_cwd",
+            f"cwd {shown} is not under {', '.join(map(str, self.allowed_cwd))}",
+            "give a cwd under one of those roots",
+        )
+
+    def check_room(self, running: int) -> None:
+        if self.max_tasks is not None and running >= self.max_tasks:
+            raise PolicyRefusedError(
+                f"max_tasks ({self.max_tasks})",
+                f"{running} tasks are running",
+                "end one you no longer need (list_tasks shows them), then start this again",
+            )
+
+    def runtime_limit(self, requested: float | None) -> float | None:
+        """The runtime limit of a new task: what it asked for, else the default, else the maximum."""
+        if requested is None:
+            default = self.default_runtime_seconds
+            return default if default is not None else self.max_runtime_seconds
+        if not math.isfinite(requested) or not 0 < requested <= MAX_RUNTIME_CEILING:
+            raise InvalidArgumentError(
+                "max_runtime_seconds", requested, f"use seconds above 0, at most {MAX_RUNTIME_CEILING:g}, or omit it"
+            )
+        if self.max_runtime_seconds is not None and requested > self.max_runtime_seconds:
+            raise PolicyRefusedError(
+                f"max_runtime_seconds ({self.max_runtime_seconds:g})",
+                f"max_runtime_seconds={requested:g} asks for more",
+                f"ask for {self.max_runtime_seconds:g} seconds or less",
+            )
+        return requested
+
+    def environment(self, server_environment: Mapping[str, str]) -> dict[str, str]:
+        """The part of the server's environment a task inherits."""
+        if self.env_passthrough is None:
+            return dict(server_environment)
+        return {
+            name: value
+            for name, value in server_environment.items()
+            if any(fnmatchcase(name, pattern) for pattern in self.env_passthrough)
+        }
+
+    def describe(self) -> list[str]:
+        """One line per rule in force, for the server's start-up message and ``policy``."""
+        lines = []
+        if self.allowed_cwd:
+            lines.append(f"allowed_cwd: {', '.join(map(str, self.allowed_cwd))}")
+        if self.deny_commands:
+            quoted = [f"'{rule.pattern}'" for rule in self.deny_commands]
+            lines.append(f"deny_commands: {', '.join(quoted)}")
+        for name in ("max_tasks", "default_runtime_seconds", "max_runtime_seconds"):
+            value = getattr(self, name)
+            if value is not None:
+                lines.append(f"{name}: {value:g}")
+        if self.env_passthrough is not None:
+            lines.append(f"env_passthrough: {', '.join(self.env_passthrough) or '(nothing)'}")
+        return lines
+
+
+def load_policy(config_path: Path, overrides: Mapping[str, object] | None = None) -> Policy:
+    """The policy in ``config_path`` (absent: none), with ``overrides`` (flags) replacing its settings."""
+    settings = _read_config(config_path)
+    settings.update({name: value for name, value in (overrides or {}).items() if value is not None})
+    where = f"{config_path} or its flag"
+    try:
+        policy = Policy(
+            allowed_cwd=tuple(_root(text) for text in _strings(settings, "allowed_cwd") or ()),
+            deny_commands=tuple(_rule(i, text) for i, text in enumerate(_strings(settings, "deny_commands") or ())),
+            max_tasks=_count(settings, "max_tasks"),
+            default_runtime_seconds=_seconds(settings, "default_runtime_seconds"),
+            max_runtime_seconds=_seconds(settings, "max_runtime_seconds"),
+            env_passthrough=_names(_strings(settings, "env_passthrough")),
+        )
+    except _BadSetting as exc:
+        raise BackgroundrError(f"policy setting {exc.args[0]} (in {where})") from None
+    default, ceiling = policy.default_runtime_seconds, policy.max_runtime_seconds
+    if default is not None and ceiling is not None and default > ceiling:
+        raise BackgroundrError(
+            f"policy setting default_runtime_seconds={default:g} is above max_runtime_seconds={ceiling:g} "
+            f"(in {where}); lower it"
+        )
+    return policy
+
+
+class _BadSetting(Exception):
+    pass
+
+
+def _read_config(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as file:
+            settings = tomllib.load(file)
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise BackgroundrError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise BackgroundrError(f"{path} is not valid TOML ({exc}); fix or remove it") from exc
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise BackgroundrError(f"{path}: unknown setting {', '.join(unknown)}; the settings are {', '.join(SETTINGS)}")
+    return settings
+
+
+def _strings(settings: Mapping[str, object], name: str) -> list[str] | None:
+    value = settings.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
+        raise _BadSetting(f"{name}={value!r} is invalid: use a list of strings")
+    return list(value)
+
+
+def _root(text: str) -> Path:
+    path = Path(text).expanduser()
+    if not path.is_absolute():
+        raise _BadSetting(f"allowed_cwd entry {text!r} is invalid: use an absolute path (or one starting with ~)")
+    return Path(os.path.realpath(path))
+
+
+def _rule(index: int, text: str) -> re.Pattern[str]:
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise _BadSetting(f"deny_commands[{index}]={text!r} is not a valid regex ({exc})") from None
+
+
+def _count(settings: Mapping[str, object], name: str) -> int | None:
+    value = settings.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _BadSetting(f"{name}={value!r} is invalid: use a whole number of at least 1")
+    return value
+
+
+def _seconds(settings: Mapping[str, object], name: str) -> float | None:
+    value = settings.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_RUNTIME_CEILING:
+        raise _BadSetting(f"{name}={value!r} is invalid: use seconds above 0, at most {MAX_RUNTIME_CEILING:g}")
+    return float(value)
+
+
+def _names(entries: list[str] | None) -> tuple[str, ...] | None:
+    """Variable names, each entry possibly a comma-separated list (as flags give them)."""
+    if entries is None:
+        return None
+    return tuple(name.strip() for entry in entries for name in entry.split(",") if name.strip())

@@ -1,0 +1,103 @@
+"""The policy (config.toml and flags) refuses what it forbids with an answer naming the rule."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import anyio
+import pytest
+
+from mcp_backgroundr.policy import CONFIG_FILE
+
+from .harness import alive, call, call_error, connect, finished
+
+pytestmark = pytest.mark.anyio
+
+
+def write_config(home: Path, text: str) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / CONFIG_FILE).write_text(text)
+
+
+async def test_a_denied_command_is_refused_naming_the_rule(server_command: str, home: Path) -> None:
+    write_config(home, r"deny_commands = ['^sudo\b', 'forbidden\s+word']" + "\n")
+    async with connect(server_command) as client:
+        message = await call_error(client, "run_background_task", command="echo forbidden   word")
+        assert r"refused by policy rule deny_commands 'forbidden\s+word': the command matches it" in message
+        assert r"deny_commands '^sudo\b'" in await call_error(client, "run_background_task", command="sudo -n true")
+        assert (await call(client, "list_tasks"))["tasks"] == []
+        started = await call(client, "run_background_task", command="echo sudo is only a word here")
+        assert (await finished(client, started["task_id"]))["state"] == "completed"
+
+
+async def test_a_cwd_outside_the_roots_is_refused_even_through_a_symlink(server_command: str, tmp_path: Path) -> None:
+    root, outside = tmp_path / "projects", tmp_path / "elsewhere"
+    (root / "app").mkdir(parents=True)
+    outside.mkdir()
+    (root / "escape").symlink_to(outside)
+    async with connect(server_command, args=["serve", "--allowed-cwd", str(root)]) as client:
+        started = await call(client, "run_background_task", command="pwd", cwd=str(root / "app"))
+        assert (await finished(client, started["task_id"]))["output"].strip() == str(root / "app")
+        for cwd in (outside, root / "escape", tmp_path):
+            message = await call_error(client, "run_background_task", command="pwd", cwd=str(cwd))
+            assert "policy rule allowed_cwd" in message and "give a cwd under one of those roots" in message
+        # The server's own directory (the default cwd) is outside the root too.
+        assert "allowed_cwd" in await call_error(client, "run_background_task", command="pwd")
+
+
+async def test_max_tasks_refuses_one_more_until_one_ends(server_command: str) -> None:
+    async with connect(server_command, args=["serve", "--max-tasks", "2"]) as client:
+        first = await call(client, "run_background_task", command="sleep 300")
+        await call(client, "run_background_task", command="sleep 300")
+        message = await call_error(client, "run_background_task", command="sleep 300")
+        assert "policy rule max_tasks (2)" in message and "2 tasks are running" in message
+        await call(client, "end_background_task", task_id=first["task_id"])
+        await call(client, "run_background_task", command="true")
+
+
+async def test_a_task_over_its_maximum_runtime_is_ended_and_recorded(server_command: str, home: Path) -> None:
+    write_config(home, "default_runtime_seconds = 1\nmax_runtime_seconds = 60\n")
+    async with connect(server_command) as client:
+        started = await call(client, "run_background_task", command="sleep 300")
+        status = await finished(client, started["task_id"])
+        assert status["state"] == "killed" and status["signal"] == "SIGTERM"
+        assert status["end_reason"] == "max_runtime_seconds (1 s) reached"
+        assert status["max_runtime_seconds"] == 1 and not alive([started["pid"]])
+        message = await call_error(client, "run_background_task", command="true", max_runtime_seconds=61)
+        assert "policy rule max_runtime_seconds (60)" in message and "ask for 60 seconds or less" in message
+        short = await call(client, "run_background_task", command="sleep 300", max_runtime_seconds=0.5)
+        assert (await finished(client, short["task_id"]))["end_reason"] == "max_runtime_seconds (0.5 s) reached"
+    with anyio.fail_after(30):
+        shown = await anyio.run_process([server_command, "status", started["task_id"]], env=dict(os.environ))
+    assert "state: killed" in shown.stdout.decode()
+    assert "end_reason: max_runtime_seconds (1 s) reached" in shown.stdout.decode()
+
+
+async def test_env_passthrough_narrows_what_tasks_inherit(server_command: str) -> None:
+    flags = ["serve", "--env-passthrough", "PATH,MCP_BACKGROUNDR_*"]
+    async with connect(server_command, args=flags) as client:
+        started = await call(client, "run_background_task", command="env | sort", env={"GIVEN": "yes"})
+        names = {line.split("=", 1)[0] for line in (await finished(client, started["task_id"]))["output"].split()}
+    assert {"PATH", "MCP_BACKGROUNDR_HOME", "MCP_BACKGROUNDR_TASK_ID", "GIVEN"} <= names
+    assert "HOME" not in names
+
+
+@pytest.mark.parametrize(
+    ("config", "complaint"),
+    [
+        ("max_tasks = 0\n", "max_tasks=0 is invalid"),
+        ("deny_commands = ['(']\n", "deny_commands[0]='(' is not a valid regex"),
+        ("allowed_cwds = ['/tmp']\n", "unknown setting allowed_cwds"),
+        ("max_tasks = \n", "is not valid TOML"),
+        ("default_runtime_seconds = 10\nmax_runtime_seconds = 5\n", "is above max_runtime_seconds"),
+    ],
+)
+def test_a_bad_config_stops_the_server_with_one_line(
+    server_command: str, home: Path, config: str, complaint: str
+) -> None:
+    write_config(home, config)
+    result = subprocess.run([server_command], input="", capture_output=True, text=True, timeout=30, env=os.environ)
+    assert result.returncode == 1
+    assert complaint in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr

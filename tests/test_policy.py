@@ -1,0 +1,83 @@
+"""Policy: reading config.toml and flags, and each rule's decision."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from mcp_backgroundr.errors import BackgroundrError, InvalidArgumentError, PolicyRefusedError
+from mcp_backgroundr.policy import Policy, load_policy
+
+
+def test_no_file_and_no_flags_allow_what_a_shell_would(tmp_path: Path) -> None:
+    policy = load_policy(tmp_path / "config.toml")
+    assert policy == Policy()
+    assert policy.runtime_limit(None) is None
+    assert policy.environment({"A": "1"}) == {"A": "1"}
+    policy.check_cwd("/")
+    policy.check_command("anything at all")
+    policy.check_room(10_000)
+
+
+def test_a_flag_replaces_the_setting_of_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("max_tasks = 3\ndeny_commands = ['a']\n")
+    policy = load_policy(config, {"max_tasks": 7, "deny_commands": None})
+    assert policy.max_tasks == 7
+    assert [rule.pattern for rule in policy.deny_commands] == ["a"]
+
+
+def test_roots_are_resolved_so_symlinks_cannot_escape(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    policy = load_policy(tmp_path / "none.toml", {"allowed_cwd": [str(tmp_path / "link")]})
+    assert policy.allowed_cwd == (tmp_path.resolve() / "real",)
+    policy.check_cwd(str(tmp_path / "real"))
+    policy.check_cwd(str(tmp_path / "link"))
+    with pytest.raises(PolicyRefusedError, match="allowed_cwd"):
+        policy.check_cwd(str(tmp_path))
+    with pytest.raises(BackgroundrError, match="use an absolute path"):
+        load_policy(tmp_path / "none.toml", {"allowed_cwd": ["relative/dir"]})
+
+
+def test_runtime_limit_defaults_then_falls_back_to_the_maximum() -> None:
+    assert Policy(max_runtime_seconds=60).runtime_limit(None) == 60
+    assert Policy(default_runtime_seconds=5, max_runtime_seconds=60).runtime_limit(None) == 5
+    assert Policy(max_runtime_seconds=60).runtime_limit(30) == 30
+    with pytest.raises(PolicyRefusedError, match=r"max_runtime_seconds \(60\)"):
+        Policy(max_runtime_seconds=60).runtime_limit(61)
+    for bad in (0.0, -1.0, math.inf, math.nan, 1e300):
+        with pytest.raises(InvalidArgumentError, match="max_runtime_seconds"):
+            Policy().runtime_limit(bad)
+
+
+def test_env_passthrough_takes_names_patterns_and_comma_lists(tmp_path: Path) -> None:
+    policy = load_policy(tmp_path / "none.toml", {"env_passthrough": ["PATH, LC_*", "HOME"]})
+    inherited = policy.environment({"PATH": "/bin", "LC_ALL": "C", "HOME": "/h", "SECRET": "x", "LC": "no"})
+    assert inherited == {"PATH": "/bin", "LC_ALL": "C", "HOME": "/h"}
+    assert load_policy(tmp_path / "none.toml", {"env_passthrough": []}).environment({"A": "1"}) == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("max_tasks = true\n", "max_tasks=True is invalid"),
+        ("max_tasks = 1.5\n", "max_tasks=1.5 is invalid"),
+        ("max_runtime_seconds = -1\n", "max_runtime_seconds=-1 is invalid"),
+        ("deny_commands = 'rm'\n", "use a list of strings"),
+        ("env_passthrough = [1]\n", "use a list of strings"),
+    ],
+)
+def test_bad_settings_name_the_setting_and_the_file(tmp_path: Path, text: str, complaint: str) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(text)
+    with pytest.raises(BackgroundrError, match="policy setting") as raised:
+        load_policy(config)
+    assert complaint in str(raised.value) and str(config) in str(raised.value)
+
+
+def test_describe_lists_each_rule_in_force() -> None:
+    policy = Policy(max_tasks=4, env_passthrough=())
+    assert policy.describe() == ["max_tasks: 4", "env_passthrough: (nothing)"]
