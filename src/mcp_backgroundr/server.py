@@ -16,8 +16,9 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.server.subscriptions import InMemorySubscriptionBus, SubscriptionBus
+from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import ResourcesListChanged, ResourceUpdated
-from mcp_types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
+from mcp_types import INVALID_PARAMS, CallToolResult, GetPromptResult, InputRequiredResult, TextContent, ToolAnnotations
 from mcp_types import Resource as MCPResource
 from pydantic import BaseModel, Field, ValidationError
 
@@ -118,6 +119,14 @@ class BackgroundrMCPServer(MCPServer[Any]):
         hints = [f"{u} -> {LIKELY_MEANT[u]}" for u in unknown if LIKELY_MEANT.get(u) in known]
         advice = f" (did you mean {', '.join(hints)}?)" if hints else ""
         raise ToolError(f"{name}: unknown argument {', '.join(unknown)}{advice}; it takes {', '.join(sorted(known))}")
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, Any] | None = None, context: Context[Any, Any] | None = None
+    ) -> GetPromptResult | InputRequiredResult:
+        """An unknown prompt is the client's mistake (invalid params), not an internal error."""
+        if name not in {prompt.name for prompt in await self.list_prompts()}:
+            raise MCPError(code=INVALID_PARAMS, message=f"Unknown prompt: {name}; prompts/list shows the prompts")
+        return await super().get_prompt(name, arguments, context)
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
