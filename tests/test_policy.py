@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,14 @@ def test_bad_settings_name_the_setting_and_the_file(tmp_path: Path, text: str, c
 def test_describe_lists_each_rule_in_force() -> None:
     policy = Policy(max_tasks=4, env_passthrough=())
     assert policy.describe() == ["max_tasks: 4", "env_passthrough: (nothing)"]
+
+
+def test_a_bad_value_is_blamed_on_where_it_came_from(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("max_tasks = 3\n")
+    with pytest.raises(BackgroundrError, match=r"max_tasks=0 is invalid.*from its command-line flag"):
+        load_policy(config, {"max_tasks": 0})
+    config.write_text("max_tasks = 0\n")
+    with pytest.raises(BackgroundrError, match=re.escape(f"from {config}")):
+        load_policy(config)
+    assert load_policy(config, {"max_tasks": 2}).max_tasks == 2

@@ -9,7 +9,7 @@ import math
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 import anyio
@@ -34,18 +34,34 @@ class _OneLineErrors(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message}; see {self.prog} --help\n")
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative")
-    return value
+def _whole_number(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least {minimum}")
+        return value
+
+    return parse
 
 
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds >= 0")
-    return value
+def _seconds(above_zero: bool) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0 or (above_zero and value == 0):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds {'above' if above_zero else '>='} 0")
+        return value
+
+    return parse
+
+
+_non_negative_int, _positive_int = _whole_number(0), _whole_number(1)
+_non_negative_float, _positive_seconds = _seconds(above_zero=False), _seconds(above_zero=True)
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -53,20 +69,6 @@ def _address(text: str) -> tuple[str, int]:
         return serving.parse_address(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a whole number of at least 1")
-    return value
-
-
-def _positive_seconds(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds above 0")
-    return value
 
 
 def _add_serve_options(serve: argparse.ArgumentParser) -> None:
@@ -87,8 +89,12 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
         help="another Host name clients may use for this server (repeatable)",
     )
     rules = serve.add_argument_group(f"policy (each flag replaces that setting of {policy.CONFIG_FILE})")
-    rules.add_argument("--allowed-cwd", action="append", metavar="DIR", help="root a task's cwd must lie under")
-    rules.add_argument("--deny-command", action="append", metavar="REGEX", help="refuse commands that match")
+    rules.add_argument(
+        "--allowed-cwd", action="append", metavar="DIR", help="root a task's cwd must lie under (repeatable)"
+    )
+    rules.add_argument(
+        "--deny-command", action="append", metavar="REGEX", help="refuse commands that match (repeatable)"
+    )
     rules.add_argument("--max-tasks", type=_positive_int, metavar="N", help="most tasks running at once")
     rules.add_argument("--default-runtime-seconds", type=_positive_seconds, metavar="S", help="limit when none asked")
     rules.add_argument("--max-runtime-seconds", type=_positive_seconds, metavar="S", help="most a task may ask for")

@@ -82,7 +82,7 @@ class Policy:
         if self.max_tasks is not None and running >= self.max_tasks:
             raise PolicyRefusedError(
                 f"max_tasks ({self.max_tasks})",
-                f"{running} tasks are running",
+                f"{running} task{'s are' if running != 1 else ' is'} running",
                 "end one you no longer need (list_tasks shows them), then start this again",
             )
 
@@ -93,7 +93,7 @@ class Policy:
             return default if default is not None else self.max_runtime_seconds
         if not math.isfinite(requested) or not 0 < requested <= MAX_RUNTIME_CEILING:
             raise InvalidArgumentError(
-                "max_runtime_seconds", requested, f"use seconds above 0, at most {MAX_RUNTIME_CEILING:g}, or omit it"
+                "max_runtime_seconds", requested, f"use seconds above 0, at most {MAX_RUNTIME_CEILING:.0f}, or omit it"
             )
         if self.max_runtime_seconds is not None and requested > self.max_runtime_seconds:
             raise PolicyRefusedError(
@@ -133,8 +133,8 @@ class Policy:
 def load_policy(config_path: Path, overrides: Mapping[str, object] | None = None) -> Policy:
     """The policy in ``config_path`` (absent: none), with ``overrides`` (flags) replacing its settings."""
     settings = _read_config(config_path)
-    settings.update({name: value for name, value in (overrides or {}).items() if value is not None})
-    where = f"{config_path} or its flag"
+    flags = {name: value for name, value in (overrides or {}).items() if value is not None}
+    settings.update(flags)
     try:
         policy = Policy(
             allowed_cwd=tuple(_root(text) for text in _strings(settings, "allowed_cwd") or ()),
@@ -145,18 +145,20 @@ def load_policy(config_path: Path, overrides: Mapping[str, object] | None = None
             env_passthrough=_names(_strings(settings, "env_passthrough")),
         )
     except _BadSetting as exc:
-        raise BackgroundrError(f"policy setting {exc.args[0]} (in {where})") from None
+        where = "its command-line flag" if exc.name in flags else str(config_path)
+        raise BackgroundrError(f"policy setting {exc.problem} (from {where})") from None
     default, ceiling = policy.default_runtime_seconds, policy.max_runtime_seconds
     if default is not None and ceiling is not None and default > ceiling:
         raise BackgroundrError(
-            f"policy setting default_runtime_seconds={default:g} is above max_runtime_seconds={ceiling:g} "
-            f"(in {where}); lower it"
+            f"policy setting default_runtime_seconds={default:g} is above max_runtime_seconds={ceiling:g}; lower it"
         )
     return policy
 
 
 class _BadSetting(Exception):
-    pass
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(problem)
+        self.name, self.problem = name, problem
 
 
 def _read_config(path: Path) -> dict[str, object]:
@@ -180,14 +182,14 @@ def _strings(settings: Mapping[str, object], name: str) -> list[str] | None:
     if value is None:
         return None
     if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
-        raise _BadSetting(f"{name}={value!r} is invalid: use a list of strings")
+        raise _BadSetting(name, f"{name}={value!r} is invalid: use a list of strings")
     return list(value)
 
 
 def _root(text: str) -> Path:
     path = Path(text).expanduser()
     if not path.is_absolute():
-        raise _BadSetting(f"allowed_cwd entry {text!r} is invalid: use an absolute path (or one starting with ~)")
+        raise _BadSetting("allowed_cwd", f"allowed_cwd entry {text!r} is invalid: use an absolute path (or ~/...)")
     return Path(os.path.realpath(path))
 
 
@@ -195,7 +197,7 @@ def _rule(index: int, text: str) -> re.Pattern[str]:
     try:
         return re.compile(text)
     except re.error as exc:
-        raise _BadSetting(f"deny_commands[{index}]={text!r} is not a valid regex ({exc})") from None
+        raise _BadSetting("deny_commands", f"deny_commands[{index}]={text!r} is not a valid regex ({exc})") from None
 
 
 def _count(settings: Mapping[str, object], name: str) -> int | None:
@@ -203,7 +205,7 @@ def _count(settings: Mapping[str, object], name: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _BadSetting(f"{name}={value!r} is invalid: use a whole number of at least 1")
+        raise _BadSetting(name, f"{name}={value!r} is invalid: use a whole number of at least 1")
     return value
 
 
@@ -212,7 +214,7 @@ def _seconds(settings: Mapping[str, object], name: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_RUNTIME_CEILING:
-        raise _BadSetting(f"{name}={value!r} is invalid: use seconds above 0, at most {MAX_RUNTIME_CEILING:g}")
+        raise _BadSetting(name, f"{name}={value!r} is invalid: use seconds above 0, at most {MAX_RUNTIME_CEILING:.0f}")
     return float(value)
 
 

@@ -10,19 +10,22 @@ import inspect
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
+import anyio
 from mcp.server import MCPServer
 from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.stdio import stdio_server
 from mcp.server.subscriptions import InMemorySubscriptionBus, SubscriptionBus
 from mcp.shared.exceptions import MCPError
+from mcp.shared.message import SessionMessage
 from mcp.shared.subscriptions import ResourcesListChanged, ResourceUpdated
 from mcp_types import INVALID_PARAMS, CallToolResult, GetPromptResult, InputRequiredResult, TextContent, ToolAnnotations
 from mcp_types import Resource as MCPResource
 from pydantic import BaseModel, Field, ValidationError
 
-from . import __version__
+from . import __version__, wire
 from .errors import BackgroundrError
 from .models import (
     EndedTask,
@@ -119,6 +122,16 @@ class BackgroundrMCPServer(MCPServer[Any]):
         hints = [f"{u} -> {LIKELY_MEANT[u]}" for u in unknown if LIKELY_MEANT.get(u) in known]
         advice = f" (did you mean {', '.join(hints)}?)" if hints else ""
         raise ToolError(f"{name}: unknown argument {', '.join(unknown)}{advice}; it takes {', '.join(sorted(known))}")
+
+    async def run_stdio_async(self) -> None:
+        """Serve on stdio like the SDK, but answer lines that are not JSON-RPC (see ``wire``)."""
+        async with stdio_server() as (read_stream, write_stream):
+            checked_send, checked_receive = anyio.create_memory_object_stream[SessionMessage | Exception]()
+            async with anyio.create_task_group() as group:
+                group.start_soon(wire.answer_bad_lines, read_stream, checked_send, write_stream)
+                server = self._lowlevel_server
+                await server.run(checked_receive, write_stream, server.create_initialization_options())
+                group.cancel_scope.cancel()
 
     async def get_prompt(
         self, name: str, arguments: dict[str, Any] | None = None, context: Context[Any, Any] | None = None

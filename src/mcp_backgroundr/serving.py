@@ -188,7 +188,9 @@ async def serve_http(settings: Settings, policy: Policy, options: HttpOptions) -
     warnings = options.check()
     listener = _listen(options.host, options.port)
     port = listener.getsockname()[1]
-    url = f"http://{access.url_host(options.host)}:{port}{MCP_PATH}"
+    # A wildcard address is no address a client can name: show this machine's name instead.
+    shown_host = socket.gethostname() if access.is_wildcard(options.host) else options.host
+    url = f"http://{access.url_host(shown_host)}:{port}{MCP_PATH}"
     with _registry(settings) as registry:
         token = access.server_token(settings.home) if options.auth else None
         async with Supervisor(settings, registry, policy=policy) as supervisor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -131,6 +132,8 @@ async def test_binding_beyond_loopback_needs_allow_remote_and_the_token(server_c
     assert "--no-auth is refused off loopback" in refusal("--allow-remote", "--no-auth")
     with http_server(server_command, tmp_path, "--allow-remote", address="0.0.0.0:0") as server:
         assert "warning: serving beyond this machine" in server.output()
+        assert server.url.startswith(f"http://{socket.gethostname()}:")
+        assert (await initialize(server.url, {})).status_code == 401  # the printed URL is one that answers
         port = server.url.rsplit(":", 1)[1]
         local = f"http://127.0.0.1:{port}"
         assert (await initialize(local, {"Host": "attacker.example"})).status_code == 421

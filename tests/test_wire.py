@@ -1,0 +1,36 @@
+"""wire: which unreadable lines get which JSON-RPC error, and with which id."""
+
+from __future__ import annotations
+
+import mcp_types
+import pytest
+from pydantic import ValidationError
+
+from mcp_backgroundr.wire import protocol_error
+
+
+def rejection(line: bytes) -> Exception:
+    with pytest.raises(ValidationError) as raised:
+        mcp_types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+    return raised.value
+
+
+@pytest.mark.parametrize(
+    ("line", "code", "request_id"),
+    [
+        (b"not json", mcp_types.PARSE_ERROR, None),
+        (b'{"jsonrpc": "2.0", "id": 1', mcp_types.PARSE_ERROR, None),
+        (b"[1, 2]", mcp_types.INVALID_REQUEST, None),
+        (b'{"jsonrpc": "1.0", "id": 7, "method": "ping"}', mcp_types.INVALID_REQUEST, 7),
+        (b'{"jsonrpc": "2.0", "id": "a", "method": 3}', mcp_types.INVALID_REQUEST, "a"),
+        (b'{"jsonrpc": "2.0", "id": true, "method": 3}', mcp_types.INVALID_REQUEST, None),
+    ],
+)
+def test_unreadable_lines_get_the_error_json_rpc_prescribes(line: bytes, code: int, request_id: object) -> None:
+    answer = protocol_error(rejection(line))
+    assert answer is not None
+    assert answer.error.code == code and answer.id == request_id
+
+
+def test_other_exceptions_are_left_to_the_server() -> None:
+    assert protocol_error(OSError("stdin broke")) is None
