@@ -31,7 +31,7 @@ TARGET = "well under 100 ms: median <= 50 ms, max < 100 ms"
 WARM_UP = 3
 
 
-def _cpu_seconds(process: psutil.Process) -> float:
+def cpu_seconds(process: psutil.Process) -> float:
     """User + system CPU seconds, from psutil (clock-tick resolution: 10 ms)."""
     times = process.cpu_times()
     return times.user + times.system
@@ -60,17 +60,18 @@ def _well_under(latencies: list[float]) -> bool:
     return median(latencies) <= 0.05 and max(latencies) < 0.1
 
 
-async def _list_latencies(server: Server, process: psutil.Process, calls: int) -> Listing:
+async def list_latencies(server: Server, process: psutil.Process, calls: int, limit: int = TASKS) -> Listing:
+    """list_tasks with ``limit`` (by default every task of this benchmark)."""
     for _ in range(WARM_UP):
-        await server.call("list_tasks")
-    server_before, client_before = _cpu_seconds(process), time.process_time()
-    latencies = [await timed(lambda: server.call("list_tasks")) for _ in range(calls)]
-    server_cpu, client_cpu = _cpu_seconds(process) - server_before, time.process_time() - client_before
-    raw = [await timed(lambda: server.call_raw("list_tasks")) for _ in range(calls)]
+        await server.call("list_tasks", limit=limit)
+    server_before, client_before = cpu_seconds(process), time.process_time()
+    latencies = [await timed(lambda: server.call("list_tasks", limit=limit)) for _ in range(calls)]
+    server_cpu, client_cpu = cpu_seconds(process) - server_before, time.process_time() - client_before
+    raw = [await timed(lambda: server.call_raw("list_tasks", limit=limit)) for _ in range(calls)]
     return Listing(latencies, raw, server_cpu / calls, client_cpu / calls)
 
 
-async def _status_latencies(server: Server, task_id: str, calls: int) -> list[float]:
+async def status_latencies(server: Server, task_id: str, calls: int) -> list[float]:
     async def status() -> object:
         return await server.call("get_task_status", task_id=task_id, lines=0)
 
@@ -79,11 +80,11 @@ async def _status_latencies(server: Server, task_id: str, calls: int) -> list[fl
     return [await timed(status) for _ in range(calls)]
 
 
-async def _idle_cpu(process: psutil.Process, seconds: float) -> str:
+async def idle_cpu(process: psutil.Process, seconds: float) -> str:
     """The server's CPU use over ``seconds`` of idle."""
-    before, on_cpu_before, started = _cpu_seconds(process), _on_cpu_seconds(process), time.perf_counter()
+    before, on_cpu_before, started = cpu_seconds(process), _on_cpu_seconds(process), time.perf_counter()
     await anyio.sleep(seconds)
-    used, on_cpu = _cpu_seconds(process) - before, _on_cpu_seconds(process) - on_cpu_before
+    used, on_cpu = cpu_seconds(process) - before, _on_cpu_seconds(process) - on_cpu_before
     wall = time.perf_counter() - started
     return (
         f"psutil {used:.2f} CPU s ({100 * used / wall:.2f}% of a core); "
@@ -99,20 +100,20 @@ async def measure(quick: bool) -> list[Figure]:
         process = server.process()
         if first["pid"] not in {child.pid for child in process.children()}:
             raise RuntimeError(f"task pid {first['pid']} is not a child of the server {process.pid}")
-        one_list = await _list_latencies(server, process, calls)
-        one_status = await _status_latencies(server, first["task_id"], calls)
-        one_cpu = await _idle_cpu(process, idle)
+        one_list = await list_latencies(server, process, calls)
+        one_status = await status_latencies(server, first["task_id"], calls)
+        one_cpu = await idle_cpu(process, idle)
 
         started = time.perf_counter()
         for _ in range(TASKS - 1):
             await server.start("sleep 600")
         start_all = time.perf_counter() - started
-        listing = await server.call("list_tasks", state="running")
+        listing = await server.call("list_tasks", state="running", limit=TASKS)
         if len(listing["tasks"]) != TASKS:
             raise RuntimeError(f"expected {TASKS} running tasks, list_tasks shows {len(listing['tasks'])}")
-        many_list = await _list_latencies(server, process, calls)
-        many_status = await _status_latencies(server, first["task_id"], calls)
-        many_cpu = await _idle_cpu(process, idle)
+        many_list = await list_latencies(server, process, calls)
+        many_status = await status_latencies(server, first["task_id"], calls)
+        many_cpu = await idle_cpu(process, idle)
 
     sdk_one, sdk_many = median(one_list.latencies), median(many_list.latencies)
     raw_one, raw_many = median(one_list.raw_latencies), median(many_list.raw_latencies)

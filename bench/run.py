@@ -29,6 +29,7 @@ MODULES = (
     "write_memory",
     "status_latency",
     "many_tasks",
+    "scale",
     "startup",
     "shutdown",
     "wait_latency",

@@ -209,7 +209,7 @@ class TaskSummary(BaseModel):
 
     task_id: str = Field(description="The task's id.")
     name: str | None = Field(description="The label given at start, if any.")
-    command: str = Field(description="The command as given.")
+    command: str = Field(description="The command as given (at most 200 characters; get_task_status has all).")
     state: TaskState = Field(description="running, completed, failed or killed.")
     pid: int | None = Field(description="Process id of the main process.")
     exit_code: int | None = Field(description="Exit status; null while running.")
@@ -224,7 +224,8 @@ class TaskSummary(BaseModel):
 class TaskList(BaseModel):
     """Answer of list_tasks."""
 
-    tasks: list[TaskSummary] = Field(description="Tasks, newest first.")
+    tasks: list[TaskSummary] = Field(description="Tasks, newest first, at most `limit` of them.")
+    total: int = Field(default=0, description="How many tasks matched; more than listed when `limit` cut the list.")
 
 
 class WaitResult(BaseModel):

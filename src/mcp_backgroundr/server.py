@@ -57,6 +57,8 @@ send_task_input talks to tasks started with stdin=true or pty=true. Answers are 
 started with keep_running."""
 
 LISTED_COMMAND_WIDTH = 80
+DEFAULT_LISTED = 50
+MAX_LISTED = 1000
 
 
 def _one_line_validation_error(tool: str, error: ValidationError) -> str:
@@ -233,6 +235,8 @@ def _describe_end(ended: EndedTask) -> str:
 def _describe_list(listing: TaskList) -> str:
     if not listing.tasks:
         return "no tasks"
+    more = listing.total - len(listing.tasks)
+    note = [f"... and {more} older not listed; raise limit (at most {MAX_LISTED}) or filter by state"] if more else []
     rows = [
         " ".join(
             part
@@ -250,7 +254,7 @@ def _describe_list(listing: TaskList) -> str:
         )
         for t in listing.tasks
     ]
-    return "\n".join(rows)
+    return "\n".join(rows + note)
 
 
 TaskId = Annotated[str, Field(description="Id returned by run_background_task (see list_tasks).")]
@@ -548,10 +552,14 @@ def build_server(
             bool,
             Field(description="Every task in the registry, also those of other servers (see `owner`)."),
         ] = False,
+        limit: Annotated[
+            int, Field(ge=1, le=MAX_LISTED, description=f"Most tasks listed, newest first (1 to {MAX_LISTED}).")
+        ] = DEFAULT_LISTED,
     ) -> Annotated[CallToolResult, TaskList]:
         """The tasks this server started (all=true: every server's), newest first, with state,
-        pid, exit code and listening ports. Any task id listed works with the other tools."""
-        listing = supervisor.list_tasks(state, everyone=all)
+        pid, exit code and listening ports; `total` says how many matched. Any task id listed
+        works with the other tools."""
+        listing = supervisor.list_tasks(state, everyone=all, limit=limit)
         return _answer(listing, _describe_list(listing))
 
     return app

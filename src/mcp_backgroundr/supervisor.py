@@ -64,6 +64,14 @@ SHUTDOWN_REASON = "server shutdown"
 END_REASON = "end_background_task"
 
 
+LISTED_COMMAND_LENGTH = 200
+"""list_tasks shows this much of each command; get_task_status shows all of it."""
+
+
+def _shortened(text: str, length: int) -> str:
+    return text if len(text) <= length else text[: length - 3] + "..."
+
+
 def runtime_reason(limit: float) -> str:
     return f"max_runtime_seconds ({limit:g} s) reached"
 
@@ -627,24 +635,26 @@ class Supervisor:
         """The records of this server's tasks, oldest first (cheap: nothing is read)."""
         return [task.record for task in self._tasks.values()]
 
-    def list_tasks(self, state: TaskState | None = None, everyone: bool = False) -> TaskList:
-        """This server's tasks (or, with ``everyone``, every task in the registry), newest first."""
+    def list_tasks(self, state: TaskState | None = None, everyone: bool = False, limit: int | None = None) -> TaskList:
+        """This server's tasks (or, with ``everyone``, every task in the registry), newest first,
+        at most ``limit`` of them."""
         for task in self._tasks.values():
             self._refresh(task)
         records = [t.record for t in self._tasks.values()]
         if everyone:
             records += [r for r in self.registry.records() if r.task_id not in self._tasks]
         now = time.time()
-        shown = sorted(
+        matching = sorted(
             (r for r in records if state is None or r.state is state), key=lambda r: r.started_at, reverse=True
         )
+        shown = matching[:limit]
         ports = self._listening_ports({r.task_id for r in shown if r.running})
         return TaskList(
             tasks=[
                 TaskSummary(
                     task_id=r.task_id,
                     name=r.name,
-                    command=r.command,
+                    command=_shortened(r.command, LISTED_COMMAND_LENGTH),
                     state=r.state,
                     pid=r.pid,
                     exit_code=r.exit_code,
@@ -654,7 +664,8 @@ class Supervisor:
                     owner=r.owner,
                 )
                 for r in shown
-            ]
+            ],
+            total=len(matching),
         )
 
     def _listening_ports(self, task_ids: set[str]) -> dict[str, list[tuple[str, int, int]]]:

@@ -52,7 +52,7 @@ EXPECTED = {
         {"task_id"},
         {"task_id", "state", "exit_code", "signal", "signalled_pids", "escalated", "survivors"},
     ),
-    "list_tasks": ({"state", "all"}, set(), {"tasks"}),
+    "list_tasks": ({"state", "all", "limit"}, set(), {"tasks", "total"}),
     "remove_task": ({"task_id"}, {"task_id"}, {"task_id", "freed_bytes"}),
 }
 

@@ -10,7 +10,7 @@ import psutil
 import pytest
 from mcp import Client
 
-from .harness import alive, call, connect, finished, text_of, until
+from .harness import alive, call, call_error, connect, finished, text_of, until
 
 pytestmark = pytest.mark.anyio
 
@@ -137,9 +137,19 @@ async def test_list_tasks_newest_first_with_state_filter(server_command: str) ->
         listing = await call(client, "list_tasks")
         running = await call(client, "list_tasks", state="running")
         text = text_of(await client.call_tool("list_tasks", {}))
+        newest = await call(client, "list_tasks", limit=1)
+        newest_text = text_of(await client.call_tool("list_tasks", {"limit": 1}))
+        too_many = await call_error(client, "list_tasks", limit=1001)
+        long_command = await call(client, "run_background_task", command="true " + "x" * 5000)
+        shown = (await call(client, "list_tasks", limit=1))["tasks"][0]
     assert [t["task_id"] for t in listing["tasks"]] == [second["task_id"], first["task_id"]]
+    assert listing["total"] == 2 and running["total"] == 1
     assert [t["task_id"] for t in running["tasks"]] == [second["task_id"]]
     assert second["task_id"] in text and "sleep 300" in text
+    assert [t["task_id"] for t in newest["tasks"]] == [second["task_id"]] and newest["total"] == 2
+    assert "1 older not listed" in newest_text
+    assert "limit" in too_many
+    assert shown["task_id"] == long_command["task_id"] and len(shown["command"]) == 200
 
 
 async def test_the_registry_records_pid_and_start_time(server_command: str, home: Path) -> None:
