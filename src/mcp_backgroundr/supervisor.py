@@ -16,15 +16,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import anyio
-import psutil
 from anyio.abc import TaskGroup
 
 from . import logcap, logs, orphans, process, retention, runner, taskinput, terminal, validation, watch
@@ -34,7 +31,6 @@ from .grep import grep_log
 from .models import (
     EndedTask,
     InputSent,
-    ListeningPort,
     RemovedTask,
     StartedTask,
     Survivor,
@@ -42,18 +38,15 @@ from .models import (
     TaskRecord,
     TaskState,
     TaskStatus,
-    TaskSummary,
     WaitResult,
-    socket_address,
 )
 from .policy import Policy
 from .registry import Registry
+from .task import USAGE_REFRESH_SECONDS, Task, summary_of
 
 MAX_NAME_LENGTH = 200
 TERMINAL_TYPE = "xterm-256color"
 TERMINAL_DRAIN_SECONDS = 0.5
-USAGE_REFRESH_SECONDS = 1.0
-"""Status reuses a running task's process list (for usage and ports) for this long."""
 FOREIGN_RECORD_WAIT_SECONDS = 2.0
 FOREIGN_RECORD_POLL_SECONDS = 0.05
 END_OF_INPUT = b"\x04"
@@ -64,51 +57,8 @@ SHUTDOWN_REASON = "server shutdown"
 END_REASON = "end_background_task"
 
 
-LISTED_COMMAND_LENGTH = 200
-"""list_tasks shows this much of each command; get_task_status shows all of it."""
-
-
-def _shortened(text: str, length: int) -> str:
-    return text if len(text) <= length else text[: length - 3] + "..."
-
-
 def runtime_reason(limit: float) -> str:
     return f"max_runtime_seconds ({limit:g} s) reached"
-
-
-def iso_time(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
-
-
-@dataclass
-class _Task:
-    record: TaskRecord
-    popen: subprocess.Popen[bytes] | None
-    exited: anyio.Event = field(default_factory=anyio.Event)
-    lingering_known_empty: bool = False
-    """Once no process of a finished task is left, none can appear again."""
-    cpu_sample: tuple[float, float] | None = None
-    """(monotonic time, CPU seconds of the tree) at the previous status call."""
-    processes_seen: tuple[float, list[psutil.Process]] | None = None
-    """(monotonic time, processes) of the last scan for a running task."""
-    input_fd: int | None = None
-    """Where send_task_input writes: the stdin pipe, or the terminal's master side."""
-    terminal: bool = False
-    output_done: anyio.Event | None = None
-    """Set once a terminal task's output has all been copied to its log."""
-
-    def close_input_pipe(self) -> None:
-        if self.popen is not None and self.popen.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.popen.stdin.close()
-            if not self.terminal:
-                self.input_fd = None
-
-    @property
-    def running(self) -> bool:
-        return self.record.state is TaskState.RUNNING
 
 
 class Supervisor:
@@ -123,8 +73,8 @@ class Supervisor:
         self.owner = owner or orphans.owner_id()
         self.on_change: ChangeHook | None = None
         """Told (in the background) when a task starts, ends or is removed."""
-        self._tasks: dict[str, _Task] = {}
-        self._foreign: dict[str, _Task] = {}
+        self._tasks: dict[str, Task] = {}
+        self._foreign: dict[str, Task] = {}
         """Views of other servers' tasks that a caller asked about."""
         self._ports_seen: tuple[float, frozenset[str], dict[str, list[tuple[str, int, int]]]] | None = None
         self._pruned_at = 0.0
@@ -187,7 +137,7 @@ class Supervisor:
         show it as one of ours."""
         orphans.settle_from_runner(record)
         record.owner = self.owner
-        task = _Task(record, None)
+        task = Task(record, None)
         task.exited.set()
         self._tasks[record.task_id] = task
 
@@ -205,13 +155,13 @@ class Supervisor:
             self._take_finished(record)
             return
         record.owner = self.owner
-        task = _Task(record, None)
+        task = Task(record, None)
         self._tasks[record.task_id] = task
         self._cap(record)
         self._task_group.start_soon(self._watch_adopted, task, pidfd)
         self._enforce_runtime(task)
 
-    async def _watch_adopted(self, task: _Task, pidfd: int) -> None:
+    async def _watch_adopted(self, task: Task, pidfd: int) -> None:
         try:
             await anyio.wait_readable(pidfd)
         finally:
@@ -316,7 +266,7 @@ class Supervisor:
                     os.close(descriptor)
             log_path.unlink(missing_ok=True)
             raise
-        task = _Task(record, popen)
+        task = Task(record, popen)
         if master is not None and slave is not None:
             os.close(slave)  # only the task holds it now: its last close ends the copying
             task.input_fd, task.terminal, task.output_done = master, True, anyio.Event()
@@ -354,7 +304,7 @@ class Supervisor:
             if task_id not in self._tasks and self.registry.get(task_id) is None:
                 return task_id
 
-    async def _watch(self, task: _Task, popen: subprocess.Popen[bytes], pidfd: int) -> None:
+    async def _watch(self, task: Task, popen: subprocess.Popen[bytes], pidfd: int) -> None:
         returncode = await process.wait_for_exit(popen, pidfd)
         if task.output_done is not None:
             # Let the terminal copier catch up with what the task wrote just before exiting.
@@ -365,11 +315,11 @@ class Supervisor:
         if time.monotonic() - self._pruned_at >= PRUNE_INTERVAL_SECONDS:
             self._prune()
 
-    def _enforce_runtime(self, task: _Task) -> None:
+    def _enforce_runtime(self, task: Task) -> None:
         if task.record.max_runtime_seconds is not None and self._task_group is not None:
             self._task_group.start_soon(self._end_at_deadline, task, task.record.max_runtime_seconds)
 
-    async def _end_at_deadline(self, task: _Task, limit: float) -> None:
+    async def _end_at_deadline(self, task: Task, limit: float) -> None:
         """End the task once it has run for ``limit`` seconds (counted from its first start)."""
         with anyio.move_on_after(max(0.0, task.record.started_at + limit - time.time())):
             await task.exited.wait()
@@ -381,7 +331,7 @@ class Supervisor:
         if self.on_change is not None and self._task_group is not None and not self._shutting_down:
             self._task_group.start_soon(self.on_change, change, task_id)
 
-    async def _copy_terminal(self, task: _Task, master: int, log_fd: int) -> None:
+    async def _copy_terminal(self, task: Task, master: int, log_fd: int) -> None:
         try:
             await terminal.copy_output(master, log_fd)
         finally:
@@ -390,12 +340,12 @@ class Supervisor:
             if task.output_done is not None:
                 task.output_done.set()
 
-    def _refresh(self, task: _Task) -> None:
+    def _refresh(self, task: Task) -> None:
         """Record an exit that happened since the event loop last looked (a single waitpid)."""
         if task.running and task.popen is not None and (returncode := task.popen.poll()) is not None:
             self._record_exit(task, returncode)
 
-    def _record_exit(self, task: _Task, returncode: int) -> None:
+    def _record_exit(self, task: Task, returncode: int) -> None:
         if not task.running:
             return
         record = task.record
@@ -429,7 +379,7 @@ class Supervisor:
 
     # -- read ------------------------------------------------------------------
 
-    def _own(self, task_id: str) -> _Task:
+    def _own(self, task_id: str) -> Task:
         task = self._tasks.get(task_id)
         if task is None:
             other = self.registry.get(task_id)
@@ -442,7 +392,7 @@ class Supervisor:
         self._refresh(task)
         return task
 
-    def _any(self, task_id: str) -> _Task:
+    def _any(self, task_id: str) -> Task:
         """One of our tasks, or a view of another server's task from the registry."""
         if task_id in self._tasks:
             return self._own(task_id)
@@ -451,7 +401,7 @@ class Supervisor:
             raise TaskNotFoundError(task_id)
         view = self._foreign.get(task_id)
         if view is None:
-            view = self._foreign[task_id] = _Task(record, None)
+            view = self._foreign[task_id] = Task(record, None)
             if record.state is TaskState.RUNNING and record.pid is not None and self._task_group is not None:
                 self._task_group.start_soon(self._watch_foreign, view)
         view.record = record
@@ -459,7 +409,7 @@ class Supervisor:
             view.exited.set()
         return view
 
-    async def _watch_foreign(self, view: _Task) -> None:
+    async def _watch_foreign(self, view: Task) -> None:
         """Wait for another server's task to end, then for its owner to record how."""
         assert view.record.pid is not None
         await process.wait_until_ended(view.record.pid, view.record.pid_create_time)
@@ -473,19 +423,6 @@ class Supervisor:
             view.record = fresh
         view.exited.set()
 
-    def _listens_on(self, task: _Task, port: int) -> bool:
-        """Whether one of the task's own processes listens on ``port`` (not some other program)."""
-        sockets = process.listening_by_task({task.record.task_id}).get(task.record.task_id, [])
-        return any(listening_port == port for _, listening_port, _ in sockets)
-
-    def _lingering(self, task: _Task) -> list[psutil.Process]:
-        """Processes of a finished task that are still alive."""
-        if task.running or task.lingering_known_empty or task.record.pid is None:
-            return []
-        found = self._processes_of(task)
-        task.lingering_known_empty = not found
-        return found
-
     def status(
         self, task_id: str, lines: int | None = None, since: int | None = None, *, raw: bool = False
     ) -> TaskStatus:
@@ -498,7 +435,7 @@ class Supervisor:
             raise InvalidArgumentError(
                 "lines", lines, f"ask for 0 to {self.settings.max_lines} lines, or read forward with since"
             )
-        processes = self._live_processes(task)
+        processes = task.live_processes()
         writer_alive = task.running or bool(processes)
         path = Path(record.log_path)
         budget = self.settings.output_budget
@@ -508,63 +445,7 @@ class Supervisor:
             if since < 0:
                 raise InvalidArgumentError("since", since, "pass a cursor (a byte offset >= 0) from an earlier answer")
             piece = logs.read_forward(path, since, budget, writer_alive=writer_alive, raw=raw)
-        return self._status_of(task, piece, processes)
-
-    def _live_processes(self, task: _Task) -> list[psutil.Process]:
-        """The processes of a running task, or the lingering ones of a finished task.
-
-        Finding them scans every process of the machine, so for a running task the answer is
-        reused for USAGE_REFRESH_SECONDS: a client polling status stays cheap.
-        """
-        if not task.running:
-            return self._lingering(task)
-        now = time.monotonic()
-        if task.processes_seen is None or now - task.processes_seen[0] > USAGE_REFRESH_SECONDS:
-            task.processes_seen = (now, self._processes_of(task))
-        return task.processes_seen[1]
-
-    def _cpu_percent(self, task: _Task, cpu_seconds: float) -> float:
-        now = time.monotonic()
-        if task.cpu_sample is None:
-            since, used = now - max(0.001, task.record.runtime_seconds(time.time())), cpu_seconds
-        else:
-            since, used = task.cpu_sample[0], cpu_seconds - task.cpu_sample[1]
-        task.cpu_sample = (now, cpu_seconds)
-        return round(max(0.0, used) / max(now - since, 0.001) * 100, 1)
-
-    def _status_of(self, task: _Task, piece: logs.OutputSlice, processes: list[psutil.Process]) -> TaskStatus:
-        record = task.record
-        usage = process.tree_usage(processes)
-        run = runner.read_status(record.status_path) if record.supervised else None
-        return TaskStatus(
-            task_id=record.task_id,
-            name=record.name,
-            command=record.command,
-            cwd=record.cwd,
-            state=record.state,
-            exit_code=record.exit_code,
-            signal=record.signal,
-            kill_requested=record.kill_requested,
-            pid=record.pid,
-            started_at=iso_time(record.started_at) or "",
-            ended_at=iso_time(record.ended_at),
-            runtime_seconds=record.runtime_seconds(time.time()),
-            output=piece.text,
-            cursor=piece.cursor,
-            output_bytes=piece.size,
-            truncated=piece.truncated,
-            truncation=piece.truncation,
-            lingering_pids=[] if task.running else sorted(p.pid for p in processes),
-            listening=_listening(usage.listening),
-            cpu_percent=self._cpu_percent(task, usage.cpu_seconds) if processes else None,
-            memory_rss_bytes=usage.rss_bytes if processes else None,
-            process_count=usage.process_count,
-            restarts=run.restarts if run else 0,
-            dropped_bytes=piece.dropped,
-            next_start_at=iso_time(run.next_start_at) if run else None,
-            end_reason=record.end_reason,
-            max_runtime_seconds=record.max_runtime_seconds,
-        )
+        return task.status(piece, processes)
 
     async def grep(self, task_id: str, pattern_text: str, since: int | None = None) -> TaskStatus:
         """Status whose output is the log lines (from ``since``) matching ``pattern_text``."""
@@ -584,7 +465,7 @@ class Supervisor:
             notes.append(f"the first {found.dropped} bytes were dropped (size cap): line numbers count from there")
         note = "; ".join(notes) or None
         piece = logs.OutputSlice(found.text, found.cursor, found.size, found.resume_at is not None, note, found.dropped)
-        status = self._status_of(task, piece, self._live_processes(task))
+        status = task.status(piece, task.live_processes())
         status.grep_matches = found.matches
         return status
 
@@ -613,15 +494,12 @@ class Supervisor:
         path = Path(task.record.log_path)
         start = _checked_since(path, since, default=logs.log_size(path))
         began = time.monotonic()
-        outcome = await watch.first_event(
-            task.exited, path, start, conditions, lambda port: self._listens_on(task, port), progress
-        )
-        status = self._status_of(
-            task,
+        outcome = await watch.first_event(task.exited, path, start, conditions, task.listens_on, progress)
+        status = task.status(
             logs.read_tail(
                 path, self.settings.max_lines, self.settings.output_budget, writer_alive=task.running, floor=start
             ),
-            self._live_processes(task),
+            task.live_processes(),
         )
         return WaitResult(
             reason=outcome.reason,
@@ -650,21 +528,7 @@ class Supervisor:
         shown = matching[:limit]
         ports = self._listening_ports({r.task_id for r in shown if r.running})
         return TaskList(
-            tasks=[
-                TaskSummary(
-                    task_id=r.task_id,
-                    name=r.name,
-                    command=_shortened(r.command, LISTED_COMMAND_LENGTH),
-                    state=r.state,
-                    pid=r.pid,
-                    exit_code=r.exit_code,
-                    started_at=iso_time(r.started_at) or "",
-                    runtime_seconds=r.runtime_seconds(now),
-                    listening=[socket_address(a, port) for a, port, _ in ports.get(r.task_id, [])],
-                    owner=r.owner,
-                )
-                for r in shown
-            ],
+            tasks=[summary_of(r, now, ports.get(r.task_id, [])) for r in shown],
             total=len(matching),
         )
 
@@ -700,7 +564,7 @@ class Supervisor:
     def remove(self, task_id: str) -> RemovedTask:
         """Forget a finished task and delete its log."""
         task = self._own(task_id)
-        if task.running or self._lingering(task):
+        if task.running or task.lingering():
             raise BackgroundrError(
                 f"task {task_id} is still running; end it with end_background_task first, then remove it"
             )
@@ -726,9 +590,7 @@ class Supervisor:
                 record.kill_requested = True
                 record.end_reason = reason
                 self._save([record])
-            outcome = await process.end_processes(
-                lambda: self._processes_of(task), grace, self.settings.kill_wait_seconds
-            )
+            outcome = await process.end_processes(lambda: task.processes(), grace, self.settings.kill_wait_seconds)
             with anyio.move_on_after(self.settings.kill_wait_seconds):
                 await task.exited.wait()
         task.lingering_known_empty = not outcome.survivors
@@ -742,11 +604,6 @@ class Supervisor:
             escalated=outcome.escalated,
             survivors=[Survivor(pid=pid, command=cmd, reason=why) for pid, cmd, why in outcome.survivors],
         )
-
-    def _processes_of(self, task: _Task) -> list[psutil.Process]:
-        if task.record.pid is None or task.lingering_known_empty:
-            return []
-        return process.find_task_processes({task.record.pid: _leader(task)})[task.record.task_id]
 
     async def shutdown(self) -> int:
         """End every task this server owns, all at once, within a bounded time.
@@ -766,7 +623,7 @@ class Supervisor:
                 if task.running:
                     task.record.kill_requested = True
                     task.record.end_reason = SHUTDOWN_REASON
-            leaders = {t.record.pid: _leader(t) for t in live if t.record.pid is not None}
+            leaders = {t.record.pid: t.leader() for t in live if t.record.pid is not None}
             ended = await process.end_task_trees(
                 leaders, self.settings.shutdown_grace_seconds, self.settings.shutdown_kill_wait_seconds
             )
@@ -797,11 +654,3 @@ def _checked_since(path: Path, since: int | None, default: int) -> int:
             "since", since, f"use a cursor from an earlier answer, between 0 and the output size ({size})"
         )
     return since
-
-
-def _listening(sockets: Sequence[tuple[str, int, int]]) -> list[ListeningPort]:
-    return [ListeningPort(address=address, port=port, pid=pid) for address, port, pid in sockets]
-
-
-def _leader(task: _Task) -> process.Leader:
-    return process.Leader(task.record.task_id, task.record.ended_at if task.exited.is_set() else None)

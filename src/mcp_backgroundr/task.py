@@ -1,0 +1,165 @@
+"""One task as the supervisor holds it in memory, and how it is reported.
+
+A :class:`Task` pairs the registry record with what only a live server knows: the
+child process (when it is ours), the event set at its exit, its input descriptor,
+and the samples that make repeated status calls cheap. It finds its own processes
+and turns itself into the tools' answers; starting, watching and ending tasks is
+the supervisor's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import anyio
+import psutil
+
+from . import logs, process, runner
+from .models import ListeningPort, TaskRecord, TaskState, TaskStatus, TaskSummary, socket_address
+
+USAGE_REFRESH_SECONDS = 1.0
+"""Status reuses a running task's process list (for usage and ports) for this long."""
+LISTED_COMMAND_LENGTH = 200
+"""list_tasks shows this much of each command; get_task_status shows all of it."""
+
+
+def iso_time(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class Task:
+    record: TaskRecord
+    popen: subprocess.Popen[bytes] | None
+    exited: anyio.Event = field(default_factory=anyio.Event)
+    lingering_known_empty: bool = False
+    """Once no process of a finished task is left, none can appear again."""
+    cpu_sample: tuple[float, float] | None = None
+    """(monotonic time, CPU seconds of the tree) at the previous status call."""
+    processes_seen: tuple[float, list[psutil.Process]] | None = None
+    """(monotonic time, processes) of the last scan for a running task."""
+    input_fd: int | None = None
+    """Where send_task_input writes: the stdin pipe, or the terminal's master side."""
+    terminal: bool = False
+    output_done: anyio.Event | None = None
+    """Set once a terminal task's output has all been copied to its log."""
+
+    def close_input_pipe(self) -> None:
+        if self.popen is not None and self.popen.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.popen.stdin.close()
+            if not self.terminal:
+                self.input_fd = None
+
+    @property
+    def running(self) -> bool:
+        return self.record.state is TaskState.RUNNING
+
+    def leader(self) -> process.Leader:
+        return process.Leader(self.record.task_id, self.record.ended_at if self.exited.is_set() else None)
+
+    def processes(self) -> list[psutil.Process]:
+        """Every live process of the task (a scan of the machine's processes)."""
+        if self.record.pid is None or self.lingering_known_empty:
+            return []
+        return process.find_task_processes({self.record.pid: self.leader()})[self.record.task_id]
+
+    def lingering(self) -> list[psutil.Process]:
+        """Processes of a finished task that are still alive."""
+        if self.running or self.lingering_known_empty or self.record.pid is None:
+            return []
+        found = self.processes()
+        self.lingering_known_empty = not found
+        return found
+
+    def live_processes(self) -> list[psutil.Process]:
+        """The processes of a running task, or the lingering ones of a finished task.
+
+        Finding them scans every process of the machine, so for a running task the answer is
+        reused for USAGE_REFRESH_SECONDS: a client polling status stays cheap.
+        """
+        if not self.running:
+            return self.lingering()
+        now = time.monotonic()
+        if self.processes_seen is None or now - self.processes_seen[0] > USAGE_REFRESH_SECONDS:
+            self.processes_seen = (now, self.processes())
+        return self.processes_seen[1]
+
+    def listens_on(self, port: int) -> bool:
+        """Whether one of the task's own processes listens on ``port`` (not some other program)."""
+        sockets = process.listening_by_task({self.record.task_id}).get(self.record.task_id, [])
+        return any(listening_port == port for _, listening_port, _ in sockets)
+
+    def _cpu_percent(self, cpu_seconds: float) -> float:
+        now = time.monotonic()
+        if self.cpu_sample is None:
+            since, used = now - max(0.001, self.record.runtime_seconds(time.time())), cpu_seconds
+        else:
+            since, used = self.cpu_sample[0], cpu_seconds - self.cpu_sample[1]
+        self.cpu_sample = (now, cpu_seconds)
+        return round(max(0.0, used) / max(now - since, 0.001) * 100, 1)
+
+    def status(self, piece: logs.OutputSlice, processes: list[psutil.Process]) -> TaskStatus:
+        """The answer of get_task_status: the record, ``piece`` of output, and the usage of ``processes``."""
+        record = self.record
+        usage = process.tree_usage(processes)
+        run = runner.read_status(record.status_path) if record.supervised else None
+        return TaskStatus(
+            task_id=record.task_id,
+            name=record.name,
+            command=record.command,
+            cwd=record.cwd,
+            state=record.state,
+            exit_code=record.exit_code,
+            signal=record.signal,
+            kill_requested=record.kill_requested,
+            pid=record.pid,
+            started_at=iso_time(record.started_at) or "",
+            ended_at=iso_time(record.ended_at),
+            runtime_seconds=record.runtime_seconds(time.time()),
+            output=piece.text,
+            cursor=piece.cursor,
+            output_bytes=piece.size,
+            truncated=piece.truncated,
+            truncation=piece.truncation,
+            lingering_pids=[] if self.running else sorted(p.pid for p in processes),
+            listening=_listening(usage.listening),
+            cpu_percent=self._cpu_percent(usage.cpu_seconds) if processes else None,
+            memory_rss_bytes=usage.rss_bytes if processes else None,
+            process_count=usage.process_count,
+            restarts=run.restarts if run else 0,
+            dropped_bytes=piece.dropped,
+            next_start_at=iso_time(run.next_start_at) if run else None,
+            end_reason=record.end_reason,
+            max_runtime_seconds=record.max_runtime_seconds,
+        )
+
+
+def summary_of(record: TaskRecord, now: float, listening: Sequence[tuple[str, int, int]]) -> TaskSummary:
+    """One line of list_tasks."""
+    command = record.command
+    if len(command) > LISTED_COMMAND_LENGTH:
+        command = command[: LISTED_COMMAND_LENGTH - 3] + "..."
+    return TaskSummary(
+        task_id=record.task_id,
+        name=record.name,
+        command=command,
+        state=record.state,
+        pid=record.pid,
+        exit_code=record.exit_code,
+        started_at=iso_time(record.started_at) or "",
+        runtime_seconds=record.runtime_seconds(now),
+        listening=[socket_address(address, port) for address, port, _ in listening],
+        owner=record.owner,
+    )
+
+
+def _listening(sockets: Sequence[tuple[str, int, int]]) -> list[ListeningPort]:
+    return [ListeningPort(address=address, port=port, pid=pid) for address, port, pid in sockets]
