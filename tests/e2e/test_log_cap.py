@@ -19,7 +19,10 @@ from .harness import call, connect
 pytestmark = pytest.mark.anyio
 
 CAP = 1024 * 1024
-OVERSHOOT_ALLOWED = 4
+OVERSHOOT_ALLOWED = 16
+"""Median disk use allowed while `yes` writes, in caps. Uncapped, the log would reach 200 caps;
+on a quiet machine the median is about 1 cap (docs/benchmarks.md, figure 8), but when other
+work takes the CPU the capper runs less often than `yes` writes, and 4 caps was seen exceeded."""
 MIN_SAMPLES = 100
 
 

@@ -42,7 +42,7 @@ def test_each_bad_line_gets_its_error_and_the_server_keeps_serving(server_comman
         server.initialize()
         assert len(server.request("tools/list")["result"]["tools"]) == 7
         listed = server.request("tools/call", {"name": "list_tasks", "arguments": {}})
-        assert listed["result"]["structuredContent"] == {"tasks": []}
+        assert listed["result"]["structuredContent"] == {"tasks": [], "total": 0}
 
 
 def test_bad_requests_after_the_handshake_are_answered_too(server_command: str) -> None:
