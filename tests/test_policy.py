@@ -17,7 +17,7 @@ def test_no_file_and_no_flags_allow_what_a_shell_would(tmp_path: Path) -> None:
     assert policy == Policy()
     assert policy.runtime_limit(None) is None
     assert policy.environment({"A": "1"}) == {"A": "1"}
-    policy.check_cwd("/")
+    assert policy.checked_cwd("/tmp/../etc") == "/tmp/../etc"
     policy.check_command("anything at all")
     policy.check_room(10_000)
 
@@ -35,10 +35,13 @@ def test_roots_are_resolved_so_symlinks_cannot_escape(tmp_path: Path) -> None:
     (tmp_path / "link").symlink_to(tmp_path / "real")
     policy = load_policy(tmp_path / "none.toml", {"allowed_cwd": [str(tmp_path / "link")]})
     assert policy.allowed_cwd == (tmp_path.resolve() / "real",)
-    policy.check_cwd(str(tmp_path / "real"))
-    policy.check_cwd(str(tmp_path / "link"))
+    real = str(tmp_path.resolve() / "real")
+    assert policy.checked_cwd(str(tmp_path / "real")) == real
+    assert policy.checked_cwd(str(tmp_path / "link")) == real  # the task runs where the check looked
     with pytest.raises(PolicyRefusedError, match="allowed_cwd"):
-        policy.check_cwd(str(tmp_path))
+        policy.checked_cwd(str(tmp_path))
+    with pytest.raises(BackgroundrError, match="ambiguous"):
+        load_policy(tmp_path / "none.toml", {"allowed_cwd": []})
     with pytest.raises(BackgroundrError, match="use an absolute path"):
         load_policy(tmp_path / "none.toml", {"allowed_cwd": ["relative/dir"]})
 

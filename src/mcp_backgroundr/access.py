@@ -20,9 +20,9 @@ import psutil
 from mcp.server.auth.provider import AccessToken
 from mcp.server.transport_security import TransportSecuritySettings
 
+from .config import TOKEN_ENV
 from .errors import BackgroundrError
 
-TOKEN_ENV = "MCP_BACKGROUNDR_TOKEN"
 TOKEN_FILE = "http-token"
 MIN_TOKEN_LENGTH = 16
 TOKEN_BYTES = 32
@@ -45,15 +45,23 @@ def server_token(home: Path) -> str:
             )
         return given
     path = token_path(home)
+    if path.exists():
+        return _stored_token(path)
+    # Written in full to a private file first, then linked into place: a second process
+    # starting at the same moment sees either no token file or a whole one, never half.
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    draft = path.with_name(f".{TOKEN_FILE}.{secrets.token_hex(8)}")
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="ascii") as file:
+            file.write(token + "\n")
+        os.link(draft, path)
     except FileExistsError:
         return _stored_token(path)
     except OSError as exc:
         raise BackgroundrError(f"cannot create {path}: {exc.strerror or exc}") from exc
-    token = secrets.token_urlsafe(TOKEN_BYTES)
-    with os.fdopen(descriptor, "w", encoding="ascii") as file:
-        file.write(token + "\n")
+    finally:
+        draft.unlink(missing_ok=True)
     return token
 
 

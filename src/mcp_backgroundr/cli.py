@@ -71,6 +71,12 @@ def _address(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _host_name(text: str) -> str:
+    if not text or "/" in text or (":" in text and not text.startswith("[") and text.count(":") == 1):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a host name (give it without a port: any port is accepted)")
+    return text.removeprefix("[").removesuffix("]")
+
+
 def _add_serve_options(serve: argparse.ArgumentParser) -> None:
     http = serve.add_argument_group("HTTP (instead of stdio)")
     http.add_argument(
@@ -84,6 +90,7 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
     http.add_argument(
         "--allowed-host",
         action="append",
+        type=_host_name,
         default=[],
         metavar="NAME",
         help="another Host name clients may use for this server (repeatable)",

@@ -65,12 +65,14 @@ class Policy:
                     "run a different command, or ask the server's owner to change the rule",
                 )
 
-    def check_cwd(self, cwd: str) -> None:
+    def checked_cwd(self, cwd: str) -> str:
+        """The directory to run in: ``cwd``, or with roots set, its resolved path if under one
+        (so that the directory checked is the one the task runs in, whatever links change)."""
         if not self.allowed_cwd:
-            return
+            return cwd
         resolved = Path(os.path.realpath(cwd))
         if any(resolved.is_relative_to(root) for root in self.allowed_cwd):
-            return
+            return str(resolved)
         shown = cwd if str(resolved) == cwd else f"{cwd} (resolves to {resolved})"
         raise PolicyRefusedError(
             "allowed_cwd",
@@ -183,6 +185,8 @@ def _strings(settings: Mapping[str, object], name: str) -> list[str] | None:
         return None
     if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
         raise _BadSetting(name, f"{name}={value!r} is invalid: use a list of strings")
+    if name == "allowed_cwd" and not value:
+        raise _BadSetting(name, "allowed_cwd=[] is ambiguous: list the roots, or remove the setting to allow any cwd")
     return list(value)
 
 

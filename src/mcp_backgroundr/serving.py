@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import access
-from .config import HOME_ENV, Settings
+from .config import HOME_ENV, TOKEN_ENV, Settings
 from .errors import BackgroundrError
 from .policy import Policy
 from .registry import Registry
@@ -152,7 +152,8 @@ class _UvicornWithoutSignals(uvicorn.Server):
 def _listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return socket.create_server((host, port), family=family, reuse_port=False)
+        # A wildcard IPv6 bind takes IPv4 clients too, as 0.0.0.0 does for IPv4.
+        return socket.create_server((host, port), family=family, dualstack_ipv6=host == "::")
     except OSError as exc:
         raise BackgroundrError(
             f"cannot listen on {access.url_host(host)}:{port} ({exc.strerror or exc}); "
@@ -164,8 +165,8 @@ def _banner(url: str, options: HttpOptions, settings: Settings, policy: Policy) 
     server: dict[str, object] = {"type": "http", "url": url}
     lines = [f"mcp-backgroundr: serving MCP over Streamable HTTP at {url}"]
     if options.auth:
-        server["headers"] = {"Authorization": f"Bearer ${{{access.TOKEN_ENV}}}"}
-        where = f"${access.TOKEN_ENV}" if access.TOKEN_ENV in os.environ else str(access.token_path(settings.home))
+        server["headers"] = {"Authorization": f"Bearer ${{{TOKEN_ENV}}}"}
+        where = f"${TOKEN_ENV}" if TOKEN_ENV in os.environ else str(access.token_path(settings.home))
         lines.append(
             f"Clients must send the header 'Authorization: Bearer <token>'; the token is in {where} "
             "and `mcp-backgroundr token` prints it."

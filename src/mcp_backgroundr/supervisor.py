@@ -25,7 +25,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from . import logcap, logs, orphans, process, retention, runner, taskinput, terminal, validation, watch
-from .config import TASK_ID_ENV, Settings
+from .config import TASK_ID_ENV, TOKEN_ENV, Settings
 from .errors import BackgroundrError, InvalidArgumentError, RegistryError, SpawnFailedError, TaskNotFoundError
 from .grep import grep_log
 from .models import (
@@ -55,6 +55,10 @@ PRUNE_INTERVAL_SECONDS = 60.0
 """Pruning reads the whole registry: after exits it runs at most this often."""
 SHUTDOWN_REASON = "server shutdown"
 END_REASON = "end_background_task"
+
+
+PRIVATE_ENV = frozenset({TOKEN_ENV})
+"""Variables of the server that no task inherits, whatever env_passthrough says."""
 
 
 def runtime_reason(limit: float) -> str:
@@ -155,6 +159,9 @@ class Supervisor:
             self._take_finished(record)
             return
         record.owner = self.owner
+        ceiling = self.policy.max_runtime_seconds
+        if ceiling is not None and (record.max_runtime_seconds is None or record.max_runtime_seconds > ceiling):
+            record.max_runtime_seconds = ceiling  # this server's policy holds for what it adopts
         task = Task(record, None)
         self._tasks[record.task_id] = task
         self._cap(record)
@@ -167,9 +174,10 @@ class Supervisor:
         finally:
             os.close(pidfd)
         if task.running:
+            asked_to_end = task.record.end_reason if task.record.kill_requested else None
             orphans.settle_from_runner(task.record)
-            if task.record.kill_requested:
-                task.record.state = TaskState.KILLED
+            if asked_to_end is not None:
+                task.record.state, task.record.end_reason = TaskState.KILLED, asked_to_end
             task.exited.set()
             if not self._shutting_down:
                 self._save([task.record])
@@ -211,10 +219,13 @@ class Supervisor:
         command = validation.checked_command(command)
         workdir = validation.checked_cwd(cwd)
         self.policy.check_command(command)
-        self.policy.check_cwd(workdir)
+        workdir = self.policy.checked_cwd(workdir)
+        for task in self._tasks.values():
+            self._refresh(task)
         self.policy.check_room(sum(task.running for task in self._tasks.values()))
         runtime_limit = self.policy.runtime_limit(max_runtime_seconds)
-        task_env = validation.task_environment(self.policy.environment(os.environ), env)
+        inherited = {name: value for name, value in os.environ.items() if name not in PRIVATE_ENV}
+        task_env = validation.task_environment(self.policy.environment(inherited), env)
         if name is not None and len(name) > MAX_NAME_LENGTH:
             raise InvalidArgumentError("name", name, f"use a label of at most {MAX_NAME_LENGTH} characters")
         restart_limit = validation.checked_restart(restart, max_restarts, self.settings.default_max_restarts)
@@ -320,12 +331,17 @@ class Supervisor:
             self._task_group.start_soon(self._end_at_deadline, task, task.record.max_runtime_seconds)
 
     async def _end_at_deadline(self, task: Task, limit: float) -> None:
-        """End the task once it has run for ``limit`` seconds (counted from its first start)."""
-        with anyio.move_on_after(max(0.0, task.record.started_at + limit - time.time())):
-            await task.exited.wait()
+        """End the task once it has run for ``limit`` seconds (counted from its first start),
+        and so the processes it left behind if its main process ended sooner."""
+        await anyio.sleep(max(0.0, task.record.started_at + limit - time.time()))
+        if self._shutting_down or self._tasks.get(task.record.task_id) is not task:
             return
-        if task.running and not self._shutting_down:
+        if task.running:
             await self.end(task.record.task_id, reason=runtime_reason(limit))
+        elif task.lingering():
+            await self.end(task.record.task_id)
+            task.record.end_reason = f"{runtime_reason(limit)}: ended the processes it left behind"
+            self._save([task.record])
 
     def _changed(self, change: TaskChange, task_id: str) -> None:
         if self.on_change is not None and self._task_group is not None and not self._shutting_down:

@@ -30,7 +30,18 @@ async def test_a_keep_running_task_survives_a_server_restart_with_the_same_pid(s
     assert (status["state"], status["pid"], status["output"]) == ("running", task["pid"], "up\n")
     assert ended["survivors"] == []
     assert ended["state"] == "killed"
-    assert after["state"] == "killed"
+    assert (after["state"], after["end_reason"]) == ("killed", "end_background_task")
+    assert alive([task["pid"]]) == []
+
+
+async def test_the_next_servers_runtime_limit_holds_for_what_it_adopts(server_command: str) -> None:
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="sleep 300", keep_running=True)
+    assert task["pid"] in alive([task["pid"]])
+    async with connect(server_command, args=["serve", "--max-runtime-seconds", "1"]) as client:
+        status = await finished(client, task["task_id"])
+    assert (status["state"], status["end_reason"]) == ("killed", "max_runtime_seconds (1 s) reached")
+    assert status["max_runtime_seconds"] == 1
     assert alive([task["pid"]]) == []
 
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import anyio
 import pytest
+from mcp import Client
 
 from mcp_backgroundr.policy import CONFIG_FILE
 
-from .harness import alive, call, call_error, connect, finished
+from .harness import alive, call, call_error, connect, finished, until
 
 pytestmark = pytest.mark.anyio
 
@@ -75,13 +76,29 @@ async def test_a_task_over_its_maximum_runtime_is_ended_and_recorded(server_comm
     assert "end_reason: max_runtime_seconds (1 s) reached" in shown.stdout.decode()
 
 
+async def test_processes_a_task_left_behind_are_ended_at_its_runtime_limit(server_command: str) -> None:
+    async with connect(server_command, args=["serve", "--default-runtime-seconds", "1"]) as client:
+        started = await call(client, "run_background_task", command="sleep 300 > /dev/null & echo $!")
+        status = await finished(client, started["task_id"])
+        left_behind = int(status["output"])
+        assert status["state"] == "completed" and alive([left_behind])
+        await until(lambda: has_end_reason(client, started["task_id"]))
+        assert not alive([left_behind])
+        final = await call(client, "get_task_status", task_id=started["task_id"])
+    assert final["state"] == "completed"
+    assert final["end_reason"] == "max_runtime_seconds (1 s) reached: ended the processes it left behind"
+
+
+async def has_end_reason(client: Client, task_id: str) -> bool:
+    return (await call(client, "get_task_status", task_id=task_id))["end_reason"] is not None
+
+
 async def test_env_passthrough_narrows_what_tasks_inherit(server_command: str) -> None:
-    flags = ["serve", "--env-passthrough", "PATH,MCP_BACKGROUNDR_*"]
-    async with connect(server_command, args=flags) as client:
+    async with connect(server_command, args=["serve", "--env-passthrough", "PATH"]) as client:
         started = await call(client, "run_background_task", command="env | sort", env={"GIVEN": "yes"})
         names = {line.split("=", 1)[0] for line in (await finished(client, started["task_id"]))["output"].split()}
-    assert {"PATH", "MCP_BACKGROUNDR_HOME", "MCP_BACKGROUNDR_TASK_ID", "GIVEN"} <= names
-    assert "HOME" not in names
+    assert {"PATH", "MCP_BACKGROUNDR_TASK_ID", "GIVEN"} <= names
+    assert "HOME" not in names and "MCP_BACKGROUNDR_HOME" not in names
 
 
 @pytest.mark.parametrize(

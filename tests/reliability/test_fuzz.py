@@ -35,7 +35,7 @@ TOOLS = {
     "end_background_task": ["task_id", "grace_seconds"],
     "send_task_input": ["task_id", "text", "newline", "close"],
     "remove_task": ["task_id"],
-    "list_tasks": ["state", "all"],
+    "list_tasks": ["state", "all", "limit"],
 }  # fmt: skip
 
 hostile_numbers = st.one_of(
@@ -135,8 +135,8 @@ def test_every_fuzzed_call_is_a_result_or_a_one_line_error(portal: BlockingPorta
 
         one_call()
         assert calls >= CALLS
-        listed = call("list_tasks", {"all": True}).structured_content
-        assert listed is not None
+        listed = call("list_tasks", {"all": True, "limit": 1000}).structured_content
+        assert listed is not None and listed["total"] == len(listed["tasks"])  # every task, to end them all
         for task in listed["tasks"]:
             ended = call("end_background_task", {"task_id": task["task_id"], "grace_seconds": 0})
             assert not ended.is_error, text_of(ended)
