@@ -163,11 +163,12 @@ def _wait_gone(processes: Sequence[psutil.Process], timeout: float) -> list[psut
     return alive
 
 
-def _kill(processes: Sequence[psutil.Process]) -> list[str]:
+def kill_all(processes: Sequence[psutil.Process]) -> list[str]:
+    """SIGKILL them; describe each (pid and the start of its command line)."""
     described = []
     for process in processes:
         with contextlib.suppress(psutil.Error):
-            described.append(f"{process.pid} {' '.join(process.cmdline())}")
+            described.append(f"{process.pid} {' '.join(process.cmdline())[:80]}")
             process.kill()
     psutil.wait_procs(list(processes), timeout=5)
     return described
@@ -203,7 +204,7 @@ async def serve(command: list[str] | None = None, env: dict[str, str] | None = N
                 if remaining:
                     raise RuntimeError(
                         f"{len(remaining)} processes were still alive {GONE_TIMEOUT:g} s after the client closed, "
-                        "and were killed: " + ", ".join(_kill(remaining))
+                        "and were killed: " + ", ".join(kill_all(remaining))
                     )
                 server.closing = Closing(
                     server_exited_s=server_exited - closing_started,
@@ -213,7 +214,8 @@ async def serve(command: list[str] | None = None, env: dict[str, str] | None = N
             finally:
                 stray = processes_of(home)
                 if stray:
-                    raise RuntimeError("processes outlived the benchmark and were killed: " + ", ".join(_kill(stray)))
+                    killed = ", ".join(kill_all(stray))
+                    raise RuntimeError(f"processes outlived the benchmark and were killed: {killed}")
 
 
 class Sampler:

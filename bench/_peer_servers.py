@@ -14,7 +14,7 @@ import sys
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -94,17 +94,6 @@ def marked(marker: str) -> list[psutil.Process]:
 
 def of_run(run_id: str) -> list[psutil.Process]:
     return find_processes(lambda env, cmd: env.get(SESSION_ENV, "").startswith(run_id + ":"))
-
-
-def kill_all(processes: Sequence[psutil.Process]) -> list[str]:
-    """SIGKILL them; describe each."""
-    described = []
-    for process in processes:
-        with contextlib.suppress(psutil.Error):
-            described.append(f"{process.pid} {' '.join(process.cmdline())[:80]}")
-            process.kill()
-    psutil.wait_procs(list(processes), timeout=5)
-    return described
 
 
 async def wait_count(marker: str, done: Callable[[int], bool], limit: float) -> int:

@@ -62,7 +62,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from _harness import BENCH_DIR, HOME_ENV, Sampler
+from _harness import BENCH_DIR, HOME_ENV, Sampler, kill_all
 from _peer_report import Results, human_bytes, machine, print_table, rows
 from _peer_servers import (
     APPEAR_TIMEOUT,
@@ -91,7 +91,6 @@ from _peer_servers import (
     Peer,
     Session,
     bytes_written,
-    kill_all,
     marked,
     marked_command,
     new_marker,
