@@ -84,3 +84,13 @@ async def test_status_that_reaps_a_fast_exit_before_the_watcher_runs_breaks_noth
     assert record is not None
     assert record.exit_code == 9
     registry.close()
+
+
+async def test_a_task_id_is_never_digits_alone(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: clients that read JSON values from text sent 95743835 back as a number."""
+    drawn = iter(["95743835", "00000000", "9574383a"])
+    registry = _registry(settings)
+    async with Supervisor(settings, registry) as supervisor:
+        monkeypatch.setattr("mcp_backgroundr.supervisor.secrets.token_hex", lambda _: next(drawn))
+        assert supervisor._new_task_id() == "9574383a"
+    registry.close()

@@ -312,6 +312,10 @@ class Supervisor:
     def _new_task_id(self) -> str:
         while True:
             task_id = secrets.token_hex(4)
+            # An id of digits alone would be sent back as a number by clients that read JSON
+            # values from text (the Inspector's --tool-arg task_id=...), and refused as one.
+            if task_id.isdigit():
+                continue
             if task_id not in self._tasks and self.registry.get(task_id) is None:
                 return task_id
 
