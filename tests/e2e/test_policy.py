@@ -77,7 +77,7 @@ async def test_a_task_over_its_maximum_runtime_is_ended_and_recorded(server_comm
 
 
 async def test_processes_a_task_left_behind_are_ended_at_its_runtime_limit(server_command: str) -> None:
-    async with connect(server_command, args=["serve", "--default-runtime-seconds", "1"]) as client:
+    async with connect(server_command, args=["serve", "--default-runtime-seconds", "3"]) as client:
         started = await call(client, "run_background_task", command="sleep 300 > /dev/null & echo $!")
         status = await finished(client, started["task_id"])
         left_behind = int(status["output"])
@@ -86,7 +86,7 @@ async def test_processes_a_task_left_behind_are_ended_at_its_runtime_limit(serve
         assert not alive([left_behind])
         final = await call(client, "get_task_status", task_id=started["task_id"])
     assert final["state"] == "completed"
-    assert final["end_reason"] == "max_runtime_seconds (1 s) reached: ended the processes it left behind"
+    assert final["end_reason"] == "max_runtime_seconds (3 s) reached: ended the processes it left behind"
 
 
 async def has_end_reason(client: Client, task_id: str) -> bool:
