@@ -100,7 +100,11 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
         "--allowed-cwd", action="append", metavar="DIR", help="root a task's cwd must lie under (repeatable)"
     )
     rules.add_argument(
-        "--deny-command", action="append", metavar="REGEX", help="refuse commands that match (repeatable)"
+        "--deny-command",
+        action="append",
+        dest="deny_commands",
+        metavar="REGEX",
+        help="refuse commands that match (repeatable)",
     )
     rules.add_argument("--max-tasks", type=_positive_int, metavar="N", help="most tasks running at once")
     rules.add_argument("--default-runtime-seconds", type=_positive_seconds, metavar="S", help="limit when none asked")
@@ -173,8 +177,6 @@ def _run_command(arguments: argparse.Namespace, settings: Settings) -> None:
 def _serve(arguments: argparse.Namespace, settings: Settings) -> None:
     serving.prepare_home(settings)
     flags = {name: getattr(arguments, name, None) for name in policy.SETTINGS}
-    flags["allowed_cwd"] = getattr(arguments, "allowed_cwd", None)
-    flags["deny_commands"] = getattr(arguments, "deny_command", None)
     rules = policy.load_policy(settings.home / policy.CONFIG_FILE, flags)
     address = getattr(arguments, "http", None)
     if address is None:

@@ -105,6 +105,13 @@ class Policy:
             )
         return requested
 
+    def adopted_limit(self, limit: float | None) -> float | None:
+        """The runtime limit of a task this server adopts: its own, but no more than the maximum."""
+        ceiling = self.max_runtime_seconds
+        if ceiling is not None and (limit is None or limit > ceiling):
+            return ceiling
+        return limit
+
     def environment(self, server_environment: Mapping[str, str]) -> dict[str, str]:
         """The part of the server's environment a task inherits."""
         if self.env_passthrough is None:

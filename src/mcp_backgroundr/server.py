@@ -39,6 +39,7 @@ from .models import (
     socket_address,
 )
 from .supervisor import Supervisor, TaskChange
+from .task import shortened
 from .watch import ProgressReporter
 
 INSTRUCTIONS = """\
@@ -248,7 +249,7 @@ def _describe_list(listing: TaskList) -> str:
                 f"{t.runtime_seconds}s",
                 f"name={t.name}" if t.name else "",
                 f"listening={','.join(t.listening)}" if t.listening else "",
-                t.command if len(t.command) <= LISTED_COMMAND_WIDTH else t.command[: LISTED_COMMAND_WIDTH - 3] + "...",
+                shortened(t.command, LISTED_COMMAND_WIDTH),
             )
             if part
         )

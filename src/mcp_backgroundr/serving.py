@@ -181,7 +181,11 @@ def _banner(url: str, options: HttpOptions, settings: Settings, policy: Policy) 
 
 def http_app(app: BackgroundrMCPServer, options: HttpOptions) -> ASGIApp:
     checks = access.header_checks(options.host, options.extra_hosts)
-    return _HeadersFirst(app.streamable_http_app(streamable_http_path=MCP_PATH, transport_security=checks), checks)
+    # Host and Origin are checked once, in front of everything; the SDK's transport keeps
+    # only its own Content-Type check.
+    already_checked = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    inner = app.streamable_http_app(streamable_http_path=MCP_PATH, transport_security=already_checked)
+    return _HeadersFirst(inner, checks)
 
 
 async def serve_http(settings: Settings, policy: Policy, options: HttpOptions) -> None:

@@ -159,9 +159,7 @@ class Supervisor:
             self._take_finished(record)
             return
         record.owner = self.owner
-        ceiling = self.policy.max_runtime_seconds
-        if ceiling is not None and (record.max_runtime_seconds is None or record.max_runtime_seconds > ceiling):
-            record.max_runtime_seconds = ceiling  # this server's policy holds for what it adopts
+        record.max_runtime_seconds = self.policy.adopted_limit(record.max_runtime_seconds)
         task = Task(record, None)
         self._tasks[record.task_id] = task
         self._cap(record)
@@ -220,9 +218,8 @@ class Supervisor:
         workdir = validation.checked_cwd(cwd)
         self.policy.check_command(command)
         workdir = self.policy.checked_cwd(workdir)
-        for task in self._tasks.values():
-            self._refresh(task)
-        self.policy.check_room(sum(task.running for task in self._tasks.values()))
+        if self.policy.max_tasks is not None:
+            self.policy.check_room(self._running_count())
         runtime_limit = self.policy.runtime_limit(max_runtime_seconds)
         inherited = {name: value for name, value in os.environ.items() if name not in PRIVATE_ENV}
         task_env = validation.task_environment(self.policy.environment(inherited), env)
@@ -308,6 +305,11 @@ class Supervisor:
             cwd=workdir,
             log_path=record.log_path,
         )
+
+    def _running_count(self) -> int:
+        for task in self._tasks.values():
+            self._refresh(task)
+        return sum(task.running for task in self._tasks.values())
 
     def _new_task_id(self) -> str:
         while True:
@@ -610,7 +612,7 @@ class Supervisor:
                 record.kill_requested = True
                 record.end_reason = reason
                 self._save([record])
-            outcome = await process.end_processes(lambda: task.processes(), grace, self.settings.kill_wait_seconds)
+            outcome = await process.end_processes(task.processes, grace, self.settings.kill_wait_seconds)
             with anyio.move_on_after(self.settings.kill_wait_seconds):
                 await task.exited.wait()
         task.lingering_known_empty = not outcome.survivors

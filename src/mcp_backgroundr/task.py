@@ -142,15 +142,17 @@ class Task:
         )
 
 
+def shortened(text: str, length: int) -> str:
+    """``text``, cut to ``length`` characters with "..." when longer."""
+    return text if len(text) <= length else text[: length - 3] + "..."
+
+
 def summary_of(record: TaskRecord, now: float, listening: Sequence[tuple[str, int, int]]) -> TaskSummary:
     """One line of list_tasks."""
-    command = record.command
-    if len(command) > LISTED_COMMAND_LENGTH:
-        command = command[: LISTED_COMMAND_LENGTH - 3] + "..."
     return TaskSummary(
         task_id=record.task_id,
         name=record.name,
-        command=command,
+        command=shortened(record.command, LISTED_COMMAND_LENGTH),
         state=record.state,
         pid=record.pid,
         exit_code=record.exit_code,
