@@ -13,6 +13,7 @@ It imports only the standard library: it starts in a few milliseconds.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -21,6 +22,26 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+
+def _sibling(name: str) -> ModuleType:
+    """A standard-library-only module of this package, loaded from beside this file: run as
+    ``python -I runner.py``, the package itself is not importable."""
+    spec = importlib.util.spec_from_file_location(f"_backgroundr_runner_{name}", Path(__file__).with_name(f"{name}.py"))
+    assert spec is not None
+    assert spec.loader is not None
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+if TYPE_CHECKING or __package__:
+    from . import exits
+else:
+    exits = _sibling("exits")
 
 SHELL = "/bin/sh"
 FIRST_BACKOFF_SECONDS = 0.5
@@ -74,12 +95,6 @@ def should_restart(policy: str, returncode: int, restarts: int, max_restarts: in
     return policy == "always" or (policy == "on-failure" and returncode != 0)
 
 
-def _describe(returncode: int) -> str:
-    if returncode < 0:
-        return f"signal {signal.Signals(-returncode).name}"
-    return f"exit code {returncode}"
-
-
 class _Runner:
     def __init__(self, status_path: str, policy: str, max_restarts: int, command: str) -> None:
         self.status_path = status_path
@@ -104,7 +119,7 @@ class _Runner:
             self.status.next_start_at = None
             _write_status(self.status_path, self.status)
             returncode = self.child.wait()
-            self.status.runs = [*self.status.runs[-9:], _describe(returncode)]
+            self.status.runs = [*self.status.runs[-9:], exits.describe(returncode)]
             if self.stopping.is_set() or not should_restart(
                 self.policy, returncode, self.status.restarts, self.max_restarts
             ):
@@ -117,7 +132,7 @@ class _Runner:
                 return self._finish(returncode)
             print(
                 f"--- mcp-backgroundr: run {self.status.restarts + 1} (restart {self.status.restarts} of "
-                f"{self.max_restarts}); the previous run ended with {_describe(returncode)} ---",
+                f"{self.max_restarts}); the previous run ended with {exits.describe(returncode)} ---",
                 flush=True,
             )
 
@@ -125,11 +140,9 @@ class _Runner:
         stopped = self.stopping.is_set()
         self.status.next_start_at = None
         self.status.ended_at = time.time()
-        if returncode < 0:
-            self.status.exit_code, self.status.signal = 128 - returncode, signal.Signals(-returncode).name
-        else:
-            self.status.exit_code = returncode
-        self.status.state = "killed" if stopped else "completed" if returncode == 0 else "failed"
+        ended = exits.of(returncode)
+        self.status.exit_code, self.status.signal = ended.exit_code, ended.signal
+        self.status.state = "killed" if stopped else ended.state
         _write_status(self.status_path, self.status)
         return returncode
 

@@ -26,7 +26,7 @@ from pydantic import AnyHttpUrl
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import access
+from . import access, exits
 from .config import HOME_ENV, TOKEN_ENV, Settings
 from .errors import BackgroundrError
 from .policy import Policy
@@ -61,7 +61,7 @@ async def _shut_down(supervisor: Supervisor, reason: str) -> None:
 async def _end_tasks_on_signal(supervisor: Supervisor) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
-            await _shut_down(supervisor, f"{signal.Signals(signum).name} received")
+            await _shut_down(supervisor, f"{exits.signal_name(signum)} received")
             # The stdio transport reads stdin in a worker thread that cannot be interrupted,
             # and HTTP clients may hold streams open; once every task is ended and recorded
             # there is nothing left to wait for.

@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from . import logcap, logs, orphans, process, retention, runner, taskinput, terminal, validation, watch
+from . import exits, logcap, logs, orphans, process, retention, runner, taskinput, terminal, validation, watch
 from .config import TASK_ID_ENV, TOKEN_ENV, Settings
 from .errors import BackgroundrError, InvalidArgumentError, RegistryError, SpawnFailedError, TaskNotFoundError
 from .grep import grep_log
@@ -378,13 +378,8 @@ class Supervisor:
                 if fresh is not None and fresh.kill_requested:
                     record.kill_requested, record.end_reason = True, fresh.end_reason
         record.ended_at = time.time()
-        if returncode >= 0:
-            record.exit_code = returncode
-            record.state = TaskState.COMPLETED if returncode == 0 else TaskState.FAILED
-        else:
-            record.exit_code = 128 - returncode
-            record.signal = signal.Signals(-returncode).name
-            record.state = TaskState.FAILED
+        ended = exits.of(returncode)
+        record.state, record.exit_code, record.signal = TaskState(ended.state), ended.exit_code, ended.signal
         if record.kill_requested:
             record.state = TaskState.KILLED
         task.close_input_pipe()
