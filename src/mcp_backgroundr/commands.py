@@ -18,9 +18,10 @@ from pathlib import Path
 import anyio
 import psutil
 
-from . import logs, orphans, process, retention, runner, watch
+from . import logs, orphans, process, retention, runner
 from .config import Settings
 from .errors import BackgroundrError
+from .inotify import WriteWatches
 from .models import TaskRecord, TaskState
 from .registry import Registry
 
@@ -149,13 +150,16 @@ async def _follow(path: Path, offset: int, record: TaskRecord) -> None:
         await process.wait_until_ended(pid, record.pid_create_time)
         ended.set()
 
-    async with anyio.create_task_group() as group, watch.file_growth(path) as growth:
+    writes = WriteWatches()
+    async with anyio.create_task_group() as group:
+        group.start_soon(writes.run)
         group.start_soon(watch_exit)
-        while not ended.is_set():
-            offset = _copy(path, offset)
-            with anyio.move_on_after(FOLLOW_EXIT_CHECK_SECONDS):
-                await growth.wait()
-        _copy(path, offset)
+        with writes.watching(path) as growth:
+            while not ended.is_set():
+                offset = _copy(path, offset)
+                with anyio.move_on_after(FOLLOW_EXIT_CHECK_SECONDS):
+                    await growth.wait()
+            _copy(path, offset)
         group.cancel_scope.cancel()
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import offload
 from .logs import dropped_bytes, render
+from .patterns import Pattern
 
 CHUNK = 1024 * 1024
+STEP_BYTES = 8 * CHUNK
+"""How much of a log one worker-thread step reads."""
 LINE_CUT_MARKER = " [... line cut ...]"
 
 
@@ -29,7 +32,7 @@ class GrepResult:
 
 
 class _Collector:
-    def __init__(self, pattern: re.Pattern[str], budget: int) -> None:
+    def __init__(self, pattern: Pattern, budget: int) -> None:
         self.pattern = pattern
         self.budget = budget
         self.shown: list[str] = []
@@ -56,51 +59,94 @@ class _Collector:
             self.resume_at = offset
 
 
-def _count_lines_before(fd: int, start: int, end: int) -> int:
-    count, offset = 0, start
-    while offset < end:
-        chunk = os.pread(fd, min(CHUNK, end - offset), offset)
-        if not chunk:
-            break
-        count += chunk.count(b"\n")
-        offset += len(chunk)
-    return count
+class _Search:
+    """A search through a log that goes on from where it stopped, a bounded amount at a time."""
+
+    def __init__(self, fd: int, path: Path, pattern: Pattern, since: int, budget: int) -> None:
+        self.fd = fd
+        self.size = os.fstat(fd).st_size
+        self.dropped = dropped_bytes(path)
+        self.since = min(max(since, self.dropped), self.size)
+        self.found = _Collector(pattern, budget)
+        self.counted = self.dropped
+        """Lines before ``since`` are counted up to here."""
+        self.number = 1
+        self.offset = self.line_start = self.since
+        self.carry = b""
+
+    @property
+    def done(self) -> bool:
+        return self.offset >= self.size and self.counted >= self.since
+
+    def step(self, limit: int) -> None:
+        """Go on for about ``limit`` bytes of the log."""
+        while limit > 0 and self.counted < self.since:
+            chunk = os.pread(self.fd, min(CHUNK, self.since - self.counted), self.counted)
+            if not chunk:
+                self.counted = self.since
+                break
+            self.number += chunk.count(b"\n")
+            self.counted += len(chunk)
+            limit -= len(chunk)
+        while limit > 0 and self.offset < self.size:
+            chunk = os.pread(self.fd, min(CHUNK, self.size - self.offset), self.offset)
+            if not chunk:
+                self.size = self.offset
+                break
+            self.offset += len(chunk)
+            limit -= len(chunk)
+            self._offer_lines(chunk)
+        if self.done and self.carry:
+            self.found.offer(self.carry, self.number, self.line_start)
+            self.carry = b""
+
+    def _offer_lines(self, chunk: bytes) -> None:
+        lines = (self.carry + chunk).split(b"\n")
+        self.carry = lines.pop()
+        for raw in lines:
+            self.found.offer(raw, self.number, self.line_start)
+            self.number += 1
+            self.line_start += len(raw) + 1
+        if len(self.carry) > CHUNK:  # a very long line: match it piece by piece
+            self.found.offer(self.carry, self.number, self.line_start)
+            self.line_start += len(self.carry)
+            self.carry = b""
+
+    def result(self) -> GrepResult:
+        found = self.found
+        text = "\n".join(found.shown)
+        return GrepResult(text, found.matches, len(found.shown), self.size, self.size, found.resume_at, self.dropped)
 
 
-def grep_log(path: Path, pattern: re.Pattern[str], since: int, budget: int) -> GrepResult:
+def grep_log(path: Path, pattern: Pattern, since: int, budget: int) -> GrepResult:
     """Lines of the log from byte ``since`` on that match ``pattern``.
 
-    Blocking (it may read the whole log): run it in a worker thread.
+    Blocking (it may read the whole log): the server uses :func:`grep_log_in_thread`.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return GrepResult("", 0, 0, 0, 0, None)
     try:
-        size = os.fstat(fd).st_size
-        dropped = dropped_bytes(path)
-        since = min(max(since, dropped), size)
-        number = 1 + _count_lines_before(fd, dropped, since)
-        found = _Collector(pattern, budget)
-        offset, line_start, carry = since, since, b""
-        while offset < size:
-            chunk = os.pread(fd, min(CHUNK, size - offset), offset)
-            if not chunk:
-                break
-            offset += len(chunk)
-            lines = (carry + chunk).split(b"\n")
-            carry = lines.pop()
-            for raw in lines:
-                found.offer(raw, number, line_start)
-                number += 1
-                line_start += len(raw) + 1
-            if len(carry) > CHUNK:  # a very long line: match it piece by piece
-                found.offer(carry, number, line_start)
-                line_start += len(carry)
-                carry = b""
-        if carry:
-            found.offer(carry, number, line_start)
-        text = "\n".join(found.shown)
-        return GrepResult(text, found.matches, len(found.shown), size, size, found.resume_at, dropped)
+        search = _Search(fd, path, pattern, since, budget)
+        while not search.done:
+            search.step(STEP_BYTES)
+        return search.result()
+    finally:
+        os.close(fd)
+
+
+async def grep_log_in_thread(path: Path, pattern: Pattern, since: int, budget: int) -> GrepResult:
+    """:func:`grep_log` in worker threads, STEP_BYTES at a time: the event loop never waits on it,
+    and a cancelled call stops after the step under way."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return GrepResult("", 0, 0, 0, 0, None)
+    try:
+        search = await offload.run(offload.LOGS, _Search, fd, path, pattern, since, budget)
+        while not search.done:
+            await offload.run(offload.LOGS, search.step, STEP_BYTES)
+        return search.result()
     finally:
         os.close(fd)

@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -55,3 +56,54 @@ class Inotify:
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+class _Subscriber:
+    def __init__(self) -> None:
+        self.written = anyio.Event()
+
+
+class WriteWatches:
+    """One inotify instance for every wait on a log: a few hundred concurrent waits take one
+    descriptor and one watch per log, not one instance each (the per-user limit is 128)."""
+
+    def __init__(self) -> None:
+        self._inotify = Inotify()
+        self._subscribers: dict[int, set[_Subscriber]] = {}
+
+    @contextlib.contextmanager
+    def watching(self, path: Path) -> Iterator[WrittenTo]:
+        """Be told of writes to ``path`` while inside the block."""
+        wd = self._inotify.add(path)  # the same file gives the same watch descriptor
+        subscriber = _Subscriber()
+        self._subscribers.setdefault(wd, set()).add(subscriber)
+        try:
+            yield WrittenTo(subscriber)
+        finally:
+            others = self._subscribers.get(wd, set())
+            others.discard(subscriber)
+            if not others:
+                self._subscribers.pop(wd, None)
+                self._inotify.remove(wd)
+
+    async def run(self) -> None:
+        """Pass writes on to whoever waits for them, until cancelled."""
+        try:
+            while True:
+                for wd in await self._inotify.changed():
+                    for subscriber in self._subscribers.get(wd, ()):
+                        subscriber.written.set()
+        finally:
+            self._inotify.close()
+
+
+class WrittenTo:
+    """Writes to one watched file, as one waiter sees them."""
+
+    def __init__(self, subscriber: _Subscriber) -> None:
+        self._subscriber = subscriber
+
+    async def wait(self) -> None:
+        """Return once the file has been written to since the last call (or since watching began)."""
+        await self._subscriber.written.wait()
+        self._subscriber.written = anyio.Event()

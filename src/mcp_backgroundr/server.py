@@ -38,6 +38,7 @@ from .models import (
     WaitResult,
     socket_address,
 )
+from .patterns import PATTERN_LIMIT_NOTE
 from .supervisor import Supervisor, TaskChange
 from .task import shortened
 from .watch import ProgressReporter
@@ -366,7 +367,11 @@ def build_server(
         ] = None,
         wait_for_pattern: Annotated[
             str | None,
-            Field(description="Regex: after starting, wait until an output line matches it (e.g. 'Listening on')."),
+            Field(
+                description="Regex: after starting, wait until an output line matches it (e.g. 'Listening on'). "
+                + PATTERN_LIMIT_NOTE
+                + "."
+            ),
         ] = None,
         wait_for_port: Annotated[
             int | None, Field(description="After starting, wait until this localhost TCP port accepts connections.")
@@ -443,7 +448,7 @@ def build_server(
             str | None,
             Field(
                 description="Regex: `output` becomes only the matching lines of the whole log (or from `since`), "
-                "each as `LINE_NUMBER: text`; `grep_matches` counts all matches."
+                f"each as `LINE_NUMBER: text`; `grep_matches` counts all matches. {PATTERN_LIMIT_NOTE}."
             ),
         ] = None,
         raw: Annotated[
@@ -476,7 +481,7 @@ def build_server(
             str | None,
             Field(
                 description="Regex matched against each output line written after the call began (or after "
-                "`since`); the wait ends at the first matching line."
+                f"`since`); the wait ends at the first matching line. {PATTERN_LIMIT_NOTE}."
             ),
         ] = None,
         port: Annotated[

@@ -24,10 +24,11 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from . import exits, logcap, logs, orphans, process, retention, runner, taskinput, terminal, validation, watch
+from . import exits, logcap, logs, orphans, patterns, process, retention, runner, taskinput, terminal, validation, watch
 from .config import TASK_ID_ENV, TOKEN_ENV, Settings
 from .errors import BackgroundrError, InvalidArgumentError, RegistryError, SpawnFailedError, TaskNotFoundError
-from .grep import grep_log
+from .grep import grep_log_in_thread
+from .inotify import WriteWatches
 from .models import (
     EndedTask,
     InputSent,
@@ -84,6 +85,7 @@ class Supervisor:
         self._pruned_at = 0.0
         self._task_group: TaskGroup | None = None
         self._capper: logcap.LogCapper | None = None
+        self._writes: WriteWatches | None = None
         self._shutting_down = False
 
     async def __aenter__(self) -> Supervisor:
@@ -92,6 +94,8 @@ class Supervisor:
         await self._task_group.__aenter__()
         self._capper = logcap.LogCapper()
         self._task_group.start_soon(self._capper.run)
+        self._writes = WriteWatches()
+        self._task_group.start_soon(self._writes.run)
         await self._take_over_left_behind()
         self._prune()
         return self
@@ -467,11 +471,11 @@ class Supervisor:
     async def grep(self, task_id: str, pattern_text: str, since: int | None = None) -> TaskStatus:
         """Status whose output is the log lines (from ``since``) matching ``pattern_text``."""
         task = self._any(task_id)
-        pattern = validation.compiled_pattern("grep", pattern_text)
+        pattern = patterns.compiled("grep", pattern_text)
         assert pattern is not None
         path = Path(task.record.log_path)
         start = _checked_since(path, since, default=0)
-        found = await anyio.to_thread.run_sync(grep_log, path, pattern, start, self.settings.output_budget)
+        found = await grep_log_in_thread(path, pattern, start, self.settings.output_budget)
         notes = []
         if found.resume_at is not None:
             notes.append(
@@ -511,7 +515,8 @@ class Supervisor:
         path = Path(task.record.log_path)
         start = _checked_since(path, since, default=logs.log_size(path))
         began = time.monotonic()
-        outcome = await watch.first_event(task.exited, path, start, conditions, task.listens_on, progress)
+        assert self._writes is not None
+        outcome = await watch.first_event(self._writes, task.exited, path, start, conditions, task.listens_on, progress)
         status = task.status(
             logs.read_tail(
                 path, self.settings.max_lines, self.settings.output_budget, writer_alive=task.running, floor=start

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import MAX_LOG_CAP, MIN_LOG_CAP
 from .errors import InvalidArgumentError
+from .patterns import Pattern, compiled
 
 
 def checked_command(command: str) -> str:
@@ -56,19 +56,6 @@ def task_environment(inherited: Mapping[str, str], extra: Mapping[str, str] | No
     return env
 
 
-def compiled_pattern(field: str, pattern: str | None) -> re.Pattern[str] | None:
-    if pattern is None:
-        return None
-    if not pattern:
-        raise InvalidArgumentError(field, pattern, "give a regular expression, or omit it")
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise InvalidArgumentError(
-            field, pattern, f"not a valid regular expression ({exc}); escape special characters"
-        ) from exc
-
-
 RESTART_POLICIES = ("no", "on-failure", "always")
 MAX_RESTARTS_LIMIT = 10_000
 
@@ -105,7 +92,7 @@ class WaitConditions:
     """What a wait waits for, checked: besides the exit, which always ends it."""
 
     timeout: float
-    pattern: re.Pattern[str] | None
+    pattern: Pattern | None
     port: int | None
 
 
@@ -122,4 +109,4 @@ def checked_wait(
         raise InvalidArgumentError(timeout_name, timeout, f"use 0 to {max_seconds:g} seconds")
     if port is not None and not 1 <= port <= MAX_PORT:
         raise InvalidArgumentError(port_name, port, f"use a TCP port from 1 to {MAX_PORT}")
-    return WaitConditions(timeout, compiled_pattern(pattern_name, pattern), port)
+    return WaitConditions(timeout, compiled(pattern_name, pattern), port)

@@ -1,60 +1,35 @@
 """Wake-ups for waiters: a log file growing (inotify), a line matching, a port accepting.
 
-Nothing here runs unless somebody waits: the inotify descriptor exists only for
-the duration of a wait, and a port is probed only while a wait asks for one.
+Nothing here runs unless somebody waits: a log is watched (through the server's one
+inotify instance) only for the duration of a wait, and a port is probed only while a
+wait asks for one. Reading and matching a log runs in worker threads, in bounded steps.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 
-from .inotify import Inotify
+from . import offload
+from .inotify import WriteWatches
 from .logs import dropped_bytes, render
 from .models import WaitReason
+from .patterns import Pattern
 from .validation import WaitConditions
 
 SCAN_CHUNK = 1024 * 1024
+SCAN_STEP_BYTES = 8 * SCAN_CHUNK
+"""How much of a log one worker-thread step of a pattern wait reads."""
 PORT_PROBE_INTERVAL = 0.05
 PORT_CONNECT_TIMEOUT = 0.5
 PROGRESS_INTERVAL_SECONDS = 1.0
 PARTIAL_LINE_QUIET_SECONDS = 0.5
 """An unterminated line that matches counts once nothing more was written for this long."""
-
-
-class FileGrowth:
-    """Wakes a waiter when a file is written to, through inotify."""
-
-    def __init__(self, path: Path) -> None:
-        self._inotify = Inotify()
-        try:
-            self._inotify.add(path)
-        except OSError:
-            self._inotify.close()
-            raise
-
-    async def wait(self) -> None:
-        """Return once the file has been written to since the last call."""
-        await self._inotify.changed()
-
-    def close(self) -> None:
-        self._inotify.close()
-
-
-@contextlib.asynccontextmanager
-async def file_growth(path: Path) -> AsyncIterator[FileGrowth]:
-    watcher = FileGrowth(path)
-    try:
-        yield watcher
-    finally:
-        watcher.close()
 
 
 @dataclass(frozen=True)
@@ -69,45 +44,58 @@ class LineMatch:
 class LineScanner:
     """Reads a log forward from an offset and matches each complete line against a pattern."""
 
-    def __init__(self, path: Path, start: int, pattern: re.Pattern[str]) -> None:
+    def __init__(self, path: Path, start: int, pattern: Pattern) -> None:
         self._path = path
         self._offset = start
         self._pattern = pattern
+        self._lock = anyio.Lock()
 
-    def scan(self) -> LineMatch | None:
+    async def scan(self) -> LineMatch | None:
+        """The first line written since the last scan that matches, if any: read in worker
+        threads, SCAN_STEP_BYTES at a time, so a wait from cursor 0 of a huge log blocks nobody."""
+        async with self._lock:
+            while True:
+                match, caught_up = await offload.run(offload.LOGS, self.scan_step, SCAN_STEP_BYTES)
+                if match or caught_up:
+                    return match
+
+    def scan_step(self, limit: int) -> tuple[LineMatch | None, bool]:
         """Match the lines written since the last scan, the unterminated last one included
-        (a prompt has no newline). A line longer than the scan chunk is matched piece by piece."""
+        (a prompt has no newline), reading at most about ``limit`` bytes. A line longer than
+        the scan chunk is matched piece by piece. Answers the match, and whether the scan
+        reached the end of the log."""
         try:
             fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            return None
+            return None, True
         # Output dropped under the size cap is gone: go on from what is kept.
         self._offset = max(self._offset, dropped_bytes(self._path))
         try:
-            while chunk := os.pread(fd, SCAN_CHUNK, self._offset):
+            while limit > 0 and (chunk := os.pread(fd, SCAN_CHUNK, self._offset)):
+                limit -= len(chunk)
                 at_end = len(chunk) < SCAN_CHUNK
                 pos = 0
                 while (newline := chunk.find(b"\n", pos)) >= 0:
                     raw, pos = chunk[pos:newline], newline + 1
                     if match := self._match(raw, self._offset + pos):
                         self._offset += pos
-                        return match
+                        return match, False
                 rest = chunk[pos:]
                 if rest and at_end:
                     # The unterminated last line: a prompt, or a line still being written.
                     self._offset += pos
                     if match := self._match(rest, self._offset + len(rest)):
-                        return LineMatch(match.line, match.cursor, complete=False)
-                    return None
+                        return LineMatch(match.line, match.cursor, complete=False), True
+                    return None, True
                 if rest and pos == 0:
                     if match := self._match(rest, self._offset + len(chunk)):
                         self._offset += len(chunk)
-                        return match
+                        return match, False
                     pos = len(chunk)  # a piece of a very long line: move past it
                 self._offset += pos
                 if at_end:
-                    return None
-            return None
+                    return None, True
+            return None, limit > 0
         finally:
             os.close(fd)
 
@@ -147,6 +135,7 @@ class WaitOutcome:
 
 
 async def first_event(
+    watches: WriteWatches,
     exited: anyio.Event,
     path: Path,
     start: int,
@@ -168,13 +157,13 @@ async def first_event(
             async def on_exit() -> None:
                 await exited.wait()
                 # A line written just before the exit still counts as a match.
-                match = scanner.scan() if scanner else None
+                match = await scanner.scan() if scanner else None
                 finish(WaitReason.PATTERN if match else WaitReason.EXITED, match)
 
             async def on_line(scanner: LineScanner) -> None:
-                async with file_growth(path) as growth:
+                with watches.watching(path) as growth:
                     while True:
-                        match = scanner.scan()
+                        match = await scanner.scan()
                         if match and match.complete:
                             break
                         if match:

@@ -1,0 +1,51 @@
+"""Patterns from clients, compiled for RE2: matching takes time linear in the text, whatever the pattern.
+
+Python's ``re`` backtracks: ``(a+)+$`` against a line of 30 ``a`` and a ``b`` runs for minutes,
+and a model writes such patterns by accident. RE2 (``google-re2``) never backtracks; the price
+is that it refuses backreferences (``\\1``) and lookaround (``(?=``, ``(?!``, ``(?<=``), which
+no linear-time engine can offer. Such a pattern gets a one-line error saying so.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import re2
+
+from .errors import InvalidArgumentError
+
+SYNTAX_URL = "https://github.com/google/re2/wiki/Syntax"
+PATTERN_LIMIT_NOTE = "RE2 syntax (linear time: no backreferences or lookaround)"
+"""What the tool descriptions say about patterns."""
+MAX_PATTERN_MEMORY = 8 << 20
+"""RE2's own default: a pattern whose program needs more is refused as too large."""
+
+
+class Pattern(Protocol):
+    """A compiled client pattern: all the matching code needs of it."""
+
+    def search(self, text: str) -> object | None: ...
+
+
+def _options() -> re2.Options:
+    options = re2.Options()
+    options.log_errors = False  # the error goes to the client, not to the server's stderr
+    options.max_mem = MAX_PATTERN_MEMORY
+    return options
+
+
+def compiled(field: str, text: str | None) -> Pattern | None:
+    """``text`` compiled by RE2, or a one-line error naming ``field`` that says what to write instead."""
+    if text is None:
+        return None
+    if not text:
+        raise InvalidArgumentError(field, text, "give a regular expression, or omit it")
+    try:
+        return re2.compile(text, _options())
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        advice = (
+            f"not a valid pattern in {PATTERN_LIMIT_NOTE}: {reason}; rewrite it without those "
+            f"(\\z for end of text), or escape special characters; see {SYNTAX_URL}"
+        )
+        raise InvalidArgumentError(field, text, advice) from exc
