@@ -65,3 +65,41 @@ def test_a_registry_from_an_older_version_gains_the_new_columns(tmp_path: Path) 
     assert record is not None
     assert (record.restart, record.keep_running, record.max_log_bytes) == ("no", False, 0)
     registry.close()
+
+
+def test_an_older_copy_of_a_record_never_turns_a_recorded_exit_back_into_running(tmp_path: Path) -> None:
+    # Two connections, as a server and the CLI's stop (or another server ending the task) hold them.
+    server, cli = Registry(tmp_path / "r.sqlite3"), Registry(tmp_path / "r.sqlite3")
+    server.insert(record := _record("t1", time.time()))
+    copy = cli.get("t1")
+    assert copy is not None
+    record.state, record.exit_code, record.ended_at = TaskState.COMPLETED, 0, time.time()
+    server.update([record])
+    copy.kill_requested, copy.end_reason = True, "mcp-backgroundr stop"
+    cli.update([copy])
+    stored = server.get("t1")
+    assert stored is not None
+    assert (stored.state, stored.exit_code, stored.kill_requested, stored.end_reason) == (
+        TaskState.COMPLETED,
+        0,
+        False,
+        None,
+    )
+    server.close()
+    cli.close()
+
+
+def test_an_update_writes_only_what_changed(tmp_path: Path) -> None:
+    server, other = Registry(tmp_path / "r.sqlite3"), Registry(tmp_path / "r.sqlite3")
+    server.insert(record := _record("t1", time.time()))
+    copy = other.get("t1")
+    assert copy is not None
+    copy.end_reason = "a note from another server"
+    other.update([copy])
+    record.max_runtime_seconds = 5.0
+    server.update([record])
+    stored = other.get("t1")
+    assert stored is not None
+    assert (stored.end_reason, stored.max_runtime_seconds) == ("a note from another server", 5.0)
+    server.close()
+    other.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +95,8 @@ class LogCapper:
         self._inotify = Inotify()
         self._logs: dict[Path, _Log] = {}
         self._by_wd: dict[int, _Log] = {}
+        self.on_failure: Callable[[Path, str], None] | None = None
+        """Told when a log cannot be kept under its cap (it is no longer looked at)."""
 
     def watch(self, path: Path, cap: int) -> None:
         log = self._logs[path] = _Log(path, cap)
@@ -155,7 +158,10 @@ class LogCapper:
                     await anyio.sleep(pause)
                 else:
                     await anyio.lowlevel.checkpoint()
-        except OSError:
-            return  # the log is gone, or cannot be capped: nothing more to do for it
+        except FileNotFoundError:
+            return  # the log is gone (the task was removed)
+        except OSError as exc:
+            if self.on_failure is not None:
+                self.on_failure(log.path, f"its log is no longer capped ({exc.strerror or exc})")
         finally:
             log.paced = False

@@ -3,6 +3,12 @@
 WAL mode lets several servers and CLI readers use one file at once; every
 write is a short transaction with a busy timeout. ``sqlite3.Error`` is
 translated into :class:`RegistryError` here and nowhere else.
+
+Several writers share a row (its server, the CLI's ``stop``, another server ending
+it), so an update writes only the columns this process changed since it read or
+wrote the record, and a change of lifecycle (``state``, ``kill_requested``) applies
+only while the row is still ``running``: an exit, once recorded, is never turned
+back into ``running`` by someone's older copy of the record.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import contextlib
 import dataclasses
 import os
 import sqlite3
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -23,6 +30,8 @@ SCHEMA_VERSION = 4
 
 _COLUMNS = tuple(field.name for field in dataclasses.fields(TaskRecord))
 _BOOLEAN_COLUMNS = frozenset({"kill_requested", "keep_running"})
+_LIFECYCLE_COLUMNS = frozenset({"state", "kill_requested"})
+"""Changed only while a task runs: an update that changes one applies only to a running row."""
 _COLUMN_TYPES = {
     "task_id": "TEXT PRIMARY KEY",
     "started_at": "REAL NOT NULL",
@@ -47,9 +56,15 @@ CREATE INDEX IF NOT EXISTS tasks_owner_started ON tasks (owner, started_at);
 """
 
 
-def _row_to_record(row: sqlite3.Row) -> TaskRecord:
+def _row_to_record(row: sqlite3.Row, path: Path) -> TaskRecord:
     values = dict(zip(_COLUMNS, row, strict=True))
-    values["state"] = TaskState(values["state"])
+    try:
+        values["state"] = TaskState(values["state"])
+    except ValueError as exc:
+        raise RegistryError(
+            f"the record of task {values['task_id']} in {path} cannot be read ({exc}); "
+            "a newer mcp-backgroundr may have written it"
+        ) from exc
     for column in _BOOLEAN_COLUMNS:
         values[column] = bool(values[column])
     return TaskRecord(**values)
@@ -76,6 +91,8 @@ class Registry:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._known: dict[int, tuple[weakref.ref[TaskRecord], tuple[object, ...]]] = {}
+        """By id() of a record object: the values the registry held for it when last read or written."""
         with _translated("open", path):
             if not path.exists():
                 # Create the file ourselves so it is 0600 from the start; SQLite gives
@@ -107,23 +124,52 @@ class Registry:
 
     def insert(self, record: TaskRecord) -> None:
         placeholders = ", ".join("?" for _ in _COLUMNS)
+        values = _record_values(record)
         with _translated("write", self.path):
-            self._db.execute(
-                f"INSERT INTO tasks ({', '.join(_COLUMNS)}) VALUES ({placeholders})", _record_values(record)
-            )
+            self._db.execute(f"INSERT INTO tasks ({', '.join(_COLUMNS)}) VALUES ({placeholders})", values)
+        self._remember(record, values)
 
     def update(self, records: Sequence[TaskRecord]) -> None:
-        """Write the current fields of each record, all in one transaction."""
-        assignments = ", ".join(f"{column} = ?" for column in _COLUMNS[1:])
-        rows = [(*_record_values(record)[1:], record.task_id) for record in records]
+        """Write what changed in each record since it was read or written here, all in one
+        transaction; a change of state or kill_requested only to a row still running."""
+        changes = []
+        for record in records:
+            values = _record_values(record)
+            changes.append((record, values, self._changed(record, values)))
         with _translated("write", self.path):
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(f"UPDATE tasks SET {assignments} WHERE task_id = ?", rows)
+                for record, values, changed in changes:
+                    if changed:
+                        self._write(record.task_id, values, changed)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+        for record, values, _ in changes:
+            self._remember(record, values)
+
+    def _changed(self, record: TaskRecord, values: tuple[object, ...]) -> list[int]:
+        """Indexes of the columns that differ from what this process last read or wrote."""
+        known = self._known.get(id(record))
+        before = known[1] if known is not None and known[0]() is record else None
+        return [i for i in range(1, len(_COLUMNS)) if before is None or values[i] != before[i]]
+
+    def _write(self, task_id: str, values: tuple[object, ...], changed: list[int]) -> None:
+        assignments = ", ".join(f"{_COLUMNS[i]} = ?" for i in changed)
+        condition = "task_id = ?"
+        if any(_COLUMNS[i] in _LIFECYCLE_COLUMNS for i in changed):
+            condition += f" AND state = '{TaskState.RUNNING}'"
+        self._db.execute(f"UPDATE tasks SET {assignments} WHERE {condition}", [*(values[i] for i in changed), task_id])
+
+    def _remember(self, record: TaskRecord, values: tuple[object, ...]) -> None:
+        """Keep what the registry holds for ``record`` (while the record object lives)."""
+        key = id(record)
+
+        def forget(_: weakref.ref[TaskRecord]) -> None:
+            self._known.pop(key, None)
+
+        self._known[key] = (weakref.ref(record, forget), values)
 
     def delete(self, task_id: str) -> None:
         with _translated("write", self.path):
@@ -132,10 +178,14 @@ class Registry:
     def get(self, task_id: str) -> TaskRecord | None:
         with _translated("read", self.path):
             row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
-        return None if row is None else _row_to_record(row)
+        if row is None:
+            return None
+        record = _row_to_record(row, self.path)
+        self._remember(record, tuple(row))
+        return record
 
     def records(self, owner: str | None = None) -> list[TaskRecord]:
-        """Records newest first, of one owner or of all."""
+        """Records newest first, of one owner or of all; a record that cannot be read is left out."""
         query = f"SELECT {', '.join(_COLUMNS)} FROM tasks"
         params: tuple[str, ...] = ()
         if owner is not None:
@@ -143,4 +193,9 @@ class Registry:
             params = (owner,)
         with _translated("read", self.path):
             rows = self._db.execute(query + " ORDER BY started_at DESC, rowid DESC", params).fetchall()
-        return [_row_to_record(row) for row in rows]
+        records = []
+        for row in rows:
+            with contextlib.suppress(RegistryError):
+                records.append(record := _row_to_record(row, self.path))
+                self._remember(record, tuple(row))
+        return records

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -24,7 +25,21 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from . import exits, logcap, logs, orphans, patterns, process, retention, runner, taskinput, terminal, validation, watch
+from . import (
+    exits,
+    logcap,
+    logs,
+    orphans,
+    patterns,
+    process,
+    retention,
+    runner,
+    taskinput,
+    terminal,
+    validation,
+    watch,
+    watchers,
+)
 from .config import TASK_ID_ENV, TOKEN_ENV, Settings
 from .errors import BackgroundrError, InvalidArgumentError, RegistryError, SpawnFailedError, TaskNotFoundError
 from .grep import grep_log_in_thread
@@ -93,9 +108,10 @@ class Supervisor:
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._capper = logcap.LogCapper()
-        self._task_group.start_soon(self._capper.run)
+        self._capper.on_failure = self._cap_failed
+        self._spawn(None, "capping logs", self._capper.run)
         self._writes = WriteWatches()
-        self._task_group.start_soon(self._writes.run)
+        self._spawn(None, "watching logs for waits", self._writes.run)
         await self._take_over_left_behind()
         self._prune()
         return self
@@ -129,10 +145,21 @@ class Supervisor:
         self._save([*found.to_end, *found.to_settle, *found.to_adopt])
 
     def _cap(self, record: TaskRecord) -> None:
-        """Keep a task's log under its cap from now on."""
+        """Keep a task's log under its cap from now on (or record why it cannot be)."""
         if self._capper is not None and record.max_log_bytes:
-            with contextlib.suppress(OSError):  # out of inotify watches: the log is not capped
+            try:
                 self._capper.watch(Path(record.log_path), record.max_log_bytes)
+            except OSError as exc:  # e.g. out of inotify watches
+                note = f"its log is not capped ({watchers.failure_text(exc)})"
+                watchers.report(f"task {record.task_id}", note)
+                _add_note(record, note)
+
+    def _cap_failed(self, path: Path, note: str) -> None:
+        """The capper could not keep this log under its cap: record it on its task."""
+        for task in self._tasks.values():
+            if task.record.log_path == str(path):
+                watchers.report(f"task {task.record.task_id}", note)
+                self._note(task, note)
 
     def _forget(self, record: TaskRecord) -> None:
         self._tasks.pop(record.task_id, None)
@@ -167,7 +194,7 @@ class Supervisor:
         task = Task(record, None)
         self._tasks[record.task_id] = task
         self._cap(record)
-        self._task_group.start_soon(self._watch_adopted, task, pidfd)
+        self._spawn(task, "watching its exit", functools.partial(self._watch_adopted, task, pidfd))
         self._enforce_runtime(task)
 
     async def _watch_adopted(self, task: Task, pidfd: int) -> None:
@@ -282,7 +309,7 @@ class Supervisor:
         if master is not None and slave is not None:
             os.close(slave)  # only the task holds it now: its last close ends the copying
             task.input_fd, task.terminal, task.output_done = master, True, anyio.Event()
-            self._task_group.start_soon(self._copy_terminal, task, master, log_fd)
+            self._spawn(task, "copying its terminal", functools.partial(self._copy_terminal, task, master, log_fd))
         else:
             os.close(log_fd)
             if popen.stdin is not None:
@@ -298,7 +325,8 @@ class Supervisor:
             popen.wait()
             raise
         self._tasks[task_id] = task
-        self._task_group.start_soon(self._watch, task, popen, process.open_exit_handle(popen))
+        exit_handle = process.open_exit_handle(popen)
+        self._spawn(task, "watching its exit", functools.partial(self._watch, task, popen, exit_handle))
         self._enforce_runtime(task)
         self._changed(TaskChange.STARTED, task_id)
         return StartedTask(
@@ -338,7 +366,8 @@ class Supervisor:
 
     def _enforce_runtime(self, task: Task) -> None:
         if task.record.max_runtime_seconds is not None and self._task_group is not None:
-            self._task_group.start_soon(self._end_at_deadline, task, task.record.max_runtime_seconds)
+            limit = task.record.max_runtime_seconds
+            self._spawn(task, "enforcing max_runtime_seconds", functools.partial(self._end_at_deadline, task, limit))
 
     async def _end_at_deadline(self, task: Task, limit: float) -> None:
         """End the task once it has run for ``limit`` seconds (counted from its first start),
@@ -355,11 +384,32 @@ class Supervisor:
 
     def _changed(self, change: TaskChange, task_id: str) -> None:
         if self.on_change is not None and self._task_group is not None and not self._shutting_down:
-            self._task_group.start_soon(self.on_change, change, task_id)
+            self._spawn(None, "telling clients", functools.partial(self.on_change, change, task_id))
+
+    def _spawn(self, task: Task | None, what: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` for ``task`` in the background; its failure is recorded on the task
+        (``end_reason``, a line on stderr) and never ends the server."""
+        assert self._task_group is not None
+        label = "server" if task is None else f"task {task.record.task_id}"
+        record = None if task is None else functools.partial(self._note, task)
+        self._task_group.start_soon(watchers.contained, label, what, work, record)
+
+    def _note(self, task: Task, note: str) -> None:
+        """Add ``note`` to the task's end_reason (recorded, when the task is ours)."""
+        _add_note(task.record, note)
+        if self._tasks.get(task.record.task_id) is task and not self._shutting_down:
+            self._save([task.record])
 
     async def _copy_terminal(self, task: Task, master: int, log_fd: int) -> None:
+        def failed(error: OSError) -> None:
+            note = f"its terminal output could not be written to its log ({watchers.failure_text(error)})"
+            watchers.report(f"task {task.record.task_id}", note)
+            self._note(task, note)
+
         try:
-            await terminal.copy_output(master, log_fd)
+            if lost := await terminal.copy_output(master, log_fd, failed):
+                watchers.report(f"task {task.record.task_id}", f"{lost} bytes of terminal output were lost")
+                self._note(task, f"{lost} bytes of its terminal output were lost")
         finally:
             task.input_fd = None
             os.close(master)
@@ -424,7 +474,7 @@ class Supervisor:
         if view is None:
             view = self._foreign[task_id] = Task(record, None)
             if record.state is TaskState.RUNNING and record.pid is not None and self._task_group is not None:
-                self._task_group.start_soon(self._watch_foreign, view)
+                self._spawn(view, "watching another server's task", functools.partial(self._watch_foreign, view))
         view.record = record
         if not view.running:
             view.exited.set()
@@ -434,15 +484,17 @@ class Supervisor:
         """Wait for another server's task to end, then for its owner to record how."""
         assert view.record.pid is not None
         await process.wait_until_ended(view.record.pid, view.record.pid_create_time)
-        # Its owner records the exit as soon as it sees it; across processes there is no event
-        # to wait on, so look again briefly (only after an exit, and bounded).
-        fresh: TaskRecord | None = None
-        with anyio.move_on_after(FOREIGN_RECORD_WAIT_SECONDS):
-            while (fresh := self.registry.get(view.record.task_id)) is not None and fresh.running:  # noqa: ASYNC110
-                await anyio.sleep(FOREIGN_RECORD_POLL_SECONDS)
-        if fresh is not None:
-            view.record = fresh
-        view.exited.set()
+        try:
+            # Its owner records the exit as soon as it sees it; across processes there is no event
+            # to wait on, so look again briefly (only after an exit, and bounded).
+            fresh: TaskRecord | None = None
+            with anyio.move_on_after(FOREIGN_RECORD_WAIT_SECONDS):
+                while (fresh := self.registry.get(view.record.task_id)) is not None and fresh.running:  # noqa: ASYNC110
+                    await anyio.sleep(FOREIGN_RECORD_POLL_SECONDS)
+            if fresh is not None:
+                view.record = fresh
+        finally:
+            view.exited.set()  # it ended: a waiter learns so even if its record cannot be read
 
     def status(
         self, task_id: str, lines: int | None = None, since: int | None = None, *, raw: bool = False
@@ -664,6 +716,10 @@ class TaskChange(enum.StrEnum):
 
 ChangeHook = Callable[[TaskChange, str], Coroutine[Any, Any, None]]
 """Called with what changed and the task id."""
+
+
+def _add_note(record: TaskRecord, note: str) -> None:
+    record.end_reason = note if record.end_reason is None else f"{record.end_reason}; {note}"
 
 
 def _checked_since(path: Path, since: int | None, default: int) -> int:

@@ -8,10 +8,12 @@ server is in the data path) and writes input into it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import struct
 import termios
+from collections.abc import Callable
 
 import anyio
 
@@ -28,9 +30,15 @@ def open_terminal() -> tuple[int, int]:
     return master, slave
 
 
-async def copy_output(master: int, log_fd: int) -> None:
+async def copy_output(master: int, log_fd: int, on_write_error: Callable[[OSError], None]) -> int:
     """Copy everything the task writes to its terminal into the log, until no process holds
-    the terminal open any more. Closes ``log_fd``; the caller closes ``master``."""
+    the terminal open any more. Closes ``log_fd``; the caller closes ``master``.
+
+    A write the log does not take (a full disk, a quota) is passed to ``on_write_error`` the
+    first time; the terminal is still drained, so the task never blocks on it, and each later
+    chunk is tried again (the disk may free up). Returns how many bytes never reached the log.
+    """
+    lost = 0
     try:
         while True:
             await anyio.wait_readable(master)
@@ -39,10 +47,30 @@ async def copy_output(master: int, log_fd: int) -> None:
             except BlockingIOError:
                 continue
             except OSError:  # EIO: the last process holding the slave side closed it
-                return
+                return lost
             if not data:
-                return
-            os.write(log_fd, data)
+                return lost
+            unwritten, error = write_all(log_fd, data)
+            if error is not None and not lost:
+                on_write_error(error)
+            lost += unwritten
     finally:
         with contextlib.suppress(OSError):
             os.close(log_fd)
+
+
+def write_all(fd: int, data: bytes) -> tuple[int, OSError | None]:
+    """Write all of ``data`` to a blocking file, going on after short writes; answer how many
+    bytes could not be written, and why."""
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except InterruptedError:
+            continue
+        except OSError as exc:
+            return len(view), exc
+        if not written:
+            return len(view), OSError(errno.EIO, "the log took no more bytes")
+        view = view[written:]
+    return 0, None

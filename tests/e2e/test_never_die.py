@@ -6,10 +6,18 @@ its task, that the server still answers, and that another task running beside it
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
 import pytest
 from mcp import Client
 
-from .harness import call, connect, finished
+from .harness import call, call_error, connect, finished
 
 pytestmark = pytest.mark.anyio
 
@@ -57,3 +65,62 @@ def _expected_name(signum: int) -> str:
     if signum == 64:
         return "SIGRTMAX"
     return f"SIGRTMIN+{signum - 34}"
+
+
+@contextlib.contextmanager
+def _tiny_file_system(where: Path, size: str) -> Iterator[None]:
+    """A tmpfs of ``size`` mounted on ``where`` (root only), unmounted on the way out."""
+    where.mkdir(parents=True, exist_ok=True)
+    if (
+        os.geteuid() != 0
+        or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)]).returncode
+    ):
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+async def test_a_full_disk_under_a_terminal_task_is_recorded_and_the_server_lives_on(
+    server_command: str, home: Path
+) -> None:
+    with _tiny_file_system(home / "logs", "64k"):
+        async with connect(server_command) as client:
+            bystander = (await call(client, "run_background_task", command="sleep 300"))["task_id"]
+            task = await call(
+                client,
+                "run_background_task",
+                command="head -c 300000 /dev/zero | tr '\\0' x; echo; echo done",
+                pty=True,
+            )
+            status = await finished(client, task["task_id"])
+            await _still_serving(client, bystander)
+            output = await call(client, "get_task_status", task_id=task["task_id"], since=0)
+    assert status["state"] == "completed"
+    assert "could not be written to its log" in status["end_reason"]
+    assert "No space left on device" in status["end_reason"]
+    assert output["output_bytes"] > 0
+
+
+async def test_an_unreadable_record_of_another_servers_task_is_contained(
+    server_command: str, home: Path, tmp_path: Path
+) -> None:
+    flag, errors = tmp_path / "go", tmp_path / "other.err"
+    with errors.open("w") as errlog:
+        async with connect(server_command) as owner, connect(server_command, errlog=errlog) as other:
+            task = await call(owner, "run_background_task", command=f"while [ ! -e {flag} ]; do sleep 0.05; done")
+            bystander = (await call(other, "run_background_task", command="sleep 300"))["task_id"]
+            # The second server watches the first one's task from now on.
+            assert (await call(other, "get_task_status", task_id=task["task_id"]))["state"] == "running"
+            with contextlib.closing(sqlite3.connect(home / "registry.sqlite3")) as db, db:
+                db.execute("UPDATE tasks SET state = 'paused-by-a-newer-version' WHERE task_id = ?", (task["task_id"],))
+            flag.touch()
+            with anyio.fail_after(10):
+                while "watching another server's task failed" not in errors.read_text():
+                    await anyio.sleep(0.02)
+            await _still_serving(other, bystander)
+            refused = await call_error(other, "get_task_status", task_id=task["task_id"])
+            await _still_serving(owner, (await call(owner, "run_background_task", command="sleep 300"))["task_id"])
+    assert "cannot be read" in refused
+    assert "paused-by-a-newer-version" in refused
