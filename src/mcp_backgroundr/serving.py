@@ -61,6 +61,10 @@ async def _shut_down(supervisor: Supervisor, reason: str) -> None:
 async def _end_tasks_on_signal(supervisor: Supervisor) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
+            if supervisor.shutting_down:
+                # Ending and recording every task is under way (the client closed stdin, and
+                # the SDK's client sends SIGTERM 2 s later): let it finish; the server then exits.
+                continue
             await _shut_down(supervisor, f"{exits.signal_name(signum)} received")
             # The stdio transport reads stdin in a worker thread that cannot be interrupted,
             # and HTTP clients may hold streams open; once every task is ended and recorded
@@ -87,8 +91,8 @@ async def serve_stdio(settings: Settings, policy: Policy) -> None:
             async with anyio.create_task_group() as group:
                 group.start_soon(_end_tasks_on_signal, supervisor)
                 await app.run_stdio_async()
+                await _shut_down(supervisor, "client closed stdin")  # signals still handled meanwhile
                 group.cancel_scope.cancel()
-            await _shut_down(supervisor, "client closed stdin")
 
 
 @dataclass(frozen=True)
@@ -217,5 +221,5 @@ async def serve_http(settings: Settings, policy: Policy, options: HttpOptions) -
             async with anyio.create_task_group() as group:
                 group.start_soon(_end_tasks_on_signal, supervisor)
                 await _UvicornWithoutSignals(config).serve(sockets=[listener])
+                await _shut_down(supervisor, "HTTP server stopped")  # signals still handled meanwhile
                 group.cancel_scope.cancel()
-            await _shut_down(supervisor, "HTTP server stopped")

@@ -102,6 +102,7 @@ class Supervisor:
         self._capper: logcap.LogCapper | None = None
         self._writes: WriteWatches | None = None
         self._shutting_down = False
+        self._shutdown_done: anyio.Event | None = None
 
     async def __aenter__(self) -> Supervisor:
         process.raise_open_file_limit()
@@ -684,27 +685,40 @@ class Supervisor:
 
         Returns how many tasks still had processes to end.
         """
-        if self._shutting_down:
-            return 0
-        self._shutting_down = True
         with anyio.CancelScope(shield=True):
-            live = [
-                t
-                for t in self._tasks.values()
-                if t.record.pid is not None and not t.lingering_known_empty and not t.record.keep_running
-            ]
+            if self._shutdown_done is not None:  # under way: answer once it is done
+                await self._shutdown_done.wait()
+                return 0
+            self._shutdown_done = anyio.Event()
+            self._shutting_down = True
+            try:
+                ended = await self._end_all()
+            finally:
+                self._shutdown_done.set()
+        return ended
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutting_down
+
+    async def _end_all(self) -> int:
+        live = [
+            t
+            for t in self._tasks.values()
+            if t.record.pid is not None and not t.lingering_known_empty and not t.record.keep_running
+        ]
+        for task in live:
+            if task.running:
+                task.record.kill_requested = True
+                task.record.end_reason = SHUTDOWN_REASON
+        leaders = {t.record.pid: t.leader() for t in live if t.record.pid is not None}
+        ended = await process.end_task_trees(
+            leaders, self.settings.shutdown_grace_seconds, self.settings.shutdown_kill_wait_seconds
+        )
+        with anyio.move_on_after(self.settings.shutdown_kill_wait_seconds):
             for task in live:
-                if task.running:
-                    task.record.kill_requested = True
-                    task.record.end_reason = SHUTDOWN_REASON
-            leaders = {t.record.pid: t.leader() for t in live if t.record.pid is not None}
-            ended = await process.end_task_trees(
-                leaders, self.settings.shutdown_grace_seconds, self.settings.shutdown_kill_wait_seconds
-            )
-            with anyio.move_on_after(self.settings.shutdown_kill_wait_seconds):
-                for task in live:
-                    await task.exited.wait()
-            self._save([t.record for t in self._tasks.values()])
+                await task.exited.wait()
+        self._save([t.record for t in self._tasks.values()])
         return len(ended)
 
 

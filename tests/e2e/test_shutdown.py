@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import anyio
 import psutil
 import pytest
 
+from ..reliability.rawwire import RawServer
 from .harness import alive, call, connect, finished
 
 pytestmark = pytest.mark.anyio
@@ -100,3 +103,32 @@ async def test_tasks_of_a_server_killed_by_sigkill_are_ended_by_the_next_server(
         reason = db.execute("SELECT end_reason FROM tasks WHERE task_id = ?", (tree["task_id"],)).fetchone()[0]
     assert rows == {tree["task_id"]: "killed -", daemon["task_id"]: "completed 0", done["task_id"]: "failed 4"}
     assert "crash or SIGKILL" in reason
+
+
+def test_sigterm_during_the_shutdown_after_stdin_closes_does_not_cut_it_short(
+    server_command: str, home: Path, tmp_path: Path
+) -> None:
+    # The SDK's stdio client closes stdin, then sends SIGTERM 2 s later: a shutdown still ending
+    # tasks then must go on, and record every task, before the server exits.
+    errors = tmp_path / "server.err"
+    with errors.open("wb") as sink, RawServer(server_command, stderr=sink) as server:
+        server.initialize()
+        started = []
+        for index in range(3):
+            command = f"trap 'echo term-{index}' TERM; while :; do sleep 0.05; done"
+            answer = server.request("tools/call", {"name": "run_background_task", "arguments": {"command": command}})
+            started.append(answer["result"]["structuredContent"])
+        assert server.process.stdin is not None
+        server.process.stdin.close()
+        # The shutdown has begun once the tasks got their SIGTERM (they ignore it: the grace runs).
+        deadline = time.monotonic() + 10
+        while not all(f"term-{i}" in Path(t["log_path"]).read_text() for i, t in enumerate(started)):
+            assert time.monotonic() < deadline, "the tasks got no SIGTERM after stdin closed"
+            time.sleep(0.01)
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(10) == 0
+    with contextlib.closing(sqlite3.connect(home / "registry.sqlite3")) as db:
+        states = db.execute("SELECT state, end_reason FROM tasks").fetchall()
+    assert states == [("killed", "server shutdown")] * 3
+    assert alive([t["pid"] for t in started]) == []
+    assert "client closed stdin; ended 3 task(s)" in errors.read_text()

@@ -8,7 +8,7 @@ import select
 import subprocess
 import time
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 ANSWER_SECONDS = 30.0
 """Longest wait for one answer (the first one includes the server's start)."""
@@ -17,10 +17,8 @@ ANSWER_SECONDS = 30.0
 class RawServer:
     """``mcp-backgroundr`` with pipes for stdin and stdout and nothing in between."""
 
-    def __init__(self, command: str) -> None:
-        self.process = subprocess.Popen(
-            [command], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-        )
+    def __init__(self, command: str, stderr: IO[bytes] | int = subprocess.DEVNULL) -> None:
+        self.process = subprocess.Popen([command], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
         self._pending = b""
         self._next_id = 1000
 
