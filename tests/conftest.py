@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mcp_backgroundr.config import HOME_ENV, Settings
+from mcp_backgroundr.config import HOME_ENV, TASK_ID_ENV, Settings
 
 
 @pytest.fixture
@@ -19,11 +21,27 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def _processes_using(home: Path) -> list[psutil.Process]:
+def _tasks_of(home: Path) -> tuple[set[str], list[Path]]:
+    """Ids and cgroup directories of the tasks recorded under ``home``."""
+    registry_path = home / "registry.sqlite3"
+    if not registry_path.exists():
+        return set(), []
+    with contextlib.closing(sqlite3.connect(f"file:{registry_path}?mode=ro", uri=True)) as db:
+        rows = db.execute("SELECT task_id, cgroup FROM tasks").fetchall()
+    directories = [Path(path) for _, cgroup in rows if cgroup for path in cgroup.split("\n")]
+    return {task_id for task_id, _ in rows}, directories
+
+
+def _processes_using(home: Path, token: str, task_ids: set[str]) -> list[psutil.Process]:
+    """Live processes of a test: the servers and commands run with its state directory, the tasks
+    recorded there (by their marker), and any process whose command line names the test's
+    directory (how tests tag processes that drop the marker and leave the task's session)."""
     found = []
-    for process in psutil.process_iter(["environ"], ad_value=None):
+    for process in psutil.process_iter(["environ", "cmdline"], ad_value=None):
         environ = process.info.get("environ") or {}
-        if process.pid != os.getpid() and environ.get(HOME_ENV) == str(home):
+        tagged = token in " ".join(process.info.get("cmdline") or ())
+        ours = environ.get(HOME_ENV) == str(home) or environ.get(TASK_ID_ENV) in task_ids or tagged
+        if process.pid != os.getpid() and ours:
             try:
                 if process.status() != psutil.STATUS_ZOMBIE:
                     found.append(process)
@@ -34,20 +52,28 @@ def _processes_using(home: Path) -> list[psutil.Process]:
 
 @pytest.fixture(autouse=True)
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh state directory; every process started under it must be gone when the test ends."""
+    """A fresh state directory; every process started under it must be gone when the test ends,
+    and every cgroup made for its tasks removed."""
     state = tmp_path / "state"
     monkeypatch.setenv(HOME_ENV, str(state))
     yield state
-    leftovers = _processes_using(state)
+    task_ids, cgroups = _tasks_of(state)
+    leftovers = _processes_using(state, str(tmp_path), task_ids)
     for process in leftovers:
         try:
             process.kill()
         except psutil.Error:
             continue
     psutil.wait_procs(leftovers, timeout=5)
+    left_cgroups = [directory for directory in cgroups if directory.exists()]
+    for directory in left_cgroups:
+        with contextlib.suppress(OSError):
+            (directory / "cgroup.kill").write_text("1")
+            directory.rmdir()
     assert not leftovers, "processes outlived the test: " + ", ".join(
-        f"{p.pid} {p.info.get('name') or ''}" for p in leftovers
+        f"{p.pid} {' '.join(p.info.get('cmdline') or ())[:200]}" for p in leftovers
     )
+    assert not left_cgroups, f"cgroups outlived the test: {left_cgroups}"
 
 
 @pytest.fixture

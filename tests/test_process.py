@@ -9,7 +9,7 @@ import anyio
 import psutil
 import pytest
 
-from mcp_backgroundr import logs, process
+from mcp_backgroundr import containment, logs, process
 from mcp_backgroundr.config import TASK_ID_ENV
 from mcp_backgroundr.errors import SpawnFailedError
 
@@ -51,14 +51,12 @@ async def test_processes_that_left_the_session_are_found_and_ended(tmp_path: Pat
         while b"ready" not in log.read_bytes():
             await anyio.sleep(0.02)
 
-    def find() -> list[psutil.Process]:
-        return process.find_task_processes({popen.pid: process.Leader("t1")})["t1"]
-
-    found = find()
+    leaders = {popen.pid: containment.Leader("t1")}
+    found = containment.find_task_processes(leaders)["t1"]
     sessions = {os.getsid(p.pid) for p in found}
     assert len(sessions) == 2  # the shell's own session and the one setsid made
     with anyio.fail_after(10):
-        outcome = await process.end_processes(find, 0.2, 2)
+        outcome = await containment.end_trees(leaders, 0.2, 2)
         await process.wait_for_exit(popen, process.open_exit_handle(popen))
     assert outcome.escalated
     assert outcome.survivors == []
@@ -67,7 +65,7 @@ async def test_processes_that_left_the_session_are_found_and_ended(tmp_path: Pat
 
 
 async def test_ending_nothing_is_immediate() -> None:
-    outcome = await process.end_processes(list, 5, 5)
+    outcome = await containment.end_trees({}, 5, 5)
     assert outcome.signalled == []
     assert not outcome.escalated
 
@@ -77,9 +75,9 @@ def test_a_reused_leader_pid_is_not_taken_for_the_task(tmp_path: Path) -> None:
     # reap, is a stranger: a fresh session leader stands in for one.
     stranger = subprocess.Popen(["sleep", "30"], start_new_session=True)
     try:
-        claimed = process.find_task_processes({stranger.pid: process.Leader("t1", reaped_at=0.0)})
+        claimed = containment.find_task_processes({stranger.pid: containment.Leader("t1", reaped_at=0.0)})
         assert claimed["t1"] == []
-        unreaped = process.find_task_processes({stranger.pid: process.Leader("t1")})
+        unreaped = containment.find_task_processes({stranger.pid: containment.Leader("t1")})
         assert [p.pid for p in unreaped["t1"]] == [stranger.pid]
     finally:
         stranger.kill()

@@ -14,7 +14,7 @@ from typing import NoReturn
 
 import anyio
 
-from . import __version__, access, commands, policy, serving
+from . import __version__, access, commands, containment, policy, serving
 from .config import HOME_ENV, Settings
 from .errors import BackgroundrError
 
@@ -112,6 +112,8 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
     rules.add_argument(
         "--env-passthrough", action="append", metavar="NAMES", help="comma-separated variables tasks inherit (LC_*)"
     )
+    rules.add_argument("--max-memory-bytes", type=_positive_int, metavar="N", help="memory each task may use (cgroup)")
+    rules.add_argument("--max-processes", type=_positive_int, metavar="N", help="processes each task may have (cgroup)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -175,6 +177,9 @@ def _run_command(arguments: argparse.Namespace, settings: Settings) -> None:
 
 
 def _serve(arguments: argparse.Namespace, settings: Settings) -> None:
+    # Tasks run as the same user: without this they could read the server's environment
+    # (its token, the variables env_passthrough keeps from them) and memory under /proc.
+    containment.protect_server()
     serving.prepare_home(settings)
     flags = {name: getattr(arguments, name, None) for name in policy.SETTINGS}
     rules = policy.load_policy(settings.home / policy.CONFIG_FILE, flags)

@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
-import psutil
 
 from . import logs, orphans, process, retention, runner
 from .config import Settings
+from .containment import EndOutcome, end_trees
 from .errors import BackgroundrError
 from .inotify import WriteWatches
 from .models import TaskRecord, TaskState
@@ -184,14 +184,9 @@ def stop(settings: Settings, task_id: str, grace_seconds: float) -> str:
     return text + "; none is left"
 
 
-async def _end(record: TaskRecord, grace_seconds: float, kill_wait_seconds: float) -> process.EndOutcome:
+async def _end(record: TaskRecord, grace_seconds: float, kill_wait_seconds: float) -> EndOutcome:
     assert record.pid is not None
-    leaders = {record.pid: orphans.leader_of(record)}
-
-    def find() -> list[psutil.Process]:
-        return process.find_task_processes(leaders)[record.task_id]
-
-    return await process.end_processes(find, grace_seconds, kill_wait_seconds)
+    return await end_trees({record.pid: orphans.leader_of(record)}, grace_seconds, kill_wait_seconds)
 
 
 def prune(settings: Settings, keep: int, days: float) -> str:

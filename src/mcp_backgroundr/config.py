@@ -20,6 +20,12 @@ TOKEN_ENV = "MCP_BACKGROUNDR_TOKEN"
 KEEP_FINISHED_ENV = "MCP_BACKGROUNDR_KEEP_FINISHED"
 KEEP_DAYS_ENV = "MCP_BACKGROUNDR_KEEP_DAYS"
 MAX_LOG_BYTES_ENV = "MCP_BACKGROUNDR_MAX_LOG_BYTES"
+CONTAINMENT_ENV = "MCP_BACKGROUNDR_CONTAINMENT"
+"""auto (default), cgroup, subreaper or marker: the strongest containment level to use."""
+CGROUP_ENV = "MCP_BACKGROUNDR_CGROUP"
+"""A delegated cgroup v2 directory to make task cgroups in (without root)."""
+SETTINGS_PREFIX = "MCP_BACKGROUNDR_"
+"""Variables of the server's own settings: tasks do not inherit them unless asked."""
 MIN_LOG_CAP = 64 * 1024
 MAX_LOG_CAP = 1 << 40
 
@@ -90,6 +96,10 @@ class Settings:
     default_max_restarts: int = 10
     default_lines: int = 50
     max_lines: int = 100_000
+    containment: str = field(default_factory=lambda: os.environ.get(CONTAINMENT_ENV) or "auto")
+    """The strongest containment level to use: auto, cgroup, subreaper or marker."""
+    cgroup_dir: str | None = field(default_factory=lambda: os.environ.get(CGROUP_ENV) or None)
+    """A delegated cgroup v2 directory for task cgroups."""
 
     @property
     def logs_dir(self) -> Path:

@@ -53,6 +53,12 @@ class TaskRecord:
     """Disk the log may take; past it the oldest output is dropped (0: no cap)."""
     max_runtime_seconds: float | None = None
     """Seconds after its start at which the task is ended (None: no limit)."""
+    containment: str = "marker"
+    """How its processes are found: cgroup, subreaper or marker (the level it started under)."""
+    cgroup: str | None = None
+    """Its cgroup directories, one per line (the v2 one first), at the cgroup level."""
+    max_memory_bytes: int | None = None
+    max_processes: int | None = None
 
     @property
     def running(self) -> bool:
@@ -82,6 +88,13 @@ class WaitReason(enum.StrEnum):
     TIMEOUT = "timeout"
 
 
+CONTAINMENT_DESCRIPTION = (
+    "How its processes are found and ended: cgroup (exactly its cgroup's members; none can leave), "
+    "subreaper (its session, marker and descendants; orphans come back to this server) or marker (its session "
+    "and the MCP_BACKGROUNDR_TASK_ID variable; a process that drops both is not seen)."
+)
+
+
 class StartedTask(BaseModel):
     """Answer of run_background_task."""
 
@@ -91,6 +104,7 @@ class StartedTask(BaseModel):
     command: str = Field(description="The command as given, run by /bin/sh -c.")
     cwd: str = Field(description="Absolute working directory of the task.")
     log_path: str = Field(description="File that receives the task's stdout and stderr, interleaved.")
+    containment: str = Field(default="marker", description=CONTAINMENT_DESCRIPTION)
     wait: WaitResult | None = Field(
         default=None, description="When a readiness condition was given: how the wait for it ended, and the status."
     )
@@ -146,7 +160,10 @@ class TaskStatus(BaseModel):
         default=None,
         description="CPU use of all the task's processes since the previous status call (100 = one core).",
     )
-    memory_rss_bytes: int | None = Field(default=None, description="Resident memory of all the task's processes.")
+    memory_rss_bytes: int | None = Field(
+        default=None,
+        description="Memory of all the task's processes: resident memory, or with a cgroup its own accounting.",
+    )
     process_count: int = Field(default=0, description="How many processes the task has alive now.")
     restarts: int = Field(default=0, description="How many times its restart policy restarted it.")
     dropped_bytes: int = Field(
@@ -162,6 +179,13 @@ class TaskStatus(BaseModel):
     )
     max_runtime_seconds: float | None = Field(
         default=None, description="Seconds after its start at which it is ended; null: no limit."
+    )
+    containment: str = Field(default="marker", description=CONTAINMENT_DESCRIPTION)
+    max_memory_bytes: int | None = Field(
+        default=None, description="Memory its processes may use together (its cgroup's limit); null: no limit."
+    )
+    max_processes: int | None = Field(
+        default=None, description="Processes it may have at once (its cgroup's limit); null: no limit."
     )
 
 
@@ -183,6 +207,11 @@ class EndedTask(BaseModel):
     signalled_pids: list[int] = Field(description="Every process of the task that was sent a signal.")
     escalated: bool = Field(description="True when SIGKILL was needed because SIGTERM was not enough in time.")
     survivors: list[Survivor] = Field(description="Processes still alive after SIGKILL; empty on success.")
+    containment: str = Field(default="marker", description=CONTAINMENT_DESCRIPTION)
+    verified: str = Field(
+        default="",
+        description="What was checked at the end, true for the containment level (e.g. the task's cgroup is empty).",
+    )
 
 
 class InputSent(BaseModel):
@@ -219,6 +248,7 @@ class TaskSummary(BaseModel):
         default_factory=list, description="TCP addresses its processes listen on, e.g. 127.0.0.1:8000."
     )
     owner: str = Field(description="The server that owns it: host:pid:start-time.")
+    containment: str = Field(default="marker", description=CONTAINMENT_DESCRIPTION)
 
 
 class TaskList(BaseModel):

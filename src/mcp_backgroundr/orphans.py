@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from . import process, runner
+from .containment import Leader, TaskCgroup, end_trees
 from .models import TaskRecord, TaskState
 
 ENDED_REASON = "its server exited without ending it (crash or SIGKILL); ended when the next server started"
@@ -32,12 +33,12 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{psutil.Process().create_time():.2f}"
 
 
-def leader_of(record: TaskRecord) -> process.Leader:
+def leader_of(record: TaskRecord) -> Leader:
     """The leader of a task this process did not start. A dead leader's pid may have been
-    reused: then only the environment marker tells the task's processes."""
+    reused: then only its cgroup or the environment marker tells the task's processes."""
     assert record.pid is not None
     alive = process.same_process(record.pid, record.pid_create_time)
-    return process.Leader(record.task_id, None if alive else record.started_at)
+    return Leader(record.task_id, None if alive else record.started_at, TaskCgroup.decode(record.cgroup))
 
 
 def owner_is_gone(owner: str) -> bool:
@@ -98,18 +99,32 @@ def settle_from_runner(record: TaskRecord) -> None:
 
 async def end_orphans(orphans: Sequence[TaskRecord], grace_seconds: float, kill_wait_seconds: float) -> None:
     """End every process of the orphaned tasks and record how each one ended."""
-    leaders: dict[int, process.Leader] = {}
+    leaders: dict[int, Leader] = {}
     for record in orphans:
         if record.pid is not None:
             leaders[record.pid] = leader_of(record)
-    ended = await process.end_task_trees(leaders, grace_seconds, kill_wait_seconds)
+    outcome = await end_trees(leaders, grace_seconds, kill_wait_seconds)
     now = time.time()
     for record in orphans:
-        had_processes = record.task_id in ended
+        cgroup = TaskCgroup.decode(record.cgroup)
+        if cgroup is not None:
+            cgroup.remove()
+        had_processes = record.task_id in outcome.ended_tasks
+        note = contained_note(record)
         if record.state is not TaskState.RUNNING:
-            record.end_reason = LINGERING_ENDED_REASON if had_processes else SETTLED_REASON
+            record.end_reason = (LINGERING_ENDED_REASON if had_processes else SETTLED_REASON) + note
             continue
         record.state = TaskState.KILLED if had_processes else TaskState.FAILED
         record.kill_requested = had_processes
-        record.end_reason = ENDED_REASON if had_processes else VANISHED_REASON
+        record.end_reason = (ENDED_REASON if had_processes else VANISHED_REASON) + note
         record.ended_at = now
+
+
+def contained_note(record: TaskRecord) -> str:
+    """What the next server could and could not check of a dead server's task, at its level."""
+    if record.cgroup:
+        return "; its cgroup was emptied and removed"
+    return (
+        f"; at the {record.containment} containment level, a process that had left its session and dropped its "
+        "marker before the crash cannot be found"
+    )

@@ -13,8 +13,12 @@ against mistakes, not a sandbox: a shell command can always be spelt another way
     default_runtime_seconds = 3600         # a task's limit when it asks for none
     max_runtime_seconds = 86400            # the most a task may ask for
     env_passthrough = ["PATH", "HOME", "LANG", "LC_*"]  # variables tasks inherit
+    max_memory_bytes = 2147483648          # memory each task may use (its cgroup's limit)
+    max_processes = 512                    # processes each task may have at once
 
 A flag given on the command line replaces the file's setting of the same name.
+The two limits apply to every task (one may ask for less, never more) and need cgroups:
+a server that cannot enforce them refuses to start tasks rather than ignore them.
 """
 
 from __future__ import annotations
@@ -40,7 +44,11 @@ SETTINGS = (
     "default_runtime_seconds",
     "max_runtime_seconds",
     "env_passthrough",
+    "max_memory_bytes",
+    "max_processes",
 )
+LIMITS = ("max_memory_bytes", "max_processes")
+"""Per-task limits, enforced by the task's cgroup."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,8 @@ class Policy:
     max_runtime_seconds: float | None = None
     env_passthrough: tuple[str, ...] | None = None
     """Names (shell-style patterns allowed) of server variables tasks inherit; None: all."""
+    max_memory_bytes: int | None = None
+    max_processes: int | None = None
 
     def check_command(self, command: str) -> None:
         for rule in self.deny_commands:
@@ -105,6 +115,20 @@ class Policy:
             )
         return requested
 
+    def task_limit(self, name: str, requested: int | None) -> int | None:
+        """A new task's ``max_memory_bytes`` or ``max_processes``: what it asked for, at most the
+        policy's, which is also the limit of a task that asks for none."""
+        ceiling: int | None = getattr(self, name)
+        if requested is None:
+            return ceiling
+        if isinstance(requested, bool) or requested < 1:
+            raise InvalidArgumentError(name, requested, "use a whole number of at least 1, or omit it")
+        if ceiling is not None and requested > ceiling:
+            raise PolicyRefusedError(
+                f"{name} ({ceiling})", f"{name}={requested} asks for more", f"ask for {ceiling} or less"
+            )
+        return requested
+
     def adopted_limit(self, limit: float | None) -> float | None:
         """The runtime limit of a task this server adopts: its own, but no more than the maximum."""
         ceiling = self.max_runtime_seconds
@@ -130,7 +154,7 @@ class Policy:
         if self.deny_commands:
             quoted = [f"'{rule.pattern}'" for rule in self.deny_commands]
             lines.append(f"deny_commands: {', '.join(quoted)}")
-        for name in ("max_tasks", "default_runtime_seconds", "max_runtime_seconds"):
+        for name in ("max_tasks", "default_runtime_seconds", "max_runtime_seconds", *LIMITS):
             value = getattr(self, name)
             if value is not None:
                 lines.append(f"{name}: {value:g}")
@@ -152,6 +176,8 @@ def load_policy(config_path: Path, overrides: Mapping[str, object] | None = None
             default_runtime_seconds=_seconds(settings, "default_runtime_seconds"),
             max_runtime_seconds=_seconds(settings, "max_runtime_seconds"),
             env_passthrough=_names(_strings(settings, "env_passthrough")),
+            max_memory_bytes=_count(settings, "max_memory_bytes"),
+            max_processes=_count(settings, "max_processes"),
         )
     except _BadSetting as exc:
         where = "its command-line flag" if exc.name in flags else str(config_path)

@@ -26,7 +26,7 @@ from .errors import RegistryError
 from .models import TaskRecord, TaskState
 
 BUSY_TIMEOUT_MS = 10_000
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _COLUMNS = tuple(field.name for field in dataclasses.fields(TaskRecord))
 _BOOLEAN_COLUMNS = frozenset({"kill_requested", "keep_running"})
@@ -45,6 +45,9 @@ _COLUMN_TYPES = {
     "kill_requested": "INTEGER NOT NULL DEFAULT 0",
     "keep_running": "INTEGER NOT NULL DEFAULT 0",
     "restart": "TEXT NOT NULL DEFAULT 'no'",
+    "containment": "TEXT NOT NULL DEFAULT 'marker'",
+    "max_memory_bytes": "INTEGER",
+    "max_processes": "INTEGER",
 }
 """Column types; every other column is TEXT."""
 

@@ -1,7 +1,8 @@
 """The supervising wrapper of tasks that outlive their server or restart.
 
-Run as ``python -m mcp_backgroundr.runner STATUS_FILE RESTART MAX_RESTARTS COMMAND``,
-it leads the task's session, runs ``/bin/sh -c COMMAND`` in it (stdout and stderr
+Run as ``python -m mcp_backgroundr.runner STATUS_FILE RESTART MAX_RESTARTS REAPER COMMAND``,
+it leads the task's session (with REAPER ``subreaper``, orphaned descendants come back to it,
+and it collects them), runs ``/bin/sh -c COMMAND`` in it (stdout and stderr
 stay the log the server opened), restarts it by policy with exponential backoff,
 and records every run in STATUS_FILE (JSON, replaced atomically). So the exit of a
 ``keep_running`` task is known even when it ended while no server was running.
@@ -13,6 +14,7 @@ It imports only the standard library: it starts in a few milliseconds.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import json
 import os
@@ -49,6 +51,7 @@ MAX_BACKOFF_SECONDS = 30.0
 HEALTHY_RUN_SECONDS = 30.0
 """A run that lasted this long resets the backoff."""
 RESTART_POLICIES = ("no", "on-failure", "always")
+PR_SET_CHILD_SUBREAPER = 36
 
 
 @dataclass
@@ -104,6 +107,8 @@ class _Runner:
         self.status = RunStatus()
         self.stopping = threading.Event()
         self.child: subprocess.Popen[bytes] | None = None
+        self.spawning = False
+        self.exits_pending = False
 
     def on_stop_signal(self, signum: int, _frame: object) -> None:
         self.stopping.set()
@@ -111,11 +116,33 @@ class _Runner:
             # Someone signalled the runner alone (a person with kill): pass it on.
             self.child.send_signal(signum)
 
+    def on_child_exit(self, _signum: int, _frame: object) -> None:
+        """Collect exited orphans (the task's own shell is left to ``wait``)."""
+        if self.spawning:  # the new child may have exited already, before it could be told apart
+            self.exits_pending = True
+            return
+        while True:
+            try:
+                exited = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if exited is None or (self.child is not None and exited.si_pid == self.child.pid):
+                return
+            try:
+                os.waitpid(exited.si_pid, os.WNOHANG)
+            except ChildProcessError:
+                return
+
     def run(self) -> int:
         backoff: float | None = None
         while True:
             began = time.monotonic()
+            self.spawning = True
             self.child = subprocess.Popen([SHELL, "-c", self.command])
+            self.spawning = False
+            if self.exits_pending:
+                self.exits_pending = False
+                self.on_child_exit(signal.SIGCHLD, None)
             self.status.next_start_at = None
             _write_status(self.status_path, self.status)
             returncode = self.child.wait()
@@ -147,11 +174,19 @@ class _Runner:
         return returncode
 
 
+def _become_subreaper() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(1), 0, 0, 0)
+
+
 def main(argv: list[str]) -> int:
-    status_path, policy, max_restarts, command = argv
+    status_path, policy, max_restarts, reaper, command = argv
     runner = _Runner(status_path, policy, int(max_restarts), command)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, runner.on_stop_signal)
+    if reaper == "subreaper":
+        _become_subreaper()
+        signal.signal(signal.SIGCHLD, runner.on_child_exit)
     returncode = runner.run()
     if returncode < 0:
         signal.signal(-returncode, signal.SIG_DFL)

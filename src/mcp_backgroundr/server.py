@@ -172,7 +172,7 @@ def _describe_status(status: TaskStatus) -> str:
         head += f" exit_code={status.exit_code}"
     if status.signal:
         head += f" signal={status.signal}"
-    head += f" pid={status.pid} runtime={status.runtime_seconds}s: {status.command}"
+    head += f" pid={status.pid} runtime={status.runtime_seconds}s containment={status.containment}: {status.command}"
     lines = [head]
     if status.end_reason and status.state is not TaskState.RUNNING:
         lines.append(f"ended: {status.end_reason}")
@@ -227,10 +227,11 @@ def _describe_end(ended: EndedTask) -> str:
     text += f"; signalled {len(ended.signalled_pids)} process(es)"
     if ended.escalated:
         text += ", SIGKILL was needed"
+    text += f"; containment={ended.containment}"
     if ended.survivors:
         text += "; SURVIVORS: " + "; ".join(f"pid {s.pid} ({s.command}): {s.reason}" for s in ended.survivors)
     else:
-        text += "; no process of it is left"
+        text += f"; {ended.verified}"
     return text
 
 
@@ -246,6 +247,7 @@ def _describe_list(listing: TaskList) -> str:
                 t.task_id,
                 f"{t.state:<9}",
                 f"pid={t.pid}",
+                f"containment={t.containment}",
                 "" if t.exit_code is None else f"exit={t.exit_code}",
                 f"{t.runtime_seconds}s",
                 f"name={t.name}" if t.name else "",
@@ -365,6 +367,20 @@ def build_server(
                 "server's policy, which may also set a maximum."
             ),
         ] = None,
+        max_memory_bytes: Annotated[
+            int | None,
+            Field(
+                description="Memory its processes may use together, enforced by its cgroup: past it the kernel "
+                "kills it and it is failed with that reason. Needs cgroup containment; default: the policy's."
+            ),
+        ] = None,
+        max_processes: Annotated[
+            int | None,
+            Field(
+                description="Processes it may have at once, enforced by its cgroup (a fork bomb stops there). "
+                "Needs cgroup containment; default: the policy's."
+            ),
+        ] = None,
         wait_for_pattern: Annotated[
             str | None,
             Field(
@@ -417,8 +433,13 @@ def build_server(
             max_restarts=max_restarts,
             max_log_bytes=max_log_bytes,
             max_runtime_seconds=max_runtime_seconds,
+            max_memory_bytes=max_memory_bytes,
+            max_processes=max_processes,
         )
-        text = f"started task {started.task_id} pid={started.pid} [{started.state}] in {started.cwd}: {command}"
+        text = (
+            f"started task {started.task_id} pid={started.pid} [{started.state}] containment={started.containment} "
+            f"in {started.cwd}: {command}"
+        )
         if waits:
             started.wait = await supervisor.wait(started.task_id, conditions, since=0, progress=_progress_reporter(ctx))
             started.state = started.wait.status.state

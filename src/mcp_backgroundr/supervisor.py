@@ -40,7 +40,8 @@ from . import (
     watch,
     watchers,
 )
-from .config import TASK_ID_ENV, TOKEN_ENV, Settings
+from .config import SETTINGS_PREFIX, TASK_ID_ENV, TOKEN_ENV, Settings
+from .containment import Containment, Level, Limits, end_trees, unclaimed_children
 from .errors import BackgroundrError, InvalidArgumentError, RegistryError, SpawnFailedError, TaskNotFoundError
 from .grep import grep_log_in_thread
 from .inotify import WriteWatches
@@ -75,6 +76,18 @@ END_REASON = "end_background_task"
 
 PRIVATE_ENV = frozenset({TOKEN_ENV})
 """Variables of the server that no task inherits, whatever env_passthrough says."""
+VERIFIED = {
+    Level.CGROUP: "the task's cgroup is empty",
+    Level.SUBREAPER: "no process in its session, descended from it (orphans come back to this server) or "
+    "carrying its marker is left",
+    Level.MARKER: "no process in its session or carrying the task's marker is left (a process that left both "
+    "cannot be seen at this containment level)",
+}
+"""What an end with no survivor has checked, at each containment level."""
+
+
+def memory_reason(limit: int | None) -> str:
+    return f"killed by the kernel: max_memory_bytes ({limit} bytes) reached (its cgroup counted an oom_kill)"
 
 
 def runtime_reason(limit: float) -> str:
@@ -103,9 +116,12 @@ class Supervisor:
         self._writes: WriteWatches | None = None
         self._shutting_down = False
         self._shutdown_done: anyio.Event | None = None
+        self.containment = Containment(Level.MARKER)
+        """Chosen when the server starts: how new tasks are contained."""
 
     async def __aenter__(self) -> Supervisor:
         process.raise_open_file_limit()
+        self.containment = Containment.choose(self.settings.containment, self.settings.cgroup_dir)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._capper = logcap.LogCapper()
@@ -113,6 +129,8 @@ class Supervisor:
         self._spawn(None, "capping logs", self._capper.run)
         self._writes = WriteWatches()
         self._spawn(None, "watching logs for waits", self._writes.run)
+        if self.containment.level is not Level.MARKER:
+            self._spawn(None, "reaping orphans", self._reap_orphans)
         await self._take_over_left_behind()
         self._prune()
         return self
@@ -144,6 +162,19 @@ class Supervisor:
         for record in found.to_adopt:
             self._adopt(record)
         self._save([*found.to_end, *found.to_settle, *found.to_adopt])
+
+    async def _reap_orphans(self) -> None:
+        """As subreaper, orphaned descendants of tasks become our children: collect them when
+        they exit, so no zombie piles up."""
+        with anyio.open_signal_receiver(signal.SIGCHLD) as exits:
+            self._reap()
+            async for _ in exits:
+                self._reap()
+
+    def _reap(self) -> None:
+        if self.containment.level is not Level.MARKER:
+            own = {t.popen.pid for t in self._tasks.values() if t.popen is not None and t.popen.returncode is None}
+            self.containment.reap(own)
 
     def _cap(self, record: TaskRecord) -> None:
         """Keep a task's log under its cap from now on (or record why it cannot be)."""
@@ -237,6 +268,8 @@ class Supervisor:
         max_restarts: int | None = None,
         max_log_bytes: int | None = None,
         max_runtime_seconds: float | None = None,
+        max_memory_bytes: int | None = None,
+        max_processes: int | None = None,
     ) -> StartedTask:
         """Start ``command`` under ``/bin/sh -c`` and answer at once.
 
@@ -253,8 +286,11 @@ class Supervisor:
         if self.policy.max_tasks is not None:
             self.policy.check_room(self._running_count())
         runtime_limit = self.policy.runtime_limit(max_runtime_seconds)
-        inherited = {name: value for name, value in os.environ.items() if name not in PRIVATE_ENV}
-        task_env = validation.task_environment(self.policy.environment(inherited), env)
+        limits = Limits(
+            self.policy.task_limit("max_memory_bytes", max_memory_bytes),
+            self.policy.task_limit("max_processes", max_processes),
+        )
+        task_env = validation.task_environment(self._inherited_environment(), env)
         if name is not None and len(name) > MAX_NAME_LENGTH:
             raise InvalidArgumentError("name", name, f"use a label of at most {MAX_NAME_LENGTH} characters")
         restart_limit = validation.checked_restart(restart, max_restarts, self.settings.default_max_restarts)
@@ -265,10 +301,12 @@ class Supervisor:
             )
 
         task_id = self._new_task_id()
+        placement = self.containment.place(task_id, limits)
         try:
             log_path = logs.create_log(self.settings.logs_dir, task_id)
             log_fd = logs.open_append(log_path)
         except OSError as exc:
+            placement.discard()
             raise SpawnFailedError(
                 f"could not create the log file in {self.settings.logs_dir}: {exc.strerror or exc}; "
                 "check that the state directory is writable and the disk is not full"
@@ -287,17 +325,24 @@ class Supervisor:
             max_restarts=restart_limit,
             max_log_bytes=log_cap,
             max_runtime_seconds=runtime_limit,
+            containment=placement.level,
+            cgroup=placement.cgroup.encode() if placement.cgroup else None,
+            max_memory_bytes=limits.memory_bytes,
+            max_processes=limits.processes,
         )
         self._cap(record)
         master, slave = terminal.open_terminal() if pty else (None, None)
         if slave is not None:
             task_env.setdefault("TERM", TERMINAL_TYPE)
-            streams = process.Streams(output=slave, stdin=slave, terminal=True)
+            streams = process.Streams(output=slave, stdin=slave, terminal=True, join=placement.join)
         else:
-            streams = process.Streams(output=log_fd, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL)
+            stdin_target = subprocess.PIPE if stdin else subprocess.DEVNULL
+            streams = process.Streams(output=log_fd, stdin=stdin_target, join=placement.join)
         argv = [process.SHELL, "-c", command]
         if record.supervised:
-            argv = [sys.executable, "-I", runner.__file__, record.status_path, restart, str(restart_limit), command]
+            reaper = "subreaper" if placement.level is not Level.MARKER else "plain"
+            argv = [sys.executable, "-I", runner.__file__, record.status_path, restart, str(restart_limit), reaper]
+            argv.append(command)
         try:
             popen = process.spawn(argv, workdir, task_env, streams)
         except SpawnFailedError:
@@ -305,6 +350,7 @@ class Supervisor:
                 if descriptor is not None:
                     os.close(descriptor)
             log_path.unlink(missing_ok=True)
+            placement.discard()
             raise
         task = Task(record, popen)
         if master is not None and slave is not None:
@@ -337,7 +383,16 @@ class Supervisor:
             command=command,
             cwd=workdir,
             log_path=record.log_path,
+            containment=record.containment,
         )
+
+    def _inherited_environment(self) -> dict[str, str]:
+        """The server's variables a task gets: never the token; the server's own settings
+        (MCP_BACKGROUNDR_*) only when env_passthrough names them."""
+        inherited = {name: value for name, value in os.environ.items() if name not in PRIVATE_ENV}
+        if self.policy.env_passthrough is None:
+            inherited = {name: value for name, value in inherited.items() if not name.startswith(SETTINGS_PREFIX)}
+        return self.policy.environment(inherited)
 
     def _running_count(self) -> int:
         for task in self._tasks.values():
@@ -361,6 +416,10 @@ class Supervisor:
             with anyio.move_on_after(TERMINAL_DRAIN_SECONDS):
                 await task.output_done.wait()
         self._record_exit(task, returncode)
+        self._reap()
+        cgroup = task.cgroup
+        if cgroup is not None and not cgroup.populated():
+            task.settle()
         self._changed(TaskChange.ENDED, task.record.task_id)
         if time.monotonic() - self._pruned_at >= PRUNE_INTERVAL_SECONDS:
             self._prune()
@@ -437,6 +496,8 @@ class Supervisor:
         record.state, record.exit_code, record.signal = TaskState(ended.state), ended.exit_code, ended.signal
         if record.kill_requested:
             record.state = TaskState.KILLED
+        elif task.cgroup is not None and task.cgroup.oom_kills():
+            record.state, record.end_reason = TaskState.FAILED, memory_reason(record.max_memory_bytes)
         task.close_input_pipe()
         task.exited.set()
         if not self._shutting_down:
@@ -665,10 +726,12 @@ class Supervisor:
                 record.kill_requested = True
                 record.end_reason = reason
                 self._save([record])
-            outcome = await process.end_processes(task.processes, grace, self.settings.kill_wait_seconds)
+            leaders = {record.pid: task.leader()} if record.pid is not None and not task.lingering_known_empty else {}
+            outcome = await end_trees(leaders, grace, self.settings.kill_wait_seconds)
             with anyio.move_on_after(self.settings.kill_wait_seconds):
                 await task.exited.wait()
-        task.lingering_known_empty = not outcome.survivors
+        if not outcome.survivors and not task.running:
+            task.settle()
         record = task.record  # another server's task: a fresh copy of its record by now
         return EndedTask(
             task_id=task_id,
@@ -678,7 +741,23 @@ class Supervisor:
             signalled_pids=outcome.signalled,
             escalated=outcome.escalated,
             survivors=[Survivor(pid=pid, command=cmd, reason=why) for pid, cmd, why in outcome.survivors],
+            containment=record.containment,
+            verified="" if outcome.survivors else self._verified(record),
         )
+
+    def _verified(self, record: TaskRecord) -> str:
+        """What an end with no survivor checked, at the task's level; at the subreaper level, also
+        the orphans this server holds whose task cannot be told (they end with the server)."""
+        text = VERIFIED.get(Level(record.containment), "")
+        if record.containment != Level.SUBREAPER:
+            return text
+        strays = unclaimed_children({t.record.pid for t in self._tasks.values() if t.record.pid is not None})
+        if strays:
+            text += (
+                f"; {len(strays)} process(es) orphaned to this server from a task that can no longer be told "
+                f"(pids {', '.join(str(p.pid) for p in strays)}) are ended when the server exits"
+            )
+        return text
 
     async def shutdown(self) -> int:
         """End every task this server owns, all at once, within a bounded time.
@@ -712,14 +791,21 @@ class Supervisor:
                 task.record.kill_requested = True
                 task.record.end_reason = SHUTDOWN_REASON
         leaders = {t.record.pid: t.leader() for t in live if t.record.pid is not None}
-        ended = await process.end_task_trees(
-            leaders, self.settings.shutdown_grace_seconds, self.settings.shutdown_kill_wait_seconds
+        # Orphans that came to us as subreaper from a task that can no longer be told go with us.
+        strays = unclaimed_children({t.record.pid for t in self._tasks.values() if t.record.pid is not None})
+        outcome = await end_trees(
+            leaders, self.settings.shutdown_grace_seconds, self.settings.shutdown_kill_wait_seconds, strays
         )
         with anyio.move_on_after(self.settings.shutdown_kill_wait_seconds):
             for task in live:
                 await task.exited.wait()
+        for task in live:
+            if not task.running:
+                task.settle()  # a cgroup still holding a survivor is not removed
         self._save([t.record for t in self._tasks.values()])
-        return len(ended)
+        for pid, command, reason in outcome.survivors:
+            print(f"mcp-backgroundr: left running at shutdown: pid {pid} ({command}): {reason}", file=sys.stderr)
+        return len(outcome.ended_tasks)
 
 
 class TaskChange(enum.StrEnum):

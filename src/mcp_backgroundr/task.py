@@ -20,6 +20,7 @@ import anyio
 import psutil
 
 from . import logs, process, runner
+from .containment import Leader, TaskCgroup, find_task_processes
 from .models import ListeningPort, TaskRecord, TaskState, TaskStatus, TaskSummary, socket_address
 
 USAGE_REFRESH_SECONDS = 1.0
@@ -62,22 +63,35 @@ class Task:
     def running(self) -> bool:
         return self.record.state is TaskState.RUNNING
 
-    def leader(self) -> process.Leader:
-        return process.Leader(self.record.task_id, self.record.ended_at if self.exited.is_set() else None)
+    @property
+    def cgroup(self) -> TaskCgroup | None:
+        return TaskCgroup.decode(self.record.cgroup)
+
+    def leader(self) -> Leader:
+        reaped_at = self.record.ended_at if self.exited.is_set() else None
+        return Leader(self.record.task_id, reaped_at, self.cgroup)
 
     def processes(self) -> list[psutil.Process]:
-        """Every live process of the task (a scan of the machine's processes)."""
+        """Every live process of the task (its cgroup's members, else a scan of the machine's processes)."""
         if self.record.pid is None or self.lingering_known_empty:
             return []
-        return process.find_task_processes({self.record.pid: self.leader()})[self.record.task_id]
+        return find_task_processes({self.record.pid: self.leader()})[self.record.task_id]
 
     def lingering(self) -> list[psutil.Process]:
         """Processes of a finished task that are still alive."""
         if self.running or self.lingering_known_empty or self.record.pid is None:
             return []
         found = self.processes()
-        self.lingering_known_empty = not found
+        if not found:
+            self.settle()
         return found
+
+    def settle(self) -> None:
+        """Note that a finished task has no process left, and remove its (empty) cgroup."""
+        self.lingering_known_empty = True
+        cgroup = self.cgroup
+        if cgroup is not None:
+            cgroup.remove()
 
     def live_processes(self) -> list[psutil.Process]:
         """The processes of a running task, or the lingering ones of a finished task.
@@ -110,6 +124,8 @@ class Task:
         """The answer of get_task_status: the record, ``piece`` of output, and the usage of ``processes``."""
         record = self.record
         usage = process.tree_usage(processes)
+        cgroup = self.cgroup if processes else None
+        memory, cpu = cgroup.usage() if cgroup is not None else (None, None)
         run = runner.read_status(record.status_path) if record.supervised else None
         return TaskStatus(
             task_id=record.task_id,
@@ -131,14 +147,17 @@ class Task:
             truncation=piece.truncation,
             lingering_pids=[] if self.running else sorted(p.pid for p in processes),
             listening=_listening(usage.listening),
-            cpu_percent=self._cpu_percent(usage.cpu_seconds) if processes else None,
-            memory_rss_bytes=usage.rss_bytes if processes else None,
+            cpu_percent=self._cpu_percent(usage.cpu_seconds if cpu is None else cpu) if processes else None,
+            memory_rss_bytes=(usage.rss_bytes if memory is None else memory) if processes else None,
             process_count=usage.process_count,
             restarts=run.restarts if run else 0,
             dropped_bytes=piece.dropped,
             next_start_at=iso_time(run.next_start_at) if run else None,
             end_reason=record.end_reason,
             max_runtime_seconds=record.max_runtime_seconds,
+            containment=record.containment,
+            max_memory_bytes=record.max_memory_bytes,
+            max_processes=record.max_processes,
         )
 
 
@@ -160,6 +179,7 @@ def summary_of(record: TaskRecord, now: float, listening: Sequence[tuple[str, in
         runtime_seconds=record.runtime_seconds(now),
         listening=[socket_address(address, port) for address, port, _ in listening],
         owner=record.owner,
+        containment=record.containment,
     )
 
 

@@ -36,11 +36,13 @@ def server_parameters(
 
 
 @contextlib.asynccontextmanager
-async def connect(command: str, errlog: TextIO | None = None, args: Sequence[str] = ()) -> AsyncIterator[Client]:
-    """A client session with a fresh server (given ``args``); leaving it closes the server's stdin."""
+async def connect(
+    command: str, errlog: TextIO | None = None, args: Sequence[str] = (), env: dict[str, str] | None = None
+) -> AsyncIterator[Client]:
+    """A client session with a fresh server (given ``args`` and ``env``); leaving it closes the server's stdin."""
     with contextlib.ExitStack() as stack:
         log = errlog or stack.enter_context(open(os.devnull, "w"))
-        async with Client(stdio_client(server_parameters(command, args=args), errlog=log)) as client:
+        async with Client(stdio_client(server_parameters(command, env, args), errlog=log)) as client:
             yield client
 
 

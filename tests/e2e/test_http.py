@@ -92,7 +92,8 @@ async def test_a_token_from_the_environment_replaces_the_file(server_command: st
             assert (await client.list_tools()).tools
             started = await call(client, "run_background_task", command="env")
             environment = (await finished(client, started["task_id"]))["output"]
-            assert "MCP_BACKGROUNDR_HOME=" in environment
+            assert "\nPATH=" in "\n" + environment
+            assert "MCP_BACKGROUNDR_HOME=" not in environment, "a task inherited the server's settings"
             assert token not in environment, "a task inherited the server's token"
         assert (await initialize(server.url, {"Authorization": "Bearer other-token-of-some-length"})).status_code == 401
     assert not (home / TOKEN_FILE).exists()

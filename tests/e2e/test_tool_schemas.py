@@ -12,7 +12,7 @@ STATUS_FIELDS = {
     "task_id", "name", "command", "cwd", "state", "exit_code", "signal", "kill_requested", "pid", "started_at",
     "ended_at", "runtime_seconds", "output", "cursor", "output_bytes", "truncated", "truncation", "lingering_pids",
     "grep_matches", "listening", "cpu_percent", "memory_rss_bytes", "process_count", "restarts", "next_start_at",
-    "dropped_bytes", "end_reason", "max_runtime_seconds",
+    "dropped_bytes", "end_reason", "max_runtime_seconds", "containment", "max_memory_bytes", "max_processes",
 }  # fmt: skip
 
 EXPECTED = {
@@ -29,12 +29,14 @@ EXPECTED = {
             "max_restarts",
             "max_log_bytes",
             "max_runtime_seconds",
+            "max_memory_bytes",
+            "max_processes",
             "wait_for_pattern",
             "wait_for_port",
             "wait_timeout_seconds",
         },
         {"command"},
-        {"task_id", "pid", "state", "command", "cwd", "log_path", "wait"},
+        {"task_id", "pid", "state", "command", "cwd", "log_path", "containment", "wait"},
     ),
     "wait_for_task": (
         {"task_id", "timeout_seconds", "output_pattern", "port", "since"},
@@ -50,7 +52,17 @@ EXPECTED = {
     "end_background_task": (
         {"task_id", "grace_seconds"},
         {"task_id"},
-        {"task_id", "state", "exit_code", "signal", "signalled_pids", "escalated", "survivors"},
+        {
+            "task_id",
+            "state",
+            "exit_code",
+            "signal",
+            "signalled_pids",
+            "escalated",
+            "survivors",
+            "containment",
+            "verified",
+        },
     ),
     "list_tasks": ({"state", "all", "limit"}, set(), {"tasks", "total"}),
     "remove_task": ({"task_id"}, {"task_id"}, {"task_id", "freed_bytes"}),
@@ -79,5 +91,5 @@ async def test_tools_are_pinned(server_command: str) -> None:
     assert listed is not None
     assert set(listed["$defs"]["TaskSummary"]["properties"]) == {
         "task_id", "name", "command", "state", "pid", "exit_code", "started_at", "runtime_seconds", "listening",
-        "owner",
+        "owner", "containment",
     }  # fmt: skip

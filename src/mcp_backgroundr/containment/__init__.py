@@ -1,0 +1,147 @@
+"""Containment: which processes belong to a task, and how all of them are ended.
+
+Three levels, strongest first; the server takes the strongest the machine offers when
+it starts (``MCP_BACKGROUNDR_CONTAINMENT=cgroup|subreaper|marker`` caps it, default
+``auto``), and every task records the level it started under:
+
+``cgroup``
+    A cgroup v2 per task, joined by the child before it execs: the task's processes are
+    exactly the cgroup's members, and none can leave. Ending freezes the cgroup, then
+    ``cgroup.kill``; memory and process limits are the kernel's (``memory.max`` /
+    ``pids.max``, or the v1 hierarchies where v2 lacks the controllers). Needs a writable
+    cgroup2 mount (root), or a delegated directory (``MCP_BACKGROUNDR_CGROUP``, e.g. the
+    server started by ``systemd-run --user --scope -p Delegate=yes``).
+``subreaper``
+    The server (and a ``keep_running`` task's runner) is a child subreaper: an orphaned
+    descendant comes back to it instead of to init, so a process that left the session
+    and dropped the marker is still found — by ancestry while its parents live, by what
+    earlier scans saw, and otherwise as the server's own, ended when the server exits.
+``marker``
+    The task's session and process group, and the ``MCP_BACKGROUNDR_TASK_ID`` marker in
+    the environment: a process that leaves both is not found.
+
+    Containment
+    ├── place()     a new task's cgroup (or none) and the step that joins it
+    ├── leader()    what finds an existing task's processes
+    └── reap()      collect orphans that exited (subreaper)
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import CGROUP_ENV, CONTAINMENT_ENV
+from ..errors import InvalidArgumentError, SpawnFailedError
+from . import _kernel
+from ._cgroup import Limits, TaskCgroup, writable_base
+from ._end import EndOutcome, end_trees, wait_until_gone
+from ._find import Leader, describe, find_task_processes, is_gone, unclaimed_children
+
+__all__ = [
+    "Containment",
+    "EndOutcome",
+    "Leader",
+    "Level",
+    "Limits",
+    "Placement",
+    "TaskCgroup",
+    "describe",
+    "end_trees",
+    "find_task_processes",
+    "is_gone",
+    "unclaimed_children",
+    "wait_until_gone",
+]
+
+
+class Level(enum.StrEnum):
+    """How a task's processes are found, strongest first."""
+
+    CGROUP = "cgroup"
+    SUBREAPER = "subreaper"
+    MARKER = "marker"
+
+
+LEVEL_CHOICES = ("auto", *Level)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a new task goes: its cgroup (if any) and what its child runs before exec to get there."""
+
+    level: Level
+    cgroup: TaskCgroup | None = None
+
+    @property
+    def join(self) -> Callable[[], None] | None:
+        return None if self.cgroup is None else self.cgroup.joiner()
+
+    def discard(self) -> None:
+        """Remove the cgroup of a task that could not start."""
+        if self.cgroup is not None:
+            self.cgroup.remove()
+
+
+class Containment:
+    """The level this server contains its new tasks at, and what that level needs."""
+
+    def __init__(self, level: Level, base: Path | None = None) -> None:
+        self.level = level
+        self.base = base
+        """Where task cgroups are made (cgroup level only)."""
+
+    @classmethod
+    def choose(cls, wanted: str, delegated: str | None) -> Containment:
+        """The strongest level available, at most ``wanted``; task cgroups in ``delegated`` if given."""
+        wanted = wanted.strip().lower()
+        if wanted not in LEVEL_CHOICES:
+            raise InvalidArgumentError(CONTAINMENT_ENV, wanted, f"use one of {', '.join(LEVEL_CHOICES)}")
+        if wanted in ("auto", Level.CGROUP):
+            base = writable_base(delegated)
+            if base is not None:
+                _kernel.become_subreaper()  # for tasks adopted from servers that had no cgroups
+                return cls(Level.CGROUP, base)
+            if wanted == Level.CGROUP:
+                raise InvalidArgumentError(
+                    CONTAINMENT_ENV,
+                    wanted,
+                    "no writable cgroup2 hierarchy here: run as root, start the server under "
+                    f"'systemd-run --user --scope -p Delegate=yes', or set {CGROUP_ENV} to a delegated directory",
+                )
+        if wanted != Level.MARKER and _kernel.become_subreaper():
+            return cls(Level.SUBREAPER)
+        return cls(Level.MARKER)
+
+    def place(self, task_id: str, limits: Limits) -> Placement:
+        """Make a new task's cgroup (cgroup level), applying ``limits``; refuse limits elsewhere."""
+        if self.base is None:
+            if limits:
+                field = "max_memory_bytes" if limits.memory_bytes is not None else "max_processes"
+                value = limits.memory_bytes if limits.memory_bytes is not None else limits.processes
+                raise InvalidArgumentError(
+                    field,
+                    value,
+                    f"limits need a cgroup per task, and this server contains tasks at the {self.level} level "
+                    "(see the README: containment); drop the limit",
+                )
+            return Placement(self.level)
+        try:
+            return Placement(self.level, TaskCgroup.create(self.base, f"task-{task_id}", limits))
+        except OSError as exc:
+            raise SpawnFailedError(
+                f"could not create the task's cgroup under {self.base}: {exc.strerror or exc}; "
+                f"set {CONTAINMENT_ENV}=subreaper to run tasks without cgroups"
+            ) from exc
+
+    @staticmethod
+    def reap(own_children: Collection[int]) -> int:
+        """Collect exited orphans (never one of ``own_children``, whose watchers reap them)."""
+        return _kernel.reap_orphans(own_children)
+
+
+def protect_server() -> bool:
+    """Keep tasks (same user) out of the server's environment and memory: non-dumpable."""
+    return _kernel.forbid_inspection()

@@ -1,0 +1,162 @@
+"""Ending a set of tasks' processes: the stop signal, a grace period, then freeze and kill.
+
+A tree that keeps forking cannot be ended by signalling what one scan found: its newest
+children are always missing. So before SIGKILL the tree is frozen — its cgroup's freezer,
+or SIGSTOP to every member and a rescan until no new member appears — and only then
+killed, all at once. Survivors are reported with the reason that is true for each.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+import psutil
+
+from ._find import Leader, describe, every_process, find_task_processes, is_gone, pids
+
+MAX_FREEZE_ROUNDS = 50
+"""SIGSTOP rounds before giving up on a tree that forks faster than it can be scanned."""
+UNINTERRUPTIBLE = "in uninterruptible sleep (D state, usually stuck in I/O); SIGKILL takes effect when the I/O returns"
+DENIED = "permission denied: the process belongs to another user"
+LATE = "started after the last SIGKILL round: the tree kept forking faster than it could be stopped"
+
+
+@dataclass
+class EndOutcome:
+    """What ending a set of processes did."""
+
+    signalled: list[int] = field(default_factory=list)
+    escalated: bool = False
+    survivors: list[tuple[int, str, str]] = field(default_factory=list)
+    """(pid, command line, reason) of each process still alive at the end."""
+    ended_tasks: set[str] = field(default_factory=set)
+    """Ids of the tasks that had any process to end."""
+
+
+async def wait_until_gone(processes: Sequence[psutil.Process], within_seconds: float) -> list[psutil.Process]:
+    """Wait up to ``within_seconds`` for the processes to exit; return those still alive."""
+    pidfds: list[int] = []
+    try:
+        for process in processes:
+            with contextlib.suppress(OSError):
+                pidfds.append(os.pidfd_open(process.pid))
+        with anyio.move_on_after(within_seconds):
+            for pidfd in pidfds:
+                await anyio.wait_readable(pidfd)
+    finally:
+        for pidfd in pidfds:
+            os.close(pidfd)
+    return [process for process in processes if not is_gone(process)]
+
+
+def _signal_all(processes: Sequence[psutil.Process], signum: int, denied: dict[int, str]) -> list[int]:
+    sent = []
+    for process in processes:
+        try:
+            process.send_signal(signum)
+            if signum == signal.SIGTERM:
+                process.send_signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+            sent.append(process.pid)
+        except psutil.NoSuchProcess:
+            continue
+        except psutil.AccessDenied:
+            denied[process.pid] = DENIED
+    return sent
+
+
+def _stop_growth(
+    find: Callable[[], list[psutil.Process]], known: Sequence[psutil.Process], denied: dict[int, str]
+) -> list[psutil.Process]:
+    """SIGSTOP every member, rescanning until a scan finds no member not yet stopped."""
+    stopped: dict[int, psutil.Process] = {}
+    fresh = list(known)
+    for _ in range(MAX_FREEZE_ROUNDS):
+        fresh = [process for process in fresh if process.pid not in stopped]
+        if not fresh:
+            break
+        for process in fresh:
+            _signal_all([process], signal.SIGSTOP, denied)
+            stopped[process.pid] = process
+        fresh = find()
+    return list(stopped.values())
+
+
+def _freeze_and_kill(
+    leaders: Mapping[int, Leader], known: Sequence[psutil.Process], denied: dict[int, str]
+) -> list[psutil.Process]:
+    """Freeze every tree, then SIGKILL all of it; return the processes killed."""
+    grouped = {pid: leader for pid, leader in leaders.items() if leader.cgroup is not None}
+    scanned = {pid: leader for pid, leader in leaders.items() if leader.cgroup is None}
+    killed = every_process(grouped) if grouped else []
+    for leader in grouped.values():
+        assert leader.cgroup is not None
+        leader.cgroup.freeze_and_kill()
+    in_groups = pids(killed)
+    others = [process for process in known if process.pid not in in_groups]
+    frozen = _stop_growth(lambda: every_process(scanned) if scanned else [], others, denied)
+    sent = set(_signal_all(frozen, signal.SIGKILL, denied))
+    return killed + [process for process in frozen if process.pid in sent]
+
+
+def _merge(known: list[psutil.Process], found: list[psutil.Process]) -> list[psutil.Process]:
+    seen = pids(known)
+    return known + [process for process in found if process.pid not in seen]
+
+
+def _reason(process: psutil.Process, killed: set[int], denied: Mapping[int, str], waited: float) -> str:
+    if process.pid in denied:
+        return denied[process.pid]
+    if process.pid not in killed:
+        return LATE
+    status: str
+    try:
+        status = process.status()
+    except psutil.Error:
+        status = "unknown"
+    if status == psutil.STATUS_DISK_SLEEP:
+        return UNINTERRUPTIBLE
+    return f"still alive {waited:.1f} s after SIGKILL (status {status})"
+
+
+async def end_trees(
+    leaders: Mapping[int, Leader],
+    grace_seconds: float,
+    kill_wait_seconds: float,
+    extra: Sequence[psutil.Process] = (),
+) -> EndOutcome:
+    """End every process of these tasks (and ``extra`` processes) at once: SIGTERM, wait up to
+    the grace period, freeze and SIGKILL what is left (including processes started in the
+    meantime), wait again, and report survivors."""
+    outcome = EndOutcome()
+    denied: dict[int, str] = {}
+    found = find_task_processes(leaders) if leaders else {}
+    outcome.ended_tasks = {task_id for task_id, group in found.items() if group}
+    processes = [member for group in found.values() for member in group] + list(extra)
+    if not processes:
+        return outcome
+    outcome.signalled.extend(_signal_all(processes, signal.SIGTERM, denied))
+    remaining = await wait_until_gone(processes, grace_seconds)
+    remaining = _merge(remaining, every_process(leaders))
+    if not remaining:
+        return outcome
+    outcome.escalated = True
+    killed: set[int] = set()
+    began = time.monotonic()
+    deadline = began + kill_wait_seconds
+    while remaining and time.monotonic() < deadline:
+        now_killed = _freeze_and_kill(leaders, remaining, denied)
+        killed |= pids(now_killed)
+        remaining = await wait_until_gone(_merge(remaining, now_killed), deadline - time.monotonic())
+        remaining = _merge(remaining, every_process(leaders))
+        if all(process.pid in killed or process.pid in denied for process in remaining):
+            break
+    outcome.signalled.extend(pid for pid in sorted(killed) if pid not in outcome.signalled)
+    waited = time.monotonic() - began
+    outcome.survivors = [(p.pid, describe(p), _reason(p, killed, denied, waited)) for p in remaining]
+    return outcome

@@ -1,0 +1,231 @@
+"""Containment through the real server: processes that drop the marker and leave the session.
+
+Each escape the issue names runs inside one task, at each containment level this machine
+offers (cgroup as root; subreaper and marker forced by the setting), and is checked after
+end_background_task, after the client disconnects, and after the server is SIGKILLed and a
+new one starts: gone where the level promises it, and an answer that says what it checked
+where it does not. Escaped processes carry the test's directory in their command line,
+which is how they are found here (and by conftest's leak check).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shlex
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import psutil
+import pytest
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters, stdio_client
+
+from mcp_backgroundr.config import CONTAINMENT_ENV, HOME_ENV, TOKEN_ENV
+
+from .harness import call, connect, finished, until
+
+pytestmark = pytest.mark.anyio
+
+LEVELS = ("cgroup", "subreaper", "marker")
+ESCAPES = ("env-i", "double-fork", "other-marker", "unset-marker")
+SLEEP = "import time; time.sleep(300)"
+DOUBLE_FORK = """
+import os, sys
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execve(sys.executable, [sys.executable, "-c", "import time; time.sleep(300)", sys.argv[1]], {"A": "b"})
+    os._exit(0)
+os.wait()
+"""
+
+
+def escapes_command(directory: Path) -> str:
+    """A task that starts every escape, says ready and exits (its escapes live on)."""
+    python = shlex.quote(sys.executable)
+    script = directory / "double_fork.py"
+    script.write_text(DOUBLE_FORK)
+
+    def tag(name: str) -> str:
+        return shlex.quote(str(directory / name))
+
+    return "\n".join(
+        [
+            f"env -i setsid {python} -c '{SLEEP}' {tag('env-i')} &",
+            f"{python} {shlex.quote(str(script))} {tag('double-fork')}",
+            f"MCP_BACKGROUNDR_TASK_ID=x setsid {python} -c '{SLEEP}' {tag('other-marker')} &",
+            f"(unset MCP_BACKGROUNDR_TASK_ID; exec setsid {python} -c '{SLEEP}' {tag('unset-marker')}) &",
+            "echo ready",
+        ]
+    )
+
+
+def escaped(directory: Path) -> dict[str, psutil.Process]:
+    """The live escapes, by name."""
+    found = {}
+    for process in psutil.process_iter(["cmdline"], ad_value=None):
+        cmdline = process.info.get("cmdline") or []
+        for name in ESCAPES:
+            if cmdline and cmdline[-1] == str(directory / name):
+                with contextlib.suppress(psutil.Error):
+                    if process.status() != psutil.STATUS_ZOMBIE:
+                        found[name] = process
+    return found
+
+
+async def all_escaped(directory: Path) -> dict[str, psutil.Process]:
+    async def ready() -> bool:
+        return len(escaped(directory)) == len(ESCAPES)
+
+    await until(ready)
+    return escaped(directory)
+
+
+def end_escapes(directory: Path) -> None:
+    """End what a level does not promise to end (the test's own cleanup)."""
+    left = list(escaped(directory).values())
+    for process in left:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(left, timeout=5)
+
+
+@contextlib.asynccontextmanager
+async def served(server_command: str, level: str) -> AsyncIterator[Client]:
+    async with connect(server_command, env={CONTAINMENT_ENV: level}) as client:
+        yield client
+
+
+async def start_escapes(client: Client, directory: Path, level: str) -> dict[str, object]:
+    started = await call(client, "run_background_task", command=escapes_command(directory))
+    assert started["containment"] == level
+    await finished(client, started["task_id"])
+    await all_escaped(directory)
+    return started
+
+
+def server_of(client_owner: str) -> psutil.Process:
+    return psutil.Process(int(client_owner.split(":")[1]))
+
+
+@pytest.mark.parametrize("level", LEVELS)
+async def test_escapes_after_end(server_command: str, tmp_path: Path, level: str) -> None:
+    try:
+        async with served(server_command, level) as client:
+            started = await start_escapes(client, tmp_path, level)
+            status = await call(client, "get_task_status", task_id=started["task_id"])
+            assert status["containment"] == level
+            listed = (await call(client, "list_tasks"))["tasks"]
+            assert [t["containment"] for t in listed] == [level]
+            ended = await call(client, "end_background_task", task_id=started["task_id"], grace_seconds=0.5)
+            assert ended["containment"] == level
+            assert ended["survivors"] == []
+            left = escaped(tmp_path)
+            if level == "cgroup":
+                assert left == {}
+                assert ended["verified"] == "the task's cgroup is empty"
+            elif level == "subreaper":
+                # Orphaned to the server, their task cannot be told: the answer names them as the
+                # server's, and they end with it.
+                for process in left.values():
+                    assert str(process.pid) in ended["verified"], ended["verified"]
+                assert "ended when the server exits" in ended["verified"]
+            else:
+                assert set(left) == set(ESCAPES)
+                assert "cannot be seen at this containment level" in ended["verified"]
+        if level != "marker":
+            assert escaped(tmp_path) == {}
+    finally:
+        end_escapes(tmp_path)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+async def test_escapes_after_disconnect(server_command: str, tmp_path: Path, level: str) -> None:
+    try:
+        async with served(server_command, level) as client:
+            await start_escapes(client, tmp_path, level)
+        left = escaped(tmp_path)
+        if level == "marker":
+            assert set(left) == set(ESCAPES)  # the marker level does not see them, and says so (README)
+        else:
+            assert left == {}
+    finally:
+        end_escapes(tmp_path)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+async def test_escapes_after_sigkill_and_restart(server_command: str, tmp_path: Path, level: str) -> None:
+    try:
+        async with served(server_command, level) as client:
+            started = await start_escapes(client, tmp_path, level)
+            owner = (await call(client, "list_tasks"))["tasks"][0]["owner"]
+            server = server_of(owner)
+            server.kill()
+            with anyio.fail_after(5):
+                while server.is_running() and server.status() != psutil.STATUS_ZOMBIE:
+                    await anyio.sleep(0.02)
+        async with served(server_command, level) as client:
+            status = await call(client, "get_task_status", task_id=started["task_id"])
+            left = escaped(tmp_path)
+            if level == "cgroup":
+                assert left == {}
+                assert "its cgroup was emptied" in status["end_reason"], status["end_reason"]
+            else:
+                # Orphaned to init by the crash, outside the session and without the marker:
+                # nothing can find them, and the record says so.
+                assert set(left) == set(ESCAPES)
+                assert f"at the {level} containment level" in status["end_reason"], status["end_reason"]
+    finally:
+        end_escapes(tmp_path)
+
+
+FORK_STORM = "trap '' TERM; while :; do sleep 2 & sleep 0.02; done"
+
+
+@pytest.mark.parametrize("level", ["cgroup", "subreaper"])
+async def test_a_fork_storm_ignoring_sigterm_is_ended_with_no_survivor(server_command: str, level: str) -> None:
+    async with served(server_command, level) as client:
+        started = await call(client, "run_background_task", command=FORK_STORM)
+
+        async def storming() -> bool:
+            status = await call(client, "get_task_status", task_id=started["task_id"], lines=0)
+            return bool(status["process_count"] >= 10)
+
+        await until(storming)
+        ended = await call(client, "end_background_task", task_id=started["task_id"], grace_seconds=0.2)
+        assert ended["survivors"] == [], ended["survivors"]
+        assert ended["escalated"]
+        status = await call(client, "get_task_status", task_id=started["task_id"], lines=0)
+        assert status["process_count"] == 0
+        assert status["state"] == "killed"
+
+
+SECRET = "a-secret-the-task-must-not-see-0123"
+
+
+async def test_a_task_cannot_read_the_servers_environment(server_command: str, tmp_path: Path) -> None:
+    # As root every process is readable, so the server runs as nobody; DAC_READ_SEARCH (ambient, so
+    # its tasks get it too) only lets it reach the interpreter under /root, and does not allow
+    # reading another process's environment: only the server being non-dumpable stops that.
+    state = tmp_path / "nobody-state"
+    state.mkdir()
+    nobody = pwd.getpwnam("nobody")
+    os.chown(state, nobody.pw_uid, nobody.pw_gid)
+    caps = ["--inh-caps", "+dac_read_search", "--ambient-caps", "+dac_read_search"]
+    setpriv = ["--reuid", "nobody", "--regid", str(nobody.pw_gid), "--clear-groups", *caps, server_command]
+    env = {HOME_ENV: str(state), "PATH": os.environ["PATH"], TOKEN_ENV: SECRET}
+    parameters = StdioServerParameters(command="setpriv", args=setpriv, env=env)
+    with open(os.devnull, "w") as errlog:
+        async with Client(stdio_client(parameters, errlog=errlog)) as client:
+            started = await call(
+                client, "run_background_task", command="id -un; tr '\\0' '\\n' < /proc/$PPID/environ; env"
+            )
+            output = (await finished(client, started["task_id"]))["output"]
+    assert output.startswith("nobody\n"), output
+    assert "Permission denied" in output, output
+    assert SECRET not in output
+    assert HOME_ENV not in output, "a task inherited the server's settings"
