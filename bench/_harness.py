@@ -145,13 +145,16 @@ def _alive(process: psutil.Process) -> bool:
 
 
 def processes_of(home: Path) -> list[psutil.Process]:
-    """Live processes started for this state directory: the server and every task process."""
-    found = []
+    """Live processes started for this state directory: the server and every task process (its
+    descendants: tasks do not inherit the server's settings, so they are found by parentage)."""
+    found: dict[int, psutil.Process] = {}
     for process in psutil.process_iter(["environ"], ad_value=None):
         environ = process.info.get("environ") or {}
         if process.pid != os.getpid() and environ.get(HOME_ENV) == str(home) and _alive(process):
-            found.append(process)
-    return found
+            found[process.pid] = process
+            with contextlib.suppress(psutil.Error):
+                found.update((child.pid, child) for child in process.children(recursive=True) if _alive(child))
+    return list(found.values())
 
 
 def _wait_gone(processes: Sequence[psutil.Process], timeout: float) -> list[psutil.Process]:

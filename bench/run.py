@@ -34,6 +34,7 @@ MODULES = (
     "shutdown",
     "wait_latency",
     "log_cap",
+    "containment",
 )
 BENCHMARK_TIMEOUT = 900.0
 

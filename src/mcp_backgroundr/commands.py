@@ -19,7 +19,7 @@ import anyio
 
 from . import logs, orphans, process, retention, runner
 from .config import Settings
-from .containment import EndOutcome, end_trees
+from .containment import EndOutcome, TaskCgroup, end_trees
 from .errors import BackgroundrError
 from .inotify import WriteWatches
 from .models import TaskRecord, TaskState
@@ -172,6 +172,9 @@ def stop(settings: Settings, task_id: str, grace_seconds: float) -> str:
         record.kill_requested, record.end_reason = True, STOP_REASON
         registry.update([record])
         outcome = anyio.run(_end, record, grace_seconds, settings.kill_wait_seconds)
+        cgroup = TaskCgroup.decode(record.cgroup)
+        if cgroup is not None and not outcome.survivors:
+            cgroup.remove()  # its server may be gone; if not, it finds the cgroup removed
         if orphans.owner_is_gone(record.owner):
             # No server will record the end: do it here.
             fresh = registry.get(task_id) or record

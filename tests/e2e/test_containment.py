@@ -15,7 +15,7 @@ import os
 import pwd
 import shlex
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
@@ -25,6 +25,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from mcp_backgroundr.config import CONTAINMENT_ENV, HOME_ENV, TOKEN_ENV
+from mcp_backgroundr.containment import _cgroup as cgroups
 
 from .harness import call, connect, finished, until
 
@@ -212,13 +213,9 @@ async def test_a_task_cannot_read_the_servers_environment(server_command: str, t
     # its tasks get it too) only lets it reach the interpreter under /root, and does not allow
     # reading another process's environment: only the server being non-dumpable stops that.
     state = tmp_path / "nobody-state"
-    state.mkdir()
-    nobody = pwd.getpwnam("nobody")
-    os.chown(state, nobody.pw_uid, nobody.pw_gid)
-    caps = ["--inh-caps", "+dac_read_search", "--ambient-caps", "+dac_read_search"]
-    setpriv = ["--reuid", "nobody", "--regid", str(nobody.pw_gid), "--clear-groups", *caps, server_command]
+    command = as_nobody(server_command, state)
     env = {HOME_ENV: str(state), "PATH": os.environ["PATH"], TOKEN_ENV: SECRET}
-    parameters = StdioServerParameters(command="setpriv", args=setpriv, env=env)
+    parameters = StdioServerParameters(command=command[0], args=command[1:], env=env)
     with open(os.devnull, "w") as errlog:
         async with Client(stdio_client(parameters, errlog=errlog)) as client:
             started = await call(
@@ -229,3 +226,54 @@ async def test_a_task_cannot_read_the_servers_environment(server_command: str, t
     assert "Permission denied" in output, output
     assert SECRET not in output
     assert HOME_ENV not in output, "a task inherited the server's settings"
+
+
+def as_nobody(server_command: str, state: Path) -> list[str]:
+    """setpriv arguments running the server as nobody (reaching the interpreter under /root
+    through DAC_READ_SEARCH), with ``state`` made its own."""
+    nobody = pwd.getpwnam("nobody")
+    state.mkdir()
+    os.chown(state, nobody.pw_uid, nobody.pw_gid)
+    caps = ["--inh-caps", "+dac_read_search", "--ambient-caps", "+dac_read_search"]
+    return ["setpriv", "--reuid", "nobody", "--regid", str(nobody.pw_gid), "--clear-groups", *caps, server_command]
+
+
+@contextlib.contextmanager
+def delegated_cgroup(name: str) -> Iterator[Path]:
+    """A cgroup v2 directory delegated to nobody, as systemd does for a Delegate=yes scope."""
+    root = cgroups.v2_root()
+    if root is None:
+        pytest.fail("no cgroup2 mount on this machine")
+    directory = root / name
+    directory.mkdir()
+    nobody = pwd.getpwnam("nobody")
+    try:
+        for path in (directory, *(directory / f for f in ("cgroup.procs", "cgroup.subtree_control", "cgroup.threads"))):
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        yield directory
+    finally:
+        for child in sorted(directory.iterdir(), reverse=True):
+            if child.is_dir():
+                child.rmdir()
+        directory.rmdir()
+
+
+async def test_a_user_server_in_a_delegated_cgroup_contains_its_tasks_in_cgroups(
+    server_command: str, tmp_path: Path
+) -> None:
+    command = as_nobody(server_command, tmp_path / "nobody-state")
+    with delegated_cgroup(f"backgroundr-test-{os.getpid()}") as directory:
+        enter = f"echo $$ > {directory}/cgroup.procs && exec {shlex.join(command)}"
+        env = {HOME_ENV: str(tmp_path / "nobody-state"), "PATH": os.environ["PATH"]}
+        parameters = StdioServerParameters(command="sh", args=["-c", enter], env=env)
+        try:
+            with open(os.devnull, "w") as errlog:
+                async with Client(stdio_client(parameters, errlog=errlog)) as client:
+                    started = await start_escapes(client, tmp_path, "cgroup")
+                    assert (directory / f"task-{started['task_id']}").is_dir()
+                    ended = await call(client, "end_background_task", task_id=started["task_id"], grace_seconds=0.5)
+                    assert ended["verified"] == "the task's cgroup is empty"
+                    assert escaped(tmp_path) == {}
+                    assert not (directory / f"task-{started['task_id']}").exists()
+        finally:
+            end_escapes(tmp_path)

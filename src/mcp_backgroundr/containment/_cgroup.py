@@ -252,8 +252,10 @@ class TaskCgroup:
 
 
 def writable_base(setting: str | None) -> Path | None:
-    """Where this server can create task cgroups: the delegated directory of the setting; else,
-    as root (or where delegated), a directory beside our own cgroup on the v2 mount."""
+    """Where this server can create task cgroups: the delegated directory of the setting; as
+    root, ``mcp-backgroundr/`` under our own cgroup; in a cgroup delegated to us (a
+    ``systemd-run --user --scope -p Delegate=yes`` scope), our own cgroup, after moving
+    ourselves into a leaf of it (so its controllers can be enabled for the tasks)."""
     if setting:
         base = Path(setting)
         return base if os.access(base / "cgroup.procs", os.W_OK) and os.access(base, os.W_OK) else None
@@ -261,9 +263,17 @@ def writable_base(setting: str | None) -> Path | None:
     if root is None:
         return None
     own = root / own_cgroup("").lstrip("/")
-    if not os.access(own, os.W_OK):
+    if not os.access(own, os.W_OK) or not os.access(own / "cgroup.procs", os.W_OK):
         return None
-    base = own / GROUP_PREFIX
-    with contextlib.suppress(OSError):
-        base.mkdir(exist_ok=True)
-    return base if os.access(base, os.W_OK) else None
+    if os.geteuid() == 0:
+        base = own / GROUP_PREFIX
+        with contextlib.suppress(OSError):
+            base.mkdir(exist_ok=True)
+        return base if os.access(base, os.W_OK) else None
+    leaf = own / f"{GROUP_PREFIX}-server"
+    try:
+        leaf.mkdir(exist_ok=True)
+        _write(leaf / "cgroup.procs", "0")
+    except OSError:
+        return None
+    return own

@@ -1,0 +1,53 @@
+"""The containment level chosen at start, the cgroup mounts found, and a task cgroup's record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mcp_backgroundr.containment import Containment, Level, Limits, TaskCgroup
+from mcp_backgroundr.containment._cgroup import mounts
+from mcp_backgroundr.errors import InvalidArgumentError
+
+HYBRID = """\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+"""
+
+
+def test_a_bad_level_is_refused_naming_the_setting() -> None:
+    with pytest.raises(InvalidArgumentError, match="MCP_BACKGROUNDR_CONTAINMENT='sandbox'"):
+        Containment.choose("sandbox", None)
+
+
+def test_the_marker_level_is_taken_when_asked_and_refuses_limits() -> None:
+    chosen = Containment.choose("MARKER", None)
+    assert chosen.level is Level.MARKER
+    assert chosen.place("t1", Limits()).cgroup is None
+    with pytest.raises(InvalidArgumentError, match=r"max_processes=8 is invalid: .*marker level"):
+        chosen.place("t1", Limits(processes=8))
+
+
+def test_a_delegated_directory_that_cannot_be_written_gives_no_cgroup(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgumentError, match="no writable cgroup2 hierarchy"):
+        Containment.choose("cgroup", str(tmp_path / "missing"))
+
+
+def test_cgroup_mounts_are_read_from_mountinfo(tmp_path: Path) -> None:
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(HYBRID)
+    found = {(str(m.path), m.fstype) for m in mounts(str(mountinfo))}
+    assert found == {
+        ("/sys/fs/cgroup/memory", "cgroup"),
+        ("/sys/fs/cgroup/pids", "cgroup"),
+        ("/sys/fs/cgroup/unified", "cgroup2"),
+    }
+
+
+def test_a_task_cgroup_is_recorded_and_read_back() -> None:
+    cgroup = TaskCgroup((Path("/sys/fs/cgroup/unified/a b/task-1"), Path("/sys/fs/cgroup/pids/x/task-1")))
+    assert TaskCgroup.decode(cgroup.encode()) == cgroup
+    assert TaskCgroup.decode(None) is None
