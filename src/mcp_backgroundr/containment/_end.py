@@ -135,14 +135,14 @@ async def end_trees(
     meantime), wait again, and report survivors."""
     outcome = EndOutcome()
     denied: dict[int, str] = {}
-    found = find_task_processes(leaders) if leaders else {}
+    found = await anyio.to_thread.run_sync(find_task_processes, leaders) if leaders else {}
     outcome.ended_tasks = {task_id for task_id, group in found.items() if group}
     processes = [member for group in found.values() for member in group] + list(extra)
     if not processes:
         return outcome
     outcome.signalled.extend(_signal_all(processes, signal.SIGTERM, denied))
     remaining = await wait_until_gone(processes, grace_seconds)
-    remaining = _merge(remaining, every_process(leaders))
+    remaining = _merge(remaining, await anyio.to_thread.run_sync(every_process, leaders))
     if not remaining:
         return outcome
     outcome.escalated = True
@@ -150,10 +150,11 @@ async def end_trees(
     began = time.monotonic()
     deadline = began + kill_wait_seconds
     while remaining and time.monotonic() < deadline:
-        now_killed = _freeze_and_kill(leaders, remaining, denied)
+        # Scans cost what the machine's process count does: they run in a worker thread.
+        now_killed = await anyio.to_thread.run_sync(_freeze_and_kill, leaders, remaining, denied)
         killed |= pids(now_killed)
         remaining = await wait_until_gone(_merge(remaining, now_killed), deadline - time.monotonic())
-        remaining = _merge(remaining, every_process(leaders))
+        remaining = _merge(remaining, await anyio.to_thread.run_sync(every_process, leaders))
         if all(process.pid in killed or process.pid in denied for process in remaining):
             break
     outcome.signalled.extend(pid for pid in sorted(killed) if pid not in outcome.signalled)

@@ -11,6 +11,7 @@ process's start time before signalling it, so a reused pid is never signalled.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -36,6 +37,8 @@ class Leader:
 
 _lineage: dict[int, tuple[float, str]] = {}
 """pid -> (start time, task id) of every process a scan attributed to a task."""
+_lineage_lock = threading.Lock()
+"""Scans run in worker threads too (ending trees)."""
 
 
 def is_gone(process: psutil.Process) -> bool:
@@ -115,7 +118,8 @@ class _Scan:
         return None
 
     def _by_lineage(self, candidate: psutil.Process) -> str | None:
-        seen = _lineage.get(candidate.pid)
+        with _lineage_lock:
+            seen = _lineage.get(candidate.pid)
         if seen is None or seen[1] not in self.wanted or seen[0] != candidate.info.get("create_time"):
             return None
         return seen[1]
@@ -135,15 +139,18 @@ def find_task_processes(leaders: Mapping[int, Leader]) -> dict[str, list[psutil.
     if not scanned:
         return found
     scan = _Scan(scanned)
+    seen: dict[int, tuple[float, str]] = {}
     for candidate in scan.processes.values():
         if candidate.pid == scan.own_pid:
             continue
         task_id = scan.task_of(candidate)
         if task_id is not None and not is_gone(candidate):
             found[task_id].append(candidate)
-            _lineage[candidate.pid] = (candidate.info.get("create_time") or 0.0, task_id)
-    for pid in [pid for pid in _lineage if pid not in scan.processes]:
-        del _lineage[pid]
+            seen[candidate.pid] = (candidate.info.get("create_time") or 0.0, task_id)
+    with _lineage_lock:
+        _lineage.update(seen)
+        for pid in [pid for pid in _lineage if pid not in scan.processes]:
+            del _lineage[pid]
     return found
 
 
