@@ -96,3 +96,18 @@ def test_a_bad_value_is_blamed_on_where_it_came_from(tmp_path: Path) -> None:
     with pytest.raises(BackgroundrError, match=re.escape(f"from {config}")):
         load_policy(config)
     assert load_policy(config, {"max_tasks": 2}).max_tasks == 2
+
+
+def test_task_limits_cap_what_a_task_asks_and_refuse_what_the_kernel_cannot_take(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("max_memory_bytes = 1048576\nmax_processes = 64\n")
+    policy = load_policy(config)
+    assert policy.task_limit("max_memory_bytes", None) == 1048576
+    assert policy.task_limit("max_processes", 8) == 8
+    with pytest.raises(PolicyRefusedError, match="ask for 64 or less"):
+        policy.task_limit("max_processes", 65)
+    with pytest.raises(InvalidArgumentError, match="max_memory_bytes=0 is invalid"):
+        policy.task_limit("max_memory_bytes", 0)
+    config.write_text(f"max_processes = {1 << 40}\n")
+    with pytest.raises(BackgroundrError, match="max_processes=1099511627776 is invalid: use at most"):
+        load_policy(config)

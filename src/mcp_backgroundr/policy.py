@@ -49,6 +49,8 @@ SETTINGS = (
 )
 LIMITS = ("max_memory_bytes", "max_processes")
 """Per-task limits, enforced by the task's cgroup."""
+LIMIT_CEILINGS = {"max_memory_bytes": 1 << 60, "max_processes": 1 << 22}
+"""The most the kernel takes for each (an exbibyte; Linux's largest pid_max)."""
 
 
 @dataclass(frozen=True)
@@ -121,8 +123,10 @@ class Policy:
         ceiling: int | None = getattr(self, name)
         if requested is None:
             return ceiling
-        if isinstance(requested, bool) or requested < 1:
-            raise InvalidArgumentError(name, requested, "use a whole number of at least 1, or omit it")
+        if isinstance(requested, bool) or not 1 <= requested <= LIMIT_CEILINGS[name]:
+            raise InvalidArgumentError(
+                name, requested, f"use a whole number from 1 to {LIMIT_CEILINGS[name]}, or omit it"
+            )
         if ceiling is not None and requested > ceiling:
             raise PolicyRefusedError(
                 f"{name} ({ceiling})", f"{name}={requested} asks for more", f"ask for {ceiling} or less"
@@ -176,8 +180,8 @@ def load_policy(config_path: Path, overrides: Mapping[str, object] | None = None
             default_runtime_seconds=_seconds(settings, "default_runtime_seconds"),
             max_runtime_seconds=_seconds(settings, "max_runtime_seconds"),
             env_passthrough=_names(_strings(settings, "env_passthrough")),
-            max_memory_bytes=_count(settings, "max_memory_bytes"),
-            max_processes=_count(settings, "max_processes"),
+            max_memory_bytes=_limit(settings, "max_memory_bytes"),
+            max_processes=_limit(settings, "max_processes"),
         )
     except _BadSetting as exc:
         where = "its command-line flag" if exc.name in flags else str(config_path)
@@ -243,6 +247,13 @@ def _count(settings: Mapping[str, object], name: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise _BadSetting(name, f"{name}={value!r} is invalid: use a whole number of at least 1")
+    return value
+
+
+def _limit(settings: Mapping[str, object], name: str) -> int | None:
+    value = _count(settings, name)
+    if value is not None and value > LIMIT_CEILINGS[name]:
+        raise _BadSetting(name, f"{name}={value} is invalid: use at most {LIMIT_CEILINGS[name]}")
     return value
 
 
