@@ -14,6 +14,17 @@ value, and what to do instead. The tool layer turns them into one-line
 
 from __future__ import annotations
 
+import json
+
+
+def shown_value(value: object, width: int = 80) -> str:
+    """A value as JSON (``null``, ``true``, ``"text"``), cut to ``width`` characters for an error line."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except ValueError:
+        text = str(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
 
 class BackgroundrError(Exception):
     """Root of every error this package raises on purpose."""
@@ -23,7 +34,9 @@ class TaskNotFoundError(BackgroundrError):
     """No task with the given id is known."""
 
     def __init__(self, task_id: str) -> None:
-        super().__init__(f"task_id {task_id!r} is not a known task; call list_tasks to see the ids you can use")
+        super().__init__(
+            f"task_id {shown_value(task_id)} is not a known task; call list_tasks to see the ids you can use"
+        )
         self.task_id = task_id
 
 
@@ -31,10 +44,7 @@ class InvalidArgumentError(BackgroundrError):
     """A field was given a value that cannot be used."""
 
     def __init__(self, field: str, value: object, advice: str) -> None:
-        shown = repr(value)
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-        super().__init__(f"{field}={shown} is invalid: {advice}")
+        super().__init__(f"{field}={shown_value(value)} is invalid: {advice}")
         self.field = field
 
 

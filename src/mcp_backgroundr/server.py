@@ -7,6 +7,7 @@ client, and no tool call can stop the server.
 """
 
 import inspect
+import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -25,8 +26,9 @@ from mcp_types import INVALID_PARAMS, CallToolResult, GetPromptResult, InputRequ
 from mcp_types import Resource as MCPResource
 from pydantic import BaseModel, Field, ValidationError
 
-from . import __version__, wire
-from .errors import BackgroundrError
+from . import __version__, validation, wire
+from .arguments import hint, normalized, simple_schema
+from .errors import BackgroundrError, shown_value
 from .models import (
     EndedTask,
     InputSent,
@@ -63,18 +65,20 @@ DEFAULT_LISTED = 50
 MAX_LISTED = 1000
 
 
+_UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|list|dict|[a-z-]+\[.*\])$")
+"""How pydantic names the member of a union in an error's location (``str``, ``list[str]``)."""
+
+
 def _one_line_validation_error(tool: str, error: ValidationError) -> str:
-    problems = []
+    problems: dict[str, list[str]] = {}
     for item in error.errors():
-        field = ".".join(str(part) for part in item["loc"]) or "arguments"
-        value = item.get("input")
-        shown = "" if item["type"] == "missing" else f"={value!r}"[:60]
-        problems.append(f"{field}{shown}: {item['msg']}")
-    return f"{tool}: invalid arguments: " + "; ".join(problems) + "; fix them and call again"
+        path = [str(part) for part in item["loc"] if not _UNION_MEMBER.match(str(part))]
+        value = "" if item["type"] == "missing" else "=" + shown_value(item.get("input"), 60)
+        messages = problems.setdefault(f"{'.'.join(path) or 'arguments'}{value}", [])
+        messages.append(item["msg"] if not messages else item["msg"].removeprefix("Input should be "))
+    joined = [f"{where}: {' or '.join(messages)}" for where, messages in problems.items()]
+    return f"{tool}: invalid arguments: " + "; ".join(joined) + "; fix them and call again"
 
-
-# Names a model is likely to try, mapped to the parameter it meant.
-LIKELY_MEANT = {"cursor": "since", "offset": "since", "id": "task_id", "cmd": "command", "grace": "grace_seconds"}
 
 CONTEXT_PARAMETER = "ctx"
 _ToolFunction = TypeVar("_ToolFunction", bound=Callable[..., Any])
@@ -101,6 +105,7 @@ class BackgroundrMCPServer(MCPServer[Any]):
             token_verifier=token_verifier,
         )
         self._parameters: dict[str, frozenset[str]] = {}
+        self._schemas: dict[str, dict[str, Any]] = {}
         self.dynamic_resources: Callable[[], list[MCPResource]] = list
         """Concrete resources listed besides the registered ones (each task's log)."""
 
@@ -112,18 +117,21 @@ class BackgroundrMCPServer(MCPServer[Any]):
 
         def register(function: _ToolFunction) -> _ToolFunction:
             self.add_tool(function, description=inspect.getdoc(function), annotations=annotations)
+            tool = self._tool_manager.get_tool(function.__name__)
+            assert tool is not None
+            tool.parameters = self._schemas[function.__name__] = simple_schema(tool.parameters)
             parameters = inspect.signature(function).parameters
             self._parameters[function.__name__] = frozenset(name for name in parameters if name != CONTEXT_PARAMETER)
             return function
 
         return register
 
-    def _check_argument_names(self, name: str, arguments: dict[str, Any]) -> None:
+    def _check_argument_names(self, name: str, given: dict[str, Any]) -> None:
         known = self._parameters.get(name)
-        unknown = sorted(set(arguments) - known) if known is not None else []
+        unknown = sorted(set(given) - known) if known is not None else []
         if not unknown or known is None:
             return
-        hints = [f"{u} -> {LIKELY_MEANT[u]}" for u in unknown if LIKELY_MEANT.get(u) in known]
+        hints = [f"{u} -> {meant}" for u in unknown if (meant := hint(u, known))]
         advice = f" (did you mean {', '.join(hints)}?)" if hints else ""
         raise ToolError(f"{name}: unknown argument {', '.join(unknown)}{advice}; it takes {', '.join(sorted(known))}")
 
@@ -149,8 +157,9 @@ class BackgroundrMCPServer(MCPServer[Any]):
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
         self._check_argument_names(name, arguments)
+        schema = self._schemas.get(name)
         try:
-            return await super().call_tool(name, arguments, context)
+            return await super().call_tool(name, normalized(schema, arguments) if schema else arguments, context)
         except ToolError as exc:
             cause = exc.__cause__
             if isinstance(cause, ValidationError):
@@ -318,8 +327,11 @@ def build_server(
     )
     async def run_background_task(
         command: Annotated[
-            str,
-            Field(description="Shell command, run by /bin/sh -c: pipes, &&, redirections and $VARS work."),
+            str | list[str],
+            Field(
+                description="Shell command, run by /bin/sh -c: pipes, &&, redirections and $VARS work. Or a "
+                "list of program and arguments, quoted into one command."
+            ),
         ],
         cwd: Annotated[
             str | None, Field(description="Working directory (absolute, or relative to the server's).")
@@ -421,6 +433,7 @@ def build_server(
             wait_for_port,
             names=("wait_timeout_seconds", "wait_for_pattern", "wait_for_port"),
         )
+        command = validation.shell_command(command)
         started = supervisor.start(
             command,
             cwd=cwd,

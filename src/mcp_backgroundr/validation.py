@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,15 @@ from pathlib import Path
 from .config import MAX_LOG_CAP, MIN_LOG_CAP
 from .errors import InvalidArgumentError
 from .patterns import Pattern, compiled
+
+
+def shell_command(command: str | list[str]) -> str:
+    """``command`` as one shell command: a list (argv) is quoted with ``shlex.join``."""
+    if isinstance(command, str):
+        return command
+    if not command:
+        raise InvalidArgumentError("command", command, 'give the program and its arguments, e.g. ["npm", "run", "dev"]')
+    return shlex.join(command)
 
 
 def checked_command(command: str) -> str:

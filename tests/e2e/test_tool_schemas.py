@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from .harness import connect
@@ -80,6 +82,8 @@ async def test_tools_are_pinned(server_command: str) -> None:
         assert tool.output_schema is not None
         assert set(tool.output_schema["properties"]) == outputs, name
         assert tool.description
+        assert tool.input_schema["additionalProperties"] is False, name
+        assert "$ref" not in json.dumps(tool.input_schema) and "$defs" not in tool.input_schema, name
         for schema in (tool.input_schema, tool.output_schema):
             for field, spec in schema["properties"].items():
                 assert spec.get("description") or "$ref" in spec or "items" in spec, f"{name}.{field}"
@@ -93,3 +97,14 @@ async def test_tools_are_pinned(server_command: str) -> None:
         "task_id", "name", "command", "state", "pid", "exit_code", "started_at", "runtime_seconds", "listening",
         "owner", "containment",
     }  # fmt: skip
+
+
+async def test_input_schemas_inline_enums_and_say_what_else_is_taken(server_command: str) -> None:
+    async with connect(server_command) as client:
+        tools = {tool.name: tool.input_schema for tool in (await client.list_tools()).tools}
+    assert tools["list_tasks"]["properties"]["state"]["enum"] == ["running", "completed", "failed", "killed"]
+    assert tools["run_background_task"]["properties"]["restart"]["enum"] == ["no", "on-failure", "always"]
+    command = tools["run_background_task"]["properties"]["command"]
+    assert {"type": "string"} in command["anyOf"]
+    assert {"type": "array", "items": {"type": "string"}} in command["anyOf"]
+    assert tools["run_background_task"]["properties"]["env"]["additionalProperties"] == {"type": "string"}

@@ -1,0 +1,194 @@
+"""Tool arguments as real clients send them, and input schemas simple clients can read.
+
+Models and tools send arguments in habits of their own: ``null`` for a field they mean
+to leave out, a number where text is expected (the Inspector CLI reads every
+``--tool-arg`` value as JSON, so ``grep=404`` arrives as 404), enum values in another
+case or with underscores. :func:`normalized` turns those into what the tool takes,
+guided only by the tool's input schema, before validation. Everything else, and every
+name a tool does not take, is still refused.
+
+:func:`simple_schema` rewrites pydantic's input schema into the plain form every
+client and model API understands: no ``$ref``/``$defs`` (each enum and nested object
+inline), no titles, optional fields as their plain type (``null`` is taken as the
+default anyway), and ``additionalProperties: false`` so a client knows before it calls
+that unknown names are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+_DEFS_PREFIX = "#/$defs/"
+_SEPARATORS = re.compile(r"[\s_\-]+")
+
+
+def simple_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` (a tool's input schema from pydantic) inlined and simplified; see the module docstring."""
+    definitions: dict[str, Any] = schema.get("$defs", {})
+    simplified: dict[str, Any] = _simplified(schema, definitions)
+    return simplified | {"additionalProperties": False}
+
+
+def _simplified(node: Any, definitions: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_simplified(item, definitions) for item in node]
+    if not isinstance(node, dict):
+        return node
+    reference = node.get("$ref")
+    if isinstance(reference, str) and reference.startswith(_DEFS_PREFIX):
+        target = definitions[reference.removeprefix(_DEFS_PREFIX)]
+        siblings = {key: value for key, value in node.items() if key != "$ref"}
+        return _simplified({**target, **siblings}, definitions)
+    result = {
+        key: _simplified(value, definitions)
+        for key, value in node.items()
+        if key not in {"title", "$defs"} and not (key == "default" and value is None)
+    }
+    options = result.get("anyOf")
+    if isinstance(options, list):
+        kept = [option for option in options if option != {"type": "null"}]
+        if len(kept) == 1 and len(kept) < len(options):
+            del result["anyOf"]
+            result = {**kept[0], **result}
+    return result
+
+
+def normalized(schema: dict[str, Any], arguments: dict[str, Any]) -> dict[str, Any]:
+    """``arguments`` with client habits turned into what ``schema`` takes (see the module docstring).
+
+    Names the schema does not know are passed through untouched, for the caller to refuse.
+    """
+    properties: dict[str, Any] = schema.get("properties", {})
+    required = set(schema.get("required", []))
+    result: dict[str, Any] = {}
+    for name, value in arguments.items():
+        spec = properties.get(name)
+        if spec is None:
+            result[name] = value
+        elif value is None and name not in required:
+            continue  # null: the default
+        else:
+            result[name] = _value(spec, value)
+    return result
+
+
+def _types(spec: dict[str, Any]) -> set[str]:
+    declared = spec.get("type")
+    types = {declared} if isinstance(declared, str) else set(declared or ())
+    for option in spec.get("anyOf", ()):
+        types |= _types(option)
+    return types
+
+
+def _json_type(value: object) -> str | None:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    return None
+
+
+def _value(spec: dict[str, Any], value: Any) -> Any:
+    """One value as the schema ``spec`` takes it, when a client habit explains the difference."""
+    types = _types(spec)
+    scalar = _json_type(value)
+    enum = spec.get("enum")
+    if enum is not None:
+        return _enum_value(enum, value)
+    taken = scalar in types or (scalar == "integer" and "number" in types)
+    if scalar is not None and "string" in types and not taken:
+        return json.dumps(value)
+    if isinstance(value, list) and isinstance(items := _option(spec, "items"), dict):
+        return [_value(items, item) for item in value]
+    if isinstance(value, dict) and isinstance(values := _option(spec, "additionalProperties"), dict):
+        return {key: _value(values, item) for key, item in value.items()}
+    return value
+
+
+def _option(spec: dict[str, Any], key: str) -> Any:
+    """``spec[key]``, or the first of its ``anyOf`` options that has ``key``."""
+    return next((option[key] for option in [spec, *spec.get("anyOf", ())] if key in option), None)
+
+
+def _canonical(text: str) -> str:
+    return _SEPARATORS.sub("", text).lower()
+
+
+def _enum_value(enum: list[Any], value: Any) -> Any:
+    """The enum member ``value`` names, forgiving case and separators; ``false`` names ``no``."""
+    if value is False and "no" in enum:
+        return "no"
+    if not isinstance(value, str):
+        return value
+    wanted = _canonical(value)
+    return next((member for member in enum if isinstance(member, str) and _canonical(member) == wanted), value)
+
+
+NOT_NEEDED = {
+    "background": "every task runs in the background",
+    "detach": "every task runs in the background",
+    "detached": "every task runs in the background",
+    "async": "every task runs in the background",
+    "daemon": "every task runs in the background",
+    "shell": "the command always runs under /bin/sh -c",
+    "use_shell": "the command always runs under /bin/sh -c",
+}
+"""Names models send for what always happens anyway: leave them out."""
+
+_MEANT: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("id", "task", "taskid", "job", "job_id", "jobid", "process_id", "pid", "handle"): ("task_id",),
+    ("cmd", "args", "argv", "command_line", "commandline", "script", "shell_command", "exec", "run"): ("command",),
+    ("dir", "directory", "workdir", "working_dir", "working_directory", "workingdirectory", "path", "folder"): ("cwd",),
+    ("environment", "env_vars", "envvars", "environment_variables", "envs", "variables"): ("env",),
+    ("description", "label", "title", "task_name", "alias"): ("name",),
+    ("timeout", "timeout_ms", "timeout_sec", "timeout_secs", "wait", "wait_seconds", "max_wait", "seconds"): (
+        "timeout_seconds",
+        "wait_timeout_seconds",
+        "grace_seconds",
+    ),
+    ("pattern", "regex", "regexp", "match", "wait_for", "until", "expect", "ready_pattern", "wait_pattern"): (
+        "output_pattern",
+        "wait_for_pattern",
+        "grep",
+    ),
+    ("port", "ready_port", "tcp_port", "wait_port"): ("port", "wait_for_port"),
+    ("input", "data", "stdin_text", "message", "content", "keys", "line", "value", "chars"): ("text",),
+    ("tail", "n", "num_lines", "last", "last_lines", "max_lines", "line_count", "count", "head"): ("lines", "limit"),
+    ("cursor", "offset", "from", "after", "position", "start", "since_cursor"): ("since",),
+    ("force", "signal", "kill", "grace", "sig", "wait_before_kill"): ("grace_seconds",),
+    ("filter", "search", "find", "query", "contains"): ("grep", "state"),
+    ("status", "states", "filter_state"): ("state",),
+    ("include_all", "show_all", "everyone", "all_servers", "global"): ("all",),
+    ("max", "max_results", "top", "page_size", "size"): ("limit", "lines"),
+    ("keep_alive", "keepalive", "persist", "persistent", "survive", "nohup"): ("keep_running",),
+    ("restart_policy", "auto_restart", "autorestart", "restart_on_failure"): ("restart",),
+    ("retries", "max_retries", "restart_limit"): ("max_restarts",),
+    ("max_runtime", "runtime", "time_limit", "timelimit", "deadline", "ttl", "kill_after"): ("max_runtime_seconds",),
+    ("log_limit", "max_log_size", "max_output", "log_size"): ("max_log_bytes",),
+    ("eof", "close_stdin", "end_input", "end"): ("close",),
+    ("enter", "append_newline", "add_newline", "press_enter"): ("newline",),
+    ("ansi", "color", "colors", "keep_ansi", "strip_ansi", "no_color"): ("raw",),
+    ("tty", "terminal", "interactive"): ("pty", "stdin"),
+    ("wait_timeout", "ready_timeout", "startup_timeout"): ("wait_timeout_seconds",),
+}
+LIKELY_MEANT = {name: meant for names, meant in _MEANT.items() for name in names}
+"""Names models try, each mapped to the parameters it may have meant (the tool's own are hinted)."""
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).replace("-", "_").lower()
+
+
+def hint(unknown: str, known: frozenset[str]) -> str | None:
+    """What a tool taking ``known`` parameters probably meant by ``unknown``, if anything."""
+    snake = _snake(unknown)
+    if snake in known:
+        return snake
+    if snake in NOT_NEEDED:
+        return f"nothing: {NOT_NEEDED[snake]}, leave {unknown} out"
+    meant = [name for name in LIKELY_MEANT.get(snake, ()) if name in known]
+    return " or ".join(meant) or None

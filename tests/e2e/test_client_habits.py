@@ -1,0 +1,151 @@
+"""End-to-end: arguments as models and real clients send them are taken, not refused.
+
+``null`` for an optional field is its default; a number or boolean where text is
+expected is its JSON text (the Inspector CLI reads every ``--tool-arg`` as JSON);
+enum values forgive case and separators; ``command`` may be an argv list. What
+stays refused is refused in JSON terms, and unknown names get the likely one.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from .harness import call, call_error, connect, finished
+
+pytestmark = pytest.mark.anyio
+
+
+async def _optional_fields(client: Client) -> dict[str, set[str]]:
+    tools = (await client.list_tools()).tools
+    return {t.name: set(t.input_schema["properties"]) - set(t.input_schema.get("required", [])) for t in tools}
+
+
+async def test_null_means_the_default_for_every_optional_field_of_every_tool(server_command: str) -> None:
+    async with connect(server_command) as client:
+        optional = await _optional_fields(client)
+
+        def nulls(tool: str, **given: Any) -> dict[str, Any]:
+            return dict.fromkeys(optional[tool] - set(given)) | given
+
+        started = await call(client, "run_background_task", **nulls("run_background_task", command="cat", stdin=True))
+        task_id = started["task_id"]
+        sent = await call(client, "send_task_input", **nulls("send_task_input", task_id=task_id, text="hi"))
+        status = await call(client, "get_task_status", **nulls("get_task_status", task_id=task_id))
+        waited = await call(
+            client, "wait_for_task", **nulls("wait_for_task", task_id=task_id, output_pattern="hi", since=0)
+        )
+        listed = await call(client, "list_tasks", **nulls("list_tasks"))
+        ended = await call(client, "end_background_task", **nulls("end_background_task", task_id=task_id))
+        await call(client, "remove_task", task_id=task_id)
+    assert started["state"] == "running" and started["wait"] is None
+    assert sent["bytes_written"] == 3 and sent["closed"] is False
+    assert status["state"] == "running"
+    assert waited["reason"] == "pattern"
+    assert [t["task_id"] for t in listed["tasks"]] == [task_id]
+    assert ended["state"] == "killed"
+
+
+async def test_numbers_and_booleans_where_text_is_expected_are_their_json_text(server_command: str) -> None:
+    async with connect(server_command) as client:
+        printer = await call(
+            client,
+            "run_background_task",
+            command='echo "GET 404 $PORT $DEBUG $RATIO"; echo 200 OK; sleep 300',
+            name=123,
+            env={"PORT": 8000, "DEBUG": True, "RATIO": 0.5},
+            wait_for_pattern=200,
+        )
+        grepped = await call(client, "get_task_status", task_id=printer["task_id"], grep=404)
+        listed = await call(client, "list_tasks")
+        cat = await call(client, "run_background_task", command="cat", stdin=True)
+        await call(client, "send_task_input", task_id=cat["task_id"], text=1)
+        await call(client, "send_task_input", task_id=cat["task_id"], text=True, close=True)
+        echoed = await finished(client, cat["task_id"])
+        await call(client, "end_background_task", task_id=printer["task_id"], grace_seconds=0)
+    assert printer["wait"]["reason"] == "pattern"
+    assert printer["wait"]["matched_line"] == "200 OK"
+    assert grepped["output"] == "1: GET 404 8000 true 0.5"
+    assert listed["tasks"][0]["name"] == "123"
+    assert echoed["output"] == "1\ntrue\n"
+
+
+async def test_enum_values_forgive_case_and_separators(server_command: str) -> None:
+    async with connect(server_command) as client:
+        flaky = await call(client, "run_background_task", command="exit 3", restart="On_Failure", max_restarts=1)
+        plain = await call(client, "run_background_task", command="sleep 300", restart=False)
+        again = await call(client, "run_background_task", command="true", restart="NO")
+        failed = await finished(client, flaky["task_id"])
+        running = await call(client, "list_tasks", state="Running")
+        await finished(client, again["task_id"])
+        completed = await call(client, "list_tasks", state="COMPLETED")
+        refused = await call_error(client, "list_tasks", state="sleeping")
+        await call(client, "end_background_task", task_id=plain["task_id"], grace_seconds=0)
+    assert (failed["state"], failed["restarts"]) == ("failed", 1)
+    assert [t["task_id"] for t in running["tasks"]] == [plain["task_id"]]
+    assert [t["task_id"] for t in completed["tasks"]] == [again["task_id"]]
+    assert 'state="sleeping"' in refused and "running" in refused
+
+
+async def test_a_command_given_as_argv_runs_exactly_and_the_answer_shows_the_command(server_command: str) -> None:
+    argv = ["printf", "%s|", "two words", "$HOME", "it's", 7]
+    async with connect(server_command) as client:
+        result = await client.call_tool("run_background_task", {"command": argv})
+        started = result.structured_content
+        assert started is not None and not result.is_error
+        status = await finished(client, started["task_id"])
+        empty = await call_error(client, "run_background_task", command=[])
+    ran = shlex.join([str(part) for part in argv])
+    assert started["command"] == ran == status["command"]
+    assert ran in result.content[0].text.splitlines()[0]  # type: ignore[union-attr]
+    assert status["output"] == "two words|$HOME|it's|7|"
+    assert "command=[]" in empty
+
+
+async def test_refusals_show_values_as_json(server_command: str) -> None:
+    async with connect(server_command) as client:
+        missing = await call_error(client, "run_background_task", command=None)
+        task = await call(client, "run_background_task", command="true")
+        boolean = await call_error(client, "get_task_status", task_id=task["task_id"], lines=[True, None])
+        unknown = await call_error(client, "get_task_status", task_id="nope")
+    assert "command=null" in missing and "None" not in missing
+    assert "lines=[true,null]" in boolean.replace(" ", "") and "True" not in boolean
+    assert 'task_id "nope"' in unknown
+
+
+UNKNOWN_NAMES = [
+    ("wait_for_task", "timeout", "timeout_seconds"),
+    ("run_background_task", "timeout", "wait_timeout_seconds"),
+    ("wait_for_task", "pattern", "output_pattern"),
+    ("run_background_task", "pattern", "wait_for_pattern"),
+    ("run_background_task", "port", "wait_for_port"),
+    ("wait_for_task", "taskId", "task_id"),
+    ("send_task_input", "input", "text"),
+    ("get_task_status", "tail", "lines"),
+    ("end_background_task", "force", "grace_seconds"),
+    ("end_background_task", "signal", "grace_seconds"),
+    ("run_background_task", "description", "name"),
+    ("run_background_task", "background", "every task runs in the background"),
+    ("run_background_task", "cmd", "command"),
+    ("run_background_task", "args", "command"),
+    ("run_background_task", "argv", "command"),
+    ("run_background_task", "workdir", "cwd"),
+    ("run_background_task", "working_directory", "cwd"),
+    ("run_background_task", "dir", "cwd"),
+    ("run_background_task", "environment", "env"),
+    ("get_task_status", "id", "task_id"),
+    ("remove_task", "task", "task_id"),
+    ("get_task_status", "cursor", "since"),
+    ("get_task_status", "pattern", "grep"),
+    ("list_tasks", "status", "state"),
+]
+
+
+async def test_unknown_arguments_are_refused_with_the_likely_name(server_command: str) -> None:
+    async with connect(server_command) as client:
+        for tool, name, meant in UNKNOWN_NAMES:
+            message = await call_error(client, tool, **{name: 1})
+            assert f"unknown argument {name}" in message and meant in message, message
