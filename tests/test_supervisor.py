@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import anyio
@@ -86,11 +87,12 @@ async def test_status_that_reaps_a_fast_exit_before_the_watcher_runs_breaks_noth
     registry.close()
 
 
-async def test_a_task_id_is_never_digits_alone(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Regression: clients that read JSON values from text sent 95743835 back as a number."""
-    drawn = iter(["95743835", "00000000", "9574383a"])
+async def test_a_task_id_is_never_read_as_a_number(settings: Settings) -> None:
+    """Regression: clients that read JSON values from text sent 95743835 and 123456e7 back as numbers."""
     registry = _registry(settings)
     async with Supervisor(settings, registry) as supervisor:
-        monkeypatch.setattr("mcp_backgroundr.supervisor.secrets.token_hex", lambda _: next(drawn))
-        assert supervisor._new_task_id() == "9574383a"
+        task_id = supervisor._new_task_id()
     registry.close()
+    assert task_id.startswith("t")
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(task_id)

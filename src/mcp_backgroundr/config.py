@@ -26,6 +26,9 @@ CGROUP_ENV = "MCP_BACKGROUNDR_CGROUP"
 """A delegated cgroup v2 directory to make task cgroups in (without root)."""
 SETTINGS_PREFIX = "MCP_BACKGROUNDR_"
 """Variables of the server's own settings: tasks do not inherit them unless asked."""
+UNATTENDED_WAIT_ENV = "MCP_BACKGROUNDR_UNATTENDED_WAIT_SECONDS"
+DEFAULT_UNATTENDED_WAIT_SECONDS = 45.0
+"""Below the 60 s a TypeScript SDK client waits for an answer by default, with room to spare."""
 MIN_LOG_CAP = 64 * 1024
 MAX_LOG_CAP = 1 << 40
 
@@ -69,6 +72,10 @@ def _keep_days_from_env() -> float:
     return _number_from_env(KEEP_DAYS_ENV, 7.0, 0.0, 36_500.0)
 
 
+def _unattended_wait_from_env() -> float:
+    return _number_from_env(UNATTENDED_WAIT_ENV, DEFAULT_UNATTENDED_WAIT_SECONDS, 0.1, 600.0)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Tunable limits of one server process."""
@@ -86,7 +93,10 @@ class Settings:
     shutdown_kill_wait_seconds: float = 0.6
     default_wait_seconds: float = 30.0
     max_wait_seconds: float = 600.0
-    """Longest wait_for_task may block; clients often time a request out sooner."""
+    """Longest wait_for_task may block, when the client keeps the request alive with progress."""
+    unattended_wait_seconds: float = field(default_factory=_unattended_wait_from_env)
+    """Longest a wait blocks when the request carries no progress token: clients time such a
+    request out (60 s in the TypeScript SDK), so the wait answers before and says to call again."""
     max_log_bytes: int = field(default_factory=_max_log_bytes_from_env)
     """Disk one task's log may take by default; past it the oldest output is dropped."""
     keep_finished: int = field(default_factory=_keep_finished_from_env)

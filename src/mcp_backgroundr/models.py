@@ -8,9 +8,20 @@ contract (``tests/test_tool_schemas.py`` pins them).
 from __future__ import annotations
 
 import enum
+import secrets
 from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
+
+TASK_ID_PREFIX = "t"
+"""Every task id starts with it: a letter that begins no JSON or Python number (not e, i, n),
+so clients that read argument values as JSON (the Inspector's ``--tool-arg task_id=...``)
+never turn an id like ``123456e7`` into a number."""
+
+
+def new_task_id() -> str:
+    """A fresh random task id: the prefix and 8 hex digits."""
+    return TASK_ID_PREFIX + secrets.token_hex(4)
 
 
 class TaskState(enum.StrEnum):
@@ -271,6 +282,11 @@ class WaitResult(BaseModel):
         description="Byte offset just after the matched line; pass it as `since` to read what followed."
     )
     status: TaskStatus = Field(description="The task's status; its output is what was written since the wait began.")
+    advice: str | None = Field(
+        default=None,
+        description="Set when the wait stopped early to answer before the client's request timeout (the "
+        "request had no progress token): how to go on waiting.",
+    )
 
 
 StartedTask.model_rebuild()

@@ -6,6 +6,7 @@ answer naming the field, the value and what to do; nothing else can reach the
 client, and no tool call can stop the server.
 """
 
+import dataclasses
 import inspect
 import re
 from collections.abc import Callable
@@ -37,12 +38,14 @@ from .models import (
     TaskList,
     TaskState,
     TaskStatus,
+    WaitReason,
     WaitResult,
     socket_address,
 )
 from .patterns import PATTERN_LIMIT_NOTE
 from .supervisor import Supervisor, TaskChange
 from .task import shortened
+from .validation import WaitConditions
 from .watch import ProgressReporter
 
 INSTRUCTIONS = """\
@@ -214,7 +217,17 @@ def _describe_wait(result: WaitResult) -> str:
     head = f"wait ended: {result.reason} after {result.waited_seconds}s"
     if result.matched_line is not None:
         head += f"; matched line (cursor {result.matched_cursor}): {result.matched_line[:500]}"
-    return head + "\n" + _describe_status(result.status)
+    advice = f"\n{result.advice}" if result.advice else ""
+    return head + advice + "\n" + _describe_status(result.status)
+
+
+def _has_progress_token(ctx: Context[Any, Any] | None) -> bool:
+    """Whether the client asked for progress on this request, and so keeps it alive while it lasts."""
+    try:
+        meta = ctx.request_context.meta if ctx is not None else None
+    except ValueError:  # no request: called from outside one
+        return False
+    return meta is not None and meta.get("progress_token") is not None
 
 
 def _progress_reporter(ctx: Context[Any, Any] | None) -> ProgressReporter | None:
@@ -305,6 +318,30 @@ def build_server(
         ]
 
     app.dynamic_resources = task_logs
+
+    unattended = (
+        f"Without a progress token it answers within {settings.unattended_wait_seconds:g}s (reason timeout, "
+        "`advice` says how to go on); with one it waits the whole time, reporting progress every second."
+    )
+
+    async def bounded_wait(
+        task_id: str,
+        conditions: WaitConditions,
+        since: int | None,
+        ctx: Context[Any, Any] | None,
+        go_on: Callable[[WaitResult], str],
+    ) -> WaitResult:
+        """A wait that answers before the client's request timeout unless progress keeps it alive."""
+        cap = settings.unattended_wait_seconds
+        capped = conditions.timeout > cap and not _has_progress_token(ctx)
+        bounded = dataclasses.replace(conditions, timeout=cap) if capped else conditions
+        result = await supervisor.wait(task_id, bounded, since=since, progress=_progress_reporter(ctx))
+        if capped and result.reason is WaitReason.TIMEOUT:
+            result.advice = (
+                f"stopped after {cap:g}s of the {conditions.timeout:g}s asked, to answer before the client's "
+                f"request timeout (no progress token was sent); {go_on(result)} to go on waiting"
+            )
+        return result
 
     @app.resource(
         "task://{task_id}/log",
@@ -408,7 +445,7 @@ def build_server(
             float | None,
             Field(
                 description=f"Longest wait for the conditions above (default {settings.default_wait_seconds:g}, "
-                f"at most {settings.max_wait_seconds:g})."
+                f"at most {settings.max_wait_seconds:g}). {unattended}"
             ),
         ] = None,
         ctx: Context[Any, Any] | None = None,
@@ -454,10 +491,17 @@ def build_server(
             f"in {started.cwd}: {command}"
         )
         if waits:
-            started.wait = await supervisor.wait(started.task_id, conditions, since=0, progress=_progress_reporter(ctx))
+
+            def go_on(result: WaitResult) -> str:
+                ready = (f"output_pattern={shown_value(wait_for_pattern)} " if wait_for_pattern is not None else "") + (
+                    f"port={wait_for_port} " if wait_for_port is not None else ""
+                )
+                return f"call wait_for_task with task_id={started.task_id} {ready}since={result.status.cursor}"
+
+            started.wait = await bounded_wait(started.task_id, conditions, 0, ctx, go_on)
             started.state = started.wait.status.state
-            text += "\n" + _describe_wait(started.wait)
-        return _answer(started, text)
+        text = f"started task {started.task_id} pid={started.pid} [{started.state}] in {started.cwd}: {command}"
+        return _answer(started, text + ("\n" + _describe_wait(started.wait) if started.wait else ""))
 
     @app.background_tool(
         ToolAnnotations(title="Status and output of a task", read_only_hint=True, idempotent_hint=True)
@@ -509,7 +553,7 @@ def build_server(
         task_id: TaskId,
         timeout_seconds: Annotated[
             float,
-            Field(description=f"Longest wait, 0 to {settings.max_wait_seconds:g} seconds."),
+            Field(description=f"Longest wait, 0 to {settings.max_wait_seconds:g} seconds. {unattended}"),
         ] = settings.default_wait_seconds,
         output_pattern: Annotated[
             str | None,
@@ -531,7 +575,11 @@ def build_server(
         `output_pattern` (`pattern`), `port` accepting connections (`port`), or the timeout
         (`timeout`). The answer includes the task's status with the output written meanwhile."""
         conditions = supervisor.check_wait(timeout_seconds, output_pattern, port)
-        result = await supervisor.wait(task_id, conditions, since=since, progress=_progress_reporter(ctx))
+
+        def go_on(result: WaitResult) -> str:
+            return f"call wait_for_task again with since={result.status.cursor}"
+
+        result = await bounded_wait(task_id, conditions, since, ctx, go_on)
         return _answer(result, _describe_wait(result))
 
     @app.background_tool(

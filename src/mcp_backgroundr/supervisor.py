@@ -12,7 +12,6 @@ import contextlib
 import enum
 import functools
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -56,6 +55,7 @@ from .models import (
     TaskState,
     TaskStatus,
     WaitResult,
+    new_task_id,
 )
 from .policy import Policy
 from .registry import Registry
@@ -401,11 +401,7 @@ class Supervisor:
 
     def _new_task_id(self) -> str:
         while True:
-            task_id = secrets.token_hex(4)
-            # An id of digits alone would be sent back as a number by clients that read JSON
-            # values from text (the Inspector's --tool-arg task_id=...), and refused as one.
-            if task_id.isdigit():
-                continue
+            task_id = new_task_id()
             if task_id not in self._tasks and self.registry.get(task_id) is None:
                 return task_id
 

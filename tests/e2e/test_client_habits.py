@@ -8,6 +8,7 @@ stays refused is refused in JSON terms, and unknown names get the likely one.
 
 from __future__ import annotations
 
+import json
 import shlex
 from typing import Any
 
@@ -42,6 +43,8 @@ async def test_null_means_the_default_for_every_optional_field_of_every_tool(ser
         ended = await call(client, "end_background_task", **nulls("end_background_task", task_id=task_id))
         await call(client, "remove_task", task_id=task_id)
     assert started["state"] == "running" and started["wait"] is None
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(task_id)  # an id is never sent back as a number by clients that read values as JSON
     assert sent["bytes_written"] == 3 and sent["closed"] is False
     assert status["state"] == "running"
     assert waited["reason"] == "pattern"

@@ -43,7 +43,7 @@ EXPECTED = {
     "wait_for_task": (
         {"task_id", "timeout_seconds", "output_pattern", "port", "since"},
         {"task_id"},
-        {"reason", "waited_seconds", "matched_line", "matched_cursor", "status"},
+        {"reason", "waited_seconds", "matched_line", "matched_cursor", "status", "advice"},
     ),
     "get_task_status": ({"task_id", "lines", "since", "grep", "raw"}, {"task_id"}, STATUS_FIELDS),
     "send_task_input": (

@@ -1,0 +1,100 @@
+"""End-to-end: a wait never outlasts the client's request timeout unless progress keeps it alive.
+
+Without a progress token a wait answers before the cap (45 s by default, lowered here
+through its environment variable to keep the tests short) with reason ``timeout`` and
+advice on how to go on; with a token it runs its whole length, reporting progress.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from mcp_backgroundr.config import DEFAULT_UNATTENDED_WAIT_SECONDS, UNATTENDED_WAIT_ENV
+
+from .harness import call, connect, text_of
+
+pytestmark = pytest.mark.anyio
+
+CAP_SECONDS = 1.0
+ASKED_SECONDS = 2.5
+LOWERED = {UNATTENDED_WAIT_ENV: str(CAP_SECONDS)}
+
+
+class Progress:
+    """A progress callback that counts what it is sent."""
+
+    def __init__(self) -> None:
+        self.reports: list[tuple[float, float | None]] = []
+
+    async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
+        self.reports.append((progress, total))
+
+
+async def _call(
+    client: Client, tool: str, progress: Progress | None = None, **arguments: Any
+) -> tuple[dict[str, Any], str]:
+    result = await client.call_tool(tool, arguments, progress_callback=progress)
+    assert not result.is_error and result.structured_content is not None, text_of(result)
+    return result.structured_content, text_of(result)
+
+
+async def test_the_default_cap_is_under_the_typescript_sdks_60_seconds_and_described(server_command: str) -> None:
+    assert DEFAULT_UNATTENDED_WAIT_SECONDS < 50
+    async with connect(server_command) as client:
+        tools = {tool.name: tool.input_schema for tool in (await client.list_tools()).tools}
+    expected = f"answers within {DEFAULT_UNATTENDED_WAIT_SECONDS:g}s"
+    assert expected in tools["wait_for_task"]["properties"]["timeout_seconds"]["description"]
+    assert expected in tools["run_background_task"]["properties"]["wait_timeout_seconds"]["description"]
+
+
+async def test_wait_for_task_without_progress_answers_at_the_cap_and_says_how_to_go_on(server_command: str) -> None:
+    async with connect(server_command, env=LOWERED) as client:
+        task = await call(client, "run_background_task", command="echo begun; sleep 300")
+        waited, text = await _call(client, "wait_for_task", task_id=task["task_id"], timeout_seconds=ASKED_SECONDS)
+        await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
+    assert waited["reason"] == "timeout" and waited["waited_seconds"] < ASKED_SECONDS
+    assert waited["status"]["state"] == "running"
+    advice = f"call wait_for_task again with since={waited['status']['cursor']}"
+    assert advice in waited["advice"] and advice in text
+
+
+async def test_wait_for_task_with_progress_waits_its_whole_length(server_command: str) -> None:
+    progress = Progress()
+    async with connect(server_command, env=LOWERED) as client:
+        task = await call(client, "run_background_task", command="sleep 300")
+        waited, _ = await _call(
+            client, "wait_for_task", progress, task_id=task["task_id"], timeout_seconds=ASKED_SECONDS
+        )
+        await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
+    assert waited["reason"] == "timeout" and waited["waited_seconds"] >= ASKED_SECONDS
+    assert waited["advice"] is None
+    assert len(progress.reports) >= 2 and all(total == ASKED_SECONDS for _, total in progress.reports)
+
+
+async def test_the_readiness_wait_of_a_start_is_capped_the_same_way(server_command: str) -> None:
+    progress = Progress()
+    async with connect(server_command, env=LOWERED) as client:
+        arguments: dict[str, Any] = {
+            "command": "sleep 300",
+            "wait_for_pattern": "never",
+            "wait_timeout_seconds": ASKED_SECONDS,
+        }
+        quick, text = await _call(client, "run_background_task", **arguments)
+        full, _ = await _call(client, "run_background_task", progress, **arguments)
+        for task in (quick, full):
+            await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
+    assert quick["wait"]["reason"] == "timeout" and quick["wait"]["waited_seconds"] < ASKED_SECONDS
+    assert f'task_id={quick["task_id"]} output_pattern="never" since=' in quick["wait"]["advice"]
+    assert quick["wait"]["advice"] in text
+    assert full["wait"]["waited_seconds"] >= ASKED_SECONDS and full["wait"]["advice"] is None
+    assert progress.reports
+
+
+async def test_the_first_line_of_a_start_tells_the_state_the_answer_carries(server_command: str) -> None:
+    async with connect(server_command) as client:
+        started, text = await _call(client, "run_background_task", command="echo done", wait_for_pattern="never")
+    assert started["state"] == started["wait"]["status"]["state"] == "completed"
+    assert "[completed]" in text.splitlines()[0]
