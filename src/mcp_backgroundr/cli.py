@@ -1,5 +1,5 @@
 """Command line entry point: ``mcp-backgroundr`` with no command serves MCP on stdio, ``serve
---http`` over Streamable HTTP; ``ps``, ``logs``, ``status``, ``stop``, ``prune``, ``token`` and
+--http`` over Streamable HTTP; ``ps``, ``logs``, ``status``, ``send``, ``stop``, ``prune``, ``token`` and
 ``policy`` are for the person at the keyboard."""
 
 from __future__ import annotations
@@ -143,6 +143,15 @@ def parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="show one task", description="Show a task's record.")
     status.add_argument("task_id")
     status.add_argument("--json", action="store_true", help="as JSON")
+    send = commands.add_parser(
+        "send",
+        help="write a line to a task's input",
+        description="Write TEXT and a newline to the input of a keep_running task started with stdin=true.",
+    )
+    send.add_argument("task_id")
+    send.add_argument("text")
+    send.add_argument("--no-newline", action="store_true", help="write TEXT without a newline")
+    send.add_argument("--close", action="store_true", help="close its input afterwards (end of input)")
     stop = commands.add_parser("stop", help="end a task and its processes", description="End a task's process tree.")
     stop.add_argument("task_id")
     stop.add_argument("--grace", type=_non_negative_float, default=5.0, help="seconds before SIGKILL (default 5)")
@@ -162,6 +171,8 @@ def _run_command(arguments: argparse.Namespace, settings: Settings) -> None:
             commands.logs_command(settings, arguments.task_id, arguments.lines, arguments.follow)
         case "status":
             print(commands.status(settings, arguments.task_id, arguments.json))
+        case "send":
+            print(commands.send(settings, arguments.task_id, arguments.text, not arguments.no_newline, arguments.close))
         case "stop":
             print(commands.stop(settings, arguments.task_id, arguments.grace))
         case "token":

@@ -1,4 +1,4 @@
-"""The human commands: ps, logs, status, stop and prune, on the registry and the logs.
+"""The human commands: ps, logs, status, send, stop and prune, on the registry and the logs.
 
 They work with or without a running server, and never take tasks over: a server
 that owns a task stays its owner.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import anyio
 
-from . import logs, orphans, process, retention, runner
+from . import logs, orphans, process, retention, runner, taskinput
 from .config import Settings
 from .containment import EndOutcome, TaskCgroup, end_trees
 from .errors import BackgroundrError
@@ -161,6 +161,23 @@ async def _follow(path: Path, offset: int, record: TaskRecord) -> None:
                     await growth.wait()
             _copy(path, offset)
         group.cancel_scope.cancel()
+
+
+def send(settings: Settings, task_id: str, text: str, newline: bool = True, close: bool = False) -> str:
+    """Write to the input home of a keep_running task started with stdin, whichever server owns it."""
+    with contextlib.closing(open_registry(settings)) as registry:
+        record = _as_it_stands(_record(registry, task_id))
+    if not record.running:
+        raise BackgroundrError(f"task {task_id} has ended ({record.state}); it takes no more input")
+    if not taskinput.has_input_home(record):
+        raise BackgroundrError(
+            f"task {task_id} has no input here: only keep_running tasks started with stdin=true take input "
+            "from the command line (or their input was closed); others take it from their server's send_task_input"
+        )
+    written = anyio.run(taskinput.write_to_input_home, record, (text + "\n" if newline else text).encode())
+    if close:
+        anyio.run(taskinput.close_input_home, record)
+    return f"wrote {written} bytes to task {task_id}" + ("; its input is now closed" if close else "")
 
 
 def stop(settings: Settings, task_id: str, grace_seconds: float) -> str:

@@ -85,6 +85,11 @@ class TaskRecord:
         """Where the runner records how the task's runs ended."""
         return self.log_path.removesuffix(".log") + ".status"
 
+    @property
+    def input_path(self) -> str:
+        """The FIFO a keep_running task with stdin reads its input from (the runner holds it open)."""
+        return self.log_path.removesuffix(".log") + ".input"
+
     def runtime_seconds(self, now: float) -> float:
         end = self.ended_at if self.ended_at is not None else now
         return round(max(0.0, end - self.started_at), 3)

@@ -21,9 +21,9 @@ def prunable(records: Collection[TaskRecord], keep: int, max_age_days: float, no
 
 
 def delete_task_files(record: TaskRecord) -> int:
-    """Delete a task's log and runner status; return the bytes freed."""
+    """Delete a task's log, runner status and input home; return the bytes freed."""
     freed = 0
-    for path in (Path(record.log_path), Path(record.status_path)):
+    for path in (Path(record.log_path), Path(record.status_path), Path(record.input_path)):
         try:
             freed += path.stat().st_size
             path.unlink()

@@ -14,6 +14,7 @@ It imports only the standard library: it starts in a few milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.util
 import json
@@ -52,6 +53,37 @@ HEALTHY_RUN_SECONDS = 30.0
 """A run that lasted this long resets the backoff."""
 RESTART_POLICIES = ("no", "on-failure", "always")
 PR_SET_CHILD_SUBREAPER = 36
+INPUT_CLOSE_SIGNAL = signal.SIGUSR1
+"""Sent to the runner to close its task's input home (end of input)."""
+
+
+def input_home(status_path: str) -> str:
+    """The FIFO beside the status file that a keep_running task with stdin reads its input from."""
+    return status_path.removesuffix(".status") + ".input"
+
+
+class _InputHome:
+    """A FIFO the runner holds open for writing, so its task never reads end-of-input when a
+    server exits: any server, or the CLI, writes to it; closing it on purpose ends the input."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.hold: int | None = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+
+    def reader(self) -> int | None:
+        """A read end for the next run's stdin (None once the input is closed)."""
+        if self.hold is None:
+            return None
+        fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        os.set_blocking(fd, True)
+        return fd
+
+    def close(self) -> None:
+        if self.hold is not None:
+            os.close(self.hold)
+            self.hold = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
 
 
 @dataclass
@@ -109,6 +141,12 @@ class _Runner:
         self.child: subprocess.Popen[bytes] | None = None
         self.spawning = False
         self.exits_pending = False
+        home = input_home(status_path)
+        self.input = _InputHome(home) if os.path.exists(home) else None
+
+    def on_input_close(self, _signum: int, _frame: object) -> None:
+        if self.input is not None:
+            self.input.close()
 
     def on_stop_signal(self, signum: int, _frame: object) -> None:
         self.stopping.set()
@@ -137,9 +175,12 @@ class _Runner:
         backoff: float | None = None
         while True:
             began = time.monotonic()
+            reader = self.input.reader() if self.input is not None else None
             self.spawning = True
-            self.child = subprocess.Popen([SHELL, "-c", self.command])
+            self.child = subprocess.Popen([SHELL, "-c", self.command], stdin=reader)
             self.spawning = False
+            if reader is not None:
+                os.close(reader)
             if self.exits_pending:
                 self.exits_pending = False
                 self.on_child_exit(signal.SIGCHLD, None)
@@ -182,6 +223,7 @@ def _become_subreaper() -> None:
 def main(argv: list[str]) -> int:
     status_path, policy, max_restarts, reaper, command = argv
     runner = _Runner(status_path, policy, int(max_restarts), command)
+    signal.signal(INPUT_CLOSE_SIGNAL, runner.on_input_close)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, runner.on_stop_signal)
     if reaper == "subreaper":

@@ -336,8 +336,10 @@ class Supervisor:
             task_env.setdefault("TERM", TERMINAL_TYPE)
             streams = process.Streams(output=slave, stdin=slave, terminal=True, join=placement.join)
         else:
-            stdin_target = subprocess.PIPE if stdin else subprocess.DEVNULL
+            piped = stdin and not keep_running  # a keep_running task reads its input home (see taskinput)
+            stdin_target = subprocess.PIPE if piped else subprocess.DEVNULL
             streams = process.Streams(output=log_fd, stdin=stdin_target, join=placement.join)
+        home = taskinput.make_input_home(record) if stdin and keep_running else None
         argv = [process.SHELL, "-c", command]
         if record.supervised:
             reaper = "subreaper" if placement.level is not Level.MARKER else "plain"
@@ -346,11 +348,12 @@ class Supervisor:
         try:
             popen = process.spawn(argv, workdir, task_env, streams)
         except SpawnFailedError:
-            for descriptor in (log_fd, master, slave):
+            for descriptor in (log_fd, master, slave, home):
                 if descriptor is not None:
                     os.close(descriptor)
             log_path.unlink(missing_ok=True)
             placement.discard()
+            Path(record.input_path).unlink(missing_ok=True)
             raise
         task = Task(record, popen)
         if master is not None and slave is not None:
@@ -362,6 +365,7 @@ class Supervisor:
             if popen.stdin is not None:
                 task.input_fd = popen.stdin.fileno()
                 os.set_blocking(task.input_fd, False)
+            task.input_fd = home if home is not None else task.input_fd
         record.pid = popen.pid
         record.pid_create_time = process.create_time(popen.pid)
         try:
@@ -508,23 +512,12 @@ class Supervisor:
 
     # -- read ------------------------------------------------------------------
 
-    def _own(self, task_id: str) -> Task:
-        task = self._tasks.get(task_id)
-        if task is None:
-            other = self.registry.get(task_id)
-            if other is not None:
-                raise BackgroundrError(
-                    f"task {task_id} belongs to another server ({other.owner}); only that server can send it "
-                    "input or remove it (status, wait and end work from here)"
-                )
-            raise TaskNotFoundError(task_id)
-        self._refresh(task)
-        return task
-
     def _any(self, task_id: str) -> Task:
         """One of our tasks, or a view of another server's task from the registry."""
-        if task_id in self._tasks:
-            return self._own(task_id)
+        own = self._tasks.get(task_id)
+        if own is not None:
+            self._refresh(own)
+            return own
         record = self.registry.get(task_id)
         if record is None:
             raise TaskNotFoundError(task_id)
@@ -675,10 +668,16 @@ class Supervisor:
 
     async def send_input(self, task_id: str, text: str, newline: bool = True, close: bool = False) -> InputSent:
         """Write text to a task's stdin (or terminal); optionally close it afterwards."""
-        task = self._own(task_id)
+        task = self._any(task_id)
         if not task.running:
             raise BackgroundrError(f"task {task_id} has ended ({task.record.state}); it takes no more input")
-        if task.input_fd is None:
+        home = task.input_fd is None and taskinput.has_input_home(task.record)
+        if task.input_fd is None and not home and task_id not in self._tasks:
+            raise BackgroundrError(
+                f"task {task_id} belongs to another server ({task.record.owner}), which holds its stdin; send "
+                "it input there (keep_running tasks started with stdin=true take input from any server)"
+            )
+        if task.input_fd is None and not home:
             raise BackgroundrError(
                 f"task {task_id} has no open stdin: start tasks that need input with stdin=true or pty=true "
                 "(and do not close it while you still need it)"
@@ -688,14 +687,21 @@ class Supervisor:
         if close and task.terminal:
             data += END_OF_INPUT
         cursor = logs.log_size(Path(task.record.log_path))
-        written = await taskinput.write_all(task.input_fd, data)
+        if home:
+            written = await taskinput.write_to_input_home(task.record, data)
+        else:
+            assert task.input_fd is not None
+            written = await taskinput.write_all(task.input_fd, data)
         if close:
+            if task.record.keep_running:
+                # Before our own end is closed: until the runner holds the FIFO, ours keeps what was written.
+                await taskinput.close_input_home(task.record)
             task.close_input_pipe()
         return InputSent(task_id=task_id, bytes_written=written, closed=close, cursor=cursor)
 
     def remove(self, task_id: str) -> RemovedTask:
-        """Forget a finished task and delete its log."""
-        task = self._own(task_id)
+        """Forget a finished task and delete its log, whichever server started it."""
+        task = self._any(task_id)
         if task.running or task.lingering():
             raise BackgroundrError(
                 f"task {task_id} is still running; end it with end_background_task first, then remove it"

@@ -10,6 +10,7 @@ the supervisor's.
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import time
 from collections.abc import Sequence
@@ -58,6 +59,9 @@ class Task:
                 self.popen.stdin.close()
             if not self.terminal:
                 self.input_fd = None
+        elif self.input_fd is not None and not self.terminal:  # our end of its input home
+            os.close(self.input_fd)
+            self.input_fd = None
 
     @property
     def running(self) -> bool:

@@ -1,13 +1,26 @@
-"""Writing to a task's stdin pipe or terminal without ever blocking the server."""
+"""Writing to a task's stdin pipe, terminal or input home without ever blocking the server.
+
+A keep_running task started with stdin reads its input from a FIFO in the state
+directory (its input home) that its runner holds open, so the task never reads
+end-of-input when its server exits, and any server or the CLI can write to it.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
+from pathlib import Path
 
 import anyio
 
+from . import process
 from .errors import BackgroundrError
+from .models import TaskRecord
+from .runner import INPUT_CLOSE_SIGNAL
 
+RUNNER_READY_SECONDS = 5.0
+"""Longest a close waits for a just-started runner to be ready for the close signal."""
+RUNNER_READY_POLL_SECONDS = 0.01
 INPUT_WRITE_SECONDS = 5.0
 """How long a write may wait for a task that does not read its input."""
 
@@ -35,3 +48,42 @@ async def write_all(fd: int, data: bytes, within_seconds: float = INPUT_WRITE_SE
             f"{within_seconds:g}s; check its output, or end it"
         )
     return written
+
+
+def make_input_home(record: TaskRecord) -> int:
+    """Create a task's input home; return a descriptor to write to it (read and write, so it never
+    blocks or fails for want of a reader before the runner opens it)."""
+    os.mkfifo(record.input_path, 0o600)
+    return os.open(record.input_path, os.O_RDWR | os.O_NONBLOCK)
+
+
+def has_input_home(record: TaskRecord) -> bool:
+    return record.keep_running and Path(record.input_path).exists()
+
+
+async def write_to_input_home(record: TaskRecord, data: bytes) -> int:
+    """Write ``data`` to a task's input home, from any process; return the byte count."""
+    try:
+        fd = os.open(record.input_path, os.O_WRONLY | os.O_NONBLOCK)
+    except FileNotFoundError as exc:
+        raise BackgroundrError(f"task {record.task_id}'s input was closed; it takes no more input") from exc
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # no reader: its runner is gone
+            raise BackgroundrError(f"task {record.task_id} has ended; it takes no more input") from exc
+        raise BackgroundrError(f"could not open task {record.task_id}'s input: {exc.strerror}") from exc
+    try:
+        return await write_all(fd, data)
+    finally:
+        os.close(fd)
+
+
+async def close_input_home(record: TaskRecord) -> None:
+    """Ask the task's runner to close its input home: the task reads end-of-input."""
+    # The runner takes the signal only once its handler is in place, which it is by the time it
+    # has written its status file; before that the signal would end it. Just after a start there
+    # is no event to wait on across processes: look briefly.
+    with anyio.move_on_after(RUNNER_READY_SECONDS):
+        while not await anyio.Path(record.status_path).exists():  # noqa: ASYNC110
+            await anyio.sleep(RUNNER_READY_POLL_SECONDS)
+    if record.pid is not None and process.same_process(record.pid, record.pid_create_time):
+        os.kill(record.pid, INPUT_CLOSE_SIGNAL)

@@ -1,0 +1,85 @@
+"""End-to-end: tasks that outlive their server stay fully usable from the next one.
+
+Every Inspector CLI call and every editor reload starts a new stdio server, so a task
+of an earlier session must still take input and be removable.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import anyio
+import pytest
+
+from .harness import alive, call, call_error, connect, finished
+
+pytestmark = pytest.mark.anyio
+
+CLI_SECONDS = 30
+
+
+def _cli(server_command: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [server_command, *arguments], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=CLI_SECONDS, check=False,
+    )  # fmt: skip
+
+
+async def test_any_server_removes_a_finished_task_of_a_server_that_is_gone(server_command: str) -> None:
+    async with connect(server_command) as client:
+        done = await call(client, "run_background_task", command="echo earlier")
+        await finished(client, done["task_id"])
+    async with connect(server_command) as client:
+        removed = await call(client, "remove_task", task_id=done["task_id"])
+        listing = await call(client, "list_tasks", all=True)
+    assert removed["freed_bytes"] == len("earlier\n")
+    assert listing["tasks"] == []
+
+
+async def test_a_running_task_of_another_server_is_refused_and_left_alone(server_command: str) -> None:
+    async with connect(server_command) as owner, connect(server_command) as other:
+        task = await call(owner, "run_background_task", command="sleep 300")
+        refused = await call_error(other, "remove_task", task_id=task["task_id"])
+        status = await call(owner, "get_task_status", task_id=task["task_id"])
+    assert "running" in refused and "end_background_task" in refused
+    assert status["state"] == "running"
+
+
+async def test_a_keep_running_task_with_stdin_takes_input_from_the_next_server_and_the_cli(
+    server_command: str,
+) -> None:
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="cat", stdin=True, keep_running=True)
+        await call(client, "send_task_input", task_id=task["task_id"], text="from the first server")
+        await call(client, "wait_for_task", task_id=task["task_id"], output_pattern="first", since=0)
+    assert alive([task["pid"]]) == [task["pid"]]  # no end-of-input when its server exited
+    async with connect(server_command) as client:
+        status = await call(client, "get_task_status", task_id=task["task_id"])
+        sent = await call(client, "send_task_input", task_id=task["task_id"], text="from the second server")
+        echoed = await call(
+            client, "wait_for_task", task_id=task["task_id"], output_pattern="second", since=sent["cursor"]
+        )
+    assert status["state"] == "running"
+    assert echoed["reason"] == "pattern"
+    by_cli = await anyio.to_thread.run_sync(_cli, server_command, "send", task["task_id"], "from the command line")
+    closed = await anyio.to_thread.run_sync(_cli, server_command, "send", "--close", task["task_id"], "last")
+    assert (by_cli.returncode, by_cli.stderr) == (0, "") and "wrote 22 bytes" in by_cli.stdout
+    assert closed.returncode == 0 and "closed" in closed.stdout
+    async with connect(server_command) as client:
+        ended = await finished(client, task["task_id"])
+        late = await call_error(client, "send_task_input", task_id=task["task_id"], text="late")
+    assert (ended["state"], ended["exit_code"]) == ("completed", 0)  # cat read end-of-input: closed on purpose
+    assert ended["output"] == "from the first server\nfrom the second server\nfrom the command line\nlast\n"
+    assert "ended" in late
+    refused = await anyio.to_thread.run_sync(_cli, server_command, "send", task["task_id"], "later")
+    assert refused.returncode == 1 and "ended" in refused.stderr
+
+
+async def test_closing_the_input_from_its_own_server_ends_cat(server_command: str) -> None:
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="cat", stdin=True, keep_running=True)
+        await call(client, "send_task_input", task_id=task["task_id"], text="only", close=True)
+        ended = await finished(client, task["task_id"])
+        again = await call_error(client, "send_task_input", task_id=task["task_id"], text="more")
+    assert (ended["state"], ended["output"]) == ("completed", "only\n")
+    assert "ended" in again
