@@ -25,6 +25,7 @@ from _harness import BENCH_DIR, Figure, Measure, print_table, server_command
 import mcp_backgroundr
 
 MODULES = (
+    "tool_list_size",
     "write_throughput",
     "write_memory",
     "status_latency",

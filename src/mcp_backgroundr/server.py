@@ -49,19 +49,15 @@ from .validation import WaitConditions
 from .watch import ProgressReporter
 
 INSTRUCTIONS = """\
-Runs shell commands in the background and keeps them alive while you work: dev servers, \
-language servers, watchers, long builds and test runs.
-Way of working:
-1. run_background_task starts a command and answers at once with a task_id. For a server, give \
-wait_for_pattern (e.g. "Listening on") or wait_for_port to get one answer when it is ready, or \
-has died with its last output.
-2. wait_for_task blocks until the task exits, prints a matching line, or opens a port: no polling.
-3. get_task_status shows state, exit code and the latest output; pass the answer's `cursor` as \
-`since` next time to read only new output, exactly. `grep` finds lines in a big log.
-4. end_background_task stops the whole process tree and confirms nothing survived.
-send_task_input talks to tasks started with stdin=true or pty=true. Answers are bounded to about \
-16 KiB of output; `truncated` says what was left out. Tasks end when the server exits, unless \
-started with keep_running."""
+Runs shell commands in the background: dev servers, language servers, watchers, builds, tests.
+1. run_background_task answers at once with a task_id; with wait_for_pattern or wait_for_port it \
+answers when a server is ready, or has died (with its output).
+2. wait_for_task blocks until the task exits, prints a matching line or opens a port: no polling.
+3. get_task_status: state, exit code, latest output; pass `cursor` back as `since` to read only \
+new output. `grep` searches a big log.
+4. end_background_task stops the whole process tree.
+send_task_input types into tasks started with stdin or pty. Answers carry at most about 16 KiB of \
+output. Tasks end when the server exits, unless keep_running."""
 
 LISTED_COMMAND_WIDTH = 80
 DEFAULT_LISTED = 50
@@ -283,7 +279,7 @@ def _describe_list(listing: TaskList) -> str:
     return "\n".join(rows + note)
 
 
-TaskId = Annotated[str, Field(description="Id returned by run_background_task (see list_tasks).")]
+TaskId = Annotated[str, Field(description="From run_background_task or list_tasks.")]
 
 
 def log_uri(task_id: str) -> str:
@@ -320,8 +316,8 @@ def build_server(
     app.dynamic_resources = task_logs
 
     unattended = (
-        f"Without a progress token it answers within {settings.unattended_wait_seconds:g}s (reason timeout, "
-        "`advice` says how to go on); with one it waits the whole time, reporting progress every second."
+        f"Without a progress token it answers within {settings.unattended_wait_seconds:g}s (see `advice`); "
+        "with one it waits it all, sending progress."
     )
 
     async def bounded_wait(
@@ -365,56 +361,35 @@ def build_server(
     async def run_background_task(
         command: Annotated[
             str | list[str],
-            Field(
-                description="Shell command, run by /bin/sh -c: pipes, &&, redirections and $VARS work. Or a "
-                "list of program and arguments, quoted into one command."
-            ),
+            Field(description="Shell command for /bin/sh -c (pipes, &&, $VARS work), or an argv list."),
         ],
-        cwd: Annotated[
-            str | None, Field(description="Working directory (absolute, or relative to the server's).")
-        ] = None,
-        env: Annotated[
-            dict[str, str] | None, Field(description="Environment variables, merged over the server's environment.")
-        ] = None,
-        name: Annotated[str | None, Field(description="A short label to recognise the task by.")] = None,
-        stdin: Annotated[
-            bool, Field(description="Keep a pipe to the task's stdin, for send_task_input (default: /dev/null).")
-        ] = False,
+        cwd: Annotated[str | None, Field(description="Working directory.")] = None,
+        env: Annotated[dict[str, str] | None, Field(description="Variables added to the server's environment.")] = None,
+        name: Annotated[str | None, Field(description="A short label.")] = None,
+        stdin: Annotated[bool, Field(description="Keep its stdin open for send_task_input (else /dev/null).")] = False,
         pty: Annotated[
             bool,
-            Field(
-                description="Run it in a pseudo-terminal, for programs that only behave on a terminal (REPLs, "
-                "tools that colour or buffer differently); it takes input too."
-            ),
+            Field(description="Run it in a pseudo-terminal (REPLs, programs that need a terminal); takes input."),
         ] = False,
         keep_running: Annotated[
             bool,
-            Field(
-                description="Keep it running when this server exits; the next server adopts it (same task_id, "
-                "pid and log). For dev servers that should survive an editor reload."
-            ),
+            Field(description="Survive this server's exit; the next server adopts it (same task_id)."),
         ] = False,
         restart: Annotated[
             Literal["no", "on-failure", "always"],
-            Field(description="Restart it when it exits: no, on-failure (non-zero exit) or always (backoff 0.5-30 s)."),
+            Field(description="Restart it when it exits (on-failure: non-zero exit), with backoff."),
         ] = "no",
         max_restarts: Annotated[
             int | None,
-            Field(description=f"Most restarts (default {settings.default_max_restarts} when restart is not no)."),
+            Field(description=f"Most restarts (default {settings.default_max_restarts})."),
         ] = None,
         max_log_bytes: Annotated[
             int | None,
-            Field(
-                description=f"Disk its log may take (default {settings.max_log_bytes}); past it the oldest "
-                "output is dropped, and status reports dropped_bytes."
-            ),
+            Field(description=f"Disk its log may take (default {settings.max_log_bytes}); the oldest output goes."),
         ] = None,
         max_runtime_seconds: Annotated[
             float | None,
-            Field(
-                description="End it after this many seconds (recorded as such in its status); default: the "
-                "server's policy, which may also set a maximum."
-            ),
+            Field(description="End it after this many seconds (default and maximum: the server's policy)."),
         ] = None,
         max_memory_bytes: Annotated[
             int | None,
@@ -433,32 +408,24 @@ def build_server(
         wait_for_pattern: Annotated[
             str | None,
             Field(
-                description="Regex: after starting, wait until an output line matches it (e.g. 'Listening on'). "
-                + PATTERN_LIMIT_NOTE
-                + "."
+                description=f"Regex: answer once an output line matches (e.g. 'Listening on'); {PATTERN_LIMIT_NOTE}."
             ),
         ] = None,
         wait_for_port: Annotated[
-            int | None, Field(description="After starting, wait until this localhost TCP port accepts connections.")
+            int | None, Field(description="Answer once this localhost TCP port accepts connections.")
         ] = None,
         wait_timeout_seconds: Annotated[
             float | None,
             Field(
-                description=f"Longest wait for the conditions above (default {settings.default_wait_seconds:g}, "
-                f"at most {settings.max_wait_seconds:g}). {unattended}"
+                description=f"Longest wait for them (default {settings.default_wait_seconds:g}, at most "
+                f"{settings.max_wait_seconds:g}). {unattended}"
             ),
         ] = None,
         ctx: Context[Any, Any] | None = None,
     ) -> Annotated[CallToolResult, StartedTask]:
-        """Start a shell command in the background and answer with its task_id.
-
-        Use it for anything long-running: dev servers, language servers (e.g. `pylsp --tcp
-        --port 2087`), file watchers, builds, test runs. stdout and stderr go to a log file;
-        stdin is /dev/null unless stdin=true or pty=true. Give wait_for_pattern and/or
-        wait_for_port to answer only once it is ready (or has died, with its last output)
-        instead of polling; otherwise it answers at once. Then use get_task_status or
-        wait_for_task, and end_background_task to stop it. The task runs until it exits, is
-        ended, or this server exits (keep_running=true: it survives the server)."""
+        """Start a command in the background (dev server, language server, watcher, build, tests)
+        and answer with its task_id. Output goes to a log. With wait_for_pattern or
+        wait_for_port it answers once ready, or dead with its last output."""
         waits = wait_for_pattern is not None or wait_for_port is not None
         if wait_timeout_seconds is not None and not waits:
             raise BackgroundrError(
@@ -510,36 +477,23 @@ def build_server(
         task_id: TaskId,
         lines: Annotated[
             int,
-            Field(
-                description=f"How many of the most recent lines to return (0 to {settings.max_lines}); "
-                "ignored when `since` is given."
-            ),
+            Field(description=f"Last lines to return (0 to {settings.max_lines}), unless `since` is given."),
         ] = settings.default_lines,
         since: Annotated[
             int | None,
-            Field(
-                description="A `cursor` from an earlier answer: return the output written after it, exactly, "
-                "up to the response budget."
-            ),
+            Field(description="A `cursor` from an earlier answer: return what was written after it."),
         ] = None,
         grep: Annotated[
             str | None,
             Field(
-                description="Regex: `output` becomes only the matching lines of the whole log (or from `since`), "
-                f"each as `LINE_NUMBER: text`; `grep_matches` counts all matches. {PATTERN_LIMIT_NOTE}."
+                description=f"Regex: only the matching lines (after `since`), as `LINE: text`; {PATTERN_LIMIT_NOTE}."
             ),
         ] = None,
-        raw: Annotated[
-            bool, Field(description="Keep ANSI escape sequences (colours, cursor moves) instead of removing them.")
-        ] = False,
+        raw: Annotated[bool, Field(description="Keep ANSI escape sequences.")] = False,
     ) -> Annotated[CallToolResult, TaskStatus]:
-        """State, exit code and recent output of a task.
-
-        Without `since`: the last `lines` lines. With `since`: exactly the output written after
-        that cursor (no byte repeated or lost), up to about 16 KiB; keep passing the new `cursor`
-        to follow a task. Answers are bounded; `truncated` says what was left out and how to get
-        it. Cheap to call, also on finished tasks. `lingering_pids` lists processes that outlive
-        the task's main process. Use `grep` to find lines (errors, URLs) in a large log."""
+        """State, exit code and output of a task: the last `lines` lines, or exactly what was
+        written after `since` (pass each answer's `cursor` to follow it). At most about 16 KiB;
+        `truncated` says what was left out."""
         if grep is not None:
             status = await supervisor.grep(task_id, grep, since)
         else:
@@ -557,23 +511,15 @@ def build_server(
         ] = settings.default_wait_seconds,
         output_pattern: Annotated[
             str | None,
-            Field(
-                description="Regex matched against each output line written after the call began (or after "
-                f"`since`); the wait ends at the first matching line. {PATTERN_LIMIT_NOTE}."
-            ),
+            Field(description=f"Regex for a new output line (after the call, or `since`); {PATTERN_LIMIT_NOTE}."),
         ] = None,
-        port: Annotated[
-            int | None, Field(description="A localhost TCP port; the wait ends once it accepts connections.")
-        ] = None,
-        since: Annotated[
-            int | None, Field(description="A cursor: match lines written after it instead of after the call.")
-        ] = None,
+        port: Annotated[int | None, Field(description="A localhost TCP port to wait for.")] = None,
+        since: Annotated[int | None, Field(description="A cursor: match lines written after it.")] = None,
         ctx: Context[Any, Any] | None = None,
     ) -> Annotated[CallToolResult, WaitResult]:
-        """Block until a task is ready or done, instead of polling: returns at the first of the
-        task exiting (reason `exited`, e.g. a dev server that crashed), a new output line matching
-        `output_pattern` (`pattern`), `port` accepting connections (`port`), or the timeout
-        (`timeout`). The answer includes the task's status with the output written meanwhile."""
+        """Block until the task exits (reason `exited`), a new line matches `output_pattern`
+        (`pattern`), `port` accepts (`port`) or the time is up (`timeout`); answers with its
+        status and the output written meanwhile."""
         conditions = supervisor.check_wait(timeout_seconds, output_pattern, port)
 
         def go_on(result: WaitResult) -> str:
@@ -595,30 +541,25 @@ def build_server(
         grace_seconds: Annotated[
             float | None,
             Field(
-                description=f"Seconds to wait after SIGTERM before SIGKILL (0 to {settings.max_grace_seconds:g}; "
-                f"default {settings.default_grace_seconds:g})."
+                description=f"Seconds from SIGTERM to SIGKILL (0 to {settings.max_grace_seconds:g}; default "
+                f"{settings.default_grace_seconds:g})."
             ),
         ] = None,
     ) -> Annotated[CallToolResult, EndedTask]:
-        """Stop a task: SIGTERM to every process of it (including ones that daemonized), SIGKILL
-        after the grace period, and answer only once they are gone, with any `survivors` named.
-        Ending a finished task is fine: it answers the final state and ends lingering processes."""
+        """Stop a task's whole process tree: SIGTERM, SIGKILL after the grace period; answers once
+        all are gone, naming any `survivors`."""
         ended = await supervisor.end(task_id, grace_seconds)
         return _answer(ended, _describe_end(ended))
 
     @app.background_tool(ToolAnnotations(title="Send input to a task", read_only_hint=False, destructive_hint=False))
     async def send_task_input(
         task_id: TaskId,
-        text: Annotated[str, Field(description="Text to write to the task's stdin (or terminal).")],
-        newline: Annotated[bool, Field(description="Press Enter after the text (a newline).")] = True,
-        close: Annotated[
-            bool, Field(description="Close its stdin afterwards (end of input; Ctrl-D on a terminal).")
-        ] = False,
+        text: Annotated[str, Field(description="Text to write.")],
+        newline: Annotated[bool, Field(description="Press Enter after it.")] = True,
+        close: Annotated[bool, Field(description="Then close its input (end of input).")] = False,
     ) -> Annotated[CallToolResult, InputSent]:
-        """Type into a task started with stdin=true or pty=true: answers to prompts, REPL lines,
-        commands for an interactive tool. Then read the reply with wait_for_task(output_pattern=...,
-        since=cursor) or get_task_status(since=cursor), using the `cursor` of this answer. On a
-        terminal, "\\u0003" is Ctrl-C."""
+        """Type into a task started with stdin or pty; read the reply with wait_for_task or
+        get_task_status, passing this answer's `cursor` as `since`. On a pty, "\\u0003" is Ctrl-C."""
         sent = await supervisor.send_input(task_id, text, newline=newline, close=close)
         note = "; its stdin is now closed" if sent.closed else ""
         reply = f"; its reply starts at cursor {sent.cursor}"
@@ -626,27 +567,20 @@ def build_server(
 
     @app.background_tool(ToolAnnotations(title="Forget a finished task", read_only_hint=False, destructive_hint=True))
     async def remove_task(task_id: TaskId) -> Annotated[CallToolResult, RemovedTask]:
-        """Forget a finished task and delete its log file, to keep list_tasks short and free disk.
-        A running task must be ended with end_background_task first."""
+        """Forget a finished task and delete its log."""
         removed = supervisor.remove(task_id)
         return _answer(removed, f"removed task {removed.task_id}; freed {removed.freed_bytes} bytes of log")
 
     @app.background_tool(ToolAnnotations(title="List tasks", read_only_hint=True, idempotent_hint=True))
     async def list_tasks(
-        state: Annotated[
-            TaskState | None, Field(description="Only tasks in this state: running, completed, failed or killed.")
-        ] = None,
+        state: Annotated[TaskState | None, Field(description="Only tasks in this state.")] = None,
         all: Annotated[
             bool,
-            Field(description="Every task in the registry, also those of other servers (see `owner`)."),
+            Field(description="Also other servers' tasks."),
         ] = False,
-        limit: Annotated[
-            int, Field(ge=1, le=MAX_LISTED, description=f"Most tasks listed, newest first (1 to {MAX_LISTED}).")
-        ] = DEFAULT_LISTED,
+        limit: Annotated[int, Field(ge=1, le=MAX_LISTED, description="Most tasks listed.")] = DEFAULT_LISTED,
     ) -> Annotated[CallToolResult, TaskList]:
-        """The tasks this server started (all=true: every server's), newest first, with state,
-        pid, exit code and listening ports; `total` says how many matched. Any task id listed
-        works with the other tools."""
+        """This server's tasks (all=true: every server's), newest first."""
         listing = supervisor.list_tasks(state, everyone=all, limit=limit)
         return _answer(listing, _describe_list(listing))
 

@@ -108,3 +108,16 @@ async def test_input_schemas_inline_enums_and_say_what_else_is_taken(server_comm
     assert {"type": "string"} in command["anyOf"]
     assert {"type": "array", "items": {"type": "string"}} in command["anyOf"]
     assert tools["run_background_task"]["properties"]["env"]["additionalProperties"] == {"type": "string"}
+
+
+MODEL_VISIBLE_BUDGET = 8000
+"""Bytes of tool descriptions, input schemas and instructions a model reads on every turn
+(peers: backburner 3 kB, mcp-background-job 5 kB, desktop-commander 63 kB)."""
+
+
+async def test_what_a_model_reads_of_the_tools_stays_within_8_kb(server_command: str) -> None:
+    async with connect(server_command) as client:
+        tools = (await client.list_tools()).tools
+        instructions = client.instructions or ""
+    texts = [instructions] + [(t.description or "") + json.dumps(t.input_schema, separators=(",", ":")) for t in tools]
+    assert sum(len(text.encode()) for text in texts) <= MODEL_VISIBLE_BUDGET
