@@ -19,7 +19,7 @@ HYBRID = """\
 
 
 def test_a_bad_level_is_refused_naming_the_setting() -> None:
-    with pytest.raises(InvalidArgumentError, match="MCP_BACKGROUNDR_CONTAINMENT='sandbox'"):
+    with pytest.raises(InvalidArgumentError, match='MCP_BACKGROUNDR_CONTAINMENT="sandbox"'):
         Containment.choose("sandbox", None)
 
 
