@@ -53,6 +53,7 @@ HEALTHY_RUN_SECONDS = 30.0
 """A run that lasted this long resets the backoff."""
 RESTART_POLICIES = ("no", "on-failure", "always")
 PR_SET_CHILD_SUBREAPER = 36
+STDIN = 0
 INPUT_CLOSE_SIGNAL = signal.SIGUSR1
 """Sent to the runner to close its task's input home (end of input)."""
 
@@ -68,7 +69,10 @@ class _InputHome:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.hold: int | None = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        # The server hands it over as our stdin, open for reading and writing: it is held from our
+        # first instant, so what was written before we ran outlives the server that wrote it.
+        handed_over = os.path.samestat(os.fstat(STDIN), os.stat(path))
+        self.hold: int | None = STDIN if handed_over else os.open(path, os.O_RDWR | os.O_NONBLOCK)
 
     def reader(self) -> int | None:
         """A read end for the next run's stdin (None once the input is closed)."""
@@ -176,8 +180,9 @@ class _Runner:
         while True:
             began = time.monotonic()
             reader = self.input.reader() if self.input is not None else None
+            closed = self.input is not None and reader is None
             self.spawning = True
-            self.child = subprocess.Popen([SHELL, "-c", self.command], stdin=reader)
+            self.child = subprocess.Popen([SHELL, "-c", self.command], stdin=subprocess.DEVNULL if closed else reader)
             self.spawning = False
             if reader is not None:
                 os.close(reader)

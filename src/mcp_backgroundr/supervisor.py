@@ -332,14 +332,15 @@ class Supervisor:
         )
         self._cap(record)
         master, slave = terminal.open_terminal() if pty else (None, None)
+        home: int | None = None
         if slave is not None:
             task_env.setdefault("TERM", TERMINAL_TYPE)
             streams = process.Streams(output=slave, stdin=slave, terminal=True, join=placement.join)
         else:
-            piped = stdin and not keep_running  # a keep_running task reads its input home (see taskinput)
-            stdin_target = subprocess.PIPE if piped else subprocess.DEVNULL
-            streams = process.Streams(output=log_fd, stdin=stdin_target, join=placement.join)
-        home = taskinput.make_input_home(record) if stdin and keep_running else None
+            # A keep_running task reads its input home (see taskinput), handed to its runner as stdin.
+            home = taskinput.make_input_home(record) if stdin and keep_running else None
+            stdin_target = subprocess.PIPE if stdin and home is None else subprocess.DEVNULL
+            streams = process.Streams(output=log_fd, stdin=stdin_target if home is None else home, join=placement.join)
         argv = [process.SHELL, "-c", command]
         if record.supervised:
             reaper = "subreaper" if placement.level is not Level.MARKER else "plain"

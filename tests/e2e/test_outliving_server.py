@@ -6,11 +6,13 @@ of an earlier session must still take input and be removable.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 
 import anyio
 import pytest
 
+from ..reliability.rawwire import RawServer
 from .harness import alive, call, call_error, connect, finished
 
 pytestmark = pytest.mark.anyio
@@ -83,3 +85,23 @@ async def test_closing_the_input_from_its_own_server_ends_cat(server_command: st
         again = await call_error(client, "send_task_input", task_id=task["task_id"], text="more")
     assert (ended["state"], ended["output"]) == ("completed", "only\n")
     assert "ended" in again
+
+
+async def test_input_sent_just_before_the_server_dies_reaches_the_task(server_command: str) -> None:
+    # Regression: the runner opened the input home only once it ran; a server that died before
+    # that took what it had written with it.
+    with RawServer(server_command) as crashed:
+        crashed.initialize()
+        arguments = {"command": "cat", "stdin": True, "keep_running": True}
+        answer = crashed.request("tools/call", {"name": "run_background_task", "arguments": arguments})
+        task_id = answer["result"]["structuredContent"]["task_id"]
+        sent = {"task_id": task_id, "text": "written early"}
+        crashed.request("tools/call", {"name": "send_task_input", "arguments": sent})
+        crashed.process.send_signal(signal.SIGKILL)
+        crashed.process.wait(10)
+    async with connect(server_command) as client:
+        echoed = await call(
+            client, "wait_for_task", task_id=task_id, output_pattern="early", since=0, timeout_seconds=10
+        )
+        await call(client, "end_background_task", task_id=task_id, grace_seconds=0)
+    assert echoed["matched_line"] == "written early"
