@@ -7,28 +7,22 @@ client, and no tool call can stop the server.
 """
 
 import dataclasses
-import inspect
-import re
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-import anyio
-from mcp.server import MCPServer
 from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
-from mcp.server.stdio import stdio_server
-from mcp.server.subscriptions import InMemorySubscriptionBus, SubscriptionBus
-from mcp.shared.exceptions import MCPError
-from mcp.shared.message import SessionMessage
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError
+from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.subscriptions import ResourcesListChanged, ResourceUpdated
-from mcp_types import INVALID_PARAMS, CallToolResult, GetPromptResult, InputRequiredResult, TextContent, ToolAnnotations
+from mcp_types import CallToolResult, ToolAnnotations
 from mcp_types import Resource as MCPResource
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field
 
-from . import __version__, validation, wire
-from .arguments import hint, normalized, simple_schema
+from . import validation
+from .answers import MAX_LISTED, answer, describe_end, describe_list, describe_status, describe_wait
+from .appserver import BackgroundrMCPServer as BackgroundrMCPServer
 from .errors import BackgroundrError, shown_value
 from .models import (
     EndedTask,
@@ -40,11 +34,9 @@ from .models import (
     TaskStatus,
     WaitReason,
     WaitResult,
-    socket_address,
 )
 from .patterns import PATTERN_LIMIT_NOTE
 from .supervisor import Supervisor, TaskChange
-from .task import shortened
 from .validation import WaitConditions
 from .watch import ProgressReporter
 
@@ -59,162 +51,7 @@ new output. `grep` searches a big log.
 send_task_input types into tasks started with stdin or pty. Answers carry at most about 16 KiB of \
 output. Tasks end when the server exits, unless keep_running."""
 
-LISTED_COMMAND_WIDTH = 80
 DEFAULT_LISTED = 50
-MAX_LISTED = 1000
-
-
-_UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|list|dict|[a-z-]+\[.*\])$")
-"""How pydantic names the member of a union in an error's location (``str``, ``list[str]``)."""
-
-
-def _one_line_validation_error(tool: str, error: ValidationError) -> str:
-    problems: dict[str, list[str]] = {}
-    for item in error.errors():
-        path = [str(part) for part in item["loc"] if not _UNION_MEMBER.match(str(part))]
-        value = "" if item["type"] == "missing" else "=" + shown_value(item.get("input"), 60)
-        messages = problems.setdefault(f"{'.'.join(path) or 'arguments'}{value}", [])
-        messages.append(item["msg"] if not messages else item["msg"].removeprefix("Input should be "))
-    joined = [f"{where}: {' or '.join(messages)}" for where, messages in problems.items()]
-    return f"{tool}: invalid arguments: " + "; ".join(joined) + "; fix them and call again"
-
-
-CONTEXT_PARAMETER = "ctx"
-_ToolFunction = TypeVar("_ToolFunction", bound=Callable[..., Any])
-
-
-class BackgroundrMCPServer(MCPServer[Any]):
-    """MCPServer whose tool errors are always one actionable line, and which refuses
-    arguments a tool does not take instead of silently ignoring them."""
-
-    def __init__(
-        self,
-        instructions: str,
-        bus: SubscriptionBus,
-        auth: AuthSettings | None = None,
-        token_verifier: TokenVerifier | None = None,
-    ) -> None:
-        super().__init__(
-            "mcp-backgroundr",
-            version=__version__,
-            instructions=instructions,
-            log_level="WARNING",
-            subscriptions=bus,
-            auth=auth,
-            token_verifier=token_verifier,
-        )
-        self._parameters: dict[str, frozenset[str]] = {}
-        self._schemas: dict[str, dict[str, Any]] = {}
-        self.dynamic_resources: Callable[[], list[MCPResource]] = list
-        """Concrete resources listed besides the registered ones (each task's log)."""
-
-    async def list_resources(self) -> list[MCPResource]:
-        return [*await super().list_resources(), *self.dynamic_resources()]
-
-    def background_tool(self, annotations: ToolAnnotations) -> Callable[[_ToolFunction], _ToolFunction]:
-        """Register a tool; its docstring, dedented, is its description."""
-
-        def register(function: _ToolFunction) -> _ToolFunction:
-            self.add_tool(function, description=inspect.getdoc(function), annotations=annotations)
-            tool = self._tool_manager.get_tool(function.__name__)
-            assert tool is not None
-            tool.parameters = self._schemas[function.__name__] = simple_schema(tool.parameters)
-            parameters = inspect.signature(function).parameters
-            self._parameters[function.__name__] = frozenset(name for name in parameters if name != CONTEXT_PARAMETER)
-            return function
-
-        return register
-
-    def _check_argument_names(self, name: str, given: dict[str, Any]) -> None:
-        known = self._parameters.get(name)
-        unknown = sorted(set(given) - known) if known is not None else []
-        if not unknown or known is None:
-            return
-        hints = [f"{u} -> {meant}" for u in unknown if (meant := hint(u, known))]
-        advice = f" (did you mean {', '.join(hints)}?)" if hints else ""
-        raise ToolError(f"{name}: unknown argument {', '.join(unknown)}{advice}; it takes {', '.join(sorted(known))}")
-
-    async def run_stdio_async(self) -> None:
-        """Serve on stdio like the SDK, but answer lines that are not JSON-RPC (see ``wire``)."""
-        async with stdio_server() as (read_stream, write_stream):
-            checked_send, checked_receive = anyio.create_memory_object_stream[SessionMessage | Exception]()
-            async with anyio.create_task_group() as group:
-                group.start_soon(wire.answer_bad_lines, read_stream, checked_send, write_stream)
-                server = self._lowlevel_server
-                await server.run(checked_receive, write_stream, server.create_initialization_options())
-                group.cancel_scope.cancel()
-
-    async def get_prompt(
-        self, name: str, arguments: dict[str, Any] | None = None, context: Context[Any, Any] | None = None
-    ) -> GetPromptResult | InputRequiredResult:
-        """An unknown prompt is the client's mistake (invalid params), not an internal error."""
-        if name not in {prompt.name for prompt in await self.list_prompts()}:
-            raise MCPError(code=INVALID_PARAMS, message=f"Unknown prompt: {name}; prompts/list shows the prompts")
-        return await super().get_prompt(name, arguments, context)
-
-    async def call_tool(
-        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
-    ) -> CallToolResult | InputRequiredResult:
-        self._check_argument_names(name, arguments)
-        schema = self._schemas.get(name)
-        try:
-            return await super().call_tool(name, normalized(schema, arguments) if schema else arguments, context)
-        except ToolError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, ValidationError):
-                raise ToolError(_one_line_validation_error(name, cause)) from exc
-            if isinstance(cause, BackgroundrError):
-                raise ToolError(str(cause)) from exc
-            raise
-
-
-def _answer(model: BaseModel, text: str) -> CallToolResult:
-    return CallToolResult(
-        content=[TextContent(type="text", text=text)], structured_content=model.model_dump(mode="json")
-    )
-
-
-def _describe_status(status: TaskStatus) -> str:
-    head = f"task {status.task_id} [{status.state}]"
-    if status.exit_code is not None:
-        head += f" exit_code={status.exit_code}"
-    if status.signal:
-        head += f" signal={status.signal}"
-    head += f" pid={status.pid} runtime={status.runtime_seconds}s containment={status.containment}: {status.command}"
-    lines = [head]
-    if status.end_reason and status.state is not TaskState.RUNNING:
-        lines.append(f"ended: {status.end_reason}")
-    if status.lingering_pids:
-        lines.append(
-            f"its main process has ended but these processes it started still run: {status.lingering_pids}; "
-            "end_background_task ends them"
-        )
-    if status.restarts or status.next_start_at:
-        due = f", next start at {status.next_start_at}" if status.next_start_at else ""
-        lines.append(f"restarts={status.restarts}{due}")
-    if status.process_count:
-        usage = f"{status.process_count} process(es), cpu {status.cpu_percent}%, rss {status.memory_rss_bytes} bytes"
-        lines.append(usage)
-    if status.listening:
-        lines.append("listening on " + ", ".join(socket_address(p.address, p.port) for p in status.listening))
-    dropped = f" dropped_bytes={status.dropped_bytes}" if status.dropped_bytes else ""
-    lines.append(f"cursor={status.cursor} output_bytes={status.output_bytes}{dropped}")
-    if status.grep_matches is not None:
-        lines.append(f"grep_matches={status.grep_matches}")
-    if status.truncation:
-        lines.append(f"truncated: {status.truncation}")
-    lines.append("--- output ---" if status.output else "--- no output in this range ---")
-    if status.output:
-        lines.append(status.output)
-    return "\n".join(lines)
-
-
-def _describe_wait(result: WaitResult) -> str:
-    head = f"wait ended: {result.reason} after {result.waited_seconds}s"
-    if result.matched_line is not None:
-        head += f"; matched line (cursor {result.matched_cursor}): {result.matched_line[:500]}"
-    advice = f"\n{result.advice}" if result.advice else ""
-    return head + advice + "\n" + _describe_status(result.status)
 
 
 def _has_progress_token(ctx: Context[Any, Any] | None) -> bool:
@@ -234,49 +71,6 @@ def _progress_reporter(ctx: Context[Any, Any] | None) -> ProgressReporter | None
         await ctx.report_progress(waited, limit, f"waiting ({waited:g}s of {limit:g}s)")
 
     return report
-
-
-def _describe_end(ended: EndedTask) -> str:
-    text = f"task {ended.task_id} [{ended.state}]"
-    if ended.exit_code is not None:
-        text += f" exit_code={ended.exit_code}"
-    if ended.signal:
-        text += f" signal={ended.signal}"
-    text += f"; signalled {len(ended.signalled_pids)} process(es)"
-    if ended.escalated:
-        text += ", SIGKILL was needed"
-    text += f"; containment={ended.containment}"
-    if ended.survivors:
-        text += "; SURVIVORS: " + "; ".join(f"pid {s.pid} ({s.command}): {s.reason}" for s in ended.survivors)
-    else:
-        text += f"; {ended.verified}"
-    return text
-
-
-def _describe_list(listing: TaskList) -> str:
-    if not listing.tasks:
-        return "no tasks"
-    more = listing.total - len(listing.tasks)
-    note = [f"... and {more} older not listed; raise limit (at most {MAX_LISTED}) or filter by state"] if more else []
-    rows = [
-        " ".join(
-            part
-            for part in (
-                t.task_id,
-                f"{t.state:<9}",
-                f"pid={t.pid}",
-                f"containment={t.containment}",
-                "" if t.exit_code is None else f"exit={t.exit_code}",
-                f"{t.runtime_seconds}s",
-                f"name={t.name}" if t.name else "",
-                f"listening={','.join(t.listening)}" if t.listening else "",
-                shortened(t.command, LISTED_COMMAND_WIDTH),
-            )
-            if part
-        )
-        for t in listing.tasks
-    ]
-    return "\n".join(rows + note)
 
 
 TaskId = Annotated[str, Field(description="From run_background_task or list_tasks.")]
@@ -468,7 +262,7 @@ def build_server(
             started.wait = await bounded_wait(started.task_id, conditions, 0, ctx, go_on)
             started.state = started.wait.status.state
         text = f"started task {started.task_id} pid={started.pid} [{started.state}] in {started.cwd}: {command}"
-        return _answer(started, text + ("\n" + _describe_wait(started.wait) if started.wait else ""))
+        return answer(started, text + ("\n" + describe_wait(started.wait) if started.wait else ""))
 
     @app.background_tool(
         ToolAnnotations(title="Status and output of a task", read_only_hint=True, idempotent_hint=True)
@@ -498,7 +292,7 @@ def build_server(
             status = await supervisor.grep(task_id, grep, since)
         else:
             status = supervisor.status(task_id, lines=lines, since=since, raw=raw)
-        return _answer(status, _describe_status(status))
+        return answer(status, describe_status(status))
 
     @app.background_tool(
         ToolAnnotations(title="Wait for a task to be ready or to end", read_only_hint=True, idempotent_hint=True)
@@ -526,7 +320,7 @@ def build_server(
             return f"call wait_for_task again with since={result.status.cursor}"
 
         result = await bounded_wait(task_id, conditions, since, ctx, go_on)
-        return _answer(result, _describe_wait(result))
+        return answer(result, describe_wait(result))
 
     @app.background_tool(
         ToolAnnotations(
@@ -549,7 +343,7 @@ def build_server(
         """Stop a task's whole process tree: SIGTERM, SIGKILL after the grace period; answers once
         all are gone, naming any `survivors`."""
         ended = await supervisor.end(task_id, grace_seconds)
-        return _answer(ended, _describe_end(ended))
+        return answer(ended, describe_end(ended))
 
     @app.background_tool(ToolAnnotations(title="Send input to a task", read_only_hint=False, destructive_hint=False))
     async def send_task_input(
@@ -563,13 +357,13 @@ def build_server(
         sent = await supervisor.send_input(task_id, text, newline=newline, close=close)
         note = "; its stdin is now closed" if sent.closed else ""
         reply = f"; its reply starts at cursor {sent.cursor}"
-        return _answer(sent, f"wrote {sent.bytes_written} bytes to task {sent.task_id}{note}{reply}")
+        return answer(sent, f"wrote {sent.bytes_written} bytes to task {sent.task_id}{note}{reply}")
 
     @app.background_tool(ToolAnnotations(title="Forget a finished task", read_only_hint=False, destructive_hint=True))
     async def remove_task(task_id: TaskId) -> Annotated[CallToolResult, RemovedTask]:
         """Forget a finished task and delete its log."""
         removed = supervisor.remove(task_id)
-        return _answer(removed, f"removed task {removed.task_id}; freed {removed.freed_bytes} bytes of log")
+        return answer(removed, f"removed task {removed.task_id}; freed {removed.freed_bytes} bytes of log")
 
     @app.background_tool(ToolAnnotations(title="List tasks", read_only_hint=True, idempotent_hint=True))
     async def list_tasks(
@@ -582,6 +376,6 @@ def build_server(
     ) -> Annotated[CallToolResult, TaskList]:
         """This server's tasks (all=true: every server's), newest first."""
         listing = supervisor.list_tasks(state, everyone=all, limit=limit)
-        return _answer(listing, _describe_list(listing))
+        return answer(listing, describe_list(listing))
 
     return app

@@ -1,0 +1,108 @@
+"""The text of each tool's answer, beside its structured content.
+
+MCP clients show a model either the text or the structured content of an answer, so the
+text carries the same facts: state first, then what to do next, then the output.
+"""
+
+from __future__ import annotations
+
+from mcp_types import CallToolResult, TextContent
+from pydantic import BaseModel
+
+from .models import EndedTask, TaskList, TaskState, TaskStatus, WaitResult, socket_address
+from .task import shortened
+
+LISTED_COMMAND_WIDTH = 80
+MAX_LISTED = 1000
+
+
+def answer(model: BaseModel, text: str) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)], structured_content=model.model_dump(mode="json")
+    )
+
+
+def describe_status(status: TaskStatus) -> str:
+    head = f"task {status.task_id} [{status.state}]"
+    if status.exit_code is not None:
+        head += f" exit_code={status.exit_code}"
+    if status.signal:
+        head += f" signal={status.signal}"
+    head += f" pid={status.pid} runtime={status.runtime_seconds}s containment={status.containment}: {status.command}"
+    lines = [head]
+    if status.end_reason and status.state is not TaskState.RUNNING:
+        lines.append(f"ended: {status.end_reason}")
+    if status.lingering_pids:
+        lines.append(
+            f"its main process has ended but these processes it started still run: {status.lingering_pids}; "
+            "end_background_task ends them"
+        )
+    if status.restarts or status.next_start_at:
+        due = f", next start at {status.next_start_at}" if status.next_start_at else ""
+        lines.append(f"restarts={status.restarts}{due}")
+    if status.process_count:
+        usage = f"{status.process_count} process(es), cpu {status.cpu_percent}%, rss {status.memory_rss_bytes} bytes"
+        lines.append(usage)
+    if status.listening:
+        lines.append("listening on " + ", ".join(socket_address(p.address, p.port) for p in status.listening))
+    dropped = f" dropped_bytes={status.dropped_bytes}" if status.dropped_bytes else ""
+    lines.append(f"cursor={status.cursor} output_bytes={status.output_bytes}{dropped}")
+    if status.grep_matches is not None:
+        lines.append(f"grep_matches={status.grep_matches}")
+    if status.truncation:
+        lines.append(f"truncated: {status.truncation}")
+    lines.append("--- output ---" if status.output else "--- no output in this range ---")
+    if status.output:
+        lines.append(status.output)
+    return "\n".join(lines)
+
+
+def describe_wait(result: WaitResult) -> str:
+    head = f"wait ended: {result.reason} after {result.waited_seconds}s"
+    if result.matched_line is not None:
+        head += f"; matched line (cursor {result.matched_cursor}): {result.matched_line[:500]}"
+    advice = f"\n{result.advice}" if result.advice else ""
+    return head + advice + "\n" + describe_status(result.status)
+
+
+def describe_end(ended: EndedTask) -> str:
+    text = f"task {ended.task_id} [{ended.state}]"
+    if ended.exit_code is not None:
+        text += f" exit_code={ended.exit_code}"
+    if ended.signal:
+        text += f" signal={ended.signal}"
+    text += f"; signalled {len(ended.signalled_pids)} process(es)"
+    if ended.escalated:
+        text += ", SIGKILL was needed"
+    text += f"; containment={ended.containment}"
+    if ended.survivors:
+        text += "; SURVIVORS: " + "; ".join(f"pid {s.pid} ({s.command}): {s.reason}" for s in ended.survivors)
+    else:
+        text += f"; {ended.verified}"
+    return text
+
+
+def describe_list(listing: TaskList) -> str:
+    if not listing.tasks:
+        return "no tasks"
+    more = listing.total - len(listing.tasks)
+    note = [f"... and {more} older not listed; raise limit (at most {MAX_LISTED}) or filter by state"] if more else []
+    rows = [
+        " ".join(
+            part
+            for part in (
+                t.task_id,
+                f"{t.state:<9}",
+                f"pid={t.pid}",
+                f"containment={t.containment}",
+                "" if t.exit_code is None else f"exit={t.exit_code}",
+                f"{t.runtime_seconds}s",
+                f"name={t.name}" if t.name else "",
+                f"listening={','.join(t.listening)}" if t.listening else "",
+                shortened(t.command, LISTED_COMMAND_WIDTH),
+            )
+            if part
+        )
+        for t in listing.tasks
+    ]
+    return "\n".join(rows + note)

@@ -1,0 +1,136 @@
+"""The MCPServer the tools are served by: it takes arguments as clients send them, refuses
+names a tool does not take, and answers every failure in one actionable line.
+
+Arguments are normalized against each tool's input schema (see ``arguments``) before the
+SDK validates them; a validation error becomes one line naming each field, its value as
+JSON and what was wrong. Lines on stdin that are not JSON-RPC get the error JSON-RPC
+prescribes (see ``wire``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import anyio
+from mcp.server import MCPServer
+from mcp.server.auth.provider import TokenVerifier
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.stdio import stdio_server
+from mcp.server.subscriptions import SubscriptionBus
+from mcp.shared.exceptions import MCPError
+from mcp.shared.message import SessionMessage
+from mcp_types import INVALID_PARAMS, CallToolResult, GetPromptResult, InputRequiredResult, ToolAnnotations
+from mcp_types import Resource as MCPResource
+from pydantic import ValidationError
+
+from . import __version__, wire
+from .arguments import hint, normalized, simple_schema
+from .errors import BackgroundrError, shown_value
+
+_UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|list|dict|[a-z-]+\[.*\])$")
+"""How pydantic names the member of a union in an error's location (``str``, ``list[str]``)."""
+
+
+def _one_line_validation_error(tool: str, error: ValidationError) -> str:
+    problems: dict[str, list[str]] = {}
+    for item in error.errors():
+        path = [str(part) for part in item["loc"] if not _UNION_MEMBER.match(str(part))]
+        value = "" if item["type"] == "missing" else "=" + shown_value(item.get("input"), 60)
+        messages = problems.setdefault(f"{'.'.join(path) or 'arguments'}{value}", [])
+        messages.append(item["msg"] if not messages else item["msg"].removeprefix("Input should be "))
+    joined = [f"{where}: {' or '.join(messages)}" for where, messages in problems.items()]
+    return f"{tool}: invalid arguments: " + "; ".join(joined) + "; fix them and call again"
+
+
+CONTEXT_PARAMETER = "ctx"
+_ToolFunction = TypeVar("_ToolFunction", bound=Callable[..., Any])
+
+
+class BackgroundrMCPServer(MCPServer[Any]):
+    """MCPServer whose tool errors are always one actionable line, and which refuses
+    arguments a tool does not take instead of silently ignoring them."""
+
+    def __init__(
+        self,
+        instructions: str,
+        bus: SubscriptionBus,
+        auth: AuthSettings | None = None,
+        token_verifier: TokenVerifier | None = None,
+    ) -> None:
+        super().__init__(
+            "mcp-backgroundr",
+            version=__version__,
+            instructions=instructions,
+            log_level="WARNING",
+            subscriptions=bus,
+            auth=auth,
+            token_verifier=token_verifier,
+        )
+        self._parameters: dict[str, frozenset[str]] = {}
+        self._schemas: dict[str, dict[str, Any]] = {}
+        self.dynamic_resources: Callable[[], list[MCPResource]] = list
+        """Concrete resources listed besides the registered ones (each task's log)."""
+
+    async def list_resources(self) -> list[MCPResource]:
+        return [*await super().list_resources(), *self.dynamic_resources()]
+
+    def background_tool(self, annotations: ToolAnnotations) -> Callable[[_ToolFunction], _ToolFunction]:
+        """Register a tool; its docstring, dedented, is its description."""
+
+        def register(function: _ToolFunction) -> _ToolFunction:
+            self.add_tool(function, description=inspect.getdoc(function), annotations=annotations)
+            tool = self._tool_manager.get_tool(function.__name__)
+            assert tool is not None
+            tool.parameters = self._schemas[function.__name__] = simple_schema(tool.parameters)
+            parameters = inspect.signature(function).parameters
+            self._parameters[function.__name__] = frozenset(name for name in parameters if name != CONTEXT_PARAMETER)
+            return function
+
+        return register
+
+    def _check_argument_names(self, name: str, given: dict[str, Any]) -> None:
+        known = self._parameters.get(name)
+        unknown = sorted(set(given) - known) if known is not None else []
+        if not unknown or known is None:
+            return
+        hints = [f"{u} -> {meant}" for u in unknown if (meant := hint(u, known))]
+        advice = f" (did you mean {', '.join(hints)}?)" if hints else ""
+        raise ToolError(f"{name}: unknown argument {', '.join(unknown)}{advice}; it takes {', '.join(sorted(known))}")
+
+    async def run_stdio_async(self) -> None:
+        """Serve on stdio like the SDK, but answer lines that are not JSON-RPC (see ``wire``)."""
+        async with stdio_server() as (read_stream, write_stream):
+            checked_send, checked_receive = anyio.create_memory_object_stream[SessionMessage | Exception]()
+            async with anyio.create_task_group() as group:
+                group.start_soon(wire.answer_bad_lines, read_stream, checked_send, write_stream)
+                server = self._lowlevel_server
+                await server.run(checked_receive, write_stream, server.create_initialization_options())
+                group.cancel_scope.cancel()
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, Any] | None = None, context: Context[Any, Any] | None = None
+    ) -> GetPromptResult | InputRequiredResult:
+        """An unknown prompt is the client's mistake (invalid params), not an internal error."""
+        if name not in {prompt.name for prompt in await self.list_prompts()}:
+            raise MCPError(code=INVALID_PARAMS, message=f"Unknown prompt: {name}; prompts/list shows the prompts")
+        return await super().get_prompt(name, arguments, context)
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        self._check_argument_names(name, arguments)
+        schema = self._schemas.get(name)
+        try:
+            return await super().call_tool(name, normalized(schema, arguments) if schema else arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError):
+                raise ToolError(_one_line_validation_error(name, cause)) from exc
+            if isinstance(cause, BackgroundrError):
+                raise ToolError(str(cause)) from exc
+            raise
