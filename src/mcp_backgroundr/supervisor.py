@@ -701,11 +701,16 @@ class Supervisor:
         return InputSent(task_id=task_id, bytes_written=written, closed=close, cursor=cursor)
 
     def remove(self, task_id: str) -> RemovedTask:
-        """Forget a finished task and delete its log, whichever server started it."""
+        """Forget a finished task and delete its log: one of ours, or one whose server is gone."""
         task = self._any(task_id)
         if task.running or task.lingering():
             raise BackgroundrError(
                 f"task {task_id} is still running; end it with end_background_task first, then remove it"
+            )
+        if task_id not in self._tasks and not orphans.owner_is_gone(task.record.owner):
+            raise BackgroundrError(
+                f"task {task_id} belongs to a server that still runs ({task.record.owner}), which shows it; "
+                "remove it there, or once that server has exited"
             )
         self.registry.delete(task_id)
         freed = retention.delete_task_files(task.record)

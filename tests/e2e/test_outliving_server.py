@@ -38,13 +38,18 @@ async def test_any_server_removes_a_finished_task_of_a_server_that_is_gone(serve
     assert listing["tasks"] == []
 
 
-async def test_a_running_task_of_another_server_is_refused_and_left_alone(server_command: str) -> None:
+async def test_a_task_of_another_server_that_still_runs_is_refused_and_left_alone(server_command: str) -> None:
     async with connect(server_command) as owner, connect(server_command) as other:
         task = await call(owner, "run_background_task", command="sleep 300")
         refused = await call_error(other, "remove_task", task_id=task["task_id"])
         status = await call(owner, "get_task_status", task_id=task["task_id"])
+        done = await call(owner, "run_background_task", command="echo done", wait_for_pattern="never")
+        shown = await call_error(other, "remove_task", task_id=done["task_id"])
+        removed = await call(owner, "remove_task", task_id=done["task_id"])
     assert "running" in refused and "end_background_task" in refused
     assert status["state"] == "running"
+    assert "still runs" in shown and "remove it there" in shown
+    assert removed["freed_bytes"] == len("done\n")
 
 
 async def test_a_keep_running_task_with_stdin_takes_input_from_the_next_server_and_the_cli(
