@@ -277,3 +277,23 @@ async def test_a_user_server_in_a_delegated_cgroup_contains_its_tasks_in_cgroups
                     assert not (directory / f"task-{started['task_id']}").exists()
         finally:
             end_escapes(tmp_path)
+
+
+async def test_a_cgroup_the_task_made_inside_its_own_is_still_the_task(server_command: str, tmp_path: Path) -> None:
+    root = cgroups.v2_root()
+    assert root is not None
+    inner = f"{root}$(sed -n 's/^0:://p' /proc/self/cgroup)/inner"
+    python = shlex.quote(sys.executable)
+    command = (
+        f"d={inner}; mkdir $d; sh -c \"echo \\$\\$ > $d/cgroup.procs; exec {python} -c '{SLEEP}' "
+        f'{shlex.quote(str(tmp_path / "env-i"))}" & wait'
+    )
+    async with served(server_command, "cgroup") as client:
+        started = await call(client, "run_background_task", command=command)
+        await until(lambda: anyio.to_thread.run_sync(lambda: "env-i" in escaped(tmp_path)))
+        status = await call(client, "get_task_status", task_id=started["task_id"])
+        assert status["process_count"] == 2  # the shell, and the process in the inner cgroup
+        ended = await call(client, "end_background_task", task_id=started["task_id"], grace_seconds=0.2)
+        assert ended["survivors"] == []
+        assert ended["verified"] == "the task's cgroup is empty"
+        assert escaped(tmp_path) == {}

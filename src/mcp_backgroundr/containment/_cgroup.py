@@ -88,9 +88,17 @@ def flat_keys(path: Path) -> dict[str, int]:
     return values
 
 
+def _subtree(directory: Path) -> list[Path]:
+    """A cgroup and the cgroups a task (as root) may have made inside it, deepest last."""
+    found = []
+    for parent, _, _ in os.walk(directory):
+        found.append(Path(parent))
+    return found or [directory]
+
+
 def members(directory: Path) -> list[int]:
-    """Process ids in a cgroup (empty once it is removed)."""
-    return [int(pid) for pid in read_text(directory / "cgroup.procs").split()]
+    """Process ids in a cgroup and the cgroups below it (empty once it is removed)."""
+    return [int(pid) for group in _subtree(directory) for pid in read_text(group / "cgroup.procs").split()]
 
 
 def enabled_controllers(parent: Path) -> set[str]:
@@ -236,11 +244,12 @@ class TaskCgroup:
     def remove(self) -> bool:
         """Remove the (empty) directories; True when none is left."""
         for directory in reversed(self.directories):
-            with contextlib.suppress(FileNotFoundError):
-                try:
-                    directory.rmdir()
-                except OSError:
-                    return False
+            for group in reversed(_subtree(directory)):
+                with contextlib.suppress(FileNotFoundError):
+                    try:
+                        group.rmdir()
+                    except OSError:
+                        return False
         return True
 
     def encode(self) -> str:
