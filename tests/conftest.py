@@ -26,8 +26,11 @@ def _tasks_of(home: Path) -> tuple[set[str], list[Path]]:
     registry_path = home / "registry.sqlite3"
     if not registry_path.exists():
         return set(), []
-    with contextlib.closing(sqlite3.connect(f"file:{registry_path}?mode=ro", uri=True)) as db:
-        rows = db.execute("SELECT task_id, cgroup FROM tasks").fetchall()
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{registry_path}?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT task_id, cgroup FROM tasks").fetchall()
+    except sqlite3.OperationalError:  # a server killed before it made its table: no task recorded
+        return set(), []
     directories = [Path(path) for _, cgroup in rows if cgroup for path in cgroup.split("\n")]
     return {task_id for task_id, _ in rows}, directories
 
