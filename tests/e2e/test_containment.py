@@ -297,3 +297,23 @@ async def test_a_cgroup_the_task_made_inside_its_own_is_still_the_task(server_co
         assert ended["survivors"] == []
         assert ended["verified"] == "the task's cgroup is empty"
         assert escaped(tmp_path) == {}
+
+
+def zombie_children(server: psutil.Process) -> list[int]:
+    found = []
+    for child in server.children():
+        with contextlib.suppress(psutil.Error):
+            if child.status() == psutil.STATUS_ZOMBIE:
+                found.append(child.pid)
+    return found
+
+
+@pytest.mark.parametrize("level", ["cgroup", "subreaper"])
+async def test_orphans_that_come_back_to_the_server_are_reaped(server_command: str, level: str) -> None:
+    async with served(server_command, level) as client:
+        started = await call(client, "run_background_task", command="for i in $(seq 20); do (sleep 0.2 &); done")
+        await finished(client, started["task_id"])
+        server = server_of((await call(client, "list_tasks"))["tasks"][0]["owner"])
+        # The 20 sleeps were orphaned to the server (a subreaper); once they exit, none stays a zombie.
+        await until(lambda: anyio.to_thread.run_sync(lambda: not any(server.children())))
+        assert zombie_children(server) == []
