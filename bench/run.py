@@ -36,6 +36,9 @@ MODULES = (
     "wait_latency",
     "log_cap",
     "containment",
+    "list_latency",
+    "http_latency",
+    "stall",
 )
 BENCHMARK_TIMEOUT = 900.0
 

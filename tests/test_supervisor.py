@@ -51,10 +51,10 @@ async def test_bad_requests_raise_errors_that_name_the_field(settings: Settings,
         with pytest.raises(InvalidArgumentError, match=r"^cwd="):
             supervisor.start("true", cwd=str(tmp_path / "nope"))
         with pytest.raises(TaskNotFoundError, match="list_tasks"):
-            supervisor.status("nope")
+            await supervisor.status("nope")
         started = supervisor.start("true")
         with pytest.raises(InvalidArgumentError, match=r"^lines="):
-            supervisor.status(started.task_id, lines=-1)
+            await supervisor.status(started.task_id, lines=-1)
         with pytest.raises(InvalidArgumentError, match=r"^grace_seconds="):
             await supervisor.end(started.task_id, grace_seconds=-1)
     registry.close()
@@ -78,9 +78,9 @@ async def test_status_that_reaps_a_fast_exit_before_the_watcher_runs_breaks_noth
         started = supervisor.start("exit 9")
         # Before any await, the watcher has not run; the exit is seen by status itself.
         with anyio.fail_after(10):
-            while supervisor.status(started.task_id).state is TaskState.RUNNING:
+            while (await supervisor.status(started.task_id)).state is TaskState.RUNNING:
                 await anyio.sleep(0.01)
-        assert supervisor.status(started.task_id).exit_code == 9
+        assert (await supervisor.status(started.task_id)).exit_code == 9
     record = registry.get(started.task_id)
     assert record is not None
     assert record.exit_code == 9

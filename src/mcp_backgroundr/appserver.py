@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from . import __version__, wire
 from .arguments import hint, normalized, simple_schema
 from .errors import BackgroundrError, shown_value
+from .schemas import cheap_to_validate
 
 _UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|list|dict|[a-z-]+\[.*\])$")
 """How pydantic names the member of a union in an error's location (``str``, ``list[str]``)."""
@@ -87,6 +88,8 @@ class BackgroundrMCPServer(MCPServer[Any]):
             tool = self._tool_manager.get_tool(function.__name__)
             assert tool is not None
             tool.parameters = self._schemas[function.__name__] = simple_schema(tool.parameters)
+            if tool.fn_metadata.output_schema is not None:
+                tool.fn_metadata.output_schema = cheap_to_validate(tool.fn_metadata.output_schema)
             parameters = inspect.signature(function).parameters
             self._parameters[function.__name__] = frozenset(name for name in parameters if name != CONTEXT_PARAMETER)
             return function

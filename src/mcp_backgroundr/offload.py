@@ -9,6 +9,7 @@ cannot take the threads every other call needs.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import TypeVar, TypeVarTuple
 
@@ -39,8 +40,9 @@ class Lane:
 
 LOGS = Lane("logs", 4)
 """Reading and matching logs (grep, pattern waits from a cursor): bounded steps each."""
-CAPS = Lane("caps", 4)
-"""Dropping old output of logs over their cap (a hole punch may wait on the device)."""
+PACING = Lane("pacing", 1000)
+"""Keeping logs being written under their caps: one thread per log while it is written (a hole
+punch may wait on the device); the bound is far above the tasks a server runs at once."""
 SCANS = Lane("scans", 4)
 """Process and socket tables of the machine."""
 REGISTRY = Lane("registry", 2)
@@ -50,3 +52,19 @@ REGISTRY = Lane("registry", 2)
 async def run(lane: Lane, function: Callable[[*_Args], _T], *args: *_Args) -> _T:
     """``function(*args)`` in a worker thread of ``lane``; the caller waits, the event loop does not."""
     return await anyio.to_thread.run_sync(function, *args, limiter=lane.limiter())
+
+
+SWITCH_INTERVAL_SECONDS = 0.0005
+"""How long a thread running Python code may keep the interpreter lock once another asks for it."""
+
+
+def favour_the_event_loop() -> None:
+    """Hand the interpreter lock back to the event loop sooner.
+
+    A worker thread running Python code (matching log lines) keeps the lock for up to the
+    switch interval, 5 ms by default, each time the event loop asks for it back, and the loop
+    asks for it at every system call of an answer: dozens of times, so a busy worker turned a
+    2 ms answer into hundreds of ms. At 0.5 ms the worker loses a little throughput, the loop
+    none.
+    """
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)

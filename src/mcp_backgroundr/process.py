@@ -165,40 +165,57 @@ class TreeUsage:
     """(address, port, pid) of each listening TCP socket."""
 
 
-def tree_usage(processes: Sequence[psutil.Process]) -> TreeUsage:
-    rss, cpu, listening = 0, 0.0, set()
-    count = 0
+Socket = tuple[str, int, int]
+"""A listening TCP socket: (address, port, pid)."""
+
+
+def tree_usage(processes: Sequence[psutil.Process], sockets: Sequence[Socket]) -> TreeUsage:
+    """What ``processes`` use; their listening sockets are picked from ``sockets`` (one read of
+    the socket table for the whole machine, see :func:`listening_sockets`). Blocking: it reads
+    a few /proc files per process."""
+    rss, cpu = 0, 0.0
+    members = set()
     for member in processes:
         try:
             with member.oneshot():
                 rss += member.memory_info().rss
                 times = member.cpu_times()
                 cpu += times.user + times.system
-                for conn in member.net_connections(kind="tcp"):
-                    if conn.status == psutil.CONN_LISTEN and conn.laddr:
-                        listening.add((conn.laddr.ip, conn.laddr.port, member.pid))
-            count += 1
+            members.add(member.pid)
         except psutil.Error:
             continue
-    return TreeUsage(count, rss, cpu, sorted(listening, key=lambda item: (item[1], item[0])))
+    listening = {socket for socket in sockets if socket[2] in members}
+    return TreeUsage(len(members), rss, cpu, sorted(listening, key=lambda item: (item[1], item[0])))
 
 
-def listening_by_task(task_ids: Collection[str]) -> dict[str, list[tuple[str, int, int]]]:
-    """Listening TCP sockets of the given tasks, found from the system's socket table (one read)."""
-    found: dict[str, list[tuple[str, int, int]]] = {}
-    if not task_ids:
-        return found
+def listening_sockets() -> list[Socket]:
+    """Every listening TCP socket of the machine with its process (one read of the socket table,
+    which costs what the machine holds: run it in a worker thread)."""
     try:
         connections = psutil.net_connections(kind="tcp")
     except psutil.Error:
-        return found
-    for conn in connections:
-        if conn.status != psutil.CONN_LISTEN or not conn.pid or not conn.laddr:
-            continue
+        return []
+    return [
+        (conn.laddr.ip, conn.laddr.port, conn.pid)
+        for conn in connections
+        if conn.status == psutil.CONN_LISTEN and conn.pid and conn.laddr
+    ]
+
+
+def sockets_by_task(sockets: Sequence[Socket], task_ids: Collection[str] | None = None) -> dict[str, list[Socket]]:
+    """``sockets`` of the given tasks (``None``: of every task), found by the marker in the
+    environment of each listening process."""
+    found: dict[str, list[Socket]] = {}
+    for socket in sockets:
         try:
-            task_id = psutil.Process(conn.pid).environ().get(TASK_ID_ENV)
+            task_id = psutil.Process(socket[2]).environ().get(TASK_ID_ENV)
         except psutil.Error:
             continue
-        if task_id is not None and task_id in task_ids:
-            found.setdefault(task_id, []).append((conn.laddr.ip, conn.laddr.port, conn.pid))
+        if task_id is not None and (task_ids is None or task_id in task_ids):
+            found.setdefault(task_id, []).append(socket)
     return found
+
+
+def listening_by_task(task_ids: Collection[str]) -> dict[str, list[Socket]]:
+    """Listening TCP sockets of the given tasks, found from the system's socket table (one read)."""
+    return sockets_by_task(listening_sockets(), task_ids) if task_ids else {}

@@ -141,7 +141,7 @@ def build_server(
     )
     async def task_log(task_id: str) -> str:
         try:
-            status = supervisor.status(task_id)
+            status = await supervisor.status(task_id)
         except BackgroundrError as exc:
             raise ResourceNotFoundError(str(exc)) from exc
         note = f"\n[{status.truncation}]" if status.truncation else ""
@@ -291,7 +291,7 @@ def build_server(
         if grep is not None:
             status = await supervisor.grep(task_id, grep, since)
         else:
-            status = supervisor.status(task_id, lines=lines, since=since, raw=raw)
+            status = await supervisor.status(task_id, lines=lines, since=since, raw=raw)
         return answer(status, describe_status(status))
 
     @app.background_tool(
@@ -362,7 +362,7 @@ def build_server(
     @app.background_tool(ToolAnnotations(title="Forget a finished task", read_only_hint=False, destructive_hint=True))
     async def remove_task(task_id: TaskId) -> Annotated[CallToolResult, RemovedTask]:
         """Forget a finished task and delete its log."""
-        removed = supervisor.remove(task_id)
+        removed = await supervisor.remove(task_id)
         return answer(removed, f"removed task {removed.task_id}; freed {removed.freed_bytes} bytes of log")
 
     @app.background_tool(ToolAnnotations(title="List tasks", read_only_hint=True, idempotent_hint=True))
@@ -375,7 +375,7 @@ def build_server(
         limit: Annotated[int, Field(ge=1, le=MAX_LISTED, description="Most tasks listed.")] = DEFAULT_LISTED,
     ) -> Annotated[CallToolResult, TaskList]:
         """This server's tasks (all=true: every server's), newest first."""
-        listing = supervisor.list_tasks(state, everyone=all, limit=limit)
+        listing = await supervisor.list_tasks(state, everyone=all, limit=limit)
         return answer(listing, describe_list(listing))
 
     return app

@@ -26,7 +26,7 @@ from pydantic import AnyHttpUrl
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import access, exits
+from . import access, connections, exits
 from .config import HOME_ENV, TOKEN_ENV, Settings
 from .errors import BackgroundrError
 from .policy import Policy
@@ -210,10 +210,12 @@ async def serve_http(settings: Settings, policy: Policy, options: HttpOptions) -
                 app = build_server(supervisor, auth, access.StaticTokenVerifier(token))
             config = uvicorn.Config(
                 http_app(app, options),
+                http=connections.BoundedH11Protocol,
                 log_level="warning",
                 access_log=False,
                 lifespan="on",
                 timeout_graceful_shutdown=GRACEFUL_HTTP_SECONDS,
+                timeout_keep_alive=int(connections.IDLE_SECONDS),
             )
             for warning in warnings:
                 print(f"mcp-backgroundr: warning: {warning}", file=sys.stderr)

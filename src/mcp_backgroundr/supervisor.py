@@ -22,17 +22,20 @@ from types import TracebackType
 from typing import Any
 
 import anyio
+import psutil
 from anyio.abc import TaskGroup
 
 from . import (
     exits,
     logcap,
     logs,
+    offload,
     orphans,
     patterns,
     process,
     retention,
     runner,
+    scans,
     taskinput,
     terminal,
     validation,
@@ -59,7 +62,7 @@ from .models import (
 )
 from .policy import Policy
 from .registry import Registry
-from .task import USAGE_REFRESH_SECONDS, Task, summary_of
+from .task import Task, summary_of
 
 MAX_NAME_LENGTH = 200
 TERMINAL_TYPE = "xterm-256color"
@@ -109,7 +112,7 @@ class Supervisor:
         self._tasks: dict[str, Task] = {}
         self._foreign: dict[str, Task] = {}
         """Views of other servers' tasks that a caller asked about."""
-        self._ports_seen: tuple[float, frozenset[str], dict[str, list[tuple[str, int, int]]]] | None = None
+        self._sockets = scans.Sockets()
         self._pruned_at = 0.0
         self._task_group: TaskGroup | None = None
         self._capper: logcap.LogCapper | None = None
@@ -122,6 +125,7 @@ class Supervisor:
     async def __aenter__(self) -> Supervisor:
         process.raise_open_file_limit()
         self.containment = Containment.choose(self.settings.containment, self.settings.cgroup_dir)
+        offload.favour_the_event_loop()
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._capper = logcap.LogCapper()
@@ -438,7 +442,7 @@ class Supervisor:
             return
         if task.running:
             await self.end(task.record.task_id, reason=runtime_reason(limit))
-        elif task.lingering():
+        elif await task.lingering():
             await self.end(task.record.task_id)
             task.record.end_reason = f"{runtime_reason(limit)}: ended the processes it left behind"
             self._save([task.record])
@@ -548,7 +552,7 @@ class Supervisor:
         finally:
             view.exited.set()  # it ended: a waiter learns so even if its record cannot be read
 
-    def status(
+    async def status(
         self, task_id: str, lines: int | None = None, since: int | None = None, *, raw: bool = False
     ) -> TaskStatus:
         """Lifecycle and a bounded slice of output of one task."""
@@ -560,7 +564,7 @@ class Supervisor:
             raise InvalidArgumentError(
                 "lines", lines, f"ask for 0 to {self.settings.max_lines} lines, or read forward with since"
             )
-        processes = task.live_processes()
+        processes = await task.live_processes()
         writer_alive = task.running or bool(processes)
         path = Path(record.log_path)
         budget = self.settings.output_budget
@@ -570,7 +574,14 @@ class Supervisor:
             if since < 0:
                 raise InvalidArgumentError("since", since, "pass a cursor (a byte offset >= 0) from an earlier answer")
             piece = logs.read_forward(path, since, budget, writer_alive=writer_alive, raw=raw)
-        return task.status(piece, processes)
+        return await self._status_of(task, piece, processes)
+
+    async def _status_of(self, task: Task, piece: logs.OutputSlice, processes: list[psutil.Process]) -> TaskStatus:
+        """A task's status with ``piece`` of its output; what its processes use is read in a worker
+        thread, their listening sockets picked from the shared socket table."""
+        sockets = (await self._sockets.table()).sockets if processes else []
+        usage = await offload.run(offload.SCANS, process.tree_usage, processes, sockets)
+        return task.status(piece, processes, usage)
 
     async def grep(self, task_id: str, pattern_text: str, since: int | None = None) -> TaskStatus:
         """Status whose output is the log lines (from ``since``) matching ``pattern_text``."""
@@ -590,7 +601,7 @@ class Supervisor:
             notes.append(f"the first {found.dropped} bytes were dropped (size cap): line numbers count from there")
         note = "; ".join(notes) or None
         piece = logs.OutputSlice(found.text, found.cursor, found.size, found.resume_at is not None, note, found.dropped)
-        status = task.status(piece, task.live_processes())
+        status = await self._status_of(task, piece, await task.live_processes())
         status.grep_matches = found.matches
         return status
 
@@ -620,13 +631,15 @@ class Supervisor:
         start = _checked_since(path, since, default=logs.log_size(path))
         began = time.monotonic()
         assert self._writes is not None
-        outcome = await watch.first_event(self._writes, task.exited, path, start, conditions, task.listens_on, progress)
-        status = task.status(
-            logs.read_tail(
-                path, self.settings.max_lines, self.settings.output_budget, writer_alive=task.running, floor=start
-            ),
-            task.live_processes(),
+
+        async def owns_port(port: int, seen_at: float) -> bool:
+            return await self._sockets.task_listens_on(task.record.task_id, port, seen_at)
+
+        outcome = await watch.first_event(self._writes, task.exited, path, start, conditions, owns_port, progress)
+        piece = logs.read_tail(
+            path, self.settings.max_lines, self.settings.output_budget, writer_alive=task.running, floor=start
         )
+        status = await self._status_of(task, piece, await task.live_processes())
         return WaitResult(
             reason=outcome.reason,
             waited_seconds=round(time.monotonic() - began, 3),
@@ -639,7 +652,9 @@ class Supervisor:
         """The records of this server's tasks, oldest first (cheap: nothing is read)."""
         return [task.record for task in self._tasks.values()]
 
-    def list_tasks(self, state: TaskState | None = None, everyone: bool = False, limit: int | None = None) -> TaskList:
+    async def list_tasks(
+        self, state: TaskState | None = None, everyone: bool = False, limit: int | None = None
+    ) -> TaskList:
         """This server's tasks (or, with ``everyone``, every task in the registry), newest first,
         at most ``limit`` of them."""
         for task in self._tasks.values():
@@ -652,20 +667,11 @@ class Supervisor:
             (r for r in records if state is None or r.state is state), key=lambda r: r.started_at, reverse=True
         )
         shown = matching[:limit]
-        ports = self._listening_ports({r.task_id for r in shown if r.running})
+        ports = await self._sockets.of_tasks({r.task_id for r in shown if r.running})
         return TaskList(
             tasks=[summary_of(r, now, ports.get(r.task_id, [])) for r in shown],
             total=len(matching),
         )
-
-    def _listening_ports(self, task_ids: set[str]) -> dict[str, list[tuple[str, int, int]]]:
-        """Listening sockets of these tasks; one read of the socket table serves for
-        USAGE_REFRESH_SECONDS, so repeated listings stay cheap."""
-        now = time.monotonic()
-        seen = self._ports_seen
-        if seen is None or now - seen[0] > USAGE_REFRESH_SECONDS or not task_ids <= seen[1]:
-            seen = self._ports_seen = (now, frozenset(task_ids), process.listening_by_task(task_ids))
-        return seen[2]
 
     async def send_input(self, task_id: str, text: str, newline: bool = True, close: bool = False) -> InputSent:
         """Write text to a task's stdin (or terminal); optionally close it afterwards."""
@@ -700,10 +706,10 @@ class Supervisor:
             task.close_input_pipe()
         return InputSent(task_id=task_id, bytes_written=written, closed=close, cursor=cursor)
 
-    def remove(self, task_id: str) -> RemovedTask:
+    async def remove(self, task_id: str) -> RemovedTask:
         """Forget a finished task and delete its log: one of ours, or one whose server is gone."""
         task = self._any(task_id)
-        if task.running or task.lingering():
+        if task.running or await task.lingering():
             raise BackgroundrError(
                 f"task {task_id} is still running; end it with end_background_task first, then remove it"
             )

@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 import anyio
 import psutil
 
-from . import logs, process, runner
-from .containment import Leader, TaskCgroup, find_task_processes
+from . import logs, process, runner, scans
+from .containment import Leader, TaskCgroup
 from .models import ListeningPort, TaskRecord, TaskState, TaskStatus, TaskSummary, socket_address
 
 USAGE_REFRESH_SECONDS = 1.0
@@ -52,6 +52,7 @@ class Task:
     terminal: bool = False
     output_done: anyio.Event | None = None
     """Set once a terminal task's output has all been copied to its log."""
+    _scan_lock: anyio.Lock = field(default_factory=anyio.Lock)
 
     def close_input_pipe(self) -> None:
         if self.popen is not None and self.popen.stdin is not None:
@@ -75,17 +76,18 @@ class Task:
         reaped_at = self.record.ended_at if self.exited.is_set() else None
         return Leader(self.record.task_id, reaped_at, self.cgroup)
 
-    def processes(self) -> list[psutil.Process]:
-        """Every live process of the task (its cgroup's members, else a scan of the machine's processes)."""
+    async def find_processes(self) -> list[psutil.Process]:
+        """Every live process of the task, from a scan of the machine's processes in a worker
+        thread, shared with the other calls that look at the same moment."""
         if self.record.pid is None or self.lingering_known_empty:
             return []
-        return find_task_processes({self.record.pid: self.leader()})[self.record.task_id]
+        return (await scans.task_processes({self.record.pid: self.leader()}))[self.record.task_id]
 
-    def lingering(self) -> list[psutil.Process]:
-        """Processes of a finished task that are still alive."""
+    async def lingering(self) -> list[psutil.Process]:
+        """Processes of a finished task that are still alive (found in a worker thread)."""
         if self.running or self.lingering_known_empty or self.record.pid is None:
             return []
-        found = self.processes()
+        found = await self.find_processes()
         if not found:
             self.settle()
         return found
@@ -97,23 +99,21 @@ class Task:
         if cgroup is not None:
             cgroup.remove()
 
-    def live_processes(self) -> list[psutil.Process]:
+    async def live_processes(self) -> list[psutil.Process]:
         """The processes of a running task, or the lingering ones of a finished task.
 
-        Finding them scans every process of the machine, so for a running task the answer is
-        reused for USAGE_REFRESH_SECONDS: a client polling status stays cheap.
+        Finding them scans every process of the machine, in a worker thread; for a running
+        task the answer is reused for USAGE_REFRESH_SECONDS, and concurrent calls share one
+        scan, so a client polling status stays cheap.
         """
         if not self.running:
-            return self.lingering()
-        now = time.monotonic()
-        if self.processes_seen is None or now - self.processes_seen[0] > USAGE_REFRESH_SECONDS:
-            self.processes_seen = (now, self.processes())
-        return self.processes_seen[1]
-
-    def listens_on(self, port: int) -> bool:
-        """Whether one of the task's own processes listens on ``port`` (not some other program)."""
-        sockets = process.listening_by_task({self.record.task_id}).get(self.record.task_id, [])
-        return any(listening_port == port for _, listening_port, _ in sockets)
+            return await self.lingering()
+        async with self._scan_lock:
+            now = time.monotonic()
+            if self.processes_seen is None or now - self.processes_seen[0] > USAGE_REFRESH_SECONDS:
+                found = await self.find_processes()
+                self.processes_seen = (time.monotonic(), found)
+            return self.processes_seen[1]
 
     def _cpu_percent(self, cpu_seconds: float) -> float:
         now = time.monotonic()
@@ -124,10 +124,9 @@ class Task:
         self.cpu_sample = (now, cpu_seconds)
         return round(max(0.0, used) / max(now - since, 0.001) * 100, 1)
 
-    def status(self, piece: logs.OutputSlice, processes: list[psutil.Process]) -> TaskStatus:
-        """The answer of get_task_status: the record, ``piece`` of output, and the usage of ``processes``."""
+    def status(self, piece: logs.OutputSlice, processes: list[psutil.Process], usage: process.TreeUsage) -> TaskStatus:
+        """The answer of get_task_status: the record, ``piece`` of output, and what ``processes`` use."""
         record = self.record
-        usage = process.tree_usage(processes)
         cgroup = self.cgroup if processes else None
         memory, cpu = cgroup.usage() if cgroup is not None else (None, None)
         run = runner.read_status(record.status_path) if record.supervised else None

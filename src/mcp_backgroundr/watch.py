@@ -27,6 +27,7 @@ SCAN_STEP_BYTES = 8 * SCAN_CHUNK
 """How much of a log one worker-thread step of a pattern wait reads."""
 PORT_PROBE_INTERVAL = 0.05
 PORT_CONNECT_TIMEOUT = 0.5
+PORT_BUSY_MAX_INTERVAL = 1.0
 PROGRESS_INTERVAL_SECONDS = 1.0
 PARTIAL_LINE_QUIET_SECONDS = 0.5
 """An unterminated line that matches counts once nothing more was written for this long."""
@@ -117,11 +118,23 @@ async def port_accepts(port: int) -> bool:
     return False
 
 
-async def until_port_accepts(port: int, owned: Callable[[int], bool]) -> None:
+PortOwner = Callable[[int, float], Awaitable[bool]]
+"""Whether the task listens on a port, by a look taken after a given monotonic time."""
+
+
+async def until_port_accepts(port: int, owned: PortOwner) -> None:
     """Return once the port accepts connections and ``owned`` says the task is who listens.
-    A port offers no wake-up, so it is probed, and only while somebody waits for it."""
-    while not (await port_accepts(port) and owned(port)):  # noqa: ASYNC110
-        await anyio.sleep(PORT_PROBE_INTERVAL)
+    A port offers no wake-up, so it is probed, and only while somebody waits for it; while
+    another program holds the port, the probes (and the socket-table reads that tell whose
+    it is) slow down to one per PORT_BUSY_MAX_INTERVAL."""
+    interval = PORT_PROBE_INTERVAL
+    while True:
+        probed_at = time.monotonic()
+        if await port_accepts(port):
+            if await owned(port, probed_at):
+                return
+            interval = min(interval * 2, PORT_BUSY_MAX_INTERVAL)
+        await anyio.sleep(interval)
 
 
 ProgressReporter = Callable[[float, float], Awaitable[None]]
@@ -140,7 +153,7 @@ async def first_event(
     path: Path,
     start: int,
     conditions: WaitConditions,
-    owns_port: Callable[[int], bool],
+    owns_port: PortOwner,
     progress: ProgressReporter | None,
 ) -> WaitOutcome:
     """Wait for the first of: the exit, a matching line, the port accepting, the time limit."""

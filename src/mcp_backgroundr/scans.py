@@ -1,0 +1,139 @@
+"""Shared reads of the machine's socket and process tables, in worker threads.
+
+Reading the socket table costs what the machine holds (psutil maps every socket to its
+process through every descriptor of every process), not what a call asks for. So it runs
+in a worker thread, one read serves every call for SOCKET_TABLE_SECONDS, and calls that
+arrive while a read is under way wait for that read instead of starting their own. Finding
+tasks' processes (every process's environment) is likewise one scan for all the callers
+that arrive while the previous one runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+
+import anyio
+import psutil
+from anyio.lowlevel import RunVar
+
+from . import offload, process
+from .containment import Leader, find_task_processes
+
+SOCKET_TABLE_SECONDS = 0.5
+"""How long one read of the socket table answers for (listening ports in status and lists,
+and whether a waited-for port is the task's own)."""
+
+
+@dataclass(frozen=True)
+class SocketTable:
+    taken_at: float
+    sockets: list[process.Socket]
+    by_task: dict[str, list[process.Socket]] = field(default_factory=dict)
+    """The sockets of every task, found by the marker in their processes' environments."""
+
+
+def _read() -> SocketTable:
+    sockets = process.listening_sockets()
+    return SocketTable(time.monotonic(), sockets, process.sockets_by_task(sockets))
+
+
+class Sockets:
+    """The machine's listening TCP sockets, read at most once per SOCKET_TABLE_SECONDS."""
+
+    def __init__(self) -> None:
+        self._table: SocketTable | None = None
+        self._lock: anyio.Lock | None = None
+
+    def _fresh(self, newer_than: float) -> SocketTable | None:
+        table = self._table
+        if table is None or table.taken_at < newer_than or time.monotonic() - table.taken_at >= SOCKET_TABLE_SECONDS:
+            return None
+        return table
+
+    async def table(self, newer_than: float = 0.0) -> SocketTable:
+        """The socket table, read within SOCKET_TABLE_SECONDS and not before ``newer_than``
+        (a monotonic time)."""
+        if (table := self._fresh(newer_than)) is not None:
+            return table
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        async with self._lock:
+            if (table := self._fresh(newer_than)) is None:
+                table = self._table = await offload.run(offload.SCANS, _read)
+            return table
+
+    async def of_tasks(self, task_ids: Collection[str], newer_than: float = 0.0) -> dict[str, list[process.Socket]]:
+        """The listening sockets of these tasks (nothing is read when there are none)."""
+        if not task_ids:
+            return {}
+        by_task = (await self.table(newer_than)).by_task
+        return {task_id: by_task[task_id] for task_id in task_ids if task_id in by_task}
+
+    async def task_listens_on(self, task_id: str, port: int, newer_than: float) -> bool:
+        """Whether a process of this task (not some other program) listens on ``port``, by a
+        read of the socket table made after ``newer_than`` (when the port was seen accepting)."""
+        sockets = (await self.of_tasks({task_id}, newer_than)).get(task_id, [])
+        return any(listening == port for _, listening, _ in sockets)
+
+
+class _Batch:
+    def __init__(self) -> None:
+        self.leaders: dict[int, Leader] = {}
+        self.scanner_chosen = False
+        self.done = anyio.Event()
+        self.found: dict[str, list[psutil.Process]] = {}
+        self.failed: BaseException | None = None
+
+
+class ProcessScans:
+    """Finding tasks' processes for every concurrent caller with one scan of the machine.
+
+    A scan reads every process's environment, so its cost grows with the machine, not with
+    the call. Callers that arrive while a scan runs join the next one, which starts after all
+    of them arrived (so each sees processes started before its call) and serves them all:
+    fifty clients ending tasks at once cost a few scans, not fifty.
+    """
+
+    def __init__(self) -> None:
+        self._next = _Batch()
+        self._lock = anyio.Lock()
+
+    async def find(self, leaders: Mapping[int, Leader]) -> dict[str, list[psutil.Process]]:
+        batch = self._next
+        batch.leaders.update(leaders)
+        if not batch.scanner_chosen:
+            batch.scanner_chosen = True
+            # Shielded: the others wait on this scan, and it is bounded by the machine's size.
+            with anyio.CancelScope(shield=True):
+                await self._scan(batch)
+        else:
+            await batch.done.wait()
+        if batch.failed is not None:
+            raise batch.failed
+        wanted = {leader.task_id for leader in leaders.values()}
+        return {task_id: batch.found.get(task_id, []) for task_id in wanted}
+
+    async def _scan(self, batch: _Batch) -> None:
+        async with self._lock:  # one scan at a time; callers arriving now join the next
+            self._next = _Batch()
+            try:
+                batch.found = await offload.run(offload.SCANS, find_task_processes, dict(batch.leaders))
+            except Exception as exc:
+                batch.failed = exc
+            finally:
+                batch.done.set()
+
+
+_PROCESS_SCANS: RunVar[ProcessScans] = RunVar("mcp_backgroundr.scans.processes")
+
+
+async def task_processes(leaders: Mapping[int, Leader]) -> dict[str, list[psutil.Process]]:
+    """Every live process of these tasks, keyed by task id, from a scan shared with concurrent callers."""
+    try:
+        scans = _PROCESS_SCANS.get()
+    except LookupError:
+        scans = ProcessScans()
+        _PROCESS_SCANS.set(scans)
+    return await scans.find(leaders)

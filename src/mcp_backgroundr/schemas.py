@@ -1,0 +1,52 @@
+"""Output schemas that say the same and cost clients less to check.
+
+A client validates every structured answer against the tool's output schema (the official
+SDK with ``jsonschema``). pydantic writes a nullable field as ``anyOf: [{type: X}, {type:
+null}]`` and an enum as a ``$ref`` into ``$defs``; resolving a ``$ref`` and trying each
+branch of an ``anyOf``, per field of every listed task, made checking a 100-task
+``list_tasks`` answer cost the client more than the server spent on it. The same constraints
+written as ``type: [X, "null"]``, with the referenced definitions inlined, check 2-3 times
+faster (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_LOCAL_REF = "#/$defs/"
+_ANNOTATIONS = frozenset({"title", "description"})
+
+
+def cheap_to_validate(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with local ``$ref`` inlined and type-only ``anyOf`` branches folded into ``type``."""
+    definitions: dict[str, Any] = schema.get("$defs", {})
+    if any(_refers_to(definition, name) for name, definition in definitions.items()):
+        return schema  # a recursive definition cannot be inlined
+    folded = _fold(schema, definitions)
+    assert isinstance(folded, dict)
+    return folded
+
+
+def _refers_to(node: object, name: str) -> bool:
+    if isinstance(node, dict):
+        return node.get("$ref") == _LOCAL_REF + name or any(_refers_to(value, name) for value in node.values())
+    if isinstance(node, list):
+        return any(_refers_to(item, name) for item in node)
+    return False
+
+
+def _fold(node: object, definitions: dict[str, Any]) -> object:
+    if isinstance(node, list):
+        return [_fold(item, definitions) for item in node]
+    if not isinstance(node, dict):
+        return node
+    reference = node.get("$ref")
+    if isinstance(reference, str) and reference.startswith(_LOCAL_REF) and reference[len(_LOCAL_REF) :] in definitions:
+        target = definitions[reference[len(_LOCAL_REF) :]]
+        node = {**{k: v for k, v in target.items() if k not in _ANNOTATIONS}, **node}
+        del node["$ref"]
+    branches = node.get("anyOf")
+    if isinstance(branches, list) and all(isinstance(b, dict) and set(b) == {"type"} for b in branches):
+        node = {k: v for k, v in node.items() if k != "anyOf"}
+        node["type"] = [branch["type"] for branch in branches]
+    return {key: _fold(value, definitions) for key, value in node.items() if key != "$defs"}
