@@ -11,7 +11,7 @@ from .logs import dropped_bytes, render
 from .patterns import Pattern
 
 CHUNK = 1024 * 1024
-STEP_BYTES = 8 * CHUNK
+STEP_BYTES = CHUNK
 """How much of a log one worker-thread step reads."""
 LINE_CUT_MARKER = " [... line cut ...]"
 

@@ -23,7 +23,7 @@ from .patterns import Pattern
 from .validation import WaitConditions
 
 SCAN_CHUNK = 1024 * 1024
-SCAN_STEP_BYTES = 8 * SCAN_CHUNK
+SCAN_STEP_BYTES = SCAN_CHUNK
 """How much of a log one worker-thread step of a pattern wait reads."""
 PORT_PROBE_INTERVAL = 0.05
 PORT_CONNECT_TIMEOUT = 0.5
