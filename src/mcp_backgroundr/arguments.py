@@ -20,31 +20,26 @@ import json
 import re
 from typing import Any
 
-_DEFS_PREFIX = "#/$defs/"
+from .schemas import inline_definitions
+
 _SEPARATORS = re.compile(r"[\s_\-]+")
 
 
 def simple_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """``schema`` (a tool's input schema from pydantic) inlined and simplified; see the module docstring."""
-    definitions: dict[str, Any] = schema.get("$defs", {})
-    simplified: dict[str, Any] = _simplified(schema, definitions)
+    simplified: dict[str, Any] = _simplified(inline_definitions(schema))
     return simplified | {"additionalProperties": False}
 
 
-def _simplified(node: Any, definitions: dict[str, Any]) -> Any:
+def _simplified(node: Any) -> Any:
     if isinstance(node, list):
-        return [_simplified(item, definitions) for item in node]
+        return [_simplified(item) for item in node]
     if not isinstance(node, dict):
         return node
-    reference = node.get("$ref")
-    if isinstance(reference, str) and reference.startswith(_DEFS_PREFIX):
-        target = definitions[reference.removeprefix(_DEFS_PREFIX)]
-        siblings = {key: value for key, value in node.items() if key != "$ref"}
-        return _simplified({**target, **siblings}, definitions)
     result = {
-        key: _simplified(value, definitions)
+        key: _simplified(value)
         for key, value in node.items()
-        if key not in {"title", "$defs"} and not (key == "default" and value is None)
+        if key != "title" and not (key == "default" and value is None)
     }
     options = result.get("anyOf")
     if isinstance(options, list):

@@ -14,17 +14,24 @@ from __future__ import annotations
 from typing import Any
 
 _LOCAL_REF = "#/$defs/"
-_ANNOTATIONS = frozenset({"title", "description"})
 
 
 def cheap_to_validate(schema: dict[str, Any]) -> dict[str, Any]:
-    """``schema`` with local ``$ref`` inlined and type-only ``anyOf`` branches folded into ``type``."""
-    definitions: dict[str, Any] = schema.get("$defs", {})
-    if any(_refers_to(definition, name) for name, definition in definitions.items()):
-        return schema  # a recursive definition cannot be inlined
-    folded = _fold(schema, definitions)
+    """``schema`` with its definitions inlined and type-only ``anyOf`` branches folded into ``type``."""
+    folded = _fold(inline_definitions(schema))
     assert isinstance(folded, dict)
     return folded
+
+
+def inline_definitions(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with every local ``$ref`` replaced by the definition it names, and no ``$defs``
+    (unchanged if a definition refers to itself, which cannot be inlined)."""
+    definitions: dict[str, Any] = schema.get("$defs", {})
+    if any(_refers_to(definition, name) for name, definition in definitions.items()):
+        return schema
+    inlined = _inline(schema, definitions)
+    assert isinstance(inlined, dict)
+    return inlined
 
 
 def _refers_to(node: object, name: str) -> bool:
@@ -35,18 +42,26 @@ def _refers_to(node: object, name: str) -> bool:
     return False
 
 
-def _fold(node: object, definitions: dict[str, Any]) -> object:
+def _inline(node: object, definitions: dict[str, Any]) -> object:
     if isinstance(node, list):
-        return [_fold(item, definitions) for item in node]
+        return [_inline(item, definitions) for item in node]
     if not isinstance(node, dict):
         return node
     reference = node.get("$ref")
-    if isinstance(reference, str) and reference.startswith(_LOCAL_REF) and reference[len(_LOCAL_REF) :] in definitions:
-        target = definitions[reference[len(_LOCAL_REF) :]]
-        node = {**{k: v for k, v in target.items() if k not in _ANNOTATIONS}, **node}
-        del node["$ref"]
+    if isinstance(reference, str) and reference.removeprefix(_LOCAL_REF) in definitions:
+        target = definitions[reference.removeprefix(_LOCAL_REF)]
+        siblings = {key: value for key, value in node.items() if key != "$ref"}
+        return _inline({**target, **siblings}, definitions)
+    return {key: _inline(value, definitions) for key, value in node.items() if key != "$defs"}
+
+
+def _fold(node: object) -> object:
+    if isinstance(node, list):
+        return [_fold(item) for item in node]
+    if not isinstance(node, dict):
+        return node
     branches = node.get("anyOf")
     if isinstance(branches, list) and all(isinstance(b, dict) and set(b) == {"type"} for b in branches):
         node = {k: v for k, v in node.items() if k != "anyOf"}
         node["type"] = [branch["type"] for branch in branches]
-    return {key: _fold(value, definitions) for key, value in node.items() if key != "$defs"}
+    return {key: _fold(value) for key, value in node.items()}
