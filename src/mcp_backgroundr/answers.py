@@ -10,7 +10,7 @@ from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel
 
 from .models import EndedTask, TaskList, TaskState, TaskStatus, WaitResult, socket_address
-from .task import shortened
+from .task import one_line
 
 LISTED_COMMAND_WIDTH = 80
 MAX_LISTED = 1000
@@ -99,7 +99,7 @@ def describe_list(listing: TaskList) -> str:
                 f"{t.runtime_seconds}s",
                 f"name={t.name}" if t.name else "",
                 f"listening={','.join(t.listening)}" if t.listening else "",
-                shortened(t.command, LISTED_COMMAND_WIDTH),
+                one_line(t.command, LISTED_COMMAND_WIDTH),
             )
             if part
         )

@@ -20,7 +20,8 @@ from .errors import BackgroundrError
 
 
 def terminal_hint() -> str:
-    executable = shutil.which(sys.argv[0]) or os.path.abspath(sys.argv[0])
+    # Absolute: a client starts the server from a directory of its own.
+    executable = os.path.abspath(shutil.which(sys.argv[0]) or sys.argv[0])
     return (
         "mcp-backgroundr is an MCP server speaking JSON-RPC on stdin/stdout and is waiting for a client. "
         f"Add it to one instead, e.g.: claude mcp add backgroundr -- {executable}  (Ctrl-C to quit)"

@@ -24,6 +24,7 @@ from .errors import BackgroundrError
 from .inotify import WriteWatches
 from .models import TaskRecord, TaskState
 from .registry import Registry
+from .task import one_line
 
 STOP_REASON = "mcp-backgroundr stop"
 COPY_CHUNK = 1024 * 1024
@@ -80,7 +81,7 @@ def ps(settings: Settings, everything: bool) -> str:
     for r in records:
         listening = ",".join(str(port) for _, port, _ in ports.get(r.task_id, []))
         state = r.state if r.exit_code is None else f"{r.state}({r.exit_code})"
-        command = r.command if len(r.command) <= COMMAND_COLUMN_WIDTH else r.command[: COMMAND_COLUMN_WIDTH - 3] + "..."
+        command = one_line(r.command, COMMAND_COLUMN_WIDTH)
         rows.append(
             (
                 r.task_id,

@@ -136,11 +136,20 @@ def _read(path: Path, offset: int | None, length: int) -> tuple[bytes, int, int]
 
 
 def read_tail(
-    path: Path, lines: int, budget: int, *, writer_alive: bool, floor: int = 0, raw: bool = False
+    path: Path, lines: int, budget: int, *, writer_alive: bool, floor: int | None = None, raw: bool = False
 ) -> OutputSlice:
-    """The last ``lines`` lines of a log after byte ``floor``, at most ``budget`` bytes of it."""
+    """The last ``lines`` lines of a log after byte ``floor``, at most ``budget`` bytes of it.
+
+    With ``floor`` the caller asked for what was written after it (a wait), not for lines,
+    and a cut says so.
+    """
     dropped = dropped_bytes(path)
-    floor = max(floor, dropped)
+    asked, instead = (
+        (f"the {lines} requested lines do not", ", or ask for fewer lines")
+        if floor is None
+        else (f"what was written after cursor {floor} does not", "")
+    )
+    floor = max(floor or 0, dropped)
     # One byte before the window tells whether the window starts at a line start.
     data, read_from, size = _read(path, None, budget + 1)
     window_start = max(floor, size - budget)
@@ -164,8 +173,8 @@ def read_tail(
         starts_line = True
     skipped = cursor - len(data) - floor
     note = (
-        f"the {lines} requested lines do not fit in the {budget}-byte budget: the {skipped} bytes "
-        f"before the text shown are left out; read them forward with since={floor}, or ask for fewer lines"
+        f"{asked} fit in the {budget}-byte budget: the {skipped} bytes before the text shown are left out; "
+        f"read them forward with since={floor}{instead}"
     )
     text = render(data, raw=raw)
     if not starts_line:

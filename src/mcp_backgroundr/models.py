@@ -289,8 +289,9 @@ class WaitResult(BaseModel):
     status: TaskStatus = Field(description="The task's status; its output is what was written since the wait began.")
     advice: str | None = Field(
         default=None,
-        description="Set when the wait stopped early to answer before the client's request timeout (the "
-        "request had no progress token): how to go on waiting.",
+        description="How to go on: set when the wait stopped early to answer before the client's request "
+        "timeout (the request had no progress token), or when the task ended having written nothing during "
+        "the wait (where its earlier output is).",
     )
 
 

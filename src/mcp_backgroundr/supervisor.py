@@ -57,6 +57,7 @@ from .models import (
     TaskRecord,
     TaskState,
     TaskStatus,
+    WaitReason,
     WaitResult,
     new_task_id,
 )
@@ -646,6 +647,7 @@ class Supervisor:
             matched_line=outcome.match.line if outcome.match else None,
             matched_cursor=outcome.match.cursor if outcome.match else None,
             status=status,
+            advice=_earlier_output_advice(outcome.reason, status, start),
         )
 
     def own_records(self) -> list[TaskRecord]:
@@ -834,6 +836,16 @@ ChangeHook = Callable[[TaskChange, str], Coroutine[Any, Any, None]]
 
 def _add_note(record: TaskRecord, note: str) -> None:
     record.end_reason = note if record.end_reason is None else f"{record.end_reason}; {note}"
+
+
+def _earlier_output_advice(reason: WaitReason, status: TaskStatus, start: int) -> str | None:
+    """For a wait that saw its task end without a word: where the output it wrote before is."""
+    if reason is not WaitReason.EXITED or status.output or start <= status.dropped_bytes:
+        return None
+    return (
+        f"it wrote nothing during this wait, but {start - status.dropped_bytes} bytes before it: read them with "
+        f"get_task_status (the last lines, or since={status.dropped_bytes})"
+    )
 
 
 def _checked_since(path: Path, since: int | None, default: int) -> int:

@@ -169,6 +169,12 @@ def shortened(text: str, length: int) -> str:
     return text if len(text) <= length else text[: length - 3] + "..."
 
 
+def one_line(text: str, length: int) -> str:
+    """``text`` for one row of a table: line breaks shown as ``\\n`` (a multi-line ``python -c``
+    script would otherwise break the row), then cut to ``length`` characters."""
+    return shortened(text.replace("\r", "\\r").replace("\n", "\\n"), length)
+
+
 def summary_of(record: TaskRecord, now: float, listening: Sequence[tuple[str, int, int]]) -> TaskSummary:
     """One line of list_tasks."""
     return TaskSummary(

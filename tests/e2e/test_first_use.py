@@ -1,0 +1,94 @@
+"""End-to-end: what a new user met on first use, each fixed where the user saw it.
+
+Answers and tables a model or a person reads must say true things and point somewhere useful.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+
+from .harness import call, connect, finished, text_of
+
+pytestmark = pytest.mark.anyio
+
+
+async def _call_with_text(client: Client, tool: str, **arguments: Any) -> tuple[dict[str, Any], str]:
+    result = await client.call_tool(tool, arguments)
+    assert not result.is_error, text_of(result)
+    assert result.structured_content is not None
+    return result.structured_content, text_of(result)
+
+
+async def test_a_wait_too_long_to_show_says_how_to_read_it_not_to_ask_for_fewer_lines(server_command: str) -> None:
+    async with connect(server_command) as client:
+        started, text = await _call_with_text(
+            client, "run_background_task", command="seq 1 20000", wait_for_pattern="^20000$"
+        )
+        waited, _ = await _call_with_text(
+            client, "wait_for_task", task_id=started["task_id"], since=0, timeout_seconds=10
+        )
+    for truncation in (started["wait"]["status"]["truncation"], waited["status"]["truncation"]):
+        assert "requested lines" not in truncation and "fewer lines" not in truncation, truncation
+        assert "what was written after cursor 0 does not fit" in truncation
+        assert "since=0" in truncation
+    assert started["wait"]["status"]["truncation"] in text
+
+
+async def test_a_wait_that_sees_a_silent_exit_points_at_the_output_written_before(server_command: str) -> None:
+    async with connect(server_command) as client:
+        started = await call(client, "run_background_task", command=["no-such-program-anywhere"])
+        ended = await finished(client, started["task_id"])
+        waited, text = await _call_with_text(client, "wait_for_task", task_id=started["task_id"])
+    assert waited["reason"] == "exited" and waited["status"]["output"] == ""
+    assert f"but {ended['output_bytes']} bytes before it" in waited["advice"]
+    assert "get_task_status" in waited["advice"] and waited["advice"] in text
+
+
+async def test_a_wait_that_saw_output_gives_no_such_advice(server_command: str) -> None:
+    async with connect(server_command) as client:
+        started = await call(client, "run_background_task", command="echo hello")
+        await finished(client, started["task_id"])
+        waited = await call(client, "wait_for_task", task_id=started["task_id"], since=0)
+    assert waited["status"]["output"] == "hello\n" and waited["advice"] is None
+
+
+async def test_a_multi_line_command_keeps_to_one_row_in_ps_and_list_tasks(server_command: str) -> None:
+    script = "echo ready\nsleep 300"
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command=script, wait_for_pattern="ready")
+        listed = await client.call_tool("list_tasks", {})
+        table = await anyio.to_thread.run_sync(
+            lambda: subprocess.run([server_command, "ps"], capture_output=True, text=True, timeout=30, check=True)
+        )
+        await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
+    assert len(text_of(listed).splitlines()) == 1, text_of(listed)
+    assert "echo ready\\nsleep 300" in text_of(listed)
+    rows = table.stdout.splitlines()
+    assert len(rows) == 2 and "echo ready\\nsleep 300" in rows[1], table.stdout
+
+
+def test_the_terminal_hint_names_the_server_by_an_absolute_path(server_command: str) -> None:
+    """Started as ``.venv/bin/mcp-backgroundr`` (the README's command), the hint must not pass
+    on that relative path: a client starts the server from a directory of its own."""
+    directory = Path(server_command).parent
+    controller, terminal = pty.openpty()
+    server = subprocess.Popen(
+        [f"./{Path(server_command).name}"], cwd=directory, stdin=terminal, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, env=os.environ.copy(),
+    )  # fmt: skip
+    os.close(terminal)
+    try:
+        assert server.stderr is not None
+        hint = server.stderr.readline().decode()
+    finally:
+        os.close(controller)  # the terminal hangs up: stdin ends
+        server.communicate(timeout=10)
+    assert f"claude mcp add backgroundr -- {directory.resolve() / Path(server_command).name} " in hint, hint
