@@ -26,6 +26,13 @@ def shown_value(value: object, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+def plain_number(value: float) -> str:
+    """A number as a person writes it: ``2147483648`` and ``1000000``, not ``2.14748e+09`` or
+    ``1e+06`` (what ``:g`` makes of them); a fraction keeps its digits (``0.5``)."""
+    number = float(value)
+    return str(int(number)) if number.is_integer() and abs(number) < 1e18 else repr(number)
+
+
 class BackgroundrError(Exception):
     """Root of every error this package raises on purpose."""
 

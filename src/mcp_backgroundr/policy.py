@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from .errors import BackgroundrError, InvalidArgumentError, PolicyRefusedError
+from .errors import BackgroundrError, InvalidArgumentError, PolicyRefusedError, plain_number
 
 CONFIG_FILE = "config.toml"
 MAX_RUNTIME_CEILING = 10 * 365 * 86400.0
@@ -111,9 +111,9 @@ class Policy:
             )
         if self.max_runtime_seconds is not None and requested > self.max_runtime_seconds:
             raise PolicyRefusedError(
-                f"max_runtime_seconds ({self.max_runtime_seconds:g})",
-                f"max_runtime_seconds={requested:g} asks for more",
-                f"ask for {self.max_runtime_seconds:g} seconds or less",
+                f"max_runtime_seconds ({plain_number(self.max_runtime_seconds)})",
+                f"max_runtime_seconds={plain_number(requested)} asks for more",
+                f"ask for {plain_number(self.max_runtime_seconds)} seconds or less",
             )
         return requested
 
@@ -161,7 +161,7 @@ class Policy:
         for name in ("max_tasks", "default_runtime_seconds", "max_runtime_seconds", *LIMITS):
             value = getattr(self, name)
             if value is not None:
-                lines.append(f"{name}: {value:g}")
+                lines.append(f"{name}: {plain_number(value)}")
         if self.env_passthrough is not None:
             lines.append(f"env_passthrough: {', '.join(self.env_passthrough) or '(nothing)'}")
         return lines
@@ -189,7 +189,8 @@ def load_policy(config_path: Path, overrides: Mapping[str, object] | None = None
     default, ceiling = policy.default_runtime_seconds, policy.max_runtime_seconds
     if default is not None and ceiling is not None and default > ceiling:
         raise BackgroundrError(
-            f"policy setting default_runtime_seconds={default:g} is above max_runtime_seconds={ceiling:g}; lower it"
+            f"policy setting default_runtime_seconds={plain_number(default)} is above max_runtime_seconds="
+            f"{plain_number(ceiling)}; lower it"
         )
     return policy
 

@@ -44,7 +44,14 @@ from . import (
 )
 from .config import SETTINGS_PREFIX, TASK_ID_ENV, TOKEN_ENV, Settings
 from .containment import Containment, Level, Limits, end_trees, unclaimed_children
-from .errors import BackgroundrError, InvalidArgumentError, RegistryError, SpawnFailedError, TaskNotFoundError
+from .errors import (
+    BackgroundrError,
+    InvalidArgumentError,
+    RegistryError,
+    SpawnFailedError,
+    TaskNotFoundError,
+    plain_number,
+)
 from .grep import grep_log_in_thread
 from .inotify import WriteWatches
 from .models import (
@@ -95,7 +102,7 @@ def memory_reason(limit: int | None) -> str:
 
 
 def runtime_reason(limit: float) -> str:
-    return f"max_runtime_seconds ({limit:g} s) reached"
+    return f"max_runtime_seconds ({plain_number(limit)} s) reached"
 
 
 class Supervisor:

@@ -15,7 +15,9 @@ import anyio
 import pytest
 from mcp import Client
 
-from .harness import call, connect, finished, text_of
+from mcp_backgroundr.policy import CONFIG_FILE
+
+from .harness import call, call_error, connect, finished, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -92,3 +94,15 @@ def test_the_terminal_hint_names_the_server_by_an_absolute_path(server_command: 
         os.close(controller)  # the terminal hangs up: stdin ends
         server.communicate(timeout=10)
     assert f"claude mcp add backgroundr -- {directory.resolve() / Path(server_command).name} " in hint, hint
+
+
+async def test_limits_are_shown_as_written_not_in_exponent_notation(server_command: str, home: Path) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / CONFIG_FILE).write_text("max_memory_bytes = 2147483648\nmax_runtime_seconds = 2000000\n")
+    shown = await anyio.to_thread.run_sync(
+        lambda: subprocess.run([server_command, "policy"], capture_output=True, text=True, timeout=30, check=True)
+    )
+    async with connect(server_command) as client:
+        refusal = await call_error(client, "run_background_task", command="true", max_runtime_seconds=3000000)
+    assert "max_memory_bytes: 2147483648" in shown.stdout and "max_runtime_seconds: 2000000" in shown.stdout
+    assert "max_runtime_seconds=3000000 asks for more; ask for 2000000 seconds or less" in refusal, refusal
