@@ -48,21 +48,24 @@ def _whole_number(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def _seconds(above_zero: bool) -> Callable[[str], float]:
+def _amount(unit: str, above_zero: bool) -> Callable[[str], float]:
+    """A parser of a finite number of ``unit`` (seconds, days), above or at least 0."""
+
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             value = math.nan
         if not math.isfinite(value) or value < 0 or (above_zero and value == 0):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds {'above' if above_zero else '>='} 0")
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of {unit} {'above' if above_zero else '>='} 0")
         return value
 
     return parse
 
 
 _non_negative_int, _positive_int = _whole_number(0), _whole_number(1)
-_non_negative_float, _positive_seconds = _seconds(above_zero=False), _seconds(above_zero=True)
+_non_negative_seconds, _positive_seconds = _amount("seconds", above_zero=False), _amount("seconds", above_zero=True)
+_non_negative_days = _amount("days", above_zero=False)
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -155,12 +158,12 @@ def parser() -> argparse.ArgumentParser:
     send.add_argument("--close", action="store_true", help="close its input afterwards (end of input)")
     stop = commands.add_parser("stop", help="end a task and its processes", description="End a task's process tree.")
     stop.add_argument("task_id")
-    stop.add_argument("--grace", type=_non_negative_float, default=5.0, help="seconds before SIGKILL (default 5)")
+    stop.add_argument("--grace", type=_non_negative_seconds, default=5.0, help="seconds before SIGKILL (default 5)")
     prune = commands.add_parser(
         "prune", help="forget finished tasks and delete their logs", description="Prune finished tasks."
     )
     prune.add_argument("--keep", type=_non_negative_int, default=None, help="finished tasks to keep (newest)")
-    prune.add_argument("--days", type=_non_negative_float, default=None, help="forget finished tasks older than this")
+    prune.add_argument("--days", type=_non_negative_days, default=None, help="forget finished tasks older than this")
     return root
 
 

@@ -106,3 +106,11 @@ async def test_limits_are_shown_as_written_not_in_exponent_notation(server_comma
         refusal = await call_error(client, "run_background_task", command="true", max_runtime_seconds=3000000)
     assert "max_memory_bytes: 2147483648" in shown.stdout and "max_runtime_seconds: 2000000" in shown.stdout
     assert "max_runtime_seconds=3000000 asks for more; ask for 2000000 seconds or less" in refusal, refusal
+
+
+def test_a_bad_prune_age_is_called_days_not_seconds(server_command: str) -> None:
+    result = subprocess.run(
+        [server_command, "prune", "--days", "-1"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 2
+    assert "'-1' is not a number of days >= 0" in result.stderr, result.stderr
