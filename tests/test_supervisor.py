@@ -23,7 +23,7 @@ def _registry(settings: Settings) -> Registry:
 async def test_an_exit_is_recorded_in_the_registry_without_anyone_asking(settings: Settings) -> None:
     registry = _registry(settings)
     async with Supervisor(settings, registry) as supervisor:
-        started = supervisor.start("exit 7")
+        started = await supervisor.start("exit 7")
         task = supervisor._tasks[started.task_id]
         with anyio.fail_after(10):
             await task.exited.wait()
@@ -36,7 +36,7 @@ async def test_an_exit_is_recorded_in_the_registry_without_anyone_asking(setting
 async def test_shutdown_ends_running_tasks_and_records_them_killed(settings: Settings) -> None:
     registry = _registry(settings)
     async with Supervisor(settings, registry) as supervisor:
-        started = [supervisor.start("sleep 300 & sleep 300") for _ in range(5)]
+        started = [await supervisor.start("sleep 300 & sleep 300") for _ in range(5)]
     for task in started:
         record = registry.get(task.task_id)
         assert record is not None
@@ -49,10 +49,10 @@ async def test_bad_requests_raise_errors_that_name_the_field(settings: Settings,
     registry = _registry(settings)
     async with Supervisor(settings, registry) as supervisor:
         with pytest.raises(InvalidArgumentError, match=r"^cwd="):
-            supervisor.start("true", cwd=str(tmp_path / "nope"))
+            await supervisor.start("true", cwd=str(tmp_path / "nope"))
         with pytest.raises(TaskNotFoundError, match="list_tasks"):
             await supervisor.status("nope")
-        started = supervisor.start("true")
+        started = await supervisor.start("true")
         with pytest.raises(InvalidArgumentError, match=r"^lines="):
             await supervisor.status(started.task_id, lines=-1)
         with pytest.raises(InvalidArgumentError, match=r"^grace_seconds="):
@@ -67,7 +67,7 @@ async def test_a_task_started_in_a_relative_cwd_runs_in_its_absolute_path(
     monkeypatch.chdir(tmp_path)
     registry = _registry(settings)
     async with Supervisor(settings, registry) as supervisor:
-        started = supervisor.start("pwd", cwd="work")
+        started = await supervisor.start("pwd", cwd="work")
         assert started.cwd == str(tmp_path / "work")
     registry.close()
 
@@ -75,7 +75,7 @@ async def test_a_task_started_in_a_relative_cwd_runs_in_its_absolute_path(
 async def test_status_that_reaps_a_fast_exit_before_the_watcher_runs_breaks_nothing(settings: Settings) -> None:
     registry = _registry(settings)
     async with Supervisor(settings, registry) as supervisor:
-        started = supervisor.start("exit 9")
+        started = await supervisor.start("exit 9")
         # Before any await, the watcher has not run; the exit is seen by status itself.
         with anyio.fail_after(10):
             while (await supervisor.status(started.task_id)).state is TaskState.RUNNING:

@@ -232,7 +232,7 @@ def build_server(
             names=("wait_timeout_seconds", "wait_for_pattern", "wait_for_port"),
         )
         command = validation.shell_command(command)
-        started = supervisor.start(
+        started = await supervisor.start(
             command,
             cwd=cwd,
             env=env,

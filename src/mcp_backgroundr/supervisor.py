@@ -129,6 +129,7 @@ class Supervisor:
         self._shutdown_done: anyio.Event | None = None
         self.containment = Containment(Level.MARKER)
         """Chosen when the server starts: how new tasks are contained."""
+        self._spawns_in_flight = 0
 
     async def __aenter__(self) -> Supervisor:
         process.raise_open_file_limit()
@@ -184,7 +185,8 @@ class Supervisor:
                 self._reap()
 
     def _reap(self) -> None:
-        if self.containment.level is not Level.MARKER:
+        # A child spawned in a worker thread is not yet known: its exit must wait for its watcher.
+        if self.containment.level is not Level.MARKER and not self._spawns_in_flight:
             own = {t.popen.pid for t in self._tasks.values() if t.popen is not None and t.popen.returncode is None}
             self.containment.reap(own)
 
@@ -266,7 +268,7 @@ class Supervisor:
 
     # -- start -----------------------------------------------------------------
 
-    def start(
+    async def start(
         self,
         command: str,
         cwd: str | None = None,
@@ -359,14 +361,15 @@ class Supervisor:
             argv = [sys.executable, "-I", runner.__file__, record.status_path, restart, str(restart_limit), reaper]
             argv.append(command)
         try:
-            popen = process.spawn(argv, workdir, task_env, streams)
+            popen = await self._spawn_process(argv, workdir, task_env, streams)
         except SpawnFailedError:
             for descriptor in (log_fd, master, slave, home):
                 if descriptor is not None:
                     os.close(descriptor)
             log_path.unlink(missing_ok=True)
             placement.discard()
-            Path(record.input_path).unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(record.input_path)
             raise
         task = Task(record, popen)
         if master is not None and slave is not None:
@@ -402,6 +405,26 @@ class Supervisor:
             log_path=record.log_path,
             containment=record.containment,
         )
+
+    async def _spawn_process(
+        self, argv: list[str], cwd: str, env: dict[str, str], streams: process.Streams
+    ) -> subprocess.Popen[bytes]:
+        """Start the child. Joining a cgroup waits for the kernel (an RCU grace period, often
+        10-20 ms) between fork and exec, so that spawn runs in a worker thread; shielded, since
+        a child started there must be recorded whatever happens to the request."""
+        if streams.join is None:
+            return process.spawn(argv, cwd, env, streams)
+        self._spawns_in_flight += 1
+        try:
+            with anyio.CancelScope(shield=True):
+                popen = await anyio.to_thread.run_sync(process.spawn, argv, cwd, env, streams)
+        finally:
+            self._spawns_in_flight -= 1
+        if self._shutting_down:  # shutdown began meanwhile and cannot know this child: end it
+            os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait()
+            raise SpawnFailedError("the server began shutting down while the task started; start it after it restarts")
+        return popen
 
     def _inherited_environment(self) -> dict[str, str]:
         """The server's variables a task gets: never the token; the server's own settings
