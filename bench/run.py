@@ -39,6 +39,7 @@ MODULES = (
     "list_latency",
     "http_latency",
     "stall",
+    "remote",
 )
 BENCHMARK_TIMEOUT = 900.0
 

@@ -28,8 +28,16 @@ def describe_status(status: TaskStatus) -> str:
         head += f" exit_code={status.exit_code}"
     if status.signal:
         head += f" signal={status.signal}"
-    head += f" pid={status.pid} runtime={status.runtime_seconds}s containment={status.containment}: {status.command}"
+    where = f" host={status.host}" if status.host else ""
+    head += (
+        f"{where} pid={status.pid} runtime={status.runtime_seconds}s containment={status.containment}: {status.command}"
+    )
     lines = [head]
+    if status.host_reachable is False:
+        lines.append(
+            f"HOST UNREACHABLE (last answered {status.host_seen_at}): {status.host_problem}; "
+            "what follows is what was last known"
+        )
     if status.end_reason and status.state is not TaskState.RUNNING:
         lines.append(f"ended: {status.end_reason}")
     if status.lingering_pids:
@@ -95,6 +103,7 @@ def describe_list(listing: TaskList) -> str:
                 f"{t.state:<9}",
                 f"pid={t.pid}",
                 f"containment={t.containment}",
+                f"host={t.host}" if t.host else "",
                 "" if t.exit_code is None else f"exit={t.exit_code}",
                 f"{t.runtime_seconds}s",
                 f"name={t.name}" if t.name else "",

@@ -118,6 +118,13 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
     )
     rules.add_argument("--max-memory-bytes", type=_positive_int, metavar="N", help="memory each task may use (cgroup)")
     rules.add_argument("--max-processes", type=_positive_int, metavar="N", help="processes each task may have (cgroup)")
+    rules.add_argument(
+        "--allowed-ssh-host",
+        action="append",
+        dest="allowed_hosts",
+        metavar="HOST",
+        help="SSH host (alias or user@name[:port]; * patterns) tasks may run on (repeatable; setting allowed_hosts)",
+    )
 
 
 def parser() -> argparse.ArgumentParser:

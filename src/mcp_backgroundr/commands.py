@@ -24,6 +24,7 @@ from .errors import BackgroundrError
 from .inotify import WriteWatches
 from .models import TaskRecord, TaskState
 from .registry import Registry
+from .remote import commands as remote
 from .task import one_line
 
 STOP_REASON = "mcp-backgroundr stop"
@@ -51,8 +52,8 @@ def _record(registry: Registry, task_id: str) -> TaskRecord:
 def _as_it_stands(record: TaskRecord) -> TaskRecord:
     """A record as a server would record it now: a running task whose server is gone may have
     ended since (its runner, if any, says how), and no server has written that down yet."""
-    if not record.running or not orphans.owner_is_gone(record.owner):
-        return record
+    if not record.running or not orphans.owner_is_gone(record.owner) or record.host is not None:
+        return record  # a remote task's host knows how it stands: status, logs and stop ask it
     if record.pid is not None and process.same_process(record.pid, record.pid_create_time):
         return record
     current = dataclasses.replace(record)
@@ -77,7 +78,7 @@ def ps(settings: Settings, everything: bool) -> str:
         records = [r for r in map(_as_it_stands, registry.records()) if everything or r.running]
     ports = process.listening_by_task({r.task_id for r in records if r.running})
     now = time.time()
-    rows = [("ID", "NAME", "STATE", "PID", "PORTS", "RUNTIME", "COMMAND")]
+    rows = [("ID", "NAME", "STATE", "HOST", "PID", "PORTS", "RUNTIME", "COMMAND")]
     for r in records:
         listening = ",".join(str(port) for _, port, _ in ports.get(r.task_id, []))
         state = r.state if r.exit_code is None else f"{r.state}({r.exit_code})"
@@ -87,6 +88,7 @@ def ps(settings: Settings, everything: bool) -> str:
                 r.task_id,
                 r.name or "-",
                 state,
+                r.host or "-",
                 str(r.pid or "-"),
                 listening or "-",
                 _duration(r.runtime_seconds(now)),
@@ -103,6 +105,8 @@ def ps(settings: Settings, everything: bool) -> str:
 def status(settings: Settings, task_id: str, as_json: bool) -> str:
     with contextlib.closing(open_registry(settings)) as registry:
         record = _as_it_stands(_record(registry, task_id))
+    if record.host is not None:
+        return _remote_status(settings, record, as_json)
     path = Path(record.log_path)
     fields = asdict(record) | {"output_bytes": logs.log_size(path), "dropped_bytes": logs.dropped_bytes(path)}
     fields["state"] = str(record.state)
@@ -117,10 +121,21 @@ def status(settings: Settings, task_id: str, as_json: bool) -> str:
     return "\n".join(f"{key}: {value}" for key, value in fields.items() if value is not None)
 
 
+def _remote_status(settings: Settings, record: TaskRecord, as_json: bool) -> str:
+    answer = anyio.run(remote.status, settings, record)
+    fields = answer.model_dump(mode="json", exclude={"output"}) | {"log_path": record.log_path, "owner": record.owner}
+    if as_json:
+        return json.dumps(fields, indent=2)
+    return "\n".join(f"{key}: {value}" for key, value in fields.items() if value not in (None, [], ""))
+
+
 def logs_command(settings: Settings, task_id: str, lines: int, follow: bool) -> None:
     """Print the last ``lines`` lines of a task's log, then (``follow``) what it writes until it ends."""
     with contextlib.closing(open_registry(settings)) as registry:
         record = _record(registry, task_id)
+    if record.host is not None:
+        anyio.run(remote.logs, settings, record, lines, follow)
+        return
     path = Path(record.log_path)
     offset = _copy(path, logs.offset_of_last_lines(path, lines))
     if follow and record.running and record.pid is not None:
@@ -189,6 +204,8 @@ def stop(settings: Settings, task_id: str, grace_seconds: float) -> str:
             return f"task {task_id} has already ended ({record.state})"
         record.kill_requested, record.end_reason = True, STOP_REASON
         registry.update([record])
+        if record.host is not None:
+            return _stop_remote(settings, registry, record, grace_seconds)
         outcome = anyio.run(_end, record, grace_seconds, settings.kill_wait_seconds)
         cgroup = TaskCgroup.decode(record.cgroup)
         if cgroup is not None and not outcome.survivors:
@@ -202,6 +219,16 @@ def stop(settings: Settings, task_id: str, grace_seconds: float) -> str:
     text = f"stopped task {task_id}: signalled {len(outcome.signalled)} process(es)"
     if outcome.survivors:
         return text + "; SURVIVORS: " + "; ".join(f"pid {pid} ({cmd}): {why}" for pid, cmd, why in outcome.survivors)
+    return text + "; none is left"
+
+
+def _stop_remote(settings: Settings, registry: Registry, record: TaskRecord, grace_seconds: float) -> str:
+    ended = anyio.run(remote.stop, settings, record, grace_seconds, STOP_REASON)
+    if orphans.owner_is_gone(record.owner):
+        registry.update([record])  # no server will record the end: do it here
+    text = f"stopped task {record.task_id} on {record.host}: signalled {len(ended.signalled_pids)} process(es)"
+    if ended.survivors:
+        return text + "; SURVIVORS: " + "; ".join(f"pid {s.pid} ({s.command}): {s.reason}" for s in ended.survivors)
     return text + "; none is left"
 
 

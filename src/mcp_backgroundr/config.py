@@ -104,6 +104,8 @@ class Settings:
     keep_days: float = field(default_factory=_keep_days_from_env)
     """Finished tasks older than this are pruned with their logs."""
     default_max_restarts: int = 10
+    remote_call_seconds: float = 10.0
+    """Longest a call to a remote host may take (beyond the wait or grace it asks for)."""
     default_lines: int = 50
     max_lines: int = 100_000
     containment: str = field(default_factory=lambda: os.environ.get(CONTAINMENT_ENV) or "auto")

@@ -9,7 +9,8 @@ value, and what to do instead. The tool layer turns them into one-line
     ├── InvalidArgumentError   a field has a value we cannot use
     ├── SpawnFailedError       the command could not be started
     ├── PolicyRefusedError     the server's policy (config.toml or flags) forbids it
-    └── RegistryError          the SQLite registry could not be read or written
+    ├── RegistryError          the SQLite registry could not be read or written
+    └── HostUnreachableError   a remote host could not be reached, or refused the connection
 """
 
 from __future__ import annotations
@@ -69,3 +70,13 @@ class PolicyRefusedError(BackgroundrError):
 
 class RegistryError(BackgroundrError):
     """The task registry could not be read or written."""
+
+
+class HostUnreachableError(BackgroundrError):
+    """A task's remote host did not answer, or ssh refused to connect to it."""
+
+    def __init__(self, host: str, what: str, *, reachable: bool = False) -> None:
+        super().__init__(f"host {host}: {what}")
+        self.host = host
+        self.reachable = reachable
+        """True when the host answered but refused (host key, authentication)."""

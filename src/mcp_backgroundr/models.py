@@ -70,6 +70,10 @@ class TaskRecord:
     """Its cgroup directories, one per line (the v2 one first), at the cgroup level."""
     max_memory_bytes: int | None = None
     max_processes: int | None = None
+    host: str | None = None
+    """The SSH destination it runs on; None: this machine."""
+    host_seen_at: float | None = None
+    """When its host last answered about it."""
 
     @property
     def running(self) -> bool:
@@ -121,6 +125,7 @@ class StartedTask(BaseModel):
     cwd: str = Field(description="Absolute working directory of the task.")
     log_path: str = Field(description="File that receives the task's stdout and stderr, interleaved.")
     containment: str = Field(default="marker", description=CONTAINMENT_DESCRIPTION)
+    host: str | None = Field(default=None, description="The SSH host it runs on (log_path is there); null: here.")
     wait: WaitResult | None = Field(
         default=None, description="When a readiness condition was given: how the wait for it ended, and the status."
     )
@@ -203,6 +208,14 @@ class TaskStatus(BaseModel):
     max_processes: int | None = Field(
         default=None, description="Processes it may have at once (its cgroup's limit); null: no limit."
     )
+    host: str | None = Field(default=None, description="The SSH host it runs on; null: the server's machine.")
+    host_reachable: bool | None = Field(
+        default=None,
+        description="For a remote task: whether its host answered just now. When false, the rest is what was "
+        "last known, and host_problem says why.",
+    )
+    host_seen_at: str | None = Field(default=None, description="When its host last answered (ISO 8601 UTC).")
+    host_problem: str | None = Field(default=None, description="Why its host could not be reached, when it could not.")
 
 
 class Survivor(BaseModel):
@@ -265,6 +278,7 @@ class TaskSummary(BaseModel):
     )
     owner: str = Field(description="The server that owns it: host:pid:start-time.")
     containment: str = Field(default="marker", description=CONTAINMENT_DESCRIPTION)
+    host: str | None = Field(default=None, description="The SSH host it runs on; null: the server's machine.")
 
 
 class TaskList(BaseModel):

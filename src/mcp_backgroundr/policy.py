@@ -15,6 +15,7 @@ against mistakes, not a sandbox: a shell command can always be spelt another way
     env_passthrough = ["PATH", "HOME", "LANG", "LC_*"]  # variables tasks inherit
     max_memory_bytes = 2147483648          # memory each task may use (its cgroup's limit)
     max_processes = 512                    # processes each task may have at once
+    allowed_hosts = ["devbox", "me@gpu-*"]  # SSH hosts tasks may run on (none by default)
 
 A flag given on the command line replaces the file's setting of the same name.
 The two limits apply to every task (one may ask for less, never more) and need cgroups:
@@ -46,6 +47,7 @@ SETTINGS = (
     "env_passthrough",
     "max_memory_bytes",
     "max_processes",
+    "allowed_hosts",
 )
 LIMITS = ("max_memory_bytes", "max_processes")
 """Per-task limits, enforced by the task's cgroup."""
@@ -67,6 +69,26 @@ class Policy:
     """Names (shell-style patterns allowed) of server variables tasks inherit; None: all."""
     max_memory_bytes: int | None = None
     max_processes: int | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    """SSH destinations (shell-style patterns) tasks may run on; empty: none, only this machine."""
+
+    def check_host(self, host: str) -> None:
+        """Refuse a remote host that no ``allowed_hosts`` entry names."""
+        name = host.rpartition("@")[2].rsplit(":", 1)[0] if host.count(":") == 1 else host.rpartition("@")[2]
+        if any(fnmatchcase(host, entry) or fnmatchcase(name, entry) for entry in self.allowed_hosts):
+            return
+        if not self.allowed_hosts:
+            raise PolicyRefusedError(
+                "allowed_hosts",
+                f"host {host!r}: no remote host is allowed by default",
+                f"run it without host, or ask the server's owner to add it to allowed_hosts in {CONFIG_FILE} "
+                "(or --allowed-ssh-host)",
+            )
+        raise PolicyRefusedError(
+            f"allowed_hosts ({', '.join(self.allowed_hosts)})",
+            f"host {host!r} is not among them",
+            "use one of those hosts, or ask the server's owner to add this one",
+        )
 
     def check_command(self, command: str) -> None:
         for rule in self.deny_commands:
@@ -164,6 +186,8 @@ class Policy:
                 lines.append(f"{name}: {plain_number(value)}")
         if self.env_passthrough is not None:
             lines.append(f"env_passthrough: {', '.join(self.env_passthrough) or '(nothing)'}")
+        if self.allowed_hosts:
+            lines.append(f"allowed_hosts: {', '.join(self.allowed_hosts)}")
         return lines
 
 
@@ -182,6 +206,7 @@ def load_policy(config_path: Path, overrides: Mapping[str, object] | None = None
             env_passthrough=_names(_strings(settings, "env_passthrough")),
             max_memory_bytes=_limit(settings, "max_memory_bytes"),
             max_processes=_limit(settings, "max_processes"),
+            allowed_hosts=tuple(_strings(settings, "allowed_hosts") or ()),
         )
     except _BadSetting as exc:
         where = "its command-line flag" if exc.name in flags else str(config_path)

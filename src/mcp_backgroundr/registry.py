@@ -38,6 +38,7 @@ _COLUMN_TYPES = {
     "pid_create_time": "REAL",
     "ended_at": "REAL",
     "max_runtime_seconds": "REAL",
+    "host_seen_at": "REAL",
     "pid": "INTEGER",
     "exit_code": "INTEGER",
     "max_restarts": "INTEGER NOT NULL DEFAULT 0",

@@ -208,6 +208,13 @@ def build_server(
         wait_for_port: Annotated[
             int | None, Field(description="Answer once this localhost TCP port accepts connections.")
         ] = None,
+        host: Annotated[
+            str | None,
+            Field(
+                description="Run it on this SSH host (a ~/.ssh/config alias or user@name[:port]) if the policy's "
+                "allowed_hosts has it; cwd is then there (default: the remote home)."
+            ),
+        ] = None,
         wait_timeout_seconds: Annotated[
             float | None,
             Field(
@@ -246,10 +253,7 @@ def build_server(
             max_runtime_seconds=max_runtime_seconds,
             max_memory_bytes=max_memory_bytes,
             max_processes=max_processes,
-        )
-        text = (
-            f"started task {started.task_id} pid={started.pid} [{started.state}] containment={started.containment} "
-            f"in {started.cwd}: {command}"
+            host=host,
         )
         if waits:
 
@@ -261,7 +265,8 @@ def build_server(
 
             started.wait = await bounded_wait(started.task_id, conditions, 0, ctx, go_on)
             started.state = started.wait.status.state
-        text = f"started task {started.task_id} pid={started.pid} [{started.state}] in {started.cwd}: {command}"
+        where = f"{started.host}:{started.cwd}" if started.host else started.cwd
+        text = f"started task {started.task_id} pid={started.pid} [{started.state}] in {where}: {command}"
         return answer(started, text + ("\n" + describe_wait(started.wait) if started.wait else ""))
 
     @app.background_tool(

@@ -70,6 +70,7 @@ from .models import (
 )
 from .policy import Policy
 from .registry import Registry
+from .remote import RemoteTasks
 from .task import Task, summary_of
 
 MAX_NAME_LENGTH = 200
@@ -82,6 +83,8 @@ END_OF_INPUT = b"\x04"
 PRUNE_INTERVAL_SECONDS = 60.0
 """Pruning reads the whole registry: after exits it runs at most this often."""
 SHUTDOWN_REASON = "server shutdown"
+REMOTE_SHUTDOWN_SECONDS = 0.6
+"""At shutdown, how long remote hosts get (beyond the grace) to end the tasks there."""
 END_REASON = "end_background_task"
 
 
@@ -130,6 +133,8 @@ class Supervisor:
         self.containment = Containment(Level.MARKER)
         """Chosen when the server starts: how new tasks are contained."""
         self._spawns_in_flight = 0
+        self.remote = RemoteTasks(settings)
+        """Where tasks with a host go."""
 
     async def __aenter__(self) -> Supervisor:
         process.raise_open_file_limit()
@@ -164,7 +169,8 @@ class Supervisor:
     async def _take_over_left_behind(self) -> None:
         """Deal with the tasks of servers on this host that are gone: end those that were not
         meant to outlive them, adopt the keep_running ones, and settle those that ended."""
-        found = orphans.left_behind(self.registry.records(), self.owner)
+        records = self.registry.records()
+        found = orphans.left_behind([r for r in records if r.host is None], self.owner)
         if found.to_end:
             with anyio.CancelScope(shield=True):
                 await orphans.end_orphans(
@@ -174,7 +180,13 @@ class Supervisor:
             self._take_finished(record)
         for record in found.to_adopt:
             self._adopt(record)
-        self._save([*found.to_end, *found.to_settle, *found.to_adopt])
+        remote = [r for r in records if r.host is not None and r.running and orphans.owner_is_gone(r.owner)]
+        for record in remote:
+            # The connection is not the task: whatever kind, it ran on; its host says how it stands.
+            record.owner = self.owner
+            self._tasks[record.task_id] = Task(record, None)
+            self._enforce_runtime(self._tasks[record.task_id])
+        self._save([*found.to_end, *found.to_settle, *found.to_adopt, *remote])
 
     async def _reap_orphans(self) -> None:
         """As subreaper, orphaned descendants of tasks become our children: collect them when
@@ -188,6 +200,7 @@ class Supervisor:
         # A child spawned in a worker thread is not yet known: its exit must wait for its watcher.
         if self.containment.level is not Level.MARKER and not self._spawns_in_flight:
             own = {t.popen.pid for t in self._tasks.values() if t.popen is not None and t.popen.returncode is None}
+            own |= self.remote.connections.helper_pids()
             self.containment.reap(own)
 
     def _cap(self, record: TaskRecord) -> None:
@@ -284,8 +297,9 @@ class Supervisor:
         max_runtime_seconds: float | None = None,
         max_memory_bytes: int | None = None,
         max_processes: int | None = None,
+        host: str | None = None,
     ) -> StartedTask:
-        """Start ``command`` under ``/bin/sh -c`` and answer at once.
+        """Start ``command`` under ``/bin/sh -c`` (on ``host`` over SSH, if given) and answer at once.
 
         ``stdin`` keeps a pipe to the task's standard input; ``pty`` runs it in a
         pseudo-terminal (which takes input too). The policy may refuse it, or limit
@@ -294,9 +308,18 @@ class Supervisor:
         if self._task_group is None or self._shutting_down:
             raise BackgroundrError("the server is shutting down; start the task after it restarts")
         command = validation.checked_command(command)
-        workdir = validation.checked_cwd(cwd)
         self.policy.check_command(command)
-        workdir = self.policy.checked_cwd(workdir)
+        if host is not None:
+            self.policy.check_host(host)
+            if pty:
+                raise InvalidArgumentError("pty", pty, "a remote task cannot have a terminal yet; use stdin=true")
+            if max_memory_bytes is not None or max_processes is not None:
+                field = "max_memory_bytes" if max_memory_bytes is not None else "max_processes"
+                raise InvalidArgumentError(
+                    field, max_memory_bytes or max_processes, "remote tasks have no cgroup limits yet"
+                )
+        else:
+            workdir = self.policy.checked_cwd(validation.checked_cwd(cwd))
         if self.policy.max_tasks is not None:
             self.policy.check_room(self._running_count())
         runtime_limit = self.policy.runtime_limit(max_runtime_seconds)
@@ -315,6 +338,23 @@ class Supervisor:
             )
 
         task_id = self._new_task_id()
+        record = TaskRecord(
+            task_id=task_id,
+            name=name,
+            command=command,
+            cwd=workdir if host is None else cwd or "",
+            log_path="",
+            owner=self.owner,
+            started_at=time.time(),
+            keep_running=keep_running,
+            restart=restart,
+            max_restarts=restart_limit,
+            max_log_bytes=log_cap,
+            max_runtime_seconds=runtime_limit,
+            host=host,
+        )
+        if host is not None:
+            return await self._start_remote(record, {**(env or {}), TASK_ID_ENV: task_id}, stdin)
         placement = self.containment.place(task_id, limits)
         try:
             log_path = logs.create_log(self.settings.logs_dir, task_id)
@@ -326,24 +366,10 @@ class Supervisor:
                 "check that the state directory is writable and the disk is not full"
             ) from exc
         task_env[TASK_ID_ENV] = task_id
-        record = TaskRecord(
-            task_id=task_id,
-            name=name,
-            command=command,
-            cwd=workdir,
-            log_path=str(log_path),
-            owner=self.owner,
-            started_at=time.time(),
-            keep_running=keep_running,
-            restart=restart,
-            max_restarts=restart_limit,
-            max_log_bytes=log_cap,
-            max_runtime_seconds=runtime_limit,
-            containment=placement.level,
-            cgroup=placement.cgroup.encode() if placement.cgroup else None,
-            max_memory_bytes=limits.memory_bytes,
-            max_processes=limits.processes,
-        )
+        record.log_path = str(log_path)
+        record.containment = placement.level
+        record.cgroup = placement.cgroup.encode() if placement.cgroup else None
+        record.max_memory_bytes, record.max_processes = limits.memory_bytes, limits.processes
         self._cap(record)
         master, slave = terminal.open_terminal() if pty else (None, None)
         home: int | None = None
@@ -396,15 +422,27 @@ class Supervisor:
         self._spawn(task, "watching its exit", functools.partial(self._watch, task, popen, exit_handle))
         self._enforce_runtime(task)
         self._changed(TaskChange.STARTED, task_id)
-        return StartedTask(
-            task_id=task_id,
-            pid=record.pid,
-            state=record.state,
-            command=command,
-            cwd=workdir,
-            log_path=record.log_path,
-            containment=record.containment,
-        )
+        return _started(record)
+
+    async def _start_remote(self, record: TaskRecord, env: dict[str, str], stdin: bool) -> StartedTask:
+        assert self._task_group is not None
+        await self.remote.start(record, env, stdin)
+        try:
+            self.registry.insert(record)
+        except RegistryError:
+            await self.remote.end(Task(record, None), 0, END_REASON)  # unrecorded, it could never be found again
+            raise
+        self._tasks[record.task_id] = Task(record, None)
+        self._enforce_runtime(self._tasks[record.task_id])
+        self._changed(TaskChange.STARTED, record.task_id)
+        return _started(record)
+
+    def _after_remote(self, task: Task, ended: bool) -> None:
+        """Record what a call to a remote host learnt: its last answer, and an exit seen just now."""
+        if task.record.task_id in self._tasks:
+            self._save([task.record])
+            if ended:
+                self._changed(TaskChange.ENDED, task.record.task_id)
 
     async def _spawn_process(
         self, argv: list[str], cwd: str, env: dict[str, str], streams: process.Streams
@@ -560,7 +598,8 @@ class Supervisor:
         view = self._foreign.get(task_id)
         if view is None:
             view = self._foreign[task_id] = Task(record, None)
-            if record.state is TaskState.RUNNING and record.pid is not None and self._task_group is not None:
+            local = record.host is None
+            if local and record.state is TaskState.RUNNING and record.pid is not None and self._task_group is not None:
                 self._spawn(view, "watching another server's task", functools.partial(self._watch_foreign, view))
         view.record = record
         if not view.running:
@@ -595,6 +634,10 @@ class Supervisor:
             raise InvalidArgumentError(
                 "lines", lines, f"ask for 0 to {self.settings.max_lines} lines, or read forward with since"
             )
+        if record.host is not None:
+            status, ended = await self.remote.status(task, lines, since, raw)
+            self._after_remote(task, ended)
+            return status
         processes = await task.live_processes()
         writer_alive = task.running or bool(processes)
         path = Path(record.log_path)
@@ -617,6 +660,10 @@ class Supervisor:
     async def grep(self, task_id: str, pattern_text: str, since: int | None = None) -> TaskStatus:
         """Status whose output is the log lines (from ``since``) matching ``pattern_text``."""
         task = self._any(task_id)
+        if task.record.host is not None:
+            status, ended = await self.remote.grep(task, pattern_text, since)
+            self._after_remote(task, ended)
+            return status
         pattern = patterns.compiled("grep", pattern_text)
         assert pattern is not None
         path = Path(task.record.log_path)
@@ -658,6 +705,10 @@ class Supervisor:
     ) -> WaitResult:
         """Wait for the first of: the task exits, a new line matches, its port accepts, the timeout."""
         task = self._any(task_id)
+        if task.record.host is not None:
+            result, ended = await self.remote.wait(task, conditions, since, progress)
+            self._after_remote(task, ended)
+            return result
         path = Path(task.record.log_path)
         start = _checked_since(path, since, default=logs.log_size(path))
         began = time.monotonic()
@@ -691,6 +742,8 @@ class Supervisor:
         at most ``limit`` of them."""
         for task in self._tasks.values():
             self._refresh(task)
+        for task in await self.remote.refresh(list(self._tasks.values())):
+            self._after_remote(task, ended=True)
         records = [t.record for t in self._tasks.values()]
         if everyone:
             records += [r for r in self.registry.records() if r.task_id not in self._tasks]
@@ -710,6 +763,8 @@ class Supervisor:
         task = self._any(task_id)
         if not task.running:
             raise BackgroundrError(f"task {task_id} has ended ({task.record.state}); it takes no more input")
+        if task.record.host is not None:
+            return await self.remote.send_input(task, text + ("\n" if newline else ""), close)
         home = task.input_fd is None and taskinput.has_input_home(task.record)
         if task.input_fd is None and not home and task_id not in self._tasks:
             raise BackgroundrError(
@@ -741,7 +796,7 @@ class Supervisor:
     async def remove(self, task_id: str) -> RemovedTask:
         """Forget a finished task and delete its log: one of ours, or one whose server is gone."""
         task = self._any(task_id)
-        if task.running or await task.lingering():
+        if task.running or (task.record.host is None and await task.lingering()):
             raise BackgroundrError(
                 f"task {task_id} is still running; end it with end_background_task first, then remove it"
             )
@@ -750,8 +805,11 @@ class Supervisor:
                 f"task {task_id} belongs to a server that still runs ({task.record.owner}), which shows it; "
                 "remove it there, or once that server has exited"
             )
+        if task.record.host is not None:
+            freed = await self.remote.remove(task)
         self.registry.delete(task_id)
-        freed = retention.delete_task_files(task.record)
+        if task.record.host is None:
+            freed = retention.delete_task_files(task.record)
         self._forget(task.record)
         self._changed(TaskChange.REMOVED, task_id)
         return RemovedTask(task_id=task_id, freed_bytes=freed)
@@ -772,6 +830,10 @@ class Supervisor:
                 record.kill_requested = True
                 record.end_reason = reason
                 self._save([record])
+            if record.host is not None:
+                ended_task, ended = await self.remote.end(task, grace, reason)
+                self._after_remote(task, ended)
+                return ended_task
             leaders = {record.pid: task.leader()} if record.pid is not None and not task.lingering_known_empty else {}
             outcome = await end_trees(leaders, grace, self.settings.kill_wait_seconds)
             with anyio.move_on_after(self.settings.kill_wait_seconds):
@@ -827,31 +889,50 @@ class Supervisor:
         return self._shutting_down
 
     async def _end_all(self) -> int:
+        """End the local tasks' trees and, beside them, the remote tasks not meant to outlive us."""
         live = [
             t
             for t in self._tasks.values()
-            if t.record.pid is not None and not t.lingering_known_empty and not t.record.keep_running
+            if t.record.pid is not None
+            and not t.lingering_known_empty
+            and not t.record.keep_running
+            and t.record.host is None
         ]
         for task in live:
             if task.running:
                 task.record.kill_requested = True
                 task.record.end_reason = SHUTDOWN_REASON
         leaders = {t.record.pid: t.leader() for t in live if t.record.pid is not None}
+        doomed = [
+            t for t in self._tasks.values() if t.record.host is not None and t.running and not t.record.keep_running
+        ]
         # Orphans that came to us as subreaper from a task that can no longer be told go with us.
-        strays = unclaimed_children({t.record.pid for t in self._tasks.values() if t.record.pid is not None})
-        outcome = await end_trees(
-            leaders, self.settings.shutdown_grace_seconds, self.settings.shutdown_kill_wait_seconds, strays
-        )
-        with anyio.move_on_after(self.settings.shutdown_kill_wait_seconds):
-            for task in live:
-                await task.exited.wait()
+        leader_pids = {t.record.pid for t in self._tasks.values() if t.record.pid is not None and t.record.host is None}
+        strays = unclaimed_children(leader_pids | self.remote.connections.helper_pids())
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._end_remote_at_shutdown, doomed)
+            outcome = await end_trees(
+                leaders, self.settings.shutdown_grace_seconds, self.settings.shutdown_kill_wait_seconds, strays
+            )
+            with anyio.move_on_after(self.settings.shutdown_kill_wait_seconds):
+                for task in live:
+                    await task.exited.wait()
         for task in live:
             if not task.running:
                 task.settle()  # a cgroup still holding a survivor is not removed
         self._save([t.record for t in self._tasks.values()])
         for pid, command, reason in outcome.survivors:
             print(f"mcp-backgroundr: left running at shutdown: pid {pid} ({command}): {reason}", file=sys.stderr)
-        return len(outcome.ended_tasks)
+        return len(outcome.ended_tasks) + len(doomed)
+
+    async def _end_remote_at_shutdown(self, doomed: list[Task]) -> None:
+        """End the remote tasks not meant to outlive the server (as far as their hosts answer in
+        time), then close the SSH connections."""
+        for task in doomed:
+            task.record.kill_requested, task.record.end_reason = True, SHUTDOWN_REASON
+        with anyio.move_on_after(self.settings.shutdown_grace_seconds + REMOTE_SHUTDOWN_SECONDS):
+            await self.remote.end_all(doomed, self.settings.shutdown_grace_seconds, SHUTDOWN_REASON)
+        await self.remote.close()
 
 
 class TaskChange(enum.StrEnum):
@@ -875,6 +956,20 @@ def _earlier_output_advice(reason: WaitReason, status: TaskStatus, start: int) -
     return (
         f"it wrote nothing during this wait, but {start - status.dropped_bytes} bytes before it: read them with "
         f"get_task_status (the last lines, or since={status.dropped_bytes})"
+    )
+
+
+def _started(record: TaskRecord) -> StartedTask:
+    """run_background_task's answer for a task just started."""
+    return StartedTask(
+        task_id=record.task_id,
+        pid=record.pid,
+        state=record.state,
+        command=record.command,
+        cwd=record.cwd,
+        log_path=record.log_path,
+        containment=record.containment,
+        host=record.host,
     )
 
 

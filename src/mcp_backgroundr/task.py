@@ -10,6 +10,7 @@ the supervisor's.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import subprocess
 import time
@@ -115,7 +116,8 @@ class Task:
                 self.processes_seen = (time.monotonic(), found)
             return self.processes_seen[1]
 
-    def _cpu_percent(self, cpu_seconds: float) -> float:
+    def cpu_percent(self, cpu_seconds: float) -> float:
+        """CPU use since the previous status call (or since the start), from the tree's CPU seconds."""
         now = time.monotonic()
         if self.cpu_sample is None:
             since, used = now - max(0.001, self.record.runtime_seconds(time.time())), cpu_seconds
@@ -126,10 +128,20 @@ class Task:
 
     def status(self, piece: logs.OutputSlice, processes: list[psutil.Process], usage: process.TreeUsage) -> TaskStatus:
         """The answer of get_task_status: the record, ``piece`` of output, and what ``processes`` use."""
-        record = self.record
+        run = runner.read_status(self.record.status_path) if self.record.supervised else None
+        lingering = [] if self.running else sorted(p.pid for p in processes)
         cgroup = self.cgroup if processes else None
         memory, cpu = cgroup.usage() if cgroup is not None else (None, None)
-        run = runner.read_status(record.status_path) if record.supervised else None
+        if memory is not None or cpu is not None:  # the cgroup's own accounting, when there is one
+            rss = usage.rss_bytes if memory is None else memory
+            usage = dataclasses.replace(usage, rss_bytes=rss, cpu_seconds=usage.cpu_seconds if cpu is None else cpu)
+        return self.answer(piece, usage, lingering, run)
+
+    def answer(
+        self, piece: logs.OutputSlice, usage: process.TreeUsage, lingering: list[int], run: runner.RunStatus | None
+    ) -> TaskStatus:
+        """get_task_status's answer from what was found out, wherever the task runs."""
+        record = self.record
         return TaskStatus(
             task_id=record.task_id,
             name=record.name,
@@ -148,10 +160,10 @@ class Task:
             output_bytes=piece.size,
             truncated=piece.truncated,
             truncation=piece.truncation,
-            lingering_pids=[] if self.running else sorted(p.pid for p in processes),
+            lingering_pids=lingering,
             listening=_listening(usage.listening),
-            cpu_percent=self._cpu_percent(usage.cpu_seconds if cpu is None else cpu) if processes else None,
-            memory_rss_bytes=(usage.rss_bytes if memory is None else memory) if processes else None,
+            cpu_percent=self.cpu_percent(usage.cpu_seconds) if usage.process_count else None,
+            memory_rss_bytes=usage.rss_bytes if usage.process_count else None,
             process_count=usage.process_count,
             restarts=run.restarts if run else 0,
             dropped_bytes=piece.dropped,
@@ -161,6 +173,7 @@ class Task:
             containment=record.containment,
             max_memory_bytes=record.max_memory_bytes,
             max_processes=record.max_processes,
+            host=record.host,
         )
 
 
@@ -189,6 +202,7 @@ def summary_of(record: TaskRecord, now: float, listening: Sequence[tuple[str, in
         listening=[socket_address(address, port) for address, port, _ in listening],
         owner=record.owner,
         containment=record.containment,
+        host=record.host,
     )
 
 

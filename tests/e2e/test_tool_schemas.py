@@ -15,6 +15,7 @@ STATUS_FIELDS = {
     "ended_at", "runtime_seconds", "output", "cursor", "output_bytes", "truncated", "truncation", "lingering_pids",
     "grep_matches", "listening", "cpu_percent", "memory_rss_bytes", "process_count", "restarts", "next_start_at",
     "dropped_bytes", "end_reason", "max_runtime_seconds", "containment", "max_memory_bytes", "max_processes",
+    "host", "host_reachable", "host_seen_at", "host_problem",
 }  # fmt: skip
 
 EXPECTED = {
@@ -36,9 +37,10 @@ EXPECTED = {
             "wait_for_pattern",
             "wait_for_port",
             "wait_timeout_seconds",
+            "host",
         },
         {"command"},
-        {"task_id", "pid", "state", "command", "cwd", "log_path", "containment", "wait"},
+        {"task_id", "pid", "state", "command", "cwd", "log_path", "containment", "wait", "host"},
     ),
     "wait_for_task": (
         {"task_id", "timeout_seconds", "output_pattern", "port", "since"},
@@ -97,7 +99,7 @@ async def test_tools_are_pinned(server_command: str) -> None:
     assert "$ref" not in str(listed) and "anyOf" not in str(listed)
     assert set(listed["properties"]["tasks"]["items"]["properties"]) == {
         "task_id", "name", "command", "state", "pid", "exit_code", "started_at", "runtime_seconds", "listening",
-        "owner", "containment",
+        "owner", "containment", "host",
     }  # fmt: skip
 
 

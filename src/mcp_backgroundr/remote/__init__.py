@@ -1,0 +1,12 @@
+"""Remote hosts over SSH: another place a task runs.
+
+The supervisor hands every task that has a ``host`` to :class:`RemoteTasks`
+(``tasks.py``), which reaches the host through the user's own OpenSSH client
+(``ssh.py``) and the agent sent over the connection (``bundle.py``; the remote side is
+``agent.py``, ``agent_procs.py`` and ``agent_wait.py``, standard library only).
+"""
+
+from .ssh import Destination, parse_destination
+from .tasks import RemoteTasks
+
+__all__ = ["Destination", "RemoteTasks", "parse_destination"]

@@ -1,0 +1,346 @@
+"""On the remote host: the agent that starts, reads, waits on, feeds and ends hosted tasks.
+
+The server sends this package (this module, ``agent_procs``, ``agent_wait``, the runner and
+the log readers, standard library only) to the remote host once, as a zip kept in the
+remote user's state directory, and then runs one short ``python3`` per call with a JSON
+request on stdin and a JSON answer on stdout. A task is started as ``python3 ZIP task ID``:
+the runner of local ``keep_running`` tasks, leading its own session, writing the log and
+each run's exit status under ``STATE/hosted/``. Nothing here outlives a call except that
+runner; every call bounds itself with an alarm, so a dropped connection cannot leave it behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .. import logs, runner
+from ..errors import BackgroundrError
+from . import agent_cap, agent_procs, agent_wait
+
+HOSTED = "hosted"
+RUNNER_READY_SECONDS = 2.0
+SESSION_IDLE_SECONDS = 600
+"""A serving agent that hears nothing for this long exits (its server may be gone unseen)."""
+ALARM_MARGIN_SECONDS = 2
+"""The alarm that bounds a call fires this long after its deadline (the call answers at it)."""
+Request = dict[str, Any]
+
+
+class Hosted:
+    """The files of one hosted task: log, runner status, start record, input FIFO, end marker."""
+
+    def __init__(self, state: str, task_id: str) -> None:
+        if not task_id.isalnum():
+            raise BackgroundrError(f"task id {task_id!r} is not one of ours")
+        self.task_id = task_id
+        self.base = os.path.join(state, HOSTED, task_id)
+        self.log, self.status, self.meta = self.base + ".log", self.base + ".status", self.base + ".json"
+        self.fifo, self.ended = runner.input_home(self.status), self.base + ".end"
+        """The runner's input home: a FIFO it holds open and hands each run as stdin."""
+
+    def started(self) -> dict[str, Any]:
+        try:
+            with open(self.meta, encoding="utf-8") as file:
+                return dict(json.load(file))
+        except (OSError, ValueError) as exc:
+            raise BackgroundrError(f"task {self.task_id} is not known on this host (its record is gone)") from exc
+
+    def alive(self) -> bool:
+        meta = self.started()
+        return agent_procs.is_alive(int(meta["pid"]), meta.get("ticks"))
+
+    def outcome(self) -> dict[str, Any]:
+        """How the task stands: running, or how it ended, as its runner recorded it."""
+        run = runner.read_status(self.status)
+        alive = self.alive()
+        answer: dict[str, Any] = {"alive": alive, "restarts": run.restarts if run else 0}
+        answer["next_start_at"] = run.next_start_at if run else None
+        if alive:
+            return answer | {"state": "running"}
+        if run is not None and run.state != "running":
+            return answer | {
+                "state": run.state,
+                "exit_code": run.exit_code,
+                "signal": run.signal,
+                "ended_at": run.ended_at,
+            }
+        # The runner itself is gone without recording an exit: SIGKILLed, or the host restarted.
+        killed = os.path.exists(self.ended)
+        return answer | {
+            "state": "killed" if killed else "failed",
+            "exit_code": None,
+            "signal": None,
+            "ended_at": _mtime(self.status) or time.time(),
+            "end_reason": None
+            if killed
+            else "its runner is gone without recording an exit (killed, or the host restarted)",
+        }
+
+
+def _mtime(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
+
+
+def prune(state: str, keep_days: float) -> None:
+    """Delete the files of hosted tasks that ended more than ``keep_days`` ago."""
+    directory = os.path.join(state, HOSTED)
+    cutoff = time.time() - keep_days * 86400
+    for name in os.listdir(directory) if os.path.isdir(directory) else []:
+        if not name.endswith(".json"):
+            continue
+        hosted = Hosted(state, name[: -len(".json")])
+        run = runner.read_status(hosted.status)
+        if run is not None and run.state != "running" and (run.ended_at or time.time()) < cutoff:
+            for path in (hosted.log, hosted.status, hosted.meta, hosted.fifo, hosted.ended):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
+
+def start(state: str, bundle: str, request: Request) -> dict[str, Any]:
+    prune(state, float(request.get("keep_days", 7)))
+    hosted = Hosted(state, request["task_id"])
+    cwd = os.path.expanduser(request.get("cwd") or "~")
+    if not os.path.isdir(cwd):
+        raise BackgroundrError(f"cwd {cwd!r} is not a directory on this host; pass one that exists, or omit cwd")
+    os.makedirs(os.path.dirname(hosted.base), mode=0o700, exist_ok=True)
+    log_fd = os.open(hosted.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, logs.LOG_FILE_MODE)
+    stdin: int = subprocess.DEVNULL
+    if request.get("stdin"):
+        # Handed over as the runner's stdin, open both ways: held from its first instant.
+        os.mkfifo(hosted.fifo, 0o600)
+        stdin = os.open(hosted.fifo, os.O_RDWR | os.O_NONBLOCK)
+    env = dict(os.environ) | dict(request.get("env") or {}) | {agent_procs.TASK_ID_ENV: hosted.task_id}
+    with open(hosted.meta, "w", encoding="utf-8") as file:
+        json.dump(
+            {
+                "command": request["command"],
+                "restart": request.get("restart", "no"),
+                "max_restarts": request.get("max_restarts", 0),
+                "cwd": cwd,
+                "max_log_bytes": request.get("max_log_bytes", 0),
+            },
+            file,
+        )
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-I", bundle, "task", state, hosted.task_id],
+            cwd=cwd,
+            env=env,
+            stdin=stdin,
+            stdout=log_fd,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    finally:
+        os.close(log_fd)
+        if stdin != subprocess.DEVNULL:
+            os.close(stdin)
+    meta = hosted.started() | {"pid": child.pid, "ticks": agent_procs.start_ticks(child.pid), "at": time.time()}
+    with open(hosted.meta + ".tmp", "w", encoding="utf-8") as file:
+        json.dump(meta, file)
+    os.replace(hosted.meta + ".tmp", hosted.meta)
+    return {"pid": child.pid, "cwd": cwd, "log_path": hosted.log}
+
+
+def run_task(state: str, task_id: str) -> int:
+    """The task's runner (this process leads its session), capping its log as it goes. With an
+    input home (a FIFO beside its status file) the runner holds it open and hands it to each run."""
+    hosted = Hosted(state, task_id)
+    meta = hosted.started()
+    cap = int(meta.get("max_log_bytes") or 0)
+    agent_cap.start_capping(hosted.log, cap)
+    try:
+        # As child subreaper (Linux), the runner gets back what its task orphans, as the server does.
+        reaper = "subreaper" if sys.platform == "linux" else "plain"
+        return runner.main([hosted.status, meta["restart"], str(meta["max_restarts"]), reaper, meta["command"]])
+    finally:
+        agent_cap.enforce(hosted.log, cap)  # what the task wrote just before it ended
+
+
+def status(state: str, request: Request) -> dict[str, Any]:
+    """How the task stands, a bounded slice of its log, its processes and their usage."""
+    hosted = Hosted(state, request["task_id"])
+    answer = hosted.outcome()
+    meta = hosted.started()
+    pids = agent_procs.members(int(meta["pid"]), hosted.task_id)
+    budget, writer_alive = int(request["budget"]), answer["alive"] or bool(pids)
+    if request.get("since") is None:
+        floor = int(request.get("floor") or 0)
+        lines = int(request.get("lines", 50))
+        piece = logs.read_tail(
+            Path(hosted.log), lines, budget, writer_alive=writer_alive, floor=floor, raw=bool(request.get("raw"))
+        )
+    else:
+        piece = logs.read_forward(
+            Path(hosted.log), int(request["since"]), budget, writer_alive=writer_alive, raw=bool(request.get("raw"))
+        )
+    answer["slice"] = {
+        "text": piece.text,
+        "cursor": piece.cursor,
+        "size": piece.size,
+        "truncated": piece.truncated,
+        "truncation": piece.truncation,
+        "dropped": piece.dropped,
+    }
+    answer["pids"] = pids
+    answer["listening"] = agent_procs.listening(pids)
+    return answer | agent_procs.usage(pids)
+
+
+def send_input(state: str, request: Request) -> dict[str, Any]:
+    hosted = Hosted(state, request["task_id"])
+    if not os.path.exists(hosted.fifo):
+        raise BackgroundrError(f"task {hosted.task_id} has no open stdin: start tasks that need input with stdin=true")
+    cursor = logs.log_size(Path(hosted.log))
+    data = request["text"].encode()
+    fd = os.open(hosted.fifo, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        os.set_blocking(fd, True)
+        written = 0
+        while written < len(data):
+            written += os.write(fd, data[written:])
+    finally:
+        os.close(fd)
+    if request.get("close"):
+        # The runner takes the signal once its handler is in place, which it is by the time it
+        # has written its status file; just after a start, look briefly for that file.
+        deadline = time.monotonic() + RUNNER_READY_SECONDS
+        while not os.path.exists(hosted.status) and time.monotonic() < deadline:
+            time.sleep(agent_procs.SETTLE_STEP_SECONDS)
+        os.kill(int(hosted.started()["pid"]), runner.INPUT_CLOSE_SIGNAL)
+    return {"bytes_written": len(data), "cursor": cursor}
+
+
+def end(state: str, request: Request) -> dict[str, Any]:
+    """End the whole trees of one task (``task_id``) or several at once (``task_ids``)."""
+    every = [Hosted(state, task_id) for task_id in request.get("task_ids") or [request["task_id"]]]
+    leaders = {}
+    for hosted in every:
+        leaders[hosted.task_id] = int(hosted.started()["pid"])
+        if hosted.alive():
+            with open(hosted.ended, "w", encoding="utf-8") as file:
+                file.write(request.get("reason") or "")
+    ended = agent_procs.end(leaders, float(request["grace"]), float(request["kill_wait"]))
+    if "task_ids" in request:
+        return ended | {"tasks": {hosted.task_id: hosted.outcome() for hosted in every}}
+    return ended | every[0].outcome()
+
+
+def remove(state: str, request: Request) -> dict[str, Any]:
+    hosted = Hosted(state, request["task_id"])
+    meta = hosted.started()
+    if hosted.alive() or agent_procs.members(int(meta["pid"]), hosted.task_id):
+        raise BackgroundrError(f"task {hosted.task_id} is still running; end it with end_background_task first")
+    freed = 0
+    for path in (hosted.log, hosted.status, hosted.meta, hosted.fifo, hosted.ended):
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue
+        freed += info.st_blocks * 512 if stat.S_ISREG(info.st_mode) and path == hosted.log else 0
+        os.unlink(path)
+    return {"freed_bytes": freed}
+
+
+def check(state: str, request: Request) -> dict[str, Any]:
+    """How each of several tasks stands (for list_tasks and re-adoption), in one call."""
+    answers = {}
+    for task_id in request["task_ids"]:
+        try:
+            answers[task_id] = Hosted(state, task_id).outcome()
+        except BackgroundrError as exc:
+            answers[task_id] = {"state": "failed", "end_reason": str(exc), "alive": False}
+    return {"tasks": answers}
+
+
+def wait(state: str, request: Request) -> dict[str, Any]:
+    hosted = Hosted(state, request["task_id"])
+    meta = hosted.started()
+    start = logs.log_size(Path(hosted.log)) if request.get("since") is None else int(request["since"])
+    request = request | {"since": start}
+    found = agent_wait.wait(hosted.log, int(meta["pid"]), hosted.alive, request, agent_procs.members)
+    answer = status(state, request | {"since": None, "floor": start, "lines": request["max_lines"]})
+    return answer | {"wait": found}
+
+
+OPERATIONS: dict[str, Callable[[str, Request], dict[str, Any]]] = {
+    "status": status,
+    "input": send_input,
+    "end": end,
+    "remove": remove,
+    "check": check,
+    "wait": wait,
+}
+
+
+def _answer(state: str, bundle: str, request: Request) -> dict[str, Any]:
+    operation = request.get("op")
+    if operation == "start":
+        return start(state, bundle, request)
+    if operation == "grep":
+        hosted = Hosted(state, request["task_id"])
+        return agent_wait.grep(hosted.log, request) | hosted.outcome()
+    if operation in OPERATIONS:
+        return OPERATIONS[operation](state, request)
+    raise BackgroundrError(f"unknown operation {operation!r}: the server and this agent do not match")
+
+
+def _safe_answer(state: str, bundle: str, request: Request) -> dict[str, Any]:
+    try:
+        return _answer(state, bundle, request)
+    except (BackgroundrError, OSError, ValueError, KeyError) as exc:
+        return {"error": str(exc) if isinstance(exc, BackgroundrError) else f"{type(exc).__name__}: {exc}"}
+
+
+def _reply(answer: dict[str, Any]) -> None:
+    answer["now"], answer["python"] = time.time(), sys.executable
+    sys.stdout.write(json.dumps(answer) + "\n")
+    sys.stdout.flush()
+
+
+def _collect_children(_signum: int, _frame: object) -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
+def serve(state: str, bundle: str) -> None:
+    """Answer requests, one JSON line each, until the input ends (the server let go of this
+    session) or none comes for SESSION_IDLE_SECONDS; each request is bounded by its alarm."""
+    # The runners this agent starts are its children until it exits: collect each at its exit.
+    signal.signal(signal.SIGCHLD, _collect_children)
+    _reply({"ready": True})
+    while True:
+        signal.alarm(SESSION_IDLE_SECONDS)
+        line = sys.stdin.buffer.readline()
+        if not line:
+            return
+        request = json.loads(line)
+        signal.alarm(max(1, int(request.get("deadline", 30))) + ALARM_MARGIN_SECONDS)
+        _reply(_safe_answer(state, bundle, request))
+
+
+def main(bundle: str, state: str) -> None:
+    """Answer one request (a JSON line on stdin) with one JSON line on stdout, or serve many."""
+    if len(sys.argv) > 2 and sys.argv[1] == "task":
+        raise SystemExit(run_task(sys.argv[2], sys.argv[3]))
+    request = json.loads(sys.stdin.buffer.readline())
+    if request.get("op") == "serve":
+        serve(state, bundle)
+        return
+    signal.alarm(max(1, int(request.get("deadline", 30))) + ALARM_MARGIN_SECONDS)  # bounded, whatever the link does
+    _reply(_safe_answer(state, bundle, request))

@@ -1,0 +1,199 @@
+"""On the remote host: a task's processes, their usage and listening sockets, and ending them.
+
+Runs on the remote host with the standard library only (it is sent over the
+connection with the agent). On Linux a task's processes are found the way the
+server finds local ones: its session (the runner leads it), or the marker
+``MCP_BACKGROUNDR_TASK_ID`` in a process's environment, which survives ``setsid``
+and double forks. Elsewhere only the runner's process group is known, and the
+answers say so by listing no more than that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import signal
+import time
+
+PROC = "/proc"
+TASK_ID_ENV = "MCP_BACKGROUNDR_TASK_ID"
+SETTLE_STEP_SECONDS = 0.02
+"""While an end waits for processes to go: how often it looks (only during that end)."""
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (field 3 onwards)."""
+    try:
+        with open(f"{PROC}/{pid}/stat", "rb") as file:
+            text = file.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2 :].split()
+
+
+def start_ticks(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (None where /proc is missing)."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else None
+
+
+def is_alive(pid: int, ticks: int | None) -> bool:
+    """Whether ``pid`` still names the process that started at ``ticks`` (not a zombie)."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        if os.path.isdir(PROC):
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return fields[0] != "Z" and (ticks is None or int(fields[19]) == ticks)
+
+
+def _has_marker(pid: int, markers: set[bytes]) -> bool:
+    try:
+        with open(f"{PROC}/{pid}/environ", "rb") as file:
+            return not markers.isdisjoint(file.read().split(b"\0"))
+    except OSError:
+        return False
+
+
+def members(leader: int, task_id: str) -> list[int]:
+    """Live processes of a task: in the leader's session, or carrying its marker."""
+    return all_members({task_id: leader})
+
+
+def all_members(leaders: dict[str, int]) -> list[int]:
+    """Live processes of these tasks (task id -> leader pid), in one look at the process table."""
+    if not os.path.isdir(PROC):
+        alive = []
+        for leader in leaders.values():
+            with contextlib.suppress(OSError):
+                os.killpg(leader, 0)
+                alive.append(leader)
+        return alive
+    sessions = set(leaders.values())
+    markers = {f"{TASK_ID_ENV}={task_id}".encode() for task_id in leaders}
+    found = []
+    for name in os.listdir(PROC):
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        fields = _stat_fields(pid)
+        if fields is None or fields[0] == "Z":
+            continue
+        if int(fields[3]) in sessions or _has_marker(pid, markers):
+            found.append(pid)
+    return sorted(found)
+
+
+def command_line(pid: int) -> str:
+    try:
+        with open(f"{PROC}/{pid}/cmdline", "rb") as file:
+            return file.read().replace(b"\0", b" ").decode("utf-8", "replace").strip() or "?"
+    except OSError:
+        return "?"
+
+
+def usage(pids: list[int]) -> dict[str, float]:
+    """Resident memory and CPU seconds of these processes together."""
+    rss, cpu = 0, 0.0
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields is None:
+            continue
+        cpu += (int(fields[11]) + int(fields[12])) / _TICKS
+        rss += int(fields[21]) * _PAGE
+    return {"rss_bytes": rss, "cpu_seconds": round(cpu, 3)}
+
+
+def _listening_table() -> dict[str, tuple[str, int]]:
+    """Socket inode -> (address, port) of every listening TCP socket of the host."""
+    table = {}
+    for name, width in (("tcp", 8), ("tcp6", 32)):
+        try:
+            with open(f"{PROC}/net/{name}", encoding="ascii") as file:
+                rows = file.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            parts = row.split()
+            if len(parts) > 9 and parts[3] == "0A":
+                address, port = parts[1].split(":")
+                table[parts[9]] = (_address(address, width), int(port, 16))
+    return table
+
+
+def _address(hexadecimal: str, width: int) -> str:
+    raw = bytes.fromhex(hexadecimal)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))  # each 32-bit word is little-endian
+    if width == 8:
+        return ".".join(str(b) for b in words)
+    return str(ipaddress.IPv6Address(words))
+
+
+def listening(pids: list[int]) -> list[list[object]]:
+    """[address, port, pid] of each TCP socket these processes listen on."""
+    table = _listening_table() if pids else {}
+    found = []
+    for pid in pids:
+        try:
+            descriptors = os.listdir(f"{PROC}/{pid}/fd")
+        except OSError:
+            continue
+        for fd in descriptors:
+            try:
+                target = os.readlink(f"{PROC}/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in table:
+                address, port = table[target[8:-1]]
+                found.append([address, port, pid])
+    return sorted(found, key=lambda item: (item[1], str(item[0])))
+
+
+def _signal(pids: list[int], signum: int, denied: dict[int, str]) -> list[int]:
+    sent = []
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+            if signum == signal.SIGTERM:
+                os.kill(pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+            sent.append(pid)
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            denied[pid] = "permission denied: the process belongs to another user"
+    return sent
+
+
+def _wait_gone(leaders: dict[str, int], seconds: float) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while (left := all_members(leaders)) and time.monotonic() < deadline:
+        time.sleep(SETTLE_STEP_SECONDS)
+    return left
+
+
+def end(leaders: dict[str, int], grace: float, kill_wait: float) -> dict[str, object]:
+    """SIGTERM every process of these tasks (task id -> leader pid), SIGKILL what is left after
+    ``grace`` (processes started meanwhile included), and name the survivors."""
+    denied: dict[int, str] = {}
+    found = all_members(leaders)
+    signalled = _signal(found, signal.SIGTERM, denied)
+    escalated = False
+    left = _wait_gone(leaders, grace) if found else []
+    if left:
+        escalated = True
+        signalled += [pid for pid in _signal(left, signal.SIGKILL, denied) if pid not in signalled]
+        left = _wait_gone(leaders, kill_wait)
+    survivors = [
+        [pid, command_line(pid), denied.get(pid, "still alive after SIGKILL (maybe in uninterruptible sleep)")]
+        for pid in left
+    ]
+    return {"signalled": signalled, "escalated": escalated, "survivors": survivors}

@@ -1,0 +1,236 @@
+"""On the remote host: wait for a hosted task (exit, a matching line, a port), and grep its log.
+
+Standard library only. A wait blocks in ``select`` on two descriptors: a pidfd of the
+task's runner (readable at its exit) and, on Linux, an inotify watch on its log (readable
+when it is written to), both reached through ``os`` and ``ctypes``. Where either is
+missing, the wait looks at the log and the runner every STAT_INTERVAL_SECONDS instead,
+only while the wait runs. A port offers no wake-up anywhere: it is probed every
+PORT_PROBE_SECONDS while a wait asks for one, as the server does locally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+import select
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .. import logs
+from .agent_procs import listening
+
+STAT_INTERVAL_SECONDS = 0.1
+PORT_PROBE_SECONDS = 0.05
+PARTIAL_LINE_QUIET_SECONDS = 0.5
+"""An unterminated line that matches counts once nothing more was written for this long."""
+CHUNK = 1024 * 1024
+_IN_MODIFY = 0x00000002
+
+
+def inotify_on(path: str, blocking: bool = False) -> int | None:
+    """An inotify descriptor that turns readable when ``path`` is written to (None off Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = libc.inotify_init1(os.O_CLOEXEC | (0 if blocking else os.O_NONBLOCK))
+        if fd >= 0:
+            if libc.inotify_add_watch(fd, os.fsencode(path), _IN_MODIFY) >= 0:
+                return int(fd)
+            os.close(fd)
+    return None
+
+
+class _Wakeups:
+    """Descriptors that turn readable when the log is written to or the runner exits."""
+
+    def __init__(self, log: str, runner_pid: int) -> None:
+        self.fds: list[int] = []
+        self.inotify: int | None = None
+        self.pidfd: int | None = None
+        with contextlib.suppress(OSError, AttributeError):
+            self.pidfd = os.pidfd_open(runner_pid)
+            self.fds.append(self.pidfd)
+        self.inotify = inotify_on(log)
+        if self.inotify is not None:
+            self.fds.append(self.inotify)
+
+    @property
+    def event_driven(self) -> bool:
+        return self.inotify is not None and self.pidfd is not None
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep until a wake-up or ``seconds``; return whether something woke it."""
+        if not self.fds:
+            time.sleep(seconds)
+            return False
+        ready = select.select(self.fds, [], [], seconds)[0]
+        if self.inotify is not None:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(self.inotify, 65536):
+                    pass
+        return bool(ready)
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+
+
+class _Lines:
+    """Reads a log forward from an offset, matching each line (rendered) against a pattern."""
+
+    def __init__(self, log: str, start: int, pattern: re.Pattern[str]) -> None:
+        self.log, self.offset, self.pattern = log, start, pattern
+
+    def scan(self) -> tuple[str, int, bool] | None:
+        """(line, cursor after it, complete) of the next matching line written so far."""
+        self.offset = max(self.offset, logs.dropped_bytes(Path(self.log)))
+        with open(self.log, "rb") as file:
+            while True:
+                file.seek(self.offset)
+                chunk = file.read(CHUNK)
+                if not chunk:
+                    return None
+                lines = chunk.split(b"\n")
+                rest = lines.pop()
+                for raw in lines:
+                    self.offset += len(raw) + 1
+                    if (text := self._match(raw)) is not None:
+                        return text, self.offset, True
+                if len(chunk) < CHUNK:
+                    text = self._match(rest) if rest else None
+                    return (text, self.offset + len(rest), False) if text is not None else None
+                if not lines:  # a piece of a very long line: match it and move past it
+                    self.offset += len(rest)
+                    if (text := self._match(rest)) is not None:
+                        return text, self.offset, True
+
+    def _match(self, raw: bytes) -> str | None:
+        text = logs.render(raw.rstrip(b"\r"))
+        return text if self.pattern.search(text) else None
+
+
+def _port_accepts(port: int) -> bool:
+    for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.settimeout(0.5)
+            probe.connect((address, port))
+            return True
+    return False
+
+
+def _ticks(interval: float, deadline: float) -> Iterator[float]:
+    while (left := deadline - time.monotonic()) > 0:
+        yield min(left, interval)
+
+
+def wait(
+    log: str,
+    runner_pid: int,
+    alive: Callable[[], bool],
+    request: dict[str, Any],
+    members: Callable[[int, str], list[int]],
+) -> dict[str, Any]:
+    """Block until the first of: the runner exits, a line matches, the port accepts, the timeout."""
+    deadline = time.monotonic() + float(request["timeout"])
+    pattern = re.compile(request["pattern"]) if request.get("pattern") else None
+    lines = _Lines(log, int(request["since"]), pattern) if pattern else None
+    port = request.get("port")
+    wakeups = _Wakeups(log, runner_pid)
+    partial: tuple[str, int, bool] | None = None
+    woken = True
+    try:
+        interval = STAT_INTERVAL_SECONDS if not wakeups.event_driven else float(request["timeout"])
+        if port is not None:
+            interval = PORT_PROBE_SECONDS
+        for pause in _ticks(interval, deadline):
+            found = lines.scan() if lines else None
+            if found and (found[2] or (found == partial and not woken)):
+                # A complete line, or an unterminated one (a prompt) after a quiet moment.
+                return {"reason": "pattern", "line": found[0], "cursor": found[1]}
+            partial = found
+            if not alive():
+                last = lines.scan() if lines else None
+                if last:
+                    return {"reason": "pattern", "line": last[0], "cursor": last[1]}
+                return {"reason": "exited"}
+            if port is not None and _port_accepts(port):
+                owned = {item[1] for item in listening(members(runner_pid, request["task_id"]))}
+                if port in owned:
+                    return {"reason": "port"}
+            woken = wakeups.wait(min(pause, PARTIAL_LINE_QUIET_SECONDS) if partial else pause)
+        return {"reason": "timeout"}
+    finally:
+        wakeups.close()
+
+
+def _numbered_lines(fd: int, start: int, size: int) -> Iterator[tuple[bytes, int]]:
+    """(line, offset) of each line from ``start`` to ``size`` (a very long line comes in pieces)."""
+    offset, line_start, carry = start, start, b""
+    while offset < size:
+        chunk = os.pread(fd, min(CHUNK, size - offset), offset)
+        if not chunk:
+            break
+        offset += len(chunk)
+        pieces = (carry + chunk).split(b"\n")
+        carry = pieces.pop()
+        for raw in pieces:
+            yield raw, line_start
+            line_start += len(raw) + 1
+        if len(carry) > CHUNK:
+            yield carry, line_start
+            line_start, carry = line_start + len(carry), b""
+    if carry:
+        yield carry, line_start
+
+
+def grep(log: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Lines of the log from ``since`` that match, numbered, within the budget."""
+    pattern, budget = re.compile(request["pattern"]), int(request["budget"])
+    dropped = logs.dropped_bytes(Path(log))
+    shown: list[str] = []
+    used = matches = 0
+    resume_at = None
+    fd = os.open(log, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        since = min(max(int(request.get("since") or 0), dropped), size)
+        number = 1 + _newlines(fd, dropped, since)
+        for raw, offset in _numbered_lines(fd, since, size):
+            text = logs.render(raw.rstrip(b"\r"))
+            if pattern.search(text):
+                matches += 1
+                entry = f"{number}: {text}"
+                if resume_at is None and used + len(entry.encode()) + 1 <= budget:
+                    shown.append(entry)
+                    used += len(entry.encode()) + 1
+                elif resume_at is None and not shown:
+                    shown.append(entry[: budget - 20] + " [... line cut ...]")
+                    used = budget
+                elif resume_at is None:
+                    resume_at = offset
+            number += 1
+    finally:
+        os.close(fd)
+    return {
+        "text": "\n".join(shown),
+        "matches": matches,
+        "shown": len(shown),
+        "size": size,
+        "resume_at": resume_at,
+        "dropped": dropped,
+    }
+
+
+def _newlines(fd: int, start: int, end: int) -> int:
+    count, offset = 0, start
+    while offset < end:
+        chunk = os.pread(fd, min(CHUNK, end - offset), offset)
+        if not chunk:
+            break
+        count += chunk.count(b"\n")
+        offset += len(chunk)
+    return count

@@ -1,0 +1,109 @@
+"""A long-lived agent per host for the quick calls: one ssh channel, one request at a time.
+
+Starting ``python3`` on the remote host and importing the agent costs far more than the
+round trip itself, and status is the call clients make most. So each host gets one agent
+that stays up (``serve``), reading a JSON request per line and answering with one line,
+over a channel of the host's multiplexed connection. Quick calls (status, the batched
+check, input, remove, start) go through it; waits, greps and ends, which may take long,
+still run as one agent per call. Every request is bounded twice: by our own timeout, after
+which the session is dropped (the next call starts a new one), and by an alarm in the
+agent, which ends it if a request runs past its deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import anyio
+import anyio.abc
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from .ssh import Connections, Destination
+
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+"""Longest answer line a session accepts (answers are bounded far below this)."""
+STOP_SECONDS = 1.0
+"""How long a session's agent gets to exit after its input ends, before its ssh is killed."""
+IDLE_SECONDS = 300.0
+"""A session unused for this long is replaced rather than trusted (the agent gives up at 600 s)."""
+
+
+class AgentSession:
+    """The serving agent on one host, started on first use and again after it ends."""
+
+    def __init__(self, connections: Connections, destination: Destination) -> None:
+        self.connections = connections
+        self.destination = destination
+        self._process: anyio.abc.Process | None = None
+        self._answers: BufferedByteReceiveStream | None = None
+        self._lock = anyio.Lock()
+        self._used_at = 0.0
+
+    async def ask(self, command: str, opening: bytes, request: bytes, limit: float) -> bytes:
+        """Send one request line; return the answer line. ``opening`` is what the agent reads
+        first when a session starts (the bundle header and the serve request)."""
+        async with self._lock:
+            if self._process is None or self._process.returncode is not None or self._idle():
+                await self._stop()
+                await self._start(command, opening, limit)
+            process, answers = self._process, self._answers
+            assert process is not None
+            assert process.stdin is not None
+            assert answers is not None
+            try:
+                with anyio.fail_after(limit):
+                    await process.stdin.send(request)
+                    answer = await answers.receive_until(b"\n", MAX_ANSWER_BYTES)
+            except TimeoutError:
+                await self._stop()
+                raise self.connections.unreachable(self.destination, f"no answer within {limit:g} s") from None
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.IncompleteRead):
+                await self._stop()
+                raise self.connections.unreachable(self.destination, "the connection to its agent closed") from None
+            self._used_at = time.monotonic()
+            self.connections.seen_at[self.destination.text] = time.time()
+            return answer
+
+    def _idle(self) -> bool:
+        return time.monotonic() - self._used_at > IDLE_SECONDS
+
+    async def _start(self, command: str, opening: bytes, limit: float) -> None:
+        process = await self.connections.open_channel(self.destination, command)
+        assert process.stdin is not None
+        assert process.stdout is not None
+        self._process, self._answers = process, BufferedByteReceiveStream(process.stdout)
+        try:
+            with anyio.fail_after(limit):
+                await process.stdin.send(opening)
+                await self._answers.receive_until(b"\n", MAX_ANSWER_BYTES)  # the agent says it is ready
+        except (TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, anyio.IncompleteRead):
+            code = await self._stop()
+            raise SessionRefused(code) from None
+
+    async def _stop(self) -> int | None:
+        """End the session (its agent sees the end of its input and exits); its exit status."""
+        process, self._process, self._answers = self._process, None, None
+        if process is None:
+            return None
+        if process.stdin is not None:
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await process.stdin.aclose()
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(STOP_SECONDS):
+                await process.wait()
+            code = await self.connections.release(process)
+        return code
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._stop()
+
+
+class SessionRefused(Exception):
+    """The serving agent did not start; ``code`` is how its ssh ended (97: no python3, 98: the
+    agent is not on the host yet, 255: ssh itself failed)."""
+
+    def __init__(self, code: int | None) -> None:
+        super().__init__(f"the agent did not start (exit status {code})")
+        self.code = code

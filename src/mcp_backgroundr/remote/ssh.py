@@ -1,0 +1,283 @@
+"""SSH connections through the user's own OpenSSH client, one multiplexed master per host.
+
+So the user's ``~/.ssh/config``, agent, keys, ``ProxyJump`` and ``known_hosts`` all apply.
+Each host gets one master connection (``ControlMaster``/``ControlPersist``, as Ansible
+does), whose control socket lives in the state directory under a short hashed name (a
+unix socket path holds at most about 104 bytes); every call then costs one round trip on
+it, not a handshake. ``BatchMode=yes``: never a prompt; an unknown host key is refused,
+with a line saying how to accept it. Every call is bounded by our own timeout as well as
+ssh's ``ConnectTimeout`` and ``ServerAliveInterval``, so a cut link fails a call, never hangs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from ..errors import HostUnreachableError, InvalidArgumentError
+
+SSH = "ssh"
+CONFIG_ENV = "MCP_BACKGROUNDR_SSH_CONFIG"
+"""An ssh_config file to use instead of ~/.ssh/config (ssh -F)."""
+CLOSE_SECONDS = 2.0
+"""At shutdown, how long closing the masters may take (it is local: the control socket)."""
+SOCKET_PATH_LIMIT = 100
+"""Unix socket paths must fit in about 104 bytes; longer state paths use the temp directory."""
+_DESTINATION = re.compile(
+    r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<name>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>\d{1,5}))?$"
+)
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a task runs: a Host alias of ~/.ssh/config, or user@name[:port]."""
+
+    text: str
+    target: str
+    """What ssh connects to: [user@]name."""
+    port: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.target.rpartition("@")[2].strip("[]")
+
+
+def parse_destination(text: str) -> Destination:
+    found = _DESTINATION.match(text.strip()) if text else None
+    port = int(found.group("port")) if found and found.group("port") else None
+    if found is None or (port is not None and not 0 < port < 65536):
+        raise InvalidArgumentError(
+            "host", text, "give a Host alias from ~/.ssh/config, or user@name[:port] (e.g. me@build.example.com:2222)"
+        )
+    user = found.group("user")
+    target = f"{user}@{found.group('name')}" if user else found.group("name")
+    return Destination(text.strip(), target.replace("[", "").replace("]", ""), port)
+
+
+@dataclass(frozen=True)
+class SshTimeouts:
+    connect_seconds: float = 8.0
+    """ssh's ConnectTimeout: how long a new connection may take."""
+    alive_interval_seconds: int = 3
+    alive_count: int = 2
+    """A master that hears nothing for interval x count seconds gives the connection up."""
+    persist_seconds: int = 600
+    """How long an idle master stays open."""
+
+
+@dataclass
+class Connections:
+    """The OpenSSH masters of one server, and calls over them."""
+
+    state_dir: Path
+    timeouts: SshTimeouts = field(default_factory=SshTimeouts)
+    seen_at: dict[str, float] = field(default_factory=dict)
+    """When each host last answered (time.time())."""
+    _locks: dict[str, anyio.Lock] = field(default_factory=dict)
+    _opened: set[Destination] = field(default_factory=set)
+    """Masters in use: those started here and those found open."""
+    _started: set[Destination] = field(default_factory=set)
+    _children: set[int] = field(default_factory=set)
+    _masters: dict[Destination, int] = field(default_factory=dict)
+
+    def control_path(self, destination: Destination) -> Path:
+        digest = hashlib.sha256(destination.text.encode()).hexdigest()[:12]
+        directory = self.state_dir / "ssh"
+        if len(str(directory)) + 14 > SOCKET_PATH_LIMIT:
+            directory = Path(tempfile.gettempdir()) / f"mcp-backgroundr-{os.getuid()}"
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return directory / digest
+
+    def options(self, destination: Destination) -> list[str]:
+        """ssh's arguments for this destination, before the remote command."""
+        config = os.environ.get(CONFIG_ENV)
+        t = self.timeouts
+        return [
+            *(["-F", config] if config else []),
+            *(["-p", str(destination.port)] if destination.port else []),
+            *("-o", "BatchMode=yes", "-o", f"ConnectTimeout={t.connect_seconds:g}"),
+            *("-o", f"ServerAliveInterval={t.alive_interval_seconds}", "-o", f"ServerAliveCountMax={t.alive_count}"),
+            *("-o", f"ControlPath={self.control_path(destination)}"),
+        ]
+
+    def accept_hint(self, destination: Destination) -> str:
+        config = os.environ.get(CONFIG_ENV)
+        flags = (f"-F {config} " if config else "") + (f"-p {destination.port} " if destination.port else "")
+        return f"ssh {flags}{destination.target} true"
+
+    async def _open(self, destination: Destination) -> None:
+        """Start the host's master connection unless it runs (bounded by ConnectTimeout)."""
+        lock = self._locks.setdefault(destination.text, anyio.Lock())
+        async with lock:
+            if self.control_path(destination).exists():
+                self._opened.add(destination)  # a master left by an earlier server: ours to close now
+                return
+            errors = self.control_path(destination).with_suffix(".err")
+            argv = [
+                SSH,
+                *self.options(destination),
+                "-o",
+                "ControlMaster=yes",
+                "-o",
+                f"ControlPersist={self.timeouts.persist_seconds}",
+                "-f",
+                "-N",
+                destination.target,
+            ]
+            with errors.open("wb") as sink:
+                async with self._child(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=sink) as ssh:
+                    try:
+                        with anyio.fail_after(self.timeouts.connect_seconds + 2):
+                            code = await ssh.wait()
+                    except TimeoutError:
+                        limit = self.timeouts.connect_seconds
+                        raise self.unreachable(destination, f"no connection within {limit:g} s") from None
+            if code != 0:
+                raise self.refused(destination, errors.read_text(errors="replace"))
+            self._opened.add(destination)
+            self._started.add(destination)
+            await self._find_master(destination)
+
+    async def _find_master(self, destination: Destination) -> None:
+        """Note the pid of the host's master (``ssh -O check``): a server that is child subreaper
+        inherits it, and must neither reap it as an orphan nor end it as a stray."""
+        argv = [SSH, *self.options(destination), "-O", "check", destination.target]
+        with anyio.move_on_after(CLOSE_SECONDS):
+            async with self._child(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            ) as ssh:
+                output, errors = bytearray(), bytearray()
+                async with anyio.create_task_group() as group:
+                    group.start_soon(_drain, ssh.stdout, output)
+                    group.start_soon(_drain, ssh.stderr, errors)
+                await ssh.wait()
+        found = re.search(rb"pid=(\d+)", bytes(errors) + bytes(output))
+        if found:
+            self._masters[destination] = int(found.group(1))
+
+    async def open_channel(self, destination: Destination, command: str) -> anyio.abc.Process:
+        """A long-lived ``command`` on the host over its master, with pipes to its stdin and stdout
+        (stderr is dropped); :meth:`release` ends it."""
+        await self._open(destination)
+        argv = [SSH, *self.options(destination), "-o", "ControlMaster=no", "-T", destination.target, command]
+        process = await anyio.open_process(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+        self._children.add(process.pid)
+        return process
+
+    async def release(self, process: anyio.abc.Process) -> int | None:
+        """End a channel from :meth:`open_channel` (if it still runs) and reap it; its exit status."""
+        with anyio.CancelScope(shield=True):
+            await _reap(process)
+        self._children.discard(process.pid)
+        return process.returncode
+
+    def helper_pids(self) -> set[int]:
+        """The ssh processes of this server: masters and calls under way."""
+        return self._children | set(self._masters.values())
+
+    @contextlib.asynccontextmanager
+    async def _child(self, argv: list[str], **streams: Any) -> AsyncIterator[anyio.abc.Process]:
+        """An ssh process, known as ours while it runs, ended and reaped on the way out."""
+        process = await anyio.open_process(argv, **streams)
+        self._children.add(process.pid)
+        try:
+            yield process
+        finally:
+            with anyio.CancelScope(shield=True):
+                await _reap(process)
+            self._children.discard(process.pid)
+
+    async def call(self, destination: Destination, command: str, data: bytes, limit: float) -> tuple[int, bytes]:
+        """Run ``command`` on the host with ``data`` on its stdin; (exit status, stdout)."""
+        await self._open(destination)
+        argv = [SSH, *self.options(destination), "-o", "ControlMaster=no", "-T", destination.target, command]
+        output, errors = bytearray(), bytearray()
+        pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+        async with self._child(argv, **pipes) as process:
+            try:
+                with anyio.fail_after(limit):
+                    async with anyio.create_task_group() as group:
+                        group.start_soon(_drain, process.stdout, output)
+                        group.start_soon(_drain, process.stderr, errors)
+                        assert process.stdin is not None
+                        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                            await process.stdin.send(data)
+                            await process.stdin.aclose()
+                    code = await process.wait()
+            except TimeoutError:
+                raise self.unreachable(destination, f"no answer within {limit:g} s") from None
+        if code == 255:
+            raise self.refused(destination, errors.decode(errors="replace"))
+        self.seen_at[destination.text] = time.time()
+        return code, bytes(output) or bytes(errors)
+
+    def unreachable(self, destination: Destination, what: str) -> HostUnreachableError:
+        seen = self.seen_at.get(destination.text)
+        when = f"; last answered {time.time() - seen:.0f} s ago" if seen else ""
+        return HostUnreachableError(
+            destination.text, f"{what}{when}; the task there runs on, call again once the host is reachable"
+        )
+
+    def refused(self, destination: Destination, stderr: str) -> HostUnreachableError:
+        text = stderr.strip()
+        if "Host key verification failed" in text or "No matching host key" in text:
+            return HostUnreachableError(
+                destination.text,
+                "its host key is not in known_hosts (never accepted silently); check its fingerprint and "
+                f"accept it once in a terminal with: {self.accept_hint(destination)}",
+                reachable=True,
+            )
+        if "IDENTIFICATION HAS CHANGED" in text:
+            return HostUnreachableError(
+                destination.text,
+                "its host key has CHANGED since it was recorded; "
+                "find out why before removing the old key (ssh-keygen -R)",
+                reachable=True,
+            )
+        if "Permission denied" in text:
+            return HostUnreachableError(
+                destination.text,
+                "ssh was refused (Permission denied): BatchMode allows no "
+                "password; load a key into ssh-agent or set IdentityFile",
+                reachable=True,
+            )
+        last = text.splitlines()[-1] if text else "ssh failed with no message"
+        return self.unreachable(destination, last)
+
+    async def close(self, *, only_started: bool = False) -> None:
+        """Stop the masters in use (``only_started``: those started here), within CLOSE_SECONDS."""
+        with anyio.move_on_after(CLOSE_SECONDS):
+            for destination in list(self._started if only_started else self._opened):
+                argv = [SSH, *self.options(destination), "-O", "exit", destination.target]
+                with contextlib.suppress(OSError):
+                    await anyio.run_process(argv, check=False, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                self._opened.discard(destination)
+                self._masters.pop(destination, None)
+                self._started.discard(destination)
+
+
+async def _drain(stream: anyio.abc.ByteReceiveStream | None, into: bytearray) -> None:
+    if stream is None:
+        return
+    with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+        async for chunk in stream:
+            into.extend(chunk)
+
+
+async def _reap(process: anyio.abc.Process) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()
+    await process.wait()

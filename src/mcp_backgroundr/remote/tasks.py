@@ -1,0 +1,356 @@
+"""Tasks on other hosts: what the supervisor calls for a task that has a ``host``.
+
+Each operation is one call over the host's multiplexed SSH connection: a JSON request to
+the agent (``agent.py``, sent over once), a JSON answer back. The task itself runs
+under the runner on the remote host, which keeps its log and exit status there, so the
+connection is not the task: a cut link or a restarted server loses nothing, and the next
+call learns what happened meanwhile. While a host cannot be reached, status answers from
+what was last known (``host_reachable: false``); every other call fails with one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import anyio
+
+from .. import logs, patterns, process, runner, validation
+from ..config import Settings
+from ..errors import BackgroundrError, HostUnreachableError
+from ..models import EndedTask, InputSent, Survivor, TaskRecord, TaskState, TaskStatus, WaitReason, WaitResult
+from ..task import Task, iso_time
+from ..watch import PROGRESS_INTERVAL_SECONDS, ProgressReporter
+from .bundle import NEEDS_BUNDLE_STATUS, NO_PYTHON_STATUS, remote_command, request_bytes
+from .session import AgentSession, SessionRefused
+from .ssh import Connections, Destination, parse_destination
+
+Answer = dict[str, Any]
+SERVE_REQUEST = b'{"op": "serve"}\n'
+
+CALL_MARGIN_SECONDS = 3.0
+"""A call may take this much longer than the agent's own bound (ssh, Python's start)."""
+
+
+class RemoteTasks:
+    """Starts, reads, waits on, feeds and ends tasks on SSH hosts, for one supervisor."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.connections = Connections(settings.home)
+        self._installed: set[str] = set()
+        """Hosts known to hold this server's agent."""
+        self._python: dict[str, str] = {}
+        """The interpreter each host ran the agent with."""
+        self._sessions: dict[str, AgentSession] = {}
+        """The serving agent of each host, for quick calls."""
+
+    async def _call(self, host: str, request: Answer, seconds: float | None = None, *, quick: bool = False) -> Answer:
+        """One request to the host's agent: through its serving session (``quick``: start, status,
+        check, input, remove), or an agent of its own (waits, greps, ends: calls that may take long)."""
+        limit = self.settings.remote_call_seconds if seconds is None else seconds
+        destination = parse_destination(host)
+        line = json.dumps(request | {"deadline": limit}).encode() + b"\n"
+        with_bundle = host not in self._installed
+        call_limit = limit + CALL_MARGIN_SECONDS
+        command = remote_command(self._python.get(host))
+        if quick:
+            code, output = 0, await self._ask_session(destination, command, line, call_limit)
+        else:
+            data = request_bytes(line, with_bundle)
+            code, output = await self.connections.call(destination, command, data, call_limit)
+            if code == NEEDS_BUNDLE_STATUS and not with_bundle:
+                code, output = await self.connections.call(destination, command, request_bytes(line, True), call_limit)
+        if code == NO_PYTHON_STATUS:
+            raise _no_python(host)
+        try:
+            answer = json.loads(output.splitlines()[-1]) if output.strip() else None
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            shown = output.decode(errors="replace").strip()[-300:] or "nothing"
+            raise BackgroundrError(f"host {host}: the agent answered no result (exit status {code}): {shown}")
+        self._installed.add(host)
+        if isinstance(answer.get("python"), str):
+            self._python[host] = answer["python"]
+        if "error" in answer:
+            raise BackgroundrError(f"host {host}: {answer['error']}")
+        return answer
+
+    async def _ask_session(self, destination: Destination, command: str, line: bytes, limit: float) -> bytes:
+        host = destination.text
+        session = self._sessions.setdefault(host, AgentSession(self.connections, destination))
+        with_bundle = host not in self._installed
+        while True:
+            try:
+                return await session.ask(command, request_bytes(SERVE_REQUEST, with_bundle), line, limit)
+            except SessionRefused as exc:
+                if exc.code == NEEDS_BUNDLE_STATUS and not with_bundle:
+                    with_bundle = True
+                    continue
+                if exc.code == NO_PYTHON_STATUS:
+                    raise _no_python(host) from None
+                raise self.connections.unreachable(destination, f"its agent did not start ({exc})") from None
+
+    # -- start -----------------------------------------------------------------
+
+    async def start(self, record: TaskRecord, env: Mapping[str, str], stdin: bool) -> None:
+        """Start the record's task on its host; fills in its pid, cwd and (remote) log path."""
+        assert record.host is not None
+        request = {
+            "op": "start",
+            "task_id": record.task_id,
+            "command": record.command,
+            "cwd": record.cwd or None,
+            "env": dict(env),
+            "stdin": stdin,
+            "restart": record.restart,
+            "max_restarts": record.max_restarts,
+            "max_log_bytes": record.max_log_bytes,
+            "keep_days": self.settings.keep_days,
+        }
+        answer = await self._call(record.host, request, quick=True)
+        record.pid, record.cwd, record.log_path = answer["pid"], answer["cwd"], answer["log_path"]
+        record.host_seen_at = time.time()
+
+    # -- what happened ---------------------------------------------------------
+
+    def _learn(self, task: Task, answer: Answer) -> bool:
+        """Record what the host says about the task; True when it has ended just now."""
+        record = task.record
+        record.host_seen_at = time.time()
+        if not record.running or answer.get("state", "running") == "running":
+            return False
+        record.state = TaskState(answer["state"])
+        record.exit_code, record.signal = answer.get("exit_code"), answer.get("signal")
+        record.ended_at = answer.get("ended_at") or time.time()
+        if record.kill_requested:
+            record.state = TaskState.KILLED
+        elif answer.get("end_reason"):
+            record.end_reason = answer["end_reason"]
+        task.exited.set()
+        return True
+
+    def _status(self, task: Task, answer: Answer) -> TaskStatus:
+        piece = answer["slice"]
+        pids = list(answer.get("pids") or [])
+        usage = process.TreeUsage(
+            len(pids),
+            int(answer.get("rss_bytes") or 0),
+            float(answer.get("cpu_seconds") or 0),
+            [(str(a), int(p), int(pid)) for a, p, pid in answer.get("listening") or []],
+        )
+        run = runner.RunStatus(restarts=int(answer.get("restarts") or 0), next_start_at=answer.get("next_start_at"))
+        status = task.answer(
+            logs.OutputSlice(
+                piece["text"], piece["cursor"], piece["size"], piece["truncated"], piece["truncation"], piece["dropped"]
+            ),
+            usage,
+            [] if task.running else pids,
+            run,
+        )
+        status.host_reachable, status.host_seen_at = True, iso_time(task.record.host_seen_at)
+        return status
+
+    def known_status(self, task: Task, problem: HostUnreachableError, since: int | None) -> TaskStatus:
+        """What is known of a task whose host cannot be reached now."""
+        cursor = since or 0
+        empty = process.TreeUsage(0, 0, 0.0, [])
+        status = task.answer(logs.OutputSlice("", cursor, cursor, False, None), empty, [], None)
+        status.host_reachable, status.host_problem = False, str(problem)
+        status.host_seen_at = iso_time(task.record.host_seen_at)
+        return status
+
+    # -- read ------------------------------------------------------------------
+
+    async def status(self, task: Task, lines: int, since: int | None, raw: bool) -> tuple[TaskStatus, bool]:
+        """The task's status (and whether it ended just now); from what is known when its host is away."""
+        assert task.record.host is not None
+        request = {
+            "op": "status",
+            "task_id": task.record.task_id,
+            "lines": lines,
+            "since": since,
+            "raw": raw,
+            "budget": self.settings.output_budget,
+        }
+        try:
+            answer = await self._call(task.record.host, request, quick=True)
+        except HostUnreachableError as exc:
+            if exc.reachable:
+                raise
+            return self.known_status(task, exc, since), False
+        ended = self._learn(task, answer)
+        return self._status(task, answer), ended
+
+    async def grep(self, task: Task, pattern: str, since: int | None) -> tuple[TaskStatus, bool]:
+        assert task.record.host is not None
+        patterns.compiled("grep", pattern)
+        request = {
+            "op": "grep",
+            "task_id": task.record.task_id,
+            "pattern": pattern,
+            "since": since,
+            "budget": self.settings.output_budget,
+        }
+        found = await self._call(task.record.host, request)
+        ended = self._learn(task, found)
+        notes = []
+        if found["resume_at"] is not None:
+            notes.append(
+                f"{found['matches'] - found['shown']} more matching lines do not fit in the budget; "
+                f"call again with since={found['resume_at']} to see them, or narrow the pattern"
+            )
+        if found["dropped"]:
+            notes.append(f"the first {found['dropped']} bytes were dropped (size cap): line numbers count from there")
+        truncated = found["resume_at"] is not None
+        piece = {
+            "text": found["text"],
+            "cursor": found["size"],
+            "size": found["size"],
+            "truncated": truncated,
+            "truncation": "; ".join(notes) or None,
+            "dropped": found["dropped"],
+        }
+        status = self._status(task, found | {"slice": piece})
+        status.grep_matches = found["matches"]
+        return status, ended
+
+    async def wait(
+        self, task: Task, conditions: validation.WaitConditions, since: int | None, progress: ProgressReporter | None
+    ) -> tuple[WaitResult, bool]:
+        """Wait on the remote host (the agent wakes on the exit and on log writes) and answer once."""
+        assert task.record.host is not None
+        pattern = getattr(conditions.pattern, "pattern", None)
+        request = {
+            "op": "wait",
+            "task_id": task.record.task_id,
+            "since": since,
+            "pattern": pattern,
+            "port": conditions.port,
+            "timeout": conditions.timeout,
+            "budget": self.settings.output_budget,
+            "max_lines": self.settings.max_lines,
+        }
+        began = time.monotonic()
+        answer: Answer = {}
+        failed: list[BackgroundrError] = []
+        async with anyio.create_task_group() as group:
+
+            async def ask() -> None:
+                try:
+                    answer.update(await self._call(task.record.host or "", request, conditions.timeout))
+                except BackgroundrError as exc:  # raised below, not wrapped in an exception group
+                    failed.append(exc)
+                group.cancel_scope.cancel()
+
+            group.start_soon(ask)
+            if progress is not None:
+                group.start_soon(_report, progress, conditions.timeout)
+        if failed:
+            raise failed[0]
+        ended = self._learn(task, answer)
+        found = answer["wait"]
+        return WaitResult(
+            reason=WaitReason(found["reason"]),
+            waited_seconds=round(time.monotonic() - began, 3),
+            matched_line=found.get("line"),
+            matched_cursor=found.get("cursor"),
+            status=self._status(task, answer),
+        ), ended
+
+    # -- act -------------------------------------------------------------------
+
+    async def send_input(self, task: Task, data: str, close: bool) -> InputSent:
+        assert task.record.host is not None
+        request = {"op": "input", "task_id": task.record.task_id, "text": data, "close": close}
+        answer = await self._call(task.record.host, request, quick=True)
+        return InputSent(
+            task_id=task.record.task_id, bytes_written=answer["bytes_written"], closed=close, cursor=answer["cursor"]
+        )
+
+    async def end(self, task: Task, grace: float, reason: str) -> tuple[EndedTask, bool]:
+        """End the task's whole tree on its host; answer once it is gone, naming survivors."""
+        record = task.record
+        assert record.host is not None
+        kill_wait = self.settings.kill_wait_seconds
+        request = {"op": "end", "task_id": record.task_id, "grace": grace, "kill_wait": kill_wait, "reason": reason}
+        answer = await self._call(record.host, request, grace + kill_wait + self.settings.remote_call_seconds)
+        ended = self._learn(task, answer)
+        return EndedTask(
+            task_id=record.task_id,
+            state=record.state,
+            exit_code=record.exit_code,
+            signal=record.signal,
+            signalled_pids=answer["signalled"],
+            escalated=answer["escalated"],
+            survivors=[Survivor(pid=pid, command=command, reason=why) for pid, command, why in answer["survivors"]],
+        ), ended
+
+    async def end_all(self, tasks: Sequence[Task], grace: float, reason: str) -> None:
+        """End these tasks' trees, one call per host, all hosts at once (for a server's shutdown;
+        a host that does not answer in time keeps its tasks)."""
+        by_host: dict[str, list[Task]] = {}
+        for task in tasks:
+            by_host.setdefault(task.record.host or "", []).append(task)
+        kill_wait = self.settings.shutdown_kill_wait_seconds
+
+        async def end_on(host: str, group: list[Task]) -> None:
+            request = {"op": "end", "task_ids": [t.record.task_id for t in group], "grace": grace,
+                       "kill_wait": kill_wait, "reason": reason}  # fmt: skip
+            with contextlib.suppress(BackgroundrError):
+                answer = await self._call(host, request, grace + kill_wait + CALL_MARGIN_SECONDS)
+                for task in group:
+                    self._learn(task, answer["tasks"].get(task.record.task_id, {}))
+
+        async with anyio.create_task_group() as running:
+            for host, group in by_host.items():
+                running.start_soon(end_on, host, group)
+
+    async def remove(self, task: Task) -> int:
+        """Delete the task's files on its host; the bytes freed."""
+        assert task.record.host is not None
+        answer = await self._call(task.record.host, {"op": "remove", "task_id": task.record.task_id}, quick=True)
+        return int(answer["freed_bytes"])
+
+    async def refresh(self, tasks: Sequence[Task]) -> list[Task]:
+        """Learn how running remote tasks stand, one call per host, skipping hosts that are away;
+        the tasks that ended."""
+        by_host: dict[str, list[Task]] = {}
+        for task in tasks:
+            if task.running and task.record.host is not None:
+                by_host.setdefault(task.record.host, []).append(task)
+        ended: list[Task] = []
+        for host, group in by_host.items():
+            try:
+                request = {"op": "check", "task_ids": [t.record.task_id for t in group]}
+                answer = await self._call(host, request, quick=True)
+            except BackgroundrError:
+                continue
+            ended += [t for t in group if self._learn(t, answer["tasks"].get(t.record.task_id, {}))]
+        return ended
+
+    async def close(self, *, only_started: bool = False) -> None:
+        """End the serving sessions, then the masters (``only_started``: those started here)."""
+        for session in self._sessions.values():
+            await session.close()
+        await self.connections.close(only_started=only_started)
+
+
+def _no_python(host: str) -> HostUnreachableError:
+    return HostUnreachableError(
+        host,
+        "python3 is not installed there (or not on the PATH of a non-interactive ssh session); "
+        "install Python 3.9 or newer on it",
+        reachable=True,
+    )
+
+
+async def _report(progress: ProgressReporter, limit: float) -> None:
+    began = time.monotonic()
+    while True:
+        await progress(round(time.monotonic() - began, 1), limit)
+        await anyio.sleep(PROGRESS_INTERVAL_SECONDS)

@@ -1,0 +1,231 @@
+"""End-to-end: tasks on another host over SSH, through a real sshd on a loopback port."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anyio
+import psutil
+import pytest
+
+from .harness import alive, call, call_error, connect, until
+from .sshd import free_port
+
+pytestmark = pytest.mark.anyio
+
+ALLOW = ("serve", "--allowed-ssh-host", "loopback", "--allowed-ssh-host", "stranger", "--allowed-ssh-host", "nopython")
+
+
+async def test_a_remote_task_runs_reports_and_ends_with_its_whole_tree(
+    server_command: str, ssh_env: dict[str, str]
+) -> None:
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        started = await call(
+            client, "run_background_task", command="echo one; echo two; setsid sleep 300 & sleep 300", host="loopback"
+        )
+        assert started["host"] == "loopback"
+        waited = await call(client, "wait_for_task", task_id=started["task_id"], output_pattern="two", since=0)
+        status = await call(client, "get_task_status", task_id=started["task_id"])
+        assert (status["state"], status["host"], status["host_reachable"]) == ("running", "loopback", True)
+        assert status["output"] == "one\ntwo\n"
+        assert waited["reason"] == "pattern"
+        ended = await call(client, "end_background_task", task_id=started["task_id"], grace_seconds=1)
+        assert ended["survivors"] == []
+        assert ended["state"] == "killed"
+        assert len(ended["signalled_pids"]) >= 3
+        after = await call(client, "get_task_status", task_id=started["task_id"])
+        assert after["state"] == "killed"
+        assert alive(ended["signalled_pids"]) == []
+
+
+async def test_a_host_the_policy_does_not_allow_is_refused_naming_the_rule(
+    server_command: str, ssh_env: dict[str, str]
+) -> None:
+    async with connect(server_command, env=ssh_env) as client:
+        message = await call_error(client, "run_background_task", command="true", host="loopback")
+    assert "allowed_hosts" in message
+    assert "no remote host is allowed by default" in message
+
+
+async def test_an_unknown_host_key_is_refused_with_how_to_accept_it(
+    server_command: str, ssh_env: dict[str, str]
+) -> None:
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        message = await call_error(client, "run_background_task", command="true", host="stranger")
+    assert "known_hosts" in message
+    assert "ssh -F" in message and "stranger true" in message
+
+
+async def test_a_host_without_python_is_one_clear_line(server_command: str, ssh_env: dict[str, str]) -> None:
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        message = await call_error(client, "run_background_task", command="true", host="nopython")
+    assert message.startswith("host nopython: python3 is not installed there"), message
+
+
+async def test_cursors_grep_list_resources_and_remove_work_on_a_remote_task(
+    server_command: str, ssh_env: dict[str, str]
+) -> None:
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        started = await call(
+            client, "run_background_task", command="printf 'a\\nb\\nc\\n'; echo error: boom; exit 3", host="loopback"
+        )
+        task_id = started["task_id"]
+        waited = await call(client, "wait_for_task", task_id=task_id, timeout_seconds=20, since=0)
+        assert (waited["reason"], waited["status"]["state"]) == ("exited", "failed")
+        whole = await call(client, "get_task_status", task_id=task_id, since=0)
+        assert (whole["output"], whole["cursor"], whole["exit_code"]) == ("a\nb\nc\nerror: boom\n", 18, 3)
+        middle = await call(client, "get_task_status", task_id=task_id, since=2)
+        assert middle["output"] == "b\nc\nerror: boom\n"
+        assert (await call(client, "get_task_status", task_id=task_id, since=18))["output"] == ""
+        found = await call(client, "get_task_status", task_id=task_id, grep="^error")
+        assert (found["output"], found["grep_matches"]) == ("4: error: boom", 1)
+        listing = await call(client, "list_tasks")
+        assert [(t["task_id"], t["host"], t["exit_code"]) for t in listing["tasks"]] == [(task_id, "loopback", 3)]
+        resource = await client.read_resource(f"task://{task_id}/log")
+        assert "error: boom" in str(resource.contents[0])
+        removed = await call(client, "remove_task", task_id=task_id)
+        assert removed["freed_bytes"] > 0
+        assert "not a known task" in await call_error(client, "get_task_status", task_id=task_id)
+
+
+async def test_input_reaches_a_remote_task_and_closing_it_ends_its_input(
+    server_command: str, ssh_env: dict[str, str]
+) -> None:
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        started = await call(
+            client,
+            "run_background_task",
+            command="read line; echo got $line; cat; echo input closed",
+            stdin=True,
+            host="loopback",
+        )
+        task_id = started["task_id"]
+        sent = await call(client, "send_task_input", task_id=task_id, text="hello")
+        got = await call(
+            client,
+            "wait_for_task",
+            task_id=task_id,
+            output_pattern="got hello",
+            since=sent["cursor"],
+            timeout_seconds=20,
+        )
+        assert got["reason"] == "pattern"
+        await call(client, "send_task_input", task_id=task_id, text="last", close=True)
+        done = await call(client, "wait_for_task", task_id=task_id, timeout_seconds=20)
+        assert done["reason"] == "exited"
+        assert done["status"]["exit_code"] == 0
+        final = await call(client, "get_task_status", task_id=task_id)
+        assert final["output"].endswith("last\ninput closed\n")
+
+
+async def test_a_wait_for_a_port_on_the_remote_host_ends_when_the_task_listens(
+    server_command: str, ssh_env: dict[str, str]
+) -> None:
+    port = free_port()
+    serve = f"exec python3 -m http.server {port} --bind 127.0.0.1"
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        started = await call(
+            client, "run_background_task", command=serve, host="loopback", wait_for_port=port, wait_timeout_seconds=20
+        )
+        assert started["wait"]["reason"] == "port"
+        status = await call(client, "get_task_status", task_id=started["task_id"])
+        assert [item["port"] for item in status["listening"]] == [port]
+        ended = await call(client, "end_background_task", task_id=started["task_id"])
+        assert ended["survivors"] == []
+
+
+async def test_a_remote_task_outlives_a_killed_server_and_the_next_one_learns_its_exit_code(
+    server_command: str, ssh_env: dict[str, str], tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        remote = await call(
+            client, "run_background_task", command=f"echo up; read x < {gate}; exit 4", host="loopback",
+            wait_for_pattern="up",
+        )  # fmt: skip
+        local = await call(client, "run_background_task", command="sleep 300")
+        server = psutil.Process(psutil.Process(local["pid"]).ppid())
+        server.kill()
+        with anyio.fail_after(5):
+            while server.is_running() and server.status() != psutil.STATUS_ZOMBIE:
+                await anyio.sleep(0.02)
+    assert alive([remote["pid"]]) == [remote["pid"]]
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        status = await call(client, "get_task_status", task_id=remote["task_id"])
+        assert (status["state"], status["output"]) == ("running", "up\n")
+        with open(gate, "w") as opened:
+            opened.write("go\n")
+        done = await call(client, "wait_for_task", task_id=remote["task_id"], timeout_seconds=20)
+        assert (done["reason"], done["status"]["exit_code"], done["status"]["state"]) == ("exited", 4, "failed")
+        listing = await call(client, "list_tasks")
+        assert [t["task_id"] for t in listing["tasks"]] == [remote["task_id"]]
+
+
+async def test_the_command_line_shows_follows_and_stops_a_remote_task(
+    server_command: str, ssh_env: dict[str, str]
+) -> None:
+    env = os.environ | ssh_env
+
+    async def cli(*arguments: str) -> str:
+        with anyio.fail_after(60):
+            done = await anyio.run_process([server_command, *arguments], env=env, check=False)
+        assert done.returncode == 0, done.stderr.decode()
+        return done.stdout.decode()
+
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        long = await call(
+            client, "run_background_task", command="echo one; sleep 300", host="loopback", wait_for_pattern="one"
+        )
+        short = await call(client, "run_background_task", command="echo a; sleep 1; echo b", host="loopback")
+        listed = await cli("ps")
+        assert long["task_id"] in listed and "loopback" in listed
+        assert "state: running" in await cli("status", long["task_id"])
+        assert await cli("logs", long["task_id"]) == "one\n"
+        assert await cli("logs", "-f", short["task_id"]) == "a\nb\n"
+        stopped = await cli("stop", long["task_id"], "--grace", "1")
+        assert "none is left" in stopped
+        assert alive([long["pid"]]) == []
+        status = await call(client, "get_task_status", task_id=long["task_id"])
+        assert status["state"] == "killed"
+
+
+async def test_a_remote_log_is_kept_under_its_cap_on_the_remote_host(
+    server_command: str, ssh_env: dict[str, str]
+) -> None:
+    cap = 64 * 1024
+    writer = "head -c 2000000 /dev/zero | tr '\\0' a; echo; echo written; sleep 300"
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        started = await call(
+            client, "run_background_task", command=writer, host="loopback", max_log_bytes=cap,
+            wait_for_pattern="^written", wait_timeout_seconds=30,
+        )  # fmt: skip
+        assert started["wait"]["reason"] == "pattern"
+        status: dict[str, object] = {}
+
+        async def capped() -> bool:
+            nonlocal status
+            status = await call(client, "get_task_status", task_id=started["task_id"], lines=1)
+            return os.stat(started["log_path"]).st_blocks * 512 <= cap
+
+        await until(capped, 20)
+        assert status["output_bytes"] == 2000000 + len("\nwritten\n")
+        assert isinstance(status["dropped_bytes"], int) and status["dropped_bytes"] > 2000000 - cap
+        assert status["output"] == "written\n"
+        await call(client, "end_background_task", task_id=started["task_id"], grace_seconds=0)
+
+
+async def test_closing_the_server_ends_its_remote_tasks_but_keep_running_ones_stay(
+    server_command: str, ssh_env: dict[str, str]
+) -> None:
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        ordinary = await call(client, "run_background_task", command="sleep 300 & sleep 300", host="loopback")
+        kept = await call(client, "run_background_task", command="sleep 300", host="loopback", keep_running=True)
+    assert alive([ordinary["pid"]]) == []
+    assert alive([kept["pid"]]) == [kept["pid"]]
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        status = await call(client, "get_task_status", task_id=ordinary["task_id"])
+        assert (status["state"], status["end_reason"]) == ("killed", "server shutdown")
+        ended = await call(client, "end_background_task", task_id=kept["task_id"], grace_seconds=1)
+        assert ended["survivors"] == []

@@ -1,0 +1,72 @@
+"""End-to-end: a remote host whose link is cut and restored (an sshd in its own network namespace)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from .harness import alive, call, call_error, connect
+from .netns import FarHost, far_host, missing
+
+pytestmark = pytest.mark.anyio
+
+ALLOW = ("serve", "--allowed-ssh-host", "faraway")
+FAIL_WITHIN_SECONDS = 25.0
+"""A call to a cut-off host fails well within this (its own bound is about 13 s)."""
+
+
+@pytest.fixture
+def far(tmp_path: Path) -> Iterator[FarHost]:
+    reason = missing()
+    if reason:
+        pytest.skip(reason)
+    with far_host(tmp_path / "far") as host:
+        yield host
+
+
+@pytest.fixture
+def far_env(far: FarHost, home: Path, tmp_path: Path) -> dict[str, str]:
+    config = tmp_path / "ssh_config"
+    config.write_text(far.sshd.client_config(home, "faraway"))
+    return {"MCP_BACKGROUNDR_SSH_CONFIG": str(config)}
+
+
+async def test_a_cut_link_fails_a_wait_and_a_grep_with_one_line_and_the_task_runs_on(
+    server_command: str, far: FarHost, far_env: dict[str, str]
+) -> None:
+    async with connect(server_command, args=ALLOW, env=far_env) as client:
+        started = await call(
+            client, "run_background_task", command="echo up; sleep 300", host="faraway", wait_for_pattern="up"
+        )
+        task_id = started["task_id"]
+
+        async def cut_soon() -> None:
+            await anyio.sleep(0.5)  # the wait below is under way on the remote side by then
+            far.cut()
+
+        began = time.monotonic()
+        with anyio.fail_after(FAIL_WITHIN_SECONDS):
+            async with anyio.create_task_group() as group:
+                group.start_soon(cut_soon)
+                message = await call_error(client, "wait_for_task", task_id=task_id, timeout_seconds=120)
+        assert message.startswith("host faraway:"), message
+        assert time.monotonic() - began < FAIL_WITHIN_SECONDS
+        with anyio.fail_after(FAIL_WITHIN_SECONDS):
+            grep_error = await call_error(client, "get_task_status", task_id=task_id, grep="up")
+        assert grep_error.startswith("host faraway:"), grep_error
+        with anyio.fail_after(FAIL_WITHIN_SECONDS):
+            known = await call(client, "get_task_status", task_id=task_id)
+        assert (known["state"], known["host_reachable"]) == ("running", False)
+        assert known["host_seen_at"] is not None and known["host_problem"].startswith("host faraway:")
+        assert alive([started["pid"]]) == [started["pid"]]  # the task runs on behind the cut
+        far.restore()
+        with anyio.fail_after(FAIL_WITHIN_SECONDS):
+            back = await call(client, "get_task_status", task_id=task_id)
+        assert (back["state"], back["host_reachable"], back["output"]) == ("running", True, "up\n")
+        ended = await call(client, "end_background_task", task_id=task_id, grace_seconds=1)
+        assert ended["survivors"] == []
+        assert alive([started["pid"]]) == []
