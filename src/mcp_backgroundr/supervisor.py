@@ -36,6 +36,7 @@ from . import (
     retention,
     runner,
     scans,
+    startup,
     taskinput,
     terminal,
     validation,
@@ -135,23 +136,41 @@ class Supervisor:
         self._spawns_in_flight = 0
         self.remote = RemoteTasks(settings)
         """Where tasks with a host go."""
+        self._exit_stack = contextlib.AsyncExitStack()
+        """What __aexit__ undoes: shutdown, then the task group."""
 
     async def __aenter__(self) -> Supervisor:
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                await self._start(stack)
+                self._exit_stack = stack.pop_all()
+        except BaseExceptionGroup as group:
+            raise startup.the_failure(group) from None
+        return self
+
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
+        """Everything a server needs before it answers; on a failure, ``stack`` undoes what was done."""
         process.raise_open_file_limit()
         self.containment = Containment.choose(self.settings.containment, self.settings.cgroup_dir)
         offload.favour_the_event_loop()
-        self._task_group = anyio.create_task_group()
-        await self._task_group.__aenter__()
-        self._capper = logcap.LogCapper()
+        with startup.step("create the inotify instance that caps logs"):
+            self._capper = logcap.LogCapper()
+        with startup.step("create the inotify instance that waits use"):
+            self._writes = WriteWatches()
+        self._task_group = await stack.enter_async_context(anyio.create_task_group())
+        stack.push_async_callback(self._stop)
         self._capper.on_failure = self._cap_failed
         self._spawn(None, "capping logs", self._capper.run)
-        self._writes = WriteWatches()
         self._spawn(None, "watching logs for waits", self._writes.run)
         if self.containment.level is not Level.MARKER:
             self._spawn(None, "reaping orphans", self._reap_orphans)
         await self._take_over_left_behind()
         self._prune()
-        return self
+
+    async def _stop(self) -> None:
+        await self.shutdown()
+        assert self._task_group is not None
+        self._task_group.cancel_scope.cancel()
 
     def _prune(self) -> None:
         """Forget finished tasks beyond the retention settings, with their logs."""
@@ -274,10 +293,7 @@ class Supervisor:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool | None:
-        await self.shutdown()
-        assert self._task_group is not None
-        self._task_group.cancel_scope.cancel()
-        return await self._task_group.__aexit__(exc_type, exc, tb)
+        return await self._exit_stack.__aexit__(exc_type, exc, tb)
 
     # -- start -----------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sqlite3
 import subprocess
 from collections.abc import Iterator
@@ -124,3 +125,24 @@ async def test_an_unreadable_record_of_another_servers_task_is_contained(
             await _still_serving(owner, (await call(owner, "run_background_task", command="sleep 300"))["task_id"])
     assert "cannot be read" in refused
     assert "paused-by-a-newer-version" in refused
+
+
+def test_a_failure_to_start_is_one_line_naming_it(server_command: str) -> None:
+    # A user namespace of its own with no inotify instance allowed: a real start-up failure that
+    # leaves every other process on the machine (other servers, other tests) its own limits.
+    isolated = ["unshare", "--user", "--map-root-user", "sh", "-c"]
+    if shutil.which("unshare") is None or subprocess.run([*isolated, "true"], check=False).returncode:
+        pytest.skip("needs unshare --user (util-linux) and user namespaces")
+    no_inotify_left = 'echo 0 > /proc/sys/user/max_inotify_instances && exec "$0"'
+    result = subprocess.run(
+        [*isolated, no_inotify_left, server_command],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("mcp-backgroundr: cannot start: no inotify instance is left"), result.stderr
+    assert "fs.inotify.max_user_instances" in result.stderr
