@@ -16,6 +16,8 @@ from pathlib import Path
 import anyio
 
 _IN_MODIFY = 0x00000002
+ENTRY_REMOVED = 0x00000200 | 0x00000040
+"""IN_DELETE | IN_MOVED_FROM: an entry of a watched directory was deleted or renamed away."""
 _EVENT_HEADER = struct.Struct("iIII")  # wd, mask, cookie, length of the name that follows
 _READ_SIZE = 64 * 1024
 
@@ -30,9 +32,9 @@ class Inotify:
         if self._fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1 failed")
 
-    def add(self, path: Path) -> int:
-        """Watch a file for writes; return its watch descriptor."""
-        wd: int = _libc.inotify_add_watch(self._fd, os.fsencode(path), _IN_MODIFY)
+    def add(self, path: Path, events: int = _IN_MODIFY) -> int:
+        """Watch a file for writes (or other ``events``); return its watch descriptor."""
+        wd: int = _libc.inotify_add_watch(self._fd, os.fsencode(path), events)
         if wd < 0:
             error = ctypes.get_errno()
             raise OSError(error, f"cannot watch {path}: {os.strerror(error)}")
@@ -72,9 +74,9 @@ class WriteWatches:
         self._subscribers: dict[int, set[_Subscriber]] = {}
 
     @contextlib.contextmanager
-    def watching(self, path: Path) -> Iterator[WrittenTo]:
-        """Be told of writes to ``path`` while inside the block."""
-        wd = self._inotify.add(path)  # the same file gives the same watch descriptor
+    def watching(self, path: Path, events: int = _IN_MODIFY) -> Iterator[WrittenTo]:
+        """Be told of writes to ``path`` (or other ``events``) while inside the block."""
+        wd = self._inotify.add(path, events)  # the same file gives the same watch descriptor
         subscriber = _Subscriber()
         self._subscribers.setdefault(wd, set()).add(subscriber)
         try:

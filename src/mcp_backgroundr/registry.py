@@ -90,6 +90,46 @@ def _translated(action: str, path: Path) -> Iterator[None]:
         raise RegistryError(f"could not {action} the task registry at {path}: {exc}") from exc
 
 
+def _identity_of(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """A connection to the registry at ``path``, created (0600) and brought up to date as needed."""
+    with _translated("open", path):
+        if not path.exists():
+            # Create the file ourselves so it is 0600 from the start; SQLite gives
+            # its -wal and -shm companions the same mode.
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            db.close()
+            raise RegistryError(
+                f"the task registry at {path} was written by a newer mcp-backgroundr (schema {version}, "
+                f"this one knows {SCHEMA_VERSION}); upgrade, or point {HOME_ENV} elsewhere"
+            )
+        db.executescript(_SCHEMA)
+        _add_missing_columns(db)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return db
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Bring a registry written by an older version up to date: new columns only ever get added."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
+    for column in _COLUMNS:
+        if column not in present:
+            db.execute(f"ALTER TABLE tasks ADD COLUMN {column} {_COLUMN_TYPES.get(column, 'TEXT')}")
+
+
 class Registry:
     """Task records in an SQLite file (created 0600 inside a 0700 directory)."""
 
@@ -97,31 +137,36 @@ class Registry:
         self.path = path
         self._known: dict[int, tuple[weakref.ref[TaskRecord], tuple[object, ...]]] = {}
         """By id() of a record object: the values the registry held for it when last read or written."""
-        with _translated("open", path):
-            if not path.exists():
-                # Create the file ourselves so it is 0600 from the start; SQLite gives
-                # its -wal and -shm companions the same mode.
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-            self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise RegistryError(
-                    f"the task registry at {path} was written by a newer mcp-backgroundr (schema {version}, "
-                    f"this one knows {SCHEMA_VERSION}); upgrade, or point {HOME_ENV} elsewhere"
-                )
-            self._db.executescript(_SCHEMA)
-            self._add_missing_columns()
-            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._db = _connect(path)
+        self._identity = _identity_of(path)
+        """The file this connection opened (device, inode): a registry deleted or replaced
+        under a live server is noticed, and written back, by :meth:`restore`."""
 
-    def _add_missing_columns(self) -> None:
-        """Bring a registry written by an older version up to date: new columns only ever get added."""
-        present = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
-        for column in _COLUMNS:
-            if column not in present:
-                self._db.execute(f"ALTER TABLE tasks ADD COLUMN {column} {_COLUMN_TYPES.get(column, 'TEXT')}")
+    def restore(self) -> int | None:
+        """If the registry file is no longer the one this connection opened (someone deleted or
+        replaced it), write every record this connection still reads back to its path.
+
+        Returns how many records were written back, or None when the file is in place.
+        """
+        if _identity_of(self.path) == self._identity:
+            return None
+        columns = ", ".join(_COLUMNS)
+        with _translated("read what remains of", self.path):
+            rows = self._db.execute(f"SELECT {columns} FROM tasks").fetchall()
+        if not self.path.exists():
+            # Its -wal and -shm companions, if still there, belong to the deleted file: a new
+            # file beside them would take their pages for its own.
+            for suffix in ("-wal", "-shm"):
+                self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+        replacement = _connect(self.path)
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        with _translated("write back", self.path):
+            replacement.execute("BEGIN IMMEDIATE")
+            replacement.executemany(f"INSERT OR IGNORE INTO tasks ({columns}) VALUES ({placeholders})", rows)
+            replacement.execute("COMMIT")
+        self._db.close()
+        self._db, self._identity = replacement, _identity_of(self.path)
+        return len(rows)
 
     def close(self) -> None:
         self._db.close()

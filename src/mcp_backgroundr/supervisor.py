@@ -33,6 +33,7 @@ from . import (
     orphans,
     patterns,
     process,
+    registry_guard,
     retention,
     runner,
     scans,
@@ -164,6 +165,8 @@ class Supervisor:
         self._spawn(None, "watching logs for waits", self._writes.run)
         if self.containment.level is not Level.MARKER:
             self._spawn(None, "reaping orphans", self._reap_orphans)
+        keeping = functools.partial(registry_guard.keep_registry, self.registry, self._writes)
+        self._spawn(None, "watching the registry file", keeping)
         await self._take_over_left_behind()
         self._prune()
 

@@ -18,7 +18,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from .harness import call, call_error, connect, finished
+from .harness import call, call_error, connect, finished, until
 
 pytestmark = pytest.mark.anyio
 
@@ -146,3 +146,34 @@ def test_a_failure_to_start_is_one_line_naming_it(server_command: str) -> None:
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("mcp-backgroundr: cannot start: no inotify instance is left"), result.stderr
     assert "fs.inotify.max_user_instances" in result.stderr
+
+
+def _cli(server_command: str, *arguments: str) -> str:
+    result = subprocess.run([server_command, *arguments], capture_output=True, text=True, timeout=60, check=True)
+    return result.stdout
+
+
+@pytest.mark.parametrize("deleted", [("",), ("", "-wal", "-shm")], ids=["file", "with-wal-and-shm"])
+async def test_a_registry_deleted_under_a_live_server_is_written_back(
+    server_command: str, home: Path, deleted: tuple[str, ...]
+) -> None:
+    async with connect(server_command) as client:
+        running = await call(client, "run_background_task", command="sleep 300", name="keeps-going")
+        done = await call(client, "run_background_task", command="exit 3")
+        await finished(client, done["task_id"])
+        for suffix in deleted:
+            (home / f"registry.sqlite3{suffix}").unlink()
+
+        async def cli_sees_them() -> bool:
+            return running["task_id"] in _cli(server_command, "ps") and done["task_id"] in _cli(
+                server_command, "ps", "--all"
+            )
+
+        await until(cli_sees_them)
+        assert "state: failed" in _cli(server_command, "status", done["task_id"])
+        started_after = await call(client, "run_background_task", command="true")
+        await finished(client, started_after["task_id"])
+    async with connect(server_command) as client:
+        listing = await call(client, "list_tasks", all=True)
+    states = {t["task_id"]: t["state"] for t in listing["tasks"]}
+    assert states == {running["task_id"]: "killed", done["task_id"]: "failed", started_after["task_id"]: "completed"}
