@@ -1,10 +1,10 @@
 """Bounded disk per task: past its cap, the oldest output of a log is dropped.
 
-Dropping punches a hole at the head of the file (fallocate PUNCH_HOLE): the file
-keeps its size, so every byte offset, and so every cursor, keeps its meaning, while
-the dropped bytes no longer take disk space. Where the kept output starts is read
-back from the file itself (lseek SEEK_DATA), so every reader, the CLI included,
-agrees on it without any shared state.
+Dropping punches a hole at the head of the file (see :mod:`holes`, shared with the runner of
+a task that outlives its server): the file keeps its size, so every byte offset, and so every
+cursor, keeps its meaning, while the dropped bytes no longer take disk space. Where the kept
+output starts is read back from the file itself (lseek SEEK_DATA), so every reader, the CLI
+included, agrees on it without any shared state.
 
 The child still writes straight to its log; the server looks at a log only after
 inotify says it was written to, and then only as often as its writer needs, so an
@@ -13,11 +13,9 @@ idle task costs nothing.
 
 from __future__ import annotations
 
-import ctypes
-import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -25,49 +23,9 @@ import anyio.to_thread
 from anyio.abc import TaskGroup
 
 from . import offload
+from .holes import Pace, enforce
 from .inotify import Inotify
-from .logs import dropped_bytes, log_size
-
-BLOCK = 4096
-KEPT_FRACTION = 4
-MAX_PAUSE_SECONDS = 0.25
-"""Longest pause between two looks at a log being written."""
-RATE_MEMORY = 0.9
-QUIET_SECONDS = 0.2
-"""A log that did not grow for this long goes back to inotify."""
-MIN_PAUSE_SECONDS = 0.0002
-"""The shortest pause between two looks, so that a pacing thread never spins."""
-_FALLOC_FL_KEEP_SIZE = 0x01
-_FALLOC_FL_PUNCH_HOLE = 0x02
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
-
-
-def enforce(path: Path, cap: int) -> tuple[int, int]:
-    """If a log takes more than ``cap`` bytes of disk, drop its oldest output down to a quarter
-    of the cap, which leaves a fast writer room before the next look.
-
-    Returns the log's size and the disk it takes now.
-    """
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        return 0, 0
-    allocated = info.st_blocks * 512
-    if allocated <= cap:
-        return info.st_size, allocated
-    start = dropped_bytes(path)
-    end = (info.st_size - cap // KEPT_FRACTION) // BLOCK * BLOCK
-    if end <= start:
-        return info.st_size, allocated
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        if _libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, start, end - start) != 0:
-            error = ctypes.get_errno()
-            raise OSError(error, f"cannot drop old output of {path}: {os.strerror(error)}")
-    finally:
-        os.close(fd)
-    return info.st_size, max(0, allocated - (end - start))
+from .logs import log_size
 
 
 @dataclass
@@ -78,10 +36,7 @@ class _Log:
     """Its inotify watch, while it is quiet."""
     paced: bool = False
     """Whether a pacing loop is looking at it (it is being written)."""
-    last_size: int = 0
-    last_look: float = 0.0
-    fastest: float = 0.0
-    """The fastest recent write rate, in bytes per second, fading slowly."""
+    pace: Pace = field(default_factory=lambda: Pace(0))
 
 
 class LogCapper:
@@ -154,8 +109,7 @@ class LogCapper:
             return
         self._quiet_down(log)
         log.paced = True
-        # Measure the writer's speed from now on, not since it was last quiet.
-        log.last_size, log.last_look = log_size(log.path), time.monotonic()
+        log.pace.restart(log_size(log.path))
         group.start_soon(self._pace, log)
 
     async def _pace(self, log: _Log) -> None:
@@ -186,19 +140,11 @@ class LogCapper:
 
     def _pace_until_quiet(self, log: _Log) -> int | None:
         """Blocking: look at the log as often as its writer needs to fill the room left under its
-        cap; answer its size once it has not grown for QUIET_SECONDS (None once it is forgotten)."""
+        cap; answer its size once it has not grown for a while (None once it is forgotten)."""
         while log.path in self._logs and not self._stopped:
             size, allocated = enforce(log.path, log.cap)
-            now = time.monotonic()
-            grew = size > log.last_size
-            if grew:
-                rate = (size - log.last_size) / max(now - log.last_look, 1e-6)
-                log.fastest = max(rate, log.fastest * RATE_MEMORY)
-                log.last_size, log.last_look = size, now
-            elif now - log.last_look >= QUIET_SECONDS:
+            pause = log.pace.next_pause(log.cap, size, allocated)
+            if pause is None:
                 return size
-            pause = min(max(0.0, log.cap - allocated) / log.fastest if log.fastest else 0.0, MAX_PAUSE_SECONDS)
-            if not grew:  # it paused: look again soon, as fast as it might resume
-                pause = min(max(pause, MIN_PAUSE_SECONDS), log.last_look + QUIET_SECONDS - now)
-            time.sleep(max(pause, MIN_PAUSE_SECONDS))  # a sleep lets the event loop have the interpreter
+            time.sleep(pause)  # a sleep lets the event loop have the interpreter
         return None

@@ -9,13 +9,13 @@ follow it, never one byte twice and never one lost.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InvalidArgumentError
+from .holes import dropped_bytes as dropped_bytes  # where the kept output of a log starts
 
 LOG_FILE_MODE = 0o600
 
@@ -68,22 +68,6 @@ _UNREADABLE_RUN = re.compile("\ufffd{8,}")
 
 def _shorten_unreadable(match: re.Match[str]) -> str:
     return f"\ufffd[{len(match.group())} unreadable bytes]"
-
-
-def dropped_bytes(path: Path) -> int:
-    """How many bytes at the head of a log were dropped (where its kept output starts)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return 0
-    try:
-        return os.lseek(fd, 0, os.SEEK_DATA)
-    except OSError as exc:
-        if exc.errno == errno.ENXIO:  # no data at all: empty, or everything dropped
-            return os.fstat(fd).st_size
-        raise
-    finally:
-        os.close(fd)
 
 
 def render(data: bytes, *, raw: bool = False) -> str:

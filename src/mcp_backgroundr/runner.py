@@ -1,8 +1,9 @@
 """The supervising wrapper of tasks that outlive their server or restart.
 
-Run as ``python -m mcp_backgroundr.runner STATUS_FILE RESTART MAX_RESTARTS REAPER COMMAND``,
+Run as ``python -I runner.py STATUS_FILE RESTART MAX_RESTARTS REAPER COMMAND [LOG MAX_LOG_BYTES]``,
 it leads the task's session (with REAPER ``subreaper``, orphaned descendants come back to it,
-and it collects them), runs ``/bin/sh -c COMMAND`` in it (stdout and stderr
+and it collects them), keeps LOG under MAX_LOG_BYTES when given (while no server runs too),
+runs ``/bin/sh -c COMMAND`` in it (stdout and stderr
 stay the log the server opened), restarts it by policy with exponential backoff,
 and records every run in STATUS_FILE (JSON, replaced atomically). So the exit of a
 ``keep_running`` task is known even when it ended while no server was running.
@@ -42,9 +43,9 @@ def _sibling(name: str) -> ModuleType:
 
 
 if TYPE_CHECKING or __package__:
-    from . import exits
+    from . import exits, holes
 else:
-    exits = _sibling("exits")
+    exits, holes = _sibling("exits"), _sibling("holes")
 
 SHELL = "/bin/sh"
 FIRST_BACKOFF_SECONDS = 0.5
@@ -225,8 +226,22 @@ def _become_subreaper() -> None:
     libc.prctl(PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(1), 0, 0, 0)
 
 
+def _keep_log_capped(log_path: str, cap: int) -> None:
+    """Keep the task's log under its cap from this process, whether a server runs or not."""
+
+    def run() -> None:
+        try:
+            holes.keep_capped(Path(log_path), cap, threading.Event())
+        except OSError as exc:  # the log is the runner's stdout: say it there
+            print(f"--- mcp-backgroundr: this log is no longer capped: {exc.strerror or exc} ---", flush=True)
+
+    threading.Thread(target=run, name="log cap", daemon=True).start()
+
+
 def main(argv: list[str]) -> int:
-    status_path, policy, max_restarts, reaper, command = argv
+    status_path, policy, max_restarts, reaper, command, *log_cap = argv
+    if log_cap:
+        _keep_log_capped(log_cap[0], int(log_cap[1]))
     runner = _Runner(status_path, policy, int(max_restarts), command)
     signal.signal(INPUT_CLOSE_SIGNAL, runner.on_input_close)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

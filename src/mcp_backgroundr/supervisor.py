@@ -27,6 +27,7 @@ from anyio.abc import TaskGroup
 
 from . import (
     exits,
+    holes,
     logcap,
     logs,
     offload,
@@ -169,6 +170,14 @@ class Supervisor:
         self._spawn(None, "watching the registry file", keeping)
         await self._take_over_left_behind()
         self._prune()
+        await self._cap_grown_logs()
+
+    async def _cap_grown_logs(self) -> None:
+        """Logs may have grown past their caps while no server ran (a task of a server that was
+        SIGKILLed writes on): bring every one of them back under its cap."""
+        logs = [(Path(r.log_path), r.max_log_bytes) for r in self.registry.records() if r.max_log_bytes]
+        if capped := await anyio.to_thread.run_sync(holes.enforce_all, logs):
+            watchers.report("server", f"capped {capped} log(s) that had grown past their cap while no server ran")
 
     async def _stop(self) -> None:
         await self.shutdown()
@@ -226,8 +235,9 @@ class Supervisor:
             self.containment.reap(own)
 
     def _cap(self, record: TaskRecord) -> None:
-        """Keep a task's log under its cap from now on (or record why it cannot be)."""
-        if self._capper is not None and record.max_log_bytes:
+        """Keep a task's log under its cap from now on (or record why it cannot be); a supervised
+        task's runner does that itself, with or without a server."""
+        if self._capper is not None and record.max_log_bytes and not record.supervised:
             try:
                 self._capper.watch(Path(record.log_path), record.max_log_bytes)
             except OSError as exc:  # e.g. out of inotify watches
@@ -405,6 +415,8 @@ class Supervisor:
             reaper = "subreaper" if placement.level is not Level.MARKER else "plain"
             argv = [sys.executable, "-I", runner.__file__, record.status_path, restart, str(restart_limit), reaper]
             argv.append(command)
+            if log_cap:  # the runner caps the log itself: it outlives this server
+                argv += [record.log_path, str(log_cap)]
         try:
             popen = await self._spawn_process(argv, workdir, task_env, streams)
         except SpawnFailedError:

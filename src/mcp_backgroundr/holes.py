@@ -1,0 +1,157 @@
+"""Dropping the oldest output of a log past its cap, by punching a hole at its head.
+
+The file keeps its size, so every byte offset, and so every cursor, keeps its meaning,
+while the dropped bytes no longer take disk space (fallocate PUNCH_HOLE). Where the kept
+output starts is read back from the file itself (lseek SEEK_DATA).
+
+Standard library only: the runner of a task that outlives its server (``python -I
+runner.py``) loads this file too, and keeps the task's log capped with :func:`keep_capped`
+while no server runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import select
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+BLOCK = 4096
+KEPT_FRACTION = 4
+MAX_PAUSE_SECONDS = 0.25
+"""Longest pause between two looks at a log being written."""
+RATE_MEMORY = 0.9
+QUIET_SECONDS = 0.2
+"""A log that did not grow for this long goes back to inotify."""
+MIN_PAUSE_SECONDS = 0.0002
+"""The shortest pause between two looks, so that a pacing thread never spins."""
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_IN_MODIFY = 0x00000002
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+
+
+def dropped_bytes(path: Path) -> int:
+    """How many bytes at the head of a log were dropped (where its kept output starts)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return 0
+    try:
+        return os.lseek(fd, 0, os.SEEK_DATA)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # no data at all: empty, or everything dropped
+            return os.fstat(fd).st_size
+        raise
+    finally:
+        os.close(fd)
+
+
+def enforce(path: Path, cap: int) -> tuple[int, int]:
+    """If a log takes more than ``cap`` bytes of disk, drop its oldest output down to a quarter
+    of the cap, which leaves a fast writer room before the next look.
+
+    Returns the log's size and the disk it takes now.
+    """
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return 0, 0
+    allocated = info.st_blocks * 512
+    if allocated <= cap:
+        return info.st_size, allocated
+    start = dropped_bytes(path)
+    end = (info.st_size - cap // KEPT_FRACTION) // BLOCK * BLOCK
+    if end <= start:
+        return info.st_size, allocated
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        if _libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, start, end - start) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, f"cannot drop old output of {path}: {os.strerror(error)}")
+    finally:
+        os.close(fd)
+    return info.st_size, max(0, allocated - (end - start))
+
+
+def enforce_all(logs: Iterable[tuple[Path, int]]) -> int:
+    """Bring every (log, cap) under its cap (a server starting: logs may have grown while no
+    server ran); a log that cannot be capped is left as it is. Returns how many were over."""
+    over = 0
+    for path, cap in logs:
+        with contextlib.suppress(OSError):
+            allocated = path.stat().st_blocks * 512
+            if allocated > cap:
+                enforce(path, cap)
+                over += 1
+    return over
+
+
+class Pace:
+    """How long to wait before looking at a log being written again: long enough to be cheap,
+    short enough that the writer cannot fill the room left under the cap meanwhile."""
+
+    def __init__(self, size: int) -> None:
+        self.fastest = 0.0
+        """The fastest recent write rate, in bytes per second, fading slowly."""
+        self.restart(size)
+
+    def restart(self, size: int) -> None:
+        """Measure the writer from now on (not since it was last quiet); its speed is remembered."""
+        self.last_size, self.last_look = size, time.monotonic()
+
+    def next_pause(self, cap: int, size: int, allocated: int) -> float | None:
+        """Seconds to wait before the next look (at least MIN_PAUSE_SECONDS), or None once the
+        log is quiet."""
+        now = time.monotonic()
+        grew = size > self.last_size
+        if grew:
+            rate = (size - self.last_size) / max(now - self.last_look, 1e-6)
+            self.fastest = max(rate, self.fastest * RATE_MEMORY)
+            self.last_size, self.last_look = size, now
+        elif now - self.last_look >= QUIET_SECONDS:
+            return None
+        pause = min(max(0.0, cap - allocated) / self.fastest if self.fastest else 0.0, MAX_PAUSE_SECONDS)
+        if not grew:  # it paused: look again soon, as fast as it might resume
+            pause = min(max(pause, MIN_PAUSE_SECONDS), self.last_look + QUIET_SECONDS - now)
+        return max(pause, MIN_PAUSE_SECONDS)
+
+
+def keep_capped(path: Path, cap: int, stopping: threading.Event) -> None:
+    """Keep a log under ``cap`` until ``stopping`` is set (in a daemon thread: it may sleep on
+    inotify until the log is written), paced by :class:`Pace` while the log is written."""
+    fd = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+    pace = Pace(0)
+    try:
+        while not stopping.is_set():
+            wd = _libc.inotify_add_watch(fd, os.fsencode(path), _IN_MODIFY)
+            if wd < 0:
+                raise OSError(ctypes.get_errno(), f"cannot watch {path}")
+            size = enforce(path, cap)[0]
+            if path.stat().st_size == size:  # nothing slipped in: sleep until something is written
+                select.select([fd], [], [])
+            with contextlib.suppress(BlockingIOError):
+                while os.read(fd, 64 * 1024):  # only that there were events matters
+                    pass
+            _libc.inotify_rm_watch(fd, wd)  # a watch costs the writer on every write: drop it meanwhile
+            pace.restart(path.stat().st_size)
+            _pace(path, cap, pace, stopping)
+    finally:
+        os.close(fd)
+
+
+def _pace(path: Path, cap: int, pace: Pace, stopping: threading.Event) -> None:
+    while not stopping.is_set():
+        size, allocated = enforce(path, cap)
+        pause = pace.next_pause(cap, size, allocated)
+        if pause is None:
+            return
+        stopping.wait(pause)
