@@ -22,35 +22,50 @@ def anyio_backend() -> str:
 
 
 def _tasks_of(home: Path) -> tuple[set[str], list[Path]]:
-    """Ids and cgroup directories of the tasks recorded under ``home``."""
+    """Ids and cgroup directories of the tasks recorded under ``home`` (ids from their logs too:
+    a test may have deleted the registry)."""
+    log_ids = {path.name.partition(".")[0] for path in (home / "logs").glob("*.log")}
     registry_path = home / "registry.sqlite3"
     if not registry_path.exists():
-        return set(), []
+        return log_ids, []
     try:
         with contextlib.closing(sqlite3.connect(f"file:{registry_path}?mode=ro", uri=True)) as db:
             rows = db.execute("SELECT task_id, cgroup FROM tasks").fetchall()
     except sqlite3.OperationalError:  # a server killed before it made its table: no task recorded
-        return set(), []
+        return log_ids, []
     directories = [Path(path) for _, cgroup in rows if cgroup for path in cgroup.split("\n")]
-    return {task_id for task_id, _ in rows}, directories
+    return log_ids | {task_id for task_id, _ in rows}, directories
 
 
 def _processes_using(home: Path, token: str, task_ids: set[str]) -> list[psutil.Process]:
     """Live processes of a test: the servers and commands run with its state directory, the tasks
-    recorded there (by their marker), and any process whose command line names the test's
-    directory (how tests tag processes that drop the marker and leave the task's session)."""
-    found = []
+    recorded there (by their marker: tasks run with env_passthrough have no state directory
+    variable), any process whose command line names the test's directory (how tests tag
+    processes that drop the marker and leave the task's session), and every descendant of these."""
+    found: dict[int, psutil.Process] = {}
     for process in psutil.process_iter(["environ", "cmdline"], ad_value=None):
         environ = process.info.get("environ") or {}
         tagged = token in " ".join(process.info.get("cmdline") or ())
         ours = environ.get(HOME_ENV) == str(home) or environ.get(TASK_ID_ENV) in task_ids or tagged
         if process.pid != os.getpid() and ours:
-            try:
-                if process.status() != psutil.STATUS_ZOMBIE:
-                    found.append(process)
-            except psutil.Error:
-                continue
-    return found
+            found[process.pid] = process
+            with contextlib.suppress(psutil.Error):
+                found |= {child.pid: child for child in process.children(recursive=True)}
+    return [process for process in found.values() if _is_alive(process)]
+
+
+def _is_alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _command_line(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline())[:200]
+    except psutil.Error:
+        return ""
 
 
 @pytest.fixture(autouse=True)
@@ -79,9 +94,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             (directory / "cgroup.kill").write_text("1")
             directory.rmdir()
-    assert not leftovers, "processes outlived the test: " + ", ".join(
-        f"{p.pid} {' '.join(getattr(p, 'info', {}).get('cmdline') or ())[:200]}" for p in leftovers
-    )
+    assert not leftovers, "processes outlived the test: " + ", ".join(f"{p.pid} {_command_line(p)}" for p in leftovers)
     assert not left_cgroups, f"cgroups outlived the test: {left_cgroups}"
 
 
