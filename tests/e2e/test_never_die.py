@@ -153,7 +153,7 @@ def _cli(server_command: str, *arguments: str) -> str:
     return result.stdout
 
 
-@pytest.mark.parametrize("deleted", [("",), ("", "-wal", "-shm")], ids=["file", "with-wal-and-shm"])
+@pytest.mark.parametrize("deleted", [("",), ("-wal", "-shm", "")], ids=["file", "with-wal-and-shm"])
 async def test_a_registry_deleted_under_a_live_server_is_written_back(
     server_command: str, home: Path, deleted: tuple[str, ...]
 ) -> None:
