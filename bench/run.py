@@ -35,6 +35,7 @@ MODULES = (
     "shutdown",
     "wait_latency",
     "log_cap",
+    "caps_without_server",
     "containment",
     "list_latency",
     "http_latency",
