@@ -257,6 +257,13 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
+def spread(samples: Sequence[float], base: float) -> tuple[float, str]:
+    """The median of ``samples`` and "median, p90, worst" of them, each as a multiple of ``base``."""
+    ordered = sorted(samples)
+    middle, p90, peak = statistics.median(ordered), ordered[int(len(ordered) * 0.9)], ordered[-1]
+    return middle, f"median {middle / base:.2f}x, p90 {p90 / base:.2f}x, worst {peak / base:.2f}x"
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 

@@ -67,12 +67,18 @@ def test_a_registry_from_an_older_version_gains_the_new_columns(tmp_path: Path) 
     registry.close()
 
 
-def test_an_older_copy_of_a_record_never_turns_a_recorded_exit_back_into_running(tmp_path: Path) -> None:
-    # Two connections, as a server and the CLI's stop (or another server ending the task) hold them.
-    server, cli = Registry(tmp_path / "r.sqlite3"), Registry(tmp_path / "r.sqlite3")
+def _two_writers(tmp_path: Path) -> tuple[Registry, Registry, TaskRecord, TaskRecord]:
+    """Two connections to one registry, as a server and the CLI's stop (or another server) hold
+    them, and each one's copy of the same task's record."""
+    server, other = Registry(tmp_path / "r.sqlite3"), Registry(tmp_path / "r.sqlite3")
     server.insert(record := _record("t1", time.time()))
-    copy = cli.get("t1")
+    copy = other.get("t1")
     assert copy is not None
+    return server, other, record, copy
+
+
+def test_an_older_copy_of_a_record_never_turns_a_recorded_exit_back_into_running(tmp_path: Path) -> None:
+    server, cli, record, copy = _two_writers(tmp_path)
     record.state, record.exit_code, record.ended_at = TaskState.COMPLETED, 0, time.time()
     server.update([record])
     copy.kill_requested, copy.end_reason = True, "mcp-backgroundr stop"
@@ -90,10 +96,7 @@ def test_an_older_copy_of_a_record_never_turns_a_recorded_exit_back_into_running
 
 
 def test_an_update_writes_only_what_changed(tmp_path: Path) -> None:
-    server, other = Registry(tmp_path / "r.sqlite3"), Registry(tmp_path / "r.sqlite3")
-    server.insert(record := _record("t1", time.time()))
-    copy = other.get("t1")
-    assert copy is not None
+    server, other, record, copy = _two_writers(tmp_path)
     copy.end_reason = "a note from another server"
     other.update([copy])
     record.max_runtime_seconds = 5.0
