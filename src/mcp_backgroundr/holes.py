@@ -15,7 +15,6 @@ import contextlib
 import ctypes
 import errno
 import os
-import select
 import threading
 import time
 from collections.abc import Iterable
@@ -30,9 +29,11 @@ QUIET_SECONDS = 0.2
 """A log that did not grow for this long goes back to inotify."""
 MIN_PAUSE_SECONDS = 0.0002
 """The shortest pause between two looks, so that a pacing thread never spins."""
+QUIET_LOOK_SECONDS = MAX_PAUSE_SECONDS
+"""How often the runner looks at a quiet log (a stat): a writer that starts again gets at most
+this long ahead of its cap."""
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
-_IN_MODIFY = 0x00000002
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
 
@@ -124,34 +125,12 @@ class Pace:
 
 
 def keep_capped(path: Path, cap: int, stopping: threading.Event) -> None:
-    """Keep a log under ``cap`` until ``stopping`` is set (in a daemon thread: it may sleep on
-    inotify until the log is written), paced by :class:`Pace` while the log is written."""
-    fd = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-    if fd < 0:
-        raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+    """Keep a log under ``cap`` until ``stopping`` is set (in a daemon thread of the runner),
+    paced by :class:`Pace` while the log is written, and looked at every QUIET_LOOK_SECONDS
+    while it is quiet. It takes no inotify instance: those are few per user (128 by default)
+    and a server needs its own, however many tasks outlive it."""
     pace = Pace(0)
-    try:
-        while not stopping.is_set():
-            wd = _libc.inotify_add_watch(fd, os.fsencode(path), _IN_MODIFY)
-            if wd < 0:
-                raise OSError(ctypes.get_errno(), f"cannot watch {path}")
-            size = enforce(path, cap)[0]
-            if path.stat().st_size == size:  # nothing slipped in: sleep until something is written
-                select.select([fd], [], [])
-            with contextlib.suppress(BlockingIOError):
-                while os.read(fd, 64 * 1024):  # only that there were events matters
-                    pass
-            _libc.inotify_rm_watch(fd, wd)  # a watch costs the writer on every write: drop it meanwhile
-            pace.restart(path.stat().st_size)
-            _pace(path, cap, pace, stopping)
-    finally:
-        os.close(fd)
-
-
-def _pace(path: Path, cap: int, pace: Pace, stopping: threading.Event) -> None:
     while not stopping.is_set():
         size, allocated = enforce(path, cap)
         pause = pace.next_pause(cap, size, allocated)
-        if pause is None:
-            return
-        stopping.wait(pause)
+        stopping.wait(QUIET_LOOK_SECONDS if pause is None else pause)
