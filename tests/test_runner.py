@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mcp_backgroundr import runner
+from mcp_backgroundr import orphans, runner
+from mcp_backgroundr.models import TaskRecord, TaskState
 
 
 def test_backoff_doubles_from_half_a_second_to_thirty_and_resets_after_a_healthy_run() -> None:
@@ -39,3 +40,19 @@ def test_a_missing_or_torn_status_file_reads_as_none(tmp_path: Path) -> None:
     torn.write_text('{"state": "run')
     assert runner.read_status(str(torn)) is None
     assert runner.read_status(str(tmp_path / "missing")) is None
+
+
+def test_a_run_status_this_version_does_not_know_settles_as_unknown_instead_of_raising(tmp_path: Path) -> None:
+    record = TaskRecord(
+        task_id="t1",
+        name=None,
+        command="true",
+        cwd="/",
+        log_path=str(tmp_path / "t1.log"),
+        owner="me",
+        started_at=0.0,
+        keep_running=True,
+    )
+    Path(record.status_path).write_text('{"state": "paused-by-a-newer-version"}')
+    orphans.settle_from_runner(record)
+    assert (record.state, record.end_reason) == (TaskState.FAILED, orphans.UNKNOWN_END_REASON)

@@ -86,7 +86,8 @@ def left_behind(records: Sequence[TaskRecord], own: str) -> LeftBehind:
 def settle_from_runner(record: TaskRecord) -> None:
     """Record how a supervised task ended, as its runner wrote it down."""
     status = runner.read_status(record.status_path)
-    if status is None or status.state == "running":
+    final = {str(state) for state in TaskState} - {str(TaskState.RUNNING)}
+    if status is None or status.state not in final:  # none yet, or not one this version knows
         record.state = TaskState.FAILED
         record.end_reason = UNKNOWN_END_REASON
         record.ended_at = record.ended_at or time.time()
