@@ -20,6 +20,7 @@ PACKAGE = Path(__file__).resolve().parent.parent
 MODULES = (
     "errors.py",
     "exits.py",
+    "holes.py",
     "logs.py",
     "runner.py",
     "remote/agent.py",
