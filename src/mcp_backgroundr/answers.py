@@ -90,9 +90,12 @@ def describe_end(ended: EndedTask) -> str:
     return text
 
 
-def describe_list(listing: TaskList) -> str:
+def describe_list(listing: TaskList, state: TaskState | None = None, everyone: bool = False) -> str:
     if not listing.tasks:
-        return "no tasks"
+        which = f"no {state} tasks" if state else "no tasks"
+        if everyone:
+            return f"{which} in the registry; run_background_task starts one"
+        return f"{which} on this server; all=true also lists other servers' and earlier sessions' tasks"
     more = listing.total - len(listing.tasks)
     note = [f"... and {more} older not listed; raise limit (at most {MAX_LISTED}) or filter by state"] if more else []
     rows = [

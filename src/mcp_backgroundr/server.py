@@ -381,6 +381,6 @@ def build_server(
     ) -> Annotated[CallToolResult, TaskList]:
         """This server's tasks (all=true: every server's), newest first."""
         listing = await supervisor.list_tasks(state, everyone=all, limit=limit)
-        return answer(listing, describe_list(listing))
+        return answer(listing, describe_list(listing, state, everyone=all))
 
     return app

@@ -114,3 +114,16 @@ def test_a_bad_prune_age_is_called_days_not_seconds(server_command: str) -> None
     )
     assert result.returncode == 2
     assert "'-1' is not a number of days >= 0" in result.stderr, result.stderr
+
+
+async def test_an_empty_listing_says_where_else_tasks_may_be(server_command: str) -> None:
+    async with connect(server_command) as client:
+        earlier = await call(client, "run_background_task", command="true")
+        await finished(client, earlier["task_id"])
+    async with connect(server_command) as client:
+        own = text_of(await client.call_tool("list_tasks", {}))
+        running = text_of(await client.call_tool("list_tasks", {"all": True, "state": "running"}))
+        everyone = await call(client, "list_tasks", all=True)
+    assert own == "no tasks on this server; all=true also lists other servers' and earlier sessions' tasks"
+    assert running == "no running tasks in the registry; run_background_task starts one"
+    assert [task["task_id"] for task in everyone["tasks"]] == [earlier["task_id"]]
