@@ -6,6 +6,7 @@ import time
 from collections.abc import Collection
 from pathlib import Path
 
+from .containment import TaskCgroup
 from .models import TaskRecord
 from .registry import Registry
 
@@ -21,13 +22,17 @@ def prunable(records: Collection[TaskRecord], keep: int, max_age_days: float, no
 
 
 def delete_task_files(record: TaskRecord) -> int:
-    """Delete a task's log, runner status and input home; return the bytes freed.
+    """Delete a task's log, runner status and input home, and its cgroup if it is empty (a
+    finished task's processes may have ended with nobody looking); return the bytes freed.
 
     A remote task's files are on its host: remove_task deletes them there; pruning
     leaves them (the host may be away), and the host's agent prunes its own.
     """
     if record.host is not None:
         return 0
+    cgroup = TaskCgroup.decode(record.cgroup)
+    if cgroup is not None:
+        cgroup.remove()
     freed = 0
     for path in (Path(record.log_path), Path(record.status_path), Path(record.input_path)):
         try:

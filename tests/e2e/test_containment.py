@@ -14,6 +14,7 @@ import contextlib
 import os
 import pwd
 import shlex
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -317,3 +318,20 @@ async def test_orphans_that_come_back_to_the_server_are_reaped(server_command: s
         # The 20 sleeps were orphaned to the server (a subreaper); once they exit, none stays a zombie.
         await until(lambda: anyio.to_thread.run_sync(lambda: not any(server.children())))
         assert zombie_children(server) == []
+
+
+async def test_pruning_a_finished_task_removes_its_emptied_cgroup(server_command: str, home: Path) -> None:
+    async with served(server_command, "cgroup") as client:
+        started = await call(client, "run_background_task", command="sleep 0.5 &")
+        await finished(client, started["task_id"])
+        server = server_of((await call(client, "list_tasks"))["tasks"][0]["owner"])
+        with sqlite3.connect(home / "registry.sqlite3") as db:
+            directory = Path(db.execute("SELECT cgroup FROM tasks").fetchone()[0])
+        server.kill()  # no server is left to notice when its last process ends
+        with anyio.fail_after(5):
+            while server.is_running() and server.status() != psutil.STATUS_ZOMBIE:
+                await anyio.sleep(0.02)
+    await until(lambda: anyio.to_thread.run_sync(lambda: "populated 0" in (directory / "cgroup.events").read_text()))
+    pruned = await anyio.run_process([server_command, "prune", "--keep", "0", "--days", "0"])
+    assert b"pruned 1" in pruned.stdout, pruned
+    assert not directory.exists()
