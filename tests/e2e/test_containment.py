@@ -137,7 +137,8 @@ async def test_escapes_after_end(server_command: str, tmp_path: Path, level: str
                     assert str(process.pid) in ended["verified"], ended["verified"]
                 assert "ended when the server exits" in ended["verified"]
             else:
-                assert set(left) == set(ESCAPES)
+                # Not promised: an escape a status call saw while it was still a child of the task's
+                # shell is remembered and ended; the others live on, and the answer says why.
                 assert "cannot be seen at this containment level" in ended["verified"]
         if level != "marker":
             assert escaped(tmp_path) == {}
@@ -151,9 +152,7 @@ async def test_escapes_after_disconnect(server_command: str, tmp_path: Path, lev
         async with served(server_command, level) as client:
             await start_escapes(client, tmp_path, level)
         left = escaped(tmp_path)
-        if level == "marker":
-            assert set(left) == set(ESCAPES)  # the marker level does not see them, and says so (README)
-        else:
+        if level != "marker":  # the marker level promises nothing for them (README)
             assert left == {}
     finally:
         end_escapes(tmp_path)
