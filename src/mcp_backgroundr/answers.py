@@ -22,12 +22,18 @@ def answer(model: BaseModel, text: str) -> CallToolResult:
     )
 
 
+def task_head(task: TaskStatus | EndedTask) -> str:
+    """`task ID [state]` with the exit code and signal when there are any."""
+    head = f"task {task.task_id} [{task.state}]"
+    if task.exit_code is not None:
+        head += f" exit_code={task.exit_code}"
+    if task.signal:
+        head += f" signal={task.signal}"
+    return head
+
+
 def describe_status(status: TaskStatus) -> str:
-    head = f"task {status.task_id} [{status.state}]"
-    if status.exit_code is not None:
-        head += f" exit_code={status.exit_code}"
-    if status.signal:
-        head += f" signal={status.signal}"
+    head = task_head(status)
     where = f" host={status.host}" if status.host else ""
     head += (
         f"{where} pid={status.pid} runtime={status.runtime_seconds}s containment={status.containment}: {status.command}"
@@ -74,12 +80,7 @@ def describe_wait(result: WaitResult) -> str:
 
 
 def describe_end(ended: EndedTask) -> str:
-    text = f"task {ended.task_id} [{ended.state}]"
-    if ended.exit_code is not None:
-        text += f" exit_code={ended.exit_code}"
-    if ended.signal:
-        text += f" signal={ended.signal}"
-    text += f"; signalled {len(ended.signalled_pids)} process(es)"
+    text = task_head(ended) + f"; signalled {len(ended.signalled_pids)} process(es)"
     if ended.escalated:
         text += ", SIGKILL was needed"
     text += f"; containment={ended.containment}"
