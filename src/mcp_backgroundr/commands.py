@@ -11,6 +11,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -216,10 +217,13 @@ def stop(settings: Settings, task_id: str, grace_seconds: float) -> str:
             if fresh.running:
                 fresh.state, fresh.ended_at, fresh.end_reason = TaskState.KILLED, time.time(), STOP_REASON
                 registry.update([fresh])
-    text = f"stopped task {task_id}: signalled {len(outcome.signalled)} process(es)"
-    if outcome.survivors:
-        return text + "; SURVIVORS: " + "; ".join(f"pid {pid} ({cmd}): {why}" for pid, cmd, why in outcome.survivors)
-    return text + "; none is left"
+    return _stopped(f"stopped task {task_id}: signalled {len(outcome.signalled)} process(es)", outcome.survivors)
+
+
+def _stopped(text: str, survivors: Iterable[tuple[int, str, str]]) -> str:
+    """``text``, then the processes that survived (pid, command, why), or that none is left."""
+    named = "; ".join(f"pid {pid} ({command}): {why}" for pid, command, why in survivors)
+    return text + (f"; SURVIVORS: {named}" if named else "; none is left")
 
 
 def _stop_remote(settings: Settings, registry: Registry, record: TaskRecord, grace_seconds: float) -> str:
@@ -227,9 +231,7 @@ def _stop_remote(settings: Settings, registry: Registry, record: TaskRecord, gra
     if orphans.owner_is_gone(record.owner):
         registry.update([record])  # no server will record the end: do it here
     text = f"stopped task {record.task_id} on {record.host}: signalled {len(ended.signalled_pids)} process(es)"
-    if ended.survivors:
-        return text + "; SURVIVORS: " + "; ".join(f"pid {s.pid} ({s.command}): {s.reason}" for s in ended.survivors)
-    return text + "; none is left"
+    return _stopped(text, ((s.pid, s.command, s.reason) for s in ended.survivors))
 
 
 async def _end(record: TaskRecord, grace_seconds: float, kill_wait_seconds: float) -> EndOutcome:
