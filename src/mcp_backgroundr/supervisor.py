@@ -674,19 +674,20 @@ class Supervisor:
         path = Path(record.log_path)
         budget = self.settings.output_budget
         if since is None:
-            piece = logs.read_tail(path, lines, budget, writer_alive=writer_alive, raw=raw)
+            read = functools.partial(logs.read_tail, path, lines, budget, writer_alive=writer_alive, raw=raw)
         else:
             if since < 0:
                 raise InvalidArgumentError("since", since, "pass a cursor (a byte offset >= 0) from an earlier answer")
-            piece = logs.read_forward(path, since, budget, writer_alive=writer_alive, raw=raw)
+            read = functools.partial(logs.read_forward, path, since, budget, writer_alive=writer_alive, raw=raw)
+        piece = await offload.run(offload.LOGS, read)
         return await self._status_of(task, piece, processes)
 
     async def _status_of(self, task: Task, piece: logs.OutputSlice, processes: list[psutil.Process]) -> TaskStatus:
-        """A task's status with ``piece`` of its output; what its processes use is read in a worker
-        thread, their listening sockets picked from the shared socket table."""
+        """A task's status with ``piece`` of its output; what its processes use (and its runner's
+        status) is read in a worker thread, their listening sockets picked from the shared socket table."""
         sockets = (await self._sockets.table()).sockets if processes else []
-        usage = await offload.run(offload.SCANS, process.tree_usage, processes, sockets)
-        return task.status(piece, processes, usage)
+        usage, run = await offload.run(offload.SCANS, task.measure, processes, sockets)
+        return task.status(piece, processes, usage, run)
 
     async def grep(self, task_id: str, pattern_text: str, since: int | None = None) -> TaskStatus:
         """Status whose output is the log lines (from ``since``) matching ``pattern_text``."""
@@ -749,9 +750,15 @@ class Supervisor:
             return await self._sockets.task_listens_on(task.record.task_id, port, seen_at)
 
         outcome = await watch.first_event(self._writes, task.exited, path, start, conditions, owns_port, progress)
-        piece = logs.read_tail(
-            path, self.settings.max_lines, self.settings.output_budget, writer_alive=task.running, floor=start
+        read = functools.partial(
+            logs.read_tail,
+            path,
+            self.settings.max_lines,
+            self.settings.output_budget,
+            writer_alive=task.running,
+            floor=start,
         )
+        piece = await offload.run(offload.LOGS, read)
         status = await self._status_of(task, piece, await task.live_processes())
         return WaitResult(
             reason=outcome.reason,

@@ -126,15 +126,29 @@ class Task:
         self.cpu_sample = (now, cpu_seconds)
         return round(max(0.0, used) / max(now - since, 0.001) * 100, 1)
 
-    def status(self, piece: logs.OutputSlice, processes: list[psutil.Process], usage: process.TreeUsage) -> TaskStatus:
-        """The answer of get_task_status: the record, ``piece`` of output, and what ``processes`` use."""
+    def measure(
+        self, processes: list[psutil.Process], sockets: Sequence[process.Socket]
+    ) -> tuple[process.TreeUsage, runner.RunStatus | None]:
+        """What ``processes`` use (the cgroup's own accounting, when there is one) and the
+        runner's status: reads of /proc and files, for a worker thread."""
+        usage = process.tree_usage(processes, sockets)
         run = runner.read_status(self.record.status_path) if self.record.supervised else None
-        lingering = [] if self.running else sorted(p.pid for p in processes)
         cgroup = self.cgroup if processes else None
         memory, cpu = cgroup.usage() if cgroup is not None else (None, None)
-        if memory is not None or cpu is not None:  # the cgroup's own accounting, when there is one
+        if memory is not None or cpu is not None:
             rss = usage.rss_bytes if memory is None else memory
             usage = dataclasses.replace(usage, rss_bytes=rss, cpu_seconds=usage.cpu_seconds if cpu is None else cpu)
+        return usage, run
+
+    def status(
+        self,
+        piece: logs.OutputSlice,
+        processes: list[psutil.Process],
+        usage: process.TreeUsage,
+        run: runner.RunStatus | None,
+    ) -> TaskStatus:
+        """The answer of get_task_status: the record, ``piece`` of output, and what :meth:`measure` found."""
+        lingering = [] if self.running else sorted(p.pid for p in processes)
         return self.answer(piece, usage, lingering, run)
 
     def answer(
