@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pty
 import re
 import signal
 import subprocess
@@ -100,6 +101,23 @@ def alive(pids: list[int]) -> list[int]:
         except psutil.NoSuchProcess:
             continue
     return running
+
+
+def on_a_terminal(argv: list[str], cwd: Path | None = None) -> tuple[str, bytes, int]:
+    """Start the server with a terminal for stdin; return its first stderr line, then hang the
+    terminal up (stdin ends) and return its stdout and exit code too."""
+    controller, terminal = pty.openpty()
+    server = subprocess.Popen(
+        argv, cwd=cwd, stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy()
+    )
+    os.close(terminal)
+    try:
+        assert server.stderr is not None
+        hint = server.stderr.readline().decode()
+    finally:
+        os.close(controller)  # the terminal hangs up: stdin ends
+        stdout, _ = server.communicate(timeout=10)
+    return hint, stdout, server.returncode
 
 
 @dataclass

@@ -5,8 +5,6 @@ Answers and tables a model or a person reads must say true things and point some
 
 from __future__ import annotations
 
-import os
-import pty
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from mcp import Client
 
 from mcp_backgroundr.policy import CONFIG_FILE
 
-from .harness import call, call_error, connect, finished, text_of
+from .harness import call, call_error, connect, finished, on_a_terminal, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -81,18 +79,7 @@ def test_the_terminal_hint_names_the_server_by_an_absolute_path(server_command: 
     """Started as ``.venv/bin/mcp-backgroundr`` (the README's command), the hint must not pass
     on that relative path: a client starts the server from a directory of its own."""
     directory = Path(server_command).parent
-    controller, terminal = pty.openpty()
-    server = subprocess.Popen(
-        [f"./{Path(server_command).name}"], cwd=directory, stdin=terminal, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, env=os.environ.copy(),
-    )  # fmt: skip
-    os.close(terminal)
-    try:
-        assert server.stderr is not None
-        hint = server.stderr.readline().decode()
-    finally:
-        os.close(controller)  # the terminal hangs up: stdin ends
-        server.communicate(timeout=10)
+    hint, _, _ = on_a_terminal([f"./{Path(server_command).name}"], cwd=directory)
     assert f"claude mcp add backgroundr -- {directory.resolve() / Path(server_command).name} " in hint, hint
 
 

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import pty
 import signal
 import sqlite3
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,7 +14,7 @@ import psutil
 import pytest
 
 from ..reliability.rawwire import RawServer
-from .harness import alive, call, connect, finished
+from .harness import alive, call, connect, finished, on_a_terminal
 
 pytestmark = pytest.mark.anyio
 
@@ -62,21 +59,11 @@ async def test_a_signal_ends_the_server_and_its_tasks(
 
 
 def test_on_a_terminal_it_says_it_is_an_mcp_server_and_writes_nothing_to_stdout(server_command: str) -> None:
-    controller, terminal = pty.openpty()
-    server = subprocess.Popen(
-        [server_command], stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy()
-    )
-    os.close(terminal)
-    try:
-        assert server.stderr is not None
-        hint = server.stderr.readline().decode()
-    finally:
-        os.close(controller)  # the terminal hangs up: stdin ends
-        stdout, _ = server.communicate(timeout=10)
+    hint, stdout, returncode = on_a_terminal([server_command])
     assert "MCP server" in hint
     assert "claude mcp add" in hint
     assert stdout == b""
-    assert server.returncode == 0, sys.stderr
+    assert returncode == 0, sys.stderr
 
 
 async def test_tasks_of_a_server_killed_by_sigkill_are_ended_by_the_next_server(
