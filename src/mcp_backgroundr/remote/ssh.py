@@ -90,14 +90,19 @@ class Connections:
     _started: set[Destination] = field(default_factory=set)
     _children: set[int] = field(default_factory=set)
     _masters: dict[Destination, int] = field(default_factory=dict)
+    _paths: dict[Destination, Path] = field(default_factory=dict)
+    """Each host's control socket path, worked out (and its directory made) once."""
 
     def control_path(self, destination: Destination) -> Path:
-        digest = hashlib.sha256(destination.text.encode()).hexdigest()[:12]
-        directory = self.state_dir / "ssh"
-        if len(str(directory)) + 14 > SOCKET_PATH_LIMIT:
-            directory = Path(tempfile.gettempdir()) / f"mcp-backgroundr-{os.getuid()}"
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return directory / digest
+        path = self._paths.get(destination)
+        if path is None:
+            digest = hashlib.sha256(destination.text.encode()).hexdigest()[:12]
+            directory = self.state_dir / "ssh"
+            if len(str(directory)) + 14 > SOCKET_PATH_LIMIT:
+                directory = Path(tempfile.gettempdir()) / f"mcp-backgroundr-{os.getuid()}"
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path = self._paths[destination] = directory / digest
+        return path
 
     def options(self, destination: Destination) -> list[str]:
         """ssh's arguments for this destination, before the remote command."""
@@ -120,10 +125,11 @@ class Connections:
         """Start the host's master connection unless it runs (bounded by ConnectTimeout)."""
         lock = self._locks.setdefault(destination.text, anyio.Lock())
         async with lock:
-            if self.control_path(destination).exists():
+            control = self.control_path(destination)
+            if control.exists():
                 self._opened.add(destination)  # a master left by an earlier server: ours to close now
                 return
-            errors = self.control_path(destination).with_suffix(".err")
+            errors = control.with_suffix(".err")
             argv = [
                 SSH,
                 *self.options(destination),
