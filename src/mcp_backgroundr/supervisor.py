@@ -168,14 +168,15 @@ class Supervisor:
             self._spawn(None, "reaping orphans", self._reap_orphans)
         keeping = functools.partial(registry_guard.keep_registry, self.registry, self._writes)
         self._spawn(None, "watching the registry file", keeping)
-        await self._take_over_left_behind()
+        records = await self._take_over_left_behind()
         self._prune()
-        await self._cap_grown_logs()
+        await self._cap_grown_logs(records)
 
-    async def _cap_grown_logs(self) -> None:
+    async def _cap_grown_logs(self, records: list[TaskRecord]) -> None:
         """Logs may have grown past their caps while no server ran (a task of a server that was
-        SIGKILLed writes on): bring every one of them back under its cap."""
-        logs = [(Path(r.log_path), r.max_log_bytes) for r in self.registry.records() if r.max_log_bytes]
+        SIGKILLed writes on): bring every one of them back under its cap (the registry as read at
+        start-up: a log pruned since is gone, and skipped)."""
+        logs = [(Path(r.log_path), r.max_log_bytes) for r in records if r.max_log_bytes]
         if capped := await anyio.to_thread.run_sync(holes.enforce_all, logs):
             watchers.report("server", f"capped {capped} log(s) that had grown past their cap while no server ran")
 
@@ -197,9 +198,10 @@ class Supervisor:
         for record in pruned:
             self._forget(record)
 
-    async def _take_over_left_behind(self) -> None:
+    async def _take_over_left_behind(self) -> list[TaskRecord]:
         """Deal with the tasks of servers on this host that are gone: end those that were not
-        meant to outlive them, adopt the keep_running ones, and settle those that ended."""
+        meant to outlive them, adopt the keep_running ones, and settle those that ended.
+        Answers every record of the registry, as read."""
         records = self.registry.records()
         found = orphans.left_behind([r for r in records if r.host is None], self.owner)
         if found.to_end:
@@ -218,6 +220,7 @@ class Supervisor:
             self._tasks[record.task_id] = Task(record, None)
             self._enforce_runtime(self._tasks[record.task_id])
         self._save([*found.to_end, *found.to_settle, *found.to_adopt, *remote])
+        return records
 
     async def _reap_orphans(self) -> None:
         """As subreaper, orphaned descendants of tasks become our children: collect them when
