@@ -45,8 +45,6 @@ PACING = Lane("pacing", 1000)
 punch may wait on the device); the bound is far above the tasks a server runs at once."""
 SCANS = Lane("scans", 4)
 """Process and socket tables of the machine."""
-REGISTRY = Lane("registry", 2)
-"""SQLite calls, which may wait up to the busy timeout for another writer."""
 
 
 async def run(lane: Lane, function: Callable[[*_Args], _T], *args: *_Args) -> _T:
