@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 import anyio
 import psutil
 
-from .. import offload
 from ._find import Leader, describe, every_process, find_task_processes, is_gone, pids
 
 MAX_FREEZE_ROUNDS = 50
@@ -53,10 +52,6 @@ async def wait_until_gone(processes: Sequence[psutil.Process], within_seconds: f
     finally:
         for pidfd in pidfds:
             os.close(pidfd)
-    return await offload.run(offload.SCANS, _alive, processes)
-
-
-def _alive(processes: Sequence[psutil.Process]) -> list[psutil.Process]:
     return [process for process in processes if not is_gone(process)]
 
 
@@ -129,12 +124,6 @@ def _reason(process: psutil.Process, killed: set[int], denied: Mapping[int, str]
     return f"still alive {waited:.1f} s after SIGKILL (status {status})"
 
 
-def _survivors(
-    remaining: Sequence[psutil.Process], killed: set[int], denied: Mapping[int, str], waited: float
-) -> list[tuple[int, str, str]]:
-    return [(p.pid, describe(p), _reason(p, killed, denied, waited)) for p in remaining]
-
-
 async def end_trees(
     leaders: Mapping[int, Leader],
     grace_seconds: float,
@@ -146,14 +135,14 @@ async def end_trees(
     meantime), wait again, and report survivors."""
     outcome = EndOutcome()
     denied: dict[int, str] = {}
-    found = await offload.run(offload.SCANS, find_task_processes, leaders) if leaders else {}
+    found = await anyio.to_thread.run_sync(find_task_processes, leaders) if leaders else {}
     outcome.ended_tasks = {task_id for task_id, group in found.items() if group}
     processes = [member for group in found.values() for member in group] + list(extra)
     if not processes:
         return outcome
-    outcome.signalled.extend(await offload.run(offload.SCANS, _signal_all, processes, signal.SIGTERM, denied))
+    outcome.signalled.extend(_signal_all(processes, signal.SIGTERM, denied))
     remaining = await wait_until_gone(processes, grace_seconds)
-    remaining = _merge(remaining, await offload.run(offload.SCANS, every_process, leaders))
+    remaining = _merge(remaining, await anyio.to_thread.run_sync(every_process, leaders))
     if not remaining:
         return outcome
     outcome.escalated = True
@@ -162,13 +151,13 @@ async def end_trees(
     deadline = began + kill_wait_seconds
     while remaining and time.monotonic() < deadline:
         # Scans cost what the machine's process count does: they run in a worker thread.
-        now_killed = await offload.run(offload.SCANS, _freeze_and_kill, leaders, remaining, denied)
+        now_killed = await anyio.to_thread.run_sync(_freeze_and_kill, leaders, remaining, denied)
         killed |= pids(now_killed)
         remaining = await wait_until_gone(_merge(remaining, now_killed), deadline - time.monotonic())
-        remaining = _merge(remaining, await offload.run(offload.SCANS, every_process, leaders))
+        remaining = _merge(remaining, await anyio.to_thread.run_sync(every_process, leaders))
         if all(process.pid in killed or process.pid in denied for process in remaining):
             break
     outcome.signalled.extend(pid for pid in sorted(killed) if pid not in outcome.signalled)
     waited = time.monotonic() - began
-    outcome.survivors = await offload.run(offload.SCANS, _survivors, remaining, killed, denied, waited)
+    outcome.survivors = [(p.pid, describe(p), _reason(p, killed, denied, waited)) for p in remaining]
     return outcome
