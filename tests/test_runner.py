@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,67 @@ def test_a_run_status_this_version_does_not_know_settles_as_unknown_instead_of_r
     Path(record.status_path).write_text('{"state": "paused-by-a-newer-version"}')
     orphans.settle_from_runner(record)
     assert (record.state, record.end_reason) == (TaskState.FAILED, orphans.UNKNOWN_END_REASON)
+
+
+EXECED = [
+    ("sleep 300", "exec sleep 300"),
+    ("  python3 -i", "  exec python3 -i"),
+    ("PORT=8000 DEBUG='a b' npm run dev", "PORT=8000 DEBUG='a b' exec npm run dev"),
+    ("python3 -c 'import os; print(1 | 2)' > out 2>&1", "exec python3 -c 'import os; print(1 | 2)' > out 2>&1"),
+    ('grep "a;b && c" file >| out', 'exec grep "a;b && c" file >| out'),
+    ("./serve --port=3000 x\\;y", "exec ./serve --port=3000 x\\;y"),
+    ("/usr/bin/env A=1 prog", "exec /usr/bin/env A=1 prog"),
+]
+KEPT = [
+    "sleep 1; sleep 2",
+    "make && make test",
+    "false || true",
+    "a | b",
+    "server &",
+    "server & wait",
+    "prog &> out",
+    "(cd x; make)",
+    "{ a; b; }",
+    "if true; then sleep 1; fi",
+    "cd /tmp",
+    "echo hi",
+    "exec sleep 1",
+    "export A=1",
+    "A=1",
+    "A=1 B=2",
+    "$EDITOR file",
+    '"prog" arg',
+    "> out prog",
+    "2>err prog",
+    "x=$(date)\nprog",
+    "prog 'unterminated",
+    "# a comment",
+    "! false",
+    "-x",
+    "",
+    "   ",
+]
+
+
+@pytest.mark.parametrize(("command", "expected"), EXECED)
+def test_one_simple_command_is_execed_in_place_of_its_shell(command: str, expected: str) -> None:
+    assert runner.exec_command(command) == expected
+    assert runner.shell_argv(command) == [runner.SHELL, "-c", expected]
+
+
+@pytest.mark.parametrize("command", KEPT)
+def test_anything_but_one_simple_command_is_left_to_the_shell(command: str) -> None:
+    assert runner.exec_command(command) == command
+
+
+def test_an_execed_command_runs_as_the_shell_would_run_it_in_the_shells_own_process(tmp_path: Path) -> None:
+    script = 'A="x y" B=2 exec_probe one "two words" \'$HOME\' 2>&1'
+    probe = tmp_path / "exec_probe"
+    probe.write_text('#!/bin/sh\necho "$A|$B|$#|$1|$2|$3|$PPID" >&2\n')
+    probe.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    with subprocess.Popen(runner.shell_argv(script), stdout=subprocess.PIPE, text=True, env=env) as shell:
+        output, _ = shell.communicate(timeout=10)
+    assert output.strip().split("|") == ["x y", "2", "3", "one", "two words", "$HOME", str(os.getpid())]
+    missing = subprocess.run(runner.shell_argv("no-such-program-x"), capture_output=True, env=env, timeout=10)
+    assert missing.returncode == 127

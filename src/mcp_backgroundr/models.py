@@ -119,7 +119,10 @@ class StartedTask(BaseModel):
     """Answer of run_background_task."""
 
     task_id: str = Field(description="Id to pass to the other tools.")
-    pid: int | None = Field(description="Process id of the task's shell (leader of its own session).")
+    pid: int | None = Field(
+        description="Process id of its main process, the leader of its own session: the program itself when the "
+        "command is one simple command (exec'd in place of the shell), else its shell."
+    )
     state: TaskState = Field(description="running, completed, failed or killed.")
     command: str = Field(description="The command as given, run by /bin/sh -c.")
     cwd: str = Field(description="Absolute working directory of the task.")

@@ -3,7 +3,7 @@
 Run as ``python -I runner.py STATUS_FILE RESTART MAX_RESTARTS REAPER COMMAND [LOG MAX_LOG_BYTES]``,
 it leads the task's session (with REAPER ``subreaper``, orphaned descendants come back to it,
 and it collects them), keeps LOG under MAX_LOG_BYTES when given (while no server runs too),
-runs ``/bin/sh -c COMMAND`` in it (stdout and stderr
+runs ``/bin/sh -c COMMAND`` in it (see :func:`shell_argv`; stdout and stderr
 stay the log the server opened), restarts it by policy with exponential backoff,
 and records every run in STATUS_FILE (JSON, replaced atomically). So the exit of a
 ``keep_running`` task is known even when it ended while no server was running.
@@ -20,6 +20,7 @@ import ctypes
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -57,6 +58,80 @@ PR_SET_CHILD_SUBREAPER = 36
 STDIN = 0
 INPUT_CLOSE_SIGNAL = signal.SIGUSR1
 """Sent to the runner to close its task's input home (end of input)."""
+
+
+_RESERVED = "! { } [[ ]] case do done elif else esac fi for function if in select then time until while"
+_BUILTINS = (
+    ". : [ alias bg break cd chdir command continue echo eval exec exit export false fc fg getopts hash jobs kill "
+    "local printf pwd read readonly return set shift test times trap true type ulimit umask unalias unset wait"
+)
+_SHELL_WORDS = frozenset(f"{_RESERVED} {_BUILTINS}".split(" "))
+"""Reserved words and builtins of sh: ``exec`` in front of them would change what runs, or fail."""
+_PLAIN_WORD = re.compile(r"[\w./~+:@%,][\w./~+:@%,-]*")
+_ASSIGNMENT = re.compile(r"[A-Za-z_]\w*=")
+_OPERATOR = re.compile(r"[;&|()\n\r]")
+"""Outside quotes, these make a list, a pipeline, a subshell or a background job of a command."""
+
+
+def _words(command: str) -> list[tuple[int, str]] | None:
+    """The words of ``command`` as written (with their offsets), or None when it is not one simple
+    command: an operator outside quotes, or an unterminated quote. Redirections (``2>&1``,
+    ``>|``) stay words."""
+    words: list[tuple[int, str]] = []
+    start: int | None = None
+    quote = ""
+    index = 0
+    while index < len(command):
+        char = command[index]
+        if quote == "'":
+            quote = "" if char == "'" else quote
+        elif char == "\\":
+            index += 1
+        elif quote == '"':
+            quote = "" if char == '"' else quote
+        elif char in "'\"":
+            quote = char
+        elif _OPERATOR.match(char) and not (char in "&|" and command[index - 1 : index] in ("<", ">")):
+            return None
+        if char in " \t" and not quote:
+            if start is not None:
+                words.append((start, command[start:index]))
+            start = None
+        elif start is None:
+            start = index
+        index += 1
+    if quote:
+        return None
+    if start is not None:
+        words.append((start, command[start:]))
+    return words
+
+
+def exec_command(command: str) -> str:
+    """``command`` for ``sh -c``, with ``exec`` before the program when it is one simple command, so
+    the program replaces the shell: the task's main process is the program itself (one process, not
+    two), and a signal meant for it (Ctrl-C on a terminal) does not end the shell instead.
+
+    Anything else (pipelines, lists, ``&``, subshells, builtins, reserved words, a program name with
+    quotes or expansions) is left as it is. Leading assignments stay in front (``A=1 exec prog``
+    exports them to the program, as ``A=1 prog`` does)."""
+    words = _words(command)
+    if not words:
+        return command
+    assignments = 0
+    while assignments < len(words) and _ASSIGNMENT.match(words[assignments][1]):
+        assignments += 1
+    if assignments == len(words):
+        return command
+    offset, program = words[assignments]
+    if not _PLAIN_WORD.fullmatch(program) or program in _SHELL_WORDS:
+        return command
+    return f"{command[:offset]}exec {command[offset:]}"
+
+
+def shell_argv(command: str) -> list[str]:
+    """How a task's command is run: ``/bin/sh -c``, the program exec'd in its place when it can be."""
+    return [SHELL, "-c", exec_command(command)]
 
 
 def input_home(status_path: str) -> str:
@@ -183,7 +258,7 @@ class _Runner:
             reader = self.input.reader() if self.input is not None else None
             closed = self.input is not None and reader is None
             self.spawning = True
-            self.child = subprocess.Popen([SHELL, "-c", self.command], stdin=subprocess.DEVNULL if closed else reader)
+            self.child = subprocess.Popen(shell_argv(self.command), stdin=subprocess.DEVNULL if closed else reader)
             self.spawning = False
             if reader is not None:
                 os.close(reader)

@@ -413,7 +413,7 @@ class Supervisor:
             home = taskinput.make_input_home(record) if stdin and keep_running else None
             stdin_target = subprocess.PIPE if stdin and home is None else subprocess.DEVNULL
             streams = process.Streams(output=log_fd, stdin=stdin_target if home is None else home, join=placement.join)
-        argv = [process.SHELL, "-c", command]
+        argv = runner.shell_argv(command)
         if record.supervised:
             reaper = "subreaper" if placement.level is not Level.MARKER else "plain"
             argv = [sys.executable, "-I", runner.__file__, record.status_path, restart, str(restart_limit), reaper]

@@ -12,6 +12,7 @@ import json
 import shlex
 from typing import Any
 
+import psutil
 import pytest
 from mcp import Client
 
@@ -152,3 +153,32 @@ async def test_unknown_arguments_are_refused_with_the_likely_name(server_command
         for tool, name, meant in UNKNOWN_NAMES:
             message = await call_error(client, tool, **{name: 1})
             assert f"unknown argument {name}" in message and meant in message, message
+
+
+async def test_one_simple_command_is_the_tasks_only_process(server_command: str) -> None:
+    async with connect(server_command) as client:
+        plain = await call(client, "run_background_task", command="sleep 300")
+        kept = await call(client, "run_background_task", command="sleep 300", keep_running=True)
+        compound = await call(client, "run_background_task", command="sleep 300; true")
+        statuses = [await call(client, "get_task_status", task_id=t["task_id"]) for t in (plain, kept, compound)]
+        main_process = psutil.Process(plain["pid"]).name()
+        for task in (plain, kept, compound):
+            await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
+    assert [s["process_count"] for s in statuses] == [1, 1, 2]  # the runner of a kept task is not counted
+    assert main_process == "sleep"
+
+
+async def test_a_repl_on_a_terminal_survives_ctrl_c_and_is_not_recorded_failed(server_command: str) -> None:
+    async with connect(server_command) as client:
+        repl = await call(client, "run_background_task", command="python3 -q -i", pty=True, wait_for_pattern="^>>> ")
+        task_id = repl["task_id"]
+        await call(client, "send_task_input", task_id=task_id, text="import time; time.sleep(300)")
+        sent = await call(client, "send_task_input", task_id=task_id, text="\u0003", newline=False)
+        await call(client, "wait_for_task", task_id=task_id, output_pattern="KeyboardInterrupt", since=sent["cursor"])
+        sent = await call(client, "send_task_input", task_id=task_id, text="6*7")
+        answer = await call(client, "wait_for_task", task_id=task_id, output_pattern="^42", since=sent["cursor"])
+        await call(client, "send_task_input", task_id=task_id, text="raise SystemExit(0)")
+        status = await finished(client, task_id)
+    assert answer["reason"] == "pattern" and answer["status"]["state"] == "running"
+    assert answer["status"]["process_count"] == 1
+    assert (status["state"], status["exit_code"], status["signal"]) == ("completed", 0, None)
