@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import anyio
 
-from . import logs, orphans, process, retention, runner, taskinput
+from . import holes, logs, orphans, process, retention, runner, taskinput
 from .config import Settings
 from .containment import EndOutcome, TaskCgroup, end_trees
 from .errors import BackgroundrError
@@ -144,16 +145,20 @@ def logs_command(settings: Settings, task_id: str, lines: int, follow: bool) -> 
 
 
 def _copy(path: Path, offset: int) -> int:
-    """Write the log from ``offset`` to the end onto stdout; return the new offset."""
-    offset = max(offset, logs.dropped_bytes(path))
+    """Write the log from ``offset`` to the end onto stdout (what is kept of it); return the new offset."""
     try:
-        with path.open("rb") as file:
-            file.seek(offset)
-            while chunk := file.read(COPY_CHUNK):
-                sys.stdout.buffer.write(chunk)
-                offset += len(chunk)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return offset
+    try:
+        while True:
+            chunk, offset, _ = holes.read_kept(fd, COPY_CHUNK, offset)
+            if not chunk:
+                break
+            sys.stdout.buffer.write(chunk)
+            offset += len(chunk)
+    finally:
+        os.close(fd)
     sys.stdout.buffer.flush()
     return offset
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import offload
+from .holes import read_kept
 from .logs import dropped_bytes, render
 from .patterns import Pattern
 
@@ -89,12 +90,16 @@ class _Search:
             self.counted += len(chunk)
             limit -= len(chunk)
         while limit > 0 and self.offset < self.size:
-            chunk = os.pread(self.fd, min(CHUNK, self.size - self.offset), self.offset)
+            chunk, start, _ = read_kept(self.fd, min(CHUNK, self.size - self.offset), self.offset)
+            limit -= len(chunk)
+            if start > self.offset:  # dropped under the cap meanwhile: the line under way lost its head
+                self.offset = self.line_start = min(start, self.size)
+                self.carry = b""
+                continue
             if not chunk:
                 self.size = self.offset
                 break
             self.offset += len(chunk)
-            limit -= len(chunk)
             self._offer_lines(chunk)
         if self.done and self.carry:
             self.found.offer(self.carry, self.number, self.line_start)

@@ -45,13 +45,36 @@ def dropped_bytes(path: Path) -> int:
     except FileNotFoundError:
         return 0
     try:
+        return kept_start(fd)
+    finally:
+        os.close(fd)
+
+
+def kept_start(fd: int) -> int:
+    """Where the kept output of the open log ``fd`` starts (how many bytes were dropped)."""
+    try:
         return os.lseek(fd, 0, os.SEEK_DATA)
     except OSError as exc:
         if exc.errno == errno.ENXIO:  # no data at all: empty, or everything dropped
             return os.fstat(fd).st_size
         raise
-    finally:
-        os.close(fd)
+
+
+def read_kept(fd: int, length: int, offset: int) -> tuple[bytes, int, int]:
+    """Up to ``length`` bytes of the open log ``fd`` from ``offset``, or from where its kept
+    output starts if that is later, without any byte that was dropped.
+
+    The cap may punch its hole while the read runs: bytes found kept before the read may be
+    read as the hole's zeros. So the kept start is looked at again once the bytes are read,
+    and whatever is now before it is left out. Returns the bytes, the offset they start at,
+    and where the kept output starts.
+    """
+    offset = max(offset, kept_start(fd))
+    data = os.pread(fd, length, offset)
+    kept = kept_start(fd)
+    if kept <= offset:
+        return data, offset, kept
+    return data[kept - offset :], kept, kept
 
 
 def enforce(path: Path, cap: int) -> tuple[int, int]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .errors import InvalidArgumentError
 from .holes import dropped_bytes as dropped_bytes  # where the kept output of a log starts
+from .holes import read_kept
 
 LOG_FILE_MODE = 0o600
 
@@ -101,20 +102,22 @@ def _incomplete_utf8_tail(data: bytes) -> int:
     return 0
 
 
-def _read(path: Path, offset: int | None, length: int) -> tuple[bytes, int, int]:
-    """Read up to ``length`` bytes at ``offset`` (None: the last ``length`` bytes).
+def _read(path: Path, offset: int | None, length: int) -> tuple[bytes, int, int, int]:
+    """Read up to ``length`` bytes at ``offset`` (None: the last ``length`` bytes), leaving out
+    what was dropped under the cap, even while the read ran (see :func:`holes.read_kept`).
 
-    Returns the bytes, the offset they start at, and the file's size.
+    Returns the bytes, the offset they start at, the file's size and where its kept output
+    starts (never past the size returned).
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        return b"", 0, 0
+        return b"", 0, 0, 0
     try:
         size = os.fstat(fd).st_size
         start = max(0, size - length) if offset is None else offset
-        length = max(0, min(length, size - start))
-        return (os.pread(fd, length, start) if length else b""), start, size
+        data, start, kept = read_kept(fd, max(0, min(length, size - start)), start)
+        return data[: max(0, size - start)], start, max(size, kept), kept
     finally:
         os.close(fd)
 
@@ -127,15 +130,14 @@ def read_tail(
     With ``floor`` the caller asked for what was written after it (a wait), not for lines,
     and a cut says so.
     """
-    dropped = dropped_bytes(path)
     asked, instead = (
         (f"the {lines} requested lines do not", ", or ask for fewer lines")
         if floor is None
         else (f"what was written after cursor {floor} does not", "")
     )
-    floor = max(floor or 0, dropped)
     # One byte before the window tells whether the window starts at a line start.
-    data, read_from, size = _read(path, None, budget + 1)
+    data, read_from, size, dropped = _read(path, None, budget + 1)
+    floor = max(floor or 0, dropped)
     window_start = max(floor, size - budget)
     into = window_start - read_from
     starts_line = window_start == floor or (into >= 1 and data[into - 1 : into] == b"\n")
@@ -183,18 +185,17 @@ def read_forward(path: Path, since: int, budget: int, *, writer_alive: bool, raw
     Bytes before ``since`` that were dropped to keep the log under its cap are skipped,
     and the answer says so.
     """
-    dropped = dropped_bytes(path)
-    lost = ""
-    if since < dropped:
-        lost = f"bytes {since} to {dropped} were dropped to keep the log under its size cap; "
-        since = dropped
-    data, _, size = _read(path, since, budget)
-    if since > size:
+    asked = since
+    data, since, size, dropped = _read(path, since, budget)
+    if asked > size:
         raise InvalidArgumentError(
             "since",
-            since,
+            asked,
             f"it is past the end of the output ({size} bytes); pass a cursor from an earlier answer, or omit since",
         )
+    lost = ""
+    if asked < dropped:
+        lost = f"bytes {asked} to {dropped} were dropped to keep the log under its size cap; "
     remaining_after_chunk = size - since - len(data)
     if remaining_after_chunk > 0:
         last_newline = data.rfind(b"\n")

@@ -16,8 +16,9 @@ from pathlib import Path
 import anyio
 
 from . import offload
+from .holes import read_kept
 from .inotify import WriteWatches
-from .logs import dropped_bytes, render
+from .logs import render
 from .models import WaitReason
 from .patterns import Pattern
 from .validation import WaitConditions
@@ -69,11 +70,16 @@ class LineScanner:
             fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None, True
-        # Output dropped under the size cap is gone: go on from what is kept.
-        self._offset = max(self._offset, dropped_bytes(self._path))
         try:
-            while limit > 0 and (chunk := os.pread(fd, SCAN_CHUNK, self._offset)):
+            while limit > 0:
+                # Output dropped under the size cap is gone: go on from what is kept.
+                chunk, start, _ = read_kept(fd, SCAN_CHUNK, self._offset)
                 limit -= len(chunk)
+                if start > self._offset:  # some was dropped, maybe while it was read: read on from there
+                    self._offset = start
+                    continue
+                if not chunk:
+                    break
                 at_end = len(chunk) < SCAN_CHUNK
                 pos = 0
                 while (newline := chunk.find(b"\n", pos)) >= 0:

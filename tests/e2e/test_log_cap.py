@@ -13,6 +13,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from mcp import Client
 
 from .harness import call, connect
 
@@ -54,3 +55,38 @@ async def test_yes_under_a_1mb_cap_stays_near_it_on_disk_while_output_bytes_grow
     assert from_start["truncated"] is True
     assert "dropped to keep the log under its size cap" in from_start["truncation"]
     assert from_start["output"].startswith("y\n")
+
+
+READS = 200
+SMALLEST_CAP = 64 * 1024
+UNREADABLE = "\ufffd"
+"""What a read of the hole's zeros would show."""
+
+
+async def _reads_racing_the_cap(client: Client, task_id: str, cursor: int) -> tuple[int, list[str]]:
+    """Each way of reading a log once, from ``cursor``: answers the next cursor and what was shown."""
+    forward = await call(client, "get_task_status", task_id=task_id, since=cursor)
+    tail = await call(client, "get_task_status", task_id=task_id, lines=50)
+    grep = await call(client, "get_task_status", task_id=task_id, grep=".", since=cursor)
+    wait = await call(
+        client, "wait_for_task", task_id=task_id, since=cursor, output_pattern=UNREADABLE, timeout_seconds=0
+    )
+    assert forward["dropped_bytes"] > 0
+    return forward["cursor"], [forward["output"], tail["output"], grep["output"], wait["status"]["output"]]
+
+
+async def test_reads_racing_the_cap_never_show_dropped_bytes(server_command: str) -> None:
+    # The capper punches a hole at the head of the log while a read runs: bytes found kept when
+    # the read began may be a hole (zeros) by the time they are read. No answer may show them.
+    async with connect(server_command) as client:
+        # Long lines: a grep of every line costs little per byte.
+        writer = f"yes {'no NUL here ' * 80}"
+        task = await call(client, "run_background_task", command=writer, max_log_bytes=SMALLEST_CAP)
+        task_id, cursor, unreadable = task["task_id"], 0, []
+        with anyio.fail_after(100):
+            for _ in range(READS):
+                cursor, shown = await _reads_racing_the_cap(client, task_id, cursor)
+                if unreadable := [answer for answer in shown if UNREADABLE in answer]:
+                    break
+        await call(client, "end_background_task", task_id=task_id, grace_seconds=0)
+    assert not unreadable, f"an answer shows dropped bytes: {unreadable[0][:200]!r}"
