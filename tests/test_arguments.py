@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from mcp_backgroundr.arguments import hint, normalized, simple_schema
+from mcp_backgroundr.errors import InvalidArgumentError
 
 PYDANTIC_SCHEMA: dict[str, Any] = {
     "$defs": {"State": {"enum": ["running", "on-failure"], "title": "State", "type": "string"}},
@@ -53,3 +56,30 @@ def test_hints_name_only_what_the_tool_takes() -> None:
     assert hint("taskId", known) == "task_id"
     assert hint("port", known) is None
     assert hint("background", known) is not None
+
+
+def test_true_or_false_where_a_number_is_expected_is_refused_naming_the_field() -> None:
+    schema = simple_schema(PYDANTIC_SCHEMA)
+    for given, field in (({"text": "x", "seconds": True}, "seconds=true"), ({"text": "x", "seconds": False}, "false")):
+        with pytest.raises(InvalidArgumentError, match=field):
+            normalized(schema, given)
+    assert normalized(schema, {"text": "x", "seconds": "5"})["seconds"] == "5"  # pydantic takes "5" as 5
+
+
+def test_ids_lose_the_spaces_pasted_around_them_and_text_keeps_its_own() -> None:
+    schema = {"properties": {"task_id": {"type": "string"}, "text": {"type": "string"}}, "required": ["task_id"]}
+    given = {"task_id": " t1a2b3c4d \n", "text": "  indented\n"}
+    assert normalized(schema, given) == {"task_id": "t1a2b3c4d", "text": "  indented\n"}
+
+
+def test_true_for_a_restart_policy_means_on_failure_and_a_null_env_value_stays_null() -> None:
+    schema = {
+        "properties": {
+            "restart": {"enum": ["no", "on-failure", "always"], "type": "string"},
+            "state": {"enum": ["running", "killed"], "type": "string"},
+            "env": {"additionalProperties": {"type": "string"}, "type": "object"},
+        }
+    }
+    given = {"restart": True, "state": True, "env": {"A": None, "B": 1}}
+    assert normalized(schema, given) == {"restart": "on-failure", "state": True, "env": {"A": None, "B": "1"}}
+    assert normalized(schema, {"restart": False})["restart"] == "no"

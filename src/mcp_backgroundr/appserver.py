@@ -129,7 +129,11 @@ class BackgroundrMCPServer(MCPServer[Any]):
         self._check_argument_names(name, arguments)
         schema = self._schemas.get(name)
         try:
-            return await super().call_tool(name, normalized(schema, arguments) if schema else arguments, context)
+            arguments = normalized(schema, arguments) if schema else arguments
+        except BackgroundrError as exc:
+            raise ToolError(f"{name}: {exc}") from exc
+        try:
+            return await super().call_tool(name, arguments, context)
         except ToolError as exc:
             cause = exc.__cause__
             if isinstance(cause, ValidationError):

@@ -20,9 +20,12 @@ import json
 import re
 from typing import Any
 
+from .errors import InvalidArgumentError
 from .schemas import inline_definitions
 
 _SEPARATORS = re.compile(r"[\s_\-]+")
+IDENTIFIERS = frozenset({"task_id"})
+"""Fields holding an id, taken without the spaces a client pasted around it."""
 
 
 def simple_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -54,6 +57,8 @@ def normalized(schema: dict[str, Any], arguments: dict[str, Any]) -> dict[str, A
     """``arguments`` with client habits turned into what ``schema`` takes (see the module docstring).
 
     Names the schema does not know are passed through untouched, for the caller to refuse.
+    Raises InvalidArgumentError for ``true``/``false`` where a number is expected: no habit
+    explains it, and taking it as 1 or 0 would run what nobody asked for.
     """
     properties: dict[str, Any] = schema.get("properties", {})
     required = set(schema.get("required", []))
@@ -64,8 +69,10 @@ def normalized(schema: dict[str, Any], arguments: dict[str, Any]) -> dict[str, A
             result[name] = value
         elif value is None and name not in required:
             continue  # null: the default
+        elif name in IDENTIFIERS and isinstance(value, str):
+            result[name] = value.strip()
         else:
-            result[name] = _value(spec, value)
+            result[name] = _value(spec, value, name)
     return result
 
 
@@ -87,8 +94,8 @@ def _json_type(value: object) -> str | None:
     return None
 
 
-def _value(spec: dict[str, Any], value: Any) -> Any:
-    """One value as the schema ``spec`` takes it, when a client habit explains the difference."""
+def _value(spec: dict[str, Any], value: Any, name: str) -> Any:
+    """One value of field ``name`` as the schema ``spec`` takes it, when a client habit explains the difference."""
     types = _types(spec)
     scalar = _json_type(value)
     enum = spec.get("enum")
@@ -97,10 +104,12 @@ def _value(spec: dict[str, Any], value: Any) -> Any:
     taken = scalar in types or (scalar == "integer" and "number" in types)
     if scalar is not None and "string" in types and not taken:
         return json.dumps(value)
+    if scalar == "boolean" and not taken and types & {"integer", "number"}:
+        raise InvalidArgumentError(name, value, "give a number; true and false are not numbers")
     if isinstance(value, list) and isinstance(items := _option(spec, "items"), dict):
-        return [_value(items, item) for item in value]
+        return [_value(items, item, f"{name}[{index}]") for index, item in enumerate(value)]
     if isinstance(value, dict) and isinstance(values := _option(spec, "additionalProperties"), dict):
-        return {key: _value(values, item) for key, item in value.items()}
+        return {key: _value(values, item, f"{name}.{key}") for key, item in value.items()}
     return value
 
 
@@ -113,10 +122,16 @@ def _canonical(text: str) -> str:
     return _SEPARATORS.sub("", text).lower()
 
 
+_BOOLEAN_MEMBERS: dict[bool, tuple[str, ...]] = {False: ("no",), True: ("on-failure",)}
+"""What ``false`` and ``true`` name in an enumeration that has these members."""
+
+
 def _enum_value(enum: list[Any], value: Any) -> Any:
-    """The enum member ``value`` names, forgiving case and separators; ``false`` names ``no``."""
-    if value is False and "no" in enum:
-        return "no"
+    """The enum member ``value`` names, forgiving case and separators; ``false`` names ``no``,
+    ``true`` the policy a client most likely means by it (``restart: true``: ``on-failure``)."""
+    if isinstance(value, bool):
+        meant = _BOOLEAN_MEMBERS[value]
+        return next((member for member in meant if member in enum), value)
     if not isinstance(value, str):
         return value
     wanted = _canonical(value)

@@ -158,7 +158,10 @@ def build_server(
             Field(description="Shell command for /bin/sh -c (pipes, &&, $VARS work), or an argv list."),
         ],
         cwd: Annotated[str | None, Field(description="Working directory.")] = None,
-        env: Annotated[dict[str, str] | None, Field(description="Variables added to the server's environment.")] = None,
+        env: Annotated[
+            dict[str, str | None] | None,
+            Field(description="Variables added to the server's environment (null unsets one)."),
+        ] = None,
         name: Annotated[str | None, Field(description="A short label.")] = None,
         stdin: Annotated[bool, Field(description="Keep its stdin open for send_task_input (else /dev/null).")] = False,
         pty: Annotated[

@@ -317,7 +317,7 @@ class Supervisor:
         self,
         command: str,
         cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
+        env: Mapping[str, str | None] | None = None,
         name: str | None = None,
         *,
         stdin: bool = False,
@@ -458,7 +458,7 @@ class Supervisor:
         self._changed(TaskChange.STARTED, task_id)
         return _started(record)
 
-    async def _start_remote(self, record: TaskRecord, env: dict[str, str], stdin: bool) -> StartedTask:
+    async def _start_remote(self, record: TaskRecord, env: dict[str, str | None], stdin: bool) -> StartedTask:
         assert self._task_group is not None
         await self.remote.start(record, env, stdin)
         try:

@@ -53,16 +53,20 @@ def checked_cwd(cwd: str | None) -> str:
     return os.path.normpath(path)
 
 
-def task_environment(inherited: Mapping[str, str], extra: Mapping[str, str] | None) -> dict[str, str]:
-    """``inherited`` (what the policy passes on of the server's environment) with ``extra`` over it."""
+def task_environment(inherited: Mapping[str, str], extra: Mapping[str, str | None] | None) -> dict[str, str]:
+    """``inherited`` (what the policy passes on of the server's environment) with ``extra`` over it;
+    a variable whose value in ``extra`` is None is unset."""
     env = dict(inherited)
     env.setdefault("PYTHONUNBUFFERED", "1")
     for key, value in (extra or {}).items():
         if not key or "=" in key or "\0" in key:
             raise InvalidArgumentError("env", key, "variable names must be non-empty without '=' or NUL")
-        if "\0" in value:
+        if value is None:
+            env.pop(key, None)
+        elif "\0" in value:
             raise InvalidArgumentError(f"env.{key}", value, "remove the NUL character from the value")
-        env[key] = value
+        else:
+            env[key] = value
     return env
 
 

@@ -182,3 +182,42 @@ async def test_a_repl_on_a_terminal_survives_ctrl_c_and_is_not_recorded_failed(s
     assert answer["reason"] == "pattern" and answer["status"]["state"] == "running"
     assert answer["status"]["process_count"] == 1
     assert (status["state"], status["exit_code"], status["signal"]) == ("completed", 0, None)
+
+
+async def test_true_or_false_where_a_number_is_expected_is_refused_in_one_line(server_command: str) -> None:
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="sleep 300")
+        wait = await call_error(client, "wait_for_task", task_id=task["task_id"], timeout_seconds=True)
+        lines = await call_error(client, "get_task_status", task_id=task["task_id"], lines=False)
+        start = await call_error(client, "run_background_task", command="true", max_restarts=True, restart="always")
+        taken = await call(client, "wait_for_task", task_id=task["task_id"], timeout_seconds="0")
+        await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
+    assert "timeout_seconds=true is invalid" in wait and "number" in wait
+    assert "lines=false is invalid" in lines
+    assert "max_restarts=true is invalid" in start
+    assert taken["reason"] == "timeout"
+
+
+async def test_ids_with_spaces_around_them_are_taken(server_command: str) -> None:
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="sleep 300")
+        spaced = f"  {task['task_id']} \n"
+        status = await call(client, "get_task_status", task_id=spaced)
+        waited = await call(client, "wait_for_task", task_id=spaced, timeout_seconds=0)
+        ended = await call(client, "end_background_task", task_id=spaced, grace_seconds=0)
+        removed = await call(client, "remove_task", task_id=f" {task['task_id']}")
+    assert status["task_id"] == waited["status"]["task_id"] == ended["task_id"] == removed["task_id"] == task["task_id"]
+
+
+async def test_a_null_env_value_unsets_the_variable_and_restart_true_means_on_failure(server_command: str) -> None:
+    show = 'echo "[${HABIT_SET-unset}] [${HABIT_KEPT-unset}]"'
+    async with connect(server_command, env={"HABIT_SET": "server", "HABIT_KEPT": "server"}) as client:
+        shown = await call(client, "run_background_task", command=show, env={"HABIT_SET": None})
+        failing = await call(client, "run_background_task", command="exit 3", restart=True, max_restarts=1)
+        passing = await call(client, "run_background_task", command="true", restart=True, max_restarts=1)
+        shown = await finished(client, shown["task_id"])
+        failed = await finished(client, failing["task_id"])
+        passed = await finished(client, passing["task_id"])
+    assert shown["output"] == "[unset] [server]\n"
+    assert (failed["state"], failed["restarts"]) == ("failed", 1)
+    assert (passed["state"], passed["restarts"]) == ("completed", 0)

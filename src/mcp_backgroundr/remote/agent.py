@@ -122,7 +122,8 @@ def start(state: str, bundle: str, request: Request) -> dict[str, Any]:
         # Handed over as the runner's stdin, open both ways: held from its first instant.
         os.mkfifo(hosted.fifo, 0o600)
         stdin = os.open(hosted.fifo, os.O_RDWR | os.O_NONBLOCK)
-    env = dict(os.environ) | dict(request.get("env") or {}) | {agent_procs.TASK_ID_ENV: hosted.task_id}
+    given = dict(os.environ) | dict(request.get("env") or {})  # a null value unsets the variable
+    env = {key: value for key, value in given.items() if value is not None} | {agent_procs.TASK_ID_ENV: hosted.task_id}
     with open(hosted.meta, "w", encoding="utf-8") as file:
         json.dump(
             {

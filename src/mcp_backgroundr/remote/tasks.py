@@ -97,8 +97,9 @@ class RemoteTasks:
 
     # -- start -----------------------------------------------------------------
 
-    async def start(self, record: TaskRecord, env: Mapping[str, str], stdin: bool) -> None:
-        """Start the record's task on its host; fills in its pid, cwd and (remote) log path."""
+    async def start(self, record: TaskRecord, env: Mapping[str, str | None], stdin: bool) -> None:
+        """Start the record's task on its host (``env`` over the remote environment; None unsets a
+        variable); fills in its pid, cwd and (remote) log path."""
         assert record.host is not None
         request = {
             "op": "start",
