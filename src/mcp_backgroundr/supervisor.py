@@ -672,8 +672,9 @@ class Supervisor:
             status, ended = await self.remote.status(task, lines, since, raw)
             self._after_remote(task, ended)
             return status
+        as_of = task.snapshot()
         processes = await task.live_processes()
-        writer_alive = task.running or bool(processes)
+        writer_alive = as_of.running or bool(processes)
         path = Path(record.log_path)
         budget = self.settings.output_budget
         if since is None:
@@ -683,14 +684,17 @@ class Supervisor:
                 raise InvalidArgumentError("since", since, "pass a cursor (a byte offset >= 0) from an earlier answer")
             read = functools.partial(logs.read_forward, path, since, budget, writer_alive=writer_alive, raw=raw)
         piece = await offload.run(offload.LOGS, read)
-        return await self._status_of(task, piece, processes)
+        return await self._status_of(task, as_of, piece, processes)
 
-    async def _status_of(self, task: Task, piece: logs.OutputSlice, processes: list[psutil.Process]) -> TaskStatus:
-        """A task's status with ``piece`` of its output; what its processes use (and its runner's
-        status) is read in a worker thread, their listening sockets picked from the shared socket table."""
+    async def _status_of(
+        self, task: Task, as_of: TaskRecord, piece: logs.OutputSlice, processes: list[psutil.Process]
+    ) -> TaskStatus:
+        """A task's status ``as_of`` a snapshot taken before ``piece`` of its output was read; what its
+        processes use (and its runner's status) is read in a worker thread, their listening sockets
+        picked from the shared socket table."""
         sockets = (await self._sockets.table()).sockets if processes else []
         usage, run = await offload.run(offload.SCANS, task.measure, processes, sockets)
-        return task.status(piece, processes, usage, run)
+        return task.status(as_of, piece, processes, usage, run)
 
     async def grep(self, task_id: str, pattern_text: str, since: int | None = None) -> TaskStatus:
         """Status whose output is the log lines (from ``since``) matching ``pattern_text``."""
@@ -703,6 +707,7 @@ class Supervisor:
         assert pattern is not None
         path = Path(task.record.log_path)
         start = _checked_since(path, since, default=0)
+        as_of = task.snapshot()
         found = await grep_log_in_thread(path, pattern, start, self.settings.output_budget)
         notes = []
         if found.resume_at is not None:
@@ -714,7 +719,7 @@ class Supervisor:
             notes.append(f"the first {found.dropped} bytes were dropped (size cap): line numbers count from there")
         note = "; ".join(notes) or None
         piece = logs.OutputSlice(found.text, found.cursor, found.size, found.resume_at is not None, note, found.dropped)
-        status = await self._status_of(task, piece, await task.live_processes())
+        status = await self._status_of(task, as_of, piece, await task.live_processes())
         status.grep_matches = found.matches
         return status
 
@@ -753,16 +758,17 @@ class Supervisor:
             return await self._sockets.task_listens_on(task.record.task_id, port, seen_at)
 
         outcome = await watch.first_event(self._writes, task.exited, path, start, conditions, owns_port, progress)
+        as_of = task.snapshot()
         read = functools.partial(
             logs.read_tail,
             path,
             self.settings.max_lines,
             self.settings.output_budget,
-            writer_alive=task.running,
+            writer_alive=as_of.running,
             floor=start,
         )
         piece = await offload.run(offload.LOGS, read)
-        status = await self._status_of(task, piece, await task.live_processes())
+        status = await self._status_of(task, as_of, piece, await task.live_processes())
         return WaitResult(
             reason=outcome.reason,
             waited_seconds=round(time.monotonic() - began, 3),

@@ -140,22 +140,38 @@ class Task:
             usage = dataclasses.replace(usage, rss_bytes=rss, cpu_seconds=usage.cpu_seconds if cpu is None else cpu)
         return usage, run
 
+    def snapshot(self) -> TaskRecord:
+        """The record as it stands now, for an answer whose output and processes are read next.
+
+        The task may exit while they are read (in worker threads): an answer must not pair that
+        later exit with output and processes read while it still ran, so it reports this copy.
+        """
+        return dataclasses.replace(self.record)
+
     def status(
         self,
+        as_of: TaskRecord,
         piece: logs.OutputSlice,
         processes: list[psutil.Process],
         usage: process.TreeUsage,
         run: runner.RunStatus | None,
     ) -> TaskStatus:
-        """The answer of get_task_status: the record, ``piece`` of output, and what :meth:`measure` found."""
-        lingering = [] if self.running else sorted(p.pid for p in processes)
-        return self.answer(piece, usage, lingering, run)
+        """The answer of get_task_status: the record ``as_of`` the reads began (see :meth:`snapshot`),
+        ``piece`` of output, and what :meth:`measure` found."""
+        lingering = [] if as_of.running else sorted(p.pid for p in processes)
+        return self.answer(piece, usage, lingering, run, as_of)
 
     def answer(
-        self, piece: logs.OutputSlice, usage: process.TreeUsage, lingering: list[int], run: runner.RunStatus | None
+        self,
+        piece: logs.OutputSlice,
+        usage: process.TreeUsage,
+        lingering: list[int],
+        run: runner.RunStatus | None,
+        as_of: TaskRecord | None = None,
     ) -> TaskStatus:
-        """get_task_status's answer from what was found out, wherever the task runs."""
-        record = self.record
+        """get_task_status's answer from what was found out, wherever the task runs (the record
+        ``as_of`` the reads began; by default, as it stands)."""
+        record = self.record if as_of is None else as_of
         return TaskStatus(
             task_id=record.task_id,
             name=record.name,

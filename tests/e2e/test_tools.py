@@ -6,6 +6,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+import anyio
 import psutil
 import pytest
 from mcp import Client
@@ -76,6 +77,24 @@ async def _started_with_children(client: Client, command: str, count: int) -> tu
 
     await until(spawned)
     return task["task_id"], _task_pids(task["task_id"])
+
+
+RACED_EXITS = 25
+"""Tasks whose exit a tight loop of status calls races (most of them land inside a call)."""
+
+
+async def test_a_status_that_reports_an_exit_has_the_final_output_and_no_dead_process(server_command: str) -> None:
+    """Regression: a status call during which its task exited answered with the exit and the output and
+    processes read while the task still ran: its last line missing, its own dead shell listed as lingering."""
+    async with connect(server_command) as client:
+        for _ in range(RACED_EXITS):
+            started = await call(client, "run_background_task", command="sleep 0.05; echo last-line")
+            task_id = started["task_id"]
+            with anyio.fail_after(10):
+                while (status := await call(client, "get_task_status", task_id=task_id))["state"] == "running":
+                    pass
+            assert "last-line" in status["output"], status
+            assert started["pid"] not in status["lingering_pids"], status
 
 
 async def test_ending_a_tree_leaves_no_survivors(server_command: str) -> None:
