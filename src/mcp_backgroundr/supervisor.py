@@ -73,7 +73,7 @@ from .models import (
 )
 from .policy import Policy
 from .registry import Registry
-from .remote import RemoteTasks
+from .remote import ExitWatches, RemoteTasks
 from .task import Task, summary_of
 
 MAX_NAME_LENGTH = 200
@@ -138,6 +138,9 @@ class Supervisor:
         self._spawns_in_flight = 0
         self.remote = RemoteTasks(settings)
         """Where tasks with a host go."""
+        self._remote_exits = ExitWatches(
+            self.remote, lambda what, work: self._spawn(None, what, work), lambda t: self._after_remote(t, ended=True)
+        )
         self._exit_stack = contextlib.AsyncExitStack()
         """What __aexit__ undoes: shutdown, then the task group."""
 
@@ -219,6 +222,7 @@ class Supervisor:
             record.owner = self.owner
             self._tasks[record.task_id] = Task(record, None)
             self._enforce_runtime(self._tasks[record.task_id])
+            self._remote_exits.track(self._tasks[record.task_id])
         self._save([*found.to_end, *found.to_settle, *found.to_adopt, *remote])
         return records
 
@@ -468,6 +472,7 @@ class Supervisor:
             raise
         self._tasks[record.task_id] = Task(record, None)
         self._enforce_runtime(self._tasks[record.task_id])
+        self._remote_exits.track(self._tasks[record.task_id])
         self._changed(TaskChange.STARTED, record.task_id)
         return _started(record)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import anyio
 import psutil
 import pytest
+from mcp.shared.subscriptions import ResourceUpdated
 
 from .harness import alive, call, call_error, connect, until
 from .sshd import free_port
@@ -229,3 +230,36 @@ async def test_closing_the_server_ends_its_remote_tasks_but_keep_running_ones_st
         assert (status["state"], status["end_reason"]) == ("killed", "server shutdown")
         ended = await call(client, "end_background_task", task_id=kept["task_id"], grace_seconds=1)
         assert ended["survivors"] == []
+
+
+async def test_a_remote_exit_is_heard_without_a_call_and_recorded(
+    server_command: str, ssh_env: dict[str, str], tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        started = await call(
+            client, "run_background_task", command=f"read x < {gate}; exit 5", host="loopback", name="gated"
+        )
+        uri = f"task://{started['task_id']}/log"
+        async with client.listen(resource_subscriptions=[uri]) as subscription:
+            with open(gate, "w") as opened:
+                opened.write("go\n")
+            with anyio.fail_after(20):
+                async for event in subscription:
+                    if isinstance(event, ResourceUpdated) and event.uri == uri:
+                        break
+        # The server recorded the exit when it heard it: the registry (read by the CLI) says so.
+        with anyio.fail_after(30):
+            listed = await anyio.run_process([server_command, "ps", "--all"], env=os.environ | ssh_env)
+        row = next(line for line in listed.stdout.decode().splitlines() if started["task_id"] in line)
+        assert "failed" in row, row
+
+
+async def test_max_runtime_ends_a_remote_task(server_command: str, ssh_env: dict[str, str]) -> None:
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        started = await call(client, "run_background_task", command="sleep 300", host="loopback", max_runtime_seconds=1)
+        done = await call(client, "wait_for_task", task_id=started["task_id"], timeout_seconds=20)
+        assert (done["reason"], done["status"]["state"]) == ("exited", "killed")
+        assert done["status"]["end_reason"] == "max_runtime_seconds (1 s) reached"
+        assert alive([started["pid"]]) == []

@@ -12,6 +12,7 @@ runner; every call bounds itself with an alarm, so a dropped connection cannot l
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -301,8 +302,12 @@ def _answer(state: str, bundle: str, request: Request) -> dict[str, Any]:
 
 
 def _safe_answer(state: str, bundle: str, request: Request) -> dict[str, Any]:
+    return _safe(lambda: _answer(state, bundle, request))
+
+
+def _safe(answer: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     try:
-        return _answer(state, bundle, request)
+        return answer()
     except (BackgroundrError, OSError, ValueError, KeyError) as exc:
         return {"error": str(exc) if isinstance(exc, BackgroundrError) else f"{type(exc).__name__}: {exc}"}
 
@@ -319,20 +324,63 @@ def _collect_children(_signum: int, _frame: object) -> None:
             pass
 
 
+class _Requests:
+    """The request lines a serving agent reads from its stdin, unbuffered by Python: a watch
+    must know whether a new request is waiting, in the pipe (select) or read already (here)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self._read = fd, b""
+
+    def readline(self) -> bytes:
+        while b"\n" not in self._read:
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                line, self._read = self._read, b""
+                return line
+            self._read += chunk
+        line, _, self._read = self._read.partition(b"\n")
+        return line + b"\n"
+
+    def waiting(self) -> bool:
+        return bool(self._read)
+
+
+def watch(state: str, request: Request, requests: _Requests) -> dict[str, Any]:
+    """Block until a runner of ``task_ids`` exits, the server sends another line (it has more tasks
+    to watch) or ``timeout`` passes; how the tasks that ended stand."""
+    runners = {}
+    for task_id in request["task_ids"]:
+        hosted = Hosted(state, task_id)
+        try:
+            runners[task_id] = (int(hosted.started()["pid"]), hosted.alive)
+        except BackgroundrError:
+            runners[task_id] = (0, lambda: False)  # its record is gone: check says how it stands
+    gone = [] if requests.waiting() else agent_wait.until_exit(runners, float(request["timeout"]), requests.fd)
+    return check(state, {"task_ids": gone})
+
+
 def serve(state: str, bundle: str) -> None:
     """Answer requests, one JSON line each, until the input ends (the server let go of this
-    session) or none comes for SESSION_IDLE_SECONDS; each request is bounded by its alarm."""
+    session) or none comes for SESSION_IDLE_SECONDS; each request is bounded by its alarm.
+    An empty line asks nothing: it only wakes a watch under way."""
     # The runners this agent starts are its children until it exits: collect each at its exit.
     signal.signal(signal.SIGCHLD, _collect_children)
+    # The server sends nothing more before this answer: Python's stdin buffer is empty.
+    requests = _Requests(sys.stdin.fileno())
     _reply({"ready": True})
     while True:
         signal.alarm(SESSION_IDLE_SECONDS)
-        line = sys.stdin.buffer.readline()
+        line = requests.readline()
         if not line:
             return
+        if not line.strip():
+            continue
         request = json.loads(line)
         signal.alarm(max(1, int(request.get("deadline", 30))) + ALARM_MARGIN_SECONDS)
-        _reply(_safe_answer(state, bundle, request))
+        if request.get("op") == "watch":
+            _reply(_safe(functools.partial(watch, state, request, requests)))
+        else:
+            _reply(_safe_answer(state, bundle, request))
 
 
 def main(bundle: str, state: str) -> None:

@@ -25,6 +25,9 @@ from .. import logs
 from .agent_procs import listening
 
 STAT_INTERVAL_SECONDS = 0.1
+EXIT_LOOK_SECONDS = 1.0
+"""Where a runner offers no pidfd (not Linux, or Linux before 5.3), how often a watch for exits
+looks at it (only while the watch runs)."""
 PORT_PROBE_SECONDS = 0.05
 PARTIAL_LINE_QUIET_SECONDS = 0.5
 """An unterminated line that matches counts once nothing more was written for this long."""
@@ -165,6 +168,31 @@ def wait(
         return {"reason": "timeout"}
     finally:
         wakeups.close()
+
+
+def until_exit(runners: dict[str, tuple[int, Callable[[], bool]]], seconds: float, wake: int) -> list[str]:
+    """Block until a runner (task id -> (pid, alive)) exits, ``wake`` turns readable (the server
+    has a new request) or ``seconds`` pass; the task ids whose runner is gone."""
+    deadline = time.monotonic() + seconds
+    pidfds: dict[int, str] = {}
+    try:
+        for task_id, (pid, _) in runners.items():
+            with contextlib.suppress(OSError, AttributeError):
+                pidfds[os.pidfd_open(pid)] = task_id
+        # Looked at once the pidfds are open: an exit before this is seen here, one after wakes select.
+        gone = [task_id for task_id, (_, alive) in runners.items() if not alive()]
+        every_exit_wakes = len(pidfds) == len(runners)
+        while not gone and (left := deadline - time.monotonic()) > 0:
+            pause = left if every_exit_wakes else min(left, EXIT_LOOK_SECONDS)
+            ready = select.select([*pidfds, wake], [], [], pause)[0]
+            if wake in ready:
+                break
+            gone = [pidfds[fd] for fd in ready]
+            gone += [t for t, (_, alive) in runners.items() if t not in gone and not every_exit_wakes and not alive()]
+        return gone
+    finally:
+        for fd in pidfds:
+            os.close(fd)
 
 
 def _numbered_lines(fd: int, start: int, size: int) -> Iterator[tuple[bytes, int]]:

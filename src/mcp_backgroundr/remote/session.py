@@ -40,9 +40,12 @@ class AgentSession:
         self._lock = anyio.Lock()
         self._used_at = 0.0
 
-    async def ask(self, command: str, opening: bytes, request: bytes, limit: float) -> bytes:
+    async def ask(
+        self, command: str, opening: bytes, request: bytes, limit: float, wake: anyio.Event | None = None
+    ) -> bytes:
         """Send one request line; return the answer line. ``opening`` is what the agent reads
-        first when a session starts (the bundle header and the serve request)."""
+        first when a session starts (the bundle header and the serve request). Once ``wake`` is
+        set, an empty line goes to the agent, which makes a watch under way answer now."""
         async with self._lock:
             if self._process is None or self._process.returncode is not None or self._idle():
                 await self._stop()
@@ -54,7 +57,7 @@ class AgentSession:
             try:
                 with anyio.fail_after(limit):
                     await process.stdin.send(request)
-                    answer = await answers.receive_until(b"\n", MAX_ANSWER_BYTES)
+                    answer = await _answer(process, answers, wake)
             except TimeoutError:
                 await self._stop()
                 raise self.connections.unreachable(self.destination, f"no answer within {limit:g} s") from None
@@ -96,8 +99,32 @@ class AgentSession:
         return code
 
     async def close(self) -> None:
-        async with self._lock:
-            await self._stop()
+        """End the session now, without waiting for a request under way (which then fails)."""
+        await self._stop()
+
+
+async def _answer(process: anyio.abc.Process, answers: BufferedByteReceiveStream, wake: anyio.Event | None) -> bytes:
+    if wake is None:
+        return await answers.receive_until(b"\n", MAX_ANSWER_BYTES)
+
+    async def wake_up() -> None:
+        await wake.wait()
+        assert process.stdin is not None
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await process.stdin.send(b"\n")
+
+    answer: list[bytes] = []
+    failed: list[Exception] = []
+    async with anyio.create_task_group() as group:
+        group.start_soon(wake_up)
+        try:
+            answer.append(await answers.receive_until(b"\n", MAX_ANSWER_BYTES))
+        except Exception as exc:  # raised below, not wrapped in an exception group
+            failed.append(exc)
+        group.cancel_scope.cancel()
+    if failed:
+        raise failed[0]
+    return answer[0]
 
 
 class SessionRefused(Exception):

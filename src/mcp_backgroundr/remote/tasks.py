@@ -26,13 +26,16 @@ from ..task import Task, iso_time
 from ..watch import PROGRESS_INTERVAL_SECONDS, ProgressReporter
 from .bundle import NEEDS_BUNDLE_STATUS, NO_PYTHON_STATUS, remote_command, request_bytes
 from .session import AgentSession, SessionRefused
-from .ssh import Connections, Destination, parse_destination
+from .ssh import Connections, parse_destination
 
 Answer = dict[str, Any]
 SERVE_REQUEST = b'{"op": "serve"}\n'
 
 CALL_MARGIN_SECONDS = 3.0
 """A call may take this much longer than the agent's own bound (ssh, Python's start)."""
+WATCH_SECONDS = 240.0
+"""A watch for exits answers after this long with nothing ended, and is made again (the agent
+gives a session up after 600 s without a request)."""
 
 
 class RemoteTasks:
@@ -47,18 +50,32 @@ class RemoteTasks:
         """The interpreter each host ran the agent with."""
         self._sessions: dict[str, AgentSession] = {}
         """The serving agent of each host, for quick calls."""
+        self._watch_sessions: dict[str, AgentSession] = {}
+        """A second serving agent of each host, for its watch for exits (see watches.py)."""
+        self.closed = False
 
-    async def _call(self, host: str, request: Answer, seconds: float | None = None, *, quick: bool = False) -> Answer:
+    async def _call(
+        self,
+        host: str,
+        request: Answer,
+        seconds: float | None = None,
+        *,
+        quick: bool = False,
+        watch: anyio.Event | None = None,
+    ) -> Answer:
         """One request to the host's agent: through its serving session (``quick``: start, status,
-        check, input, remove), or an agent of its own (waits, greps, ends: calls that may take long)."""
+        check, input, remove), its watching session (``watch``: the event that wakes it), or an
+        agent of its own (waits, greps, ends: calls that may take long)."""
         limit = self.settings.remote_call_seconds if seconds is None else seconds
         destination = parse_destination(host)
         line = json.dumps(request | {"deadline": limit}).encode() + b"\n"
         with_bundle = host not in self._installed
         call_limit = limit + CALL_MARGIN_SECONDS
         command = remote_command(self._python.get(host))
-        if quick:
-            code, output = 0, await self._ask_session(destination, command, line, call_limit)
+        if quick or watch is not None:
+            sessions = self._sessions if watch is None else self._watch_sessions
+            session = sessions.setdefault(host, AgentSession(self.connections, destination))
+            code, output = 0, await self._ask_session(session, command, line, call_limit, watch)
         else:
             data = request_bytes(line, with_bundle)
             code, output = await self.connections.call(destination, command, data, call_limit)
@@ -80,13 +97,15 @@ class RemoteTasks:
             raise BackgroundrError(f"host {host}: {answer['error']}")
         return answer
 
-    async def _ask_session(self, destination: Destination, command: str, line: bytes, limit: float) -> bytes:
+    async def _ask_session(
+        self, session: AgentSession, command: str, line: bytes, limit: float, wake: anyio.Event | None
+    ) -> bytes:
+        destination = session.destination
         host = destination.text
-        session = self._sessions.setdefault(host, AgentSession(self.connections, destination))
         with_bundle = host not in self._installed
         while True:
             try:
-                return await session.ask(command, request_bytes(SERVE_REQUEST, with_bundle), line, limit)
+                return await session.ask(command, request_bytes(SERVE_REQUEST, with_bundle), line, limit, wake)
             except SessionRefused as exc:
                 if exc.code == NEEDS_BUNDLE_STATUS and not with_bundle:
                     with_bundle = True
@@ -334,9 +353,18 @@ class RemoteTasks:
             ended += [t for t in group if self._learn(t, answer["tasks"].get(t.record.task_id, {}))]
         return ended
 
+    async def watch(self, host: str, tasks: Sequence[Task], wake: anyio.Event) -> list[Task]:
+        """Block until one of these running tasks ends on its host, ``wake`` is set, or WATCH_SECONDS
+        pass; the tasks that ended (learnt)."""
+        request = {"op": "watch", "task_ids": [t.record.task_id for t in tasks], "timeout": WATCH_SECONDS}
+        answer = await self._call(host, request, WATCH_SECONDS + CALL_MARGIN_SECONDS, watch=wake)
+        return [t for t in tasks if self._learn(t, answer["tasks"].get(t.record.task_id, {}))]
+
     async def close(self, *, only_started: bool = False) -> None:
-        """End the serving sessions, then the masters (``only_started``: those started here)."""
-        for session in self._sessions.values():
+        """End the serving sessions (a call or watch under way fails), then the masters
+        (``only_started``: those started here)."""
+        self.closed = True
+        for session in [*self._sessions.values(), *self._watch_sessions.values()]:
             await session.close()
         await self.connections.close(only_started=only_started)
 
