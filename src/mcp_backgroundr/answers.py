@@ -9,10 +9,8 @@ from __future__ import annotations
 from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel
 
-from .models import EndedTask, TaskList, TaskState, TaskStatus, WaitResult, socket_address
-from .task import one_line
+from .models import EndedTask, TaskList, TaskState, TaskStatus, WaitResult, one_line, socket_address
 
-LISTED_COMMAND_WIDTH = 80
 MAX_LISTED = 1000
 
 
@@ -35,9 +33,8 @@ def task_head(task: TaskStatus | EndedTask) -> str:
 def describe_status(status: TaskStatus) -> str:
     head = task_head(status)
     where = f" host={status.host}" if status.host else ""
-    head += (
-        f"{where} pid={status.pid} runtime={status.runtime_seconds}s containment={status.containment}: {status.command}"
-    )
+    head += f"{where} pid={status.pid} runtime={status.runtime_seconds}s containment={status.containment}: "
+    head += one_line(status.command)
     lines = [head]
     if status.host_reachable is False:
         lines.append(
@@ -112,7 +109,7 @@ def describe_list(listing: TaskList, state: TaskState | None = None, everyone: b
                 f"{t.runtime_seconds}s",
                 f"name={t.name}" if t.name else "",
                 f"listening={','.join(t.listening)}" if t.listening else "",
-                one_line(t.command, LISTED_COMMAND_WIDTH),
+                one_line(t.command),
             )
             if part
         )

@@ -24,10 +24,9 @@ from .config import Settings
 from .containment import EndOutcome, TaskCgroup, end_trees
 from .errors import BackgroundrError
 from .inotify import WriteWatches
-from .models import TaskRecord, TaskState
+from .models import TaskRecord, TaskState, one_line
 from .registry import Registry
 from .remote import commands as remote
-from .task import one_line
 
 STOP_REASON = "mcp-backgroundr stop"
 COPY_CHUNK = 1024 * 1024
@@ -126,6 +125,7 @@ def status(settings: Settings, task_id: str, as_json: bool) -> str:
 def _remote_status(settings: Settings, record: TaskRecord, as_json: bool) -> str:
     answer = anyio.run(remote.status, settings, record)
     fields = answer.model_dump(mode="json", exclude={"output"}) | {"log_path": record.log_path, "owner": record.owner}
+    fields["command"] = record.command  # the answer shows at most the start of it
     if as_json:
         return json.dumps(fields, indent=2)
     return "\n".join(f"{key}: {value}" for key, value in fields.items() if value not in (None, [], ""))

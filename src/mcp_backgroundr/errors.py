@@ -18,13 +18,19 @@ from __future__ import annotations
 import json
 
 
+def shortened(text: str, length: int) -> str:
+    """``text``, cut to ``length`` characters with "..." when longer: every cut of a shown value or
+    command is this one."""
+    return text if len(text) <= length else text[: length - 3] + "..."
+
+
 def shown_value(value: object, width: int = 80) -> str:
     """A value as JSON (``null``, ``true``, ``"text"``), cut to ``width`` characters for an error line."""
     try:
         text = json.dumps(value, ensure_ascii=False, default=str)
     except ValueError:
         text = str(value)
-    return text if len(text) <= width else text[: width - 3] + "..."
+    return shortened(text, width)
 
 
 def plain_number(value: float) -> str:

@@ -11,12 +11,40 @@ import enum
 import secrets
 from dataclasses import dataclass
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from .errors import shortened
 
 TASK_ID_PREFIX = "t"
 """Every task id starts with it: a letter that begins no JSON or Python number (not e, i, n),
 so clients that read argument values as JSON (the Inspector's ``--tool-arg task_id=...``)
 never turn an id like ``123456e7`` into a number."""
+
+
+SHOWN_COMMAND_LENGTH = 200
+"""The most of a task's command any answer shows: a 100 KB command must not make every start,
+status, wait and list answer 100 KB. The whole command is the ``task://ID/command`` resource."""
+
+
+def one_line(text: str, length: int | None = None) -> str:
+    """``text`` for one line of an answer or a row of a table: line breaks shown as ``\\n`` (a
+    multi-line ``python -c`` script would otherwise break the line), then cut to ``length``."""
+    single = text.replace("\r", "\\r").replace("\n", "\\n")
+    return single if length is None else shortened(single, length)
+
+
+def command_uri(task_id: str) -> str:
+    """The resource that holds a task's whole command."""
+    return f"task://{task_id}/command"
+
+
+def shown_command(command: str, task_id: str) -> str:
+    """A task's command as answers show it: whole up to SHOWN_COMMAND_LENGTH characters, else its
+    start and a note that says how long it is and where the whole of it is."""
+    if len(command) <= SHOWN_COMMAND_LENGTH:
+        return command
+    note = f" [cut: {len(command)} characters in all; read the resource {command_uri(task_id)} for the whole command]"
+    return shortened(command, SHOWN_COMMAND_LENGTH) + note
 
 
 def new_task_id() -> str:
@@ -115,6 +143,12 @@ CONTAINMENT_DESCRIPTION = (
 )
 
 
+COMMAND_DESCRIPTION = (
+    f"The command as given, run by /bin/sh -c; past {SHOWN_COMMAND_LENGTH} characters cut, saying so, "
+    "and the resource task://ID/command has the whole of it."
+)
+
+
 class StartedTask(BaseModel):
     """Answer of run_background_task."""
 
@@ -124,7 +158,7 @@ class StartedTask(BaseModel):
         "command is one simple command (exec'd in place of the shell), else its shell."
     )
     state: TaskState = Field(description="running, completed, failed or killed.")
-    command: str = Field(description="The command as given, run by /bin/sh -c.")
+    command: str = Field(description=COMMAND_DESCRIPTION)
     cwd: str = Field(description="Absolute working directory of the task.")
     log_path: str = Field(description="File that receives the task's stdout and stderr, interleaved.")
     containment: str = Field(default="marker", description=CONTAINMENT_DESCRIPTION)
@@ -152,7 +186,7 @@ class TaskStatus(BaseModel):
 
     task_id: str = Field(description="The task's id.")
     name: str | None = Field(description="The label given at start, if any.")
-    command: str = Field(description="The command as given.")
+    command: str = Field(description=COMMAND_DESCRIPTION)
     cwd: str = Field(description="Absolute working directory.")
     state: TaskState = Field(description="running, completed (exit 0), failed (non-zero exit or signal) or killed.")
     exit_code: int | None = Field(
@@ -225,8 +259,13 @@ class Survivor(BaseModel):
     """A process of a task that could not be ended."""
 
     pid: int = Field(description="Process id still alive.")
-    command: str = Field(description="Its command line, as far as it could be read.")
+    command: str = Field(description="Its command line, as far as it could be read (at most 200 characters).")
     reason: str = Field(description="Why it survived, as far as can be told.")
+
+    @field_validator("command")
+    @classmethod
+    def _shown(cls, command: str) -> str:
+        return one_line(command, SHOWN_COMMAND_LENGTH)
 
 
 class EndedTask(BaseModel):
@@ -270,7 +309,7 @@ class TaskSummary(BaseModel):
 
     task_id: str = Field(description="The task's id.")
     name: str | None = Field(description="The label given at start, if any.")
-    command: str = Field(description="The command as given (at most 200 characters; get_task_status has all).")
+    command: str = Field(description=COMMAND_DESCRIPTION)
     state: TaskState = Field(description="running, completed, failed or killed.")
     pid: int | None = Field(description="Process id of the main process.")
     exit_code: int | None = Field(description="Exit status; null while running.")

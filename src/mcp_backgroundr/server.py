@@ -25,6 +25,7 @@ from .answers import MAX_LISTED, answer, describe_end, describe_list, describe_s
 from .appserver import BackgroundrMCPServer as BackgroundrMCPServer
 from .errors import BackgroundrError, shown_value
 from .models import (
+    SHOWN_COMMAND_LENGTH,
     EndedTask,
     InputSent,
     RemovedTask,
@@ -34,6 +35,8 @@ from .models import (
     TaskStatus,
     WaitReason,
     WaitResult,
+    one_line,
+    shown_command,
 )
 from .patterns import PATTERN_LIMIT_NOTE
 from .supervisor import Supervisor, TaskChange
@@ -101,7 +104,7 @@ def build_server(
             MCPResource(
                 uri=log_uri(record.task_id),
                 name=f"task {record.task_id} log",
-                description=f"Output of: {record.command[:200]}",
+                description=f"Output of: {one_line(shown_command(record.command, record.task_id))}",
                 mime_type="text/plain",
             )
             for record in supervisor.own_records()
@@ -146,6 +149,19 @@ def build_server(
             raise ResourceNotFoundError(str(exc)) from exc
         note = f"\n[{status.truncation}]" if status.truncation else ""
         return status.output + note
+
+    @app.resource(
+        "task://{task_id}/command",
+        name="task-command",
+        description="The whole command of a task, as given (answers show at most its first "
+        f"{SHOWN_COMMAND_LENGTH} characters).",
+        mime_type="text/plain",
+    )
+    async def task_command(task_id: str) -> str:
+        try:
+            return supervisor.command(task_id)
+        except BackgroundrError as exc:
+            raise ResourceNotFoundError(str(exc)) from exc
 
     @app.background_tool(
         ToolAnnotations(
@@ -269,7 +285,8 @@ def build_server(
             started.wait = await bounded_wait(started.task_id, conditions, 0, ctx, go_on)
             started.state = started.wait.status.state
         where = f"{started.host}:{started.cwd}" if started.host else started.cwd
-        text = f"started task {started.task_id} pid={started.pid} [{started.state}] in {where}: {command}"
+        text = f"started task {started.task_id} pid={started.pid} [{started.state}] in {where}: "
+        text += one_line(started.command)
         return answer(started, text + ("\n" + describe_wait(started.wait) if started.wait else ""))
 
     @app.background_tool(

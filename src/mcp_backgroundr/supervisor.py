@@ -70,6 +70,7 @@ from .models import (
     WaitReason,
     WaitResult,
     new_task_id,
+    shown_command,
 )
 from .policy import Policy
 from .registry import Registry
@@ -661,6 +662,10 @@ class Supervisor:
         finally:
             view.exited.set()  # it ended: a waiter learns so even if its record cannot be read
 
+    def command(self, task_id: str) -> str:
+        """A task's whole command (answers show at most the start of it)."""
+        return self._any(task_id).record.command
+
     async def status(
         self, task_id: str, lines: int | None = None, since: int | None = None, *, raw: bool = False
     ) -> TaskStatus:
@@ -1017,7 +1022,7 @@ def _started(record: TaskRecord) -> StartedTask:
         task_id=record.task_id,
         pid=record.pid,
         state=record.state,
-        command=record.command,
+        command=shown_command(record.command, record.task_id),
         cwd=record.cwd,
         log_path=record.log_path,
         containment=record.containment,

@@ -23,11 +23,10 @@ import psutil
 
 from . import logs, process, runner, scans
 from .containment import Leader, TaskCgroup
-from .models import ListeningPort, TaskRecord, TaskState, TaskStatus, TaskSummary, socket_address
+from .models import ListeningPort, TaskRecord, TaskState, TaskStatus, TaskSummary, shown_command, socket_address
 
 USAGE_REFRESH_SECONDS = 1.0
 """Status reuses a running task's process list (for usage and ports) for this long."""
-LISTED_COMMAND_LENGTH = 200
 """list_tasks shows this much of each command; get_task_status shows all of it."""
 
 
@@ -175,7 +174,7 @@ class Task:
         return TaskStatus(
             task_id=record.task_id,
             name=record.name,
-            command=record.command,
+            command=shown_command(record.command, record.task_id),
             cwd=record.cwd,
             state=record.state,
             exit_code=record.exit_code,
@@ -207,23 +206,12 @@ class Task:
         )
 
 
-def shortened(text: str, length: int) -> str:
-    """``text``, cut to ``length`` characters with "..." when longer."""
-    return text if len(text) <= length else text[: length - 3] + "..."
-
-
-def one_line(text: str, length: int) -> str:
-    """``text`` for one row of a table: line breaks shown as ``\\n`` (a multi-line ``python -c``
-    script would otherwise break the row), then cut to ``length`` characters."""
-    return shortened(text.replace("\r", "\\r").replace("\n", "\\n"), length)
-
-
 def summary_of(record: TaskRecord, now: float, listening: Sequence[tuple[str, int, int]]) -> TaskSummary:
     """One line of list_tasks."""
     return TaskSummary(
         task_id=record.task_id,
         name=record.name,
-        command=shortened(record.command, LISTED_COMMAND_LENGTH),
+        command=shown_command(record.command, record.task_id),
         state=record.state,
         pid=record.pid,
         exit_code=record.exit_code,

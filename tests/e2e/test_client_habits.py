@@ -15,8 +15,9 @@ from typing import Any
 import psutil
 import pytest
 from mcp import Client
+from mcp_types import TextResourceContents
 
-from .harness import call, call_error, connect, finished
+from .harness import call, call_error, connect, finished, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -221,3 +222,32 @@ async def test_a_null_env_value_unsets_the_variable_and_restart_true_means_on_fa
     assert shown["output"] == "[unset] [server]\n"
     assert (failed["state"], failed["restarts"]) == ("failed", 1)
     assert (passed["state"], passed["restarts"]) == ("completed", 0)
+
+
+async def test_a_long_command_is_cut_in_every_answer_and_whole_in_its_resource(server_command: str) -> None:
+    command = "sleep 300 # " + "x" * 100_000
+    async with connect(server_command) as client:
+        started = await client.call_tool("run_background_task", {"command": command})
+        task_id = (started.structured_content or {})["task_id"]
+        answers = [
+            started,
+            await client.call_tool(
+                "run_background_task", {"command": command, "wait_for_port": 1, "wait_timeout_seconds": 0}
+            ),
+            await client.call_tool("get_task_status", {"task_id": task_id}),
+            await client.call_tool("wait_for_task", {"task_id": task_id, "timeout_seconds": 0}),
+            await client.call_tool("list_tasks", {}),
+        ]
+        whole = await client.read_resource(f"task://{task_id}/command")
+        resources = await client.list_resources()
+        for task in (await call(client, "list_tasks"))["tasks"]:
+            await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
+    for result in answers:
+        assert not result.is_error, text_of(result)
+        assert len(text_of(result)) < 2_000 and len(json.dumps(result.structured_content)) < 4_000
+    shown = (started.structured_content or {})["command"]
+    assert shown.startswith("sleep 300 # xxx") and f"{len(command)} characters" in shown
+    assert f"task://{task_id}/command" in shown and f"task://{task_id}/command" in text_of(started)
+    content = whole.contents[0]
+    assert isinstance(content, TextResourceContents) and content.text == command
+    assert all(len(resource.description or "") < 1_000 for resource in resources.resources)

@@ -29,7 +29,10 @@ async def test_task_logs_are_listed_and_readable(server_command: str) -> None:
     content = read.contents[0]
     assert isinstance(content, TextResourceContents)
     assert content.text == "from the log\n"
-    assert [t.uri_template for t in templates.resource_templates] == ["task://{task_id}/log"]
+    assert sorted(t.uri_template for t in templates.resource_templates) == [
+        "task://{task_id}/command",
+        "task://{task_id}/log",
+    ]
     assert missing is not None
     assert "nope" in missing
 
