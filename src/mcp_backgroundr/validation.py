@@ -108,6 +108,8 @@ class WaitConditions:
     timeout: float
     pattern: Pattern | None
     port: int | None
+    pattern_field: str = "output_pattern"
+    """How the caller named the pattern (for an error about it found later, on a remote host)."""
 
 
 def checked_wait(
@@ -123,4 +125,4 @@ def checked_wait(
         raise InvalidArgumentError(timeout_name, timeout, f"use 0 to {max_seconds:g} seconds")
     if port is not None and not 1 <= port <= MAX_PORT:
         raise InvalidArgumentError(port_name, port, f"use a TCP port from 1 to {MAX_PORT}")
-    return WaitConditions(timeout, compiled(pattern_name, pattern), port)
+    return WaitConditions(timeout, compiled(pattern_name, pattern), port, pattern_name)

@@ -263,3 +263,40 @@ async def test_max_runtime_ends_a_remote_task(server_command: str, ssh_env: dict
         assert (done["reason"], done["status"]["state"]) == ("exited", "killed")
         assert done["status"]["end_reason"] == "max_runtime_seconds (1 s) reached"
         assert alive([started["pid"]]) == []
+
+
+async def test_a_backtracking_pattern_on_a_remote_log_is_refused_within_its_budget_and_others_go_on(
+    server_command: str, ssh_env: dict[str, str]
+) -> None:
+    line = "a" * 30 + "b"  # (a+)+$ against it backtracks for minutes in Python's re
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        slow = await call(
+            client, "run_background_task", command=f"echo {line}; sleep 300", host="loopback", wait_for_pattern="b$"
+        )
+        other = await call(
+            client, "run_background_task", command="echo other; sleep 300", host="loopback", wait_for_pattern="other"
+        )
+        answered: list[str] = []
+
+        async def grep() -> None:
+            message = await call_error(client, "get_task_status", task_id=slow["task_id"], grep="(a+)+$")
+            answered.append("grep")
+            assert message.startswith('grep="(a+)+$" is invalid: matching it took more than 2 s of CPU'), message
+            assert "loopback" in message
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as group:
+                group.start_soon(grep)
+                for _ in range(3):
+                    status = await call(client, "get_task_status", task_id=other["task_id"])
+                    assert status["output"] == "other\n"
+                answered.append("status")
+        assert answered == ["status", "grep"]
+        with anyio.fail_after(30):
+            waited = await call_error(
+                client, "wait_for_task", task_id=slow["task_id"], output_pattern="(a+)+$", since=0, timeout_seconds=120
+            )
+        assert waited.startswith('output_pattern="(a+)+$" is invalid: matching it took more than 2 s'), waited
+        assert (await call(client, "get_task_status", task_id=slow["task_id"], grep=r"b\z"))["grep_matches"] == 1
+        for task in (slow, other):
+            await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)

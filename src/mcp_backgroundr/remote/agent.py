@@ -270,6 +270,12 @@ def check(state: str, request: Request) -> dict[str, Any]:
 
 
 def wait(state: str, request: Request) -> dict[str, Any]:
+    if request.get("pattern"):
+        return agent_wait.bounded(functools.partial(_safe, functools.partial(_wait, state, request)))
+    return _wait(state, request)
+
+
+def _wait(state: str, request: Request) -> dict[str, Any]:
     hosted = Hosted(state, request["task_id"])
     meta = hosted.started()
     start = logs.log_size(Path(hosted.log)) if request.get("since") is None else int(request["since"])
@@ -295,7 +301,8 @@ def _answer(state: str, bundle: str, request: Request) -> dict[str, Any]:
         return start(state, bundle, request)
     if operation == "grep":
         hosted = Hosted(state, request["task_id"])
-        return agent_wait.grep(hosted.log, request) | hosted.outcome()
+        found = agent_wait.bounded(functools.partial(_safe, functools.partial(agent_wait.grep, hosted.log, request)))
+        return found if "error" in found else found | hosted.outcome()
     if operation in OPERATIONS:
         return OPERATIONS[operation](state, request)
     raise BackgroundrError(f"unknown operation {operation!r}: the server and this agent do not match")

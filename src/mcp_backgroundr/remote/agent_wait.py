@@ -6,15 +6,24 @@ when it is written to), both reached through ``os`` and ``ctypes``. Where either
 missing, the wait looks at the log and the runner every STAT_INTERVAL_SECONDS instead,
 only while the wait runs. A port offers no wake-up anywhere: it is probed every
 PORT_PROBE_SECONDS while a wait asks for one, as the server does locally.
+
+Patterns are matched with Python's ``re`` (RE2 is not in the standard library), which
+backtracks: ``(a+)+$`` against a line of 30 ``a`` and a ``b`` runs for minutes, in C, where no
+Python signal handler can stop it. So a call that matches runs in a forked child
+(:func:`bounded`), whose matching of each stretch of the log (at most CHUNK bytes) may use
+MATCH_CPU_SECONDS of CPU: past that, SIGVTALRM (default action) ends the child, and the agent
+answers that the pattern is too slow, naming the budget.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import re
 import select
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +41,8 @@ PORT_PROBE_SECONDS = 0.05
 PARTIAL_LINE_QUIET_SECONDS = 0.5
 """An unterminated line that matches counts once nothing more was written for this long."""
 CHUNK = 1024 * 1024
+MATCH_CPU_SECONDS = 2.0
+"""CPU time a pattern may take to match one stretch of a log (at most CHUNK bytes) on a remote host."""
 _IN_MODIFY = 0x00000002
 
 
@@ -91,10 +102,11 @@ class _Lines:
     def scan(self) -> tuple[str, int, bool] | None:
         """(line, cursor after it, complete) of the next matching line written so far."""
         self.offset = max(self.offset, logs.dropped_bytes(Path(self.log)))
-        with open(self.log, "rb") as file:
+        with open(self.log, "rb") as file, _matching():
             while True:
                 file.seek(self.offset)
                 chunk = file.read(CHUNK)
+                _budget()
                 if not chunk:
                     return None
                 lines = chunk.split(b"\n")
@@ -114,6 +126,17 @@ class _Lines:
     def _match(self, raw: bytes) -> str | None:
         text = logs.render(raw.rstrip(b"\r"))
         return text if self.pattern.search(text) else None
+
+
+_RE2_END_OF_TEXT = re.compile(r"(?<!\\)((?:\\\\)*)\\z")
+
+
+def compiled(text: str) -> re.Pattern[str]:
+    """A pattern the server checked with RE2, for Python's ``re`` (``\\z``, RE2's end of text, is ``\\Z``)."""
+    try:
+        return re.compile(_RE2_END_OF_TEXT.sub(r"\1\\Z", text))
+    except re.error as exc:
+        raise ValueError(f"pattern {text!r} is valid for RE2 but not for Python's re on this host ({exc})") from exc
 
 
 def _port_accepts(port: int) -> bool:
@@ -139,7 +162,7 @@ def wait(
 ) -> dict[str, Any]:
     """Block until the first of: the runner exits, a line matches, the port accepts, the timeout."""
     deadline = time.monotonic() + float(request["timeout"])
-    pattern = re.compile(request["pattern"]) if request.get("pattern") else None
+    pattern = compiled(request["pattern"]) if request.get("pattern") else None
     lines = _Lines(log, int(request["since"]), pattern) if pattern else None
     port = request.get("port")
     wakeups = _Wakeups(log, runner_pid)
@@ -202,6 +225,7 @@ def _numbered_lines(fd: int, start: int, size: int) -> Iterator[tuple[bytes, int
         chunk = os.pread(fd, min(CHUNK, size - offset), offset)
         if not chunk:
             break
+        _budget()
         offset += len(chunk)
         pieces = (carry + chunk).split(b"\n")
         carry = pieces.pop()
@@ -217,7 +241,7 @@ def _numbered_lines(fd: int, start: int, size: int) -> Iterator[tuple[bytes, int
 
 def grep(log: str, request: dict[str, Any]) -> dict[str, Any]:
     """Lines of the log from ``since`` that match, numbered, within the budget."""
-    pattern, budget = re.compile(request["pattern"]), int(request["budget"])
+    pattern, budget = compiled(request["pattern"]), int(request["budget"])
     dropped = logs.dropped_bytes(Path(log))
     shown: list[str] = []
     used = matches = 0
@@ -227,20 +251,21 @@ def grep(log: str, request: dict[str, Any]) -> dict[str, Any]:
         size = os.fstat(fd).st_size
         since = min(max(int(request.get("since") or 0), dropped), size)
         number = 1 + _newlines(fd, dropped, since)
-        for raw, offset in _numbered_lines(fd, since, size):
-            text = logs.render(raw.rstrip(b"\r"))
-            if pattern.search(text):
-                matches += 1
-                entry = f"{number}: {text}"
-                if resume_at is None and used + len(entry.encode()) + 1 <= budget:
-                    shown.append(entry)
-                    used += len(entry.encode()) + 1
-                elif resume_at is None and not shown:
-                    shown.append(entry[: budget - 20] + " [... line cut ...]")
-                    used = budget
-                elif resume_at is None:
-                    resume_at = offset
-            number += 1
+        with _matching():
+            for raw, offset in _numbered_lines(fd, since, size):
+                text = logs.render(raw.rstrip(b"\r"))
+                if pattern.search(text):
+                    matches += 1
+                    entry = f"{number}: {text}"
+                    if resume_at is None and used + len(entry.encode()) + 1 <= budget:
+                        shown.append(entry)
+                        used += len(entry.encode()) + 1
+                    elif resume_at is None and not shown:
+                        shown.append(entry[: budget - 20] + " [... line cut ...]")
+                        used = budget
+                    elif resume_at is None:
+                        resume_at = offset
+                number += 1
     finally:
         os.close(fd)
     return {
@@ -262,3 +287,44 @@ def _newlines(fd: int, start: int, end: int) -> int:
         count += chunk.count(b"\n")
         offset += len(chunk)
     return count
+
+
+def _budget() -> None:
+    """Allow MATCH_CPU_SECONDS of CPU from now (armed again for each stretch of the log)."""
+    signal.setitimer(signal.ITIMER_VIRTUAL, MATCH_CPU_SECONDS)
+
+
+@contextlib.contextmanager
+def _matching() -> Iterator[None]:
+    """Matching under way (budgeted by each stretch's ``_budget``); no budget once it is done."""
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+
+
+def bounded(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``work``'s answer, computed in a forked child whose matching is bounded (see the module
+    docstring); when the budget ended it, an answer that says so (``slow_pattern``)."""
+    reader, writer = os.pipe()
+    deadline = signal.getitimer(signal.ITIMER_REAL)[0]  # the call's alarm, which a child does not inherit
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        try:
+            os.close(reader)
+            if deadline:
+                signal.setitimer(signal.ITIMER_REAL, deadline)
+            data = json.dumps(work()).encode()
+            while data:
+                data = data[os.write(writer, data) :]
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as answer:
+        data = answer.read()
+    _, status = os.waitpid(child, 0)
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGVTALRM:
+        return {"error": f"the pattern took more than {MATCH_CPU_SECONDS:g} s", "slow_pattern": MATCH_CPU_SECONDS}
+    if not data:
+        return {"error": f"the matching process ended with no answer (wait status {status})"}
+    return dict(json.loads(data))

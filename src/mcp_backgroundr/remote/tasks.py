@@ -20,7 +20,7 @@ import anyio
 
 from .. import logs, patterns, process, runner, validation
 from ..config import Settings
-from ..errors import BackgroundrError, HostUnreachableError
+from ..errors import BackgroundrError, HostUnreachableError, InvalidArgumentError
 from ..models import EndedTask, InputSent, Survivor, TaskRecord, TaskState, TaskStatus, WaitReason, WaitResult
 from ..task import Task, iso_time
 from ..watch import PROGRESS_INTERVAL_SECONDS, ProgressReporter
@@ -93,6 +93,8 @@ class RemoteTasks:
         self._installed.add(host)
         if isinstance(answer.get("python"), str):
             self._python[host] = answer["python"]
+        if answer.get("slow_pattern") is not None:
+            raise _slow_pattern(host, request, answer["slow_pattern"])
         if "error" in answer:
             raise BackgroundrError(f"host {host}: {answer['error']}")
         return answer
@@ -213,6 +215,7 @@ class RemoteTasks:
             "op": "grep",
             "task_id": task.record.task_id,
             "pattern": pattern,
+            "pattern_field": "grep",
             "since": since,
             "budget": self.settings.output_budget,
         }
@@ -250,6 +253,7 @@ class RemoteTasks:
             "task_id": task.record.task_id,
             "since": since,
             "pattern": pattern,
+            "pattern_field": conditions.pattern_field,
             "port": conditions.port,
             "timeout": conditions.timeout,
             "budget": self.settings.output_budget,
@@ -367,6 +371,16 @@ class RemoteTasks:
         for session in [*self._sessions.values(), *self._watch_sessions.values()]:
             await session.close()
         await self.connections.close(only_started=only_started)
+
+
+def _slow_pattern(host: str, request: Answer, budget: float) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        request.get("pattern_field", "pattern"),
+        request.get("pattern"),
+        f"matching it took more than {budget:g} s of CPU on one stretch of the log (at most 1 MiB) on host {host}, "
+        "whose Python re backtracks (RE2 is not there); rewrite it without nested or overlapping repetition "
+        "(e.g. a+$ rather than (a+)+$)",
+    )
 
 
 def _no_python(host: str) -> HostUnreachableError:
