@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from mcp_backgroundr.access import TOKEN_FILE, header_checks, server_token
 from mcp_backgroundr.config import TOKEN_ENV
 from mcp_backgroundr.errors import BackgroundrError
+from mcp_backgroundr.serving.access import TOKEN_FILE, header_checks, server_token
 
 STARTERS = 6
 
 
 def test_servers_starting_together_all_get_the_one_whole_token(tmp_path: Path) -> None:
     program = (
-        "from pathlib import Path; from mcp_backgroundr.access import server_token; "
+        "from pathlib import Path; from mcp_backgroundr.serving.access import server_token; "
         f"print(server_token(Path({str(tmp_path)!r})))"
     )
     starters = [

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from mcp_backgroundr.arguments import hint, normalized, simple_schema
 from mcp_backgroundr.errors import InvalidArgumentError
+from mcp_backgroundr.tools.arguments import hint, normalized, simple_schema
 
 PYDANTIC_SCHEMA: dict[str, Any] = {
     "$defs": {"State": {"enum": ["running", "on-failure"], "title": "State", "type": "string"}},

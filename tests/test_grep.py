@@ -3,7 +3,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mcp_backgroundr import grep
+from mcp_backgroundr.logs import grep
 
 
 def _log(tmp_path: Path, data: bytes) -> Path:

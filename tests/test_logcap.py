@@ -4,7 +4,7 @@ import os
 import re
 from pathlib import Path
 
-from mcp_backgroundr import grep, holes, logs
+from mcp_backgroundr.logs import files, grep, holes
 
 
 def _log(tmp_path: Path, lines: int) -> Path:
@@ -17,19 +17,19 @@ def test_enforce_drops_the_head_and_keeps_offsets(tmp_path: Path) -> None:
     path = _log(tmp_path, 200_000)  # 2.6 MB
     size = path.stat().st_size
     holes.enforce(path, 1024 * 1024)
-    dropped = logs.dropped_bytes(path)
+    dropped = files.dropped_bytes(path)
     assert path.stat().st_size == size
     assert os.stat(path).st_blocks * 512 <= 1024 * 1024
     assert size - dropped <= 1024 * 1024
     assert dropped % holes.BLOCK == 0
-    assert logs.read_tail(path, 1, 16384, writer_alive=False).text == "line 0199999\n"
+    assert files.read_tail(path, 1, 16384, writer_alive=False).text == "line 0199999\n"
 
 
 def test_reads_from_a_dropped_cursor_say_what_was_lost(tmp_path: Path) -> None:
     path = _log(tmp_path, 200_000)
     holes.enforce(path, 1024 * 1024)
-    dropped = logs.dropped_bytes(path)
-    piece = logs.read_forward(path, 0, 4096, writer_alive=False)
+    dropped = files.dropped_bytes(path)
+    piece = files.read_forward(path, 0, 4096, writer_alive=False)
     assert piece.truncation is not None
     assert f"bytes 0 to {dropped} were dropped" in piece.truncation
     assert "\x00" not in piece.text
@@ -42,4 +42,4 @@ def test_reads_from_a_dropped_cursor_say_what_was_lost(tmp_path: Path) -> None:
 def test_a_log_under_its_cap_is_left_alone(tmp_path: Path) -> None:
     path = _log(tmp_path, 10)
     holes.enforce(path, 1024 * 1024)
-    assert logs.dropped_bytes(path) == 0
+    assert files.dropped_bytes(path) == 0

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from mcp_backgroundr.core.policy import Policy, load_policy
 from mcp_backgroundr.errors import BackgroundrError, InvalidArgumentError, PolicyRefusedError
-from mcp_backgroundr.policy import Policy, load_policy
 
 
 def test_no_file_and_no_flags_allow_what_a_shell_would(tmp_path: Path) -> None:

@@ -9,16 +9,18 @@ import anyio
 import psutil
 import pytest
 
-from mcp_backgroundr import containment, logs, process
+from mcp_backgroundr import containment
 from mcp_backgroundr.config import TASK_ID_ENV
 from mcp_backgroundr.errors import SpawnFailedError
+from mcp_backgroundr.logs import files
+from mcp_backgroundr.platform import process
 
 pytestmark = pytest.mark.anyio
 
 
 def _spawn(tmp_path: Path, command: str, task_id: str = "t1") -> tuple[subprocess.Popen[bytes], Path]:
-    log = logs.create_log(tmp_path, task_id)
-    fd = logs.open_append(log)
+    log = files.create_log(tmp_path, task_id)
+    fd = files.open_append(log)
     try:
         env = dict(os.environ) | {TASK_ID_ENV: task_id}
         return process.spawn([process.SHELL, "-c", command], str(tmp_path), env, process.Streams(output=fd)), log

@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 from mcp_backgroundr.models import TaskRecord, TaskState
-from mcp_backgroundr.registry import Registry
+from mcp_backgroundr.store.registry import Registry
 
 
 def _record(task_id: str, started_at: float) -> TaskRecord:

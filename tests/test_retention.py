@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mcp_backgroundr import retention
 from mcp_backgroundr.models import TaskRecord, TaskState
-from mcp_backgroundr.registry import Registry
+from mcp_backgroundr.store import retention
+from mcp_backgroundr.store.registry import Registry
 
 NOW = 1_800_000_000.0
 DAY = retention.SECONDS_PER_DAY

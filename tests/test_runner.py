@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from mcp_backgroundr import orphans, runner
+from mcp_backgroundr import runner
 from mcp_backgroundr.models import TaskRecord, TaskState
+from mcp_backgroundr.store import orphans
 
 
 def test_backoff_doubles_from_half_a_second_to_thirty_and_resets_after_a_healthy_run() -> None:

@@ -7,10 +7,10 @@ import anyio
 import pytest
 
 from mcp_backgroundr.config import Settings
+from mcp_backgroundr.core.supervisor import Supervisor
 from mcp_backgroundr.errors import InvalidArgumentError, TaskNotFoundError
 from mcp_backgroundr.models import TaskState
-from mcp_backgroundr.registry import Registry
-from mcp_backgroundr.supervisor import Supervisor
+from mcp_backgroundr.store.registry import Registry
 
 pytestmark = pytest.mark.anyio
 

@@ -6,7 +6,7 @@ import mcp_types
 import pytest
 from pydantic import ValidationError
 
-from mcp_backgroundr.wire import protocol_error
+from mcp_backgroundr.tools.wire import protocol_error
 
 
 def rejection(line: bytes) -> Exception:

@@ -33,9 +33,12 @@ from typing import TYPE_CHECKING
 
 
 def _sibling(name: str) -> ModuleType:
-    """A standard-library-only module of this package, loaded from beside this file: run as
-    ``python -I runner.py``, the package itself is not importable."""
-    spec = importlib.util.spec_from_file_location(f"_backgroundr_runner_{name}", Path(__file__).with_name(f"{name}.py"))
+    """A standard-library-only module of this package (``name`` its path from here, without
+    ``.py``), loaded from its file: run as ``python -I runner.py``, the package itself is not
+    importable."""
+    spec = importlib.util.spec_from_file_location(
+        f"_backgroundr_runner_{name.replace('/', '_')}", Path(__file__).parent / f"{name}.py"
+    )
     assert spec is not None
     assert spec.loader is not None
     module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
@@ -44,9 +47,10 @@ def _sibling(name: str) -> ModuleType:
 
 
 if TYPE_CHECKING or __package__:
-    from . import exits, holes
+    from . import exits
+    from .logs import holes
 else:
-    exits, holes = _sibling("exits"), _sibling("holes")
+    exits, holes = _sibling("exits"), _sibling("logs/holes")
 
 SHELL = "/bin/sh"
 FIRST_BACKOFF_SECONDS = 0.5

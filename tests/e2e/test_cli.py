@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from mcp_backgroundr.cli import parser
+from mcp_backgroundr.cli.main import parser
 from mcp_backgroundr.config import HOME_ENV
 
 from .harness import alive, call, connect, finished

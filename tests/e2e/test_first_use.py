@@ -13,7 +13,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from mcp_backgroundr.policy import CONFIG_FILE
+from mcp_backgroundr.core.policy import CONFIG_FILE
 
 from .harness import call, call_error, connect, finished, on_a_terminal, text_of
 

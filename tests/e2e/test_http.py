@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from mcp_backgroundr.access import TOKEN_FILE
 from mcp_backgroundr.config import TOKEN_ENV
+from mcp_backgroundr.serving.access import TOKEN_FILE
 
 from .harness import HttpServer, alive, call, connect_http, finished, http_server
 

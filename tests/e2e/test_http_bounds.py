@@ -12,8 +12,8 @@ import httpx2
 import pytest
 from anyio.abc import SocketStream
 
-from mcp_backgroundr.access import TOKEN_FILE
-from mcp_backgroundr.connections import HEAD_SECONDS
+from mcp_backgroundr.serving.access import TOKEN_FILE
+from mcp_backgroundr.serving.connections import HEAD_SECONDS
 
 from .harness import http_server
 

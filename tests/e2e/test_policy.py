@@ -10,7 +10,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from mcp_backgroundr.policy import CONFIG_FILE
+from mcp_backgroundr.core.policy import CONFIG_FILE
 
 from .harness import alive, call, call_error, connect, finished, until
 

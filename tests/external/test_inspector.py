@@ -15,8 +15,8 @@ from typing import Any
 import anyio
 import pytest
 
-from mcp_backgroundr.access import TOKEN_FILE
 from mcp_backgroundr.config import HOME_ENV
+from mcp_backgroundr.serving.access import TOKEN_FILE
 
 from ..e2e.harness import alive, http_server
 from .npm_tools import NpmTools

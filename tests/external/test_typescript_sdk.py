@@ -16,8 +16,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from mcp_backgroundr.access import TOKEN_FILE
 from mcp_backgroundr.config import UNATTENDED_WAIT_ENV
+from mcp_backgroundr.serving.access import TOKEN_FILE
 
 from ..e2e.harness import http_server
 from .npm_tools import NpmTools

@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from mcp_backgroundr import orphans
+from mcp_backgroundr.store import orphans
 
 from ..e2e.harness import alive, call, connect
 from .rawwire import RawServer

@@ -24,8 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import logs, runner
+from .. import runner
 from ..errors import BackgroundrError
+from ..logs import files
 from . import agent_cap, agent_procs, agent_wait
 
 HOSTED = "hosted"
@@ -117,7 +118,7 @@ def start(state: str, bundle: str, request: Request) -> dict[str, Any]:
     if not os.path.isdir(cwd):
         raise BackgroundrError(f"cwd {cwd!r} is not a directory on this host; pass one that exists, or omit cwd")
     os.makedirs(os.path.dirname(hosted.base), mode=0o700, exist_ok=True)
-    log_fd = os.open(hosted.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, logs.LOG_FILE_MODE)
+    log_fd = os.open(hosted.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, files.LOG_FILE_MODE)
     stdin: int = subprocess.DEVNULL
     if request.get("stdin"):
         # Handed over as the runner's stdin, open both ways: held from its first instant.
@@ -183,11 +184,11 @@ def status(state: str, request: Request) -> dict[str, Any]:
     if request.get("since") is None:
         floor = int(request.get("floor") or 0)
         lines = int(request.get("lines", 50))
-        piece = logs.read_tail(
+        piece = files.read_tail(
             Path(hosted.log), lines, budget, writer_alive=writer_alive, floor=floor, raw=bool(request.get("raw"))
         )
     else:
-        piece = logs.read_forward(
+        piece = files.read_forward(
             Path(hosted.log), int(request["since"]), budget, writer_alive=writer_alive, raw=bool(request.get("raw"))
         )
     answer["slice"] = {
@@ -207,7 +208,7 @@ def send_input(state: str, request: Request) -> dict[str, Any]:
     hosted = Hosted(state, request["task_id"])
     if not os.path.exists(hosted.fifo):
         raise BackgroundrError(f"task {hosted.task_id} has no open stdin: start tasks that need input with stdin=true")
-    cursor = logs.log_size(Path(hosted.log))
+    cursor = files.log_size(Path(hosted.log))
     data = request["text"].encode()
     fd = os.open(hosted.fifo, os.O_WRONLY | os.O_NONBLOCK)
     try:
@@ -278,7 +279,7 @@ def wait(state: str, request: Request) -> dict[str, Any]:
 def _wait(state: str, request: Request) -> dict[str, Any]:
     hosted = Hosted(state, request["task_id"])
     meta = hosted.started()
-    start = logs.log_size(Path(hosted.log)) if request.get("since") is None else int(request["since"])
+    start = files.log_size(Path(hosted.log)) if request.get("since") is None else int(request["since"])
     request = request | {"since": start}
     found = agent_wait.wait(hosted.log, int(meta["pid"]), hosted.alive, request, agent_procs.members)
     answer = status(state, request | {"since": None, "floor": start, "lines": request["max_lines"]})

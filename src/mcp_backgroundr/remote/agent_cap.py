@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from .. import logs
+from ..logs import files
 from .agent_wait import inotify_on
 
 BLOCK = 4096
@@ -33,7 +33,7 @@ def enforce(path: str, cap: int) -> None:
     info = os.stat(path)
     if cap <= 0 or info.st_blocks * 512 <= cap:
         return
-    start = logs.dropped_bytes(Path(path))
+    start = files.dropped_bytes(Path(path))
     end = (info.st_size - cap // KEPT_FRACTION) // BLOCK * BLOCK
     if end <= start:
         return

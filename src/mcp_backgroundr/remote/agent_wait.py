@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .. import logs
+from ..logs import files
 from .agent_procs import listening
 
 STAT_INTERVAL_SECONDS = 0.1
@@ -101,7 +101,7 @@ class _Lines:
 
     def scan(self) -> tuple[str, int, bool] | None:
         """(line, cursor after it, complete) of the next matching line written so far."""
-        self.offset = max(self.offset, logs.dropped_bytes(Path(self.log)))
+        self.offset = max(self.offset, files.dropped_bytes(Path(self.log)))
         with open(self.log, "rb") as file, _matching():
             while True:
                 file.seek(self.offset)
@@ -124,7 +124,7 @@ class _Lines:
                         return text, self.offset, True
 
     def _match(self, raw: bytes) -> str | None:
-        text = logs.render(raw.rstrip(b"\r"))
+        text = files.render(raw.rstrip(b"\r"))
         return text if self.pattern.search(text) else None
 
 
@@ -242,7 +242,7 @@ def _numbered_lines(fd: int, start: int, size: int) -> Iterator[tuple[bytes, int
 def grep(log: str, request: dict[str, Any]) -> dict[str, Any]:
     """Lines of the log from ``since`` that match, numbered, within the budget."""
     pattern, budget = compiled(request["pattern"]), int(request["budget"])
-    dropped = logs.dropped_bytes(Path(log))
+    dropped = files.dropped_bytes(Path(log))
     shown: list[str] = []
     used = matches = 0
     resume_at = None
@@ -253,7 +253,7 @@ def grep(log: str, request: dict[str, Any]) -> dict[str, Any]:
         number = 1 + _newlines(fd, dropped, since)
         with _matching():
             for raw, offset in _numbered_lines(fd, since, size):
-                text = logs.render(raw.rstrip(b"\r"))
+                text = files.render(raw.rstrip(b"\r"))
                 if pattern.search(text):
                     matches += 1
                     entry = f"{number}: {text}"

@@ -20,8 +20,8 @@ PACKAGE = Path(__file__).resolve().parent.parent
 MODULES = (
     "errors.py",
     "exits.py",
-    "holes.py",
-    "logs.py",
+    "logs/holes.py",
+    "logs/files.py",
     "runner.py",
     "remote/agent.py",
     "remote/agent_procs.py",
@@ -29,6 +29,8 @@ MODULES = (
     "remote/agent_cap.py",
 )
 """What the remote side runs: each imports only the standard library and the others."""
+PACKAGES = ("", "logs/", "remote/")
+"""The packages of MODULES, each shipped with an empty ``__init__`` (the real ones import more)."""
 MAIN = "import sys\nfrom mcp_backgroundr.remote.agent import main\nmain(sys.argv[0], '')\n"
 NO_PYTHON_STATUS = 97
 NEEDS_BUNDLE_STATUS = 98
@@ -59,7 +61,7 @@ def bundle() -> tuple[str, bytes]:
     """(hash, zip bytes) of the remote side, built once per server."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        entries = {"__main__.py": MAIN, "mcp_backgroundr/__init__.py": "", "mcp_backgroundr/remote/__init__.py": ""}
+        entries = {"__main__.py": MAIN} | {f"mcp_backgroundr/{package}__init__.py": "" for package in PACKAGES}
         entries |= {f"mcp_backgroundr/{name}": (PACKAGE / name).read_text(encoding="utf-8") for name in MODULES}
         for name, text in sorted(entries.items()):
             archive.writestr(zipfile.ZipInfo(name, _ZIP_TIME), text)

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from ..config import Settings
+from ..core.task import Task
+from ..core.validation import WaitConditions
 from ..models import EndedTask, TaskRecord, TaskStatus
-from ..task import Task
-from ..validation import WaitConditions
 from .tasks import RemoteTasks
 
 FOLLOW_WAIT_SECONDS = 60.0

@@ -18,12 +18,15 @@ from typing import Any
 
 import anyio
 
-from .. import logs, patterns, process, runner, validation
+from .. import runner
 from ..config import Settings
+from ..core import validation
+from ..core.task import Task, iso_time
+from ..core.watch import PROGRESS_INTERVAL_SECONDS, ProgressReporter
 from ..errors import BackgroundrError, HostUnreachableError, InvalidArgumentError
+from ..logs import files, patterns
 from ..models import EndedTask, InputSent, Survivor, TaskRecord, TaskState, TaskStatus, WaitReason, WaitResult
-from ..task import Task, iso_time
-from ..watch import PROGRESS_INTERVAL_SECONDS, ProgressReporter
+from ..platform import process
 from .bundle import NEEDS_BUNDLE_STATUS, NO_PYTHON_STATUS, remote_command, request_bytes
 from .session import AgentSession, SessionRefused
 from .ssh import Connections, parse_destination
@@ -167,7 +170,7 @@ class RemoteTasks:
         )
         run = runner.RunStatus(restarts=int(answer.get("restarts") or 0), next_start_at=answer.get("next_start_at"))
         status = task.answer(
-            logs.OutputSlice(
+            files.OutputSlice(
                 piece["text"], piece["cursor"], piece["size"], piece["truncated"], piece["truncation"], piece["dropped"]
             ),
             usage,
@@ -181,7 +184,7 @@ class RemoteTasks:
         """What is known of a task whose host cannot be reached now."""
         cursor = since or 0
         empty = process.TreeUsage(0, 0, 0.0, [])
-        status = task.answer(logs.OutputSlice("", cursor, cursor, False, None), empty, [], None)
+        status = task.answer(files.OutputSlice("", cursor, cursor, False, None), empty, [], None)
         status.host_reachable, status.host_problem = False, str(problem)
         status.host_seen_at = iso_time(task.record.host_seen_at)
         return status

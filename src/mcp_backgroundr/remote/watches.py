@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
+from ..core.task import Task
 from ..errors import BackgroundrError
-from ..task import Task
 from .tasks import RemoteTasks
 
 FIRST_RETRY_SECONDS = 2.0

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import anyio
 
-from . import offload
-from .holes import read_kept
-from .inotify import WriteWatches
-from .logs import render
-from .models import WaitReason
-from .patterns import Pattern
+from .. import offload
+from ..logs.files import render
+from ..logs.holes import read_kept
+from ..logs.patterns import Pattern
+from ..models import WaitReason
+from ..platform.inotify import WriteWatches
 from .validation import WaitConditions
 
 SCAN_CHUNK = 1024 * 1024

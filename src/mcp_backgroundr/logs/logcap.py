@@ -22,10 +22,10 @@ import anyio
 import anyio.to_thread
 from anyio.abc import TaskGroup
 
-from . import offload
+from .. import offload
+from ..platform.inotify import Inotify
+from .files import log_size
 from .holes import Pace, enforce
-from .inotify import Inotify
-from .logs import log_size
 
 
 @dataclass

@@ -20,8 +20,8 @@ import psutil
 from mcp.server.auth.provider import AccessToken
 from mcp.server.transport_security import TransportSecuritySettings
 
-from .config import TOKEN_ENV
-from .errors import BackgroundrError
+from ..config import TOKEN_ENV
+from ..errors import BackgroundrError
 
 TOKEN_FILE = "http-token"
 MIN_TOKEN_LENGTH = 16

@@ -14,9 +14,12 @@ from typing import NoReturn
 
 import anyio
 
-from . import __version__, access, commands, containment, policy, serving
-from .config import HOME_ENV, Settings
-from .errors import BackgroundrError
+from .. import __version__, containment
+from ..config import HOME_ENV, Settings
+from ..core import policy
+from ..errors import BackgroundrError
+from ..serving import access, transports
+from . import commands
 
 
 def terminal_hint() -> str:
@@ -70,7 +73,7 @@ _non_negative_days = _amount("days", above_zero=False)
 
 def _address(text: str) -> tuple[str, int]:
     try:
-        return serving.parse_address(text)
+        return transports.parse_address(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -187,7 +190,7 @@ def _run_command(arguments: argparse.Namespace, settings: Settings) -> None:
         case "stop":
             print(commands.stop(settings, arguments.task_id, arguments.grace))
         case "token":
-            serving.prepare_home(settings)
+            transports.prepare_home(settings)
             print(access.server_token(settings.home))
         case "policy":
             rules = policy.load_policy(settings.home / policy.CONFIG_FILE).describe()
@@ -202,24 +205,24 @@ def _serve(arguments: argparse.Namespace, settings: Settings) -> None:
     # Tasks run as the same user: without this they could read the server's environment
     # (its token, the variables env_passthrough keeps from them) and memory under /proc.
     containment.protect_server()
-    serving.prepare_home(settings)
+    transports.prepare_home(settings)
     flags = {name: getattr(arguments, name, None) for name in policy.SETTINGS}
     rules = policy.load_policy(settings.home / policy.CONFIG_FILE, flags)
     address = getattr(arguments, "http", None)
     if address is None:
         if sys.stdin.isatty():
             print(terminal_hint(), file=sys.stderr)
-        anyio.run(serving.serve_stdio, settings, rules)
+        anyio.run(transports.serve_stdio, settings, rules)
         return
     host, port = address
-    options = serving.HttpOptions(
+    options = transports.HttpOptions(
         host=host,
         port=port,
         auth=not arguments.no_auth,
         allow_remote=arguments.allow_remote,
         extra_hosts=tuple(arguments.allowed_host),
     )
-    anyio.run(serving.serve_http, settings, rules, options)
+    anyio.run(transports.serve_http, settings, rules, options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

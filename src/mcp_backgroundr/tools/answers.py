@@ -9,7 +9,7 @@ from __future__ import annotations
 from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel
 
-from .models import EndedTask, TaskList, TaskState, TaskStatus, WaitResult, one_line, socket_address
+from ..models import EndedTask, TaskList, TaskState, TaskStatus, WaitResult, one_line, socket_address
 
 MAX_LISTED = 1000
 

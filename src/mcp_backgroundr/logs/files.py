@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InvalidArgumentError
+from ..errors import InvalidArgumentError
 from .holes import dropped_bytes as dropped_bytes  # where the kept output of a log starts
 from .holes import read_kept
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import anyio
 
-from . import process
-from .errors import BackgroundrError
-from .models import TaskRecord
-from .runner import INPUT_CLOSE_SIGNAL
+from ..errors import BackgroundrError
+from ..models import TaskRecord
+from ..platform import process
+from ..runner import INPUT_CLOSE_SIGNAL
 
 RUNNER_READY_SECONDS = 5.0
 """Longest a close waits for a just-started runner to be ready for the close signal."""

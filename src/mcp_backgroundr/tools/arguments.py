@@ -20,7 +20,7 @@ import json
 import re
 from typing import Any
 
-from .errors import InvalidArgumentError
+from ..errors import InvalidArgumentError
 from .schemas import inline_definitions
 
 _SEPARATORS = re.compile(r"[\s_\-]+")

@@ -20,11 +20,13 @@ from mcp_types import CallToolResult, ToolAnnotations
 from mcp_types import Resource as MCPResource
 from pydantic import Field
 
-from . import validation
-from .answers import MAX_LISTED, answer, describe_end, describe_list, describe_status, describe_wait
-from .appserver import BackgroundrMCPServer as BackgroundrMCPServer
-from .errors import BackgroundrError, shown_value
-from .models import (
+from ..core import validation
+from ..core.supervisor import Supervisor, TaskChange
+from ..core.validation import WaitConditions
+from ..core.watch import ProgressReporter
+from ..errors import BackgroundrError, shown_value
+from ..logs.patterns import PATTERN_LIMIT_NOTE
+from ..models import (
     SHOWN_COMMAND_LENGTH,
     EndedTask,
     InputSent,
@@ -38,10 +40,8 @@ from .models import (
     one_line,
     shown_command,
 )
-from .patterns import PATTERN_LIMIT_NOTE
-from .supervisor import Supervisor, TaskChange
-from .validation import WaitConditions
-from .watch import ProgressReporter
+from .answers import MAX_LISTED, answer, describe_end, describe_list, describe_status, describe_wait
+from .appserver import BackgroundrMCPServer as BackgroundrMCPServer
 
 INSTRUCTIONS = """\
 Runs shell commands in the background: dev servers, language servers, watchers, builds, tests.

@@ -28,9 +28,10 @@ from mcp_types import INVALID_PARAMS, CallToolResult, GetPromptResult, InputRequ
 from mcp_types import Resource as MCPResource
 from pydantic import ValidationError
 
-from . import __version__, wire
+from .. import __version__
+from ..errors import BackgroundrError, shown_value
+from . import wire
 from .arguments import hint, normalized, simple_schema
-from .errors import BackgroundrError, shown_value
 from .schemas import cheap_to_validate
 
 _UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|list|dict|[a-z-]+\[.*\])$")

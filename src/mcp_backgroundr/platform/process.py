@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import anyio
 import psutil
 
-from .config import TASK_ID_ENV
-from .errors import SpawnFailedError
+from ..config import TASK_ID_ENV
+from ..errors import SpawnFailedError
 
 SHELL = "/bin/sh"
 

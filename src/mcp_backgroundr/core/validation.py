@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import MAX_LOG_CAP, MIN_LOG_CAP
-from .errors import InvalidArgumentError
-from .patterns import Pattern, compiled
+from ..config import MAX_LOG_CAP, MIN_LOG_CAP
+from ..errors import InvalidArgumentError
+from ..logs.patterns import Pattern, compiled
 
 
 def shell_command(command: str | list[str]) -> str:

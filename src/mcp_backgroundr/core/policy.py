@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from .errors import BackgroundrError, InvalidArgumentError, PolicyRefusedError, plain_number
+from ..errors import BackgroundrError, InvalidArgumentError, PolicyRefusedError, plain_number
 
 CONFIG_FILE = "config.toml"
 MAX_RUNTIME_CEILING = 10 * 365 * 86400.0

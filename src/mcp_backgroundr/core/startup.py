@@ -12,7 +12,7 @@ import contextlib
 import errno
 from collections.abc import Iterator
 
-from .errors import BackgroundrError
+from ..errors import BackgroundrError
 
 _NO_INOTIFY_HINT = (
     "no inotify instance is left for this user ({reason}); raise the limit "

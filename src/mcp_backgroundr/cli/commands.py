@@ -19,14 +19,18 @@ from pathlib import Path
 
 import anyio
 
-from . import holes, logs, orphans, process, retention, runner, taskinput
-from .config import Settings
-from .containment import EndOutcome, TaskCgroup, end_trees
-from .errors import BackgroundrError
-from .inotify import WriteWatches
-from .models import TaskRecord, TaskState, one_line
-from .registry import Registry
-from .remote import commands as remote
+from .. import runner
+from ..config import Settings
+from ..containment import EndOutcome, TaskCgroup, end_trees
+from ..core import taskinput
+from ..errors import BackgroundrError
+from ..logs import files, holes
+from ..models import TaskRecord, TaskState, one_line
+from ..platform import process
+from ..platform.inotify import WriteWatches
+from ..remote import commands as remote
+from ..store import orphans, retention
+from ..store.registry import Registry
 
 STOP_REASON = "mcp-backgroundr stop"
 COPY_CHUNK = 1024 * 1024
@@ -109,7 +113,7 @@ def status(settings: Settings, task_id: str, as_json: bool) -> str:
     if record.host is not None:
         return _remote_status(settings, record, as_json)
     path = Path(record.log_path)
-    fields = asdict(record) | {"output_bytes": logs.log_size(path), "dropped_bytes": logs.dropped_bytes(path)}
+    fields = asdict(record) | {"output_bytes": files.log_size(path), "dropped_bytes": files.dropped_bytes(path)}
     fields["state"] = str(record.state)
     run = runner.read_status(record.status_path) if record.supervised else None
     if run is not None:
@@ -139,7 +143,7 @@ def logs_command(settings: Settings, task_id: str, lines: int, follow: bool) -> 
         anyio.run(remote.logs, settings, record, lines, follow)
         return
     path = Path(record.log_path)
-    offset = _copy(path, logs.offset_of_last_lines(path, lines))
+    offset = _copy(path, files.offset_of_last_lines(path, lines))
     if follow and record.running and record.pid is not None:
         anyio.run(_follow, path, offset, record)
 

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import re2
 
-from .errors import InvalidArgumentError
+from ..errors import InvalidArgumentError
 
 SYNTAX_URL = "https://github.com/google/re2/wiki/Syntax"
 PATTERN_LIMIT_NOTE = "RE2 syntax (linear time: no backreferences or lookaround)"

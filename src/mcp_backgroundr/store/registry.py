@@ -21,9 +21,9 @@ import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .config import HOME_ENV
-from .errors import RegistryError
-from .models import TaskRecord, TaskState
+from ..config import HOME_ENV
+from ..errors import RegistryError
+from ..models import TaskRecord, TaskState
 
 BUSY_TIMEOUT_MS = 10_000
 SCHEMA_VERSION = 5

@@ -9,9 +9,9 @@ record it still reads back to the path.
 
 from __future__ import annotations
 
-from .errors import RegistryError
-from .inotify import ENTRY_REMOVED, WriteWatches
-from .registry import Registry
+from ..errors import RegistryError
+from ..platform.inotify import ENTRY_REMOVED, WriteWatches
+from ..store.registry import Registry
 from .watchers import report
 
 

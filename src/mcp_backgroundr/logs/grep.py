@@ -6,9 +6,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import offload
+from .. import offload
+from .files import dropped_bytes, render
 from .holes import read_kept
-from .logs import dropped_bytes, render
 from .patterns import Pattern
 
 CHUNK = 1024 * 1024

@@ -25,29 +25,10 @@ import anyio
 import psutil
 from anyio.abc import TaskGroup
 
-from . import (
-    exits,
-    holes,
-    logcap,
-    logs,
-    offload,
-    orphans,
-    patterns,
-    process,
-    registry_guard,
-    retention,
-    runner,
-    scans,
-    startup,
-    taskinput,
-    terminal,
-    validation,
-    watch,
-    watchers,
-)
-from .config import SETTINGS_PREFIX, TASK_ID_ENV, TOKEN_ENV, Settings
-from .containment import Containment, Level, Limits, end_trees, unclaimed_children
-from .errors import (
+from .. import exits, offload, runner
+from ..config import SETTINGS_PREFIX, TASK_ID_ENV, TOKEN_ENV, Settings
+from ..containment import Containment, Level, Limits, end_trees, unclaimed_children
+from ..errors import (
     BackgroundrError,
     InvalidArgumentError,
     RegistryError,
@@ -55,9 +36,9 @@ from .errors import (
     TaskNotFoundError,
     plain_number,
 )
-from .grep import grep_log_in_thread
-from .inotify import WriteWatches
-from .models import (
+from ..logs import files, holes, logcap, patterns
+from ..logs.grep import grep_log_in_thread
+from ..models import (
     EndedTask,
     InputSent,
     RemovedTask,
@@ -72,9 +53,13 @@ from .models import (
     new_task_id,
     shown_command,
 )
+from ..platform import process, scans, terminal
+from ..platform.inotify import WriteWatches
+from ..remote import ExitWatches, RemoteTasks
+from ..store import orphans, retention
+from ..store.registry import Registry
+from . import registry_guard, startup, taskinput, validation, watch, watchers
 from .policy import Policy
-from .registry import Registry
-from .remote import ExitWatches, RemoteTasks
 from .task import Task, summary_of
 
 MAX_NAME_LENGTH = 200
@@ -394,8 +379,8 @@ class Supervisor:
             return await self._start_remote(record, {**(env or {}), TASK_ID_ENV: task_id}, stdin)
         placement = self.containment.place(task_id, limits)
         try:
-            log_path = logs.create_log(self.settings.logs_dir, task_id)
-            log_fd = logs.open_append(log_path)
+            log_path = files.create_log(self.settings.logs_dir, task_id)
+            log_fd = files.open_append(log_path)
         except OSError as exc:
             placement.discard()
             raise SpawnFailedError(
@@ -688,16 +673,16 @@ class Supervisor:
         path = Path(record.log_path)
         budget = self.settings.output_budget
         if since is None:
-            read = functools.partial(logs.read_tail, path, lines, budget, writer_alive=writer_alive, raw=raw)
+            read = functools.partial(files.read_tail, path, lines, budget, writer_alive=writer_alive, raw=raw)
         else:
             if since < 0:
                 raise InvalidArgumentError("since", since, "pass a cursor (a byte offset >= 0) from an earlier answer")
-            read = functools.partial(logs.read_forward, path, since, budget, writer_alive=writer_alive, raw=raw)
+            read = functools.partial(files.read_forward, path, since, budget, writer_alive=writer_alive, raw=raw)
         piece = await offload.run(offload.LOGS, read)
         return await self._status_of(task, as_of, piece, processes)
 
     async def _status_of(
-        self, task: Task, as_of: TaskRecord, piece: logs.OutputSlice, processes: list[psutil.Process]
+        self, task: Task, as_of: TaskRecord, piece: files.OutputSlice, processes: list[psutil.Process]
     ) -> TaskStatus:
         """A task's status ``as_of`` a snapshot taken before ``piece`` of its output was read; what its
         processes use (and its runner's status) is read in a worker thread, their listening sockets
@@ -728,7 +713,9 @@ class Supervisor:
         if found.dropped:
             notes.append(f"the first {found.dropped} bytes were dropped (size cap): line numbers count from there")
         note = "; ".join(notes) or None
-        piece = logs.OutputSlice(found.text, found.cursor, found.size, found.resume_at is not None, note, found.dropped)
+        piece = files.OutputSlice(
+            found.text, found.cursor, found.size, found.resume_at is not None, note, found.dropped
+        )
         status = await self._status_of(task, as_of, piece, await task.live_processes())
         status.grep_matches = found.matches
         return status
@@ -760,7 +747,7 @@ class Supervisor:
             self._after_remote(task, ended)
             return result
         path = Path(task.record.log_path)
-        start = _checked_since(path, since, default=logs.log_size(path))
+        start = _checked_since(path, since, default=files.log_size(path))
         began = time.monotonic()
         assert self._writes is not None
 
@@ -770,7 +757,7 @@ class Supervisor:
         outcome = await watch.first_event(self._writes, task.exited, path, start, conditions, owns_port, progress)
         as_of = task.snapshot()
         read = functools.partial(
-            logs.read_tail,
+            files.read_tail,
             path,
             self.settings.max_lines,
             self.settings.output_budget,
@@ -837,7 +824,7 @@ class Supervisor:
         data = (text + line_end).encode()
         if close and task.terminal:
             data += END_OF_INPUT
-        cursor = logs.log_size(Path(task.record.log_path))
+        cursor = files.log_size(Path(task.record.log_path))
         if home:
             written = await taskinput.write_to_input_home(task.record, data)
         else:
@@ -1034,7 +1021,7 @@ def _checked_since(path: Path, since: int | None, default: int) -> int:
     """A cursor to search or wait from: ``since`` if it lies within the log, else ``default``."""
     if since is None:
         return default
-    size = logs.log_size(path)
+    size = files.log_size(path)
     if not 0 <= since <= size:
         raise InvalidArgumentError(
             "since", since, f"use a cursor from an earlier answer, between 0 and the output size ({size})"

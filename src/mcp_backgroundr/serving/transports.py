@@ -26,13 +26,14 @@ from pydantic import AnyHttpUrl
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import access, connections, exits
-from .config import HOME_ENV, TOKEN_ENV, Settings
-from .errors import BackgroundrError
-from .policy import Policy
-from .registry import Registry
-from .server import BackgroundrMCPServer, build_server
-from .supervisor import Supervisor
+from .. import exits
+from ..config import HOME_ENV, TOKEN_ENV, Settings
+from ..core.policy import Policy
+from ..core.supervisor import Supervisor
+from ..errors import BackgroundrError
+from ..store.registry import Registry
+from ..tools.server import BackgroundrMCPServer, build_server
+from . import access, connections
 
 MCP_PATH = "/mcp"
 GRACEFUL_HTTP_SECONDS = 1

@@ -21,9 +21,11 @@ from datetime import UTC, datetime
 import anyio
 import psutil
 
-from . import logs, process, runner, scans
-from .containment import Leader, TaskCgroup
-from .models import ListeningPort, TaskRecord, TaskState, TaskStatus, TaskSummary, shown_command, socket_address
+from .. import runner
+from ..containment import Leader, TaskCgroup
+from ..logs import files
+from ..models import ListeningPort, TaskRecord, TaskState, TaskStatus, TaskSummary, shown_command, socket_address
+from ..platform import process, scans
 
 USAGE_REFRESH_SECONDS = 1.0
 """Status reuses a running task's process list (for usage and ports) for this long."""
@@ -150,7 +152,7 @@ class Task:
     def status(
         self,
         as_of: TaskRecord,
-        piece: logs.OutputSlice,
+        piece: files.OutputSlice,
         processes: list[psutil.Process],
         usage: process.TreeUsage,
         run: runner.RunStatus | None,
@@ -162,7 +164,7 @@ class Task:
 
     def answer(
         self,
-        piece: logs.OutputSlice,
+        piece: files.OutputSlice,
         usage: process.TreeUsage,
         lingering: list[int],
         run: runner.RunStatus | None,

@@ -1,0 +1,1 @@
+"""The human command line: ``mcp-backgroundr`` (serve, ps, logs, stop, send, ...) and its entry point."""

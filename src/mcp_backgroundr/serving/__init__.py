@@ -1,0 +1,1 @@
+"""How the server is reached: MCP over stdio and Streamable HTTP, connections, access control."""

@@ -1,0 +1,1 @@
+"""What outlives a server: the SQLite registry, retention, recovery of what a dead server left."""
