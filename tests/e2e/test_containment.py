@@ -131,11 +131,10 @@ async def test_escapes_after_end(server_command: str, tmp_path: Path, level: str
                 assert left == {}
                 assert ended["verified"] == "the task's cgroup is empty"
             elif level == "subreaper":
-                # Orphaned to the server, their task cannot be told: the answer names them as the
-                # server's, and they end with it.
-                for process in left.values():
-                    assert str(process.pid) in ended["verified"], ended["verified"]
-                assert "ended when the server exits" in ended["verified"]
+                # Handed to the server when the task's shell (a subreaper too) exited, at a moment
+                # only that task's main process had exited: claimed for it, and ended with it.
+                assert left == {}
+                assert "orphaned to this server" not in ended["verified"], ended["verified"]
             else:
                 # Not promised: an escape a status call saw while it was still a child of the task's
                 # shell is remembered and ended; the others live on, and the answer says why.
@@ -144,6 +143,27 @@ async def test_escapes_after_end(server_command: str, tmp_path: Path, level: str
             assert escaped(tmp_path) == {}
     finally:
         end_escapes(tmp_path)
+
+
+async def test_at_the_subreaper_level_ending_a_task_ends_its_own_escapes_only(
+    server_command: str, tmp_path: Path
+) -> None:
+    """Escapes handed to the server by two tasks' exits are each claimed for their own task."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    try:
+        async with served(server_command, "subreaper") as client:
+            started = [await start_escapes(client, directory, "subreaper") for directory in (first, second)]
+            await call(client, "end_background_task", task_id=started[0]["task_id"], grace_seconds=0.5)
+            assert escaped(first) == {}
+            assert set(escaped(second)) == set(ESCAPES)
+            ended = await call(client, "end_background_task", task_id=started[1]["task_id"], grace_seconds=0.5)
+            assert escaped(second) == {}
+            assert ended["survivors"] == [] and "orphaned to this server" not in ended["verified"]
+    finally:
+        end_escapes(first)
+        end_escapes(second)
 
 
 @pytest.mark.parametrize("level", LEVELS)

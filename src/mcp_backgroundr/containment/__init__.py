@@ -12,10 +12,11 @@ it starts (``MCP_BACKGROUNDR_CONTAINMENT=cgroup|subreaper|marker`` caps it, defa
     cgroup2 mount (root), or a delegated directory (``MCP_BACKGROUNDR_CGROUP``, e.g. the
     server started by ``systemd-run --user --scope -p Delegate=yes``).
 ``subreaper``
-    The server (and a ``keep_running`` task's runner) is a child subreaper: an orphaned
-    descendant comes back to it instead of to init, so a process that left the session
-    and dropped the marker is still found — by ancestry while its parents live, by what
-    earlier scans saw, and otherwise as the server's own, ended when the server exits.
+    The server, and each task's main process (or a ``keep_running`` task's runner), is a
+    child subreaper: an orphaned descendant goes to the task's main process while it lives
+    (found by ancestry), and with its orphans to the server when it exits — claimed for that
+    task when it alone had exited (:class:`Arrivals`), else the server's own, ended when
+    the server exits. A process that left the session and dropped the marker is found.
 ``marker``
     The task's session and process group, and the ``MCP_BACKGROUNDR_TASK_ID`` marker in
     the environment: a process that leaves both is not found.
@@ -38,9 +39,10 @@ from ..errors import InvalidArgumentError, SpawnFailedError
 from . import _kernel
 from ._cgroup import Limits, TaskCgroup, writable_base
 from ._end import EndOutcome, end_trees, wait_until_gone
-from ._find import Leader, describe, find_task_processes, is_gone, unclaimed_children
+from ._find import Arrivals, Leader, describe, find_task_processes, is_gone, unclaimed_children
 
 __all__ = [
+    "Arrivals",
     "Containment",
     "EndOutcome",
     "Leader",
@@ -51,6 +53,7 @@ __all__ = [
     "describe",
     "end_trees",
     "find_task_processes",
+    "has_exited",
     "is_gone",
     "unclaimed_children",
     "wait_until_gone",
@@ -77,7 +80,11 @@ class Placement:
 
     @property
     def join(self) -> Callable[[], None] | None:
-        return None if self.cgroup is None else self.cgroup.joiner()
+        """What the child runs before exec: join its cgroup; at the subreaper level, become a
+        subreaper itself, so orphans inside the task stay in its tree (see :class:`Arrivals`)."""
+        if self.cgroup is not None:
+            return self.cgroup.joiner()
+        return _become_subreaper if self.level is Level.SUBREAPER else None
 
     def discard(self) -> None:
         """Remove the cgroup of a task that could not start."""
@@ -140,6 +147,15 @@ class Containment:
     def reap(own_children: Collection[int]) -> int:
         """Collect exited orphans (never one of ``own_children``, whose watchers reap them)."""
         return _kernel.reap_orphans(own_children)
+
+
+def _become_subreaper() -> None:
+    _kernel.become_subreaper()
+
+
+def has_exited(pid: int) -> bool:
+    """Whether our child ``pid`` has exited, without reaping it."""
+    return _kernel.has_exited(pid)
 
 
 def protect_server() -> bool:

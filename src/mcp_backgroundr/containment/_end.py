@@ -137,7 +137,7 @@ async def end_trees(
     denied: dict[int, str] = {}
     found = await anyio.to_thread.run_sync(find_task_processes, leaders) if leaders else {}
     outcome.ended_tasks = {task_id for task_id, group in found.items() if group}
-    processes = [member for group in found.values() for member in group] + list(extra)
+    processes = _merge([member for group in found.values() for member in group], list(extra))
     if not processes:
         return outcome
     outcome.signalled.extend(_signal_all(processes, signal.SIGTERM, denied))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import psutil
@@ -154,14 +154,64 @@ def find_task_processes(leaders: Mapping[int, Leader]) -> dict[str, list[psutil.
     return found
 
 
-def unclaimed_children(leader_pids: Collection[int]) -> list[psutil.Process]:
-    """Live children of this process that lead no task: orphans that came to us as subreaper
-    from a task that can no longer be told."""
+def _children() -> list[psutil.Process]:
     try:
-        children = psutil.Process().children()
+        return [child for child in psutil.Process().children() if not is_gone(child)]
     except psutil.Error:
         return []
-    return [child for child in children if child.pid not in leader_pids and not is_gone(child)]
+
+
+def unclaimed_children(leader_pids: Collection[int], *, claimed_too: bool = True) -> list[psutil.Process]:
+    """Live children of this process that lead no task: orphans that came to us as subreaper
+    (with ``claimed_too=False``, only those no task claimed: from a task that cannot be told).
+    Blocking: a scan of every process."""
+    with _lineage_lock:
+        claimed = set() if claimed_too else set(_lineage)
+    return [child for child in _children() if child.pid not in leader_pids and child.pid not in claimed]
+
+
+def _claim(task_id: str, processes: Sequence[psutil.Process]) -> None:
+    """Remember ``processes`` as the task's (a later scan finds them by lineage)."""
+    with _lineage_lock:
+        for member in processes:
+            try:
+                _lineage[member.pid] = (member.create_time(), task_id)
+            except psutil.Error:
+                continue
+
+
+class Arrivals:
+    """Orphans handed to the server (the subreaper) when a task's main process exits.
+
+    At the subreaper level a task's main process is a child subreaper too: an orphan inside the
+    task stays in its tree (found by ancestry) while that process lives, and comes to the server
+    only when it exits, at a moment the server sees. When exactly one task's main process had
+    exited since the last look, every newcomer is that task's and is ended with it; when several
+    had, they cannot be told apart and stay the server's own (ended when it exits).
+    """
+
+    def __init__(self) -> None:
+        self._seen: set[int] = set()
+        self._accounted: set[int] = set()
+
+    def claim(
+        self, leaders: Mapping[int, str], exited: Callable[[int], bool], others: Collection[int]
+    ) -> tuple[str | None, list[int]]:
+        """Look at this process's children after a leader exited; return the task the newcomers
+        were claimed for (None when it cannot be told) and their pids. ``leaders``: task id of
+        each task's main process (ours), ``others``: children that are no task's. Blocking (a scan
+        of every process); one look at a time."""
+        before = {pid for pid in leaders if pid not in self._accounted and exited(pid)}
+        children = _children()
+        # A leader that exited during the scan may or may not have handed its orphans over yet.
+        after = {pid for pid in leaders if pid not in self._accounted and exited(pid)}
+        newcomers = [c for c in children if c.pid not in self._seen and c.pid not in leaders and c.pid not in others]
+        self._seen = {child.pid for child in children}
+        self._accounted = (self._accounted | before) & set(leaders)
+        owner = leaders[next(iter(after))] if len(after) == 1 and before == after else None
+        if owner is not None:
+            _claim(owner, newcomers)
+        return owner, [child.pid for child in newcomers]
 
 
 def every_process(leaders: Mapping[int, Leader]) -> list[psutil.Process]:

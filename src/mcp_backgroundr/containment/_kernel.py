@@ -4,23 +4,41 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def _prctl(option: int, value: int) -> bool:
+def _libc_prctl() -> Callable[..., int] | None:
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return int(libc.prctl(option, ctypes.c_ulong(value), 0, 0, 0)) == 0
+        function: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        return False
+        return None
+    return function
+
+
+_PRCTL = _libc_prctl()
+"""Looked up once, here: a child between fork and exec must not load libraries (another thread of
+the server may have held the loader's lock when it forked)."""
+
+
+def _prctl(option: int, value: int) -> bool:
+    return _PRCTL is not None and int(_PRCTL(option, ctypes.c_ulong(value), 0, 0, 0)) == 0
 
 
 def become_subreaper() -> bool:
-    """Make orphaned descendants of this process its children, instead of init's."""
+    """Make orphaned descendants of this process its children, instead of init's (kept across
+    execve, so a task's main process can be made one before it execs)."""
     return _prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def has_exited(pid: int) -> bool:
+    """Whether our child ``pid`` has exited (a zombie not yet reaped), without reaping it."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
 
 
 def forbid_inspection() -> bool:

@@ -27,7 +27,7 @@ from anyio.abc import TaskGroup
 
 from .. import exits, offload, runner
 from ..config import SETTINGS_PREFIX, TASK_ID_ENV, TOKEN_ENV, Settings
-from ..containment import Containment, Level, Limits, end_trees, unclaimed_children
+from ..containment import Arrivals, Containment, Level, Limits, end_trees, has_exited, unclaimed_children
 from ..errors import (
     BackgroundrError,
     InvalidArgumentError,
@@ -122,6 +122,9 @@ class Supervisor:
         self.containment = Containment(Level.MARKER)
         """Chosen when the server starts: how new tasks are contained."""
         self._spawns_in_flight = 0
+        self._arrivals = Arrivals()
+        self._arrivals_lock = anyio.Lock()
+        """One look at the orphans a task's exit handed over at a time."""
         self.remote = RemoteTasks(settings)
         """Where tasks with a host go."""
         self._remote_exits = ExitWatches(
@@ -510,6 +513,9 @@ class Supervisor:
 
     async def _watch(self, task: Task, popen: subprocess.Popen[bytes], pidfd: int) -> None:
         returncode = await process.wait_for_exit(popen, pidfd)
+        if self.containment.level is Level.SUBREAPER:
+            with anyio.CancelScope(shield=True):  # before the exit is recorded, so no answer misses them
+                await self._claim_arrivals()
         if task.output_done is not None:
             # Let the terminal copier catch up with what the task wrote just before exiting.
             with anyio.move_on_after(TERMINAL_DRAIN_SECONDS):
@@ -522,6 +528,19 @@ class Supervisor:
         self._changed(TaskChange.ENDED, task.record.task_id)
         if time.monotonic() - self._pruned_at >= PRUNE_INTERVAL_SECONDS:
             self._prune()
+
+    async def _claim_arrivals(self) -> None:
+        """A task's main process exited and handed its orphans to us: claim them for its task
+        where it can be told (see containment.Arrivals), in a worker thread."""
+        leaders = {t.popen.pid: t.record.task_id for t in self._tasks.values() if t.popen is not None}
+        popens = {t.popen.pid: t.popen for t in self._tasks.values() if t.popen is not None}
+
+        def exited(pid: int) -> bool:
+            return popens[pid].returncode is not None or has_exited(pid)
+
+        others = self.remote.connections.helper_pids()
+        async with self._arrivals_lock:
+            await offload.run(offload.SCANS, self._arrivals.claim, leaders, exited, others)
 
     def _enforce_runtime(self, task: Task) -> None:
         if task.record.max_runtime_seconds is not None and self._task_group is not None:
@@ -894,16 +913,18 @@ class Supervisor:
             escalated=outcome.escalated,
             survivors=[Survivor(pid=pid, command=cmd, reason=why) for pid, cmd, why in outcome.survivors],
             containment=record.containment,
-            verified="" if outcome.survivors else self._verified(record),
+            verified="" if outcome.survivors else await self._verified(record),
         )
 
-    def _verified(self, record: TaskRecord) -> str:
+    async def _verified(self, record: TaskRecord) -> str:
         """What an end with no survivor checked, at the task's level; at the subreaper level, also
         the orphans this server holds whose task cannot be told (they end with the server)."""
         text = VERIFIED.get(Level(record.containment), "")
         if record.containment != Level.SUBREAPER:
             return text
-        strays = unclaimed_children({t.record.pid for t in self._tasks.values() if t.record.pid is not None})
+        leader_pids = {t.record.pid for t in self._tasks.values() if t.record.pid is not None}
+        find = functools.partial(unclaimed_children, leader_pids, claimed_too=False)
+        strays = await offload.run(offload.SCANS, find)
         if strays:
             text += (
                 f"; {len(strays)} process(es) orphaned to this server from a task that can no longer be told "
@@ -952,7 +973,9 @@ class Supervisor:
         ]
         # Orphans that came to us as subreaper from a task that can no longer be told go with us.
         leader_pids = {t.record.pid for t in self._tasks.values() if t.record.pid is not None and t.record.host is None}
-        strays = unclaimed_children(leader_pids | self.remote.connections.helper_pids())
+        strays = await offload.run(
+            offload.SCANS, unclaimed_children, leader_pids | self.remote.connections.helper_pids()
+        )
         async with anyio.create_task_group() as group:
             group.start_soon(self._end_remote_at_shutdown, doomed)
             outcome = await end_trees(
