@@ -164,9 +164,9 @@ async def first_event(
 ) -> WaitOutcome:
     """Wait for the first of: the exit, a matching line, the port accepting, the time limit."""
     outcome = WaitOutcome()
-    limit_seconds, pattern, port = conditions.timeout, conditions.pattern, conditions.port
+    pattern, port = conditions.pattern, conditions.port
     scanner = LineScanner(path, start, pattern) if pattern else None
-    with anyio.move_on_after(limit_seconds):
+    with anyio.move_on_after(conditions.timeout):
         async with anyio.create_task_group() as group:
 
             def finish(reason: WaitReason, match: LineMatch | None = None) -> None:
@@ -180,31 +180,11 @@ async def first_event(
                 finish(WaitReason.PATTERN if match else WaitReason.EXITED, match)
 
             async def on_line(scanner: LineScanner) -> None:
-                with watches.watching(path) as growth:
-                    while True:
-                        match = await scanner.scan()
-                        if match and match.complete:
-                            break
-                        if match:
-                            # An unterminated line matched: a prompt waits for input, a line
-                            # still being written goes on. Only a quiet moment tells them apart.
-                            with anyio.move_on_after(PARTIAL_LINE_QUIET_SECONDS) as quiet:
-                                await growth.wait()
-                            if quiet.cancelled_caught:
-                                break
-                        else:
-                            await growth.wait()
-                finish(WaitReason.PATTERN, match)
+                finish(WaitReason.PATTERN, await until_line(watches, path, scanner))
 
             async def on_port(port: int) -> None:
                 await until_port_accepts(port, owns_port)
                 finish(WaitReason.PORT)
-
-            async def report_progress(progress: ProgressReporter) -> None:
-                began = time.monotonic()
-                while True:
-                    await progress(round(time.monotonic() - began, 1), limit_seconds)
-                    await anyio.sleep(PROGRESS_INTERVAL_SECONDS)
 
             group.start_soon(on_exit)
             if scanner:
@@ -212,5 +192,31 @@ async def first_event(
             if port is not None:
                 group.start_soon(on_port, port)
             if progress:
-                group.start_soon(report_progress, progress)
+                group.start_soon(report_progress, progress, conditions.timeout)
     return outcome
+
+
+async def until_line(watches: WriteWatches, path: Path, scanner: LineScanner) -> LineMatch | None:
+    """Scan the log as it grows until a line matches (an unterminated one once the log is quiet)."""
+    with watches.watching(path) as growth:
+        while True:
+            match = await scanner.scan()
+            if match and match.complete:
+                return match
+            if match:
+                # An unterminated line matched: a prompt waits for input, a line
+                # still being written goes on. Only a quiet moment tells them apart.
+                with anyio.move_on_after(PARTIAL_LINE_QUIET_SECONDS) as quiet:
+                    await growth.wait()
+                if quiet.cancelled_caught:
+                    return match
+            else:
+                await growth.wait()
+
+
+async def report_progress(progress: ProgressReporter, limit_seconds: float) -> None:
+    """Until cancelled: tell the client every PROGRESS_INTERVAL_SECONDS how long the wait has run."""
+    began = time.monotonic()
+    while True:
+        await progress(round(time.monotonic() - began, 1), limit_seconds)
+        await anyio.sleep(PROGRESS_INTERVAL_SECONDS)
