@@ -70,7 +70,8 @@ async def test_the_command_line_sees_and_stops_what_a_live_server_started(server
         await finished(client, done["task_id"])
         running = await anyio.to_thread.run_sync(_cli, server_command, "ps")
         everything = await anyio.to_thread.run_sync(_cli, server_command, "ps", "--all")
-        tail = await anyio.to_thread.run_sync(_cli, server_command, "logs", web["task_id"], "-n", "2")
+        pasted = f" {web['task_id']}\n"  # copied with the spaces around it
+        tail = await anyio.to_thread.run_sync(_cli, server_command, "logs", pasted, "-n", "2")
         as_json = await anyio.to_thread.run_sync(_cli, server_command, "status", web["task_id"], "--json")
         stopped = await anyio.to_thread.run_sync(_cli, server_command, "stop", web["task_id"])
         seen_by_server = await call(client, "get_task_status", task_id=web["task_id"])
@@ -111,3 +112,16 @@ def test_every_command_has_help_and_is_in_the_readme(server_command: str) -> Non
     for name in subcommands.choices:
         assert _cli(server_command, name, "--help").returncode == 0
         assert f"mcp-backgroundr {name}" in readme, f"README does not document `mcp-backgroundr {name}`"
+
+
+def test_the_commands_for_people_start_without_the_mcp_sdk(server_command: str) -> None:
+    """ps, logs and the like read the registry and the logs: loading the MCP server stack made each
+    of them cost five times the CPU to start (about 1 s on a loaded machine before printing a line)."""
+    for command in (["ps"], ["ps", "--all"], ["status", "t00000000"], ["logs", "t00000000"]):
+        result = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "mcp_backgroundr", *command], capture_output=True,
+            text=True, timeout=60, check=False,
+        )  # fmt: skip
+        loaded = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+        assert "mcp_backgroundr.cli.commands" in loaded, result.stderr[-500:]
+        assert not {"mcp", "uvicorn", "starlette"} & loaded, command

@@ -48,7 +48,7 @@ def open_registry(settings: Settings) -> Registry:
 
 
 def _record(registry: Registry, task_id: str) -> TaskRecord:
-    record = registry.get(task_id)
+    record = registry.get(task_id.strip())  # an id pasted with the spaces around it
     if record is None:
         raise BackgroundrError(f"no task {task_id!r} in {registry.path}; `mcp-backgroundr ps --all` lists the ids")
     return record

@@ -18,7 +18,6 @@ from .. import __version__, containment
 from ..config import HOME_ENV, Settings
 from ..core import policy
 from ..errors import BackgroundrError
-from ..serving import access, transports
 from . import commands
 
 
@@ -72,6 +71,8 @@ _non_negative_days = _amount("days", above_zero=False)
 
 
 def _address(text: str) -> tuple[str, int]:
+    from ..serving import transports  # see _serve
+
     try:
         return transports.parse_address(text)
     except ValueError as exc:
@@ -190,6 +191,8 @@ def _run_command(arguments: argparse.Namespace, settings: Settings) -> None:
         case "stop":
             print(commands.stop(settings, arguments.task_id, arguments.grace))
         case "token":
+            from ..serving import access, transports  # see _serve
+
             transports.prepare_home(settings)
             print(access.server_token(settings.home))
         case "policy":
@@ -205,6 +208,10 @@ def _serve(arguments: argparse.Namespace, settings: Settings) -> None:
     # Tasks run as the same user: without this they could read the server's environment
     # (its token, the variables env_passthrough keeps from them) and memory under /proc.
     containment.protect_server()
+    # Imported only to serve: it brings the MCP SDK, which would make ps, logs and the other
+    # commands for people take five times the CPU just to start (about 1 s instead of 0.2 s).
+    from ..serving import transports
+
     transports.prepare_home(settings)
     flags = {name: getattr(arguments, name, None) for name in policy.SETTINGS}
     rules = policy.load_policy(settings.home / policy.CONFIG_FILE, flags)
