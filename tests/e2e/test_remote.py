@@ -11,7 +11,7 @@ import pytest
 from mcp.shared.subscriptions import ResourceUpdated
 
 from .harness import alive, call, call_error, connect, until
-from .sshd import free_port
+from .sshd import Sshd, free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -300,3 +300,49 @@ async def test_a_backtracking_pattern_on_a_remote_log_is_refused_within_its_budg
         assert (await call(client, "get_task_status", task_id=slow["task_id"], grep=r"b\z"))["grep_matches"] == 1
         for task in (slow, other):
             await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
+
+
+async def test_allowed_cwd_applies_on_the_remote_host_with_its_own_home(
+    server_command: str, ssh_env: dict[str, str], sshd: Sshd, tmp_path: Path
+) -> None:
+    (sshd.directory / "home" / "proj").mkdir(exist_ok=True)
+    root = tmp_path / "work"
+    (root / "sub").mkdir(parents=True)
+    policy = ("--allowed-cwd", str(root), "--allowed-cwd", "~/proj")
+    async with connect(server_command, args=(*ALLOW, *policy), env=ssh_env) as client:
+        for cwd in ("/etc", None, str(root / "sub" / ".." / "..")):
+            arguments = {"cwd": cwd} if cwd else {}
+            message = await call_error(client, "run_background_task", command="pwd", host="loopback", **arguments)
+            assert message.startswith("refused by policy rule allowed_cwd: cwd "), message
+            assert "on host loopback" in message and "~/proj" in message
+        for cwd, where in ((str(root / "sub"), root / "sub"), ("~/proj", sshd.directory / "home" / "proj")):
+            started = await call(client, "run_background_task", command="pwd", host="loopback", cwd=cwd)
+            done = await call(client, "wait_for_task", task_id=started["task_id"], since=0, timeout_seconds=20)
+            assert done["status"]["output"] == f"{where}\n"
+
+
+async def test_pruned_remote_tasks_lose_their_files_on_the_host_or_say_where_they_were_left(
+    server_command: str, ssh_env: dict[str, str], sshd: Sshd, tmp_path: Path
+) -> None:
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        older, newer = [await call(client, "run_background_task", command="echo x", host="loopback") for _ in "ab"]
+        for task in (older, newer):
+            await call(client, "wait_for_task", task_id=task["task_id"], timeout_seconds=20)
+    # The CLI prunes the older one while the host cannot be reached: its files stay, and it says where.
+    cut_off = tmp_path / "cut_off_config"
+    cut_off.write_text(f"Host loopback\n  HostName 127.0.0.1\n  Port {free_port()}\n")
+    env = os.environ | ssh_env | {"MCP_BACKGROUNDR_SSH_CONFIG": str(cut_off)}
+    with anyio.fail_after(60):
+        pruned = await anyio.run_process([server_command, "prune", "--keep", "1"], env=env)
+    said = pruned.stdout.decode()
+    assert "pruned 1 finished task(s)" in said
+    assert f"left on host loopback ({older['log_path'].removesuffix('.log')}.*)" in said, said
+    assert Path(older["log_path"]).exists()
+    # A server that prunes the newer one at its start deletes its files on the host.
+    async with connect(server_command, args=ALLOW, env=ssh_env | {"MCP_BACKGROUNDR_KEEP_FINISHED": "0"}) as client:
+
+        async def deleted() -> bool:
+            return not Path(newer["log_path"]).exists()
+
+        await until(deleted, 30)
+        assert (await call(client, "list_tasks", all=True))["tasks"] == []

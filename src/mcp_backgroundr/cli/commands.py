@@ -253,4 +253,5 @@ def prune(settings: Settings, keep: int, days: float) -> str:
         return "nothing to prune"
     with contextlib.closing(open_registry(settings)) as registry:
         pruned = retention.prune(registry, keep, days)
-    return f"pruned {len(pruned)} finished task(s) and their logs"
+    left = anyio.run(remote.forget, settings, pruned) if any(r.host for r in pruned) else []
+    return "\n".join([f"pruned {len(pruned)} finished task(s) and their logs", *left])

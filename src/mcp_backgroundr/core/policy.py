@@ -7,7 +7,7 @@ against mistakes, not a sandbox: a shell command can always be spelt another way
 
 ``config.toml`` (in the state directory) holds any of::
 
-    allowed_cwd = ["~/src", "/tmp"]        # roots a task's cwd must lie under
+    allowed_cwd = ["~/src", "/tmp"]        # roots a task's cwd must lie under (on a remote host: there)
     deny_commands = ['^sudo\\b', 'rm -rf /']  # regexes searched in each command
     max_tasks = 20                         # tasks running at once
     default_runtime_seconds = 3600         # a task's limit when it asks for none
@@ -61,6 +61,9 @@ class Policy:
 
     allowed_cwd: tuple[Path, ...] = ()
     """Resolved roots a task's resolved cwd must lie under; empty: anywhere."""
+    allowed_cwd_as_written: tuple[str, ...] = ()
+    """The same roots as configured, for a remote host, which resolves them itself (``~`` there is
+    the remote user's home)."""
     deny_commands: tuple[re.Pattern[str], ...] = ()
     max_tasks: int | None = None
     default_runtime_seconds: float | None = None
@@ -199,6 +202,7 @@ def load_policy(config_path: Path, overrides: Mapping[str, object] | None = None
     try:
         policy = Policy(
             allowed_cwd=tuple(_root(text) for text in _strings(settings, "allowed_cwd") or ()),
+            allowed_cwd_as_written=tuple(_strings(settings, "allowed_cwd") or ()),
             deny_commands=tuple(_rule(i, text) for i, text in enumerate(_strings(settings, "deny_commands") or ())),
             max_tasks=_count(settings, "max_tasks"),
             default_runtime_seconds=_seconds(settings, "default_runtime_seconds"),

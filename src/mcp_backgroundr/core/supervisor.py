@@ -189,6 +189,13 @@ class Supervisor:
             return
         for record in pruned:
             self._forget(record)
+        if remote := [r for r in pruned if r.host is not None]:
+            forgetting = functools.partial(self._forget_remote, remote)
+            self._spawn(None, "deleting forgotten tasks' files on their hosts", forgetting)
+
+    async def _forget_remote(self, records: list[TaskRecord]) -> None:
+        for left in await self.remote.forget(records):
+            watchers.report("server", left)
 
     async def _take_over_left_behind(self) -> list[TaskRecord]:
         """Deal with the tasks of servers on this host that are gone: end those that were not
@@ -453,7 +460,7 @@ class Supervisor:
 
     async def _start_remote(self, record: TaskRecord, env: dict[str, str | None], stdin: bool) -> StartedTask:
         assert self._task_group is not None
-        await self.remote.start(record, env, stdin)
+        await self.remote.start(record, env, stdin, self.policy.allowed_cwd_as_written)
         try:
             self.registry.insert(record)
         except RegistryError:

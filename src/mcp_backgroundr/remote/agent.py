@@ -106,15 +106,36 @@ def prune(state: str, keep_days: float) -> None:
         hosted = Hosted(state, name[: -len(".json")])
         run = runner.read_status(hosted.status)
         if run is not None and run.state != "running" and (run.ended_at or time.time()) < cutoff:
-            for path in (hosted.log, hosted.status, hosted.meta, hosted.fifo, hosted.ended):
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+            with contextlib.suppress(BackgroundrError, OSError):
+                _delete(hosted)
+
+
+class Refused(BackgroundrError):
+    """The server's policy, applied on this host, refuses the request (``rule`` names it)."""
+
+    def __init__(self, rule: str, what: str) -> None:
+        super().__init__(what)
+        self.rule = rule
+
+
+def _checked_cwd(cwd: str, roots: list[str]) -> str:
+    """``cwd``, or with the policy's ``allowed_cwd`` roots (as written: ``~`` is this host's home),
+    its resolved path if under one (the directory checked is the one the task runs in)."""
+    if not roots:
+        return cwd
+    resolved = os.path.realpath(cwd)
+    for root in roots:
+        base = os.path.realpath(os.path.expanduser(root))
+        if resolved == base or resolved.startswith(base.rstrip("/") + "/"):
+            return resolved
+    shown = cwd if resolved == cwd else f"{cwd} (resolves to {resolved})"
+    raise Refused("allowed_cwd", f"cwd {shown} is not under {', '.join(roots)}")
 
 
 def start(state: str, bundle: str, request: Request) -> dict[str, Any]:
     prune(state, float(request.get("keep_days", 7)))
     hosted = Hosted(state, request["task_id"])
-    cwd = os.path.expanduser(request.get("cwd") or "~")
+    cwd = _checked_cwd(os.path.expanduser(request.get("cwd") or "~"), request.get("cwd_roots") or [])
     if not os.path.isdir(cwd):
         raise BackgroundrError(f"cwd {cwd!r} is not a directory on this host; pass one that exists, or omit cwd")
     os.makedirs(os.path.dirname(hosted.base), mode=0o700, exist_ok=True)
@@ -244,7 +265,18 @@ def end(state: str, request: Request) -> dict[str, Any]:
 
 
 def remove(state: str, request: Request) -> dict[str, Any]:
-    hosted = Hosted(state, request["task_id"])
+    """Delete a finished task's files (``task_id``), or those of several that the server forgot
+    (``task_ids``: one still running, or unknown here, is skipped); the bytes freed."""
+    if "task_ids" not in request:
+        return {"freed_bytes": _delete(Hosted(state, request["task_id"]))}
+    freed = 0
+    for task_id in request["task_ids"]:
+        with contextlib.suppress(BackgroundrError):
+            freed += _delete(Hosted(state, task_id))
+    return {"freed_bytes": freed}
+
+
+def _delete(hosted: Hosted) -> int:
     meta = hosted.started()
     if hosted.alive() or agent_procs.members(int(meta["pid"]), hosted.task_id):
         raise BackgroundrError(f"task {hosted.task_id} is still running; end it with end_background_task first")
@@ -256,7 +288,7 @@ def remove(state: str, request: Request) -> dict[str, Any]:
             continue
         freed += info.st_blocks * 512 if stat.S_ISREG(info.st_mode) and path == hosted.log else 0
         os.unlink(path)
-    return {"freed_bytes": freed}
+    return freed
 
 
 def check(state: str, request: Request) -> dict[str, Any]:
@@ -316,6 +348,8 @@ def _safe_answer(state: str, bundle: str, request: Request) -> dict[str, Any]:
 def _safe(answer: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     try:
         return answer()
+    except Refused as exc:
+        return {"error": str(exc), "refused_by": exc.rule}
     except (BackgroundrError, OSError, ValueError, KeyError) as exc:
         return {"error": str(exc) if isinstance(exc, BackgroundrError) else f"{type(exc).__name__}: {exc}"}
 

@@ -57,6 +57,12 @@ async def logs(settings: Settings, record: TaskRecord, lines: int, follow: bool)
                 cursor = shown.cursor
 
 
+async def forget(settings: Settings, records: list[TaskRecord]) -> list[str]:
+    """Delete the files of pruned remote tasks on their hosts; a line per host whose files were left."""
+    async with _remote(settings) as remote:
+        return await remote.forget(records)
+
+
 def _print(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()

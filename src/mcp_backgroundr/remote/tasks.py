@@ -23,7 +23,7 @@ from ..config import Settings
 from ..core import validation
 from ..core.task import Task, iso_time
 from ..core.watch import PROGRESS_INTERVAL_SECONDS, ProgressReporter
-from ..errors import BackgroundrError, HostUnreachableError, InvalidArgumentError
+from ..errors import BackgroundrError, HostUnreachableError, InvalidArgumentError, PolicyRefusedError
 from ..logs import files, patterns
 from ..models import EndedTask, InputSent, Survivor, TaskRecord, TaskState, TaskStatus, WaitReason, WaitResult
 from ..platform import process
@@ -96,6 +96,12 @@ class RemoteTasks:
         self._installed.add(host)
         if isinstance(answer.get("python"), str):
             self._python[host] = answer["python"]
+        if answer.get("refused_by"):
+            raise PolicyRefusedError(
+                answer["refused_by"],
+                f"{answer['error']} on host {host} (the rule applies to its paths, ~ being the remote user's home)",
+                "give a cwd under one of those roots there",
+            )
         if answer.get("slow_pattern") is not None:
             raise _slow_pattern(host, request, answer["slow_pattern"])
         if "error" in answer:
@@ -121,9 +127,12 @@ class RemoteTasks:
 
     # -- start -----------------------------------------------------------------
 
-    async def start(self, record: TaskRecord, env: Mapping[str, str | None], stdin: bool) -> None:
+    async def start(
+        self, record: TaskRecord, env: Mapping[str, str | None], stdin: bool, cwd_roots: Sequence[str] = ()
+    ) -> None:
         """Start the record's task on its host (``env`` over the remote environment; None unsets a
-        variable); fills in its pid, cwd and (remote) log path."""
+        variable); fills in its pid, cwd and (remote) log path. ``cwd_roots``: the policy's
+        ``allowed_cwd`` as written, which the host applies to its own paths."""
         assert record.host is not None
         request = {
             "op": "start",
@@ -136,6 +145,7 @@ class RemoteTasks:
             "max_restarts": record.max_restarts,
             "max_log_bytes": record.max_log_bytes,
             "keep_days": self.settings.keep_days,
+            "cwd_roots": list(cwd_roots),
         }
         answer = await self._call(record.host, request, quick=True)
         record.pid, record.cwd, record.log_path = answer["pid"], answer["cwd"], answer["log_path"]
@@ -342,6 +352,25 @@ class RemoteTasks:
         assert task.record.host is not None
         answer = await self._call(task.record.host, {"op": "remove", "task_id": task.record.task_id}, quick=True)
         return int(answer["freed_bytes"])
+
+    async def forget(self, records: Sequence[TaskRecord]) -> list[str]:
+        """Delete the files of forgotten (pruned) finished tasks on their hosts, one call per host;
+        a line for each host whose files were left (it could not be reached), saying where."""
+        by_host: dict[str, list[TaskRecord]] = {}
+        for record in records:
+            if record.host is not None:
+                by_host.setdefault(record.host, []).append(record)
+        left = []
+        for host, group in by_host.items():
+            try:
+                await self._call(host, {"op": "remove", "task_ids": [r.task_id for r in group]}, quick=True)
+            except BackgroundrError as exc:
+                where = ", ".join(r.log_path.removesuffix(".log") + ".*" for r in group)
+                left.append(
+                    f"the files of {len(group)} forgotten task(s) were left on host {host} ({where}): {exc}; "
+                    f"its agent deletes them {self.settings.keep_days:g} days after they ended"
+                )
+        return left
 
     async def refresh(self, tasks: Sequence[Task]) -> list[Task]:
         """Learn how running remote tasks stand, one call per host, skipping hosts that are away;

@@ -25,8 +25,8 @@ def delete_task_files(record: TaskRecord) -> int:
     """Delete a task's log, runner status and input home, and its cgroup if it is empty (a
     finished task's processes may have ended with nobody looking); return the bytes freed.
 
-    A remote task's files are on its host: remove_task deletes them there; pruning
-    leaves them (the host may be away), and the host's agent prunes its own.
+    A remote task's files are on its host: remove_task and pruning delete them there
+    (``RemoteTasks``), and the host's agent prunes its own.
     """
     if record.host is not None:
         return 0
