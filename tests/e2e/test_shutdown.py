@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sqlite3
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -19,6 +21,7 @@ from .harness import alive, call, connect, finished, on_a_terminal
 pytestmark = pytest.mark.anyio
 
 TASKS_AT_DISCONNECT = 200
+V1_FREEZER = Path("/sys/fs/cgroup/freezer")
 
 
 async def test_client_disconnect_ends_200_tasks_before_the_client_would_signal(
@@ -124,3 +127,47 @@ def test_sigterm_during_the_shutdown_after_stdin_closes_does_not_cut_it_short(
     assert states == [("killed", "server shutdown")] * 3
     assert alive([t["pid"] for t in started]) == []
     assert "client closed stdin; ended 3 task(s)" in errors.read_text()
+
+
+@contextlib.contextmanager
+def held_by_the_v1_freezer(pid: int, name: str) -> Iterator[None]:
+    """Hold ``pid`` frozen in a v1 freezer cgroup of its own: every signal, SIGKILL included, waits
+    until it is thawed, so the server knows the process and cannot end it (it shows as D state).
+    On the way out it is thawed, and dies of the SIGKILL it was sent."""
+    group = V1_FREEZER / name
+    group.mkdir()
+    try:
+        (group / "cgroup.procs").write_text(str(pid))
+        (group / "freezer.state").write_text("FROZEN")
+        deadline = time.monotonic() + 5
+        while (group / "freezer.state").read_text().strip() != "FROZEN":
+            assert time.monotonic() < deadline, "the freezer did not freeze the task"
+            time.sleep(0.01)
+        yield
+    finally:
+        (group / "freezer.state").write_text("THAWED")
+        deadline = time.monotonic() + 5
+        while alive([pid]):  # a zombie counts as gone
+            assert time.monotonic() < deadline, "the thawed task did not die of its SIGKILL"
+            time.sleep(0.01)
+        group.rmdir()
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not (V1_FREEZER / "cgroup.procs").exists(), reason="needs the cgroup v1 freezer and root"
+)
+async def test_a_shutdown_that_leaves_a_process_says_so_on_stderr_with_its_pid_and_command(
+    server_command: str, home: Path, tmp_path: Path
+) -> None:
+    errlog_path = tmp_path / "server.err"
+    with contextlib.ExitStack() as frozen, errlog_path.open("w") as errlog:
+        async with connect(server_command, errlog=errlog) as client:
+            task = await call(client, "run_background_task", command="sleep 300")
+            frozen.enter_context(held_by_the_v1_freezer(task["pid"], f"mcp-backgroundr-test-{task['task_id']}"))
+        said = errlog_path.read_text()
+        assert f"left running at shutdown: pid {task['pid']} (sleep 300): in uninterruptible sleep" in said, said
+        assert "client closed stdin; ended 1 task(s)" in said, said
+    with contextlib.closing(sqlite3.connect(home / "registry.sqlite3")) as db:
+        (cgroup,) = db.execute("SELECT cgroup FROM tasks").fetchone()
+    for directory in cgroup.split("\n") if cgroup else []:  # kept while it held the survivor
+        Path(directory).rmdir()
