@@ -106,3 +106,15 @@ def test_an_update_writes_only_what_changed(tmp_path: Path) -> None:
     assert (stored.end_reason, stored.max_runtime_seconds) == ("a note from another server", 5.0)
     server.close()
     other.close()
+
+
+def test_changes_given_to_update_soon_are_written_in_order_and_none_is_lost(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "r.sqlite3")
+    registry.insert(record := _record("t1", time.time()))
+    record.state, record.exit_code = TaskState.FAILED, 1
+    registry.update_soon([record])
+    record.end_reason = "noted after the exit"  # a second change before the first may be written
+    registry.update_soon([record])
+    registry.flush()
+    assert registry.get("t1") == record
+    registry.close()

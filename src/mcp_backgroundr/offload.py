@@ -45,6 +45,10 @@ PACING = Lane("pacing", 1000)
 punch may wait on the device); the bound is far above the tasks a server runs at once."""
 SCANS = Lane("scans", 4)
 """Process and socket tables of the machine."""
+REGISTRY = Lane("registry", 8)
+"""Registry calls that may wait: writes (queued in the registry's own thread, each waiting up to
+the busy timeout for another process's lock), whole-registry reads, pruning. The threads mostly
+wait, so a few writes held up by a lock leave room for the calls behind them."""
 
 
 async def run(lane: Lane, function: Callable[[*_Args], _T], *args: *_Args) -> _T:

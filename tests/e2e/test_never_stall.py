@@ -8,11 +8,15 @@ call is answered meanwhile.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from anyio.abc import Process
 from mcp import Client
 
 from .harness import call, call_error, connect, finished
@@ -127,3 +131,68 @@ async def test_hundreds_of_concurrent_pattern_waits_share_one_inotify_instance(s
                 await call(client, "send_task_input", task_id=task_id, text="go")
         await call(client, "end_background_task", task_id=task_id, grace_seconds=0)
     assert reasons == ["pattern"] * CONCURRENT_WAITS
+
+
+LOCK_HOLDER = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+db.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.readline()
+db.execute("ROLLBACK")
+"""
+"""Another process holding the registry's write lock until a line (or the end) of its stdin."""
+LOCKED_ANSWER_SECONDS = 8.0
+"""Less than the 10 s a write waits for the lock: a server frozen by the write answers only after it."""
+REGISTRY_WAIT_BOUND_SECONDS = 45.0
+"""What a call that needs the locked registry may take at most: below a client's 60 s timeout."""
+
+
+@contextlib.asynccontextmanager
+async def _registry_locked(home: Path) -> AsyncIterator[Process]:
+    """The registry's write lock held by another process (released when leaving, or earlier
+    by a line on the holder's stdin)."""
+    async with await anyio.open_process([sys.executable, "-c", LOCK_HOLDER, str(home / "registry.sqlite3")]) as holder:
+        assert holder.stdout is not None and holder.stdin is not None
+        with anyio.fail_after(ANSWER_BOUND_SECONDS):
+            assert (await holder.stdout.receive()).startswith(b"locked")
+        try:
+            yield holder
+        finally:
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await holder.stdin.send(b"release\n")
+            with anyio.fail_after(ANSWER_BOUND_SECONDS):
+                await holder.wait()
+
+
+async def test_a_locked_registry_freezes_no_call_that_does_not_need_it(server_command: str, home: Path) -> None:
+    async with connect(server_command) as client:
+        bystander = await call(client, "run_background_task", command="sleep 300")
+        ending = await call(client, "run_background_task", command="sleep 300")
+        started: dict[str, Any] = {}
+
+        async def start() -> None:  # it needs the registry: it waits for the lock
+            started.update(await call(client, "run_background_task", command="sleep 300"))
+
+        async with anyio.create_task_group() as group, _registry_locked(home) as holder:
+            group.start_soon(start)
+            with anyio.fail_after(LOCKED_ANSWER_SECONDS):
+                listing = await call(client, "list_tasks")
+                status = await call(client, "get_task_status", task_id=bystander["task_id"])
+                ended = await call(client, "end_background_task", task_id=ending["task_id"], grace_seconds=0)
+            assert holder.returncode is None, "answered only once the lock was released"
+        await call(client, "end_background_task", task_id=started["task_id"], grace_seconds=0)
+    assert listing["total"] >= 2
+    assert status["state"] == "running"
+    assert ended["state"] == "killed"
+
+
+async def test_a_call_that_needs_a_locked_registry_answers_in_time_in_one_line(server_command: str, home: Path) -> None:
+    async with connect(server_command) as client:
+        await call(client, "list_tasks")  # the registry exists
+        async with _registry_locked(home):
+            with anyio.fail_after(REGISTRY_WAIT_BOUND_SECONDS):
+                error = await call_error(client, "run_background_task", command="sleep 300")
+        task = await call(client, "run_background_task", command="sleep 300")
+        await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
+    assert "registry" in error and "lock" in error and "try again" in error, error

@@ -9,16 +9,18 @@ record it still reads back to the path.
 
 from __future__ import annotations
 
+from .. import offload
 from ..errors import RegistryError
 from ..platform.inotify import ENTRY_REMOVED, WriteWatches
 from ..store.registry import Registry
 from .watchers import report
 
 
-def restore(registry: Registry) -> None:
-    """Write the registry back if its file was deleted or replaced (reported on stderr)."""
+async def restore(registry: Registry) -> None:
+    """Write the registry back if its file was deleted or replaced (reported on stderr), in a
+    worker thread: the writes may wait for another process's lock."""
     try:
-        restored = registry.restore()
+        restored = await offload.run(offload.REGISTRY, registry.restore)
     except RegistryError as exc:
         report("server", f"the task registry file was deleted and could not be written back: {exc}")
         return
@@ -29,7 +31,7 @@ def restore(registry: Registry) -> None:
 async def keep_registry(registry: Registry, watches: WriteWatches) -> None:
     """Until cancelled: whenever an entry leaves the registry's directory, check the registry."""
     with watches.watching(registry.path.parent, ENTRY_REMOVED) as removals:
-        restore(registry)  # it may have gone before the watch was set
+        await restore(registry)  # it may have gone before the watch was set
         while True:
             await removals.wait()
-            restore(registry)
+            await restore(registry)

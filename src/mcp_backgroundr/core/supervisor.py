@@ -161,7 +161,7 @@ class Supervisor:
         keeping = functools.partial(registry_guard.keep_registry, self.registry, self._writes)
         self._spawn(None, "watching the registry file", keeping)
         records = await self._take_over_left_behind()
-        self._prune()
+        await self._prune_now()
         await self._cap_grown_logs(records)
 
     async def _cap_grown_logs(self, records: list[TaskRecord]) -> None:
@@ -178,12 +178,16 @@ class Supervisor:
         self._task_group.cancel_scope.cancel()
 
     def _prune(self) -> None:
-        """Forget finished tasks beyond the retention settings, with their logs."""
-        if self._shutting_down:
-            return
+        """Forget finished tasks beyond the retention settings, with their logs (soon, in a worker thread)."""
+        if not self._shutting_down:
+            self._pruned_at = time.monotonic()
+            self._spawn(None, "pruning finished tasks", self._prune_now)
+
+    async def _prune_now(self) -> None:
         self._pruned_at = time.monotonic()
         try:
-            pruned = retention.prune(self.registry, self.settings.keep_finished, self.settings.keep_days)
+            keep, days = self.settings.keep_finished, self.settings.keep_days
+            pruned = await offload.run(offload.REGISTRY, retention.prune, self.registry, keep, days)
         except RegistryError as exc:
             print(f"mcp-backgroundr: {exc}", file=sys.stderr)
             return
@@ -201,7 +205,7 @@ class Supervisor:
         """Deal with the tasks of servers on this host that are gone: end those that were not
         meant to outlive them, adopt the keep_running ones, and settle those that ended.
         Answers every record of the registry, as read."""
-        records = self.registry.records()
+        records = await offload.run(offload.REGISTRY, self.registry.records)
         found = orphans.left_behind([r for r in records if r.host is None], self.owner)
         if found.to_end:
             with anyio.CancelScope(shield=True):
@@ -444,15 +448,18 @@ class Supervisor:
             task.input_fd = home if home is not None else task.input_fd
         record.pid = popen.pid
         record.pid_create_time = process.create_time(popen.pid)
+        exit_handle = process.open_exit_handle(popen)
+        self._tasks[task_id] = task  # known from now on: the reaper and a shutdown leave it to its watcher
         try:
-            self.registry.insert(record)
+            with anyio.CancelScope(shield=True):  # recorded, or ended, whatever happens to the request
+                await offload.run(offload.REGISTRY, self.registry.insert, record)
         except RegistryError:
             # Unrecorded, it could never be found again: end it now.
+            del self._tasks[task_id]
+            os.close(exit_handle)
             os.killpg(popen.pid, signal.SIGKILL)
             popen.wait()
             raise
-        self._tasks[task_id] = task
-        exit_handle = process.open_exit_handle(popen)
         self._spawn(task, "watching its exit", functools.partial(self._watch, task, popen, exit_handle))
         self._enforce_runtime(task)
         self._changed(TaskChange.STARTED, task_id)
@@ -462,7 +469,7 @@ class Supervisor:
         assert self._task_group is not None
         await self.remote.start(record, env, stdin, self.policy.allowed_cwd_as_written)
         try:
-            self.registry.insert(record)
+            await offload.run(offload.REGISTRY, self.registry.insert, record)
         except RegistryError:
             await self.remote.end(Task(record, None), 0, END_REASON)  # unrecorded, it could never be found again
             raise
@@ -631,7 +638,7 @@ class Supervisor:
     def _save(self, records: list[TaskRecord]) -> None:
         """Record task changes; a registry failure is reported but never stops the server."""
         try:
-            self.registry.update(records)
+            self.registry.update_soon(records)  # the event loop never waits on the registry's lock
         except RegistryError as exc:
             print(f"mcp-backgroundr: {exc}", file=sys.stderr)
 
@@ -816,7 +823,8 @@ class Supervisor:
             self._after_remote(task, ended=True)
         records = [t.record for t in self._tasks.values()]
         if everyone:
-            records += [r for r in self.registry.records() if r.task_id not in self._tasks]
+            everything = await offload.run(offload.REGISTRY, self.registry.records)
+            records += [r for r in everything if r.task_id not in self._tasks]
         now = time.time()
         matching = sorted(
             (r for r in records if state is None or r.state is state), key=lambda r: r.started_at, reverse=True
@@ -877,7 +885,7 @@ class Supervisor:
             )
         if task.record.host is not None:
             freed = await self.remote.remove(task)
-        self.registry.delete(task_id)
+        await offload.run(offload.REGISTRY, self.registry.delete, task_id)
         if task.record.host is None:
             freed = retention.delete_task_files(task.record)
         self._forget(task.record)
@@ -995,6 +1003,8 @@ class Supervisor:
             if not task.running:
                 task.settle()  # a cgroup still holding a survivor is not removed
         self._save([t.record for t in self._tasks.values()])
+        with contextlib.suppress(RegistryError):  # reported by the registry
+            await offload.run(offload.REGISTRY, self.registry.flush)
         for pid, command, reason in outcome.survivors:
             print(f"mcp-backgroundr: left running at shutdown: pid {pid} ({command}): {reason}", file=sys.stderr)
         return len(outcome.ended_tasks) + len(doomed)

@@ -13,20 +13,32 @@ back into ``running`` by someone's older copy of the record.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import os
 import sqlite3
+import sys
+import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from ..config import HOME_ENV
 from ..errors import RegistryError
 from ..models import TaskRecord, TaskState
 
 BUSY_TIMEOUT_MS = 10_000
+"""How long a write waits for another process's write lock."""
+READ_BUSY_TIMEOUT_MS = 1_000
+"""How long a read may wait (in WAL mode reads never wait for writers; only for a crashed
+writer's journal to be recovered)."""
+WRITE_QUEUE_SECONDS = BUSY_TIMEOUT_MS / 1000
+"""How long a write waits for the writes queued before it; past that it is given up (if not begun)."""
 SCHEMA_VERSION = 5
+
+_T = TypeVar("_T")
 
 _COLUMNS = tuple(field.name for field in dataclasses.fields(TaskRecord))
 _BOOLEAN_COLUMNS = frozenset({"kill_requested", "keep_running"})
@@ -87,7 +99,10 @@ def _translated(action: str, path: Path) -> Iterator[None]:
     try:
         yield
     except sqlite3.Error as exc:
-        raise RegistryError(f"could not {action} the task registry at {path}: {exc}") from exc
+        hint = ""
+        if "locked" in str(exc):
+            hint = " (another process held its lock for longer than this process waits); try again"
+        raise RegistryError(f"could not {action} the task registry at {path}: {exc}{hint}") from exc
 
 
 def _identity_of(path: Path) -> tuple[int, int] | None:
@@ -122,6 +137,18 @@ def _connect(path: Path) -> sqlite3.Connection:
     return db
 
 
+def _connect_reader(path: Path) -> sqlite3.Connection:
+    """A connection for reads only, usable from any thread (callers hold a lock around it)."""
+    with _translated("open", path):
+        db = sqlite3.connect(path, timeout=READ_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+        db.execute(f"PRAGMA busy_timeout = {READ_BUSY_TIMEOUT_MS}")
+    return db
+
+
+def _report(error: RegistryError) -> None:
+    print(f"mcp-backgroundr: {error}", file=sys.stderr)
+
+
 def _add_missing_columns(db: sqlite3.Connection) -> None:
     """Bring a registry written by an older version up to date: new columns only ever get added."""
     present = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
@@ -131,16 +158,54 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
 
 
 class Registry:
-    """Task records in an SQLite file (created 0600 inside a 0700 directory)."""
+    """Task records in an SQLite file (created 0600 inside a 0700 directory).
+
+    Every write runs in the registry's own thread, which owns the connection that writes, one
+    write after another: a write may wait up to BUSY_TIMEOUT_MS for another process's write
+    lock, and no caller but the one who asks for it waits with it. :meth:`update_soon` does not
+    wait at all (the server records changes that way). Reads use a second connection: in WAL
+    mode a read never waits for a writer.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._known: dict[int, tuple[weakref.ref[TaskRecord], tuple[object, ...]]] = {}
         """By id() of a record object: the values the registry held for it when last read or written."""
-        self._db = _connect(path)
+        self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry")
+        self._pending: dict[int, tuple[TaskRecord, tuple[object, ...]]] = {}
+        """Changes given to update_soon and not yet written, by id() of the record object."""
+        self._pending_lock = threading.Lock()
+        self._flush_queued = False
+        self.on_write_error: Callable[[RegistryError], None] = _report
+        """Told when changes given to :meth:`update_soon` could not be written."""
+        try:
+            self._db = self._in_writer(_connect, path)
+            self._reader = _connect_reader(path)
+        except BaseException:
+            self._writer.shutdown(wait=False)
+            raise
+        self._read_lock = threading.Lock()
         self._identity = _identity_of(path)
         """The file this connection opened (device, inode): a registry deleted or replaced
         under a live server is noticed, and written back, by :meth:`restore`."""
+
+    def _in_writer(self, function: Callable[..., _T], *args: object) -> _T:
+        """Run ``function`` in the registry's thread and answer its result. A write queued behind
+        others that are held up for WRITE_QUEUE_SECONDS is given up; one already begun is waited
+        for (its own busy timeout bounds it)."""
+        try:
+            future = self._writer.submit(function, *args)
+        except RuntimeError as exc:
+            raise RegistryError(f"the task registry at {self.path} is closed") from exc
+        try:
+            return future.result(timeout=WRITE_QUEUE_SECONDS)
+        except concurrent.futures.TimeoutError:
+            if future.cancel():
+                raise RegistryError(
+                    f"could not write the task registry at {self.path}: the writes before this one have waited "
+                    f"{WRITE_QUEUE_SECONDS:g} s for another process's write lock; try again"
+                ) from None
+            return future.result()
 
     def restore(self) -> int | None:
         """If the registry file is no longer the one this connection opened (someone deleted or
@@ -148,6 +213,11 @@ class Registry:
 
         Returns how many records were written back, or None when the file is in place.
         """
+        if _identity_of(self.path) == self._identity:
+            return None
+        return self._in_writer(self._restore)
+
+    def _restore(self) -> int | None:
         if _identity_of(self.path) == self._identity:
             return None
         columns = ", ".join(_COLUMNS)
@@ -166,14 +236,31 @@ class Registry:
             replacement.execute("COMMIT")
         self._db.close()
         self._db, self._identity = replacement, _identity_of(self.path)
+        reader = _connect_reader(self.path)
+        with self._read_lock:
+            self._reader.close()
+            self._reader = reader
         return len(rows)
 
+    def flush(self) -> None:
+        """Wait until every change given to :meth:`update_soon` so far was written (or failed)."""
+        self._in_writer(lambda: None)
+
     def close(self) -> None:
-        self._db.close()
+        """Write what is pending, then close."""
+        with contextlib.suppress(RegistryError):
+            self.flush()
+        with contextlib.suppress(RuntimeError):
+            self._writer.submit(self._db.close)
+        self._writer.shutdown(wait=True)
+        with self._read_lock:
+            self._reader.close()
 
     def insert(self, record: TaskRecord) -> None:
+        self._in_writer(self._insert, record, _record_values(record))
+
+    def _insert(self, record: TaskRecord, values: tuple[object, ...]) -> None:
         placeholders = ", ".join("?" for _ in _COLUMNS)
-        values = _record_values(record)
         with _translated("write", self.path):
             self._db.execute(f"INSERT INTO tasks ({', '.join(_COLUMNS)}) VALUES ({placeholders})", values)
         self._remember(record, values)
@@ -181,21 +268,42 @@ class Registry:
     def update(self, records: Sequence[TaskRecord]) -> None:
         """Write what changed in each record since it was read or written here, all in one
         transaction; a change of state or kill_requested only to a row still running."""
-        changes = []
-        for record in records:
-            values = _record_values(record)
-            changes.append((record, values, self._changed(record, values)))
+        self._in_writer(self._write_changes, [(record, _record_values(record)) for record in records])
+
+    def update_soon(self, records: Sequence[TaskRecord]) -> None:
+        """:meth:`update`, without waiting: the records' values as they are now are written by the
+        registry's thread, after what was asked before. A failure goes to ``on_write_error``."""
+        with self._pending_lock:
+            for record in records:
+                self._pending[id(record)] = (record, _record_values(record))
+            if self._flush_queued:
+                return
+            self._flush_queued = True
+        try:
+            self._writer.submit(self._write_pending)
+        except RuntimeError:
+            self.on_write_error(RegistryError(f"the task registry at {self.path} is closed: a change was not written"))
+
+    def _write_pending(self) -> None:
+        with self._pending_lock:
+            changes, self._pending, self._flush_queued = list(self._pending.values()), {}, False
+        try:
+            self._write_changes(changes)
+        except RegistryError as exc:
+            self.on_write_error(exc)
+
+    def _write_changes(self, changes: Sequence[tuple[TaskRecord, tuple[object, ...]]]) -> None:
         with _translated("write", self.path):
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                for record, values, changed in changes:
-                    if changed:
+                for record, values in changes:
+                    if changed := self._changed(record, values):
                         self._write(record.task_id, values, changed)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
-        for record, values, _ in changes:
+        for record, values in changes:
             self._remember(record, values)
 
     def _changed(self, record: TaskRecord, values: tuple[object, ...]) -> list[int]:
@@ -221,12 +329,17 @@ class Registry:
         self._known[key] = (weakref.ref(record, forget), values)
 
     def delete(self, task_id: str) -> None:
+        self._in_writer(self._delete, task_id)
+
+    def _delete(self, task_id: str) -> None:
         with _translated("write", self.path):
             self._db.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
 
     def get(self, task_id: str) -> TaskRecord | None:
-        with _translated("read", self.path):
-            row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        with _translated("read", self.path), self._read_lock:
+            row = self._reader.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM tasks WHERE task_id = ?", (task_id,)
+            ).fetchone()
         if row is None:
             return None
         record = _row_to_record(row, self.path)
@@ -240,8 +353,8 @@ class Registry:
         if owner is not None:
             query += " WHERE owner = ?"
             params = (owner,)
-        with _translated("read", self.path):
-            rows = self._db.execute(query + " ORDER BY started_at DESC, rowid DESC", params).fetchall()
+        with _translated("read", self.path), self._read_lock:
+            rows = self._reader.execute(query + " ORDER BY started_at DESC, rowid DESC", params).fetchall()
         records = []
         for row in rows:
             with contextlib.suppress(RegistryError):
