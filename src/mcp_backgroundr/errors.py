@@ -25,7 +25,10 @@ def shortened(text: str, length: int) -> str:
 
 
 def shown_value(value: object, width: int = 80) -> str:
-    """A value as JSON (``null``, ``true``, ``"text"``), cut to ``width`` characters for an error line."""
+    """A value as JSON (``null``, ``true``, ``"text"``), cut to ``width`` characters for an error line;
+    a whole number as the client wrote it (``-1``, where validation made it ``-1.0``)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e18:
+        value = int(value)
     try:
         text = json.dumps(value, ensure_ascii=False, default=str)
     except ValueError:

@@ -116,7 +116,13 @@ async def test_refusals_show_values_as_json(server_command: str) -> None:
         task = await call(client, "run_background_task", command="true")
         boolean = await call_error(client, "get_task_status", task_id=task["task_id"], lines=[True, None])
         unknown = await call_error(client, "get_task_status", task_id="nope")
+        env = await call_error(client, "run_background_task", command="true", env="PORT=3000")
+        argv = await call_error(client, "run_background_task", command={"program": "ls"})
+        negative = await call_error(client, "wait_for_task", task_id=task["task_id"], timeout_seconds=-1)
     assert "command=null" in missing and "None" not in missing
+    assert 'env="PORT=3000": Input should be an object, like {"NAME": "value"}' in env and "dictionary" not in env
+    assert "an array" in argv and "list" not in argv.replace("list_tasks", "")
+    assert "timeout_seconds=-1 is invalid" in negative
     assert "lines=[true,null]" in boolean.replace(" ", "") and "True" not in boolean
     assert 'task_id "nope"' in unknown
 

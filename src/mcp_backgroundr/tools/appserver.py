@@ -38,13 +38,24 @@ _UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|list|dict|[a-z-]+\[.*\])$
 """How pydantic names the member of a union in an error's location (``str``, ``list[str]``)."""
 
 
+_JSON_TERMS = {"a valid dictionary": 'an object, like {"NAME": "value"}', "a valid list": "an array"}
+"""pydantic's Python words for what a client sends as JSON."""
+
+
+def _in_json_terms(message: str) -> str:
+    for python, json_term in _JSON_TERMS.items():
+        message = message.replace(python, json_term)
+    return message
+
+
 def _one_line_validation_error(tool: str, error: ValidationError) -> str:
     problems: dict[str, list[str]] = {}
     for item in error.errors():
         path = [str(part) for part in item["loc"] if not _UNION_MEMBER.match(str(part))]
         value = "" if item["type"] == "missing" else "=" + shown_value(item.get("input"), 60)
         messages = problems.setdefault(f"{'.'.join(path) or 'arguments'}{value}", [])
-        messages.append(item["msg"] if not messages else item["msg"].removeprefix("Input should be "))
+        message = _in_json_terms(item["msg"])
+        messages.append(message if not messages else message.removeprefix("Input should be "))
     joined = [f"{where}: {' or '.join(messages)}" for where, messages in problems.items()]
     return f"{tool}: invalid arguments: " + "; ".join(joined) + "; fix them and call again"
 
