@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mcp_backgroundr.containment import Containment, Level, Limits, TaskCgroup
-from mcp_backgroundr.containment._cgroup import mounts
 from mcp_backgroundr.errors import InvalidArgumentError
+from mcp_backgroundr.platform.containment import Containment, Level, Limits, TaskCgroup
+from mcp_backgroundr.platform.containment._cgroup import mounts
 
 HYBRID = """\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755

@@ -9,11 +9,10 @@ import anyio
 import psutil
 import pytest
 
-from mcp_backgroundr import containment
 from mcp_backgroundr.config import TASK_ID_ENV
 from mcp_backgroundr.errors import SpawnFailedError
 from mcp_backgroundr.logs import files
-from mcp_backgroundr.platform import process
+from mcp_backgroundr.platform import containment, process
 
 pytestmark = pytest.mark.anyio
 

@@ -26,7 +26,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from mcp_backgroundr.config import CONTAINMENT_ENV, HOME_ENV, TOKEN_ENV
-from mcp_backgroundr.containment import _cgroup as cgroups
+from mcp_backgroundr.platform.containment import _cgroup as cgroups
 
 from .harness import call, connect, finished, until
 

@@ -21,12 +21,12 @@ import anyio
 
 from .. import runner
 from ..config import Settings
-from ..containment import EndOutcome, TaskCgroup, end_trees
 from ..core import taskinput
 from ..errors import BackgroundrError
 from ..logs import files, holes
 from ..models import TaskRecord, TaskState, one_line
 from ..platform import process
+from ..platform.containment import EndOutcome, TaskCgroup, end_trees
 from ..platform.inotify import WriteWatches
 from ..remote import commands as remote
 from ..store import orphans, retention

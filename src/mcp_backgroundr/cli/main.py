@@ -14,10 +14,11 @@ from typing import NoReturn
 
 import anyio
 
-from .. import __version__, containment
+from .. import __version__
 from ..config import HOME_ENV, Settings
 from ..core import policy
 from ..errors import BackgroundrError
+from ..platform import containment
 from . import commands
 
 

@@ -27,7 +27,6 @@ from anyio.abc import TaskGroup
 
 from .. import exits, offload, runner
 from ..config import SETTINGS_PREFIX, TASK_ID_ENV, TOKEN_ENV, Settings
-from ..containment import Arrivals, Containment, Level, Limits, end_trees, has_exited, unclaimed_children
 from ..errors import (
     BackgroundrError,
     InvalidArgumentError,
@@ -54,6 +53,7 @@ from ..models import (
     shown_command,
 )
 from ..platform import process, scans, terminal
+from ..platform.containment import Arrivals, Containment, Level, Limits, end_trees, has_exited, unclaimed_children
 from ..platform.inotify import WriteWatches
 from ..remote import ExitWatches, RemoteTasks
 from ..store import orphans, retention

@@ -22,10 +22,10 @@ import anyio
 import psutil
 
 from .. import runner
-from ..containment import Leader, TaskCgroup
 from ..logs import files
 from ..models import ListeningPort, TaskRecord, TaskState, TaskStatus, TaskSummary, shown_command, socket_address
 from ..platform import process, scans
+from ..platform.containment import Leader, TaskCgroup
 
 USAGE_REFRESH_SECONDS = 1.0
 """Status reuses a running task's process list (for usage and ports) for this long."""

@@ -19,8 +19,8 @@ import psutil
 from anyio.lowlevel import RunVar
 
 from .. import offload
-from ..containment import Leader, find_task_processes
 from . import process
+from .containment import Leader, find_task_processes
 
 SOCKET_TABLE_SECONDS = 0.5
 """How long one read of the socket table answers for (listening ports in status and lists,

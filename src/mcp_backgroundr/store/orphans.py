@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import psutil
 
 from .. import runner
-from ..containment import Leader, TaskCgroup, end_trees
 from ..models import TaskRecord, TaskState
 from ..platform import process
+from ..platform.containment import Leader, TaskCgroup, end_trees
 
 ENDED_REASON = "its server exited without ending it (crash or SIGKILL); ended when the next server started"
 VANISHED_REASON = "its server exited without ending it (crash or SIGKILL); it ended unobserved, exit status unknown"

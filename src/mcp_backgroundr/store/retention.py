@@ -6,8 +6,8 @@ import time
 from collections.abc import Collection
 from pathlib import Path
 
-from ..containment import TaskCgroup
 from ..models import TaskRecord
+from ..platform.containment import TaskCgroup
 from .registry import Registry
 
 SECONDS_PER_DAY = 86_400

@@ -34,8 +34,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import CGROUP_ENV, CONTAINMENT_ENV
-from ..errors import InvalidArgumentError, SpawnFailedError
+from ...config import CGROUP_ENV, CONTAINMENT_ENV
+from ...errors import InvalidArgumentError, SpawnFailedError
 from . import _kernel
 from ._cgroup import Limits, TaskCgroup, writable_base
 from ._end import EndOutcome, end_trees, wait_until_gone

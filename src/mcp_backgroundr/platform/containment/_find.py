@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from ..config import TASK_ID_ENV
+from ...config import TASK_ID_ENV
 from ._cgroup import TaskCgroup
 
 MAX_ANCESTRY = 64
