@@ -346,3 +346,81 @@ async def test_pruned_remote_tasks_lose_their_files_on_the_host_or_say_where_the
 
         await until(deleted, 30)
         assert (await call(client, "list_tasks", all=True))["tasks"] == []
+
+
+async def test_a_remote_task_restarts_by_its_policy_and_its_last_exit_is_recorded(
+    server_command: str, ssh_env: dict[str, str]
+) -> None:
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        started = await call(
+            client, "run_background_task", command="echo run; exit 3", host="loopback", restart="on-failure",
+            max_restarts=2,
+        )  # fmt: skip
+        done = await call(client, "wait_for_task", task_id=started["task_id"], since=0, timeout_seconds=30)
+        assert done["reason"] == "exited"
+        status = done["status"]
+        assert (status["state"], status["exit_code"], status["restarts"]) == ("failed", 3, 2)
+        assert status["output"].count("run\n") == 3  # beside the runner's line at each restart
+        listed = await call(client, "list_tasks")
+        assert [(t["task_id"], t["state"], t["exit_code"]) for t in listed["tasks"]] == [
+            (started["task_id"], "failed", 3)
+        ]
+
+
+async def test_another_live_servers_remote_task_is_read_ended_and_recorded_by_its_owner(
+    server_command: str, ssh_env: dict[str, str]
+) -> None:
+    async with (
+        connect(server_command, args=ALLOW, env=ssh_env) as owner,
+        connect(server_command, args=ALLOW, env=ssh_env) as other,
+    ):
+        started = await call(
+            owner, "run_background_task", command="echo up; sleep 300", host="loopback", wait_for_pattern="up"
+        )
+        task_id = started["task_id"]
+        seen = await call(other, "get_task_status", task_id=task_id)
+        assert (seen["state"], seen["output"], seen["host"], seen["host_reachable"]) == (
+            "running",
+            "up\n",
+            "loopback",
+            True,
+        )
+        listed = await call(other, "list_tasks", all=True)
+        assert [(t["task_id"], t["state"]) for t in listed["tasks"]] == [(task_id, "running")]
+        ended = await call(other, "end_background_task", task_id=task_id, grace_seconds=1)
+        assert (ended["state"], ended["survivors"]) == ("killed", [])
+        assert alive([started["pid"]]) == []
+
+        async def recorded() -> bool:  # by its owner, which hears the exit through its watch
+            rows = (await call(other, "list_tasks", all=True))["tasks"]
+            return bool(rows[0]["state"] == "killed")
+
+        await until(recorded, 20)
+
+
+async def test_list_all_settles_a_remote_task_of_a_server_that_died_meanwhile(
+    server_command: str, ssh_env: dict[str, str], tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    async with connect(server_command, args=ALLOW, env=ssh_env) as other:
+        servers = set(psutil.Process().children())
+        async with connect(server_command, args=ALLOW, env=ssh_env) as doomed:
+            (server,) = set(psutil.Process().children()) - servers
+            remote = await call(
+                doomed, "run_background_task", command=f"echo up; read x < {gate}; exit 6", host="loopback",
+                wait_for_pattern="up",
+            )  # fmt: skip
+            server.kill()
+            with anyio.fail_after(5):
+                while server.is_running() and server.status() != psutil.STATUS_ZOMBIE:
+                    await anyio.sleep(0.02)
+        with open(gate, "w") as opened:
+            opened.write("go\n")
+        with anyio.fail_after(20):
+            while alive([remote["pid"]]):
+                await anyio.sleep(0.05)
+        listed = await call(other, "list_tasks", all=True)
+        assert [(t["task_id"], t["state"], t["exit_code"]) for t in listed["tasks"]] == [
+            (remote["task_id"], "failed", 6)
+        ]

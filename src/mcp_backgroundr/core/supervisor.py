@@ -824,7 +824,9 @@ class Supervisor:
         records = [t.record for t in self._tasks.values()]
         if everyone:
             everything = await offload.run(offload.REGISTRY, self.registry.records)
-            records += [r for r in everything if r.task_id not in self._tasks]
+            others = [r for r in everything if r.task_id not in self._tasks]
+            await self._settle_left_remote(others)
+            records += others
         now = time.time()
         matching = sorted(
             (r for r in records if state is None or r.state is state), key=lambda r: r.started_at, reverse=True
@@ -835,6 +837,12 @@ class Supervisor:
             tasks=[summary_of(r, now, ports.get(r.task_id, [])) for r in shown],
             total=len(matching),
         )
+
+    async def _settle_left_remote(self, records: list[TaskRecord]) -> None:
+        """Ask the hosts how the running remote tasks of servers that are gone stand (one call per
+        host; a host that is away is skipped), and record those that ended."""
+        left = [Task(r, None) for r in records if r.host is not None and r.running and orphans.owner_is_gone(r.owner)]
+        self._save([task.record for task in await self.remote.refresh(left)])
 
     async def send_input(self, task_id: str, text: str, newline: bool = True, close: bool = False) -> InputSent:
         """Write text to a task's stdin (or terminal); optionally close it afterwards."""
