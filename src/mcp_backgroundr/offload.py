@@ -49,6 +49,8 @@ REGISTRY = Lane("registry", 8)
 """Registry calls that may wait: writes (queued in the registry's own thread, each waiting up to
 the busy timeout for another process's lock), whole-registry reads, pruning. The threads mostly
 wait, so a few writes held up by a lock leave room for the calls behind them."""
+CGROUPS = Lane("cgroups", 4)
+"""Making, reading and removing tasks' cgroups (the kernel may wait for an RCU grace period)."""
 
 
 async def run(lane: Lane, function: Callable[[*_Args], _T], *args: *_Args) -> _T:

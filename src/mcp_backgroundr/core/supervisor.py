@@ -391,7 +391,8 @@ class Supervisor:
         )
         if host is not None:
             return await self._start_remote(record, {**(env or {}), TASK_ID_ENV: task_id}, stdin)
-        placement = self.containment.place(task_id, limits)
+        with anyio.CancelScope(shield=True):  # a cgroup made must be known, to be removed if the start fails
+            placement = await offload.run(offload.CGROUPS, self.containment.place, task_id, limits)
         try:
             log_path = files.create_log(self.settings.logs_dir, task_id)
             log_fd = files.open_append(log_path)
@@ -537,8 +538,8 @@ class Supervisor:
         self._record_exit(task, returncode)
         self._reap()
         cgroup = task.cgroup
-        if cgroup is not None and not cgroup.populated():
-            task.settle()
+        if cgroup is not None and not await offload.run(offload.CGROUPS, cgroup.populated):
+            await task.settle()
         self._changed(TaskChange.ENDED, task.record.task_id)
         if time.monotonic() - self._pruned_at >= PRUNE_INTERVAL_SECONDS:
             self._prune()
@@ -925,7 +926,7 @@ class Supervisor:
             with anyio.move_on_after(self.settings.kill_wait_seconds):
                 await task.exited.wait()
         if not outcome.survivors and not task.running:
-            task.settle()
+            await task.settle()
         record = task.record  # another server's task: a fresh copy of its record by now
         return EndedTask(
             task_id=task_id,
@@ -1009,7 +1010,7 @@ class Supervisor:
                     await task.exited.wait()
         for task in live:
             if not task.running:
-                task.settle()  # a cgroup still holding a survivor is not removed
+                await task.settle()  # a cgroup still holding a survivor is not removed
         self._save([t.record for t in self._tasks.values()])
         with contextlib.suppress(RegistryError):  # reported by the registry
             await offload.run(offload.REGISTRY, self.registry.flush)

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 import anyio
 import psutil
 
-from .. import runner
+from .. import offload, runner
 from ..logs import files
 from ..models import ListeningPort, TaskRecord, TaskState, TaskStatus, TaskSummary, shown_command, socket_address
 from ..platform import process, scans
@@ -91,15 +91,16 @@ class Task:
             return []
         found = await self.find_processes()
         if not found:
-            self.settle()
+            await self.settle()
         return found
 
-    def settle(self) -> None:
-        """Note that a finished task has no process left, and remove its (empty) cgroup."""
+    async def settle(self) -> None:
+        """Note that a finished task has no process left, and remove its (empty) cgroup (in a
+        worker thread)."""
         self.lingering_known_empty = True
         cgroup = self.cgroup
         if cgroup is not None:
-            cgroup.remove()
+            await offload.run(offload.CGROUPS, cgroup.remove)
 
     async def live_processes(self) -> list[psutil.Process]:
         """The processes of a running task, or the lingering ones of a finished task.
