@@ -9,6 +9,7 @@ import anyio
 import psutil
 import pytest
 
+from mcp_backgroundr import runner
 from mcp_backgroundr.config import TASK_ID_ENV
 from mcp_backgroundr.errors import SpawnFailedError
 from mcp_backgroundr.logs import files
@@ -22,7 +23,7 @@ def _spawn(tmp_path: Path, command: str, task_id: str = "t1") -> tuple[subproces
     fd = files.open_append(log)
     try:
         env = dict(os.environ) | {TASK_ID_ENV: task_id}
-        return process.spawn([process.SHELL, "-c", command], str(tmp_path), env, process.Streams(output=fd)), log
+        return process.spawn([runner.SHELL, "-c", command], str(tmp_path), env, process.Streams(output=fd)), log
     finally:
         os.close(fd)
 

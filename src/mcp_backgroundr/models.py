@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import secrets
+import time
 from dataclasses import dataclass
 
 from pydantic import BaseModel, Field, field_validator
@@ -125,6 +126,19 @@ class TaskRecord:
     def runtime_seconds(self, now: float) -> float:
         end = self.ended_at if self.ended_at is not None else now
         return round(max(0.0, end - self.started_at), 3)
+
+    def request_end(self, reason: str) -> bool:
+        """Note that ending this running task was asked for, and why (the first reason stays);
+        whether that is news to write down."""
+        if not self.running or self.kill_requested:
+            return False
+        self.kill_requested, self.end_reason = True, reason
+        return True
+
+    def mark_ended(self, state: TaskState, reason: str | None, at: float | None = None) -> None:
+        """Record that the task ended, how (``state``), why, and when (``at``; default now)."""
+        self.state, self.end_reason = state, reason
+        self.ended_at = time.time() if at is None else at
 
 
 class WaitReason(enum.StrEnum):

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+
+import anyio
+import anyio.to_thread
+import psutil
 import pytest
 
-from .harness import alive, call, connect
+from mcp_backgroundr.platform import process
+
+from ..reliability.rawwire import RawServer
+from .harness import alive, call, connect, until
 
 pytestmark = pytest.mark.anyio
 
@@ -30,3 +39,41 @@ async def test_two_servers_see_their_own_tasks_and_can_reach_each_others(server_
     assert seen_by_owner["state"] == "killed"
     assert seen_by_owner["kill_requested"] is True
     assert alive([mine["pid"], theirs["pid"]]) == []
+
+
+CLI_SECONDS = 30
+REAPED_SECONDS = 10
+
+
+def _cli_state(server_command: str, task_id: str) -> str:
+    """The STATE column of ``mcp-backgroundr ps --all`` for one task."""
+    table = subprocess.run(
+        [server_command, "ps", "--all"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=CLI_SECONDS, check=True,
+    ).stdout  # fmt: skip
+    row = next(line.split() for line in table.splitlines() if line.startswith(task_id))
+    return row[2]
+
+
+async def test_ps_and_list_tasks_agree_on_a_task_that_ended_after_its_server_died(server_command: str) -> None:
+    # Regression (issue 13): the CLI worked out on its own how a dead server's task stands, and
+    # a live server did not: `ps` said failed where list_tasks(all=true) and status said running.
+    async with connect(server_command) as live:
+        with RawServer(server_command) as crashed:
+            crashed.initialize()
+            arguments = {"command": "exec sleep 300"}
+            answer = crashed.request("tools/call", {"name": "run_background_task", "arguments": arguments})
+            task = answer["result"]["structuredContent"]
+            crashed.process.send_signal(signal.SIGKILL)
+            crashed.process.wait(10)
+        psutil.Process(task["pid"]).kill()  # it ends with no server to see it
+
+        async def reaped() -> bool:
+            return process.create_time(task["pid"]) is None
+
+        await until(reaped, REAPED_SECONDS)
+        listed = await call(live, "list_tasks", all=True)
+        status = await call(live, "get_task_status", task_id=task["task_id"])
+        cli = await anyio.to_thread.run_sync(_cli_state, server_command, task["task_id"])
+    tool = next(t["state"] for t in listed["tasks"] if t["task_id"] == task["task_id"])
+    assert (cli, tool, status["state"]) == ("failed", "failed", "failed")

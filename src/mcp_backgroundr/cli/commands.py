@@ -7,7 +7,6 @@ that owns a task stays its owner.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import sys
@@ -54,21 +53,6 @@ def _record(registry: Registry, task_id: str) -> TaskRecord:
     return record
 
 
-def _as_it_stands(record: TaskRecord) -> TaskRecord:
-    """A record as a server would record it now: a running task whose server is gone may have
-    ended since (its runner, if any, says how), and no server has written that down yet."""
-    if not record.running or not orphans.owner_is_gone(record.owner) or record.host is not None:
-        return record  # a remote task's host knows how it stands: status, logs and stop ask it
-    if record.pid is not None and process.same_process(record.pid, record.pid_create_time):
-        return record
-    current = dataclasses.replace(record)
-    if record.supervised:
-        orphans.settle_from_runner(current)
-    else:
-        current.state, current.end_reason = TaskState.FAILED, orphans.VANISHED_REASON
-    return current
-
-
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
@@ -80,7 +64,7 @@ def ps(settings: Settings, everything: bool) -> str:
     if not settings.registry_path.exists():
         return f"no tasks yet in {settings.home}"
     with contextlib.closing(open_registry(settings)) as registry:
-        records = [r for r in map(_as_it_stands, registry.records()) if everything or r.running]
+        records = [r for r in map(orphans.as_it_stands, registry.records()) if everything or r.running]
     ports = process.listening_by_task({r.task_id for r in records if r.running})
     now = time.time()
     rows = [("ID", "NAME", "STATE", "HOST", "PID", "PORTS", "RUNTIME", "COMMAND")]
@@ -109,7 +93,7 @@ def ps(settings: Settings, everything: bool) -> str:
 
 def status(settings: Settings, task_id: str, as_json: bool) -> str:
     with contextlib.closing(open_registry(settings)) as registry:
-        record = _as_it_stands(_record(registry, task_id))
+        record = orphans.as_it_stands(_record(registry, task_id))
     if record.host is not None:
         return _remote_status(settings, record, as_json)
     path = Path(record.log_path)
@@ -192,7 +176,7 @@ async def _follow(path: Path, offset: int, record: TaskRecord) -> None:
 def send(settings: Settings, task_id: str, text: str, newline: bool = True, close: bool = False) -> str:
     """Write to the input home of a keep_running task started with stdin, whichever server owns it."""
     with contextlib.closing(open_registry(settings)) as registry:
-        record = _as_it_stands(_record(registry, task_id))
+        record = orphans.as_it_stands(_record(registry, task_id))
     if not record.running:
         raise BackgroundrError(f"task {task_id} has ended ({record.state}); it takes no more input")
     if not taskinput.has_input_home(record):
@@ -212,7 +196,7 @@ def stop(settings: Settings, task_id: str, grace_seconds: float) -> str:
         record = _record(registry, task_id)
         if not record.running:
             return f"task {task_id} has already ended ({record.state})"
-        record.kill_requested, record.end_reason = True, STOP_REASON
+        record.request_end(STOP_REASON)
         registry.update([record])
         if record.host is not None:
             return _stop_remote(settings, registry, record, grace_seconds)
@@ -224,7 +208,7 @@ def stop(settings: Settings, task_id: str, grace_seconds: float) -> str:
             # No server will record the end: do it here.
             fresh = registry.get(task_id) or record
             if fresh.running:
-                fresh.state, fresh.ended_at, fresh.end_reason = TaskState.KILLED, time.time(), STOP_REASON
+                fresh.mark_ended(TaskState.KILLED, STOP_REASON)
                 registry.update([fresh])
     return _stopped(f"stopped task {task_id}: signalled {len(outcome.signalled)} process(es)", outcome.survivors)
 

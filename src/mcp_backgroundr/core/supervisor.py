@@ -654,6 +654,7 @@ class Supervisor:
         record = self.registry.get(task_id)
         if record is None:
             raise TaskNotFoundError(task_id)
+        record = orphans.as_it_stands(record)  # its server may be gone
         view = self._foreign.get(task_id)
         if view is None:
             view = self._foreign[task_id] = Task(record, None)
@@ -677,7 +678,7 @@ class Supervisor:
                 while (fresh := self.registry.get(view.record.task_id)) is not None and fresh.running:  # noqa: ASYNC110
                     await anyio.sleep(FOREIGN_RECORD_POLL_SECONDS)
             if fresh is not None:
-                view.record = fresh
+                view.record = orphans.as_it_stands(fresh)
         finally:
             view.exited.set()  # it ended: a waiter learns so even if its record cannot be read
 
@@ -827,7 +828,7 @@ class Supervisor:
             everything = await offload.run(offload.REGISTRY, self.registry.records)
             others = [r for r in everything if r.task_id not in self._tasks]
             await self._settle_left_remote(others)
-            records += others
+            records += await offload.run(offload.SCANS, lambda: [orphans.as_it_stands(r) for r in others])
         now = time.time()
         matching = sorted(
             (r for r in records if state is None or r.state is state), key=lambda r: r.started_at, reverse=True

@@ -22,8 +22,6 @@ import psutil
 from ..config import TASK_ID_ENV
 from ..errors import SpawnFailedError
 
-SHELL = "/bin/sh"
-
 
 @dataclass(frozen=True)
 class Streams:
@@ -82,7 +80,7 @@ def spawn(argv: Sequence[str], cwd: str, env: Mapping[str, str], streams: Stream
                 "could not start the command: the command or an env value is too long for the kernel "
                 "(at most 128 KiB each, about 2 MiB together); put a long script in a file and run that"
             ) from exc
-        raise SpawnFailedError(f"could not start {SHELL} -c in {cwd}: {exc.strerror or exc}") from exc
+        raise SpawnFailedError(f"could not start {argv[0]} in {cwd}: {exc.strerror or exc}") from exc
 
 
 def open_exit_handle(popen: subprocess.Popen[bytes]) -> int:

@@ -9,6 +9,7 @@ from here.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import time
@@ -84,19 +85,31 @@ def left_behind(records: Sequence[TaskRecord], own: str) -> LeftBehind:
     return found
 
 
+def as_it_stands(record: TaskRecord) -> TaskRecord:
+    """A record as its server would record it now. A running task whose server is gone may have
+    ended since, with no server to write that down: then a copy that says how (its runner, if it
+    has one, knows), else the record itself. The CLI and every server read others' tasks so."""
+    if not record.running or record.host is not None or not owner_is_gone(record.owner):
+        return record  # a remote task's host knows how it stands: status, logs and stop ask it
+    if record.pid is not None and process.same_process(record.pid, record.pid_create_time):
+        return record
+    current = dataclasses.replace(record)
+    if record.supervised:
+        settle_from_runner(current)
+    else:
+        current.mark_ended(TaskState.FAILED, VANISHED_REASON, record.ended_at)
+    return current
+
+
 def settle_from_runner(record: TaskRecord) -> None:
     """Record how a supervised task ended, as its runner wrote it down."""
     status = runner.read_status(record.status_path)
     final = {str(state) for state in TaskState} - {str(TaskState.RUNNING)}
     if status is None or status.state not in final:  # none yet, or not one this version knows
-        record.state = TaskState.FAILED
-        record.end_reason = UNKNOWN_END_REASON
-        record.ended_at = record.ended_at or time.time()
+        record.mark_ended(TaskState.FAILED, UNKNOWN_END_REASON, record.ended_at)
         return
-    record.state = TaskState(status.state)
+    record.mark_ended(TaskState(status.state), SETTLED_REASON, status.ended_at)
     record.exit_code, record.signal = status.exit_code, status.signal
-    record.ended_at = status.ended_at
-    record.end_reason = SETTLED_REASON
 
 
 async def end_orphans(orphans: Sequence[TaskRecord], grace_seconds: float, kill_wait_seconds: float) -> None:
@@ -116,10 +129,11 @@ async def end_orphans(orphans: Sequence[TaskRecord], grace_seconds: float, kill_
         if record.state is not TaskState.RUNNING:
             record.end_reason = (LINGERING_ENDED_REASON if had_processes else SETTLED_REASON) + note
             continue
-        record.state = TaskState.KILLED if had_processes else TaskState.FAILED
         record.kill_requested = had_processes
-        record.end_reason = (ENDED_REASON if had_processes else VANISHED_REASON) + note
-        record.ended_at = now
+        if had_processes:
+            record.mark_ended(TaskState.KILLED, ENDED_REASON + note, now)
+        else:
+            record.mark_ended(TaskState.FAILED, VANISHED_REASON + note, now)
 
 
 def contained_note(record: TaskRecord) -> str:
