@@ -75,6 +75,7 @@ async def test_the_command_line_sees_and_stops_what_a_live_server_started(server
         as_json = await anyio.to_thread.run_sync(_cli, server_command, "status", web["task_id"], "--json")
         stopped = await anyio.to_thread.run_sync(_cli, server_command, "stop", web["task_id"])
         seen_by_server = await call(client, "get_task_status", task_id=web["task_id"])
+        none_running = await anyio.to_thread.run_sync(_cli, server_command, "ps")
         unknown = await anyio.to_thread.run_sync(_cli, server_command, "status", "nope")
     assert web["task_id"] in running.stdout
     assert done["task_id"] not in running.stdout
@@ -83,6 +84,7 @@ async def test_the_command_line_sees_and_stops_what_a_live_server_started(server
     assert json.loads(as_json.stdout)["pid"] == web["pid"]
     assert "none is left" in stopped.stdout
     assert seen_by_server["state"] == "killed"
+    assert none_running.stdout == "no running tasks; ps --all lists finished ones too\n"
     assert alive([web["pid"]]) == []
     assert unknown.returncode == 1
     assert unknown.stderr.count("\n") == 1

@@ -65,6 +65,8 @@ def ps(settings: Settings, everything: bool) -> str:
         return f"no tasks yet in {settings.home}"
     with contextlib.closing(open_registry(settings)) as registry:
         records = [r for r in map(orphans.as_it_stands, registry.records()) if everything or r.running]
+    if not records:
+        return f"no tasks in {settings.home}" if everything else "no running tasks; ps --all lists finished ones too"
     ports = process.listening_by_task({r.task_id for r in records if r.running})
     now = time.time()
     rows = [("ID", "NAME", "STATE", "HOST", "PID", "PORTS", "RUNTIME", "COMMAND")]
