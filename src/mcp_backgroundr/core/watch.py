@@ -17,14 +17,13 @@ import anyio
 
 from .. import offload
 from ..logs.files import render
-from ..logs.holes import read_kept
+from ..logs.lines import CHUNK, LineReader
 from ..logs.patterns import Pattern
 from ..models import WaitReason
 from ..platform.inotify import WriteWatches
 from .validation import WaitConditions
 
-SCAN_CHUNK = 1024 * 1024
-SCAN_STEP_BYTES = SCAN_CHUNK
+SCAN_STEP_BYTES = CHUNK
 """How much of a log one worker-thread step of a pattern wait reads."""
 PORT_PROBE_INTERVAL = 0.05
 PORT_CONNECT_TIMEOUT = 0.5
@@ -64,45 +63,20 @@ class LineScanner:
     def scan_step(self, limit: int) -> tuple[LineMatch | None, bool]:
         """Match the lines written since the last scan, the unterminated last one included
         (a prompt has no newline), reading at most about ``limit`` bytes. A line longer than
-        the scan chunk is matched piece by piece. Answers the match, and whether the scan
+        the read chunk is matched piece by piece. Answers the match, and whether the scan
         reached the end of the log."""
         try:
             fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None, True
         try:
-            while limit > 0:
-                # Output dropped under the size cap is gone: go on from what is kept.
-                chunk, start, _ = read_kept(fd, SCAN_CHUNK, self._offset)
-                limit -= len(chunk)
-                if start > self._offset:  # some was dropped, maybe while it was read: read on from there
-                    self._offset = start
-                    continue
-                if not chunk:
-                    break
-                at_end = len(chunk) < SCAN_CHUNK
-                pos = 0
-                while (newline := chunk.find(b"\n", pos)) >= 0:
-                    raw, pos = chunk[pos:newline], newline + 1
-                    if match := self._match(raw, self._offset + pos):
-                        self._offset += pos
-                        return match, False
-                rest = chunk[pos:]
-                if rest and at_end:
-                    # The unterminated last line: a prompt, or a line still being written.
-                    self._offset += pos
-                    if match := self._match(rest, self._offset + len(rest)):
-                        return LineMatch(match.line, match.cursor, complete=False), True
-                    return None, True
-                if rest and pos == 0:
-                    if match := self._match(rest, self._offset + len(chunk)):
-                        self._offset += len(chunk)
-                        return match, False
-                    pos = len(chunk)  # a piece of a very long line: move past it
-                self._offset += pos
-                if at_end:
-                    return None, True
-            return None, limit > 0
+            reader = LineReader(fd, self._offset)
+            for line in reader.read(limit):
+                self._offset = reader.offset
+                if match := self._match(line.raw, line.end):
+                    return (LineMatch(match.line, match.cursor, complete=False), True) if line.last else (match, False)
+            self._offset = reader.offset
+            return None, reader.caught_up
         finally:
             os.close(fd)
 

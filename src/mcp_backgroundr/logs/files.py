@@ -170,13 +170,17 @@ def read_tail(
 
 def _start_of_last_lines(data: bytes, lines: int) -> int | None:
     """Offset in ``data`` where its last ``lines`` lines begin, or None if it holds fewer."""
-    pos = len(data) - 1 if data.endswith(b"\n") else len(data)
-    for _ in range(lines):
-        newline = data.rfind(b"\n", 0, pos)
-        if newline < 0:
-            return None
-        pos = newline
-    return pos + 1
+    found, newline = _newlines_back(data, len(data) - 1 if data.endswith(b"\n") else len(data), lines)
+    return newline + 1 if found == lines else None
+
+
+def _newlines_back(data: bytes, end: int, wanted: int) -> tuple[int, int]:
+    """Walk back from ``end`` in ``data`` over up to ``wanted`` newlines: how many it passed, and
+    the offset of the last one passed (the start of the lines after it), or ``end`` if none."""
+    found, pos = 0, end
+    while found < wanted and (newline := data.rfind(b"\n", 0, pos)) >= 0:
+        found, pos = found + 1, newline
+    return found, pos
 
 
 def read_forward(path: Path, since: int, budget: int, *, writer_alive: bool, raw: bool = False) -> OutputSlice:
@@ -232,10 +236,9 @@ def offset_of_last_lines(path: Path, lines: int) -> int:
             file.seek(start)
             block = file.read(end - start)
             search_end = len(block) - 1 if skip_final_newline and end == size else len(block)
-            while (newline := block.rfind(b"\n", 0, search_end)) >= 0:
-                found += 1
-                if found == lines:
-                    return start + newline + 1
-                search_end = newline
+            passed, newline = _newlines_back(block, search_end, lines - found)
+            found += passed
+            if found == lines:
+                return start + newline + 1
             end = start
     return 0

@@ -8,10 +8,9 @@ from pathlib import Path
 
 from .. import offload
 from .files import dropped_bytes, render
-from .holes import read_kept
+from .lines import CHUNK, LineReader
 from .patterns import Pattern
 
-CHUNK = 1024 * 1024
 STEP_BYTES = CHUNK
 """How much of a log one worker-thread step reads."""
 LINE_CUT_MARKER = " [... line cut ...]"
@@ -72,12 +71,8 @@ class _Search:
         self.counted = self.dropped
         """Lines before ``since`` are counted up to here."""
         self.number = 1
-        self.offset = self.line_start = self.since
-        self.carry = b""
-
-    @property
-    def done(self) -> bool:
-        return self.offset >= self.size and self.counted >= self.since
+        self.lines = LineReader(fd, self.since, self.size)
+        self.done = False
 
     def step(self, limit: int) -> None:
         """Go on for about ``limit`` bytes of the log."""
@@ -89,33 +84,16 @@ class _Search:
             self.number += chunk.count(b"\n")
             self.counted += len(chunk)
             limit -= len(chunk)
-        while limit > 0 and self.offset < self.size:
-            chunk, start, _ = read_kept(self.fd, min(CHUNK, self.size - self.offset), self.offset)
-            limit -= len(chunk)
-            if start > self.offset:  # dropped under the cap meanwhile: the line under way lost its head
-                self.offset = self.line_start = min(start, self.size)
-                self.carry = b""
-                continue
-            if not chunk:
-                self.size = self.offset
-                break
-            self.offset += len(chunk)
-            self._offer_lines(chunk)
-        if self.done and self.carry:
-            self.found.offer(self.carry, self.number, self.line_start)
-            self.carry = b""
-
-    def _offer_lines(self, chunk: bytes) -> None:
-        lines = (self.carry + chunk).split(b"\n")
-        self.carry = lines.pop()
-        for raw in lines:
-            self.found.offer(raw, self.number, self.line_start)
-            self.number += 1
-            self.line_start += len(raw) + 1
-        if len(self.carry) > CHUNK:  # a very long line: match it piece by piece
-            self.found.offer(self.carry, self.number, self.line_start)
-            self.line_start += len(self.carry)
-            self.carry = b""
+        if self.counted < self.since:
+            return
+        end = self.lines.offset
+        for line in self.lines.read(limit):
+            self.found.offer(line.raw, self.number, line.start)
+            if line.complete:
+                self.number += 1
+            end = line.end
+        if self.lines.caught_up:
+            self.done, self.size = True, max(end, self.lines.offset)
 
     def result(self) -> GrepResult:
         found = self.found
