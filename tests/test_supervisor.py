@@ -7,12 +7,17 @@ import anyio
 import pytest
 
 from mcp_backgroundr.config import Settings
-from mcp_backgroundr.core.supervisor import Supervisor
+from mcp_backgroundr.core import starting
+from mcp_backgroundr.core.supervisor import StartRequest, Supervisor
 from mcp_backgroundr.errors import InvalidArgumentError, TaskNotFoundError
-from mcp_backgroundr.models import TaskState
+from mcp_backgroundr.models import StartedTask, TaskState
 from mcp_backgroundr.store.registry import Registry
 
 pytestmark = pytest.mark.anyio
+
+
+async def _start(supervisor: Supervisor, command: str, cwd: str | None = None) -> StartedTask:
+    return await supervisor.start(supervisor.check_start(StartRequest(command, cwd=cwd)))
 
 
 def _registry(settings: Settings) -> Registry:
@@ -23,8 +28,8 @@ def _registry(settings: Settings) -> Registry:
 async def test_an_exit_is_recorded_in_the_registry_without_anyone_asking(settings: Settings) -> None:
     registry = _registry(settings)
     async with Supervisor(settings, registry) as supervisor:
-        started = await supervisor.start("exit 7")
-        task = supervisor._tasks[started.task_id]
+        started = await _start(supervisor, "exit 7")
+        task = supervisor._state.own[started.task_id]
         with anyio.fail_after(10):
             await task.exited.wait()
             # The registry's thread writes it: the event loop does not wait for the write.
@@ -38,7 +43,7 @@ async def test_an_exit_is_recorded_in_the_registry_without_anyone_asking(setting
 async def test_shutdown_ends_running_tasks_and_records_them_killed(settings: Settings) -> None:
     registry = _registry(settings)
     async with Supervisor(settings, registry) as supervisor:
-        started = [await supervisor.start("sleep 300 & sleep 300") for _ in range(5)]
+        started = [await _start(supervisor, "sleep 300 & sleep 300") for _ in range(5)]
     for task in started:
         record = registry.get(task.task_id)
         assert record is not None
@@ -51,10 +56,10 @@ async def test_bad_requests_raise_errors_that_name_the_field(settings: Settings,
     registry = _registry(settings)
     async with Supervisor(settings, registry) as supervisor:
         with pytest.raises(InvalidArgumentError, match=r"^cwd="):
-            await supervisor.start("true", cwd=str(tmp_path / "nope"))
+            await _start(supervisor, "true", cwd=str(tmp_path / "nope"))
         with pytest.raises(TaskNotFoundError, match="list_tasks"):
             await supervisor.status("nope")
-        started = await supervisor.start("true")
+        started = await _start(supervisor, "true")
         with pytest.raises(InvalidArgumentError, match=r"^lines="):
             await supervisor.status(started.task_id, lines=-1)
         with pytest.raises(InvalidArgumentError, match=r"^grace_seconds="):
@@ -69,7 +74,7 @@ async def test_a_task_started_in_a_relative_cwd_runs_in_its_absolute_path(
     monkeypatch.chdir(tmp_path)
     registry = _registry(settings)
     async with Supervisor(settings, registry) as supervisor:
-        started = await supervisor.start("pwd", cwd="work")
+        started = await _start(supervisor, "pwd", cwd="work")
         assert started.cwd == str(tmp_path / "work")
     registry.close()
 
@@ -77,7 +82,7 @@ async def test_a_task_started_in_a_relative_cwd_runs_in_its_absolute_path(
 async def test_status_that_reaps_a_fast_exit_before_the_watcher_runs_breaks_nothing(settings: Settings) -> None:
     registry = _registry(settings)
     async with Supervisor(settings, registry) as supervisor:
-        started = await supervisor.start("exit 9")
+        started = await _start(supervisor, "exit 9")
         # Before any await, the watcher has not run; the exit is seen by status itself.
         with anyio.fail_after(10):
             while (await supervisor.status(started.task_id)).state is TaskState.RUNNING:
@@ -93,7 +98,7 @@ async def test_a_task_id_is_never_read_as_a_number(settings: Settings) -> None:
     """Regression: clients that read JSON values from text sent 95743835 and 123456e7 back as numbers."""
     registry = _registry(settings)
     async with Supervisor(settings, registry) as supervisor:
-        task_id = supervisor._new_task_id()
+        task_id = starting._new_task_id(supervisor._state)
     registry.close()
     assert task_id.startswith("t")
     with pytest.raises(json.JSONDecodeError):

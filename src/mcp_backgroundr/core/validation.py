@@ -1,4 +1,7 @@
-"""Checking what a caller asks for before anything is started: command, cwd, env, patterns."""
+"""Checks of single fields a caller gives: command, cwd, env, restart, log cap, wait time and port.
+
+Each request puts them together in one place (``core/requests.py``).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from pathlib import Path
 
 from ..config import MAX_LOG_CAP, MIN_LOG_CAP
 from ..errors import InvalidArgumentError
-from ..logs.patterns import Pattern, compiled
+from ..logs.patterns import Pattern
 
 
 def shell_command(command: str | list[str]) -> str:
@@ -53,18 +56,23 @@ def checked_cwd(cwd: str | None) -> str:
     return os.path.normpath(path)
 
 
-def task_environment(inherited: Mapping[str, str], extra: Mapping[str, str | None] | None) -> dict[str, str]:
-    """``inherited`` (what the policy passes on of the server's environment) with ``extra`` over it;
-    a variable whose value in ``extra`` is None is unset."""
-    env = dict(inherited)
-    env.setdefault("PYTHONUNBUFFERED", "1")
+def checked_env(extra: Mapping[str, str | None] | None) -> dict[str, str | None]:
+    """The variables a caller adds to a task's environment (None: unset it)."""
     for key, value in (extra or {}).items():
         if not key or "=" in key or "\0" in key:
             raise InvalidArgumentError("env", key, "variable names must be non-empty without '=' or NUL")
+        if value is not None and "\0" in value:
+            raise InvalidArgumentError(f"env.{key}", value, "remove the NUL character from the value")
+    return dict(extra or {})
+
+
+def task_environment(inherited: Mapping[str, str], extra: Mapping[str, str | None]) -> dict[str, str]:
+    """``inherited`` (what the policy passes on of the server's environment) with ``extra`` over it;
+    a variable whose value in ``extra`` is None is unset."""
+    env = {"PYTHONUNBUFFERED": "1", **inherited}
+    for key, value in extra.items():
         if value is None:
             env.pop(key, None)
-        elif "\0" in value:
-            raise InvalidArgumentError(f"env.{key}", value, "remove the NUL character from the value")
         else:
             env[key] = value
     return env
@@ -112,17 +120,15 @@ class WaitConditions:
     """How the caller named the pattern (for an error about it found later, on a remote host)."""
 
 
-def checked_wait(
-    timeout: float,
-    pattern: str | None,
-    port: int | None,
-    max_seconds: float,
-    names: tuple[str, str, str] = ("timeout_seconds", "output_pattern", "port"),
-) -> WaitConditions:
-    """Validate wait conditions, naming the fields as the caller called them."""
-    timeout_name, pattern_name, port_name = names
-    if not 0 <= timeout <= max_seconds:
-        raise InvalidArgumentError(timeout_name, timeout, f"use 0 to {max_seconds:g} seconds")
+def checked_timeout(field: str, seconds: float, max_seconds: float) -> float:
+    """A wait's longest time, in seconds."""
+    if not 0 <= seconds <= max_seconds:
+        raise InvalidArgumentError(field, seconds, f"use 0 to {max_seconds:g} seconds")
+    return seconds
+
+
+def checked_port(field: str, port: int | None) -> int | None:
+    """A TCP port to wait for, if any."""
     if port is not None and not 1 <= port <= MAX_PORT:
-        raise InvalidArgumentError(port_name, port, f"use a TCP port from 1 to {MAX_PORT}")
-    return WaitConditions(timeout, compiled(pattern_name, pattern), port, pattern_name)
+        raise InvalidArgumentError(field, port, f"use a TCP port from 1 to {MAX_PORT}")
+    return port

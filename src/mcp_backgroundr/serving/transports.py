@@ -32,7 +32,7 @@ from ..core.policy import Policy
 from ..core.supervisor import Supervisor
 from ..errors import BackgroundrError
 from ..store.registry import Registry
-from ..tools.server import BackgroundrMCPServer, build_server
+from ..tools.server import BackgroundrMCPServer, ChangeNotices, build_server
 from . import access, connections
 
 MCP_PATH = "/mcp"
@@ -87,8 +87,9 @@ def _registry(settings: Settings) -> Iterator[Registry]:
 async def serve_stdio(settings: Settings, policy: Policy) -> None:
     """Serve MCP on stdin/stdout until the client closes stdin or a signal arrives."""
     with _registry(settings) as registry:
-        async with Supervisor(settings, registry, policy=policy) as supervisor:
-            app = build_server(supervisor)
+        notices = ChangeNotices()
+        async with Supervisor(settings, registry, policy=policy, on_change=notices.publish) as supervisor:
+            app = build_server(supervisor, notices)
             async with anyio.create_task_group() as group:
                 group.start_soon(_end_tasks_on_signal, supervisor)
                 await app.run_stdio_async()
@@ -203,12 +204,13 @@ async def serve_http(settings: Settings, policy: Policy, options: HttpOptions) -
     url = f"http://{access.url_host(shown_host)}:{port}{MCP_PATH}"
     with _registry(settings) as registry:
         token = access.server_token(settings.home) if options.auth else None
-        async with Supervisor(settings, registry, policy=policy) as supervisor:
+        notices = ChangeNotices()
+        async with Supervisor(settings, registry, policy=policy, on_change=notices.publish) as supervisor:
             if token is None:
-                app = build_server(supervisor)
+                app = build_server(supervisor, notices)
             else:
                 auth = AuthSettings(issuer_url=AnyHttpUrl(url.removesuffix(MCP_PATH)), resource_server_url=None)
-                app = build_server(supervisor, auth, access.StaticTokenVerifier(token))
+                app = build_server(supervisor, notices, auth, access.StaticTokenVerifier(token))
             config = uvicorn.Config(
                 http_app(app, options),
                 http=connections.BoundedH11Protocol,

@@ -74,7 +74,10 @@ class BackgroundrMCPServer(MCPServer[Any]):
         bus: SubscriptionBus,
         auth: AuthSettings | None = None,
         token_verifier: TokenVerifier | None = None,
+        dynamic_resources: Callable[[], list[MCPResource]] = list,
     ) -> None:
+        """``dynamic_resources`` lists the concrete resources beside the registered ones (each
+        task's log)."""
         super().__init__(
             "mcp-backgroundr",
             version=__version__,
@@ -86,11 +89,10 @@ class BackgroundrMCPServer(MCPServer[Any]):
         )
         self._parameters: dict[str, frozenset[str]] = {}
         self._schemas: dict[str, dict[str, Any]] = {}
-        self.dynamic_resources: Callable[[], list[MCPResource]] = list
-        """Concrete resources listed besides the registered ones (each task's log)."""
+        self._dynamic_resources = dynamic_resources
 
     async def list_resources(self) -> list[MCPResource]:
-        return [*await super().list_resources(), *self.dynamic_resources()]
+        return [*await super().list_resources(), *self._dynamic_resources()]
 
     def background_tool(self, annotations: ToolAnnotations) -> Callable[[_ToolFunction], _ToolFunction]:
         """Register a tool; its docstring, dedented, is its description."""

@@ -20,8 +20,8 @@ from mcp_types import CallToolResult, ToolAnnotations
 from mcp_types import Resource as MCPResource
 from pydantic import Field
 
-from ..core import validation
-from ..core.supervisor import Supervisor, TaskChange
+from ..config import Settings
+from ..core.supervisor import StartRequest, Supervisor, TaskChange, WaitRequest
 from ..core.validation import WaitConditions
 from ..core.watch import ProgressReporter
 from ..errors import BackgroundrError, shown_value
@@ -77,27 +77,100 @@ def _progress_reporter(ctx: Context[Any, Any] | None) -> ProgressReporter | None
 
 
 TaskId = Annotated[str, Field(description="From run_background_task or list_tasks.")]
+Command = Annotated[
+    str | list[str], Field(description="Shell command for /bin/sh -c (pipes, &&, $VARS work), or an argv list.")
+]
+Cwd = Annotated[str | None, Field(description="Working directory.")]
+Env = Annotated[
+    dict[str, str | None] | None,
+    Field(description="Variables added to the server's environment (null unsets one)."),
+]
+Name = Annotated[str | None, Field(description="A short label.")]
+Stdin = Annotated[bool, Field(description="Keep its stdin open for send_task_input (else /dev/null).")]
+Pty = Annotated[
+    bool, Field(description="Run it in a pseudo-terminal (REPLs, programs that need a terminal); takes input.")
+]
+KeepRunning = Annotated[
+    bool, Field(description="Survive this server's exit; the next server adopts it (same task_id).")
+]
+Restart = Annotated[
+    Literal["no", "on-failure", "always"],
+    Field(description="Restart it when it exits (on-failure: non-zero exit), with backoff."),
+]
+MaxRuntime = Annotated[
+    float | None, Field(description="End it after this many seconds (default and maximum: the server's policy).")
+]
+MaxMemory = Annotated[
+    int | None,
+    Field(
+        description="Memory its processes may use together, enforced by its cgroup: past it the kernel "
+        "kills it and it is failed with that reason. Needs cgroup containment; default: the policy's."
+    ),
+]
+MaxProcesses = Annotated[
+    int | None,
+    Field(
+        description="Processes it may have at once, enforced by its cgroup (a fork bomb stops there). "
+        "Needs cgroup containment; default: the policy's."
+    ),
+]
+WaitForPattern = Annotated[
+    str | None,
+    Field(description=f"Regex: answer once an output line matches (e.g. 'Listening on'); {PATTERN_LIMIT_NOTE}."),
+]
+WaitForPort = Annotated[int | None, Field(description="Answer once this localhost TCP port accepts connections.")]
+Host = Annotated[
+    str | None,
+    Field(
+        description="Run it on this SSH host (a ~/.ssh/config alias or user@name[:port]) if the policy's "
+        "allowed_hosts has it; cwd is then there (default: the remote home)."
+    ),
+]
+Since = Annotated[int | None, Field(description="A `cursor` from an earlier answer: return what was written after it.")]
+Grep = Annotated[
+    str | None,
+    Field(description=f"Regex: only the matching lines (after `since`), as `LINE: text`; {PATTERN_LIMIT_NOTE}."),
+]
+Raw = Annotated[bool, Field(description="Keep ANSI escape sequences.")]
+OutputPattern = Annotated[
+    str | None,
+    Field(description=f"Regex for a new output line (after the call, or `since`); {PATTERN_LIMIT_NOTE}."),
+]
+Port = Annotated[int | None, Field(description="A localhost TCP port to wait for.")]
+WaitSince = Annotated[int | None, Field(description="A cursor: match lines written after it.")]
+Text = Annotated[str, Field(description="Text to write.")]
+Newline = Annotated[bool, Field(description="Press Enter after it.")]
+Close = Annotated[bool, Field(description="Then close its input (end of input).")]
+StateFilter = Annotated[TaskState | None, Field(description="Only tasks in this state.")]
+Everyone = Annotated[bool, Field(description="Also other servers' tasks.")]
+Limit = Annotated[int, Field(ge=1, le=MAX_LISTED, description="Most tasks listed.")]
 
 
 def log_uri(task_id: str) -> str:
     return f"task://{task_id}/log"
 
 
-def build_server(
-    supervisor: Supervisor, auth: AuthSettings | None = None, token_verifier: TokenVerifier | None = None
-) -> BackgroundrMCPServer:
-    """The MCP server with its tools and resources bound to ``supervisor``; over HTTP,
-    ``auth`` and ``token_verifier`` decide who may call it."""
-    bus = InMemorySubscriptionBus()
-    app = BackgroundrMCPServer(INSTRUCTIONS, bus, auth, token_verifier)
-    settings = supervisor.settings
+class ChangeNotices:
+    """Tells subscribed clients when tasks start, end or go: made before the supervisor, which
+    takes :meth:`publish` as its change hook, and handed to the server, which serves the bus."""
 
-    async def publish_change(change: TaskChange, task_id: str) -> None:
+    def __init__(self) -> None:
+        self.bus = InMemorySubscriptionBus()
+
+    async def publish(self, change: TaskChange, task_id: str) -> None:
         if change is TaskChange.ENDED:
-            await bus.publish(ResourceUpdated(uri=log_uri(task_id)))
-        await bus.publish(ResourcesListChanged())
+            await self.bus.publish(ResourceUpdated(uri=log_uri(task_id)))
+        await self.bus.publish(ResourcesListChanged())
 
-    supervisor.on_change = publish_change
+
+def build_server(
+    supervisor: Supervisor,
+    notices: ChangeNotices,
+    auth: AuthSettings | None = None,
+    token_verifier: TokenVerifier | None = None,
+) -> BackgroundrMCPServer:
+    """The MCP server with its tools and resources bound to ``supervisor``; ``notices`` is the
+    supervisor's change hook; over HTTP, ``auth`` and ``token_verifier`` decide who may call it."""
 
     def task_logs() -> list[MCPResource]:
         return [
@@ -110,32 +183,15 @@ def build_server(
             for record in supervisor.own_records()
         ]
 
-    app.dynamic_resources = task_logs
+    app = BackgroundrMCPServer(INSTRUCTIONS, notices.bus, auth, token_verifier, dynamic_resources=task_logs)
+    _add_resources(app, supervisor)
+    _add_run_tool(app, supervisor)
+    _add_read_tools(app, supervisor)
+    _add_act_tools(app, supervisor)
+    return app
 
-    unattended = (
-        f"Without a progress token it answers within {settings.unattended_wait_seconds:g}s (see `advice`); "
-        "with one it waits it all, sending progress."
-    )
 
-    async def bounded_wait(
-        task_id: str,
-        conditions: WaitConditions,
-        since: int | None,
-        ctx: Context[Any, Any] | None,
-        go_on: Callable[[WaitResult], str],
-    ) -> WaitResult:
-        """A wait that answers before the client's request timeout unless progress keeps it alive."""
-        cap = settings.unattended_wait_seconds
-        capped = conditions.timeout > cap and not _has_progress_token(ctx)
-        bounded = dataclasses.replace(conditions, timeout=cap) if capped else conditions
-        result = await supervisor.wait(task_id, bounded, since=since, progress=_progress_reporter(ctx))
-        if capped and result.reason is WaitReason.TIMEOUT:
-            result.advice = (
-                f"stopped after {cap:g}s of the {conditions.timeout:g}s asked, to answer before the client's "
-                f"request timeout (no progress token was sent); {go_on(result)} to go on waiting"
-            )
-        return result
-
+def _add_resources(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
     @app.resource(
         "task://{task_id}/log",
         name="task-log",
@@ -163,118 +219,87 @@ def build_server(
         except BackgroundrError as exc:
             raise ResourceNotFoundError(str(exc)) from exc
 
+
+def _unattended(settings: Settings) -> str:
+    return (
+        f"Without a progress token it answers within {settings.unattended_wait_seconds:g}s (see `advice`); "
+        "with one it waits it all, sending progress."
+    )
+
+
+async def _bounded_wait(
+    supervisor: Supervisor,
+    task_id: str,
+    conditions: WaitConditions,
+    since: int | None,
+    ctx: Context[Any, Any] | None,
+    go_on: Callable[[WaitResult], str],
+) -> WaitResult:
+    """A wait that answers before the client's request timeout unless progress keeps it alive."""
+    cap = supervisor.settings.unattended_wait_seconds
+    capped = conditions.timeout > cap and not _has_progress_token(ctx)
+    bounded = dataclasses.replace(conditions, timeout=cap) if capped else conditions
+    result = await supervisor.wait(task_id, bounded, since=since, progress=_progress_reporter(ctx))
+    if not capped or result.reason is not WaitReason.TIMEOUT:
+        return result
+    advice = (
+        f"stopped after {cap:g}s of the {conditions.timeout:g}s asked, to answer before the client's "
+        f"request timeout (no progress token was sent); {go_on(result)} to go on waiting"
+    )
+    return result.model_copy(update={"advice": advice})
+
+
+def _add_run_tool(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
+    settings = supervisor.settings
+    MaxRestarts = Annotated[int | None, Field(description=f"Most restarts (default {settings.default_max_restarts}).")]
+    MaxLogBytes = Annotated[
+        int | None,
+        Field(description=f"Disk its log may take (default {settings.max_log_bytes}); the oldest output goes."),
+    ]
+    WaitTimeout = Annotated[
+        float | None,
+        Field(
+            description=f"Longest wait for them (default {settings.default_wait_seconds:g}, at most "
+            f"{settings.max_wait_seconds:g}). {_unattended(settings)}"
+        ),
+    ]
+
     @app.background_tool(
         ToolAnnotations(
             title="Run a command in the background", read_only_hint=False, destructive_hint=False, open_world_hint=True
         )
     )
     async def run_background_task(
-        command: Annotated[
-            str | list[str],
-            Field(description="Shell command for /bin/sh -c (pipes, &&, $VARS work), or an argv list."),
-        ],
-        cwd: Annotated[str | None, Field(description="Working directory.")] = None,
-        env: Annotated[
-            dict[str, str | None] | None,
-            Field(description="Variables added to the server's environment (null unsets one)."),
-        ] = None,
-        name: Annotated[str | None, Field(description="A short label.")] = None,
-        stdin: Annotated[bool, Field(description="Keep its stdin open for send_task_input (else /dev/null).")] = False,
-        pty: Annotated[
-            bool,
-            Field(description="Run it in a pseudo-terminal (REPLs, programs that need a terminal); takes input."),
-        ] = False,
-        keep_running: Annotated[
-            bool,
-            Field(description="Survive this server's exit; the next server adopts it (same task_id)."),
-        ] = False,
-        restart: Annotated[
-            Literal["no", "on-failure", "always"],
-            Field(description="Restart it when it exits (on-failure: non-zero exit), with backoff."),
-        ] = "no",
-        max_restarts: Annotated[
-            int | None,
-            Field(description=f"Most restarts (default {settings.default_max_restarts})."),
-        ] = None,
-        max_log_bytes: Annotated[
-            int | None,
-            Field(description=f"Disk its log may take (default {settings.max_log_bytes}); the oldest output goes."),
-        ] = None,
-        max_runtime_seconds: Annotated[
-            float | None,
-            Field(description="End it after this many seconds (default and maximum: the server's policy)."),
-        ] = None,
-        max_memory_bytes: Annotated[
-            int | None,
-            Field(
-                description="Memory its processes may use together, enforced by its cgroup: past it the kernel "
-                "kills it and it is failed with that reason. Needs cgroup containment; default: the policy's."
-            ),
-        ] = None,
-        max_processes: Annotated[
-            int | None,
-            Field(
-                description="Processes it may have at once, enforced by its cgroup (a fork bomb stops there). "
-                "Needs cgroup containment; default: the policy's."
-            ),
-        ] = None,
-        wait_for_pattern: Annotated[
-            str | None,
-            Field(
-                description=f"Regex: answer once an output line matches (e.g. 'Listening on'); {PATTERN_LIMIT_NOTE}."
-            ),
-        ] = None,
-        wait_for_port: Annotated[
-            int | None, Field(description="Answer once this localhost TCP port accepts connections.")
-        ] = None,
-        host: Annotated[
-            str | None,
-            Field(
-                description="Run it on this SSH host (a ~/.ssh/config alias or user@name[:port]) if the policy's "
-                "allowed_hosts has it; cwd is then there (default: the remote home)."
-            ),
-        ] = None,
-        wait_timeout_seconds: Annotated[
-            float | None,
-            Field(
-                description=f"Longest wait for them (default {settings.default_wait_seconds:g}, at most "
-                f"{settings.max_wait_seconds:g}). {unattended}"
-            ),
-        ] = None,
+        command: Command,
+        cwd: Cwd = None,
+        env: Env = None,
+        name: Name = None,
+        stdin: Stdin = False,
+        pty: Pty = False,
+        keep_running: KeepRunning = False,
+        restart: Restart = "no",
+        max_restarts: MaxRestarts = None,
+        max_log_bytes: MaxLogBytes = None,
+        max_runtime_seconds: MaxRuntime = None,
+        max_memory_bytes: MaxMemory = None,
+        max_processes: MaxProcesses = None,
+        wait_for_pattern: WaitForPattern = None,
+        wait_for_port: WaitForPort = None,
+        host: Host = None,
+        wait_timeout_seconds: WaitTimeout = None,
         ctx: Context[Any, Any] | None = None,
     ) -> Annotated[CallToolResult, StartedTask]:
         """Start a command in the background (dev server, language server, watcher, build, tests)
         and answer with its task_id. Output goes to a log. With wait_for_pattern or
         wait_for_port it answers once ready, or dead with its last output."""
-        waits = wait_for_pattern is not None or wait_for_port is not None
-        if wait_timeout_seconds is not None and not waits:
-            raise BackgroundrError(
-                "wait_timeout_seconds needs wait_for_pattern or wait_for_port; give one, or drop the timeout"
-            )
-        conditions = supervisor.check_wait(
+        request = StartRequest(
+            command, cwd, env, name, stdin, pty, keep_running, restart, max_restarts, max_log_bytes,
+            max_runtime_seconds, max_memory_bytes, max_processes, host, wait_for_pattern, wait_for_port,
             wait_timeout_seconds,
-            wait_for_pattern,
-            wait_for_port,
-            names=("wait_timeout_seconds", "wait_for_pattern", "wait_for_port"),
-        )
-        command = validation.shell_command(command)
-        started = await supervisor.start(
-            command,
-            cwd=cwd,
-            env=env,
-            name=name,
-            stdin=stdin,
-            pty=pty,
-            keep_running=keep_running,
-            restart=restart,
-            max_restarts=max_restarts,
-            max_log_bytes=max_log_bytes,
-            max_runtime_seconds=max_runtime_seconds,
-            max_memory_bytes=max_memory_bytes,
-            max_processes=max_processes,
-            host=host,
-        )
-        if waits:
+        )  # fmt: skip
+        plan = supervisor.check_start(request)
+        started = await supervisor.start(plan)
+        if plan.wait is not None:
 
             def go_on(result: WaitResult) -> str:
                 ready = (f"output_pattern={shown_value(wait_for_pattern)} " if wait_for_pattern is not None else "") + (
@@ -282,33 +307,29 @@ def build_server(
                 )
                 return f"call wait_for_task with task_id={started.task_id} {ready}since={result.status.cursor}"
 
-            started.wait = await bounded_wait(started.task_id, conditions, 0, ctx, go_on)
-            started.state = started.wait.status.state
+            waited = await _bounded_wait(supervisor, started.task_id, plan.wait, 0, ctx, go_on)
+            started = started.model_copy(update={"wait": waited, "state": waited.status.state})
         where = f"{started.host}:{started.cwd}" if started.host else started.cwd
         text = f"started task {started.task_id} pid={started.pid} [{started.state}] in {where}: "
         text += one_line(started.command)
         return answer(started, text + ("\n" + describe_wait(started.wait) if started.wait else ""))
 
+
+def _add_read_tools(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
+    settings = supervisor.settings
+    Lines = Annotated[
+        int, Field(description=f"Last lines to return (0 to {settings.max_lines}), unless `since` is given.")
+    ]
+    Timeout = Annotated[
+        float,
+        Field(description=f"Longest wait, 0 to {settings.max_wait_seconds:g} seconds. {_unattended(settings)}"),
+    ]
+
     @app.background_tool(
         ToolAnnotations(title="Status and output of a task", read_only_hint=True, idempotent_hint=True)
     )
     async def get_task_status(
-        task_id: TaskId,
-        lines: Annotated[
-            int,
-            Field(description=f"Last lines to return (0 to {settings.max_lines}), unless `since` is given."),
-        ] = settings.default_lines,
-        since: Annotated[
-            int | None,
-            Field(description="A `cursor` from an earlier answer: return what was written after it."),
-        ] = None,
-        grep: Annotated[
-            str | None,
-            Field(
-                description=f"Regex: only the matching lines (after `since`), as `LINE: text`; {PATTERN_LIMIT_NOTE}."
-            ),
-        ] = None,
-        raw: Annotated[bool, Field(description="Keep ANSI escape sequences.")] = False,
+        task_id: TaskId, lines: Lines = settings.default_lines, since: Since = None, grep: Grep = None, raw: Raw = False
     ) -> Annotated[CallToolResult, TaskStatus]:
         """State, exit code and output of a task: the last `lines` lines, or exactly what was
         written after `since` (pass each answer's `cursor` to follow it). At most about 16 KiB;
@@ -324,28 +345,33 @@ def build_server(
     )
     async def wait_for_task(
         task_id: TaskId,
-        timeout_seconds: Annotated[
-            float,
-            Field(description=f"Longest wait, 0 to {settings.max_wait_seconds:g} seconds. {unattended}"),
-        ] = settings.default_wait_seconds,
-        output_pattern: Annotated[
-            str | None,
-            Field(description=f"Regex for a new output line (after the call, or `since`); {PATTERN_LIMIT_NOTE}."),
-        ] = None,
-        port: Annotated[int | None, Field(description="A localhost TCP port to wait for.")] = None,
-        since: Annotated[int | None, Field(description="A cursor: match lines written after it.")] = None,
+        timeout_seconds: Timeout = settings.default_wait_seconds,
+        output_pattern: OutputPattern = None,
+        port: Port = None,
+        since: WaitSince = None,
         ctx: Context[Any, Any] | None = None,
     ) -> Annotated[CallToolResult, WaitResult]:
         """Block until the task exits (reason `exited`), a new line matches `output_pattern`
         (`pattern`), `port` accepts (`port`) or the time is up (`timeout`); answers with its
         status and the output written meanwhile."""
-        conditions = supervisor.check_wait(timeout_seconds, output_pattern, port)
+        conditions = supervisor.check_wait(WaitRequest(timeout_seconds, output_pattern, port))
 
         def go_on(result: WaitResult) -> str:
             return f"call wait_for_task again with since={result.status.cursor}"
 
-        result = await bounded_wait(task_id, conditions, since, ctx, go_on)
+        result = await _bounded_wait(supervisor, task_id, conditions, since, ctx, go_on)
         return answer(result, describe_wait(result))
+
+
+def _add_act_tools(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
+    settings = supervisor.settings
+    Grace = Annotated[
+        float | None,
+        Field(
+            description=f"Seconds from SIGTERM to SIGKILL (0 to {settings.max_grace_seconds:g}; default "
+            f"{settings.default_grace_seconds:g})."
+        ),
+    ]
 
     @app.background_tool(
         ToolAnnotations(
@@ -355,16 +381,7 @@ def build_server(
             idempotent_hint=True,
         )
     )
-    async def end_background_task(
-        task_id: TaskId,
-        grace_seconds: Annotated[
-            float | None,
-            Field(
-                description=f"Seconds from SIGTERM to SIGKILL (0 to {settings.max_grace_seconds:g}; default "
-                f"{settings.default_grace_seconds:g})."
-            ),
-        ] = None,
-    ) -> Annotated[CallToolResult, EndedTask]:
+    async def end_background_task(task_id: TaskId, grace_seconds: Grace = None) -> Annotated[CallToolResult, EndedTask]:
         """Stop a task's whole process tree: SIGTERM, SIGKILL after the grace period; answers once
         all are gone, naming any `survivors`."""
         ended = await supervisor.end(task_id, grace_seconds)
@@ -372,10 +389,7 @@ def build_server(
 
     @app.background_tool(ToolAnnotations(title="Send input to a task", read_only_hint=False, destructive_hint=False))
     async def send_task_input(
-        task_id: TaskId,
-        text: Annotated[str, Field(description="Text to write.")],
-        newline: Annotated[bool, Field(description="Press Enter after it.")] = True,
-        close: Annotated[bool, Field(description="Then close its input (end of input).")] = False,
+        task_id: TaskId, text: Text, newline: Newline = True, close: Close = False
     ) -> Annotated[CallToolResult, InputSent]:
         """Type into a task started with stdin or pty; read the reply with wait_for_task or
         get_task_status, passing this answer's `cursor` as `since`. On a pty, "\\u0003" is Ctrl-C."""
@@ -392,15 +406,8 @@ def build_server(
 
     @app.background_tool(ToolAnnotations(title="List tasks", read_only_hint=True, idempotent_hint=True))
     async def list_tasks(
-        state: Annotated[TaskState | None, Field(description="Only tasks in this state.")] = None,
-        all: Annotated[
-            bool,
-            Field(description="Also other servers' tasks."),
-        ] = False,
-        limit: Annotated[int, Field(ge=1, le=MAX_LISTED, description="Most tasks listed.")] = DEFAULT_LISTED,
+        state: StateFilter = None, all: Everyone = False, limit: Limit = DEFAULT_LISTED
     ) -> Annotated[CallToolResult, TaskList]:
         """This server's tasks (all=true: every server's), newest first."""
         listing = await supervisor.list_tasks(state, everyone=all, limit=limit)
         return answer(listing, describe_list(listing, state, everyone=all))
-
-    return app

@@ -1,0 +1,85 @@
+"""Ending one task's whole process tree, and saying what was checked afterwards."""
+
+from __future__ import annotations
+
+import functools
+
+import anyio
+
+from .. import offload
+from ..errors import InvalidArgumentError
+from ..models import EndedTask, Survivor
+from ..platform.containment import Level, end_trees, unclaimed_children
+from .lookup import find_task
+from .state import CoreState
+from .task import Task
+
+END_REASON = "end_background_task"
+VERIFIED = {
+    Level.CGROUP: "the task's cgroup is empty",
+    Level.SUBREAPER: "no process in its session, descended from it (orphans come back to this server) or "
+    "carrying its marker is left",
+    Level.MARKER: "no process in its session or carrying the task's marker is left (a process that left both "
+    "cannot be seen at this containment level)",
+}
+"""What an end with no survivor has checked, at each containment level."""
+
+
+async def end(
+    state: CoreState, task_id: str, grace_seconds: float | None = None, reason: str = END_REASON
+) -> EndedTask:
+    """End a task's whole process tree and answer once it is gone; ``reason`` is recorded."""
+    task = find_task(state, task_id)
+    settings = state.settings
+    grace = settings.default_grace_seconds if grace_seconds is None else grace_seconds
+    if not 0 <= grace <= settings.max_grace_seconds:
+        raise InvalidArgumentError("grace_seconds", grace_seconds, f"use 0 to {settings.max_grace_seconds:g} seconds")
+    with anyio.CancelScope(shield=True):
+        if task.running and not task.record.kill_requested:
+            task.record.kill_requested = True
+            task.record.end_reason = reason
+            state.save([task.record])
+        if task.record.host is not None:
+            ended_task, ended = await state.remote.end(task, grace, reason)
+            state.after_remote(task, ended)
+        else:
+            ended_task = await _end_here(state, task, grace)
+    return ended_task
+
+
+async def _end_here(state: CoreState, task: Task, grace: float) -> EndedTask:
+    record = task.record
+    leaders = {record.pid: task.leader()} if record.pid is not None and not task.lingering_known_empty else {}
+    outcome = await end_trees(leaders, grace, state.settings.kill_wait_seconds)
+    with anyio.move_on_after(state.settings.kill_wait_seconds):
+        await task.exited.wait()
+    if not outcome.survivors and not task.running:
+        await task.settle()
+    record = task.record  # another server's task: a fresh copy of its record by now
+    return EndedTask(
+        task_id=record.task_id,
+        state=record.state,
+        exit_code=record.exit_code,
+        signal=record.signal,
+        signalled_pids=outcome.signalled,
+        escalated=outcome.escalated,
+        survivors=[Survivor(pid=pid, command=cmd, reason=why) for pid, cmd, why in outcome.survivors],
+        containment=record.containment,
+        verified="" if outcome.survivors else await _verified(state, record.containment),
+    )
+
+
+async def _verified(state: CoreState, containment: str) -> str:
+    """What an end with no survivor checked, at the task's level; at the subreaper level, also
+    the orphans this server holds whose task cannot be told (they end with the server)."""
+    text = VERIFIED.get(Level(containment), "")
+    if containment != Level.SUBREAPER:
+        return text
+    find = functools.partial(unclaimed_children, state.local_leader_pids(), claimed_too=False)
+    strays = await offload.run(offload.SCANS, find)
+    if strays:
+        text += (
+            f"; {len(strays)} process(es) orphaned to this server from a task that can no longer be told "
+            f"(pids {', '.join(str(p.pid) for p in strays)}) are ended when the server exits"
+        )
+    return text

@@ -1,0 +1,45 @@
+"""Listing tasks: this server's, or every task in the registry, with the ports they listen on."""
+
+from __future__ import annotations
+
+import time
+
+from .. import offload
+from ..models import TaskList, TaskRecord, TaskState
+from ..store import orphans
+from .recording import refresh_all
+from .state import CoreState
+from .task import Task, summary_of
+
+
+def own_records(state: CoreState) -> list[TaskRecord]:
+    """The records of this server's tasks, oldest first (cheap: nothing is read)."""
+    return [task.record for task in state.own.values()]
+
+
+async def list_tasks(state: CoreState, wanted: TaskState | None, everyone: bool, limit: int | None) -> TaskList:
+    """This server's tasks (or, with ``everyone``, every task in the registry) in state ``wanted``
+    (None: any), newest first, at most ``limit`` of them."""
+    refresh_all(state)
+    for task in await state.remote.refresh(list(state.own.values())):
+        state.after_remote(task, ended=True)
+    records = own_records(state)
+    if everyone:
+        everything = await offload.run(offload.REGISTRY, state.registry.records)
+        others = [r for r in everything if r.task_id not in state.own]
+        await _settle_left_remote(state, others)
+        records += await offload.run(offload.SCANS, lambda: [orphans.as_it_stands(r) for r in others])
+    now = time.time()
+    matching = sorted(
+        (r for r in records if wanted is None or r.state is wanted), key=lambda r: r.started_at, reverse=True
+    )
+    shown = matching[:limit]
+    ports = await state.sockets.of_tasks({r.task_id for r in shown if r.running})
+    return TaskList(tasks=[summary_of(r, now, ports.get(r.task_id, [])) for r in shown], total=len(matching))
+
+
+async def _settle_left_remote(state: CoreState, records: list[TaskRecord]) -> None:
+    """Ask the hosts how the running remote tasks of servers that are gone stand (one call per
+    host; a host that is away is skipped), and record those that ended."""
+    left = [Task(r, None) for r in records if r.host is not None and r.running and orphans.owner_is_gone(r.owner)]
+    state.save([task.record for task in await state.remote.refresh(left)])

@@ -1,0 +1,66 @@
+"""Finding a task by id: one of this server's, or a view of another server's from the registry.
+
+A view of another server's running task watches that task's process, so a wait on it ends
+when it does; its record is read afresh at every lookup.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import anyio
+
+from ..errors import TaskNotFoundError
+from ..models import TaskRecord, TaskState
+from ..platform import process
+from ..store import orphans
+from .recording import refresh
+from .state import CoreState
+from .task import Task
+
+FOREIGN_RECORD_WAIT_SECONDS = 2.0
+FOREIGN_RECORD_POLL_SECONDS = 0.05
+
+
+def find_task(state: CoreState, task_id: str) -> Task:
+    """One of our tasks, or a view of another server's task from the registry."""
+    own = state.own.get(task_id)
+    if own is not None:
+        refresh(state, own)
+        return own
+    record = state.registry.get(task_id)
+    if record is None:
+        raise TaskNotFoundError(task_id)
+    record = orphans.as_it_stands(record)  # its server may be gone
+    view = state.views.get(task_id)
+    if view is None:
+        view = state.views[task_id] = Task(record, None)
+        local = record.host is None
+        if local and record.state is TaskState.RUNNING and record.pid is not None and state.group is not None:
+            watching = functools.partial(_watch_view, state, view)
+            state.in_background(view, "watching another server's task", watching)
+    view.record = record
+    if not view.running:
+        view.exited.set()
+    return view
+
+
+def is_own(state: CoreState, task_id: str) -> bool:
+    return task_id in state.own
+
+
+async def _watch_view(state: CoreState, view: Task) -> None:
+    """Wait for another server's task to end, then for its owner to record how."""
+    assert view.record.pid is not None
+    await process.wait_until_ended(view.record.pid, view.record.pid_create_time)
+    try:
+        # Its owner records the exit as soon as it sees it; across processes there is no event
+        # to wait on, so look again briefly (only after an exit, and bounded).
+        fresh: TaskRecord | None = None
+        with anyio.move_on_after(FOREIGN_RECORD_WAIT_SECONDS):
+            while (fresh := state.registry.get(view.record.task_id)) is not None and fresh.running:  # noqa: ASYNC110
+                await anyio.sleep(FOREIGN_RECORD_POLL_SECONDS)
+        if fresh is not None:
+            view.record = orphans.as_it_stands(fresh)
+    finally:
+        view.exited.set()  # it ended: a waiter learns so even if its record cannot be read

@@ -1,0 +1,161 @@
+"""The requests the core takes, each checked in one place before anything is done.
+
+A request holds the arguments as the caller gave them (the tools' names and values);
+its ``check_*`` function turns it into what the core acts on, or raises one
+:class:`~mcp_backgroundr.errors.InvalidArgumentError` (or a policy refusal) naming the
+field, the value and what to do. What only the running task can tell — whether a cursor
+lies within its log, whether there is room for one more task — is checked where it is
+known, in ``reading`` and ``starting``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ..config import Settings
+from ..errors import InvalidArgumentError
+from ..logs.patterns import compiled
+from ..platform.containment import Limits
+from . import validation
+from .policy import Policy
+from .validation import WaitConditions
+
+MAX_NAME_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """run_background_task's arguments."""
+
+    command: str | list[str]
+    cwd: str | None = None
+    env: Mapping[str, str | None] | None = None
+    name: str | None = None
+    stdin: bool = False
+    pty: bool = False
+    keep_running: bool = False
+    restart: str = "no"
+    max_restarts: int | None = None
+    max_log_bytes: int | None = None
+    max_runtime_seconds: float | None = None
+    max_memory_bytes: int | None = None
+    max_processes: int | None = None
+    host: str | None = None
+    wait_for_pattern: str | None = None
+    wait_for_port: int | None = None
+    wait_timeout_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class StartPlan:
+    """A checked start: what to run, where, with which limits, and what to wait for after."""
+
+    command: str
+    cwd: str
+    """The resolved working directory here; on a host, as given ("" for its home)."""
+    env: dict[str, str | None]
+    """The variables the caller adds (None: unset)."""
+    name: str | None
+    stdin: bool
+    pty: bool
+    keep_running: bool
+    restart: str
+    max_restarts: int
+    max_log_bytes: int
+    max_runtime_seconds: float | None
+    limits: Limits
+    host: str | None
+    wait: WaitConditions | None = field(default=None)
+    """What to wait for once started (wait_for_pattern, wait_for_port), if anything."""
+
+
+def check_start(request: StartRequest, settings: Settings, policy: Policy) -> StartPlan:
+    """The whole of a start request, checked (the policy included) before anything is started."""
+    wait = _start_wait(request, settings)
+    command = validation.checked_command(validation.shell_command(request.command))
+    policy.check_command(command)
+    if request.host is not None:
+        _check_remote(request, policy)
+        cwd = request.cwd or ""
+    else:
+        cwd = policy.checked_cwd(validation.checked_cwd(request.cwd))
+    runtime_limit = policy.runtime_limit(request.max_runtime_seconds)
+    limits = Limits(
+        policy.task_limit("max_memory_bytes", request.max_memory_bytes),
+        policy.task_limit("max_processes", request.max_processes),
+    )
+    env = validation.checked_env(request.env)
+    if request.name is not None and len(request.name) > MAX_NAME_LENGTH:
+        raise InvalidArgumentError("name", request.name, f"use a label of at most {MAX_NAME_LENGTH} characters")
+    restarts = validation.checked_restart(request.restart, request.max_restarts, settings.default_max_restarts)
+    log_cap = validation.checked_log_cap(request.max_log_bytes, settings.max_log_bytes)
+    if request.keep_running and request.pty:
+        raise InvalidArgumentError(
+            "keep_running", True, "a pty task cannot outlive the server that holds its terminal; drop pty"
+        )
+    return StartPlan(
+        command=command,
+        cwd=cwd,
+        env=env,
+        name=request.name,
+        stdin=request.stdin,
+        pty=request.pty,
+        keep_running=request.keep_running,
+        restart=request.restart,
+        max_restarts=restarts,
+        max_log_bytes=log_cap,
+        max_runtime_seconds=runtime_limit,
+        limits=limits,
+        host=request.host,
+        wait=wait,
+    )
+
+
+def _start_wait(request: StartRequest, settings: Settings) -> WaitConditions | None:
+    """What run_background_task waits for once the task has started."""
+    if request.wait_for_pattern is None and request.wait_for_port is None:
+        if request.wait_timeout_seconds is not None:
+            raise InvalidArgumentError(
+                "wait_timeout_seconds",
+                request.wait_timeout_seconds,
+                "it needs wait_for_pattern or wait_for_port; give one, or drop the timeout",
+            )
+        return None
+    timeout = settings.default_wait_seconds if request.wait_timeout_seconds is None else request.wait_timeout_seconds
+    return WaitConditions(
+        validation.checked_timeout("wait_timeout_seconds", timeout, settings.max_wait_seconds),
+        compiled("wait_for_pattern", request.wait_for_pattern),
+        validation.checked_port("wait_for_port", request.wait_for_port),
+        "wait_for_pattern",
+    )
+
+
+def _check_remote(request: StartRequest, policy: Policy) -> None:
+    """What a task on another host cannot have (yet), and whether the policy lets it go there."""
+    assert request.host is not None
+    policy.check_host(request.host)
+    if request.pty:
+        raise InvalidArgumentError("pty", True, "a remote task cannot have a terminal yet; use stdin=true")
+    for name in ("max_memory_bytes", "max_processes"):
+        if (value := getattr(request, name)) is not None:
+            raise InvalidArgumentError(name, value, "remote tasks have no cgroup limits yet")
+
+
+@dataclass(frozen=True)
+class WaitRequest:
+    """wait_for_task's arguments (besides the task)."""
+
+    timeout_seconds: float | None = None
+    output_pattern: str | None = None
+    port: int | None = None
+
+
+def check_wait(request: WaitRequest, settings: Settings) -> WaitConditions:
+    """What a wait waits for, checked."""
+    timeout = settings.default_wait_seconds if request.timeout_seconds is None else request.timeout_seconds
+    return WaitConditions(
+        validation.checked_timeout("timeout_seconds", timeout, settings.max_wait_seconds),
+        compiled("output_pattern", request.output_pattern),
+        validation.checked_port("port", request.port),
+    )

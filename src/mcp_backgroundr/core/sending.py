@@ -1,0 +1,58 @@
+"""send_task_input: writing to a task's stdin pipe, terminal, or input home."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import BackgroundrError
+from ..logs import files
+from ..models import InputSent
+from . import taskinput
+from .lookup import find_task
+from .state import CoreState
+from .task import Task
+
+END_OF_INPUT = b"\x04"
+"""Ctrl-D: end of input on a terminal."""
+
+
+async def send_input(state: CoreState, task_id: str, text: str, newline: bool, close: bool) -> InputSent:
+    """Write text to a task's stdin (or terminal); optionally close it afterwards."""
+    task = find_task(state, task_id)
+    if not task.running:
+        raise BackgroundrError(f"task {task_id} has ended ({task.record.state}); it takes no more input")
+    if task.record.host is not None:
+        return await state.remote.send_input(task, text + ("\n" if newline else ""), close)
+    home = task.input_fd is None and taskinput.has_input_home(task.record)
+    _check_writable(state, task, home)
+    line_end = ("\r" if task.terminal else "\n") if newline else ""
+    data = (text + line_end).encode()
+    if close and task.terminal:
+        data += END_OF_INPUT
+    cursor = files.log_size(Path(task.record.log_path))
+    if home:
+        written = await taskinput.write_to_input_home(task.record, data)
+    else:
+        assert task.input_fd is not None
+        written = await taskinput.write_all(task.input_fd, data)
+    if close:
+        if task.record.keep_running:
+            # Before our own end is closed: until the runner holds the FIFO, ours keeps what was written.
+            await taskinput.close_input_home(task.record)
+        task.close_input_pipe()
+    return InputSent(task_id=task_id, bytes_written=written, closed=close, cursor=cursor)
+
+
+def _check_writable(state: CoreState, task: Task, home: bool) -> None:
+    if task.input_fd is not None or home:
+        return
+    task_id = task.record.task_id
+    if task_id not in state.own:
+        raise BackgroundrError(
+            f"task {task_id} belongs to another server ({task.record.owner}), which holds its stdin; send "
+            "it input there (keep_running tasks started with stdin=true take input from any server)"
+        )
+    raise BackgroundrError(
+        f"task {task_id} has no open stdin: start tasks that need input with stdin=true or pty=true "
+        "(and do not close it while you still need it)"
+    )

@@ -1,0 +1,280 @@
+"""Starting a task: a checked plan becomes a record, a log, a containment place, a child
+process (or a task on another host), a registry row and the watchers that follow it.
+
+Each step that takes a resource registers its undoing on an ``ExitStack``: a start that
+fails at any step leaves no descriptor open, no log, no cgroup and no input FIFO behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import anyio
+
+from .. import offload, runner
+from ..config import SETTINGS_PREFIX, TASK_ID_ENV, TOKEN_ENV
+from ..errors import BackgroundrError, RegistryError, SpawnFailedError
+from ..logs import files
+from ..models import StartedTask, TaskRecord, new_task_id, shown_command
+from ..platform import process, terminal
+from ..platform.containment import Level, Placement
+from . import taskinput, validation
+from .deadlines import enforce_runtime
+from .ending import END_REASON
+from .recording import refresh_all
+from .requests import StartPlan
+from .state import CoreState, TaskChange
+from .task import Task
+from .watching import copy_terminal, watch_exit
+
+TERMINAL_TYPE = "xterm-256color"
+PRIVATE_ENV = frozenset({TOKEN_ENV})
+"""Variables of the server that no task inherits, whatever env_passthrough says."""
+
+
+async def start(state: CoreState, plan: StartPlan) -> StartedTask:
+    """Start ``plan``'s command under ``/bin/sh -c`` (on its host over SSH, if it has one) and
+    answer at once."""
+    if state.group is None or state.shutting_down:
+        raise BackgroundrError("the server is shutting down; start the task after it restarts")
+    if state.policy.max_tasks is not None:
+        refresh_all(state)
+        state.policy.check_room(sum(task.running for task in state.own.values()))
+    env = validation.task_environment(_inherited_environment(state), plan.env)
+    record = _new_record(state, plan)
+    env[TASK_ID_ENV] = record.task_id
+    if plan.host is not None:
+        return await _start_remote(state, record, {**plan.env, TASK_ID_ENV: record.task_id}, plan.stdin)
+    return await _start_here(state, record, plan, env)
+
+
+def _new_record(state: CoreState, plan: StartPlan) -> TaskRecord:
+    return TaskRecord(
+        task_id=_new_task_id(state),
+        name=plan.name,
+        command=plan.command,
+        cwd=plan.cwd,
+        log_path="",
+        owner=state.owner,
+        started_at=time.time(),
+        keep_running=plan.keep_running,
+        restart=plan.restart,
+        max_restarts=plan.max_restarts,
+        max_log_bytes=plan.max_log_bytes,
+        max_runtime_seconds=plan.max_runtime_seconds,
+        host=plan.host,
+    )
+
+
+def _new_task_id(state: CoreState) -> str:
+    while True:
+        task_id = new_task_id()
+        if task_id not in state.own and state.registry.get(task_id) is None:
+            return task_id
+
+
+def _inherited_environment(state: CoreState) -> dict[str, str]:
+    """The server's variables a task gets: never the token; the server's own settings
+    (MCP_BACKGROUNDR_*) only when env_passthrough names them."""
+    inherited = {name: value for name, value in os.environ.items() if name not in PRIVATE_ENV}
+    if state.policy.env_passthrough is None:
+        inherited = {name: value for name, value in inherited.items() if not name.startswith(SETTINGS_PREFIX)}
+    return state.policy.environment(inherited)
+
+
+@dataclass(frozen=True)
+class _TaskIO:
+    """A local task's standard streams, and the descriptors the server keeps of them."""
+
+    streams: process.Streams
+    terminal: int | None = None
+    """A pty task's master side: its input, and the output the server copies into its log."""
+    log_fd: int | None = None
+    """A pty task's log, which the terminal copier writes to."""
+    input_home: int | None = None
+    """Our end of a keep_running task's input FIFO."""
+
+
+async def _start_here(state: CoreState, record: TaskRecord, plan: StartPlan, env: dict[str, str]) -> StartedTask:
+    with contextlib.ExitStack() as undo:
+        with anyio.CancelScope(shield=True):  # a cgroup made must be known, to be removed if the start fails
+            placement = await offload.run(offload.CGROUPS, state.containment.place, record.task_id, plan.limits)
+        undo.callback(placement.discard)
+        log_fd = _open_log(state, record, undo)
+        with contextlib.ExitStack() as child_ends:  # the child's ends: closed here once it holds them
+            io = _open_streams(record, plan, log_fd, placement, undo, child_ends)
+            if io.terminal is not None:
+                env.setdefault("TERM", TERMINAL_TYPE)
+            _place(state, record, placement, plan)
+            popen = await _spawn_process(state, _argv(record, placement), record.cwd, env, io.streams)
+        undo.pop_all()
+    task = _task_of(state, record, popen, io)
+    exit_handle = await _record_started(state, task, popen)
+    state.in_background(task, "watching its exit", functools.partial(watch_exit, state, task, popen, exit_handle))
+    enforce_runtime(state, task)
+    state.changed(TaskChange.STARTED, record.task_id)
+    return _started(record)
+
+
+def _open_log(state: CoreState, record: TaskRecord, undo: contextlib.ExitStack) -> int:
+    """Create the task's log; answer a descriptor that appends to it."""
+    logs_dir = state.settings.logs_dir
+    try:
+        log_path = files.create_log(logs_dir, record.task_id)
+        undo.callback(log_path.unlink, missing_ok=True)
+        log_fd = files.open_append(log_path)
+    except OSError as exc:
+        raise SpawnFailedError(
+            f"could not create the log file in {logs_dir}: {exc.strerror or exc}; "
+            "check that the state directory is writable and the disk is not full"
+        ) from exc
+    record.log_path = str(log_path)
+    return log_fd
+
+
+def _open_streams(
+    record: TaskRecord,
+    plan: StartPlan,
+    log_fd: int,
+    placement: Placement,
+    undo: contextlib.ExitStack,
+    child_ends: contextlib.ExitStack,
+) -> _TaskIO:
+    """Where the task's output goes and its input comes from: a terminal, a pipe, its input
+    home (a keep_running task reads a FIFO it takes over from any server), or /dev/null."""
+    if plan.pty:
+        master, slave = terminal.open_terminal()
+        undo.callback(os.close, master)
+        undo.callback(os.close, log_fd)
+        child_ends.callback(os.close, slave)
+        streams = process.Streams(output=slave, stdin=slave, terminal=True, join=placement.join)
+        return _TaskIO(streams, terminal=master, log_fd=log_fd)
+    child_ends.callback(os.close, log_fd)
+    if plan.stdin and plan.keep_running:
+        home = taskinput.make_input_home(record)
+        undo.callback(_unlink, record.input_path)
+        undo.callback(os.close, home)
+        return _TaskIO(process.Streams(output=log_fd, stdin=home, join=placement.join), input_home=home)
+    stdin = subprocess.PIPE if plan.stdin else subprocess.DEVNULL
+    return _TaskIO(process.Streams(output=log_fd, stdin=stdin, join=placement.join))
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _place(state: CoreState, record: TaskRecord, placement: Placement, plan: StartPlan) -> None:
+    """Record where the task is contained and its limits; keep its log capped from now on."""
+    record.containment = placement.level
+    record.cgroup = placement.cgroup.encode() if placement.cgroup else None
+    record.max_memory_bytes, record.max_processes = plan.limits.memory_bytes, plan.limits.processes
+    state.cap(record)
+
+
+def _argv(record: TaskRecord, placement: Placement) -> list[str]:
+    """The shell running the command, or for a supervised task the runner that runs the shell."""
+    if not record.supervised:
+        return runner.shell_argv(record.command)
+    reaper = "subreaper" if placement.level is not Level.MARKER else "plain"
+    argv = [sys.executable, "-I", runner.__file__, record.status_path, record.restart, str(record.max_restarts)]
+    argv += [reaper, record.command]
+    if record.max_log_bytes:  # the runner caps the log itself: it outlives this server
+        argv += [record.log_path, str(record.max_log_bytes)]
+    return argv
+
+
+async def _spawn_process(
+    state: CoreState, argv: list[str], cwd: str, env: dict[str, str], streams: process.Streams
+) -> subprocess.Popen[bytes]:
+    """Start the child. Joining a cgroup waits for the kernel (an RCU grace period, often
+    10-20 ms) between fork and exec, so that spawn runs in a worker thread; shielded, since
+    a child started there must be recorded whatever happens to the request."""
+    if streams.join is None:
+        return process.spawn(argv, cwd, env, streams)
+    state.spawns_in_flight += 1
+    try:
+        with anyio.CancelScope(shield=True):
+            popen = await anyio.to_thread.run_sync(process.spawn, argv, cwd, env, streams)
+    finally:
+        state.spawns_in_flight -= 1
+    if state.shutting_down:  # shutdown began meanwhile and cannot know this child: end it
+        _kill_unrecorded(popen)
+        raise SpawnFailedError("the server began shutting down while the task started; start it after it restarts")
+    return popen
+
+
+def _kill_unrecorded(popen: subprocess.Popen[bytes]) -> None:
+    os.killpg(popen.pid, signal.SIGKILL)
+    popen.wait()
+
+
+def _task_of(state: CoreState, record: TaskRecord, popen: subprocess.Popen[bytes], io: _TaskIO) -> Task:
+    """The task as the server holds it: where its input goes, and its terminal's copier."""
+    task = Task(record, popen)
+    if io.terminal is not None:
+        assert io.log_fd is not None
+        task.input_fd, task.terminal, task.output_done = io.terminal, True, anyio.Event()
+        copying = functools.partial(copy_terminal, state, task, io.terminal, io.log_fd)
+        state.in_background(task, "copying its terminal", copying)
+    elif io.input_home is not None:
+        task.input_fd = io.input_home
+    elif popen.stdin is not None:
+        task.input_fd = popen.stdin.fileno()
+        os.set_blocking(task.input_fd, False)
+    return task
+
+
+async def _record_started(state: CoreState, task: Task, popen: subprocess.Popen[bytes]) -> int:
+    """Make the started task known: to this server (the reaper and a shutdown leave it to its
+    watcher from now on) and in the registry; unrecorded, it could never be found again, so it is
+    ended. Answers the handle its exit watcher waits on."""
+    record = task.record
+    record.pid = popen.pid
+    record.pid_create_time = process.create_time(popen.pid)
+    exit_handle = process.open_exit_handle(popen)
+    state.own[record.task_id] = task
+    try:
+        with anyio.CancelScope(shield=True):  # recorded, or ended, whatever happens to the request
+            await offload.run(offload.REGISTRY, state.registry.insert, record)
+    except RegistryError:
+        del state.own[record.task_id]
+        os.close(exit_handle)
+        _kill_unrecorded(popen)
+        raise
+    return exit_handle
+
+
+async def _start_remote(state: CoreState, record: TaskRecord, env: dict[str, str | None], stdin: bool) -> StartedTask:
+    await state.remote.start(record, env, stdin, state.policy.allowed_cwd_as_written)
+    try:
+        await offload.run(offload.REGISTRY, state.registry.insert, record)
+    except RegistryError:
+        await state.remote.end(Task(record, None), 0, END_REASON)  # unrecorded, it could never be found again
+        raise
+    task = state.own[record.task_id] = Task(record, None)
+    enforce_runtime(state, task)
+    state.remote_exits.track(task)
+    state.changed(TaskChange.STARTED, record.task_id)
+    return _started(record)
+
+
+def _started(record: TaskRecord) -> StartedTask:
+    """run_background_task's answer for a task just started."""
+    return StartedTask(
+        task_id=record.task_id,
+        pid=record.pid,
+        state=record.state,
+        command=shown_command(record.command, record.task_id),
+        cwd=record.cwd,
+        log_path=record.log_path,
+        containment=record.containment,
+        host=record.host,
+    )

@@ -1,0 +1,156 @@
+"""What the core's units share: this server's tasks, and the means every unit acts through.
+
+The core is split by job — starting (``starting``), recording exits (``recording``),
+watching (``watching``), runtime limits (``deadlines``), finding a task by id
+(``lookup``), reading and waiting (``reading``), listing, input (``sending``), ending
+(``ending``), shutdown, forgetting (``forgetting``) and taking over what a dead server
+left (``adopting``). Each is a module of functions taking one :class:`CoreState`;
+:class:`~.supervisor.Supervisor` puts them together.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ..config import Settings
+from ..errors import RegistryError
+from ..logs import logcap
+from ..models import TaskRecord
+from ..platform import scans
+from ..platform.containment import Arrivals, Containment, Level
+from ..platform.inotify import WriteWatches
+from ..remote import ExitWatches, RemoteTasks
+from ..store.registry import Registry
+from . import watchers
+from .policy import Policy
+from .task import Task
+
+
+class TaskChange(enum.StrEnum):
+    STARTED = "started"
+    ENDED = "ended"
+    REMOVED = "removed"
+
+
+ChangeHook = Callable[[TaskChange, str], Coroutine[Any, Any, None]]
+"""Called with what changed and the task id."""
+
+
+class CoreState:
+    """This server's tasks by id, the views of other servers' tasks it was asked about, and the
+    services of the running server (its task group, log capper, write watches, sockets)."""
+
+    def __init__(
+        self, settings: Settings, registry: Registry, policy: Policy, owner: str, on_change: ChangeHook | None
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.policy = policy
+        self.owner = owner
+        self.on_change = on_change
+        """Told (in the background) when a task starts, ends or is removed."""
+        self.own: dict[str, Task] = {}
+        """The tasks this server owns, oldest first."""
+        self.views: dict[str, Task] = {}
+        """Views of other servers' tasks that a caller asked about."""
+        self.sockets = scans.Sockets()
+        self.containment = Containment(Level.MARKER)
+        """Chosen when the server starts: how new tasks are contained."""
+        self.remote = RemoteTasks(settings)
+        """Where tasks with a host go."""
+        self.remote_exits = ExitWatches(
+            self.remote, lambda what, work: self.in_background(None, what, work), self._remote_task_ended
+        )
+        """Learns the exits of this server's remote tasks as they happen."""
+        self.group: TaskGroup | None = None
+        """Where background work runs, once the server has started."""
+        self.capper: logcap.LogCapper | None = None
+        self.writes: WriteWatches | None = None
+        self.shutting_down = False
+        self.spawns_in_flight = 0
+        """Children being spawned in worker threads, not yet known as tasks."""
+        self.arrivals = Arrivals()
+        """Orphans handed to the server (as subreaper) by tasks whose main process exited."""
+        self.arrivals_lock = anyio.Lock()
+        """One look at the orphans a task's exit handed over at a time."""
+        self.pruned_at = 0.0
+
+    @property
+    def writes_watched(self) -> WriteWatches:
+        assert self.writes is not None, "the server has not started"
+        return self.writes
+
+    def in_background(self, task: Task | None, what: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` for ``task`` in the background; its failure is recorded on the task
+        (``end_reason``, a line on stderr) and never ends the server."""
+        assert self.group is not None
+        label = "server" if task is None else f"task {task.record.task_id}"
+        record = None if task is None else functools.partial(self.note, task)
+        self.group.start_soon(watchers.contained, label, what, work, record)
+
+    def note(self, task: Task, note: str) -> None:
+        """Add ``note`` to the task's end_reason (recorded, when the task is ours)."""
+        add_note(task.record, note)
+        if self.own.get(task.record.task_id) is task and not self.shutting_down:
+            self.save([task.record])
+
+    def save(self, records: list[TaskRecord]) -> None:
+        """Record task changes; a registry failure is reported but never stops the server."""
+        try:
+            self.registry.update_soon(records)  # the event loop never waits on the registry's lock
+        except RegistryError as exc:
+            print(f"mcp-backgroundr: {exc}", file=sys.stderr)
+
+    def changed(self, change: TaskChange, task_id: str) -> None:
+        if self.on_change is not None and self.group is not None and not self.shutting_down:
+            self.in_background(None, "telling clients", functools.partial(self.on_change, change, task_id))
+
+    def forget(self, record: TaskRecord) -> None:
+        self.own.pop(record.task_id, None)
+        self.views.pop(record.task_id, None)
+        if self.capper is not None:
+            self.capper.forget(Path(record.log_path))
+
+    def cap(self, record: TaskRecord) -> None:
+        """Keep a task's log under its cap from now on (or record why it cannot be); a supervised
+        task's runner does that itself, with or without a server."""
+        if self.capper is not None and record.max_log_bytes and not record.supervised:
+            try:
+                self.capper.watch(Path(record.log_path), record.max_log_bytes)
+            except OSError as exc:  # e.g. out of inotify watches
+                note = f"its log is not capped ({watchers.failure_text(exc)})"
+                watchers.report(f"task {record.task_id}", note)
+                add_note(record, note)
+
+    def cap_failed(self, path: Path, note: str) -> None:
+        """The capper could not keep this log under its cap: record it on its task."""
+        for task in self.own.values():
+            if task.record.log_path == str(path):
+                watchers.report(f"task {task.record.task_id}", note)
+                self.note(task, note)
+
+    def after_remote(self, task: Task, ended: bool) -> None:
+        """Record what a call to a remote host learnt: its last answer, and an exit seen just now."""
+        if task.record.task_id in self.own:
+            self.save([task.record])
+            if ended:
+                self.changed(TaskChange.ENDED, task.record.task_id)
+
+    def _remote_task_ended(self, task: Task) -> None:
+        self.after_remote(task, ended=True)
+
+    def local_leader_pids(self) -> set[int]:
+        """The main processes of this server's tasks on this machine."""
+        return {t.record.pid for t in self.own.values() if t.record.pid is not None and t.record.host is None}
+
+
+def add_note(record: TaskRecord, note: str) -> None:
+    record.end_reason = note if record.end_reason is None else f"{record.end_reason}; {note}"

@@ -1,0 +1,109 @@
+"""Watching this server's tasks: each exit the moment it happens (a pidfd), a terminal task's
+output into its log, and, as subreaper, the orphans that come back to the server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import anyio
+
+from .. import offload
+from ..models import TaskState
+from ..platform import process, terminal
+from ..platform.containment import Level, has_exited
+from ..store import orphans
+from . import watchers
+from .forgetting import prune_if_due
+from .recording import record_exit
+from .state import CoreState, TaskChange
+from .task import Task
+
+TERMINAL_DRAIN_SECONDS = 0.5
+
+
+async def watch_exit(state: CoreState, task: Task, popen: subprocess.Popen[bytes], pidfd: int) -> None:
+    """Wait for the exit of a task this server started, record it, then tidy up after it."""
+    returncode = await process.wait_for_exit(popen, pidfd)
+    if state.containment.level is Level.SUBREAPER:
+        with anyio.CancelScope(shield=True):  # before the exit is recorded, so no answer misses them
+            await _claim_arrivals(state)
+    if task.output_done is not None:
+        # Let the terminal copier catch up with what the task wrote just before exiting.
+        with anyio.move_on_after(TERMINAL_DRAIN_SECONDS):
+            await task.output_done.wait()
+    record_exit(state, task, returncode)
+    reap(state)
+    cgroup = task.cgroup
+    if cgroup is not None and not await offload.run(offload.CGROUPS, cgroup.populated):
+        await task.settle()
+    state.changed(TaskChange.ENDED, task.record.task_id)
+    prune_if_due(state)
+
+
+async def _claim_arrivals(state: CoreState) -> None:
+    """A task's main process exited and handed its orphans to us: claim them for its task
+    where it can be told (see containment.Arrivals), in a worker thread."""
+    popens = {t.popen.pid: t.popen for t in state.own.values() if t.popen is not None}
+    leaders = {t.popen.pid: t.record.task_id for t in state.own.values() if t.popen is not None}
+
+    def exited(pid: int) -> bool:
+        return popens[pid].returncode is not None or has_exited(pid)
+
+    others = state.remote.connections.helper_pids()
+    async with state.arrivals_lock:
+        await offload.run(offload.SCANS, state.arrivals.claim, leaders, exited, others)
+
+
+async def watch_adopted(state: CoreState, task: Task, pidfd: int) -> None:
+    """Wait for the exit of an adopted task's runner (not our child); its runner says how it ended."""
+    try:
+        await anyio.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
+    if task.running:
+        asked_to_end = task.record.end_reason if task.record.kill_requested else None
+        orphans.settle_from_runner(task.record)
+        if asked_to_end is not None:
+            task.record.state, task.record.end_reason = TaskState.KILLED, asked_to_end
+        task.exited.set()
+        if not state.shutting_down:
+            state.save([task.record])
+    state.changed(TaskChange.ENDED, task.record.task_id)
+
+
+async def copy_terminal(state: CoreState, task: Task, master: int, log_fd: int) -> None:
+    """Copy what a pty task writes into its log until its terminal closes."""
+
+    def failed(error: OSError) -> None:
+        note = f"its terminal output could not be written to its log ({watchers.failure_text(error)})"
+        watchers.report(f"task {task.record.task_id}", note)
+        state.note(task, note)
+
+    try:
+        if lost := await terminal.copy_output(master, log_fd, failed):
+            watchers.report(f"task {task.record.task_id}", f"{lost} bytes of terminal output were lost")
+            state.note(task, f"{lost} bytes of its terminal output were lost")
+    finally:
+        task.input_fd = None
+        os.close(master)
+        if task.output_done is not None:
+            task.output_done.set()
+
+
+async def reap_orphans(state: CoreState) -> None:
+    """As subreaper, orphaned descendants of tasks become our children: collect them when
+    they exit, so no zombie piles up."""
+    with anyio.open_signal_receiver(signal.SIGCHLD) as exits:
+        reap(state)
+        async for _ in exits:
+            reap(state)
+
+
+def reap(state: CoreState) -> None:
+    # A child spawned in a worker thread is not yet known: its exit must wait for its watcher.
+    if state.containment.level is not Level.MARKER and not state.spawns_in_flight:
+        own = {t.popen.pid for t in state.own.values() if t.popen is not None and t.popen.returncode is None}
+        own |= state.remote.connections.helper_pids()
+        state.containment.reap(own)
