@@ -8,15 +8,16 @@ import pytest
 
 from mcp_backgroundr.config import Settings
 from mcp_backgroundr.core import starting
-from mcp_backgroundr.core.supervisor import StartRequest, Supervisor
+from mcp_backgroundr.core.supervisor import ReadRequest, StartRequest, Supervisor
 from mcp_backgroundr.errors import InvalidArgumentError, TaskNotFoundError
-from mcp_backgroundr.models import StartedTask, TaskState
+from mcp_backgroundr.models import TaskState
+from mcp_backgroundr.results import Started
 from mcp_backgroundr.store.registry import Registry
 
 pytestmark = pytest.mark.anyio
 
 
-async def _start(supervisor: Supervisor, command: str, cwd: str | None = None) -> StartedTask:
+async def _start(supervisor: Supervisor, command: str, cwd: str | None = None) -> Started:
     return await supervisor.start(supervisor.check_start(StartRequest(command, cwd=cwd)))
 
 
@@ -58,10 +59,10 @@ async def test_bad_requests_raise_errors_that_name_the_field(settings: Settings,
         with pytest.raises(InvalidArgumentError, match=r"^cwd="):
             await _start(supervisor, "true", cwd=str(tmp_path / "nope"))
         with pytest.raises(TaskNotFoundError, match="list_tasks"):
-            await supervisor.status("nope")
+            await supervisor.read("nope")
         started = await _start(supervisor, "true")
         with pytest.raises(InvalidArgumentError, match=r"^lines="):
-            await supervisor.status(started.task_id, lines=-1)
+            await supervisor.read(started.task_id, ReadRequest(lines=-1))
         with pytest.raises(InvalidArgumentError, match=r"^grace_seconds="):
             await supervisor.end(started.task_id, grace_seconds=-1)
     registry.close()
@@ -85,9 +86,9 @@ async def test_status_that_reaps_a_fast_exit_before_the_watcher_runs_breaks_noth
         started = await _start(supervisor, "exit 9")
         # Before any await, the watcher has not run; the exit is seen by status itself.
         with anyio.fail_after(10):
-            while (await supervisor.status(started.task_id)).state is TaskState.RUNNING:
+            while (await supervisor.read(started.task_id)).state is TaskState.RUNNING:
                 await anyio.sleep(0.01)
-        assert (await supervisor.status(started.task_id)).exit_code == 9
+        assert (await supervisor.read(started.task_id)).exit_code == 9
     record = registry.get(started.task_id)
     assert record is not None
     assert record.exit_code == 9

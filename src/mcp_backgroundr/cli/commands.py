@@ -114,7 +114,8 @@ def status(settings: Settings, task_id: str, as_json: bool) -> str:
 
 def _remote_status(settings: Settings, record: TaskRecord, as_json: bool) -> str:
     answer = anyio.run(remote.status, settings, record)
-    fields = answer.model_dump(mode="json", exclude={"output"}) | {"log_path": record.log_path, "owner": record.owner}
+    fields = {key: value for key, value in asdict(answer).items() if key != "output"}
+    fields |= {"log_path": record.log_path, "owner": record.owner}
     fields["command"] = record.command  # the answer shows at most the start of it
     if as_json:
         return json.dumps(fields, indent=2)

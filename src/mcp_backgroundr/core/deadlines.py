@@ -31,8 +31,8 @@ async def _end_at(state: CoreState, task: Task, limit: float) -> None:
     if state.shutting_down or state.own.get(task.record.task_id) is not task:
         return
     if task.running:
-        await end(state, task.record.task_id, reason=runtime_reason(limit))
+        await end(state, task.record.task_id, state.settings.default_grace_seconds, runtime_reason(limit))
     elif await task.lingering():
-        await end(state, task.record.task_id)
+        await end(state, task.record.task_id, state.settings.default_grace_seconds)
         task.record.end_reason = f"{runtime_reason(limit)}: ended the processes it left behind"
         state.save([task.record])

@@ -7,9 +7,8 @@ import functools
 import anyio
 
 from .. import offload
-from ..errors import InvalidArgumentError
-from ..models import EndedTask, Survivor
 from ..platform.containment import Level, end_trees, unclaimed_children
+from ..results import Ended, Survivor
 from .lookup import find_task
 from .state import CoreState
 from .task import Task
@@ -25,15 +24,10 @@ VERIFIED = {
 """What an end with no survivor has checked, at each containment level."""
 
 
-async def end(
-    state: CoreState, task_id: str, grace_seconds: float | None = None, reason: str = END_REASON
-) -> EndedTask:
-    """End a task's whole process tree and answer once it is gone; ``reason`` is recorded."""
+async def end(state: CoreState, task_id: str, grace: float, reason: str = END_REASON) -> Ended:
+    """End a task's whole process tree, giving it ``grace`` seconds from SIGTERM to SIGKILL, and
+    answer once it is gone; ``reason`` is recorded."""
     task = find_task(state, task_id)
-    settings = state.settings
-    grace = settings.default_grace_seconds if grace_seconds is None else grace_seconds
-    if not 0 <= grace <= settings.max_grace_seconds:
-        raise InvalidArgumentError("grace_seconds", grace_seconds, f"use 0 to {settings.max_grace_seconds:g} seconds")
     with anyio.CancelScope(shield=True):
         if task.running and not task.record.kill_requested:
             task.record.kill_requested = True
@@ -47,7 +41,7 @@ async def end(
     return ended_task
 
 
-async def _end_here(state: CoreState, task: Task, grace: float) -> EndedTask:
+async def _end_here(state: CoreState, task: Task, grace: float) -> Ended:
     record = task.record
     leaders = {record.pid: task.leader()} if record.pid is not None and not task.lingering_known_empty else {}
     outcome = await end_trees(leaders, grace, state.settings.kill_wait_seconds)
@@ -56,14 +50,14 @@ async def _end_here(state: CoreState, task: Task, grace: float) -> EndedTask:
     if not outcome.survivors and not task.running:
         await task.settle()
     record = task.record  # another server's task: a fresh copy of its record by now
-    return EndedTask(
+    return Ended(
         task_id=record.task_id,
         state=record.state,
         exit_code=record.exit_code,
         signal=record.signal,
         signalled_pids=outcome.signalled,
         escalated=outcome.escalated,
-        survivors=[Survivor(pid=pid, command=cmd, reason=why) for pid, cmd, why in outcome.survivors],
+        survivors=[Survivor(pid, cmd, why) for pid, cmd, why in outcome.survivors],
         containment=record.containment,
         verified="" if outcome.survivors else await _verified(state, record.containment),
     )

@@ -8,7 +8,8 @@ import time
 
 from .. import offload
 from ..errors import BackgroundrError, RegistryError
-from ..models import RemovedTask, TaskRecord
+from ..models import TaskRecord
+from ..results import Removed
 from ..store import orphans, retention
 from . import watchers
 from .lookup import find_task
@@ -47,7 +48,7 @@ def prune_if_due(state: CoreState) -> None:
         state.in_background(None, "pruning finished tasks", functools.partial(prune_now, state))
 
 
-async def remove(state: CoreState, task_id: str) -> RemovedTask:
+async def remove(state: CoreState, task_id: str) -> Removed:
     """Forget a finished task and delete its log: one of ours, or one whose server is gone."""
     task = find_task(state, task_id)
     if task.running or (task.record.host is None and await task.lingering()):
@@ -66,4 +67,4 @@ async def remove(state: CoreState, task_id: str) -> RemovedTask:
         freed = retention.delete_task_files(task.record)
     state.forget(task.record)
     state.changed(TaskChange.REMOVED, task_id)
-    return RemovedTask(task_id=task_id, freed_bytes=freed)
+    return Removed(task_id=task_id, freed_bytes=freed)

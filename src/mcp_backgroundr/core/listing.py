@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from .. import offload
-from ..models import TaskList, TaskRecord, TaskState
+from ..models import TaskRecord, TaskState
+from ..results import Listing
 from ..store import orphans
 from .recording import refresh_all
 from .state import CoreState
@@ -17,7 +18,7 @@ def own_records(state: CoreState) -> list[TaskRecord]:
     return [task.record for task in state.own.values()]
 
 
-async def list_tasks(state: CoreState, wanted: TaskState | None, everyone: bool, limit: int | None) -> TaskList:
+async def list_tasks(state: CoreState, wanted: TaskState | None, everyone: bool, limit: int | None) -> Listing:
     """This server's tasks (or, with ``everyone``, every task in the registry) in state ``wanted``
     (None: any), newest first, at most ``limit`` of them."""
     refresh_all(state)
@@ -35,7 +36,7 @@ async def list_tasks(state: CoreState, wanted: TaskState | None, everyone: bool,
     )
     shown = matching[:limit]
     ports = await state.sockets.of_tasks({r.task_id for r in shown if r.running})
-    return TaskList(tasks=[summary_of(r, now, ports.get(r.task_id, [])) for r in shown], total=len(matching))
+    return Listing(tasks=[summary_of(r, now, ports.get(r.task_id, [])) for r in shown], total=len(matching))
 
 
 async def _settle_left_remote(state: CoreState, records: list[TaskRecord]) -> None:

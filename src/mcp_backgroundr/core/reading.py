@@ -3,6 +3,7 @@ for its exit, a line or a port."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from pathlib import Path
@@ -11,64 +12,59 @@ import psutil
 
 from .. import offload
 from ..errors import InvalidArgumentError
-from ..logs import files, patterns
+from ..logs import files
 from ..logs.grep import GrepResult, grep_log_in_thread
-from ..models import TaskRecord, TaskStatus, WaitReason, WaitResult
+from ..logs.patterns import Pattern
+from ..models import TaskRecord, WaitReason
+from ..results import Status, Waited
 from . import validation, watch
 from .lookup import find_task
+from .requests import ReadPlan
 from .state import CoreState
 from .task import Task
 
 
-async def status(state: CoreState, task_id: str, lines: int | None, since: int | None, raw: bool) -> TaskStatus:
-    """Lifecycle and a bounded slice of output of one task."""
+async def read(state: CoreState, task_id: str, plan: ReadPlan) -> Status:
+    """Lifecycle and a bounded slice of output of one task: its last lines, what follows a
+    cursor, or the lines that match a pattern."""
     task = find_task(state, task_id)
-    settings = state.settings
-    if lines is None:
-        lines = settings.default_lines
-    if lines < 0 or lines > settings.max_lines:
-        raise InvalidArgumentError(
-            "lines", lines, f"ask for 0 to {settings.max_lines} lines, or read forward with since"
-        )
+    if plan.grep is not None:
+        return await _grep(state, task, plan.grep, plan.grep_text or "", plan.since)
     if task.record.host is not None:
-        remote_status, ended = await state.remote.status(task, lines, since, raw)
+        remote_status, ended = await state.remote.status(task, plan.lines, plan.since, plan.raw)
         state.after_remote(task, ended)
         return remote_status
     as_of = task.snapshot()
     processes = await task.live_processes()
     writer_alive = as_of.running or bool(processes)
     path = Path(task.record.log_path)
-    budget = settings.output_budget
-    if since is None:
-        read = functools.partial(files.read_tail, path, lines, budget, writer_alive=writer_alive, raw=raw)
+    budget = state.settings.output_budget
+    if plan.since is None:
+        read = functools.partial(files.read_tail, path, plan.lines, budget, writer_alive=writer_alive, raw=plan.raw)
     else:
-        if since < 0:
-            raise InvalidArgumentError("since", since, "pass a cursor (a byte offset >= 0) from an earlier answer")
-        read = functools.partial(files.read_forward, path, since, budget, writer_alive=writer_alive, raw=raw)
+        read = functools.partial(files.read_forward, path, plan.since, budget, writer_alive=writer_alive, raw=plan.raw)
     piece = await offload.run(offload.LOGS, read)
     return await status_with(state, task, as_of, piece, processes)
 
 
 async def status_with(
     state: CoreState, task: Task, as_of: TaskRecord, piece: files.OutputSlice, processes: list[psutil.Process]
-) -> TaskStatus:
+) -> Status:
     """A task's status ``as_of`` a snapshot taken before ``piece`` of its output was read; what its
     processes use (and its runner's status) is read in a worker thread, their listening sockets
     picked from the shared socket table."""
     sockets = (await state.sockets.table()).sockets if processes else []
     usage, run = await offload.run(offload.SCANS, task.measure, processes, sockets)
-    return task.status(as_of, piece, processes, usage, run)
+    lingering = [] if as_of.running else sorted(p.pid for p in processes)
+    return task.describe(piece, usage, lingering, run, as_of)
 
 
-async def grep(state: CoreState, task_id: str, pattern_text: str, since: int | None) -> TaskStatus:
-    """Status whose output is the log lines (from ``since``) matching ``pattern_text``."""
-    task = find_task(state, task_id)
+async def _grep(state: CoreState, task: Task, pattern: Pattern, pattern_text: str, since: int | None) -> Status:
+    """Status whose output is the log lines (from ``since``) matching ``pattern``."""
     if task.record.host is not None:
         remote_status, ended = await state.remote.grep(task, pattern_text, since)
         state.after_remote(task, ended)
         return remote_status
-    pattern = patterns.compiled("grep", pattern_text)
-    assert pattern is not None
     path = Path(task.record.log_path)
     start = _checked_since(path, since, default=0)
     as_of = task.snapshot()
@@ -77,8 +73,7 @@ async def grep(state: CoreState, task_id: str, pattern_text: str, since: int | N
         found.text, found.cursor, found.size, found.resume_at is not None, _grep_note(found), found.dropped
     )
     found_status = await status_with(state, task, as_of, piece, await task.live_processes())
-    found_status.grep_matches = found.matches
-    return found_status
+    return dataclasses.replace(found_status, grep_matches=found.matches)
 
 
 def _grep_note(found: GrepResult) -> str | None:
@@ -99,7 +94,7 @@ async def wait(
     conditions: validation.WaitConditions,
     since: int | None = None,
     progress: watch.ProgressReporter | None = None,
-) -> WaitResult:
+) -> Waited:
     """Wait for the first of: the task exits, a new line matches, its port accepts, the timeout."""
     task = find_task(state, task_id)
     if task.record.host is not None:
@@ -121,7 +116,7 @@ async def wait(
     )
     piece = await offload.run(offload.LOGS, read)
     found_status = await status_with(state, task, as_of, piece, await task.live_processes())
-    return WaitResult(
+    return Waited(
         reason=outcome.reason,
         waited_seconds=round(time.monotonic() - began, 3),
         matched_line=outcome.match.line if outcome.match else None,
@@ -131,7 +126,7 @@ async def wait(
     )
 
 
-def _earlier_output_advice(reason: WaitReason, status: TaskStatus, start: int) -> str | None:
+def _earlier_output_advice(reason: WaitReason, status: Status, start: int) -> str | None:
     """For a wait that saw its task end without a word: where the output it wrote before is."""
     if reason is not WaitReason.EXITED or status.output or start <= status.dropped_bytes:
         return None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ..config import Settings
 from ..errors import InvalidArgumentError
-from ..logs.patterns import compiled
+from ..logs.patterns import Pattern, compiled
 from ..platform.containment import Limits
 from . import validation
 from .policy import Policy
@@ -159,3 +159,44 @@ def check_wait(request: WaitRequest, settings: Settings) -> WaitConditions:
         compiled("output_pattern", request.output_pattern),
         validation.checked_port("port", request.port),
     )
+
+
+@dataclass(frozen=True)
+class ReadRequest:
+    """get_task_status's arguments (besides the task)."""
+
+    lines: int | None = None
+    since: int | None = None
+    grep: str | None = None
+    raw: bool = False
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """A checked read: the last ``lines`` lines, or what follows ``since``; or the lines matching ``grep``."""
+
+    lines: int
+    since: int | None
+    grep: Pattern | None
+    grep_text: str | None
+    raw: bool
+
+
+def check_read(request: ReadRequest, settings: Settings) -> ReadPlan:
+    """What to read of a task's output, checked (whether ``since`` lies within the log is the
+    read's to tell: the log grows)."""
+    lines = settings.default_lines if request.lines is None else request.lines
+    if not 0 <= lines <= settings.max_lines:
+        advice = f"ask for 0 to {settings.max_lines} lines, or read forward with since"
+        raise InvalidArgumentError("lines", lines, advice)
+    if request.since is not None and request.since < 0:
+        raise InvalidArgumentError("since", request.since, "pass a cursor (a byte offset >= 0) from an earlier answer")
+    return ReadPlan(lines, request.since, compiled("grep", request.grep), request.grep, request.raw)
+
+
+def check_grace(grace_seconds: float | None, settings: Settings) -> float:
+    """end_background_task's grace period: from SIGTERM to SIGKILL."""
+    grace = settings.default_grace_seconds if grace_seconds is None else grace_seconds
+    if not 0 <= grace <= settings.max_grace_seconds:
+        raise InvalidArgumentError("grace_seconds", grace_seconds, f"use 0 to {settings.max_grace_seconds:g} seconds")
+    return grace

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import BackgroundrError
 from ..logs import files
-from ..models import InputSent
+from ..results import InputWritten
 from . import taskinput
 from .lookup import find_task
 from .state import CoreState
@@ -16,7 +16,7 @@ END_OF_INPUT = b"\x04"
 """Ctrl-D: end of input on a terminal."""
 
 
-async def send_input(state: CoreState, task_id: str, text: str, newline: bool, close: bool) -> InputSent:
+async def send_input(state: CoreState, task_id: str, text: str, newline: bool, close: bool) -> InputWritten:
     """Write text to a task's stdin (or terminal); optionally close it afterwards."""
     task = find_task(state, task_id)
     if not task.running:
@@ -40,7 +40,7 @@ async def send_input(state: CoreState, task_id: str, text: str, newline: bool, c
             # Before our own end is closed: until the runner holds the FIFO, ours keeps what was written.
             await taskinput.close_input_home(task.record)
         task.close_input_pipe()
-    return InputSent(task_id=task_id, bytes_written=written, closed=close, cursor=cursor)
+    return InputWritten(task_id=task_id, bytes_written=written, closed=close, cursor=cursor)
 
 
 def _check_writable(state: CoreState, task: Task, home: bool) -> None:

@@ -22,9 +22,10 @@ from .. import offload, runner
 from ..config import SETTINGS_PREFIX, TASK_ID_ENV, TOKEN_ENV
 from ..errors import BackgroundrError, RegistryError, SpawnFailedError
 from ..logs import files
-from ..models import StartedTask, TaskRecord, new_task_id, shown_command
+from ..models import TaskRecord, new_task_id, shown_command
 from ..platform import process, terminal
 from ..platform.containment import Level, Placement
+from ..results import Started
 from . import taskinput, validation
 from .deadlines import enforce_runtime
 from .ending import END_REASON
@@ -39,7 +40,7 @@ PRIVATE_ENV = frozenset({TOKEN_ENV})
 """Variables of the server that no task inherits, whatever env_passthrough says."""
 
 
-async def start(state: CoreState, plan: StartPlan) -> StartedTask:
+async def start(state: CoreState, plan: StartPlan) -> Started:
     """Start ``plan``'s command under ``/bin/sh -c`` (on its host over SSH, if it has one) and
     answer at once."""
     if state.group is None or state.shutting_down:
@@ -102,7 +103,7 @@ class _TaskIO:
     """Our end of a keep_running task's input FIFO."""
 
 
-async def _start_here(state: CoreState, record: TaskRecord, plan: StartPlan, env: dict[str, str]) -> StartedTask:
+async def _start_here(state: CoreState, record: TaskRecord, plan: StartPlan, env: dict[str, str]) -> Started:
     with contextlib.ExitStack() as undo:
         with anyio.CancelScope(shield=True):  # a cgroup made must be known, to be removed if the start fails
             placement = await offload.run(offload.CGROUPS, state.containment.place, record.task_id, plan.limits)
@@ -252,7 +253,7 @@ async def _record_started(state: CoreState, task: Task, popen: subprocess.Popen[
     return exit_handle
 
 
-async def _start_remote(state: CoreState, record: TaskRecord, env: dict[str, str | None], stdin: bool) -> StartedTask:
+async def _start_remote(state: CoreState, record: TaskRecord, env: dict[str, str | None], stdin: bool) -> Started:
     await state.remote.start(record, env, stdin, state.policy.allowed_cwd_as_written)
     try:
         await offload.run(offload.REGISTRY, state.registry.insert, record)
@@ -266,9 +267,9 @@ async def _start_remote(state: CoreState, record: TaskRecord, env: dict[str, str
     return _started(record)
 
 
-def _started(record: TaskRecord) -> StartedTask:
+def _started(record: TaskRecord) -> Started:
     """run_background_task's answer for a task just started."""
-    return StartedTask(
+    return Started(
         task_id=record.task_id,
         pid=record.pid,
         state=record.state,

@@ -20,20 +20,11 @@ import anyio
 from .. import offload
 from ..config import Settings
 from ..logs import logcap
-from ..models import (
-    EndedTask,
-    InputSent,
-    RemovedTask,
-    StartedTask,
-    TaskList,
-    TaskRecord,
-    TaskState,
-    TaskStatus,
-    WaitResult,
-)
+from ..models import TaskRecord, TaskState
 from ..platform import process
 from ..platform.containment import Containment, Level
 from ..platform.inotify import WriteWatches
+from ..results import Ended, InputWritten, Listing, Removed, Started, Status, Waited
 from ..store import orphans
 from ..store.registry import Registry
 from . import (
@@ -52,11 +43,20 @@ from . import (
     watching,
 )
 from .policy import Policy
-from .requests import StartPlan, StartRequest, WaitRequest, check_start, check_wait
+from .requests import (
+    ReadRequest,
+    StartPlan,
+    StartRequest,
+    WaitRequest,
+    check_grace,
+    check_read,
+    check_start,
+    check_wait,
+)
 from .state import ChangeHook, CoreState, TaskChange
 from .validation import WaitConditions
 
-__all__ = ["ChangeHook", "StartRequest", "Supervisor", "TaskChange", "WaitRequest"]
+__all__ = ["ChangeHook", "ReadRequest", "StartRequest", "Supervisor", "TaskChange", "WaitRequest", "Waited"]
 
 
 class Supervisor:
@@ -125,7 +125,7 @@ class Supervisor:
         """``request`` checked against the settings and the policy, before anything is started."""
         return check_start(request, self.settings, self._state.policy)
 
-    async def start(self, plan: StartPlan) -> StartedTask:
+    async def start(self, plan: StartPlan) -> Started:
         """Start a checked task and answer at once (see ``core/starting.py``)."""
         return await starting.start(self._state, plan)
 
@@ -135,15 +135,9 @@ class Supervisor:
         """A task's whole command (answers show at most the start of it)."""
         return lookup.find_task(self._state, task_id).record.command
 
-    async def status(
-        self, task_id: str, lines: int | None = None, since: int | None = None, *, raw: bool = False
-    ) -> TaskStatus:
-        """Lifecycle and a bounded slice of output of one task."""
-        return await reading.status(self._state, task_id, lines, since, raw)
-
-    async def grep(self, task_id: str, pattern_text: str, since: int | None = None) -> TaskStatus:
-        """Status whose output is the log lines (from ``since``) matching ``pattern_text``."""
-        return await reading.grep(self._state, task_id, pattern_text, since)
+    async def read(self, task_id: str, request: ReadRequest | None = None) -> Status:
+        """Lifecycle and a bounded slice of output of one task (``request``: which slice)."""
+        return await reading.read(self._state, task_id, check_read(request or ReadRequest(), self.settings))
 
     def check_wait(self, request: WaitRequest) -> WaitConditions:
         """Validate wait conditions before anything is waited on."""
@@ -155,7 +149,7 @@ class Supervisor:
         conditions: WaitConditions,
         since: int | None = None,
         progress: watch.ProgressReporter | None = None,
-    ) -> WaitResult:
+    ) -> Waited:
         """Wait for the first of: the task exits, a new line matches, its port accepts, the timeout."""
         return await reading.wait(self._state, task_id, conditions, since, progress)
 
@@ -165,23 +159,23 @@ class Supervisor:
 
     async def list_tasks(
         self, state: TaskState | None = None, everyone: bool = False, limit: int | None = None
-    ) -> TaskList:
+    ) -> Listing:
         """This server's tasks (or, with ``everyone``, every task in the registry), newest first."""
         return await listing.list_tasks(self._state, state, everyone, limit)
 
     # -- act -------------------------------------------------------------------
 
-    async def send_input(self, task_id: str, text: str, newline: bool = True, close: bool = False) -> InputSent:
+    async def send_input(self, task_id: str, text: str, newline: bool = True, close: bool = False) -> InputWritten:
         """Write text to a task's stdin (or terminal); optionally close it afterwards."""
         return await sending.send_input(self._state, task_id, text, newline, close)
 
-    async def remove(self, task_id: str) -> RemovedTask:
+    async def remove(self, task_id: str) -> Removed:
         """Forget a finished task and delete its log: one of ours, or one whose server is gone."""
         return await forgetting.remove(self._state, task_id)
 
-    async def end(self, task_id: str, grace_seconds: float | None = None) -> EndedTask:
+    async def end(self, task_id: str, grace_seconds: float | None = None) -> Ended:
         """End a task's whole process tree and answer once it is gone."""
-        return await ending.end(self._state, task_id, grace_seconds)
+        return await ending.end(self._state, task_id, check_grace(grace_seconds, self.settings))
 
     async def shutdown(self) -> int:
         """End every task this server owns, all at once, within a bounded time.

@@ -3,8 +3,8 @@
 A :class:`Task` pairs the registry record with what only a live server knows: the
 child process (when it is ours), the event set at its exit, its input descriptor,
 and the samples that make repeated status calls cheap. It finds its own processes
-and turns itself into the tools' answers; starting, watching and ending tasks is
-the supervisor's.
+and describes itself as plain data (``core/results.py``); starting, watching and
+ending tasks is the core's other units'.
 """
 
 from __future__ import annotations
@@ -23,19 +23,34 @@ import psutil
 
 from .. import offload, runner
 from ..logs import files
-from ..models import ListeningPort, TaskRecord, TaskState, TaskStatus, TaskSummary, shown_command, socket_address
+from ..models import TaskRecord, TaskState, shown_command, socket_address
 from ..platform import process, scans
 from ..platform.containment import Leader, TaskCgroup
+from ..results import Listening, Status, Summary
 
 USAGE_REFRESH_SECONDS = 1.0
 """Status reuses a running task's process list (for usage and ports) for this long."""
-"""list_tasks shows this much of each command; get_task_status shows all of it."""
 
 
 def iso_time(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    at: float
+    """Monotonic time of the sample."""
+    cpu_seconds: float
+    """CPU seconds the task's processes had used by then."""
+
+
+@dataclass(frozen=True)
+class ProcessesSeen:
+    at: float
+    """Monotonic time of the scan."""
+    processes: list[psutil.Process]
 
 
 @dataclass
@@ -45,10 +60,10 @@ class Task:
     exited: anyio.Event = field(default_factory=anyio.Event)
     lingering_known_empty: bool = False
     """Once no process of a finished task is left, none can appear again."""
-    cpu_sample: tuple[float, float] | None = None
-    """(monotonic time, CPU seconds of the tree) at the previous status call."""
-    processes_seen: tuple[float, list[psutil.Process]] | None = None
-    """(monotonic time, processes) of the last scan for a running task."""
+    cpu_sample: CpuSample | None = None
+    """The tree's CPU seconds at the previous status call."""
+    processes_seen: ProcessesSeen | None = None
+    """What the last scan for a running task found."""
     input_fd: int | None = None
     """Where send_task_input writes: the stdin pipe, or the terminal's master side."""
     terminal: bool = False
@@ -113,10 +128,10 @@ class Task:
             return await self.lingering()
         async with self._scan_lock:
             now = time.monotonic()
-            if self.processes_seen is None or now - self.processes_seen[0] > USAGE_REFRESH_SECONDS:
+            if self.processes_seen is None or now - self.processes_seen.at > USAGE_REFRESH_SECONDS:
                 found = await self.find_processes()
-                self.processes_seen = (time.monotonic(), found)
-            return self.processes_seen[1]
+                self.processes_seen = ProcessesSeen(time.monotonic(), found)
+            return self.processes_seen.processes
 
     def cpu_percent(self, cpu_seconds: float) -> float:
         """CPU use since the previous status call (or since the start), from the tree's CPU seconds."""
@@ -124,8 +139,8 @@ class Task:
         if self.cpu_sample is None:
             since, used = now - max(0.001, self.record.runtime_seconds(time.time())), cpu_seconds
         else:
-            since, used = self.cpu_sample[0], cpu_seconds - self.cpu_sample[1]
-        self.cpu_sample = (now, cpu_seconds)
+            since, used = self.cpu_sample.at, cpu_seconds - self.cpu_sample.cpu_seconds
+        self.cpu_sample = CpuSample(now, cpu_seconds)
         return round(max(0.0, used) / max(now - since, 0.001) * 100, 1)
 
     def measure(
@@ -150,31 +165,19 @@ class Task:
         """
         return dataclasses.replace(self.record)
 
-    def status(
-        self,
-        as_of: TaskRecord,
-        piece: files.OutputSlice,
-        processes: list[psutil.Process],
-        usage: process.TreeUsage,
-        run: runner.RunStatus | None,
-    ) -> TaskStatus:
-        """The answer of get_task_status: the record ``as_of`` the reads began (see :meth:`snapshot`),
-        ``piece`` of output, and what :meth:`measure` found."""
-        lingering = [] if as_of.running else sorted(p.pid for p in processes)
-        return self.answer(piece, usage, lingering, run, as_of)
-
-    def answer(
+    def describe(
         self,
         piece: files.OutputSlice,
         usage: process.TreeUsage,
         lingering: list[int],
         run: runner.RunStatus | None,
         as_of: TaskRecord | None = None,
-    ) -> TaskStatus:
-        """get_task_status's answer from what was found out, wherever the task runs (the record
-        ``as_of`` the reads began; by default, as it stands)."""
+    ) -> Status:
+        """The task's status: its record ``as_of`` the reads began (see :meth:`snapshot`; by default,
+        as it stands), ``piece`` of its output, what its processes use, the pids that outlive its
+        main process and its runner's account, wherever it runs."""
         record = self.record if as_of is None else as_of
-        return TaskStatus(
+        return Status(
             task_id=record.task_id,
             name=record.name,
             command=shown_command(record.command, record.task_id),
@@ -209,9 +212,9 @@ class Task:
         )
 
 
-def summary_of(record: TaskRecord, now: float, listening: Sequence[tuple[str, int, int]]) -> TaskSummary:
+def summary_of(record: TaskRecord, now: float, listening: Sequence[tuple[str, int, int]]) -> Summary:
     """One line of list_tasks."""
-    return TaskSummary(
+    return Summary(
         task_id=record.task_id,
         name=record.name,
         command=shown_command(record.command, record.task_id),
@@ -227,5 +230,5 @@ def summary_of(record: TaskRecord, now: float, listening: Sequence[tuple[str, in
     )
 
 
-def _listening(sockets: Sequence[tuple[str, int, int]]) -> list[ListeningPort]:
-    return [ListeningPort(address=address, port=port, pid=pid) for address, port, pid in sockets]
+def _listening(sockets: Sequence[tuple[str, int, int]]) -> list[Listening]:
+    return [Listening(address, port, pid) for address, port, pid in sockets]

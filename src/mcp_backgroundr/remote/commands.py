@@ -15,7 +15,8 @@ from contextlib import asynccontextmanager
 from ..config import Settings
 from ..core.task import Task
 from ..core.validation import WaitConditions
-from ..models import EndedTask, TaskRecord, TaskStatus
+from ..models import TaskRecord
+from ..results import Ended, Status
 from .tasks import RemoteTasks
 
 FOLLOW_WAIT_SECONDS = 60.0
@@ -32,7 +33,7 @@ async def _remote(settings: Settings) -> AsyncIterator[RemoteTasks]:
         await remote.close(only_started=True)
 
 
-async def status(settings: Settings, record: TaskRecord) -> TaskStatus:
+async def status(settings: Settings, record: TaskRecord) -> Status:
     """The task's status from its host (what is known, when the host cannot be reached)."""
     async with _remote(settings) as remote:
         answer, _ = await remote.status(Task(record, None), 0, None, raw=False)
@@ -68,7 +69,7 @@ def _print(text: str) -> None:
     sys.stdout.flush()
 
 
-async def stop(settings: Settings, record: TaskRecord, grace_seconds: float, reason: str) -> EndedTask:
+async def stop(settings: Settings, record: TaskRecord, grace_seconds: float, reason: str) -> Ended:
     """End the task's whole tree on its host; the record says how it ended."""
     async with _remote(settings) as remote:
         ended, _ = await remote.end(Task(record, None), grace_seconds, reason)

@@ -24,9 +24,10 @@ from ..core import validation
 from ..core.task import Task, iso_time
 from ..core.watch import PROGRESS_INTERVAL_SECONDS, ProgressReporter
 from ..errors import BackgroundrError, HostUnreachableError, InvalidArgumentError, PolicyRefusedError
-from ..logs import files, patterns
-from ..models import EndedTask, InputSent, Survivor, TaskRecord, TaskState, TaskStatus, WaitReason, WaitResult
+from ..logs import files
+from ..models import TaskRecord, TaskState, WaitReason
 from ..platform import process
+from ..results import Ended, InputWritten, Status, Survivor, Waited
 from .bundle import NEEDS_BUNDLE_STATUS, NO_PYTHON_STATUS, remote_command, request_bytes
 from .session import AgentSession, SessionRefused
 from .ssh import Connections, parse_destination
@@ -169,7 +170,7 @@ class RemoteTasks:
         task.exited.set()
         return True
 
-    def _status(self, task: Task, answer: Answer) -> TaskStatus:
+    def _status(self, task: Task, answer: Answer) -> Status:
         piece = answer["slice"]
         pids = list(answer.get("pids") or [])
         usage = process.TreeUsage(
@@ -179,7 +180,7 @@ class RemoteTasks:
             [(str(a), int(p), int(pid)) for a, p, pid in answer.get("listening") or []],
         )
         run = runner.RunStatus(restarts=int(answer.get("restarts") or 0), next_start_at=answer.get("next_start_at"))
-        status = task.answer(
+        status = task.describe(
             files.OutputSlice(
                 piece["text"], piece["cursor"], piece["size"], piece["truncated"], piece["truncation"], piece["dropped"]
             ),
@@ -190,18 +191,18 @@ class RemoteTasks:
         status.host_reachable, status.host_seen_at = True, iso_time(task.record.host_seen_at)
         return status
 
-    def known_status(self, task: Task, problem: HostUnreachableError, since: int | None) -> TaskStatus:
+    def known_status(self, task: Task, problem: HostUnreachableError, since: int | None) -> Status:
         """What is known of a task whose host cannot be reached now."""
         cursor = since or 0
         empty = process.TreeUsage(0, 0, 0.0, [])
-        status = task.answer(files.OutputSlice("", cursor, cursor, False, None), empty, [], None)
+        status = task.describe(files.OutputSlice("", cursor, cursor, False, None), empty, [], None)
         status.host_reachable, status.host_problem = False, str(problem)
         status.host_seen_at = iso_time(task.record.host_seen_at)
         return status
 
     # -- read ------------------------------------------------------------------
 
-    async def status(self, task: Task, lines: int, since: int | None, raw: bool) -> tuple[TaskStatus, bool]:
+    async def status(self, task: Task, lines: int, since: int | None, raw: bool) -> tuple[Status, bool]:
         """The task's status (and whether it ended just now); from what is known when its host is away."""
         assert task.record.host is not None
         request = {
@@ -221,9 +222,8 @@ class RemoteTasks:
         ended = self._learn(task, answer)
         return self._status(task, answer), ended
 
-    async def grep(self, task: Task, pattern: str, since: int | None) -> tuple[TaskStatus, bool]:
+    async def grep(self, task: Task, pattern: str, since: int | None) -> tuple[Status, bool]:
         assert task.record.host is not None
-        patterns.compiled("grep", pattern)
         request = {
             "op": "grep",
             "task_id": task.record.task_id,
@@ -257,7 +257,7 @@ class RemoteTasks:
 
     async def wait(
         self, task: Task, conditions: validation.WaitConditions, since: int | None, progress: ProgressReporter | None
-    ) -> tuple[WaitResult, bool]:
+    ) -> tuple[Waited, bool]:
         """Wait on the remote host (the agent wakes on the exit and on log writes) and answer once."""
         assert task.record.host is not None
         pattern = getattr(conditions.pattern, "pattern", None)
@@ -291,7 +291,7 @@ class RemoteTasks:
             raise failed[0]
         ended = self._learn(task, answer)
         found = answer["wait"]
-        return WaitResult(
+        return Waited(
             reason=WaitReason(found["reason"]),
             waited_seconds=round(time.monotonic() - began, 3),
             matched_line=found.get("line"),
@@ -301,15 +301,15 @@ class RemoteTasks:
 
     # -- act -------------------------------------------------------------------
 
-    async def send_input(self, task: Task, data: str, close: bool) -> InputSent:
+    async def send_input(self, task: Task, data: str, close: bool) -> InputWritten:
         assert task.record.host is not None
         request = {"op": "input", "task_id": task.record.task_id, "text": data, "close": close}
         answer = await self._call(task.record.host, request, quick=True)
-        return InputSent(
+        return InputWritten(
             task_id=task.record.task_id, bytes_written=answer["bytes_written"], closed=close, cursor=answer["cursor"]
         )
 
-    async def end(self, task: Task, grace: float, reason: str) -> tuple[EndedTask, bool]:
+    async def end(self, task: Task, grace: float, reason: str) -> tuple[Ended, bool]:
         """End the task's whole tree on its host; answer once it is gone, naming survivors."""
         record = task.record
         assert record.host is not None
@@ -317,14 +317,14 @@ class RemoteTasks:
         request = {"op": "end", "task_id": record.task_id, "grace": grace, "kill_wait": kill_wait, "reason": reason}
         answer = await self._call(record.host, request, grace + kill_wait + self.settings.remote_call_seconds)
         ended = self._learn(task, answer)
-        return EndedTask(
+        return Ended(
             task_id=record.task_id,
             state=record.state,
             exit_code=record.exit_code,
             signal=record.signal,
             signalled_pids=answer["signalled"],
             escalated=answer["escalated"],
-            survivors=[Survivor(pid=pid, command=command, reason=why) for pid, command, why in answer["survivors"]],
+            survivors=[Survivor(pid, command, why) for pid, command, why in answer["survivors"]],
         ), ended
 
     async def end_all(self, tasks: Sequence[Task], grace: float, reason: str) -> None:

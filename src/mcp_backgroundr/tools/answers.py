@@ -1,4 +1,4 @@
-"""The text of each tool's answer, beside its structured content.
+"""Each tool's answer: its model (built here from the core's plain data) and its text.
 
 MCP clients show a model either the text or the structured content of an answer, so the
 text carries the same facts: state first, then what to do next, then the output.
@@ -6,12 +6,22 @@ text carries the same facts: state first, then what to do next, then the output.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel
 
 from ..models import EndedTask, TaskList, TaskState, TaskStatus, WaitResult, one_line, socket_address
 
 MAX_LISTED = 1000
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def model_of(kind: type[_Model], data: object) -> _Model:
+    """The answer model ``kind`` for what the core returned (plain data with the same field names)."""
+    return kind.model_validate(data, from_attributes=True)
 
 
 def answer(model: BaseModel, text: str) -> CallToolResult:

@@ -21,7 +21,7 @@ from mcp_types import Resource as MCPResource
 from pydantic import Field
 
 from ..config import Settings
-from ..core.supervisor import StartRequest, Supervisor, TaskChange, WaitRequest
+from ..core.supervisor import ReadRequest, StartRequest, Supervisor, TaskChange, Waited, WaitRequest
 from ..core.validation import WaitConditions
 from ..core.watch import ProgressReporter
 from ..errors import BackgroundrError, shown_value
@@ -40,7 +40,7 @@ from ..models import (
     one_line,
     shown_command,
 )
-from .answers import MAX_LISTED, answer, describe_end, describe_list, describe_status, describe_wait
+from .answers import MAX_LISTED, answer, describe_end, describe_list, describe_status, describe_wait, model_of
 from .appserver import BackgroundrMCPServer as BackgroundrMCPServer
 
 INSTRUCTIONS = """\
@@ -200,7 +200,7 @@ def _add_resources(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
     )
     async def task_log(task_id: str) -> str:
         try:
-            status = await supervisor.status(task_id)
+            status = await supervisor.read(task_id)
         except BackgroundrError as exc:
             raise ResourceNotFoundError(str(exc)) from exc
         note = f"\n[{status.truncation}]" if status.truncation else ""
@@ -233,20 +233,32 @@ async def _bounded_wait(
     conditions: WaitConditions,
     since: int | None,
     ctx: Context[Any, Any] | None,
-    go_on: Callable[[WaitResult], str],
+    go_on: Callable[[Waited], str],
 ) -> WaitResult:
     """A wait that answers before the client's request timeout unless progress keeps it alive."""
     cap = supervisor.settings.unattended_wait_seconds
     capped = conditions.timeout > cap and not _has_progress_token(ctx)
     bounded = dataclasses.replace(conditions, timeout=cap) if capped else conditions
     result = await supervisor.wait(task_id, bounded, since=since, progress=_progress_reporter(ctx))
-    if not capped or result.reason is not WaitReason.TIMEOUT:
-        return result
-    advice = (
-        f"stopped after {cap:g}s of the {conditions.timeout:g}s asked, to answer before the client's "
-        f"request timeout (no progress token was sent); {go_on(result)} to go on waiting"
-    )
-    return result.model_copy(update={"advice": advice})
+    if capped and result.reason is WaitReason.TIMEOUT:
+        advice = (
+            f"stopped after {cap:g}s of the {conditions.timeout:g}s asked, to answer before the client's "
+            f"request timeout (no progress token was sent); {go_on(result)} to go on waiting"
+        )
+        result = dataclasses.replace(result, advice=advice)
+    return model_of(WaitResult, result)
+
+
+def _wait_for_ready_again(task_id: str, pattern: str | None, port: int | None) -> Callable[[Waited], str]:
+    """How to go on waiting for a task started with wait_for_pattern or wait_for_port."""
+
+    def go_on(result: Waited) -> str:
+        ready = (f"output_pattern={shown_value(pattern)} " if pattern is not None else "") + (
+            f"port={port} " if port is not None else ""
+        )
+        return f"call wait_for_task with task_id={task_id} {ready}since={result.status.cursor}"
+
+    return go_on
 
 
 def _add_run_tool(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
@@ -298,17 +310,11 @@ def _add_run_tool(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
             wait_timeout_seconds,
         )  # fmt: skip
         plan = supervisor.check_start(request)
-        started = await supervisor.start(plan)
+        started = model_of(StartedTask, await supervisor.start(plan))
         if plan.wait is not None:
-
-            def go_on(result: WaitResult) -> str:
-                ready = (f"output_pattern={shown_value(wait_for_pattern)} " if wait_for_pattern is not None else "") + (
-                    f"port={wait_for_port} " if wait_for_port is not None else ""
-                )
-                return f"call wait_for_task with task_id={started.task_id} {ready}since={result.status.cursor}"
-
-            waited = await _bounded_wait(supervisor, started.task_id, plan.wait, 0, ctx, go_on)
-            started = started.model_copy(update={"wait": waited, "state": waited.status.state})
+            go_on = _wait_for_ready_again(started.task_id, wait_for_pattern, wait_for_port)
+            started.wait = await _bounded_wait(supervisor, started.task_id, plan.wait, 0, ctx, go_on)
+            started.state = started.wait.status.state
         where = f"{started.host}:{started.cwd}" if started.host else started.cwd
         text = f"started task {started.task_id} pid={started.pid} [{started.state}] in {where}: "
         text += one_line(started.command)
@@ -334,10 +340,7 @@ def _add_read_tools(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
         """State, exit code and output of a task: the last `lines` lines, or exactly what was
         written after `since` (pass each answer's `cursor` to follow it). At most about 16 KiB;
         `truncated` says what was left out."""
-        if grep is not None:
-            status = await supervisor.grep(task_id, grep, since)
-        else:
-            status = await supervisor.status(task_id, lines=lines, since=since, raw=raw)
+        status = model_of(TaskStatus, await supervisor.read(task_id, ReadRequest(lines, since, grep, raw)))
         return answer(status, describe_status(status))
 
     @app.background_tool(
@@ -356,7 +359,7 @@ def _add_read_tools(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
         status and the output written meanwhile."""
         conditions = supervisor.check_wait(WaitRequest(timeout_seconds, output_pattern, port))
 
-        def go_on(result: WaitResult) -> str:
+        def go_on(result: Waited) -> str:
             return f"call wait_for_task again with since={result.status.cursor}"
 
         result = await _bounded_wait(supervisor, task_id, conditions, since, ctx, go_on)
@@ -384,7 +387,7 @@ def _add_act_tools(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
     async def end_background_task(task_id: TaskId, grace_seconds: Grace = None) -> Annotated[CallToolResult, EndedTask]:
         """Stop a task's whole process tree: SIGTERM, SIGKILL after the grace period; answers once
         all are gone, naming any `survivors`."""
-        ended = await supervisor.end(task_id, grace_seconds)
+        ended = model_of(EndedTask, await supervisor.end(task_id, grace_seconds))
         return answer(ended, describe_end(ended))
 
     @app.background_tool(ToolAnnotations(title="Send input to a task", read_only_hint=False, destructive_hint=False))
@@ -393,7 +396,7 @@ def _add_act_tools(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
     ) -> Annotated[CallToolResult, InputSent]:
         """Type into a task started with stdin or pty; read the reply with wait_for_task or
         get_task_status, passing this answer's `cursor` as `since`. On a pty, "\\u0003" is Ctrl-C."""
-        sent = await supervisor.send_input(task_id, text, newline=newline, close=close)
+        sent = model_of(InputSent, await supervisor.send_input(task_id, text, newline=newline, close=close))
         note = "; its stdin is now closed" if sent.closed else ""
         reply = f"; its reply starts at cursor {sent.cursor}"
         return answer(sent, f"wrote {sent.bytes_written} bytes to task {sent.task_id}{note}{reply}")
@@ -401,7 +404,7 @@ def _add_act_tools(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
     @app.background_tool(ToolAnnotations(title="Forget a finished task", read_only_hint=False, destructive_hint=True))
     async def remove_task(task_id: TaskId) -> Annotated[CallToolResult, RemovedTask]:
         """Forget a finished task and delete its log."""
-        removed = await supervisor.remove(task_id)
+        removed = model_of(RemovedTask, await supervisor.remove(task_id))
         return answer(removed, f"removed task {removed.task_id}; freed {removed.freed_bytes} bytes of log")
 
     @app.background_tool(ToolAnnotations(title="List tasks", read_only_hint=True, idempotent_hint=True))
@@ -409,5 +412,5 @@ def _add_act_tools(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
         state: StateFilter = None, all: Everyone = False, limit: Limit = DEFAULT_LISTED
     ) -> Annotated[CallToolResult, TaskList]:
         """This server's tasks (all=true: every server's), newest first."""
-        listing = await supervisor.list_tasks(state, everyone=all, limit=limit)
+        listing = model_of(TaskList, await supervisor.list_tasks(state, everyone=all, limit=limit))
         return answer(listing, describe_list(listing, state, everyone=all))

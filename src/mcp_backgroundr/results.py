@@ -1,0 +1,157 @@
+"""What task operations answer: plain data, one class per operation.
+
+The core produces it (and ``remote/`` for a task on another host); the tools turn it into
+their answer models (``models.py``, pydantic, the public contract with a description on every
+field) and their text (``tools/answers.py``); the CLI prints it. The core never builds an
+answer model, and nothing edits what the core returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .models import TaskState, WaitReason
+
+
+@dataclass(frozen=True)
+class Started:
+    """A task just started (run_background_task)."""
+
+    task_id: str
+    pid: int | None
+    state: TaskState
+    command: str
+    cwd: str
+    log_path: str
+    containment: str
+    host: str | None
+
+
+@dataclass(frozen=True)
+class Listening:
+    """A TCP socket a task's process listens on."""
+
+    address: str
+    port: int
+    pid: int
+
+
+@dataclass
+class Status:
+    """A task's lifecycle and a bounded slice of its output (get_task_status)."""
+
+    task_id: str
+    name: str | None
+    command: str
+    cwd: str
+    state: TaskState
+    exit_code: int | None
+    signal: str | None
+    kill_requested: bool
+    pid: int | None
+    started_at: str
+    ended_at: str | None
+    runtime_seconds: float
+    output: str
+    cursor: int
+    output_bytes: int
+    truncated: bool
+    truncation: str | None
+    lingering_pids: list[int]
+    grep_matches: int | None = None
+    listening: list[Listening] = field(default_factory=list)
+    cpu_percent: float | None = None
+    memory_rss_bytes: int | None = None
+    process_count: int = 0
+    restarts: int = 0
+    dropped_bytes: int = 0
+    next_start_at: str | None = None
+    end_reason: str | None = None
+    max_runtime_seconds: float | None = None
+    containment: str = "marker"
+    max_memory_bytes: int | None = None
+    max_processes: int | None = None
+    host: str | None = None
+    host_reachable: bool | None = None
+    host_seen_at: str | None = None
+    host_problem: str | None = None
+
+
+@dataclass(frozen=True)
+class Waited:
+    """How a wait ended (wait_for_task), with the task's status."""
+
+    reason: WaitReason
+    waited_seconds: float
+    matched_line: str | None
+    matched_cursor: int | None
+    status: Status
+    advice: str | None = None
+
+
+@dataclass(frozen=True)
+class Survivor:
+    """A process of a task that could not be ended."""
+
+    pid: int
+    command: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A task ended (end_background_task), once its processes are gone."""
+
+    task_id: str
+    state: TaskState
+    exit_code: int | None
+    signal: str | None
+    signalled_pids: list[int]
+    escalated: bool
+    survivors: list[Survivor]
+    containment: str = "marker"
+    verified: str = ""
+
+
+@dataclass(frozen=True)
+class InputWritten:
+    """Input written to a task (send_task_input)."""
+
+    task_id: str
+    bytes_written: int
+    closed: bool
+    cursor: int
+
+
+@dataclass(frozen=True)
+class Removed:
+    """A finished task forgotten (remove_task)."""
+
+    task_id: str
+    freed_bytes: int
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One task in a listing."""
+
+    task_id: str
+    name: str | None
+    command: str
+    state: TaskState
+    pid: int | None
+    exit_code: int | None
+    started_at: str
+    runtime_seconds: float
+    listening: list[str]
+    owner: str
+    containment: str
+    host: str | None
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Tasks, newest first (list_tasks)."""
+
+    tasks: list[Summary]
+    total: int
