@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from .. import __version__
 from ..errors import BackgroundrError, shown_value
-from . import wire
+from . import sdk, wire
 from .arguments import hint, normalized, simple_schema
 from .schemas import cheap_to_validate
 
@@ -99,8 +99,7 @@ class BackgroundrMCPServer(MCPServer[Any]):
 
         def register(function: _ToolFunction) -> _ToolFunction:
             self.add_tool(function, description=inspect.getdoc(function), annotations=annotations)
-            tool = self._tool_manager.get_tool(function.__name__)
-            assert tool is not None
+            tool = sdk.registered_tool(self, function.__name__)
             tool.parameters = self._schemas[function.__name__] = simple_schema(tool.parameters)
             if tool.fn_metadata.output_schema is not None:
                 tool.fn_metadata.output_schema = cheap_to_validate(tool.fn_metadata.output_schema)
@@ -125,8 +124,7 @@ class BackgroundrMCPServer(MCPServer[Any]):
             checked_send, checked_receive = anyio.create_memory_object_stream[SessionMessage | Exception]()
             async with anyio.create_task_group() as group:
                 group.start_soon(wire.answer_bad_lines, read_stream, checked_send, write_stream)
-                server = self._lowlevel_server
-                await server.run(checked_receive, write_stream, server.create_initialization_options())
+                await sdk.serve_streams(self, checked_receive, write_stream)
                 group.cancel_scope.cancel()
 
     async def get_prompt(
@@ -149,6 +147,9 @@ class BackgroundrMCPServer(MCPServer[Any]):
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
+            # The SDK's documented contract (Tool.run): every failure but MCPError is raised as a
+            # ToolError whose message starts "Error executing tool <name>" and whose __cause__ is
+            # what was raised. Ours become their own one line; a crash keeps the SDK's text.
             cause = exc.__cause__
             if isinstance(cause, ValidationError):
                 raise ToolError(_one_line_validation_error(name, cause)) from exc

@@ -1,0 +1,67 @@
+"""The SDK's private parts this package uses (``tools/sdk.py``) are still there and still work:
+if a new SDK release moves them, this fails first, naming what moved."""
+
+from __future__ import annotations
+
+import inspect
+
+import anyio
+import pytest
+from mcp.server import MCPServer
+from mcp.server.lowlevel import Server
+from mcp.server.mcpserver.exceptions import ToolError
+
+from mcp_backgroundr.tools import sdk
+
+pytestmark = pytest.mark.anyio
+
+
+def _app() -> MCPServer[object]:
+    app: MCPServer[object] = MCPServer("seam")
+
+    @app.tool()
+    def echo(text: str) -> str:
+        return text
+
+    @app.tool()
+    def fail() -> str:
+        raise ValueError("the tool's own words")
+
+    return app
+
+
+def test_the_low_level_server_is_where_serve_streams_looks() -> None:
+    server = getattr(_app(), "_lowlevel_server", None)
+    assert isinstance(server, Server), "MCPServer._lowlevel_server moved: tools/sdk.serve_streams must follow"
+    parameters = list(inspect.signature(server.run).parameters)
+    assert parameters[:3] == ["read_stream", "write_stream", "initialization_options"], parameters
+
+
+def test_a_registered_tool_carries_the_schemas_the_server_uses() -> None:
+    tool = sdk.registered_tool(_app(), "echo")
+    assert tool.parameters["properties"]["text"]["type"] == "string"
+    assert hasattr(tool.fn_metadata, "output_schema")
+    with pytest.raises(LookupError):
+        sdk.registered_tool(_app(), "nothing")
+
+
+async def test_a_tool_failure_keeps_what_was_raised_as_its_cause() -> None:
+    with pytest.raises(ToolError) as caught:
+        await _app().call_tool("fail", {})
+    assert isinstance(caught.value.__cause__, ValueError)
+
+
+async def test_serve_streams_answers_over_the_streams_it_is_given() -> None:
+    from mcp.client.session import ClientSession
+    from mcp.shared.message import SessionMessage
+
+    to_server_send, to_server = anyio.create_memory_object_stream[SessionMessage | Exception](8)
+    from_server_send, from_server = anyio.create_memory_object_stream[SessionMessage](8)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(sdk.serve_streams, _app(), to_server, from_server_send)
+            async with ClientSession(from_server, to_server_send) as session:
+                await session.initialize()
+                result = await session.call_tool("echo", {"text": "hi"})
+            assert not result.is_error
+            group.cancel_scope.cancel()
