@@ -41,8 +41,8 @@ def test_restart_decisions(policy: str, returncode: int, restarts: int, expected
 def test_a_missing_or_torn_status_file_reads_as_none(tmp_path: Path) -> None:
     torn = tmp_path / "torn"
     torn.write_text('{"state": "run')
-    assert runner.read_status(str(torn)) is None
-    assert runner.read_status(str(tmp_path / "missing")) is None
+    assert runner.read_run_record(str(torn)) is None
+    assert runner.read_run_record(str(tmp_path / "missing")) is None
 
 
 def test_a_run_status_this_version_does_not_know_settles_as_unknown_instead_of_raising(tmp_path: Path) -> None:
@@ -56,7 +56,7 @@ def test_a_run_status_this_version_does_not_know_settles_as_unknown_instead_of_r
         started_at=0.0,
         keep_running=True,
     )
-    Path(record.status_path).write_text('{"state": "paused-by-a-newer-version"}')
+    Path(record.run_record_path).write_text('{"state": "paused-by-a-newer-version"}')
     orphans.settle_from_runner(record)
     assert (record.state, record.end_reason) == (TaskState.FAILED, orphans.UNKNOWN_END_REASON)
 

@@ -114,8 +114,9 @@ class TaskRecord:
         return self.keep_running or self.restart != "no"
 
     @property
-    def status_path(self) -> str:
-        """Where the runner records how the task's runs ended."""
+    def run_record_path(self) -> str:
+        """Where the runner records how the task's runs went (its run record; the file keeps its
+        old ``.status`` suffix, which tasks and remote hosts of earlier versions use)."""
         return self.log_path.removesuffix(".log") + ".status"
 
     @property

@@ -1,11 +1,11 @@
 """The supervising wrapper of tasks that outlive their server or restart.
 
-Run as ``python -I runner.py STATUS_FILE RESTART MAX_RESTARTS REAPER COMMAND [LOG MAX_LOG_BYTES]``,
+Run as ``python -I runner.py RUN_RECORD RESTART MAX_RESTARTS REAPER COMMAND [LOG MAX_LOG_BYTES]``,
 it leads the task's session (with REAPER ``subreaper``, orphaned descendants come back to it,
 and it collects them), keeps LOG under MAX_LOG_BYTES when given (while no server runs too),
 runs ``/bin/sh -c COMMAND`` in it (see :func:`shell_argv`; stdout and stderr
 stay the log the server opened), restarts it by policy with exponential backoff,
-and records every run in STATUS_FILE (JSON, replaced atomically). So the exit of a
+and records every run in RUN_RECORD (JSON, replaced atomically). So the exit of a
 ``keep_running`` task is known even when it ended while no server was running.
 It exits the way the command last did (same code, or the same signal), so a
 server that is its parent reads the result as if there were no wrapper.
@@ -138,9 +138,9 @@ def shell_argv(command: str) -> list[str]:
     return [SHELL, "-c", exec_command(command)]
 
 
-def input_home(status_path: str) -> str:
-    """The FIFO beside the status file that a keep_running task with stdin reads its input from."""
-    return status_path.removesuffix(".status") + ".input"
+def input_home(record_path: str) -> str:
+    """The FIFO beside the run record that a keep_running task with stdin reads its input from."""
+    return record_path.removesuffix(".status") + ".input"
 
 
 class _InputHome:
@@ -171,8 +171,8 @@ class _InputHome:
 
 
 @dataclass
-class RunStatus:
-    """What STATUS_FILE holds."""
+class RunRecord:
+    """How a supervised task's runs went, as its runner records them in RUN_RECORD (``TASK.status``)."""
 
     state: str = "running"
     """running, or the final state: completed, failed or killed."""
@@ -185,19 +185,19 @@ class RunStatus:
     """How each finished run ended, oldest first (at most the last few)."""
 
 
-def read_status(path: str) -> RunStatus | None:
-    """The status a runner recorded, or None when there is none (yet)."""
+def read_run_record(path: str) -> RunRecord | None:
+    """The run record a runner wrote, or None when there is none (yet)."""
     try:
         with open(path, encoding="utf-8") as file:
-            return RunStatus(**json.load(file))
+            return RunRecord(**json.load(file))
     except (OSError, ValueError, TypeError):
         return None
 
 
-def _write_status(path: str, status: RunStatus) -> None:
+def _write_run_record(path: str, record: RunRecord) -> None:
     temporary = f"{path}.tmp"
     with open(temporary, "w", encoding="utf-8") as file:
-        json.dump(asdict(status), file)
+        json.dump(asdict(record), file)
     os.replace(temporary, path)
 
 
@@ -215,17 +215,17 @@ def should_restart(policy: str, returncode: int, restarts: int, max_restarts: in
 
 
 class _Runner:
-    def __init__(self, status_path: str, policy: str, max_restarts: int, command: str) -> None:
-        self.status_path = status_path
+    def __init__(self, record_path: str, policy: str, max_restarts: int, command: str) -> None:
+        self.record_path = record_path
         self.policy = policy
         self.max_restarts = max_restarts
         self.command = command
-        self.status = RunStatus()
+        self.record = RunRecord()
         self.stopping = threading.Event()
         self.child: subprocess.Popen[bytes] | None = None
         self.spawning = False
         self.exits_pending = False
-        home = input_home(status_path)
+        home = input_home(record_path)
         self.input = _InputHome(home) if os.path.exists(home) else None
 
     def on_input_close(self, _signum: int, _frame: object) -> None:
@@ -269,34 +269,34 @@ class _Runner:
             if self.exits_pending:
                 self.exits_pending = False
                 self.on_child_exit(signal.SIGCHLD, None)
-            self.status.next_start_at = None
-            _write_status(self.status_path, self.status)
+            self.record.next_start_at = None
+            _write_run_record(self.record_path, self.record)
             returncode = self.child.wait()
-            self.status.runs = [*self.status.runs[-9:], exits.describe(returncode)]
+            self.record.runs = [*self.record.runs[-9:], exits.describe(returncode)]
             if self.stopping.is_set() or not should_restart(
-                self.policy, returncode, self.status.restarts, self.max_restarts
+                self.policy, returncode, self.record.restarts, self.max_restarts
             ):
                 return self._finish(returncode)
             backoff = next_backoff(backoff, time.monotonic() - began)
-            self.status.restarts += 1
-            self.status.next_start_at = time.time() + backoff
-            _write_status(self.status_path, self.status)
+            self.record.restarts += 1
+            self.record.next_start_at = time.time() + backoff
+            _write_run_record(self.record_path, self.record)
             if self.stopping.wait(backoff):
                 return self._finish(returncode)
             print(
-                f"--- mcp-backgroundr: run {self.status.restarts + 1} (restart {self.status.restarts} of "
+                f"--- mcp-backgroundr: run {self.record.restarts + 1} (restart {self.record.restarts} of "
                 f"{self.max_restarts}); the previous run ended with {exits.describe(returncode)} ---",
                 flush=True,
             )
 
     def _finish(self, returncode: int) -> int:
         stopped = self.stopping.is_set()
-        self.status.next_start_at = None
-        self.status.ended_at = time.time()
+        self.record.next_start_at = None
+        self.record.ended_at = time.time()
         ended = exits.of(returncode)
-        self.status.exit_code, self.status.signal = ended.exit_code, ended.signal
-        self.status.state = "killed" if stopped else ended.state
-        _write_status(self.status_path, self.status)
+        self.record.exit_code, self.record.signal = ended.exit_code, ended.signal
+        self.record.state = "killed" if stopped else ended.state
+        _write_run_record(self.record_path, self.record)
         return returncode
 
 
@@ -318,10 +318,10 @@ def _keep_log_capped(log_path: str, cap: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    status_path, policy, max_restarts, reaper, command, *log_cap = argv
+    record_path, policy, max_restarts, reaper, command, *log_cap = argv
     if log_cap:
         _keep_log_capped(log_cap[0], int(log_cap[1]))
-    runner = _Runner(status_path, policy, int(max_restarts), command)
+    runner = _Runner(record_path, policy, int(max_restarts), command)
     signal.signal(INPUT_CLOSE_SIGNAL, runner.on_input_close)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, runner.on_stop_signal)

@@ -101,7 +101,7 @@ def status(settings: Settings, task_id: str, as_json: bool) -> str:
     path = Path(record.log_path)
     fields = asdict(record) | {"output_bytes": files.log_size(path), "dropped_bytes": files.dropped_bytes(path)}
     fields["state"] = str(record.state)
-    run = runner.read_status(record.status_path) if record.supervised else None
+    run = runner.read_run_record(record.run_record_path) if record.supervised else None
     if run is not None:
         fields |= {"restarts": run.restarts, "next_start_at": run.next_start_at}
     for key in ("started_at", "ended_at", "next_start_at", "pid_create_time"):

@@ -185,7 +185,7 @@ def _argv(record: TaskRecord, placement: Placement) -> list[str]:
     if not record.supervised:
         return runner.shell_argv(record.command)
     reaper = "subreaper" if placement.level is not Level.MARKER else "plain"
-    argv = [sys.executable, "-I", runner.__file__, record.status_path, record.restart, str(record.max_restarts)]
+    argv = [sys.executable, "-I", runner.__file__, record.run_record_path, record.restart, str(record.max_restarts)]
     argv += [reaper, record.command]
     if record.max_log_bytes:  # the runner caps the log itself: it outlives this server
         argv += [record.log_path, str(record.max_log_bytes)]

@@ -145,11 +145,11 @@ class Task:
 
     def measure(
         self, processes: list[psutil.Process], sockets: Sequence[process.Socket]
-    ) -> tuple[process.TreeUsage, runner.RunStatus | None]:
+    ) -> tuple[process.TreeUsage, runner.RunRecord | None]:
         """What ``processes`` use (the cgroup's own accounting, when there is one) and the
         runner's status: reads of /proc and files, for a worker thread."""
         usage = process.tree_usage(processes, sockets)
-        run = runner.read_status(self.record.status_path) if self.record.supervised else None
+        run = runner.read_run_record(self.record.run_record_path) if self.record.supervised else None
         cgroup = self.cgroup if processes else None
         memory, cpu = cgroup.usage() if cgroup is not None else (None, None)
         if memory is not None or cpu is not None:
@@ -170,7 +170,7 @@ class Task:
         piece: files.OutputSlice,
         usage: process.TreeUsage,
         lingering: list[int],
-        run: runner.RunStatus | None,
+        run: runner.RunRecord | None,
         as_of: TaskRecord | None = None,
     ) -> Status:
         """The task's status: its record ``as_of`` the reads began (see :meth:`snapshot`; by default,

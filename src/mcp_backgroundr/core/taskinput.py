@@ -83,7 +83,7 @@ async def close_input_home(record: TaskRecord) -> None:
     # has written its status file; before that the signal would end it. Just after a start there
     # is no event to wait on across processes: look briefly.
     with anyio.move_on_after(RUNNER_READY_SECONDS):
-        while not await anyio.Path(record.status_path).exists():  # noqa: ASYNC110
+        while not await anyio.Path(record.run_record_path).exists():  # noqa: ASYNC110
             await anyio.sleep(RUNNER_READY_POLL_SECONDS)
     if record.pid is not None and process.same_process(record.pid, record.pid_create_time):
         os.kill(record.pid, INPUT_CLOSE_SIGNAL)

@@ -63,7 +63,7 @@ class Hosted:
 
     def outcome(self) -> dict[str, Any]:
         """How the task stands: running, or how it ended, as its runner recorded it."""
-        run = runner.read_status(self.status)
+        run = runner.read_run_record(self.status)
         alive = self.alive()
         answer: dict[str, Any] = {"alive": alive, "restarts": run.restarts if run else 0}
         answer["next_start_at"] = run.next_start_at if run else None
@@ -104,7 +104,7 @@ def prune(state: str, keep_days: float) -> None:
         if not name.endswith(".json"):
             continue
         hosted = Hosted(state, name[: -len(".json")])
-        run = runner.read_status(hosted.status)
+        run = runner.read_run_record(hosted.status)
         if run is not None and run.state != "running" and (run.ended_at or time.time()) < cutoff:
             with contextlib.suppress(BackgroundrError, OSError):
                 _delete(hosted)

@@ -179,7 +179,7 @@ class RemoteTasks:
             float(answer.get("cpu_seconds") or 0),
             [(str(a), int(p), int(pid)) for a, p, pid in answer.get("listening") or []],
         )
-        run = runner.RunStatus(restarts=int(answer.get("restarts") or 0), next_start_at=answer.get("next_start_at"))
+        run = runner.RunRecord(restarts=int(answer.get("restarts") or 0), next_start_at=answer.get("next_start_at"))
         status = task.describe(
             files.OutputSlice(
                 piece["text"], piece["cursor"], piece["size"], piece["truncated"], piece["truncation"], piece["dropped"]

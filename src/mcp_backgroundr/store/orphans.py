@@ -103,13 +103,13 @@ def as_it_stands(record: TaskRecord) -> TaskRecord:
 
 def settle_from_runner(record: TaskRecord) -> None:
     """Record how a supervised task ended, as its runner wrote it down."""
-    status = runner.read_status(record.status_path)
+    run = runner.read_run_record(record.run_record_path)
     final = {str(state) for state in TaskState} - {str(TaskState.RUNNING)}
-    if status is None or status.state not in final:  # none yet, or not one this version knows
+    if run is None or run.state not in final:  # none yet, or not one this version knows
         record.mark_ended(TaskState.FAILED, UNKNOWN_END_REASON, record.ended_at)
         return
-    record.mark_ended(TaskState(status.state), SETTLED_REASON, status.ended_at)
-    record.exit_code, record.signal = status.exit_code, status.signal
+    record.mark_ended(TaskState(run.state), SETTLED_REASON, run.ended_at)
+    record.exit_code, record.signal = run.exit_code, run.signal
 
 
 async def end_orphans(orphans: Sequence[TaskRecord], grace_seconds: float, kill_wait_seconds: float) -> None:

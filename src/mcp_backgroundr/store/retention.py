@@ -34,7 +34,7 @@ def delete_task_files(record: TaskRecord) -> int:
     if cgroup is not None:
         cgroup.remove()
     freed = 0
-    for path in (Path(record.log_path), Path(record.status_path), Path(record.input_path)):
+    for path in (Path(record.log_path), Path(record.run_record_path), Path(record.input_path)):
         try:
             freed += path.stat().st_size
             path.unlink()
