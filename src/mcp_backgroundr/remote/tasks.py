@@ -22,7 +22,7 @@ from .. import runner
 from ..config import Settings
 from ..core import validation
 from ..core.task import Task, iso_time
-from ..core.watch import PROGRESS_INTERVAL_SECONDS, ProgressReporter
+from ..core.watch import ProgressReporter, report_progress
 from ..errors import BackgroundrError, HostUnreachableError, InvalidArgumentError, PolicyRefusedError
 from ..logs import files
 from ..models import TaskRecord, TaskState, WaitReason
@@ -286,7 +286,7 @@ class RemoteTasks:
 
             group.start_soon(ask)
             if progress is not None:
-                group.start_soon(_report, progress, conditions.timeout)
+                group.start_soon(report_progress, progress, conditions.timeout)
         if failed:
             raise failed[0]
         ended = self._learn(task, answer)
@@ -422,10 +422,3 @@ def _no_python(host: str) -> HostUnreachableError:
         "install Python 3.9 or newer on it",
         reachable=True,
     )
-
-
-async def _report(progress: ProgressReporter, limit: float) -> None:
-    began = time.monotonic()
-    while True:
-        await progress(round(time.monotonic() - began, 1), limit)
-        await anyio.sleep(PROGRESS_INTERVAL_SECONDS)
