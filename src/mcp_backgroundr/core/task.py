@@ -146,8 +146,8 @@ class Task:
     def measure(
         self, processes: list[psutil.Process], sockets: Sequence[process.Socket]
     ) -> tuple[process.TreeUsage, runner.RunRecord | None]:
-        """What ``processes`` use (the cgroup's own accounting, when there is one) and the
-        runner's status: reads of /proc and files, for a worker thread."""
+        """What ``processes`` use (the cgroup's own accounting, when there is one) and the task's
+        run record (a supervised task's runner writes it): reads of /proc and files, for a worker thread."""
         usage = process.tree_usage(processes, sockets)
         run = runner.read_run_record(self.record.run_record_path) if self.record.supervised else None
         cgroup = self.cgroup if processes else None
