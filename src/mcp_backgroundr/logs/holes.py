@@ -32,6 +32,8 @@ MIN_PAUSE_SECONDS = 0.0002
 QUIET_LOOK_SECONDS = MAX_PAUSE_SECONDS
 """How often the runner looks at a quiet log (a stat): a writer that starts again gets at most
 this long ahead of its cap."""
+READ_ATTEMPTS = 4
+"""Reads of a log whose every byte read was dropped meanwhile, before answering none."""
 _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -66,15 +68,21 @@ def read_kept(fd: int, length: int, offset: int) -> tuple[bytes, int, int]:
 
     The cap may punch its hole while the read runs: bytes found kept before the read may be
     read as the hole's zeros. So the kept start is looked at again once the bytes are read,
-    and whatever is now before it is left out. Returns the bytes, the offset they start at,
+    and whatever is now before it is left out; when that is all of it, the read is made again
+    (up to READ_ATTEMPTS times) from where the kept output starts now. Returns the bytes, the offset they start at,
     and where the kept output starts.
     """
-    offset = max(offset, kept_start(fd))
-    data = os.pread(fd, length, offset)
-    kept = kept_start(fd)
-    if kept <= offset:
-        return data, offset, kept
-    return data[kept - offset :], kept, kept
+    data, kept = b"", offset
+    for _ in range(READ_ATTEMPTS):
+        offset = max(offset, kept_start(fd))
+        data = os.pread(fd, length, offset)
+        kept = kept_start(fd)
+        if kept <= offset:
+            return data, offset, kept
+        if kept < offset + len(data):
+            return data[kept - offset :], kept, kept
+        offset = kept  # all of it was dropped meanwhile: read again from what is kept now
+    return b"", max(offset, kept), kept
 
 
 def enforce(path: Path, cap: int) -> tuple[int, int]:
