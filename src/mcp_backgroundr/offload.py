@@ -9,7 +9,12 @@ cannot take the threads every other call needs.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import functools
+import os
 import sys
+import threading
 from collections.abc import Callable
 from typing import TypeVar, TypeVarTuple
 
@@ -21,13 +26,36 @@ _T = TypeVar("_T")
 _Args = TypeVarTuple("_Args")
 
 
-class Lane:
-    """One kind of blocking work, with at most ``threads`` of it running at once."""
+BACKGROUND_NICENESS = 10
+"""How much lower than the event loop's the CPU priority of background lanes' threads is."""
 
-    def __init__(self, name: str, threads: int) -> None:
+
+def _lower_priority(niceness: int) -> None:
+    """Lower this thread's CPU priority (Linux: each thread has its own nice value)."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+
+
+class Lane:
+    """One kind of blocking work, with at most ``threads`` of it running at once.
+
+    A lane with a ``niceness`` runs in threads of its own below the event loop's CPU priority:
+    work that may keep a CPU busy for long (a writer's pacing, matching a big log) then never
+    takes the CPU the event loop needs to answer others. (anyio's worker threads serve every
+    kind of call, and a thread's priority, once lowered, cannot be raised again.)
+    """
+
+    def __init__(self, name: str, threads: int, niceness: int = 0) -> None:
         self.name = name
         self.threads = threads
         self._limiter: RunVar[anyio.CapacityLimiter] = RunVar(f"mcp_backgroundr.offload.{name}")
+        self.executor = (
+            concurrent.futures.ThreadPoolExecutor(
+                threads, thread_name_prefix=name, initializer=functools.partial(_lower_priority, niceness)
+            )
+            if niceness
+            else None
+        )
 
     def limiter(self) -> anyio.CapacityLimiter:
         try:
@@ -39,10 +67,13 @@ class Lane:
 
 
 LOGS = Lane("logs", 4)
-"""Reading and matching logs (grep, pattern waits from a cursor): bounded steps each."""
-PACING = Lane("pacing", 1000)
+"""Reading a bounded slice of a log (status, wait answers)."""
+MATCHING = Lane("matching", 4, BACKGROUND_NICENESS)
+"""Matching logs (grep, pattern waits from a cursor), in bounded steps: as long as the log is big."""
+PACING = Lane("pacing", 1000, BACKGROUND_NICENESS)
 """Keeping logs being written under their caps: one thread per log while it is written (a hole
-punch may wait on the device); the bound is far above the tasks a server runs at once."""
+punch may wait on the device; a writer as fast as `yes` under a small cap needs hundreds of looks
+and punches a second); the bound is far above the tasks a server runs at once."""
 SCANS = Lane("scans", 4)
 """Process and socket tables of the machine."""
 REGISTRY = Lane("registry", 8)
@@ -53,9 +84,19 @@ CGROUPS = Lane("cgroups", 4)
 """Making, reading and removing tasks' cgroups (the kernel may wait for an RCU grace period)."""
 
 
-async def run(lane: Lane, function: Callable[[*_Args], _T], *args: *_Args) -> _T:
-    """``function(*args)`` in a worker thread of ``lane``; the caller waits, the event loop does not."""
-    return await anyio.to_thread.run_sync(function, *args, limiter=lane.limiter())
+async def run(lane: Lane, function: Callable[[*_Args], _T], *args: *_Args, abandon_on_cancel: bool = False) -> _T:
+    """``function(*args)`` in a worker thread of ``lane``; the caller waits, the event loop does not.
+
+    With ``abandon_on_cancel`` a cancelled caller stops waiting while the work goes on."""
+    if lane.executor is None:
+        return await anyio.to_thread.run_sync(
+            function, *args, limiter=lane.limiter(), abandon_on_cancel=abandon_on_cancel
+        )
+    work = lane.executor.submit(function, *args)
+    try:
+        return await anyio.to_thread.run_sync(work.result, abandon_on_cancel=abandon_on_cancel, limiter=lane.limiter())
+    finally:
+        work.cancel()  # dropped if it never began (its caller was cancelled while it was queued)
 
 
 SWITCH_INTERVAL_SECONDS = 0.0005

@@ -56,7 +56,7 @@ class LineScanner:
         threads, SCAN_STEP_BYTES at a time, so a wait from cursor 0 of a huge log blocks nobody."""
         async with self._lock:
             while True:
-                match, caught_up = await offload.run(offload.LOGS, self.scan_step, SCAN_STEP_BYTES)
+                match, caught_up = await offload.run(offload.MATCHING, self.scan_step, SCAN_STEP_BYTES)
                 if match or caught_up:
                     return match
 

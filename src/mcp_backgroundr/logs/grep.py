@@ -127,9 +127,9 @@ async def grep_log_in_thread(path: Path, pattern: Pattern, since: int, budget: i
     except FileNotFoundError:
         return GrepResult("", 0, 0, 0, 0, None)
     try:
-        search = await offload.run(offload.LOGS, _Search, fd, path, pattern, since, budget)
+        search = await offload.run(offload.MATCHING, _Search, fd, path, pattern, since, budget)
         while not search.done:
-            await offload.run(offload.LOGS, search.step, STEP_BYTES)
+            await offload.run(offload.MATCHING, search.step, STEP_BYTES)
         return search.result()
     finally:
         os.close(fd)

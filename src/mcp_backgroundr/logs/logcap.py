@@ -13,10 +13,6 @@ idle task costs nothing.
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
-import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,25 +26,6 @@ from .. import offload
 from ..platform.inotify import Inotify
 from .files import log_size
 from .holes import Pace, enforce
-
-PACING_NICENESS = 10
-"""How much lower than the event loop's the CPU priority of the threads pacing logs is. A writer as
-fast as `yes` under a small cap needs hundreds of looks and punches a second (mostly kernel time);
-at the loop's priority ten of them took the CPU the loop needed to answer (a `list_tasks` median
-of about 300 ms, docs/benchmarks.md 15); below it, the kernel runs the loop first."""
-
-
-def _yield_the_cpu() -> None:
-    """Lower this thread's CPU priority (Linux: a thread has its own nice value)."""
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PACING_NICENESS)
-
-
-_PACERS = concurrent.futures.ThreadPoolExecutor(
-    max_workers=offload.PACING.threads, thread_name_prefix="pacing", initializer=_yield_the_cpu
-)
-"""Threads that pace logs, and only that: each one runs at PACING_NICENESS (anyio's worker threads
-serve every kind of call, and a thread's priority, once lowered, cannot be raised again)."""
 
 
 @dataclass
@@ -144,10 +121,7 @@ class LogCapper:
         """
         try:
             while True:
-                pacing = _PACERS.submit(self._pace_until_quiet, log)
-                size = await anyio.to_thread.run_sync(
-                    pacing.result, abandon_on_cancel=True, limiter=offload.PACING.limiter()
-                )
+                size = await offload.run(offload.PACING, self._pace_until_quiet, log, abandon_on_cancel=True)
                 if size is None or log.path not in self._logs:
                     return
                 self._listen(log)
