@@ -200,7 +200,7 @@ def status(state: str, request: Request) -> dict[str, Any]:
     hosted = Hosted(state, request["task_id"])
     answer = hosted.outcome()
     meta = hosted.started()
-    pids = agent_procs.members(int(meta["pid"]), hosted.task_id)
+    pids = agent_procs.members(int(meta["pid"]), hosted.task_id, meta.get("ticks"))
     budget, writer_alive = int(request["budget"]), answer["alive"] or bool(pids)
     if request.get("since") is None:
         floor = int(request.get("floor") or 0)
@@ -252,13 +252,18 @@ def send_input(state: str, request: Request) -> dict[str, Any]:
 def end(state: str, request: Request) -> dict[str, Any]:
     """End the whole trees of one task (``task_id``) or several at once (``task_ids``)."""
     every = [Hosted(state, task_id) for task_id in request.get("task_ids") or [request["task_id"]]]
-    leaders = {}
+    leaders: dict[str, int] = {}
+    ticks: list[int | None] = []
     for hosted in every:
-        leaders[hosted.task_id] = int(hosted.started()["pid"])
+        meta = hosted.started()
+        leaders[hosted.task_id] = int(meta["pid"])
+        ticks.append(meta.get("ticks"))
         if hosted.alive():
             with open(hosted.ended, "w", encoding="utf-8") as file:
                 file.write(request.get("reason") or "")
-    ended = agent_procs.end(leaders, float(request["grace"]), float(request["kill_wait"]))
+    known = [t for t in ticks if t is not None]
+    since = min(known) if len(known) == len(ticks) else None
+    ended = agent_procs.end(leaders, float(request["grace"]), float(request["kill_wait"]), since)
     if "task_ids" in request:
         return ended | {"tasks": {hosted.task_id: hosted.outcome() for hosted in every}}
     return ended | every[0].outcome()
@@ -278,7 +283,7 @@ def remove(state: str, request: Request) -> dict[str, Any]:
 
 def _delete(hosted: Hosted) -> int:
     meta = hosted.started()
-    if hosted.alive() or agent_procs.members(int(meta["pid"]), hosted.task_id):
+    if hosted.alive() or agent_procs.members(int(meta["pid"]), hosted.task_id, meta.get("ticks")):
         raise BackgroundrError(f"task {hosted.task_id} is still running; end it with end_background_task first")
     freed = 0
     for path in (hosted.log, hosted.status, hosted.meta, hosted.fifo, hosted.ended):
@@ -313,7 +318,8 @@ def _wait(state: str, request: Request) -> dict[str, Any]:
     meta = hosted.started()
     start = files.log_size(Path(hosted.log)) if request.get("since") is None else int(request["since"])
     request = request | {"since": start}
-    found = agent_wait.wait(hosted.log, int(meta["pid"]), hosted.alive, request, agent_procs.members)
+    members = functools.partial(agent_procs.members, since=meta.get("ticks"))
+    found = agent_wait.wait(hosted.log, int(meta["pid"]), hosted.alive, request, members)
     answer = status(state, request | {"since": None, "floor": start, "lines": request["max_lines"]})
     return answer | {"wait": found}
 

@@ -64,13 +64,15 @@ def _has_marker(pid: int, markers: set[bytes]) -> bool:
         return False
 
 
-def members(leader: int, task_id: str) -> list[int]:
+def members(leader: int, task_id: str, since: int | None = None) -> list[int]:
     """Live processes of a task: in the leader's session, or carrying its marker."""
-    return all_members({task_id: leader})
+    return all_members({task_id: leader}, since)
 
 
-def all_members(leaders: dict[str, int]) -> list[int]:
-    """Live processes of these tasks (task id -> leader pid), in one look at the process table."""
+def all_members(leaders: dict[str, int], since: int | None = None) -> list[int]:
+    """Live processes of these tasks (task id -> leader pid), in one look at the process table.
+    ``since``: when the earliest leader started (clock ticks since boot); a process started
+    before it cannot carry a marker, so its environment is not read (most of a scan's cost)."""
     if not os.path.isdir(PROC):
         alive = []
         for leader in leaders.values():
@@ -88,7 +90,8 @@ def all_members(leaders: dict[str, int]) -> list[int]:
         fields = _stat_fields(pid)
         if fields is None or fields[0] == "Z":
             continue
-        if int(fields[3]) in sessions or _has_marker(pid, markers):
+        recent = since is None or int(fields[19]) >= since
+        if int(fields[3]) in sessions or (recent and _has_marker(pid, markers)):
             found.append(pid)
     return sorted(found)
 
@@ -173,25 +176,25 @@ def _signal(pids: list[int], signum: int, denied: dict[int, str]) -> list[int]:
     return sent
 
 
-def _wait_gone(leaders: dict[str, int], seconds: float) -> list[int]:
+def _wait_gone(leaders: dict[str, int], seconds: float, since: int | None) -> list[int]:
     deadline = time.monotonic() + seconds
-    while (left := all_members(leaders)) and time.monotonic() < deadline:
+    while (left := all_members(leaders, since)) and time.monotonic() < deadline:
         time.sleep(SETTLE_STEP_SECONDS)
     return left
 
 
-def end(leaders: dict[str, int], grace: float, kill_wait: float) -> dict[str, object]:
+def end(leaders: dict[str, int], grace: float, kill_wait: float, since: int | None = None) -> dict[str, object]:
     """SIGTERM every process of these tasks (task id -> leader pid), SIGKILL what is left after
     ``grace`` (processes started meanwhile included), and name the survivors."""
     denied: dict[int, str] = {}
-    found = all_members(leaders)
+    found = all_members(leaders, since)
     signalled = _signal(found, signal.SIGTERM, denied)
     escalated = False
-    left = _wait_gone(leaders, grace) if found else []
+    left = _wait_gone(leaders, grace, since) if found else []
     if left:
         escalated = True
         signalled += [pid for pid in _signal(left, signal.SIGKILL, denied) if pid not in signalled]
-        left = _wait_gone(leaders, kill_wait)
+        left = _wait_gone(leaders, kill_wait, since)
     survivors = [
         [pid, command_line(pid), denied.get(pid, "still alive after SIGKILL (maybe in uninterruptible sleep)")]
         for pid in left
