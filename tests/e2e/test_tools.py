@@ -109,6 +109,22 @@ async def test_ending_a_tree_leaves_no_survivors(server_command: str) -> None:
     assert status["state"] == "killed" and status["kill_requested"] is True
 
 
+WIDE_TREE = 150
+"""Background children of one shell: processes that die of SIGTERM while the rest are still being signalled."""
+
+
+async def test_every_process_sent_sigterm_is_listed_in_signalled_pids(server_command: str) -> None:
+    """Regression: a process that died of its SIGTERM and was reaped (its parent, the task's shell, was
+    ours) before it got the SIGCONT that follows was left out of signalled_pids."""
+    async with connect(server_command) as client:
+        command = f"for i in $(seq {WIDE_TREE}); do sleep 300 & done; wait"
+        task_id, pids = await _started_with_children(client, command, WIDE_TREE + 1)
+        ended = await call(client, "end_background_task", task_id=task_id)
+        assert alive(pids) == []
+    assert ended["survivors"] == [] and not ended["escalated"]
+    assert set(pids) <= set(ended["signalled_pids"]), set(pids) - set(ended["signalled_pids"])
+
+
 async def test_a_task_that_ignores_sigterm_is_killed_by_escalation(server_command: str) -> None:
     async with connect(server_command) as client:
         task_id, pids = await _started_with_children(client, "trap '' TERM; sleep 300 & sleep 300; wait", 3)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import anyio
 import psutil
 
+from ... import offload
 from ._find import Leader, describe, every_process, find_task_processes, is_gone, pids
 
 MAX_FREEZE_ROUNDS = 50
@@ -52,21 +53,30 @@ async def wait_until_gone(processes: Sequence[psutil.Process], within_seconds: f
     finally:
         for pidfd in pidfds:
             os.close(pidfd)
+    return await offload.run(offload.SCANS, _alive, processes)
+
+
+def _alive(processes: Sequence[psutil.Process]) -> list[psutil.Process]:
     return [process for process in processes if not is_gone(process)]
 
 
 def _signal_all(processes: Sequence[psutil.Process], signum: int, denied: dict[int, str]) -> list[int]:
+    """Send ``signum`` to each process; the pids it was sent to. Blocking (psutil checks each
+    process's start time first, so a reused pid is never signalled)."""
     sent = []
     for process in processes:
         try:
             process.send_signal(signum)
-            if signum == signal.SIGTERM:
-                process.send_signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
-            sent.append(process.pid)
         except psutil.NoSuchProcess:
             continue
         except psutil.AccessDenied:
             denied[process.pid] = DENIED
+            continue
+        # Sent: it may die of it, and be reaped, before the next line runs.
+        sent.append(process.pid)
+        if signum == signal.SIGTERM:
+            with contextlib.suppress(psutil.Error):
+                process.send_signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
     return sent
 
 
@@ -135,14 +145,15 @@ async def end_trees(
     meantime), wait again, and report survivors."""
     outcome = EndOutcome()
     denied: dict[int, str] = {}
-    found = await anyio.to_thread.run_sync(find_task_processes, leaders) if leaders else {}
+    found = await offload.run(offload.SCANS, find_task_processes, leaders) if leaders else {}
     outcome.ended_tasks = {task_id for task_id, group in found.items() if group}
     processes = _merge([member for group in found.values() for member in group], list(extra))
     if not processes:
         return outcome
-    outcome.signalled.extend(_signal_all(processes, signal.SIGTERM, denied))
+    # Signals, scans and checks read /proc per process: all in worker threads.
+    outcome.signalled.extend(await offload.run(offload.SCANS, _signal_all, processes, signal.SIGTERM, denied))
     remaining = await wait_until_gone(processes, grace_seconds)
-    remaining = _merge(remaining, await anyio.to_thread.run_sync(every_process, leaders))
+    remaining = _merge(remaining, await offload.run(offload.SCANS, every_process, leaders))
     if not remaining:
         return outcome
     outcome.escalated = True
@@ -150,14 +161,19 @@ async def end_trees(
     began = time.monotonic()
     deadline = began + kill_wait_seconds
     while remaining and time.monotonic() < deadline:
-        # Scans cost what the machine's process count does: they run in a worker thread.
-        now_killed = await anyio.to_thread.run_sync(_freeze_and_kill, leaders, remaining, denied)
+        now_killed = await offload.run(offload.SCANS, _freeze_and_kill, leaders, remaining, denied)
         killed |= pids(now_killed)
         remaining = await wait_until_gone(_merge(remaining, now_killed), deadline - time.monotonic())
-        remaining = _merge(remaining, await anyio.to_thread.run_sync(every_process, leaders))
+        remaining = _merge(remaining, await offload.run(offload.SCANS, every_process, leaders))
         if all(process.pid in killed or process.pid in denied for process in remaining):
             break
     outcome.signalled.extend(pid for pid in sorted(killed) if pid not in outcome.signalled)
     waited = time.monotonic() - began
-    outcome.survivors = [(p.pid, describe(p), _reason(p, killed, denied, waited)) for p in remaining]
+    outcome.survivors = await offload.run(offload.SCANS, _survivors, remaining, killed, denied, waited)
     return outcome
+
+
+def _survivors(
+    remaining: Sequence[psutil.Process], killed: set[int], denied: Mapping[int, str], waited: float
+) -> list[tuple[int, str, str]]:
+    return [(p.pid, describe(p), _reason(p, killed, denied, waited)) for p in remaining]
