@@ -64,7 +64,8 @@ async def remove(state: CoreState, task_id: str) -> Removed:
         freed = await state.remote.remove(task)
     await offload.run(offload.REGISTRY, state.registry.delete, task_id)
     if task.record.host is None:
-        freed = retention.delete_task_files(task.record)
+        # Unlinking a big log frees its blocks (and discards them, on some disks): not on the event loop.
+        freed = await offload.run(offload.LOGS, retention.delete_task_files, task.record)
     state.forget(task.record)
     state.changed(TaskChange.REMOVED, task_id)
     return Removed(task_id=task_id, freed_bytes=freed)

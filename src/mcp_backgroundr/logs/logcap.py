@@ -109,7 +109,6 @@ class LogCapper:
             return
         self._quiet_down(log)
         log.paced = True
-        log.pace.restart(log_size(log.path))
         group.start_soon(self._pace, log)
 
     async def _pace(self, log: _Log) -> None:
@@ -125,7 +124,8 @@ class LogCapper:
                 if size is None or log.path not in self._logs:
                     return
                 self._listen(log)
-                if log_size(log.path) <= size:  # nothing slipped in while the watch was set up
+                grown = await offload.run(offload.PACING, log_size, log.path)
+                if grown <= size:  # nothing slipped in while the watch was set up
                     return
                 self._quiet_down(log)
         except FileNotFoundError:
@@ -139,6 +139,7 @@ class LogCapper:
     def _pace_until_quiet(self, log: _Log) -> int | None:
         """Blocking: look at the log as often as its writer needs to fill the room left under its
         cap; answer its size once it has not grown for a while (None once it is forgotten)."""
+        log.pace.restart(log_size(log.path))
         while log.path in self._logs and not self._stopped:
             size, allocated = enforce(log.path, log.cap)
             pause = log.pace.next_pause(log.cap, size, allocated)
