@@ -101,15 +101,32 @@ KEPT = [
 ]
 
 
+@pytest.fixture
+def programs(tmp_path: Path) -> str:
+    """A PATH holding the programs the examples name (the real ones need not be installed)."""
+    for name in ("sleep", "python3", "npm", "grep", "cd", "echo", "exec", "export", "prog", "if"):
+        program = tmp_path / name
+        program.write_text("#!/bin/sh\n")
+        program.chmod(0o755)
+    return str(tmp_path)
+
+
 @pytest.mark.parametrize(("command", "expected"), EXECED)
-def test_one_simple_command_is_execed_in_place_of_its_shell(command: str, expected: str) -> None:
-    assert runner.exec_command(command) == expected
-    assert runner.shell_argv(command) == [runner.SHELL, "-c", expected]
+def test_one_simple_command_is_execed_in_place_of_its_shell(command: str, expected: str, programs: str) -> None:
+    assert runner.exec_command(command, programs) == expected
+    assert runner.shell_argv(command, programs) == [runner.SHELL, "-c", expected]
 
 
 @pytest.mark.parametrize("command", KEPT)
-def test_anything_but_one_simple_command_is_left_to_the_shell(command: str) -> None:
-    assert runner.exec_command(command) == command
+def test_anything_but_one_simple_command_is_left_to_the_shell(command: str, programs: str) -> None:
+    assert runner.exec_command(command, programs) == command
+
+
+def test_a_program_not_on_the_path_keeps_its_shell_so_not_found_reads_as_written(programs: str) -> None:
+    assert runner.exec_command("no-such-program-x --flag", programs) == "no-such-program-x --flag"
+    assert runner.exec_command("sleep 1", "/nonexistent") == "sleep 1"
+    missing = subprocess.run(runner.shell_argv("no-such-program-x"), capture_output=True, text=True, timeout=10)
+    assert (missing.returncode, "exec" in missing.stderr) == (127, False), missing.stderr
 
 
 def test_an_execed_command_runs_as_the_shell_would_run_it_in_the_shells_own_process(tmp_path: Path) -> None:
@@ -118,8 +135,6 @@ def test_an_execed_command_runs_as_the_shell_would_run_it_in_the_shells_own_proc
     probe.write_text('#!/bin/sh\necho "$A|$B|$#|$1|$2|$3|$PPID" >&2\n')
     probe.chmod(0o755)
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
-    with subprocess.Popen(runner.shell_argv(script), stdout=subprocess.PIPE, text=True, env=env) as shell:
+    with subprocess.Popen(runner.shell_argv(script, env["PATH"]), stdout=subprocess.PIPE, text=True, env=env) as shell:
         output, _ = shell.communicate(timeout=10)
     assert output.strip().split("|") == ["x y", "2", "3", "one", "two words", "$HOME", str(os.getpid())]
-    missing = subprocess.run(runner.shell_argv("no-such-program-x"), capture_output=True, env=env, timeout=10)
-    assert missing.returncode == 127

@@ -21,6 +21,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -111,14 +112,16 @@ def _words(command: str) -> list[tuple[int, str]] | None:
     return words
 
 
-def exec_command(command: str) -> str:
+def exec_command(command: str, path: str | None = None) -> str:
     """``command`` for ``sh -c``, with ``exec`` before the program when it is one simple command, so
     the program replaces the shell: the task's main process is the program itself (one process, not
     two), and a signal meant for it (Ctrl-C on a terminal) does not end the shell instead.
 
     Anything else (pipelines, lists, ``&``, subshells, builtins, reserved words, a program name with
     quotes or expansions) is left as it is. Leading assignments stay in front (``A=1 exec prog``
-    exports them to the program, as ``A=1 prog`` does)."""
+    exports them to the program, as ``A=1 prog`` does). A program named without a ``/`` that is
+    not on ``path`` (the task's PATH; default this process's) keeps its shell too, so the error
+    reads ``prog: not found`` as the user wrote it, not ``exec: prog: not found``."""
     words = _words(command)
     if not words:
         return command
@@ -130,12 +133,15 @@ def exec_command(command: str) -> str:
     offset, program = words[assignments]
     if not _PLAIN_WORD.fullmatch(program) or program in _SHELL_WORDS:
         return command
+    if "/" not in program and shutil.which(program, path=path) is None:
+        return command
     return f"{command[:offset]}exec {command[offset:]}"
 
 
-def shell_argv(command: str) -> list[str]:
-    """How a task's command is run: ``/bin/sh -c``, the program exec'd in its place when it can be."""
-    return [SHELL, "-c", exec_command(command)]
+def shell_argv(command: str, path: str | None = None) -> list[str]:
+    """How a task's command is run: ``/bin/sh -c``, the program exec'd in its place when it can be
+    (``path``: the PATH the task runs with; default this process's, as in the runner)."""
+    return [SHELL, "-c", exec_command(command, path)]
 
 
 def input_home(record_path: str) -> str:

@@ -257,3 +257,11 @@ async def test_a_long_command_is_cut_in_every_answer_and_whole_in_its_resource(s
     content = whole.contents[0]
     assert isinstance(content, TextResourceContents) and content.text == command
     assert all(len(resource.description or "") < 1_000 for resource in resources.resources)
+
+
+async def test_a_program_that_is_not_found_is_reported_as_written(server_command: str) -> None:
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="no-such-program-x --flag")
+        status = await finished(client, task["task_id"])
+    assert status["exit_code"] == 127
+    assert "no-such-program-x: not found" in status["output"] and "exec" not in status["output"]

@@ -114,7 +114,7 @@ async def _start_here(state: CoreState, record: TaskRecord, plan: StartPlan, env
             if io.terminal is not None:
                 env.setdefault("TERM", TERMINAL_TYPE)
             _place(state, record, placement, plan)
-            popen = await _spawn_process(state, _argv(record, placement), record.cwd, env, io.streams)
+            popen = await _spawn_process(state, _argv(record, placement, env), record.cwd, env, io.streams)
         undo.pop_all()
     task = _task_of(state, record, popen, io)
     exit_handle = await _record_started(state, task, popen)
@@ -180,10 +180,11 @@ def _place(state: CoreState, record: TaskRecord, placement: Placement, plan: Sta
     state.cap(record)
 
 
-def _argv(record: TaskRecord, placement: Placement) -> list[str]:
-    """The shell running the command, or for a supervised task the runner that runs the shell."""
+def _argv(record: TaskRecord, placement: Placement, env: dict[str, str]) -> list[str]:
+    """The shell running the command (with the task's ``env``), or for a supervised task the
+    runner that runs the shell."""
     if not record.supervised:
-        return runner.shell_argv(record.command)
+        return runner.shell_argv(record.command, env.get("PATH", os.defpath))
     reaper = "subreaper" if placement.level is not Level.MARKER else "plain"
     argv = [sys.executable, "-I", runner.__file__, record.run_record_path, record.restart, str(record.max_restarts)]
     argv += [reaper, record.command]
