@@ -27,8 +27,11 @@ def refresh_all(state: CoreState) -> None:
         refresh(state, task)
 
 
-def record_exit(state: CoreState, task: Task, returncode: int) -> None:
-    """Record how the task's main process ended (once), and wake whoever waits on it."""
+def record_exit(state: CoreState, task: Task, returncode: int, oom_kills: int | None = None) -> None:
+    """Record how the task's main process ended (once), and wake whoever waits on it.
+
+    ``oom_kills``: the kernel's count of memory kills in the task's cgroup, read beforehand in a
+    worker thread (read here when not given)."""
     if not task.running:
         return
     record = task.record
@@ -43,7 +46,7 @@ def record_exit(state: CoreState, task: Task, returncode: int) -> None:
     record.state, record.exit_code, record.signal = TaskState(ended.state), ended.exit_code, ended.signal
     if record.kill_requested:
         record.state = TaskState.KILLED
-    elif task.cgroup is not None and task.cgroup.oom_kills():
+    elif task.cgroup is not None and (task.cgroup.oom_kills() if oom_kills is None else oom_kills):
         record.state, record.end_reason = TaskState.FAILED, memory_reason(record.max_memory_bytes)
     task.close_input_pipe()
     task.exited.set()

@@ -33,9 +33,10 @@ async def watch_exit(state: CoreState, task: Task, popen: subprocess.Popen[bytes
         # Let the terminal copier catch up with what the task wrote just before exiting.
         with anyio.move_on_after(TERMINAL_DRAIN_SECONDS):
             await task.output_done.wait()
-    record_exit(state, task, returncode)
-    reap(state)
     cgroup = task.cgroup
+    oom_kills = None if cgroup is None else await offload.run(offload.CGROUPS, cgroup.oom_kills)
+    record_exit(state, task, returncode, oom_kills)
+    reap(state)
     if cgroup is not None and not await offload.run(offload.CGROUPS, cgroup.populated):
         await task.settle()
     state.changed(TaskChange.ENDED, task.record.task_id)
