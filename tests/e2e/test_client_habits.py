@@ -17,7 +17,7 @@ import pytest
 from mcp import Client
 from mcp_types import TextResourceContents
 
-from .harness import call, call_error, connect, finished, text_of
+from .harness import call, call_error, connect, finished, text_of, until
 
 pytestmark = pytest.mark.anyio
 
@@ -162,17 +162,32 @@ async def test_unknown_arguments_are_refused_with_the_likely_name(server_command
             assert f"unknown argument {name}" in message and meant in message, message
 
 
+def _names(pid: int) -> tuple[str, list[str]]:
+    """The name of a process and of its children."""
+    process = psutil.Process(pid)
+    return process.name(), sorted(child.name() for child in process.children())
+
+
 async def test_one_simple_command_is_the_tasks_only_process(server_command: str) -> None:
     async with connect(server_command) as client:
         plain = await call(client, "run_background_task", command="sleep 300")
         kept = await call(client, "run_background_task", command="sleep 300", keep_running=True)
         compound = await call(client, "run_background_task", command="sleep 300; true")
-        statuses = [await call(client, "get_task_status", task_id=t["task_id"]) for t in (plain, kept, compound)]
-        main_process = psutil.Process(plain["pid"]).name()
-        for task in (plain, kept, compound):
-            await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
-    assert [s["process_count"] for s in statuses] == [1, 1, 2]  # the runner of a kept task is not counted
-    assert main_process == "sleep"
+        expected = {plain["pid"]: ("sleep", []), compound["pid"]: ("sh", ["sleep"])}
+
+        async def settled() -> bool:  # the shells have exec'd or forked, the runner has started its child
+            kept_children = _names(kept["pid"])[1]
+            return all(_names(pid) == names for pid, names in expected.items()) and bool(kept_children)
+
+        try:
+            await until(settled)
+            runner_children = _names(kept["pid"])[1]
+            statuses = [await call(client, "get_task_status", task_id=t["task_id"]) for t in (plain, compound)]
+        finally:
+            for task in (plain, kept, compound):
+                await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
+    assert runner_children == ["sleep"]  # the runner runs the program itself, not a shell around it
+    assert [s["process_count"] for s in statuses] == [1, 2]
 
 
 async def test_a_repl_on_a_terminal_survives_ctrl_c_and_is_not_recorded_failed(server_command: str) -> None:
