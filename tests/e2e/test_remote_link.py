@@ -17,6 +17,9 @@ pytestmark = pytest.mark.anyio
 ALLOW = ("serve", "--allowed-ssh-host", "faraway")
 FAIL_WITHIN_SECONDS = 25.0
 """A call to a cut-off host fails well within this (its own bound is about 13 s)."""
+LIST_WITHIN_SECONDS = 5.0
+"""list_tasks asks no host (each host's watch keeps its tasks current): a cut link costs it nothing
+(asking would cost a call's bound, about 13 s)."""
 
 
 @pytest.fixture
@@ -55,6 +58,9 @@ async def test_a_cut_link_fails_a_wait_and_a_grep_with_one_line_and_the_task_run
                 message = await call_error(client, "wait_for_task", task_id=task_id, timeout_seconds=120)
         assert message.startswith("host faraway:"), message
         assert time.monotonic() - began < FAIL_WITHIN_SECONDS
+        with anyio.fail_after(LIST_WITHIN_SECONDS):
+            listing = await call(client, "list_tasks")
+        assert [(t["task_id"], t["state"]) for t in listing["tasks"]] == [(task_id, "running")]
         with anyio.fail_after(FAIL_WITHIN_SECONDS):
             grep_error = await call_error(client, "get_task_status", task_id=task_id, grep="up")
         assert grep_error.startswith("host faraway:"), grep_error
