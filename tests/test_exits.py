@@ -30,3 +30,10 @@ def test_names_follow_the_platform_and_real_time_signals_count_from_sigrtmin() -
 @pytest.mark.parametrize(("returncode", "state"), [(0, "completed"), (1, "failed"), (255, "failed")])
 def test_exit_codes_keep_their_value(returncode: int, state: str) -> None:
     assert exits.of(returncode) == exits.Exit(state, returncode, None)
+
+
+@pytest.mark.parametrize("returncode", [0, 3, -signal.SIGTERM, -signal.SIGKILL])
+def test_a_run_asked_to_end_is_killed_however_it_ended(returncode: int) -> None:
+    ended = exits.of(returncode, asked_to_end=True)
+    assert ended.state == "killed"
+    assert (ended.exit_code, ended.signal) == (exits.of(returncode).exit_code, exits.of(returncode).signal)

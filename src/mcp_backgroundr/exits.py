@@ -2,7 +2,8 @@
 
 Every wait status maps to a result: an exit code gives ``completed`` (0) or ``failed``;
 a signal N gives ``failed``, ``exit_code`` 128+N (what a shell reports) and the signal's
-name. Real-time signals have no name of their own: they are named from ``SIGRTMIN``
+name; a run that ended after it was asked to end is ``killed``, however it ended.
+Real-time signals have no name of their own: they are named from ``SIGRTMIN``
 (``SIGRTMIN+6``) where the platform defines it, and any other number the platform does
 not name is ``SIG<N>``. Nothing here raises, whatever the number.
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 COMPLETED = "completed"
 FAILED = "failed"
+KILLED = "killed"
 SIGNAL_EXIT_BASE = 128
 """A shell reports death by signal N as exit status 128+N."""
 
@@ -25,7 +27,7 @@ class Exit:
     """How one run ended."""
 
     state: str
-    """completed or failed (whoever asked the process to end may record it killed instead)."""
+    """completed, failed, or killed (it was asked to end)."""
     exit_code: int
     signal: str | None
 
@@ -41,11 +43,13 @@ def signal_name(signum: int) -> str:
         return f"SIG{signum}"
 
 
-def of(returncode: int) -> Exit:
-    """The result of a ``subprocess`` returncode (negative: killed by that signal)."""
+def of(returncode: int, asked_to_end: bool = False) -> Exit:
+    """The result of a ``subprocess`` returncode (negative: killed by that signal); ``killed``
+    when somebody had asked the run to end."""
     if returncode >= 0:
-        return Exit(COMPLETED if returncode == 0 else FAILED, returncode, None)
-    return Exit(FAILED, SIGNAL_EXIT_BASE - returncode, signal_name(-returncode))
+        state = KILLED if asked_to_end else COMPLETED if returncode == 0 else FAILED
+        return Exit(state, returncode, None)
+    return Exit(KILLED if asked_to_end else FAILED, SIGNAL_EXIT_BASE - returncode, signal_name(-returncode))
 
 
 def describe(returncode: int) -> str:

@@ -299,9 +299,8 @@ class _Runner:
         stopped = self.stopping.is_set()
         self.record.next_start_at = None
         self.record.ended_at = time.time()
-        ended = exits.of(returncode)
-        self.record.exit_code, self.record.signal = ended.exit_code, ended.signal
-        self.record.state = "killed" if stopped else ended.state
+        ended = exits.of(returncode, asked_to_end=stopped)
+        self.record.state, self.record.exit_code, self.record.signal = ended.state, ended.exit_code, ended.signal
         _write_run_record(self.record_path, self.record)
         return returncode
 

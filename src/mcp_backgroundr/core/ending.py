@@ -29,9 +29,7 @@ async def end(state: CoreState, task_id: str, grace: float, reason: str = END_RE
     answer once it is gone; ``reason`` is recorded."""
     task = find_task(state, task_id)
     with anyio.CancelScope(shield=True):
-        if task.running and not task.record.kill_requested:
-            task.record.kill_requested = True
-            task.record.end_reason = reason
+        if task.record.request_end(reason):
             state.save([task.record])
         if task.record.host is not None:
             ended_task, ended = await state.remote.end(task, grace, reason)

@@ -42,11 +42,13 @@ def record_exit(state: CoreState, task: Task, returncode: int, oom_kills: int | 
             if fresh is not None and fresh.kill_requested:
                 record.kill_requested, record.end_reason = True, fresh.end_reason
     record.ended_at = time.time()
-    ended = exits.of(returncode)
+    ended = exits.of(returncode, asked_to_end=record.kill_requested)
     record.state, record.exit_code, record.signal = TaskState(ended.state), ended.exit_code, ended.signal
-    if record.kill_requested:
-        record.state = TaskState.KILLED
-    elif task.cgroup is not None and (task.cgroup.oom_kills() if oom_kills is None else oom_kills):
+    if (
+        not record.kill_requested
+        and task.cgroup is not None
+        and (task.cgroup.oom_kills() if oom_kills is None else oom_kills)
+    ):
         record.state, record.end_reason = TaskState.FAILED, memory_reason(record.max_memory_bytes)
     task.close_input_pipe()
     task.exited.set()

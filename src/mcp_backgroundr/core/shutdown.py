@@ -31,9 +31,7 @@ async def end_all(state: CoreState) -> int:
         and t.record.host is None
     ]
     for task in live:
-        if task.running:
-            task.record.kill_requested = True
-            task.record.end_reason = SHUTDOWN_REASON
+        task.record.request_end(SHUTDOWN_REASON)
     leaders = {t.record.pid: t.leader() for t in live if t.record.pid is not None}
     doomed = [t for t in state.own.values() if t.record.host is not None and t.running and not t.record.keep_running]
     # Orphans that came to us as subreaper from a task that can no longer be told go with us.
@@ -61,7 +59,7 @@ async def _end_remote(state: CoreState, doomed: list[Task]) -> None:
     time), then close the SSH connections."""
     grace = state.settings.shutdown_grace_seconds
     for task in doomed:
-        task.record.kill_requested, task.record.end_reason = True, SHUTDOWN_REASON
+        task.record.request_end(SHUTDOWN_REASON)
     with anyio.move_on_after(grace + REMOTE_SHUTDOWN_SECONDS):
         await state.remote.end_all(doomed, grace, SHUTDOWN_REASON)
     await state.remote.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..config import MAX_LOG_CAP, MIN_LOG_CAP
 from ..errors import InvalidArgumentError
 from ..logs.patterns import Pattern
+from ..runner import RESTART_POLICIES
 
 
 def shell_command(command: str | list[str]) -> str:
@@ -78,7 +79,6 @@ def task_environment(inherited: Mapping[str, str], extra: Mapping[str, str | Non
     return env
 
 
-RESTART_POLICIES = ("no", "on-failure", "always")
 MAX_RESTARTS_LIMIT = 10_000
 
 
