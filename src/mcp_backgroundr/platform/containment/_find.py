@@ -149,7 +149,9 @@ def find_task_processes(leaders: Mapping[int, Leader]) -> dict[str, list[psutil.
             seen[candidate.pid] = (candidate.info.get("create_time") or 0.0, task_id)
     with _lineage_lock:
         _lineage.update(seen)
-        for pid in [pid for pid in _lineage if pid not in scan.processes]:
+        # Forget the processes that are gone. Not merely those this scan did not list: a process
+        # started after it began, and claimed meanwhile (Arrivals), is missing from it.
+        for pid in [pid for pid in _lineage if pid not in scan.processes and not psutil.pid_exists(pid)]:
             del _lineage[pid]
     return found
 
