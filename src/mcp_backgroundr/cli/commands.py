@@ -25,7 +25,6 @@ from ..errors import BackgroundrError
 from ..logs import files, holes
 from ..models import TaskRecord, TaskState, one_line
 from ..platform import process
-from ..platform.containment import EndOutcome, TaskCgroup, end_trees
 from ..platform.inotify import WriteWatches
 from ..remote import commands as remote
 from ..store import orphans, retention
@@ -203,10 +202,7 @@ def stop(settings: Settings, task_id: str, grace_seconds: float) -> str:
         registry.update([record])
         if record.host is not None:
             return _stop_remote(settings, registry, record, grace_seconds)
-        outcome = anyio.run(_end, record, grace_seconds, settings.kill_wait_seconds)
-        cgroup = TaskCgroup.decode(record.cgroup)
-        if cgroup is not None and not outcome.survivors:
-            cgroup.remove()  # its server may be gone; if not, it finds the cgroup removed
+        outcome = anyio.run(orphans.end_unowned, [record], grace_seconds, settings.kill_wait_seconds)
         if orphans.owner_is_gone(record.owner):
             # No server will record the end: do it here.
             fresh = registry.get(task_id) or record
@@ -228,11 +224,6 @@ def _stop_remote(settings: Settings, registry: Registry, record: TaskRecord, gra
         registry.update([record])  # no server will record the end: do it here
     text = f"stopped task {record.task_id} on {record.host}: signalled {len(ended.signalled_pids)} process(es)"
     return _stopped(text, ((s.pid, s.command, s.reason) for s in ended.survivors))
-
-
-async def _end(record: TaskRecord, grace_seconds: float, kill_wait_seconds: float) -> EndOutcome:
-    assert record.pid is not None
-    return await end_trees({record.pid: orphans.leader_of(record)}, grace_seconds, kill_wait_seconds)
 
 
 def prune(settings: Settings, keep: int, days: float) -> str:

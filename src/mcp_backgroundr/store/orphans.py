@@ -21,7 +21,7 @@ import psutil
 from .. import runner
 from ..models import TaskRecord, TaskState
 from ..platform import process
-from ..platform.containment import Leader, TaskCgroup, end_trees
+from ..platform.containment import EndOutcome, Leader, TaskCgroup, end_trees
 
 ENDED_REASON = "its server exited without ending it (crash or SIGKILL); ended when the next server started"
 VANISHED_REASON = "its server exited without ending it (crash or SIGKILL); it ended unobserved, exit status unknown"
@@ -112,18 +112,23 @@ def settle_from_runner(record: TaskRecord) -> None:
     record.exit_code, record.signal = run.exit_code, run.signal
 
 
-async def end_orphans(orphans: Sequence[TaskRecord], grace_seconds: float, kill_wait_seconds: float) -> None:
-    """End every process of the orphaned tasks and record how each one ended."""
-    leaders: dict[int, Leader] = {}
-    for record in orphans:
-        if record.pid is not None:
-            leaders[record.pid] = leader_of(record)
+async def end_unowned(records: Sequence[TaskRecord], grace_seconds: float, kill_wait_seconds: float) -> EndOutcome:
+    """End the process trees of tasks this process did not start (the next server ending what a
+    dead one left, the CLI's stop), and remove the cgroups they leave empty."""
+    leaders = {record.pid: leader_of(record) for record in records if record.pid is not None}
     outcome = await end_trees(leaders, grace_seconds, kill_wait_seconds)
-    now = time.time()
-    for record in orphans:
+    for record in records:
         cgroup = TaskCgroup.decode(record.cgroup)
         if cgroup is not None:
-            cgroup.remove()
+            cgroup.remove()  # one that still holds a survivor stays
+    return outcome
+
+
+async def end_orphans(orphans: Sequence[TaskRecord], grace_seconds: float, kill_wait_seconds: float) -> None:
+    """End every process of the orphaned tasks and record how each one ended."""
+    outcome = await end_unowned(orphans, grace_seconds, kill_wait_seconds)
+    now = time.time()
+    for record in orphans:
         had_processes = record.task_id in outcome.ended_tasks
         note = contained_note(record)
         if record.state is not TaskState.RUNNING:
