@@ -54,9 +54,9 @@ async def status_with(
     processes use (and its runner's status) is read in a worker thread, their listening sockets
     picked from the shared socket table."""
     sockets = (await state.sockets.table()).sockets if processes else []
-    usage, run = await offload.run(offload.SCANS, task.measure, processes, sockets)
+    measured = await offload.run(offload.SCANS, task.measure, processes, sockets)
     lingering = [] if as_of.running else sorted(p.pid for p in processes)
-    return task.describe(piece, usage, lingering, run, as_of)
+    return task.describe(piece, measured.usage, lingering, measured.run, as_of)
 
 
 async def _grep(state: CoreState, task: Task, pattern: Pattern, pattern_text: str, since: int | None) -> Status:

@@ -98,12 +98,11 @@ class Supervisor:
         state.containment = Containment.choose(self.settings.containment, self.settings.cgroup_dir)
         offload.favour_the_event_loop()
         with startup.step("create the inotify instance that caps logs"):
-            capper = state.capper = logcap.LogCapper()
+            capper = state.capper = logcap.LogCapper(on_failure=state.cap_failed)
         with startup.step("create the inotify instance that waits use"):
             writes = state.writes = WriteWatches()
         state.group = await stack.enter_async_context(anyio.create_task_group())
         stack.push_async_callback(self._stop)
-        capper.on_failure = state.cap_failed
         state.in_background(None, "capping logs", capper.run)
         state.in_background(None, "watching logs for waits", writes.run)
         if state.containment.level is not Level.MARKER:

@@ -53,6 +53,14 @@ class ProcessesSeen:
     processes: list[psutil.Process]
 
 
+@dataclass(frozen=True)
+class Measurement:
+    """What a task's processes use, and its run record (a supervised task's runner writes it)."""
+
+    usage: process.TreeUsage
+    run: runner.RunRecord | None
+
+
 @dataclass
 class Task:
     record: TaskRecord
@@ -143,9 +151,7 @@ class Task:
         self.cpu_sample = CpuSample(now, cpu_seconds)
         return round(max(0.0, used) / max(now - since, 0.001) * 100, 1)
 
-    def measure(
-        self, processes: list[psutil.Process], sockets: Sequence[process.Socket]
-    ) -> tuple[process.TreeUsage, runner.RunRecord | None]:
+    def measure(self, processes: list[psutil.Process], sockets: Sequence[process.Socket]) -> Measurement:
         """What ``processes`` use (the cgroup's own accounting, when there is one) and the task's
         run record (a supervised task's runner writes it): reads of /proc and files, for a worker thread."""
         usage = process.tree_usage(processes, sockets)
@@ -155,7 +161,7 @@ class Task:
         if memory is not None or cpu is not None:
             rss = usage.rss_bytes if memory is None else memory
             usage = dataclasses.replace(usage, rss_bytes=rss, cpu_seconds=usage.cpu_seconds if cpu is None else cpu)
-        return usage, run
+        return Measurement(usage, run)
 
     def snapshot(self) -> TaskRecord:
         """The record as it stands now, for an answer whose output and processes are read next.

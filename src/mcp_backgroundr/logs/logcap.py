@@ -48,12 +48,12 @@ class LogCapper:
     and gives it back to inotify once it has stopped growing.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_failure: Callable[[Path, str], None] | None = None) -> None:
+        """``on_failure`` is told when a log cannot be kept under its cap (it is no longer looked at)."""
         self._inotify = Inotify()
         self._logs: dict[Path, _Log] = {}
         self._by_wd: dict[int, _Log] = {}
-        self.on_failure: Callable[[Path, str], None] | None = None
-        """Told when a log cannot be kept under its cap (it is no longer looked at)."""
+        self.on_failure = on_failure
         self._to_look_at: list[_Log] = []
         self._new = anyio.Event()
         self._stopped = False
