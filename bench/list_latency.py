@@ -4,12 +4,22 @@ desktop-commander answered in 4.8 ms and this server in 28 ms.
 Timed through the SDK's ``Client.call_tool`` (which checks the answer against the tool's output
 schema, as every SDK client does) and as a plain JSON round trip (the server's share alone).
 
-    python bench/list_latency.py [--quick]
+    python bench/list_latency.py [--quick] [--baseline SRC]
+
+``--baseline SRC``: also run the server from another checkout's ``src`` directory (e.g. main's,
+``git archive main src | tar -x -C /tmp/base``) with the same tasks, alternate the calls
+between the two, and report this tree's medians as a ratio to that one's: on a machine shared
+with other work the ratio holds when the absolute figures do not.
 """
 
 from __future__ import annotations
 
-from _harness import Figure, main, median, ms, serve, timed
+import contextlib
+import functools
+import sys
+from collections.abc import AsyncIterator
+
+from _harness import Figure, Server, main, median, ms, serve, timed
 
 NAME = "list_tasks, 100 running tasks"
 TASKS = 100
@@ -18,25 +28,58 @@ FASTEST_PEER = 0.0048
 """desktop-commander's list_sessions with 100 sessions, from the side-by-side run."""
 
 
-async def measure(quick: bool) -> list[Figure]:
-    calls = 30 if quick else 100
-    async with serve() as server:
+def _baseline_source() -> str | None:
+    arguments = sys.argv[1:]
+    return arguments[arguments.index("--baseline") + 1] if "--baseline" in arguments else None
+
+
+@contextlib.asynccontextmanager
+async def _ready(source: str | None = None) -> AsyncIterator[Server]:
+    """A server (from ``source``, a ``src`` directory, else the installed one) with TASKS running tasks."""
+    command = [sys.executable, "-m", "mcp_backgroundr"] if source else None
+    async with serve(command, env={"PYTHONPATH": source} if source else None) as server:
         for _ in range(TASKS):
             await server.call("run_background_task", command="sleep 600")
         for _ in range(WARM_UP):
             await server.call("list_tasks", limit=TASKS)
-        checked = [await timed(lambda: server.call("list_tasks", limit=TASKS)) for _ in range(calls)]
-        raw = [await timed(lambda: server.call_raw("list_tasks", limit=TASKS)) for _ in range(calls)]
-    return [
+        yield server
+
+
+async def _times(servers: list[Server], calls: int, raw: bool) -> list[list[float]]:
+    """Seconds per call for each server, the servers' calls alternating."""
+    seconds: list[list[float]] = [[] for _ in servers]
+    for _ in range(calls):
+        for server, times in zip(servers, seconds, strict=True):
+            call = server.call_raw if raw else server.call
+            times.append(await timed(functools.partial(call, "list_tasks", limit=TASKS)))
+    return seconds
+
+
+async def measure(quick: bool) -> list[Figure]:
+    calls = 30 if quick else 100
+    baseline = _baseline_source()
+    async with contextlib.AsyncExitStack() as stack:
+        servers = [await stack.enter_async_context(_ready())]
+        if baseline:
+            servers.append(await stack.enter_async_context(_ready(baseline)))
+        checked = await _times(servers, calls, raw=False)
+        raw = await _times(servers, calls, raw=True)
+    figures = [
         Figure(
             NAME,
             f"through Client.call_tool (schema-checked), median of {calls}",
-            f"{ms(median(checked))} (max {ms(max(checked))})",
+            f"{ms(median(checked[0]))} (max {ms(max(checked[0]))})",
             f"<= {ms(FASTEST_PEER)} (desktop-commander)",
-            median(checked) <= FASTEST_PEER,
+            median(checked[0]) <= FASTEST_PEER,
         ),
-        Figure(NAME, f"plain JSON round trip (server's share), median of {calls}", ms(median(raw))),
+        Figure(NAME, f"plain JSON round trip (server's share), median of {calls}", ms(median(raw[0]))),
     ]
+    if baseline:
+        for how, times in (("through Client.call_tool", checked), ("plain JSON round trip", raw)):
+            ratio = median(times[0]) / median(times[1])
+            value = f"{ratio:.2f}x ({ms(median(times[0]))} against {ms(median(times[1]))})"
+            figures.append(Figure(NAME, f"{how}: this tree / --baseline, calls alternating", value))
+    return figures
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import subprocess
 import time
@@ -32,9 +33,18 @@ USAGE_REFRESH_SECONDS = 1.0
 """Status reuses a running task's process list (for usage and ports) for this long."""
 
 
+ISO_TIMES_KEPT = 4096
+"""Timestamps whose ISO text is kept: a listing shows every task's start time on every call."""
+
+
 def iso_time(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
+    return _iso_text(timestamp)
+
+
+@functools.lru_cache(maxsize=ISO_TIMES_KEPT)
+def _iso_text(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
 
 

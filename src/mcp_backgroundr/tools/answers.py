@@ -11,7 +11,8 @@ from typing import TypeVar
 from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel
 
-from ..models import EndedTask, TaskList, TaskState, TaskStatus, WaitResult, one_line, socket_address
+from ..models import EndedTask, TaskState, TaskStatus, WaitResult, one_line, socket_address
+from ..results import Listing, Summary
 
 MAX_LISTED = 1000
 
@@ -28,6 +29,20 @@ def answer(model: BaseModel, text: str) -> CallToolResult:
     return CallToolResult(
         content=[TextContent(type="text", text=text)], structured_content=model.model_dump(mode="json")
     )
+
+
+def listing_answer(listing: Listing, text: str) -> CallToolResult:
+    """list_tasks' answer straight from the core's plain data: a summary's fields are the
+    answer's (``TaskSummary``), already JSON types but its state, so no model is built per task
+    only to be dumped again (the SDK still checks the answer against ``TaskList``)."""
+    tasks = [_summary_json(summary) for summary in listing.tasks]
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)], structured_content={"tasks": tasks, "total": listing.total}
+    )
+
+
+def _summary_json(summary: Summary) -> dict[str, object]:
+    return {**vars(summary), "state": summary.state.value}
 
 
 def task_head(task: TaskStatus | EndedTask) -> str:
@@ -98,7 +113,7 @@ def describe_end(ended: EndedTask) -> str:
     return text
 
 
-def describe_list(listing: TaskList, state: TaskState | None = None, everyone: bool = False) -> str:
+def describe_list(listing: Listing, state: TaskState | None = None, everyone: bool = False) -> str:
     if not listing.tasks:
         which = f"no {state} tasks" if state else "no tasks"
         if everyone:

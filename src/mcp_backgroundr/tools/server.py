@@ -40,7 +40,16 @@ from ..models import (
     one_line,
     shown_command,
 )
-from .answers import MAX_LISTED, answer, describe_end, describe_list, describe_status, describe_wait, model_of
+from .answers import (
+    MAX_LISTED,
+    answer,
+    describe_end,
+    describe_list,
+    describe_status,
+    describe_wait,
+    listing_answer,
+    model_of,
+)
 from .appserver import BackgroundrMCPServer as BackgroundrMCPServer
 
 INSTRUCTIONS = """\
@@ -412,5 +421,5 @@ def _add_act_tools(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
         state: StateFilter = None, all: Everyone = False, limit: Limit = DEFAULT_LISTED
     ) -> Annotated[CallToolResult, TaskList]:
         """This server's tasks (all=true: every server's), newest first."""
-        listing = model_of(TaskList, await supervisor.list_tasks(state, everyone=all, limit=limit))
-        return answer(listing, describe_list(listing, state, everyone=all))
+        listing = await supervisor.list_tasks(state, everyone=all, limit=limit)
+        return listing_answer(listing, describe_list(listing, state, everyone=all))
