@@ -11,10 +11,8 @@ what was last known (``host_reachable: false``); every other call fails with one
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import anyio
 
@@ -23,20 +21,13 @@ from ..config import Settings
 from ..core import validation
 from ..core.task import Task, iso_time
 from ..core.watch import ProgressReporter, report_progress
-from ..errors import BackgroundrError, HostUnreachableError, InvalidArgumentError, PolicyRefusedError
+from ..errors import BackgroundrError, HostUnreachableError
 from ..logs import files
 from ..models import TaskRecord, TaskState, WaitReason
 from ..platform import process
 from ..results import Ended, InputWritten, Status, Survivor, Waited
-from .bundle import NEEDS_BUNDLE_STATUS, NO_PYTHON_STATUS, remote_command, request_bytes
-from .session import AgentSession, SessionRefused
-from .ssh import Connections, parse_destination
+from .agents import CALL_MARGIN_SECONDS, Answer, HostAgents
 
-Answer = dict[str, Any]
-SERVE_REQUEST = b'{"op": "serve"}\n'
-
-CALL_MARGIN_SECONDS = 3.0
-"""A call may take this much longer than the agent's own bound (ssh, Python's start)."""
 WATCH_SECONDS = 240.0
 """A watch for exits answers after this long with nothing ended, and is made again (the agent
 gives a session up after 600 s without a request)."""
@@ -47,84 +38,12 @@ class RemoteTasks:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.connections = Connections(settings.home)
-        self._installed: set[str] = set()
-        """Hosts known to hold this server's agent."""
-        self._python: dict[str, str] = {}
-        """The interpreter each host ran the agent with."""
-        self._sessions: dict[str, AgentSession] = {}
-        """The serving agent of each host, for quick calls."""
-        self._watch_sessions: dict[str, AgentSession] = {}
-        """A second serving agent of each host, for its watch for exits (see watches.py)."""
-        self.closed = False
+        self.agents = HostAgents(settings)
+        self.connections = self.agents.connections
 
-    async def _call(
-        self,
-        host: str,
-        request: Answer,
-        seconds: float | None = None,
-        *,
-        quick: bool = False,
-        watch: anyio.Event | None = None,
-    ) -> Answer:
-        """One request to the host's agent: through its serving session (``quick``: start, status,
-        check, input, remove), its watching session (``watch``: the event that wakes it), or an
-        agent of its own (waits, greps, ends: calls that may take long)."""
-        limit = self.settings.remote_call_seconds if seconds is None else seconds
-        destination = parse_destination(host)
-        line = json.dumps(request | {"deadline": limit}).encode() + b"\n"
-        with_bundle = host not in self._installed
-        call_limit = limit + CALL_MARGIN_SECONDS
-        command = remote_command(self._python.get(host))
-        if quick or watch is not None:
-            sessions = self._sessions if watch is None else self._watch_sessions
-            session = sessions.setdefault(host, AgentSession(self.connections, destination))
-            code, output = 0, await self._ask_session(session, command, line, call_limit, watch)
-        else:
-            data = request_bytes(line, with_bundle)
-            code, output = await self.connections.call(destination, command, data, call_limit)
-            if code == NEEDS_BUNDLE_STATUS and not with_bundle:
-                code, output = await self.connections.call(destination, command, request_bytes(line, True), call_limit)
-        if code == NO_PYTHON_STATUS:
-            raise _no_python(host)
-        try:
-            answer = json.loads(output.splitlines()[-1]) if output.strip() else None
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
-            shown = output.decode(errors="replace").strip()[-300:] or "nothing"
-            raise BackgroundrError(f"host {host}: the agent answered no result (exit status {code}): {shown}")
-        self._installed.add(host)
-        if isinstance(answer.get("python"), str):
-            self._python[host] = answer["python"]
-        if answer.get("refused_by"):
-            raise PolicyRefusedError(
-                answer["refused_by"],
-                f"{answer['error']} on host {host} (the rule applies to its paths, ~ being the remote user's home)",
-                "give a cwd under one of those roots there",
-            )
-        if answer.get("slow_pattern") is not None:
-            raise _slow_pattern(host, request, answer["slow_pattern"])
-        if "error" in answer:
-            raise BackgroundrError(f"host {host}: {answer['error']}")
-        return answer
-
-    async def _ask_session(
-        self, session: AgentSession, command: str, line: bytes, limit: float, wake: anyio.Event | None
-    ) -> bytes:
-        destination = session.destination
-        host = destination.text
-        with_bundle = host not in self._installed
-        while True:
-            try:
-                return await session.ask(command, request_bytes(SERVE_REQUEST, with_bundle), line, limit, wake)
-            except SessionRefused as exc:
-                if exc.code == NEEDS_BUNDLE_STATUS and not with_bundle:
-                    with_bundle = True
-                    continue
-                if exc.code == NO_PYTHON_STATUS:
-                    raise _no_python(host) from None
-                raise self.connections.unreachable(destination, f"its agent did not start ({exc})") from None
+    @property
+    def closed(self) -> bool:
+        return self.agents.closed
 
     # -- start -----------------------------------------------------------------
 
@@ -148,57 +67,9 @@ class RemoteTasks:
             "keep_days": self.settings.keep_days,
             "cwd_roots": list(cwd_roots),
         }
-        answer = await self._call(record.host, request, quick=True)
+        answer = await self.agents.call(record.host, request, quick=True)
         record.pid, record.cwd, record.log_path = answer["pid"], answer["cwd"], answer["log_path"]
         record.host_seen_at = time.time()
-
-    # -- what happened ---------------------------------------------------------
-
-    def _learn(self, task: Task, answer: Answer) -> bool:
-        """Record what the host says about the task; True when it has ended just now."""
-        record = task.record
-        record.host_seen_at = time.time()
-        if not record.running or answer.get("state", "running") == "running":
-            return False
-        record.state = TaskState(answer["state"])
-        record.exit_code, record.signal = answer.get("exit_code"), answer.get("signal")
-        record.ended_at = answer.get("ended_at") or time.time()
-        if record.kill_requested:
-            record.state = TaskState.KILLED
-        elif answer.get("end_reason"):
-            record.end_reason = answer["end_reason"]
-        task.exited.set()
-        return True
-
-    def _status(self, task: Task, answer: Answer) -> Status:
-        piece = answer["slice"]
-        pids = list(answer.get("pids") or [])
-        usage = process.TreeUsage(
-            len(pids),
-            int(answer.get("rss_bytes") or 0),
-            float(answer.get("cpu_seconds") or 0),
-            [(str(a), int(p), int(pid)) for a, p, pid in answer.get("listening") or []],
-        )
-        run = runner.RunRecord(restarts=int(answer.get("restarts") or 0), next_start_at=answer.get("next_start_at"))
-        status = task.describe(
-            files.OutputSlice(
-                piece["text"], piece["cursor"], piece["size"], piece["truncated"], piece["truncation"], piece["dropped"]
-            ),
-            usage,
-            [] if task.running else pids,
-            run,
-        )
-        status.host_reachable, status.host_seen_at = True, iso_time(task.record.host_seen_at)
-        return status
-
-    def known_status(self, task: Task, problem: HostUnreachableError, since: int | None) -> Status:
-        """What is known of a task whose host cannot be reached now."""
-        cursor = since or 0
-        empty = process.TreeUsage(0, 0, 0.0, [])
-        status = task.describe(files.OutputSlice("", cursor, cursor, False, None), empty, [], None)
-        status.host_reachable, status.host_problem = False, str(problem)
-        status.host_seen_at = iso_time(task.record.host_seen_at)
-        return status
 
     # -- read ------------------------------------------------------------------
 
@@ -214,13 +85,13 @@ class RemoteTasks:
             "budget": self.settings.output_budget,
         }
         try:
-            answer = await self._call(task.record.host, request, quick=True)
+            answer = await self.agents.call(task.record.host, request, quick=True)
         except HostUnreachableError as exc:
             if exc.reachable:
                 raise
-            return self.known_status(task, exc, since), False
-        ended = self._learn(task, answer)
-        return self._status(task, answer), ended
+            return _known_status(task, exc, since), False
+        ended = _learn(task, answer)
+        return _status_of(task, answer), ended
 
     async def grep(self, task: Task, pattern: str, since: int | None) -> tuple[Status, bool]:
         assert task.record.host is not None
@@ -232,8 +103,8 @@ class RemoteTasks:
             "since": since,
             "budget": self.settings.output_budget,
         }
-        found = await self._call(task.record.host, request)
-        ended = self._learn(task, found)
+        found = await self.agents.call(task.record.host, request)
+        ended = _learn(task, found)
         notes = []
         if found["resume_at"] is not None:
             notes.append(
@@ -251,7 +122,7 @@ class RemoteTasks:
             "truncation": "; ".join(notes) or None,
             "dropped": found["dropped"],
         }
-        status = self._status(task, found | {"slice": piece})
+        status = _status_of(task, found | {"slice": piece})
         status.grep_matches = found["matches"]
         return status, ended
 
@@ -279,7 +150,7 @@ class RemoteTasks:
 
             async def ask() -> None:
                 try:
-                    answer.update(await self._call(task.record.host or "", request, conditions.timeout))
+                    answer.update(await self.agents.call(task.record.host or "", request, conditions.timeout))
                 except BackgroundrError as exc:  # raised below, not wrapped in an exception group
                     failed.append(exc)
                 group.cancel_scope.cancel()
@@ -289,14 +160,14 @@ class RemoteTasks:
                 group.start_soon(report_progress, progress, conditions.timeout)
         if failed:
             raise failed[0]
-        ended = self._learn(task, answer)
+        ended = _learn(task, answer)
         found = answer["wait"]
         return Waited(
             reason=WaitReason(found["reason"]),
             waited_seconds=round(time.monotonic() - began, 3),
             matched_line=found.get("line"),
             matched_cursor=found.get("cursor"),
-            status=self._status(task, answer),
+            status=_status_of(task, answer),
         ), ended
 
     # -- act -------------------------------------------------------------------
@@ -304,7 +175,7 @@ class RemoteTasks:
     async def send_input(self, task: Task, data: str, close: bool) -> InputWritten:
         assert task.record.host is not None
         request = {"op": "input", "task_id": task.record.task_id, "text": data, "close": close}
-        answer = await self._call(task.record.host, request, quick=True)
+        answer = await self.agents.call(task.record.host, request, quick=True)
         return InputWritten(
             task_id=task.record.task_id, bytes_written=answer["bytes_written"], closed=close, cursor=answer["cursor"]
         )
@@ -315,8 +186,8 @@ class RemoteTasks:
         assert record.host is not None
         kill_wait = self.settings.kill_wait_seconds
         request = {"op": "end", "task_id": record.task_id, "grace": grace, "kill_wait": kill_wait, "reason": reason}
-        answer = await self._call(record.host, request, grace + kill_wait + self.settings.remote_call_seconds)
-        ended = self._learn(task, answer)
+        answer = await self.agents.call(record.host, request, grace + kill_wait + self.settings.remote_call_seconds)
+        ended = _learn(task, answer)
         return Ended(
             task_id=record.task_id,
             state=record.state,
@@ -339,9 +210,9 @@ class RemoteTasks:
             request = {"op": "end", "task_ids": [t.record.task_id for t in group], "grace": grace,
                        "kill_wait": kill_wait, "reason": reason}  # fmt: skip
             with contextlib.suppress(BackgroundrError):
-                answer = await self._call(host, request, grace + kill_wait + CALL_MARGIN_SECONDS)
+                answer = await self.agents.call(host, request, grace + kill_wait + CALL_MARGIN_SECONDS)
                 for task in group:
-                    self._learn(task, answer["tasks"].get(task.record.task_id, {}))
+                    _learn(task, answer["tasks"].get(task.record.task_id, {}))
 
         async with anyio.create_task_group() as running:
             for host, group in by_host.items():
@@ -350,7 +221,7 @@ class RemoteTasks:
     async def remove(self, task: Task) -> int:
         """Delete the task's files on its host; the bytes freed."""
         assert task.record.host is not None
-        answer = await self._call(task.record.host, {"op": "remove", "task_id": task.record.task_id}, quick=True)
+        answer = await self.agents.call(task.record.host, {"op": "remove", "task_id": task.record.task_id}, quick=True)
         return int(answer["freed_bytes"])
 
     async def forget(self, records: Sequence[TaskRecord]) -> list[str]:
@@ -363,7 +234,7 @@ class RemoteTasks:
         left = []
         for host, group in by_host.items():
             try:
-                await self._call(host, {"op": "remove", "task_ids": [r.task_id for r in group]}, quick=True)
+                await self.agents.call(host, {"op": "remove", "task_ids": [r.task_id for r in group]}, quick=True)
             except BackgroundrError as exc:
                 where = ", ".join(r.log_path.removesuffix(".log") + ".*" for r in group)
                 left.append(
@@ -383,42 +254,70 @@ class RemoteTasks:
         for host, group in by_host.items():
             try:
                 request = {"op": "check", "task_ids": [t.record.task_id for t in group]}
-                answer = await self._call(host, request, quick=True)
+                answer = await self.agents.call(host, request, quick=True)
             except BackgroundrError:
                 continue
-            ended += [t for t in group if self._learn(t, answer["tasks"].get(t.record.task_id, {}))]
+            ended += [t for t in group if _learn(t, answer["tasks"].get(t.record.task_id, {}))]
         return ended
 
     async def watch(self, host: str, tasks: Sequence[Task], wake: anyio.Event) -> list[Task]:
         """Block until one of these running tasks ends on its host, ``wake`` is set, or WATCH_SECONDS
         pass; the tasks that ended (learnt)."""
         request = {"op": "watch", "task_ids": [t.record.task_id for t in tasks], "timeout": WATCH_SECONDS}
-        answer = await self._call(host, request, WATCH_SECONDS + CALL_MARGIN_SECONDS, watch=wake)
-        return [t for t in tasks if self._learn(t, answer["tasks"].get(t.record.task_id, {}))]
+        answer = await self.agents.call(host, request, WATCH_SECONDS + CALL_MARGIN_SECONDS, watch=wake)
+        return [t for t in tasks if _learn(t, answer["tasks"].get(t.record.task_id, {}))]
 
     async def close(self, *, only_started: bool = False) -> None:
         """End the serving sessions (a call or watch under way fails), then the masters
         (``only_started``: those started here)."""
-        self.closed = True
-        for session in [*self._sessions.values(), *self._watch_sessions.values()]:
-            await session.close()
-        await self.connections.close(only_started=only_started)
+        await self.agents.close(only_started=only_started)
 
 
-def _slow_pattern(host: str, request: Answer, budget: float) -> InvalidArgumentError:
-    return InvalidArgumentError(
-        request.get("pattern_field", "pattern"),
-        request.get("pattern"),
-        f"matching it took more than {budget:g} s of CPU on one stretch of the log (at most 1 MiB) on host {host}, "
-        "whose Python re backtracks (RE2 is not there); rewrite it without nested or overlapping repetition "
-        "(e.g. a+$ rather than (a+)+$)",
+def _learn(task: Task, answer: Answer) -> bool:
+    """Record what the host says about the task; True when it has ended just now."""
+    record = task.record
+    record.host_seen_at = time.time()
+    if not record.running or answer.get("state", "running") == "running":
+        return False
+    record.state = TaskState(answer["state"])
+    record.exit_code, record.signal = answer.get("exit_code"), answer.get("signal")
+    record.ended_at = answer.get("ended_at") or time.time()
+    if record.kill_requested:
+        record.state = TaskState.KILLED
+    elif answer.get("end_reason"):
+        record.end_reason = answer["end_reason"]
+    task.exited.set()
+    return True
+
+
+def _status_of(task: Task, answer: Answer) -> Status:
+    """A task's status from its host's answer."""
+    piece = answer["slice"]
+    pids = list(answer.get("pids") or [])
+    usage = process.TreeUsage(
+        len(pids),
+        int(answer.get("rss_bytes") or 0),
+        float(answer.get("cpu_seconds") or 0),
+        [(str(a), int(p), int(pid)) for a, p, pid in answer.get("listening") or []],
     )
-
-
-def _no_python(host: str) -> HostUnreachableError:
-    return HostUnreachableError(
-        host,
-        "python3 is not installed there (or not on the PATH of a non-interactive ssh session); "
-        "install Python 3.9 or newer on it",
-        reachable=True,
+    run = runner.RunRecord(restarts=int(answer.get("restarts") or 0), next_start_at=answer.get("next_start_at"))
+    status = task.describe(
+        files.OutputSlice(
+            piece["text"], piece["cursor"], piece["size"], piece["truncated"], piece["truncation"], piece["dropped"]
+        ),
+        usage,
+        [] if task.running else pids,
+        run,
     )
+    status.host_reachable, status.host_seen_at = True, iso_time(task.record.host_seen_at)
+    return status
+
+
+def _known_status(task: Task, problem: HostUnreachableError, since: int | None) -> Status:
+    """What is known of a task whose host cannot be reached now."""
+    cursor = since or 0
+    empty = process.TreeUsage(0, 0, 0.0, [])
+    status = task.describe(files.OutputSlice("", cursor, cursor, False, None), empty, [], None)
+    status.host_reachable, status.host_problem = False, str(problem)
+    status.host_seen_at = iso_time(task.record.host_seen_at)
+    return status
