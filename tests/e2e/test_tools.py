@@ -184,7 +184,10 @@ async def test_list_tasks_newest_first_with_state_filter(server_command: str) ->
     assert [t["task_id"] for t in newest["tasks"]] == [second["task_id"]] and newest["total"] == 2
     assert "1 older not listed" in newest_text
     assert "limit" in too_many
-    assert shown["task_id"] == long_command["task_id"] and len(shown["command"]) == 200
+    assert shown["task_id"] == long_command["task_id"]
+    kept, note = shown["command"].split(" [cut: ", 1)
+    assert len(kept) == 200 and kept.endswith("...")
+    assert note == f"5005 characters in all; read the resource task://{shown['task_id']}/command for the whole command]"
 
 
 async def test_the_registry_records_pid_and_start_time(server_command: str, home: Path) -> None:
