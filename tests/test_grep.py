@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
-from mcp_backgroundr.logs import grep, lines
+import hypothesis
+import hypothesis.strategies as st
+
+from mcp_backgroundr.logs import files, grep, lines, patterns
 
 
 def _log(tmp_path: Path, data: bytes) -> Path:
@@ -43,3 +47,32 @@ def test_a_huge_matching_line_is_cut_and_later_lines_keep_their_numbers(tmp_path
     assert found.matches == 2
     everything = grep.grep_log(path, re.compile("too"), 0, 1000)
     assert everything.text == "2: needle too"
+
+
+PLAIN_PIECES = ["a", "b", "ab ", "done", "\n", "\n", " ", "\t", "x" * 5]
+SPECIAL_PIECES = ["", "", "", "\r", "\x1b[1m", "é"]
+"""Bytes that are shown otherwise than they are written: a chunk with one is matched line by line."""
+PATTERNS = r"a ^a a$ ^$ b+a [^a]b \s a|^b (?i)A \bab\b a.b ^\w+$ \Aa b\z x* (?-m)^a ^done (?s)a.*b [^\n]b".split()  # noqa: SIM905
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(
+    pieces=st.lists(st.sampled_from(PLAIN_PIECES), max_size=60),
+    special=st.sampled_from(SPECIAL_PIECES),
+    pattern_text=st.sampled_from(PATTERNS),
+)
+def test_grep_finds_exactly_the_lines_that_match_one_by_one(pieces: list[str], special: str, pattern_text: str) -> None:
+    """Blocks of plain lines are searched at once (a prefilter finds candidate lines): the lines
+    found must be exactly those that match when each line is matched on its own."""
+    data = "".join([*pieces[: len(pieces) // 2], special, *pieces[len(pieces) // 2 :]]).encode()
+    pattern = patterns.compiled("grep", pattern_text)
+    assert pattern is not None
+    each_line = data.split(b"\n")
+    if each_line[-1] == b"":
+        each_line.pop()
+    shown = [files.render(raw.rstrip(b"\r")) for raw in each_line]
+    expected = [f"{number}: {text}" for number, text in enumerate(shown, 1) if pattern.search(text)]
+    with tempfile.TemporaryDirectory() as folder:
+        found = grep.grep_log(_log(Path(folder), data), pattern, 0, 10**6)
+    assert (found.text.split("\n") if found.text else []) == expected
+    assert found.matches == len(expected)

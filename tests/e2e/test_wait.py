@@ -157,3 +157,23 @@ async def test_a_line_still_being_written_is_not_matched_half_way(server_command
     async with connect(server_command) as client:
         task = await call(client, "run_background_task", command=command, wait_for_pattern=r"port \d+")
     assert task["wait"]["matched_line"] == "Listening on port 8080"
+
+
+async def test_a_pattern_written_last_after_400_mb_is_found_before_the_wait_times_out(server_command: str) -> None:
+    """A wait scans the whole output for its pattern; line by line in Python, 400 MB took longer than
+    the wait's 30 s, so a task that had printed the line and ended was answered 'timeout'. Blocks
+    of plain lines are now searched in one call (RE2, in C), and only candidate lines are decoded."""
+    async with connect(server_command) as client:
+        task = await call(
+            client,
+            "run_background_task",
+            command="yes abcdefghij | head -n 36000000; echo done",
+            max_log_bytes=500_000_000,
+            wait_for_pattern="^done$",
+            wait_timeout_seconds=30,
+        )
+        found = await call(client, "get_task_status", task_id=task["task_id"], grep="^done$")
+    assert task["wait"]["reason"] == "pattern", task["wait"]
+    assert task["wait"]["matched_line"] == "done"
+    assert found["grep_matches"] == 1, found
+    assert found["output"].endswith("36000001: done"), found["output"][-200:]

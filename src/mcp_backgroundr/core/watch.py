@@ -18,7 +18,7 @@ import anyio
 from .. import offload
 from ..logs.files import render
 from ..logs.lines import CHUNK, LineReader
-from ..logs.patterns import Pattern
+from ..logs.patterns import Pattern, line_prefilter
 from ..models import WaitReason
 from ..platform.inotify import WriteWatches
 from .validation import WaitConditions
@@ -49,6 +49,7 @@ class LineScanner:
         self._path = path
         self._offset = start
         self._pattern = pattern
+        self._prefilter = line_prefilter(pattern)
         self._lock = anyio.Lock()
 
     async def scan(self) -> LineMatch | None:
@@ -70,7 +71,7 @@ class LineScanner:
         except FileNotFoundError:
             return None, True
         try:
-            reader = LineReader(fd, self._offset)
+            reader = LineReader(fd, self._offset, prefilter=self._prefilter)
             for line in reader.read(limit):
                 self._offset = reader.offset
                 if match := self._match(line.raw, line.end):

@@ -9,7 +9,7 @@ from pathlib import Path
 from .. import offload
 from .files import dropped_bytes, render
 from .lines import CHUNK, LineReader
-from .patterns import Pattern
+from .patterns import Pattern, line_prefilter
 
 STEP_BYTES = CHUNK
 """How much of a log one worker-thread step reads."""
@@ -71,7 +71,8 @@ class _Search:
         self.counted = self.dropped
         """Lines before ``since`` are counted up to here."""
         self.number = 1
-        self.lines = LineReader(fd, self.since, self.size)
+        """The number of the line at ``since``, once counted."""
+        self.lines = LineReader(fd, self.since, self.size, line_prefilter(pattern))
         self.done = False
 
     def step(self, limit: int) -> None:
@@ -88,9 +89,7 @@ class _Search:
             return
         end = self.lines.offset
         for line in self.lines.read(limit):
-            self.found.offer(line.raw, self.number, line.start)
-            if line.complete:
-                self.number += 1
+            self.found.offer(line.raw, self.number + line.index, line.start)
             end = line.end
         if self.lines.caught_up:
             self.done, self.size = True, max(end, self.lines.offset)

@@ -4,6 +4,12 @@ Both ways of looking through a log for lines — grep, and a wait for a matching
 here: in chunks (so a worker-thread step stays bounded), only what is kept (output dropped under
 the size cap is skipped, even when it is dropped during the read), and a line longer than a chunk
 in pieces (a 50 MB line without a newline never sits in memory whole).
+
+Given a prefilter (:func:`patterns.line_prefilter`), a reader gives out only the lines of a
+chunk that may match: a block of whole lines whose bytes show as they are (no control bytes, no
+escape sequences, ASCII) is searched in one call, and the lines in between are passed over,
+counted but never decoded. Matching 50 MB line by line in Python takes seconds (a minute on a
+busy machine); searching it this way takes a tenth of a second.
 """
 
 from __future__ import annotations
@@ -12,9 +18,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .holes import read_kept
+from .patterns import Prefilter
 
 CHUNK = 1024 * 1024
 """The most one read takes; also the longest piece of a line that is matched as one."""
+SHOWN_AS_IS = bytes((9, 10, *range(32, 127)))
+"""Bytes a reader is shown unchanged (see :func:`files.render`): tab, newline and printable ASCII."""
 
 
 @dataclass(frozen=True)
@@ -29,13 +38,18 @@ class Line:
     """False for a piece of a line longer than CHUNK, and for the unterminated last line."""
     last: bool = False
     """The unterminated last line of the log: a prompt, or a line still being written."""
+    index: int = 0
+    """How many whole lines the reader went past before this one (given out or passed over)."""
 
 
 class LineReader:
     """Reads the lines of an open log from ``offset`` up to ``end`` (by default, its end)."""
 
-    def __init__(self, fd: int, offset: int, end: int | None = None) -> None:
+    def __init__(self, fd: int, offset: int, end: int | None = None, prefilter: Prefilter | None = None) -> None:
         self.fd = fd
+        self.prefilter = prefilter
+        self.lines_passed = 0
+        """Whole lines given out or passed over so far."""
         self.offset = offset
         """Where the next line starts: just after the last whole line (or piece) given out."""
         self.end = end
@@ -64,17 +78,48 @@ class LineReader:
             if len(chunk) < wanted or not chunk:
                 self.caught_up = True
                 if self._carry:
-                    yield Line(self._carry, self.offset, self._read_at, complete=False, last=True)
+                    yield Line(self._carry, self.offset, self._read_at, False, True, self.lines_passed)
                 return
 
     def _lines_of(self, chunk: bytes) -> Iterator[Line]:
-        lines = (self._carry + chunk).split(b"\n")
-        self._carry = lines.pop()
-        for raw in lines:
-            line = Line(raw, self.offset, self.offset + len(raw) + 1)
-            self.offset = line.end
-            yield line
+        data = self._carry + chunk
+        whole = data.rfind(b"\n") + 1
+        self._carry = data[whole:]
+        starts = self._candidates(data, whole)
+        yield from self._whole_lines(data, whole) if starts is None else self._lines_at(data, whole, starts)
         if len(self._carry) > CHUNK:  # a very long line: given out piece by piece
-            piece = Line(self._carry, self.offset, self.offset + len(self._carry), complete=False)
+            piece = Line(self._carry, self.offset, self.offset + len(self._carry), False, index=self.lines_passed)
             self.offset, self._carry = piece.end, b""
             yield piece
+
+    def _whole_lines(self, data: bytes, whole: int) -> Iterator[Line]:
+        for raw in data[:whole].split(b"\n")[:-1]:
+            line = Line(raw, self.offset, self.offset + len(raw) + 1, index=self.lines_passed)
+            self.offset = line.end
+            self.lines_passed += 1
+            yield line
+
+    def _candidates(self, data: bytes, whole: int) -> list[int] | None:
+        """Where the lines of ``data[:whole]`` that may match start, or None when every line must
+        be looked at (no prefilter, or bytes that do not show as they are)."""
+        if self.prefilter is None or not whole or data[:whole].translate(None, SHOWN_AS_IS):
+            return None
+        starts: list[int] = []
+        position = 0
+        while position < whole and (found := self.prefilter.search(data, position, whole)) is not None:
+            start = data.rfind(b"\n", 0, found.start()) + 1
+            starts.append(start)
+            position = data.index(b"\n", found.start()) + 1
+        return starts
+
+    def _lines_at(self, data: bytes, whole: int, starts: list[int]) -> Iterator[Line]:
+        base, position = self.offset, 0
+        for start in starts:
+            end = data.index(b"\n", start)
+            self.lines_passed += data.count(b"\n", position, start)
+            line = Line(data[start:end], base + start, base + end + 1, index=self.lines_passed)
+            self.offset, position = line.end, end + 1
+            self.lines_passed += 1
+            yield line  # (a caller may stop here: what it was given is counted already)
+        self.lines_passed += data.count(b"\n", position, whole)
+        self.offset = base + whole

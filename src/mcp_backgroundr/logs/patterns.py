@@ -8,6 +8,7 @@ no linear-time engine can offer. Such a pattern gets a one-line error saying so.
 
 from __future__ import annotations
 
+import re
 from typing import Protocol
 
 import re2
@@ -24,7 +25,45 @@ MAX_PATTERN_MEMORY = 8 << 20
 class Pattern(Protocol):
     """A compiled client pattern: all the matching code needs of it."""
 
+    @property
+    def pattern(self) -> str: ...
+
     def search(self, text: str) -> object | None: ...
+
+
+class Found(Protocol):
+    def start(self) -> int: ...
+
+
+class Prefilter(Protocol):
+    """A pattern that finds, in a block of whole lines, where lines that may match start."""
+
+    def search(self, text: bytes, pos: int, endpos: int) -> Found | None: ...
+
+
+_WHOLE_TEXT_ANCHOR = re.compile(r"\\[Az]|\(\?[a-zA-Z]*-")
+"""``\\A``, ``\\z`` and flags turned off (``(?-m)``) mean other things in a block than in one line."""
+
+
+def line_prefilter(pattern: Pattern) -> Prefilter | None:
+    """``pattern`` made to look through many lines at once, for finding candidate lines fast, or None
+    when it cannot stand in for matching line by line.
+
+    In multi-line mode, with RE2 never matching a newline, a line that ``pattern`` matches on its
+    own holds a match of the prefilter: ``^`` and ``$`` match at each line's ends, and no match
+    reaches from one line into the next. So a block of lines is searched in one call in C, and
+    only the lines found are matched one by one (which keeps the answer exact). Patterns that
+    anchor at the ends of the whole text, and patterns that match the empty string (every line
+    would be a candidate), get no prefilter."""
+    if _WHOLE_TEXT_ANCHOR.search(pattern.pattern):
+        return None
+    options = _options()
+    options.never_nl = True
+    try:
+        prefilter = re2.compile(f"(?m){pattern.pattern}", options)
+    except re2.error:
+        return None
+    return None if prefilter.search(b"") is not None else prefilter
 
 
 def _options() -> re2.Options:
