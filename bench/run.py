@@ -41,6 +41,7 @@ MODULES = (
     "http_latency",
     "stall",
     "remote",
+    "platforms",
 )
 BENCHMARK_TIMEOUT = 900.0
 

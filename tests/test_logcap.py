@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 from mcp_backgroundr.logs import files, grep, holes
+from mcp_backgroundr.platform.heads import PUNCH, dropper
 
 
 def _log(tmp_path: Path, lines: int) -> Path:
@@ -16,7 +17,7 @@ def _log(tmp_path: Path, lines: int) -> Path:
 def test_enforce_drops_the_head_and_keeps_offsets(tmp_path: Path) -> None:
     path = _log(tmp_path, 200_000)  # 2.6 MB
     size = path.stat().st_size
-    holes.enforce(path, 1024 * 1024)
+    holes.enforce(path, 1024 * 1024, dropper(PUNCH))
     dropped = files.dropped_bytes(path)
     assert path.stat().st_size == size
     assert os.stat(path).st_blocks * 512 <= 1024 * 1024
@@ -27,7 +28,7 @@ def test_enforce_drops_the_head_and_keeps_offsets(tmp_path: Path) -> None:
 
 def test_reads_from_a_dropped_cursor_say_what_was_lost(tmp_path: Path) -> None:
     path = _log(tmp_path, 200_000)
-    holes.enforce(path, 1024 * 1024)
+    holes.enforce(path, 1024 * 1024, dropper(PUNCH))
     dropped = files.dropped_bytes(path)
     piece = files.read_forward(path, 0, 4096, writer_alive=False)
     assert piece.truncation is not None
@@ -41,5 +42,5 @@ def test_reads_from_a_dropped_cursor_say_what_was_lost(tmp_path: Path) -> None:
 
 def test_a_log_under_its_cap_is_left_alone(tmp_path: Path) -> None:
     path = _log(tmp_path, 10)
-    holes.enforce(path, 1024 * 1024)
+    holes.enforce(path, 1024 * 1024, dropper(PUNCH))
     assert files.dropped_bytes(path) == 0

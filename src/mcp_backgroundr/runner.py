@@ -1,6 +1,6 @@
 """The supervising wrapper of tasks that outlive their server or restart.
 
-Run as ``python -I runner.py RUN_RECORD RESTART MAX_RESTARTS REAPER COMMAND [LOG MAX_LOG_BYTES]``,
+Run as ``python -I runner.py RUN_RECORD RESTART MAX_RESTARTS REAPER COMMAND [LOG MAX_LOG_BYTES [HEAD_METHOD]]``,
 it leads the task's session (with REAPER ``subreaper``, orphaned descendants come back to it,
 and it collects them), keeps LOG under MAX_LOG_BYTES when given (while no server runs too),
 runs ``/bin/sh -c COMMAND`` in it (see :func:`shell_argv`; stdout and stderr
@@ -50,8 +50,9 @@ def _sibling(name: str) -> ModuleType:
 if TYPE_CHECKING or __package__:
     from . import exits
     from .logs import holes
+    from .platform import heads
 else:
-    exits, holes = _sibling("exits"), _sibling("logs/holes")
+    exits, holes, heads = _sibling("exits"), _sibling("logs/holes"), _sibling("platform/heads")
 
 SHELL = "/bin/sh"
 FIRST_BACKOFF_SECONDS = 0.5
@@ -310,12 +311,13 @@ def _become_subreaper() -> None:
     libc.prctl(PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(1), 0, 0, 0)
 
 
-def _keep_log_capped(log_path: str, cap: int) -> None:
-    """Keep the task's log under its cap from this process, whether a server runs or not."""
+def _keep_log_capped(log_path: str, cap: int, method: str) -> None:
+    """Keep the task's log under its cap from this process, whether a server runs or not, dropping
+    its head by the platform backend's ``method`` (see platform/heads.py)."""
 
     def run() -> None:
         try:
-            holes.keep_capped(Path(log_path), cap, threading.Event())
+            holes.keep_capped(Path(log_path), cap, threading.Event(), heads.dropper(method))
         except OSError as exc:  # the log is the runner's stdout: say it there
             print(f"--- mcp-backgroundr: this log is no longer capped: {exc.strerror or exc} ---", flush=True)
 
@@ -324,8 +326,8 @@ def _keep_log_capped(log_path: str, cap: int) -> None:
 
 def main(argv: list[str]) -> int:
     record_path, policy, max_restarts, reaper, command, *log_cap = argv
-    if log_cap:
-        _keep_log_capped(log_cap[0], int(log_cap[1]))
+    if log_cap:  # LOG MAX_LOG_BYTES [HEAD_METHOD]
+        _keep_log_capped(log_cap[0], int(log_cap[1]), log_cap[2] if len(log_cap) > 2 else heads.PUNCH)
     runner = _Runner(record_path, policy, int(max_restarts), command)
     signal.signal(INPUT_CLOSE_SIGNAL, runner.on_input_close)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

@@ -22,7 +22,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp_types import CallToolResult, TextContent
 
-from mcp_backgroundr.config import HOME_ENV
+from mcp_backgroundr.config import HOME_ENV, PLATFORM_ENV
 
 SERVER_START_SECONDS = 20.0
 SERVER_STOP_SECONDS = 10.0
@@ -31,8 +31,10 @@ SERVER_STOP_SECONDS = 10.0
 def server_parameters(
     command: str, env: dict[str, str] | None = None, args: Sequence[str] = ()
 ) -> StdioServerParameters:
-    """Launch parameters carrying the test's state directory and PATH."""
+    """Launch parameters carrying the test's state directory, PATH and platform backend."""
     base = {HOME_ENV: os.environ[HOME_ENV], "PATH": os.environ["PATH"]}
+    if PLATFORM_ENV in os.environ:
+        base[PLATFORM_ENV] = os.environ[PLATFORM_ENV]
     return StdioServerParameters(command=command, args=list(args), env=base | (env or {}))
 
 

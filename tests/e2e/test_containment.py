@@ -30,7 +30,10 @@ from mcp_backgroundr.platform.containment import _cgroup as cgroups
 
 from .harness import call, connect, finished, until
 
-pytestmark = pytest.mark.anyio
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.linux_backend("cgroup and subreaper levels, and a non-dumpable server: linux backend only"),
+]
 
 LEVELS = ("cgroup", "subreaper", "marker")
 ESCAPES = ("env-i", "double-fork", "other-marker", "unset-marker")

@@ -10,7 +10,7 @@ from mcp_backgroundr.config import CONTAINMENT_ENV
 
 from .harness import call, call_error, connect, finished
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.linux_backend("limits need a cgroup per task: linux backend only")]
 
 MEMORY_LIMIT = 64 * 1024 * 1024
 HOG = f"{sys.executable} -c 'data = b\"x\" * (512 << 20); print(len(data))'"

@@ -127,6 +127,7 @@ async def test_an_unreadable_record_of_another_servers_task_is_contained(
     assert "paused-by-a-newer-version" in refused
 
 
+@pytest.mark.linux_backend("the start-up failure it provokes is running out of inotify instances")
 def test_a_failure_to_start_is_one_line_naming_it(server_command: str) -> None:
     # A user namespace of its own with no inotify instance allowed: a real start-up failure that
     # leaves every other process on the machine (other servers, other tests) its own limits.

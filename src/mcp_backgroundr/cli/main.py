@@ -18,7 +18,7 @@ from .. import __version__
 from ..config import HOME_ENV, Settings
 from ..core import policy
 from ..errors import BackgroundrError
-from ..platform import containment
+from ..platform import backend
 from . import commands
 
 
@@ -208,7 +208,7 @@ def _run_command(arguments: argparse.Namespace, settings: Settings) -> None:
 def _serve(arguments: argparse.Namespace, settings: Settings) -> None:
     # Tasks run as the same user: without this they could read the server's environment
     # (its token, the variables env_passthrough keeps from them) and memory under /proc.
-    containment.protect_server()
+    backend.current().protect_server()
     # Imported only to serve: it brings the MCP SDK, which would make ps, logs and the other
     # commands for people take five times the CPU just to start (about 1 s instead of 0.2 s).
     from ..serving import transports

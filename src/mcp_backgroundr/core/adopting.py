@@ -5,7 +5,6 @@ bring logs that grew past their caps back under them."""
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import anyio
@@ -13,7 +12,7 @@ import anyio
 from .. import offload
 from ..logs import holes
 from ..models import TaskRecord
-from ..platform import process
+from ..platform import backend, heads, process
 from ..store import orphans
 from . import watchers
 from .deadlines import enforce_runtime
@@ -53,7 +52,8 @@ async def cap_grown_logs(records: list[TaskRecord]) -> None:
     SIGKILLed writes on): bring every one of them back under its cap (the registry as read at
     start-up: a log pruned since is gone, and skipped)."""
     logs = [(Path(r.log_path), r.max_log_bytes) for r in records if r.max_log_bytes]
-    if capped := await anyio.to_thread.run_sync(holes.enforce_all, logs):
+    drop = heads.dropper(backend.current().head_method)
+    if capped := await anyio.to_thread.run_sync(holes.enforce_all, logs, drop):
         watchers.report("server", f"capped {capped} log(s) that had grown past their cap while no server ran")
 
 
@@ -68,21 +68,15 @@ def _take_finished(state: CoreState, record: TaskRecord) -> None:
 
 
 def _adopt(state: CoreState, record: TaskRecord) -> None:
-    """Take over a keep_running task: watch its runner (not our child) through a pidfd."""
+    """Take over a keep_running task: watch its runner (not our child) until it ends."""
     assert record.pid is not None
-    try:
-        pidfd = os.pidfd_open(record.pid)
-    except ProcessLookupError:
-        _take_finished(state, record)
-        return
     if not process.same_process(record.pid, record.pid_create_time):
-        os.close(pidfd)  # it ended, and its pid was reused, just now
-        _take_finished(state, record)
+        _take_finished(state, record)  # it ended just now
         return
     record.owner = state.owner
     record.max_runtime_seconds = state.policy.adopted_limit(record.max_runtime_seconds)
     task = Task(record, None)
     state.own[record.task_id] = task
     state.cap(record)
-    state.in_background(task, "watching its exit", functools.partial(watch_adopted, state, task, pidfd))
+    state.in_background(task, "watching its exit", functools.partial(watch_adopted, state, task))
     enforce_runtime(state, task)

@@ -23,7 +23,7 @@ from ..config import SETTINGS_PREFIX, TASK_ID_ENV, TOKEN_ENV
 from ..errors import BackgroundrError, RegistryError, SpawnFailedError
 from ..logs import files
 from ..models import TaskRecord, new_task_id, shown_command
-from ..platform import process, terminal
+from ..platform import backend, process, terminal
 from ..platform.containment import Level, Placement
 from ..results import Started
 from . import taskinput, validation
@@ -189,7 +189,7 @@ def _argv(record: TaskRecord, placement: Placement, env: dict[str, str]) -> list
     argv = [sys.executable, "-I", runner.__file__, record.run_record_path, record.restart, str(record.max_restarts)]
     argv += [reaper, record.command]
     if record.max_log_bytes:  # the runner caps the log itself: it outlives this server
-        argv += [record.log_path, str(record.max_log_bytes)]
+        argv += [record.log_path, str(record.max_log_bytes), backend.current().head_method]
     return argv
 
 
@@ -234,7 +234,7 @@ def _task_of(state: CoreState, record: TaskRecord, popen: subprocess.Popen[bytes
     return task
 
 
-async def _record_started(state: CoreState, task: Task, popen: subprocess.Popen[bytes]) -> int:
+async def _record_started(state: CoreState, task: Task, popen: subprocess.Popen[bytes]) -> int | None:
     """Make the started task known: to this server (the reaper and a shutdown leave it to its
     watcher from now on) and in the registry; unrecorded, it could never be found again, so it is
     ended. Answers the handle its exit watcher waits on."""
@@ -248,7 +248,8 @@ async def _record_started(state: CoreState, task: Task, popen: subprocess.Popen[
             await offload.run(offload.REGISTRY, state.registry.insert, record)
     except RegistryError:
         del state.own[record.task_id]
-        os.close(exit_handle)
+        if exit_handle is not None:
+            os.close(exit_handle)
         _kill_unrecorded(popen)
         raise
     return exit_handle

@@ -21,8 +21,8 @@ from .. import offload
 from ..config import Settings
 from ..logs import logcap
 from ..models import TaskRecord, TaskState
-from ..platform import process
-from ..platform.containment import Containment, Level
+from ..platform import backend, process
+from ..platform.containment import Level
 from ..platform.inotify import WriteWatches
 from ..results import Ended, InputWritten, Listing, Removed, Started, Status, Waited
 from ..store import orphans
@@ -95,7 +95,7 @@ class Supervisor:
         """Everything a server needs before it answers; on a failure, ``stack`` undoes what was done."""
         state = self._state
         process.raise_open_file_limit()
-        state.containment = Containment.choose(self.settings.containment, self.settings.cgroup_dir)
+        state.containment = backend.current().choose_containment(self.settings.containment, self.settings.cgroup_dir)
         offload.favour_the_event_loop()
         with startup.step("create the inotify instance that caps logs"):
             capper = state.capper = logcap.LogCapper(on_failure=state.cap_failed)

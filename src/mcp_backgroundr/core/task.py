@@ -25,7 +25,7 @@ import psutil
 from .. import offload, runner
 from ..logs import files
 from ..models import TaskRecord, TaskState, shown_command, socket_address
-from ..platform import process, scans
+from ..platform import backend, process, scans
 from ..platform.containment import Leader, TaskCgroup
 from ..results import Listening, Status, Summary
 
@@ -164,7 +164,7 @@ class Task:
     def measure(self, processes: list[psutil.Process], sockets: Sequence[process.Socket]) -> Measurement:
         """What ``processes`` use (the cgroup's own accounting, when there is one) and the task's
         run record (a supervised task's runner writes it): reads of /proc and files, for a worker thread."""
-        usage = process.tree_usage(processes, sockets)
+        usage = backend.current().tree_usage(processes, sockets)
         run = runner.read_run_record(self.record.run_record_path) if self.record.supervised else None
         cgroup = self.cgroup if processes else None
         memory, cpu = cgroup.usage() if cgroup is not None else (None, None)

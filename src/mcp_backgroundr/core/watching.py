@@ -23,9 +23,9 @@ from .task import Task
 TERMINAL_DRAIN_SECONDS = 0.5
 
 
-async def watch_exit(state: CoreState, task: Task, popen: subprocess.Popen[bytes], pidfd: int) -> None:
+async def watch_exit(state: CoreState, task: Task, popen: subprocess.Popen[bytes], exit_handle: int | None) -> None:
     """Wait for the exit of a task this server started, record it, then tidy up after it."""
-    returncode = await process.wait_for_exit(popen, pidfd)
+    returncode = await process.wait_for_exit(popen, exit_handle)
     if state.containment.level is Level.SUBREAPER:
         with anyio.CancelScope(shield=True):  # before the exit is recorded, so no answer misses them
             await _claim_arrivals(state)
@@ -57,12 +57,10 @@ async def _claim_arrivals(state: CoreState) -> None:
         await offload.run(offload.SCANS, state.arrivals.claim, leaders, exited, others)
 
 
-async def watch_adopted(state: CoreState, task: Task, pidfd: int) -> None:
+async def watch_adopted(state: CoreState, task: Task) -> None:
     """Wait for the exit of an adopted task's runner (not our child); its runner says how it ended."""
-    try:
-        await anyio.wait_readable(pidfd)
-    finally:
-        os.close(pidfd)
+    assert task.record.pid is not None
+    await process.wait_until_ended(task.record.pid, task.record.pid_create_time)
     if task.running:
         asked_to_end = task.record.end_reason if task.record.kill_requested else None
         orphans.settle_from_runner(task.record)

@@ -1,8 +1,10 @@
-"""Dropping the oldest output of a log past its cap, by punching a hole at its head.
+"""Dropping the oldest output of a log past its cap, by making a hole at its head.
 
 The file keeps its size, so every byte offset, and so every cursor, keeps its meaning,
-while the dropped bytes no longer take disk space (fallocate PUNCH_HOLE). Where the kept
-output starts is read back from the file itself (lseek SEEK_DATA).
+while the dropped bytes no longer take disk space. How the hole is made is the platform's
+(``platform/heads.py``: fallocate PUNCH_HOLE on Linux, F_PUNCHHOLE on macOS, a rewrite
+elsewhere), handed in as ``drop``. Where the kept output starts is read back from the file
+itself (lseek SEEK_DATA).
 
 Standard library only: the runner of a task that outlives its server (``python -I
 runner.py``) loads this file too, and keeps the task's log capped with :func:`keep_capped`
@@ -12,12 +14,11 @@ while no server runs.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 BLOCK = 4096
@@ -34,10 +35,8 @@ QUIET_LOOK_SECONDS = MAX_PAUSE_SECONDS
 this long ahead of its cap."""
 READ_ATTEMPTS = 4
 """Reads of a log whose every byte read was dropped meanwhile, before answering none."""
-_FALLOC_FL_KEEP_SIZE = 0x01
-_FALLOC_FL_PUNCH_HOLE = 0x02
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+Dropper = Callable[[str, int, int], None]
+"""Makes bytes [start, end) of the log at a path a hole (see platform/heads.py)."""
 
 
 def dropped_bytes(path: Path) -> int:
@@ -53,11 +52,22 @@ def dropped_bytes(path: Path) -> int:
 
 
 def kept_start(fd: int) -> int:
-    """Where the kept output of the open log ``fd`` starts (how many bytes were dropped)."""
+    """Where the kept output of the open log ``fd`` starts (how many bytes were dropped).
+
+    That is the first data after the hole at the head. A head dropped by rewriting the log
+    (platform/heads.py, without hole punching) may hold a few stray bytes before the hole,
+    already copied to the end: data, then a hole, then data means the kept output is the last.
+    """
+    first = _data_from(fd, 0)
+    hole = os.lseek(fd, first, os.SEEK_HOLE) if first < os.fstat(fd).st_size else first
+    return first if hole >= os.fstat(fd).st_size else _data_from(fd, hole)
+
+
+def _data_from(fd: int, offset: int) -> int:
     try:
-        return os.lseek(fd, 0, os.SEEK_DATA)
+        return os.lseek(fd, offset, os.SEEK_DATA)
     except OSError as exc:
-        if exc.errno == errno.ENXIO:  # no data at all: empty, or everything dropped
+        if exc.errno == errno.ENXIO:  # no data from there: empty, or everything dropped
             return os.fstat(fd).st_size
         raise
 
@@ -85,7 +95,7 @@ def read_kept(fd: int, length: int, offset: int) -> tuple[bytes, int, int]:
     return b"", max(offset, kept), kept
 
 
-def enforce(path: Path, cap: int) -> tuple[int, int]:
+def enforce(path: Path, cap: int, drop: Dropper) -> tuple[int, int]:
     """If a log takes more than ``cap`` bytes of disk, drop its oldest output down to a quarter
     of the cap, which leaves a fast writer room before the next look.
 
@@ -102,17 +112,11 @@ def enforce(path: Path, cap: int) -> tuple[int, int]:
     end = (info.st_size - cap // KEPT_FRACTION) // BLOCK * BLOCK
     if end <= start:
         return info.st_size, allocated
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        if _libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, start, end - start) != 0:
-            error = ctypes.get_errno()
-            raise OSError(error, f"cannot drop old output of {path}: {os.strerror(error)}")
-    finally:
-        os.close(fd)
+    drop(str(path), start, end)
     return info.st_size, max(0, allocated - (end - start))
 
 
-def enforce_all(logs: Iterable[tuple[Path, int]]) -> int:
+def enforce_all(logs: Iterable[tuple[Path, int]], drop: Dropper) -> int:
     """Bring every (log, cap) under its cap (a server starting: logs may have grown while no
     server ran); a log that cannot be capped is left as it is. Returns how many were over."""
     over = 0
@@ -120,7 +124,7 @@ def enforce_all(logs: Iterable[tuple[Path, int]]) -> int:
         with contextlib.suppress(OSError):
             allocated = path.stat().st_blocks * 512
             if allocated > cap:
-                enforce(path, cap)
+                enforce(path, cap, drop)
                 over += 1
     return over
 
@@ -155,13 +159,13 @@ class Pace:
         return max(pause, MIN_PAUSE_SECONDS)
 
 
-def keep_capped(path: Path, cap: int, stopping: threading.Event) -> None:
+def keep_capped(path: Path, cap: int, stopping: threading.Event, drop: Dropper) -> None:
     """Keep a log under ``cap`` until ``stopping`` is set (in a daemon thread of the runner),
     paced by :class:`Pace` while the log is written, and looked at every QUIET_LOOK_SECONDS
     while it is quiet. It takes no inotify instance: those are few per user (128 by default)
     and a server needs its own, however many tasks outlive it."""
     pace = Pace(0)
     while not stopping.is_set():
-        size, allocated = enforce(path, cap)
+        size, allocated = enforce(path, cap, drop)
         pause = pace.next_pause(cap, size, allocated)
         stopping.wait(QUIET_LOOK_SECONDS if pause is None else pause)

@@ -1,14 +1,15 @@
 """Bounded disk per task: past its cap, the oldest output of a log is dropped.
 
-Dropping punches a hole at the head of the file (see :mod:`holes`, shared with the runner of
-a task that outlives its server): the file keeps its size, so every byte offset, and so every
-cursor, keeps its meaning, while the dropped bytes no longer take disk space. Where the kept
-output starts is read back from the file itself (lseek SEEK_DATA), so every reader, the CLI
-included, agrees on it without any shared state.
+Dropping makes a hole at the head of the file (see :mod:`holes`, shared with the runner of a
+task that outlives its server, and the platform's ``heads``): the file keeps its size, so
+every byte offset, and so every cursor, keeps its meaning, while the dropped bytes no longer
+take disk space. Where the kept output starts is read back from the file itself (lseek
+SEEK_DATA), so every reader, the CLI included, agrees on it without any shared state.
 
 The child still writes straight to its log; the server looks at a log only after
-inotify says it was written to, and then only as often as its writer needs, so an
-idle task costs nothing.
+the platform's file events say it was written to (inotify: an idle task costs nothing;
+the portable backend looks at a quiet log every QUIET_LOOK_SECONDS), and then only as
+often as its writer needs.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ import anyio.to_thread
 from anyio.abc import TaskGroup
 
 from .. import offload
-from ..platform.inotify import Inotify
+from ..platform import backend, heads
 from .files import log_size
-from .holes import Pace, enforce
+from .holes import QUIET_LOOK_SECONDS, Pace, enforce
 
 
 @dataclass
@@ -33,7 +34,7 @@ class _Log:
     path: Path
     cap: int
     wd: int | None = None
-    """Its inotify watch, while it is quiet."""
+    """Its file-event watch, while it is quiet."""
     paced: bool = False
     """Whether a pacing loop is looking at it (it is being written)."""
     pace: Pace = field(default_factory=lambda: Pace(0))
@@ -42,15 +43,16 @@ class _Log:
 class LogCapper:
     """Keeps every watched log under its cap, at no cost while the log is quiet.
 
-    A quiet log is watched by inotify. Its first write hands it to a pacing loop and drops
-    the watch (a watch costs something on every write: 14 % on a 1 GiB `head` here). The
+    A quiet log is watched by the platform's file events (inotify). Its first write hands it
+    to a pacing loop and drops the watch (a watch costs something on every write: 14 % on a 1 GiB `head` here). The
     loop looks at the log as often as its writer needs to fill the room left under its cap,
-    and gives it back to inotify once it has stopped growing.
+    and gives it back to the file events once it has stopped growing.
     """
 
     def __init__(self, on_failure: Callable[[Path, str], None] | None = None) -> None:
         """``on_failure`` is told when a log cannot be kept under its cap (it is no longer looked at)."""
-        self._inotify = Inotify()
+        self._events = backend.current().file_events(QUIET_LOOK_SECONDS)
+        self._drop = heads.dropper(backend.current().head_method)
         self._logs: dict[Path, _Log] = {}
         self._by_wd: dict[int, _Log] = {}
         self.on_failure = on_failure
@@ -72,13 +74,13 @@ class LogCapper:
             self._quiet_down(log)
 
     def _listen(self, log: _Log) -> None:
-        log.wd = self._inotify.add(log.path)
+        log.wd = self._events.add(log.path)
         self._by_wd[log.wd] = log
 
     def _quiet_down(self, log: _Log) -> None:
         if log.wd is not None:
             self._by_wd.pop(log.wd, None)
-            self._inotify.remove(log.wd)
+            self._events.remove(log.wd)
             log.wd = None
 
     async def run(self) -> None:
@@ -87,13 +89,13 @@ class LogCapper:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._look_at_new, group)
                 while True:
-                    for wd in await self._inotify.changed():
+                    for wd in await self._events.changed():
                         log = self._by_wd.get(wd)
                         if log is not None:
                             self._start_pacing(log, group)
         finally:
             self._stopped = True
-            self._inotify.close()
+            self._events.close()
 
     async def _look_at_new(self, group: TaskGroup) -> None:
         while True:
@@ -112,7 +114,7 @@ class LogCapper:
         group.start_soon(self._pace, log)
 
     async def _pace(self, log: _Log) -> None:
-        """Pace a log being written until it stops growing, then hand it back to inotify.
+        """Pace a log being written until it stops growing, then hand it back to the file events.
 
         The looks run in a thread of their own, below the event loop's CPU priority: a fast writer
         under a small cap needs hundreds of looks a second, and a hole punch may wait on the
@@ -141,7 +143,7 @@ class LogCapper:
         cap; answer its size once it has not grown for a while (None once it is forgotten)."""
         log.pace.restart(log_size(log.path))
         while log.path in self._logs and not self._stopped:
-            size, allocated = enforce(log.path, log.cap)
+            size, allocated = enforce(log.path, log.cap, self._drop)
             pause = log.pace.next_pause(log.cap, size, allocated)
             if pause is None:
                 return size

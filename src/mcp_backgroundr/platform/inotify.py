@@ -1,7 +1,8 @@
-"""Linux inotify through ctypes: which watched files were written to, without polling.
+"""File events: Linux inotify through ctypes, and the watches waits share over the backend's events.
 
-The standard library has no inotify binding and psutil does not cover it; this is
-the small part we need (IN_MODIFY on files).
+The standard library has no inotify binding and psutil does not cover it; :class:`Inotify`
+is the small part we need (IN_MODIFY on files), used by the linux backend. :class:`WriteWatches`
+serves every waiter from the platform backend's file events (inotify, or polled looks).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
+
+from . import backend
 
 _IN_MODIFY = 0x00000002
 ENTRY_REMOVED = 0x00000200 | 0x00000040
@@ -65,12 +68,17 @@ class _Subscriber:
         self.written = anyio.Event()
 
 
+POLL_SECONDS = 0.025
+"""On a backend without file events (portable), how often a watched file is looked at."""
+
+
 class WriteWatches:
-    """One inotify instance for every wait on a log: a few hundred concurrent waits take one
-    descriptor and one watch per log, not one instance each (the per-user limit is 128)."""
+    """One source of file events (the platform backend's: inotify, or looks at the files) for
+    every wait on a log: a few hundred concurrent waits take one inotify descriptor and one
+    watch per log, not one instance each (the per-user limit is 128)."""
 
     def __init__(self) -> None:
-        self._inotify = Inotify()
+        self._inotify = backend.current().file_events(POLL_SECONDS)
         self._subscribers: dict[int, set[_Subscriber]] = {}
 
     @contextlib.contextmanager

@@ -1,7 +1,9 @@
 """Processes: spawn a task in its own session, watch its exit, measure its tree.
 
-Which processes make up a task, and how they are all ended, is the containment
-package's job. Exits are seen through pidfds on the event loop: no polling anywhere.
+Shared by both platform backends (POSIX and psutil); what differs, seeing an exit and
+reading sockets, is asked of the backend (a pidfd or a thread; the machine's socket table or
+each process's). Which processes make up a task, and how they are all ended, is the
+containment package's job.
 """
 
 from __future__ import annotations
@@ -9,18 +11,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import os
 import resource
 import subprocess
 import termios
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-import anyio
 import psutil
 
 from ..config import TASK_ID_ENV
 from ..errors import SpawnFailedError
+from . import backend
 
 
 @dataclass(frozen=True)
@@ -83,23 +84,14 @@ def spawn(argv: Sequence[str], cwd: str, env: Mapping[str, str], streams: Stream
         raise SpawnFailedError(f"could not start {argv[0]} in {cwd}: {exc.strerror or exc}") from exc
 
 
-def open_exit_handle(popen: subprocess.Popen[bytes]) -> int:
-    """A pidfd for a child just spawned, taken before anything can reap it (so its pid
-    cannot have been reused)."""
-    return os.pidfd_open(popen.pid)
+def open_exit_handle(popen: subprocess.Popen[bytes]) -> int | None:
+    """What :func:`wait_for_exit` waits on, taken right after the spawn (the backend's: a pidfd, a pipe)."""
+    return backend.current().exit_handle(popen)
 
 
-async def wait_for_exit(popen: subprocess.Popen[bytes], pidfd: int) -> int:
-    """Wait, without polling, until a child exits; reap it and return its returncode.
-
-    Closes ``pidfd``, which must come from :func:`open_exit_handle`.
-    """
-    try:
-        if popen.returncode is None:
-            await anyio.wait_readable(pidfd)
-    finally:
-        os.close(pidfd)
-    return popen.wait()
+async def wait_for_exit(popen: subprocess.Popen[bytes], handle: int | None) -> int:
+    """Wait, without polling, until a child exits; reap it and return its returncode (closes ``handle``)."""
+    return await backend.current().wait_for_exit(popen, handle)
 
 
 def create_time(pid: int) -> float | None:
@@ -120,19 +112,8 @@ def same_process(pid: int, start_time: float | None) -> bool:
 
 
 async def wait_until_ended(pid: int, start_time: float | None) -> None:
-    """Wait, without polling, until the process with this pid and start time is gone.
-
-    Works for any process, not only a child (a pidfd turns readable on its exit).
-    """
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        if same_process(pid, start_time):  # checked after opening: the pid cannot change under us
-            await anyio.wait_readable(pidfd)
-    finally:
-        os.close(pidfd)
+    """Wait until the process with this pid and start time is gone (any process, not only a child)."""
+    await backend.current().wait_until_ended(pid, start_time)
 
 
 OPEN_FILE_TARGET = 65_536
@@ -215,5 +196,8 @@ def sockets_by_task(sockets: Sequence[Socket], task_ids: Collection[str] | None 
 
 
 def listening_by_task(task_ids: Collection[str]) -> dict[str, list[Socket]]:
-    """Listening TCP sockets of the given tasks, found from the system's socket table (one read)."""
-    return sockets_by_task(listening_sockets(), task_ids) if task_ids else {}
+    """Listening TCP sockets of the given tasks (one read of the sockets, the backend's way)."""
+    if not task_ids:
+        return {}
+    by_task = backend.current().socket_table()[1]
+    return {task_id: sockets for task_id, sockets in by_task.items() if task_id in task_ids}

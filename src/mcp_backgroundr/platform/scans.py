@@ -19,7 +19,7 @@ import psutil
 from anyio.lowlevel import RunVar
 
 from .. import offload
-from . import process
+from . import backend, process
 from .containment import Leader, find_task_processes
 
 SOCKET_TABLE_SECONDS = 0.5
@@ -36,8 +36,8 @@ class SocketTable:
 
 
 def _read() -> SocketTable:
-    sockets = process.listening_sockets()
-    return SocketTable(time.monotonic(), sockets, process.sockets_by_task(sockets))
+    sockets, by_task = backend.current().socket_table()
+    return SocketTable(time.monotonic(), sockets, by_task)
 
 
 class Sockets:

@@ -22,6 +22,7 @@ MODULES = (
     "exits.py",
     "logs/holes.py",
     "logs/files.py",
+    "platform/heads.py",
     "runner.py",
     "remote/agent.py",
     "remote/agent_procs.py",
@@ -29,7 +30,7 @@ MODULES = (
     "remote/agent_cap.py",
 )
 """What the remote side runs: each imports only the standard library and the others."""
-PACKAGES = ("", "logs/", "remote/")
+PACKAGES = ("", "logs/", "platform/", "remote/")
 """The packages of MODULES, each shipped with an empty ``__init__`` (the real ones import more)."""
 MAIN = "import sys\nfrom mcp_backgroundr.remote.agent import main\nmain(sys.argv[0], '')\n"
 NO_PYTHON_STATUS = 97

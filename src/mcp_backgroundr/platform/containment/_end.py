@@ -9,16 +9,15 @@ killed, all at once. Survivors are reported with the reason that is true for eac
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import anyio
 import psutil
 
 from ... import offload
+from .. import backend
 from ._find import Leader, describe, every_process, find_task_processes, is_gone, pids
 
 MAX_FREEZE_ROUNDS = 50
@@ -41,19 +40,9 @@ class EndOutcome:
 
 
 async def wait_until_gone(processes: Sequence[psutil.Process], within_seconds: float) -> list[psutil.Process]:
-    """Wait up to ``within_seconds`` for the processes to exit; return those still alive."""
-    pidfds: list[int] = []
-    try:
-        for process in processes:
-            with contextlib.suppress(OSError):
-                pidfds.append(os.pidfd_open(process.pid))
-        with anyio.move_on_after(within_seconds):
-            for pidfd in pidfds:
-                await anyio.wait_readable(pidfd)
-    finally:
-        for pidfd in pidfds:
-            os.close(pidfd)
-    return await offload.run(offload.SCANS, _alive, processes)
+    """Wait up to ``within_seconds`` for the processes to exit; return those still alive (the
+    platform backend's way: pidfds, or looks)."""
+    return await backend.current().wait_until_gone(processes, within_seconds)
 
 
 def _alive(processes: Sequence[psutil.Process]) -> list[psutil.Process]:
