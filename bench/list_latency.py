@@ -45,14 +45,22 @@ async def _ready(source: str | None = None) -> AsyncIterator[Server]:
         yield server
 
 
-async def _times(servers: list[Server], calls: int, raw: bool) -> list[list[float]]:
-    """Seconds per call for each server, the servers' calls alternating."""
+def _cpu_seconds(server: Server) -> float:
+    used = server.process().cpu_times()
+    return used.user + used.system
+
+
+async def _times(servers: list[Server], calls: int, raw: bool) -> tuple[list[list[float]], list[float]]:
+    """Seconds per call for each server, the servers' calls alternating, and each server's CPU
+    seconds per call (less swayed by other work on the machine than the latency)."""
     seconds: list[list[float]] = [[] for _ in servers]
+    cpu_before = [_cpu_seconds(server) for server in servers]
     for _ in range(calls):
         for server, times in zip(servers, seconds, strict=True):
             call = server.call_raw if raw else server.call
             times.append(await timed(functools.partial(call, "list_tasks", limit=TASKS)))
-    return seconds
+    cpu = [(_cpu_seconds(server) - before) / calls for server, before in zip(servers, cpu_before, strict=True)]
+    return seconds, cpu
 
 
 async def measure(quick: bool) -> list[Figure]:
@@ -62,8 +70,8 @@ async def measure(quick: bool) -> list[Figure]:
         servers = [await stack.enter_async_context(_ready())]
         if baseline:
             servers.append(await stack.enter_async_context(_ready(baseline)))
-        checked = await _times(servers, calls, raw=False)
-        raw = await _times(servers, calls, raw=True)
+        checked, _ = await _times(servers, calls, raw=False)
+        raw, cpu = await _times(servers, calls, raw=True)
     figures = [
         Figure(
             NAME,
@@ -73,12 +81,15 @@ async def measure(quick: bool) -> list[Figure]:
             median(checked[0]) <= FASTEST_PEER,
         ),
         Figure(NAME, f"plain JSON round trip (server's share), median of {calls}", ms(median(raw[0]))),
+        Figure(NAME, "server CPU per plain JSON call", ms(cpu[0])),
     ]
     if baseline:
         for how, times in (("through Client.call_tool", checked), ("plain JSON round trip", raw)):
             ratio = median(times[0]) / median(times[1])
             value = f"{ratio:.2f}x ({ms(median(times[0]))} against {ms(median(times[1]))})"
             figures.append(Figure(NAME, f"{how}: this tree / --baseline, calls alternating", value))
+        value = f"{cpu[0] / cpu[1]:.2f}x ({ms(cpu[0])} against {ms(cpu[1])})"
+        figures.append(Figure(NAME, "server CPU per plain JSON call: this tree / --baseline", value))
     return figures
 
 

@@ -27,7 +27,7 @@ VERIFIED = {
 async def end(state: CoreState, task_id: str, grace: float, reason: str = END_REASON) -> Ended:
     """End a task's whole process tree, giving it ``grace`` seconds from SIGTERM to SIGKILL, and
     answer once it is gone; ``reason`` is recorded."""
-    task = find_task(state, task_id)
+    task = await find_task(state, task_id)
     with anyio.CancelScope(shield=True):
         if task.record.request_end(reason):
             state.save([task.record])

@@ -50,7 +50,7 @@ def prune_if_due(state: CoreState) -> None:
 
 async def remove(state: CoreState, task_id: str) -> Removed:
     """Forget a finished task and delete its log: one of ours, or one whose server is gone."""
-    task = find_task(state, task_id)
+    task = await find_task(state, task_id)
     if task.running or (task.record.host is None and await task.lingering()):
         raise BackgroundrError(
             f"task {task_id} is still running; end it with end_background_task first, then remove it"

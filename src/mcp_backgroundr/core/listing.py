@@ -21,7 +21,7 @@ def own_records(state: CoreState) -> list[TaskRecord]:
 async def list_tasks(state: CoreState, wanted: TaskState | None, everyone: bool, limit: int | None) -> Listing:
     """This server's tasks (or, with ``everyone``, every task in the registry) in state ``wanted``
     (None: any), newest first, at most ``limit`` of them."""
-    refresh_all(state)  # this server's remote tasks need no call: each host's watch keeps them current
+    await refresh_all(state)  # this server's remote tasks need no call: each host's watch keeps them current
     records = own_records(state)
     if everyone:
         everything = await offload.run(offload.REGISTRY, state.registry.records)

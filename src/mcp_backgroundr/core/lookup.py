@@ -10,6 +10,7 @@ import functools
 
 import anyio
 
+from .. import offload
 from ..errors import TaskNotFoundError
 from ..models import TaskRecord, TaskState
 from ..platform import process
@@ -22,13 +23,14 @@ FOREIGN_RECORD_WAIT_SECONDS = 2.0
 FOREIGN_RECORD_POLL_SECONDS = 0.05
 
 
-def find_task(state: CoreState, task_id: str) -> Task:
-    """One of our tasks, or a view of another server's task from the registry."""
+async def find_task(state: CoreState, task_id: str) -> Task:
+    """One of our tasks, or a view of another server's task from the registry (read in a worker
+    thread: a read waits for the registry's read lock while a whole-registry read holds it)."""
     own = state.own.get(task_id)
     if own is not None:
-        refresh(state, own)
+        await refresh(state, own)
         return own
-    record = state.registry.get(task_id)
+    record = await read_record(state, task_id)
     if record is None:
         raise TaskNotFoundError(task_id)
     record = orphans.as_it_stands(record)  # its server may be gone
@@ -45,6 +47,11 @@ def find_task(state: CoreState, task_id: str) -> Task:
     return view
 
 
+async def read_record(state: CoreState, task_id: str) -> TaskRecord | None:
+    """A task's record as the registry holds it, read in a worker thread."""
+    return await offload.run(offload.REGISTRY, state.registry.get, task_id)
+
+
 def is_own(state: CoreState, task_id: str) -> bool:
     return task_id in state.own
 
@@ -58,7 +65,7 @@ async def _watch_view(state: CoreState, view: Task) -> None:
         # to wait on, so look again briefly (only after an exit, and bounded).
         fresh: TaskRecord | None = None
         with anyio.move_on_after(FOREIGN_RECORD_WAIT_SECONDS):
-            while (fresh := state.registry.get(view.record.task_id)) is not None and fresh.running:  # noqa: ASYNC110
+            while (fresh := await read_record(state, view.record.task_id)) is not None and fresh.running:  # noqa: ASYNC110
                 await anyio.sleep(FOREIGN_RECORD_POLL_SECONDS)
         if fresh is not None:
             view.record = orphans.as_it_stands(fresh)

@@ -27,7 +27,7 @@ from .task import Task
 async def read(state: CoreState, task_id: str, plan: ReadPlan) -> Status:
     """Lifecycle and a bounded slice of output of one task: its last lines, what follows a
     cursor, or the lines that match a pattern."""
-    task = find_task(state, task_id)
+    task = await find_task(state, task_id)
     if plan.grep is not None:
         return await _grep(state, task, plan.grep, plan.grep_text or "", plan.since)
     if task.record.host is not None:
@@ -66,7 +66,7 @@ async def _grep(state: CoreState, task: Task, pattern: Pattern, pattern_text: st
         state.after_remote(task, ended)
         return remote_status
     path = Path(task.record.log_path)
-    start = _checked_since(path, since, default=0)
+    start = await _checked_since(path, since, default_end=False)
     as_of = task.snapshot()
     found = await grep_log_in_thread(path, pattern, start, state.settings.output_budget)
     piece = files.OutputSlice(
@@ -96,13 +96,13 @@ async def wait(
     progress: watch.ProgressReporter | None = None,
 ) -> Waited:
     """Wait for the first of: the task exits, a new line matches, its port accepts, the timeout."""
-    task = find_task(state, task_id)
+    task = await find_task(state, task_id)
     if task.record.host is not None:
         result, ended = await state.remote.wait(task, conditions, since, progress)
         state.after_remote(task, ended)
         return result
     path = Path(task.record.log_path)
-    start = _checked_since(path, since, default=files.log_size(path))
+    start = await _checked_since(path, since, default_end=True)
     began = time.monotonic()
 
     async def owns_port(port: int, seen_at: float) -> bool:
@@ -136,13 +136,22 @@ def _earlier_output_advice(reason: WaitReason, status: Status, start: int) -> st
     )
 
 
-def _checked_since(path: Path, since: int | None, default: int) -> int:
-    """A cursor to search or wait from: ``since`` if it lies within the log, else ``default``."""
+async def _checked_since(path: Path, since: int | None, *, default_end: bool) -> int:
+    """A cursor to search or wait from: ``since`` if it lies within the log, else the log's end
+    (``default_end``) or its start. The log's size is read in a worker thread (a stat may wait on
+    the disk)."""
+    if since is None and not default_end:
+        return 0
+    size = await log_size(path)
     if since is None:
-        return default
-    size = files.log_size(path)
+        return size
     if not 0 <= since <= size:
         raise InvalidArgumentError(
             "since", since, f"use a cursor from an earlier answer, between 0 and the output size ({size})"
         )
     return since
+
+
+async def log_size(path: Path) -> int:
+    """The size of a task's log, read in a worker thread."""
+    return await offload.run(offload.LOGS, files.log_size, path)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 
-from .. import exits
+from .. import exits, offload
 from ..errors import RegistryError
-from ..models import TaskState
+from ..models import TaskRecord, TaskState
 from .state import CoreState
 from .task import Task
 
@@ -16,39 +15,49 @@ def memory_reason(limit: int | None) -> str:
     return f"killed by the kernel: max_memory_bytes ({limit} bytes) reached (its cgroup counted an oom_kill)"
 
 
-def refresh(state: CoreState, task: Task) -> None:
+async def refresh(state: CoreState, task: Task) -> None:
     """Record an exit that happened since the event loop last looked (a single waitpid)."""
     if task.running and task.popen is not None and (returncode := task.popen.poll()) is not None:
-        record_exit(state, task, returncode)
+        await record_exit_when_read(state, task, returncode)
 
 
-def refresh_all(state: CoreState) -> None:
-    for task in state.own.values():
-        refresh(state, task)
+async def refresh_all(state: CoreState) -> None:
+    for task in list(state.own.values()):
+        await refresh(state, task)
 
 
-def record_exit(state: CoreState, task: Task, returncode: int, oom_kills: int | None = None) -> None:
+async def record_exit_when_read(state: CoreState, task: Task, returncode: int) -> None:
+    """:func:`record_exit`, once what it needs is read in worker threads: the registry's record
+    (another server or the CLI may have asked for the end) and the cgroup's count of memory kills."""
+    told = None if task.record.kill_requested else await _registry_record(state, task.record.task_id)
+    cgroup = task.cgroup
+    oom_kills = 0 if cgroup is None else await offload.run(offload.CGROUPS, cgroup.oom_kills)
+    record_exit(state, task, returncode, oom_kills, told)
+
+
+async def _registry_record(state: CoreState, task_id: str) -> TaskRecord | None:
+    """The task's record as the registry holds it (None when it cannot be read)."""
+    try:
+        return await offload.run(offload.REGISTRY, state.registry.get, task_id)
+    except RegistryError:
+        return None
+
+
+def record_exit(state: CoreState, task: Task, returncode: int, oom_kills: int, told: TaskRecord | None) -> None:
     """Record how the task's main process ended (once), and wake whoever waits on it.
 
-    ``oom_kills``: the kernel's count of memory kills in the task's cgroup, read beforehand in a
-    worker thread (read here when not given)."""
+    ``oom_kills``: the kernel's count of memory kills in the task's cgroup; ``told``: the task's
+    record as the registry held it, where another server or the CLI says so first when it ended
+    the task (both read beforehand in worker threads)."""
     if not task.running:
         return
     record = task.record
-    if not record.kill_requested:
-        # Another server or the CLI may have ended it: it says so in the registry first.
-        with contextlib.suppress(RegistryError):
-            fresh = state.registry.get(record.task_id)
-            if fresh is not None and fresh.kill_requested:
-                record.kill_requested, record.end_reason = True, fresh.end_reason
+    if not record.kill_requested and told is not None and told.kill_requested:
+        record.kill_requested, record.end_reason = True, told.end_reason
     record.ended_at = time.time()
     ended = exits.of(returncode, asked_to_end=record.kill_requested)
     record.state, record.exit_code, record.signal = TaskState(ended.state), ended.exit_code, ended.signal
-    if (
-        not record.kill_requested
-        and task.cgroup is not None
-        and (task.cgroup.oom_kills() if oom_kills is None else oom_kills)
-    ):
+    if not record.kill_requested and task.cgroup is not None and oom_kills:
         record.state, record.end_reason = TaskState.FAILED, memory_reason(record.max_memory_bytes)
     task.close_input_pipe()
     task.exited.set()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import offload
 from ..errors import BackgroundrError
-from ..logs import files
 from ..results import InputWritten
 from . import taskinput
 from .lookup import find_task
+from .reading import log_size
 from .state import CoreState
 from .task import Task
 
@@ -18,18 +19,18 @@ END_OF_INPUT = b"\x04"
 
 async def send_input(state: CoreState, task_id: str, text: str, newline: bool, close: bool) -> InputWritten:
     """Write text to a task's stdin (or terminal); optionally close it afterwards."""
-    task = find_task(state, task_id)
+    task = await find_task(state, task_id)
     if not task.running:
         raise BackgroundrError(f"task {task_id} has ended ({task.record.state}); it takes no more input")
     if task.record.host is not None:
         return await state.remote.send_input(task, text + ("\n" if newline else ""), close)
-    home = task.input_fd is None and taskinput.has_input_home(task.record)
+    home = task.input_fd is None and await offload.run(offload.LOGS, taskinput.has_input_home, task.record)
     _check_writable(state, task, home)
     line_end = ("\r" if task.terminal else "\n") if newline else ""
     data = (text + line_end).encode()
     if close and task.terminal:
         data += END_OF_INPUT
-    cursor = files.log_size(Path(task.record.log_path))
+    cursor = await log_size(Path(task.record.log_path))
     if home:
         written = await taskinput.write_to_input_home(task.record, data)
     else:

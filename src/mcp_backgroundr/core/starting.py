@@ -29,6 +29,7 @@ from ..results import Started
 from . import taskinput, validation
 from .deadlines import enforce_runtime
 from .ending import END_REASON
+from .lookup import read_record
 from .recording import refresh_all
 from .requests import StartPlan
 from .state import CoreState, TaskChange
@@ -46,19 +47,19 @@ async def start(state: CoreState, plan: StartPlan) -> Started:
     if state.group is None or state.shutting_down:
         raise BackgroundrError("the server is shutting down; start the task after it restarts")
     if state.policy.max_tasks is not None:
-        refresh_all(state)
+        await refresh_all(state)
         state.policy.check_room(sum(task.running for task in state.own.values()))
     env = validation.task_environment(_inherited_environment(state), plan.env)
-    record = _new_record(state, plan)
+    record = _new_record(state, plan, await _new_task_id(state))
     env[TASK_ID_ENV] = record.task_id
     if plan.host is not None:
         return await _start_remote(state, record, {**plan.env, TASK_ID_ENV: record.task_id}, plan.stdin)
     return await _start_here(state, record, plan, env)
 
 
-def _new_record(state: CoreState, plan: StartPlan) -> TaskRecord:
+def _new_record(state: CoreState, plan: StartPlan, task_id: str) -> TaskRecord:
     return TaskRecord(
-        task_id=_new_task_id(state),
+        task_id=task_id,
         name=plan.name,
         command=plan.command,
         cwd=plan.cwd,
@@ -74,10 +75,11 @@ def _new_record(state: CoreState, plan: StartPlan) -> TaskRecord:
     )
 
 
-def _new_task_id(state: CoreState) -> str:
+async def _new_task_id(state: CoreState) -> str:
+    """A task id no task has (the registry is read in a worker thread)."""
     while True:
         task_id = new_task_id()
-        if task_id not in state.own and state.registry.get(task_id) is None:
+        if task_id not in state.own and await read_record(state, task_id) is None:
             return task_id
 
 

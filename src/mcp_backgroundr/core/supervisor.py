@@ -130,9 +130,9 @@ class Supervisor:
 
     # -- read and wait ---------------------------------------------------------
 
-    def command(self, task_id: str) -> str:
+    async def command(self, task_id: str) -> str:
         """A task's whole command (answers show at most the start of it)."""
-        return lookup.find_task(self._state, task_id).record.command
+        return (await lookup.find_task(self._state, task_id)).record.command
 
     async def read(self, task_id: str, request: ReadRequest | None = None) -> Status:
         """Lifecycle and a bounded slice of output of one task (``request``: which slice)."""

@@ -16,7 +16,7 @@ from ..platform.containment import Level, has_exited
 from ..store import orphans
 from . import watchers
 from .forgetting import prune_if_due
-from .recording import record_exit
+from .recording import record_exit_when_read
 from .state import CoreState, TaskChange
 from .task import Task
 
@@ -34,8 +34,7 @@ async def watch_exit(state: CoreState, task: Task, popen: subprocess.Popen[bytes
         with anyio.move_on_after(TERMINAL_DRAIN_SECONDS):
             await task.output_done.wait()
     cgroup = task.cgroup
-    oom_kills = None if cgroup is None else await offload.run(offload.CGROUPS, cgroup.oom_kills)
-    record_exit(state, task, returncode, oom_kills)
+    await record_exit_when_read(state, task, returncode)
     reap(state)
     if cgroup is not None and not await offload.run(offload.CGROUPS, cgroup.populated):
         await task.settle()

@@ -224,7 +224,7 @@ def _add_resources(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
     )
     async def task_command(task_id: str) -> str:
         try:
-            return supervisor.command(task_id)
+            return await supervisor.command(task_id)
         except BackgroundrError as exc:
             raise ResourceNotFoundError(str(exc)) from exc
 
