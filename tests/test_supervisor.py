@@ -99,7 +99,7 @@ async def test_a_task_id_is_never_read_as_a_number(settings: Settings) -> None:
     """Regression: clients that read JSON values from text sent 95743835 and 123456e7 back as numbers."""
     registry = _registry(settings)
     async with Supervisor(settings, registry) as supervisor:
-        task_id = starting._new_task_id(supervisor._state)
+        task_id = await starting._new_task_id(supervisor._state)
     registry.close()
     assert task_id.startswith("t")
     with pytest.raises(json.JSONDecodeError):
