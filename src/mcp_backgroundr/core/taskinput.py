@@ -64,6 +64,7 @@ def has_input_home(record: TaskRecord) -> bool:
 async def write_to_input_home(record: TaskRecord, data: bytes) -> int:
     """Write ``data`` to a task's input home, from any process; return the byte count."""
     try:
+        # On the event loop: with O_NONBLOCK, opening a FIFO never waits for its reader (ENXIO).
         fd = os.open(record.input_path, os.O_WRONLY | os.O_NONBLOCK)
     except FileNotFoundError as exc:
         raise BackgroundrError(f"task {record.task_id}'s input was closed; it takes no more input") from exc
