@@ -58,9 +58,17 @@ def kept_start(fd: int) -> int:
     (platform/heads.py, without hole punching) may hold a few stray bytes before the hole,
     already copied to the end: data, then a hole, then data means the kept output is the last.
     """
+    size = os.fstat(fd).st_size  # before looking for a hole: the end of a growing log is not one
     first = _data_from(fd, 0)
-    hole = os.lseek(fd, first, os.SEEK_HOLE) if first < os.fstat(fd).st_size else first
-    return first if hole >= os.fstat(fd).st_size else _data_from(fd, hole)
+    if first >= size:
+        return first
+    try:
+        hole = os.lseek(fd, first, os.SEEK_HOLE)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # cut short meanwhile (a rewrite under way elsewhere)
+            return first
+        raise
+    return first if hole >= size else _data_from(fd, hole)
 
 
 def _data_from(fd: int, offset: int) -> int:
