@@ -6,6 +6,7 @@ from pathlib import Path
 
 import hypothesis
 import hypothesis.strategies as st
+import re2
 
 from mcp_backgroundr.logs import files, grep, lines, patterns
 
@@ -62,8 +63,9 @@ PATTERNS = r"a ^a a$ ^$ b+a [^a]b \s a|^b (?i)A \bab\b a.b ^\w+$ \Aa b\z x* (?-m
     pattern_text=st.sampled_from(PATTERNS),
 )
 def test_grep_finds_exactly_the_lines_that_match_one_by_one(pieces: list[str], special: str, pattern_text: str) -> None:
-    """Blocks of plain lines are searched at once (a prefilter finds candidate lines): the lines
-    found must be exactly those that match when each line is matched on its own."""
+    """Blocks of plain lines are searched at once (a prefilter finds candidate lines), and the
+    client's pattern is compiled once, in its multi-line form, for both: the lines found must be
+    exactly those that the pattern as written matches when each line is matched on its own."""
     data = "".join([*pieces[: len(pieces) // 2], special, *pieces[len(pieces) // 2 :]]).encode()
     pattern = patterns.compiled("grep", pattern_text)
     assert pattern is not None
@@ -71,8 +73,13 @@ def test_grep_finds_exactly_the_lines_that_match_one_by_one(pieces: list[str], s
     if each_line[-1] == b"":
         each_line.pop()
     shown = [files.render(raw.rstrip(b"\r")) for raw in each_line]
-    expected = [f"{number}: {text}" for number, text in enumerate(shown, 1) if pattern.search(text)]
+    as_written = re2.compile(pattern_text)
+    expected = [f"{number}: {text}" for number, text in enumerate(shown, 1) if as_written.search(text)]
     with tempfile.TemporaryDirectory() as folder:
         found = grep.grep_log(_log(Path(folder), data), pattern, 0, 10**6)
     assert (found.text.split("\n") if found.text else []) == expected
     assert found.matches == len(expected)
+
+
+def test_a_pattern_is_compiled_once_for_every_call_that_gives_it() -> None:
+    assert patterns.compiled("grep", "ERROR [0-9]+") is patterns.compiled("output_pattern", "ERROR [0-9]+")

@@ -107,6 +107,25 @@ async def test_patterns_beyond_re2_are_refused_in_one_line(server_command: str, 
     assert listing["total"] == 1, "a refused wait_for_pattern must not start its task"
 
 
+HUGE_PATTERN = "|".join(f"word{number}" for number in range(100_000))
+"""About 790 KB: RE2 compiles it in about 0.1 s holding the interpreter lock, so every client waited."""
+
+
+async def test_a_huge_pattern_is_refused_before_it_is_compiled(server_command: str) -> None:
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="echo hi; sleep 300")
+        task_id = task["task_id"]
+        errors = [
+            await call_error(client, "get_task_status", task_id=task_id, grep=HUGE_PATTERN),
+            await call_error(client, "wait_for_task", task_id=task_id, output_pattern=HUGE_PATTERN, timeout_seconds=0),
+            await call_error(client, "run_background_task", command="true", wait_for_pattern=HUGE_PATTERN),
+        ]
+        await call(client, "end_background_task", task_id=task_id, grace_seconds=0)
+    for field, message in zip(("grep", "output_pattern", "wait_for_pattern"), errors, strict=True):
+        assert message.startswith(f"{field}="), message
+        assert "at most 4096 characters" in message and "\n" not in message, message
+
+
 CONCURRENT_WAITS = 200
 """More than the default per-user limit of inotify instances (128)."""
 

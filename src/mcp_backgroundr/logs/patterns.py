@@ -8,7 +8,9 @@ no linear-time engine can offer. Such a pattern gets a one-line error saying so.
 
 from __future__ import annotations
 
+import functools
 import re
+from dataclasses import dataclass
 from typing import Protocol
 
 import re2
@@ -45,6 +47,29 @@ _WHOLE_TEXT_ANCHOR = re.compile(r"\\[Az]|\(\?[a-zA-Z]*-")
 """``\\A``, ``\\z`` and flags turned off (``(?-m)``) mean other things in a block than in one line."""
 
 
+MAX_PATTERN_CHARACTERS = 4096
+"""The longest pattern a client may give. RE2 compiles in time linear in the pattern, holding the
+interpreter lock (in any thread: the event loop waits for it all the same), and a 3 MB pattern
+takes a third of a second; 4,096 characters take well under a millisecond."""
+COMPILED_KEPT = 32
+"""How many compiled patterns are kept for reuse: a client that waits again with the same pattern
+(the usual way to follow a task) pays for compiling it once."""
+
+
+@dataclass(frozen=True)
+class ClientPattern:
+    """A client's pattern, compiled once for both ways of matching a log."""
+
+    pattern: str
+    """The pattern as the client wrote it."""
+    regexp: re2._Regexp[str]
+    prefilter: Prefilter | None
+    """The same regexp as a prefilter for blocks of lines (see :func:`line_prefilter`), if it can be one."""
+
+    def search(self, text: str) -> object | None:
+        return self.regexp.search(text)
+
+
 def line_prefilter(pattern: Pattern) -> Prefilter | None:
     """``pattern`` made to look through many lines at once, for finding candidate lines fast, or None
     when it cannot stand in for matching line by line.
@@ -55,22 +80,29 @@ def line_prefilter(pattern: Pattern) -> Prefilter | None:
     only the lines found are matched one by one (which keeps the answer exact). Patterns that
     anchor at the ends of the whole text, and patterns that match the empty string (every line
     would be a candidate), get no prefilter."""
-    if _WHOLE_TEXT_ANCHOR.search(pattern.pattern):
-        return None
-    options = _options()
-    options.never_nl = True
-    try:
-        prefilter = re2.compile(f"(?m){pattern.pattern}", options)
-    except re2.error:
-        return None
-    return None if prefilter.search(b"") is not None else prefilter
+    return pattern.prefilter if isinstance(pattern, ClientPattern) else None
 
 
-def _options() -> re2.Options:
+def _options(*, never_nl: bool = False) -> re2.Options:
     options = re2.Options()
     options.log_errors = False  # the error goes to the client, not to the server's stderr
     options.max_mem = MAX_PATTERN_MEMORY
+    options.never_nl = never_nl
     return options
+
+
+@functools.lru_cache(maxsize=COMPILED_KEPT)
+def _compile(text: str) -> ClientPattern:
+    """``text`` compiled once. On a line (which holds no newline) the multi-line form matches
+    exactly what ``text`` does, so where it can be a prefilter it serves for both."""
+    if _WHOLE_TEXT_ANCHOR.search(text):
+        return ClientPattern(text, re2.compile(text, _options()), None)
+    try:
+        regexp = re2.compile(f"(?m){text}", _options(never_nl=True))
+    except re2.error:
+        re2.compile(text, _options())  # the error, as it reads without the prefix
+        raise
+    return ClientPattern(text, regexp, None if regexp.search(b"") is not None else regexp)
 
 
 def compiled(field: str, text: str | None) -> Pattern | None:
@@ -79,8 +111,12 @@ def compiled(field: str, text: str | None) -> Pattern | None:
         return None
     if not text:
         raise InvalidArgumentError(field, text, "give a regular expression, or omit it")
+    if len(text) > MAX_PATTERN_CHARACTERS:
+        raise InvalidArgumentError(
+            field, text, f"patterns are at most {MAX_PATTERN_CHARACTERS} characters; match a shorter part of the line"
+        )
     try:
-        return re2.compile(text, _options())
+        return _compile(text)
     except re2.error as exc:
         reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
         advice = (
