@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -61,6 +62,8 @@ HEALTHY_RUN_SECONDS = 30.0
 """A run that lasted this long resets the backoff."""
 RESTART_POLICIES = ("no", "on-failure", "always")
 PR_SET_CHILD_SUBREAPER = 36
+CAPPER_STOP_SECONDS = 2.0
+"""How long the runner, its command ended, waits for a drop of its log's head under way."""
 STDIN = 0
 INPUT_CLOSE_SIGNAL = signal.SIGUSR1
 """Sent to the runner to close its task's input home (end of input)."""
@@ -311,23 +314,36 @@ def _become_subreaper() -> None:
     libc.prctl(PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(1), 0, 0, 0)
 
 
-def _keep_log_capped(log_path: str, cap: int, method: str) -> None:
+def _keep_log_capped(log_path: str, cap: int, method: str) -> Callable[[], None]:
     """Keep the task's log under its cap from this process, whether a server runs or not, dropping
-    its head by the platform backend's ``method`` (see platform/heads.py)."""
+    its head by the platform backend's ``method`` (see platform/heads.py). Returns the function
+    that stops it, which waits for a drop under way to finish: a rewrite cut short by the
+    runner's exit would leave the log empty."""
+    stopping = threading.Event()
 
     def run() -> None:
         try:
-            holes.keep_capped(Path(log_path), cap, threading.Event(), heads.dropper(method))
+            holes.keep_capped(Path(log_path), cap, stopping, heads.dropper(method))
         except OSError as exc:  # the log is the runner's stdout: say it there
             print(f"--- mcp-backgroundr: this log is no longer capped: {exc.strerror or exc} ---", flush=True)
 
-    threading.Thread(target=run, name="log cap", daemon=True).start()
+    capper = threading.Thread(target=run, name="log cap", daemon=True)
+    capper.start()
+
+    def stop() -> None:
+        stopping.set()
+        capper.join(CAPPER_STOP_SECONDS)
+
+    return stop
 
 
 def main(argv: list[str]) -> int:
     record_path, policy, max_restarts, reaper, command, *log_cap = argv
-    if log_cap:  # LOG MAX_LOG_BYTES [HEAD_METHOD]
+    stop_capping = (
         _keep_log_capped(log_cap[0], int(log_cap[1]), log_cap[2] if len(log_cap) > 2 else heads.PUNCH)
+        if log_cap  # LOG MAX_LOG_BYTES [HEAD_METHOD]
+        else None
+    )
     runner = _Runner(record_path, policy, int(max_restarts), command)
     signal.signal(INPUT_CLOSE_SIGNAL, runner.on_input_close)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -336,6 +352,8 @@ def main(argv: list[str]) -> int:
         _become_subreaper()
         signal.signal(signal.SIGCHLD, runner.on_child_exit)
     returncode = runner.run()
+    if stop_capping is not None:
+        stop_capping()
     if returncode < 0:
         signal.signal(-returncode, signal.SIG_DFL)
         os.kill(os.getpid(), -returncode)
