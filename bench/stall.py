@@ -8,16 +8,23 @@ not two cores shared with ten busy writers), status of a task with 300 processes
 1,000 extra idle processes on the machine. Target (issue 10): p99 within 50 ms of idle.
 
     python bench/stall.py [--quick]     (STALL_ONLY=writers,idle,...: some loads only; STALL_VERBOSE=1)
+
+Finding what holds the event loop: ``STALL_WATCH=1`` runs the server through
+``bench/_loop_watch.py`` and prints the loop callbacks over 20 ms (``LOOP_WATCH_MS``) by what
+they ran; ``STALL_PROFILE=FILE`` records the server with ``py-spy record`` (raw format, every
+thread) while the loaded calls run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -34,6 +41,8 @@ IDLE_PROCESSES = 1000
 BIG_LOG_CAP = 2 * GIB
 VERBOSE = bool(os.environ.get("STALL_VERBOSE"))
 """Print each call's time on stderr."""
+WATCH = bool(os.environ.get("STALL_WATCH"))
+PROFILE = os.environ.get("STALL_PROFILE")
 ONLY = os.environ.get("STALL_ONLY")
 """Comma-separated words: only the loads whose names hold one (writers, idle, hostile, processes, GiB)."""
 
@@ -77,7 +86,12 @@ async def _repeat(server: Server, label: str, arguments: dict[str, Any], counts:
     tool = label.split()[0]
     while True:
         began = time.perf_counter()
-        await server.call(tool, **arguments)
+        try:
+            await server.call(tool, **arguments)
+        except Exception as exc:  # a figure, not a crash: a slow call that timed out is counted as such
+            failed = f"{label} failed ({type(exc).__name__})"
+            counts[failed] = counts.get(failed, 0) + 1
+            continue
         counts[label] = counts.get(label, 0) + 1
         if VERBOSE:
             print(f"{label}: {time.perf_counter() - began:.2f} s", file=sys.stderr)
@@ -107,10 +121,26 @@ async def _setup_load(server: Server) -> dict[str, dict[str, Any]]:
     }
 
 
+@contextlib.contextmanager
+def _profiled(server: Server) -> Iterator[None]:
+    """py-spy recording the server for as long as the block runs, when STALL_PROFILE names a file."""
+    if not PROFILE:
+        yield
+        return
+    spy = Path(sys.executable).with_name("py-spy")
+    command = [str(spy), "record", "--pid", str(server.process().pid), "--rate", "100", "--format", "raw"]
+    recorder = subprocess.Popen([*command, "--threads", "--output", PROFILE], stdout=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        recorder.send_signal(signal.SIGINT)
+        recorder.wait(timeout=60)
+
+
 async def _loaded(server: Server, probe: str, calls: int) -> tuple[dict[str, list[float]], dict[str, int]]:
     slow_calls = await _setup_load(server)
     counts: dict[str, int] = {}
-    with _idle_processes(IDLE_PROCESSES if _wanted("idle") else 0):
+    with _idle_processes(IDLE_PROCESSES if _wanted("idle") else 0), _profiled(server):
         async with anyio.create_task_group() as group:
             for tool, arguments in slow_calls.items():
                 if _wanted(tool):
@@ -143,7 +173,7 @@ def _figures(idle: dict[str, list[float]], loaded: dict[str, list[float]], count
 
 async def measure(quick: bool) -> list[Figure]:
     calls = 50 if quick else 200
-    async with serve() as server:
+    async with serve([sys.executable, str(Path(__file__).with_name("_loop_watch.py"))] if WATCH else None) as server:
         probe = await server.call("run_background_task", command="echo probe; sleep 600")
         await _latencies(server, probe["task_id"], 10)  # warm up
         idle = await _latencies(server, probe["task_id"], calls)
@@ -151,6 +181,8 @@ async def measure(quick: bool) -> list[Figure]:
         for task in (await server.call("list_tasks", limit=1000))["tasks"]:
             await server.call("end_background_task", task_id=task["task_id"], grace_seconds=0)
             server.remove_log(task["task_id"])
+    if WATCH and server.closing:
+        print("\n".join(line for line in server.closing.server_log.splitlines() if "loop-watch:" in line))
     return _figures(idle, loaded, counts)
 
 
