@@ -9,8 +9,9 @@ call is answered meanwhile.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,9 @@ import anyio
 import pytest
 from anyio.abc import Process
 from mcp import Client
+
+from mcp_backgroundr.config import CGROUP_ENV
+from mcp_backgroundr.platform.containment import _cgroup as cgroups
 
 from .harness import call, call_error, connect, finished
 
@@ -215,3 +219,37 @@ async def test_a_call_that_needs_a_locked_registry_answers_in_time_in_one_line(s
         task = await call(client, "run_background_task", command="sleep 300")
         await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
     assert "registry" in error and "lock" in error and "try again" in error, error
+
+
+@contextlib.contextmanager
+def _own_cgroup_directory(name: str) -> Iterator[Path]:
+    """A cgroup v2 directory for one server's task cgroups (its MCP_BACKGROUNDR_CGROUP)."""
+    root = cgroups.v2_root()
+    if root is None:
+        pytest.fail("no cgroup2 mount on this machine")
+    directory = root / name
+    directory.mkdir()
+    try:
+        yield directory
+    finally:
+        for child in sorted(directory.iterdir(), reverse=True):
+            if child.is_dir():
+                child.rmdir()
+        directory.rmdir()
+
+
+@pytest.mark.linux_backend("task cgroups")
+async def test_a_start_refused_for_a_locked_registry_leaves_no_cgroup_and_no_log(
+    server_command: str, home: Path
+) -> None:
+    with _own_cgroup_directory(f"backgroundr-refused-{os.getpid()}") as directory:
+        async with connect(server_command, env={CGROUP_ENV: str(directory)}) as client:
+            kept = await call(client, "run_background_task", command="sleep 300")
+            async with _registry_locked(home):
+                with anyio.fail_after(REGISTRY_WAIT_BOUND_SECONDS):
+                    await call_error(client, "run_background_task", command="sleep 300")
+            logs = sorted(log.name for log in Path(kept["log_path"]).parent.glob("*.log"))
+            task_cgroups = sorted(group.name for group in directory.iterdir() if group.is_dir())
+            await call(client, "end_background_task", task_id=kept["task_id"], grace_seconds=0)
+    assert logs == [Path(kept["log_path"]).name]
+    assert task_cgroups == [f"task-{kept['task_id']}"]

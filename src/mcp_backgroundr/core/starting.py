@@ -117,9 +117,13 @@ async def _start_here(state: CoreState, record: TaskRecord, plan: StartPlan, env
                 env.setdefault("TERM", TERMINAL_TYPE)
             _place(state, record, placement, plan)
             popen = await _spawn_process(state, _argv(record, placement, env), record.cwd, env, io.streams)
+        task = _task_of(record, popen, io)
+        exit_handle = await _record_started(state, task, popen)  # unrecorded: ended, and all undone
         undo.pop_all()
-    task = _task_of(state, record, popen, io)
-    exit_handle = await _record_started(state, task, popen)
+    if io.terminal is not None:
+        assert io.log_fd is not None
+        copying = functools.partial(copy_terminal, state, task, io.terminal, io.log_fd)
+        state.in_background(task, "copying its terminal", copying)
     state.in_background(task, "watching its exit", functools.partial(watch_exit, state, task, popen, exit_handle))
     enforce_runtime(state, task)
     state.changed(TaskChange.STARTED, record.task_id)
@@ -220,14 +224,11 @@ def _kill_unrecorded(popen: subprocess.Popen[bytes]) -> None:
     popen.wait()
 
 
-def _task_of(state: CoreState, record: TaskRecord, popen: subprocess.Popen[bytes], io: _TaskIO) -> Task:
-    """The task as the server holds it: where its input goes, and its terminal's copier."""
+def _task_of(record: TaskRecord, popen: subprocess.Popen[bytes], io: _TaskIO) -> Task:
+    """The task as the server holds it: where its input goes."""
     task = Task(record, popen)
     if io.terminal is not None:
-        assert io.log_fd is not None
         task.input_fd, task.terminal, task.output_done = io.terminal, True, anyio.Event()
-        copying = functools.partial(copy_terminal, state, task, io.terminal, io.log_fd)
-        state.in_background(task, "copying its terminal", copying)
     elif io.input_home is not None:
         task.input_fd = io.input_home
     elif popen.stdin is not None:
