@@ -38,6 +38,8 @@ async def test_a_fork_bomb_stops_at_max_processes_and_the_server_and_other_tasks
 
         status = await finished(client, bomb["task_id"])  # the shell gives up when it cannot fork
         assert "Cannot fork" in status["output"], status["output"]
+        assert status["state"] == "failed"
+        assert f"after max_processes ({PROCESS_LIMIT}) was reached: its cgroup refused" in status["end_reason"]
         assert 0 < len(status["lingering_pids"]) < PROCESS_LIMIT
         assert status["max_processes"] == PROCESS_LIMIT
         assert (await call(client, "get_task_status", task_id=neighbour["task_id"]))["state"] == "running"

@@ -7,12 +7,20 @@ import time
 from .. import exits, offload
 from ..errors import RegistryError
 from ..models import TaskRecord, TaskState
+from ..platform.containment import LimitsHit
 from .state import CoreState
 from .task import Task
 
 
 def memory_reason(limit: int | None) -> str:
     return f"killed by the kernel: max_memory_bytes ({limit} bytes) reached (its cgroup counted an oom_kill)"
+
+
+def processes_reason(exit_code: int | None, limit: int | None, refused: int) -> str:
+    return (
+        f"exited with code {exit_code} after max_processes ({limit}) was reached: its cgroup refused "
+        f"{refused} fork{'s' if refused != 1 else ''}"
+    )
 
 
 async def refresh(state: CoreState, task: Task) -> None:
@@ -28,11 +36,12 @@ async def refresh_all(state: CoreState) -> None:
 
 async def record_exit_when_read(state: CoreState, task: Task, returncode: int) -> None:
     """:func:`record_exit`, once what it needs is read in worker threads: the registry's record
-    (another server or the CLI may have asked for the end) and the cgroup's count of memory kills."""
+    (another server or the CLI may have asked for the end) and the cgroup's counts of the limits
+    the kernel enforced."""
     told = None if task.record.kill_requested else await _registry_record(state, task.record.task_id)
     cgroup = task.cgroup
-    oom_kills = 0 if cgroup is None else await offload.run(offload.CGROUPS, cgroup.oom_kills)
-    record_exit(state, task, returncode, oom_kills, told)
+    limits_hit = LimitsHit() if cgroup is None else await offload.run(offload.CGROUPS, cgroup.limits_hit)
+    record_exit(state, task, returncode, limits_hit, told)
 
 
 async def _registry_record(state: CoreState, task_id: str) -> TaskRecord | None:
@@ -43,10 +52,10 @@ async def _registry_record(state: CoreState, task_id: str) -> TaskRecord | None:
         return None
 
 
-def record_exit(state: CoreState, task: Task, returncode: int, oom_kills: int, told: TaskRecord | None) -> None:
+def record_exit(state: CoreState, task: Task, returncode: int, limits_hit: LimitsHit, told: TaskRecord | None) -> None:
     """Record how the task's main process ended (once), and wake whoever waits on it.
 
-    ``oom_kills``: the kernel's count of memory kills in the task's cgroup; ``told``: the task's
+    ``limits_hit``: the kernel's counts of memory kills and refused forks in the task's cgroup; ``told``: the task's
     record as the registry held it, where another server or the CLI says so first when it ended
     the task (both read beforehand in worker threads)."""
     if not task.running:
@@ -57,8 +66,10 @@ def record_exit(state: CoreState, task: Task, returncode: int, oom_kills: int, t
     record.ended_at = time.time()
     ended = exits.of(returncode, asked_to_end=record.kill_requested)
     record.state, record.exit_code, record.signal = TaskState(ended.state), ended.exit_code, ended.signal
-    if not record.kill_requested and task.cgroup is not None and oom_kills:
+    if not record.kill_requested and limits_hit.oom_kills:
         record.state, record.end_reason = TaskState.FAILED, memory_reason(record.max_memory_bytes)
+    elif not record.kill_requested and limits_hit.forks_refused and record.state is TaskState.FAILED:
+        record.end_reason = processes_reason(record.exit_code, record.max_processes, limits_hit.forks_refused)
     task.close_input_pipe()
     task.exited.set()
     if not state.shutting_down:

@@ -37,7 +37,7 @@ from pathlib import Path
 from ...config import CGROUP_ENV, CONTAINMENT_ENV
 from ...errors import InvalidArgumentError, SpawnFailedError
 from . import _kernel
-from ._cgroup import Limits, TaskCgroup, writable_base
+from ._cgroup import Limits, LimitsHit, TaskCgroup, writable_base
 from ._end import EndOutcome, end_trees, wait_until_gone
 from ._find import Arrivals, Leader, describe, find_task_processes, is_gone, unclaimed_children
 
@@ -48,6 +48,7 @@ __all__ = [
     "Leader",
     "Level",
     "Limits",
+    "LimitsHit",
     "Placement",
     "TaskCgroup",
     "describe",

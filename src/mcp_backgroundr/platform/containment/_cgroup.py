@@ -78,6 +78,16 @@ def read_text(path: Path) -> str:
         return ""
 
 
+@dataclass(frozen=True)
+class LimitsHit:
+    """How often the kernel enforced a task's limits (cgroup event counters)."""
+
+    oom_kills: int = 0
+    """Processes killed for going over max_memory_bytes."""
+    forks_refused: int = 0
+    """Forks refused at max_processes."""
+
+
 def flat_keys(path: Path) -> dict[str, int]:
     """A cgroup file of ``key value`` lines (cgroup.events, memory.events, cpu.stat) as a dict."""
     values = {}
@@ -222,13 +232,15 @@ class TaskCgroup:
                 with contextlib.suppress(OSError):
                     os.kill(pid, 9)
 
-    def oom_kills(self) -> int:
-        """How many of its processes the kernel killed for exceeding the memory limit."""
-        total = 0
-        for directory in self.directories:
-            for file in ("memory.events", "memory.oom_control"):
-                total += flat_keys(directory / file).get("oom_kill", 0)
-        return total
+    def limits_hit(self) -> LimitsHit:
+        """How often the kernel enforced the task's limits: memory kills, and forks refused."""
+        return LimitsHit(
+            oom_kills=self._event_count(("memory.events", "memory.oom_control"), "oom_kill"),
+            forks_refused=self._event_count(("pids.events",), "max"),
+        )
+
+    def _event_count(self, files: tuple[str, ...], key: str) -> int:
+        return sum(flat_keys(directory / file).get(key, 0) for directory in self.directories for file in files)
 
     def usage(self) -> tuple[int | None, float | None]:
         """(memory bytes, CPU seconds) from the cgroups' own accounting, where they keep it."""
