@@ -127,3 +127,21 @@ def test_the_commands_for_people_start_without_the_mcp_sdk(server_command: str) 
         loaded = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
         assert "mcp_backgroundr.cli.commands" in loaded, result.stderr[-500:]
         assert not {"mcp", "uvicorn", "starlette"} & loaded, command
+
+
+@pytest.mark.anyio
+@pytest.mark.linux_backend("max_processes needs a cgroup")
+async def test_status_shows_every_value_under_its_key(server_command: str) -> None:
+    """A multi-line command, and a task with limits (a cgroup in each hierarchy that holds one),
+    print one ``key: value`` line each, continued lines indented."""
+    command = "echo first\nsleep 300"
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command=command, max_processes=64)
+        shown = await anyio.to_thread.run_sync(_cli, server_command, "status", task["task_id"])
+        as_json = await anyio.to_thread.run_sync(_cli, server_command, "status", task["task_id"], "--json")
+        await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
+    lines = shown.stdout.splitlines()
+    assert all(": " in line or line.startswith("  ") for line in lines), shown.stdout
+    assert "command: echo first" in lines and "  sleep 300" in lines
+    assert json.loads(as_json.stdout)["command"] == command
+    assert len(json.loads(as_json.stdout)["cgroup"]) == len([line for line in lines if "/task-" in line])

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -100,15 +101,14 @@ def status(settings: Settings, task_id: str, as_json: bool) -> str:
     path = Path(record.log_path)
     fields = asdict(record) | {"output_bytes": files.log_size(path), "dropped_bytes": files.dropped_bytes(path)}
     fields["state"] = str(record.state)
+    fields["cgroup"] = record.cgroup.split("\n") if record.cgroup else None  # one per hierarchy
     run = runner.read_run_record(record.run_record_path) if record.supervised else None
     if run is not None:
         fields |= {"restarts": run.restarts, "next_start_at": run.next_start_at}
     for key in ("started_at", "ended_at", "next_start_at", "pid_create_time"):
         if fields.get(key) is not None and not as_json:
             fields[key] = datetime.fromtimestamp(fields[key], UTC).isoformat(timespec="seconds")
-    if as_json:
-        return json.dumps(fields, indent=2)
-    return "\n".join(f"{key}: {value}" for key, value in fields.items() if value is not None)
+    return json.dumps(fields, indent=2) if as_json else _as_text(fields)
 
 
 def _remote_status(settings: Settings, record: TaskRecord, as_json: bool) -> str:
@@ -116,9 +116,20 @@ def _remote_status(settings: Settings, record: TaskRecord, as_json: bool) -> str
     fields = {key: value for key, value in asdict(answer).items() if key != "output"}
     fields |= {"log_path": record.log_path, "owner": record.owner}
     fields["command"] = record.command  # the answer shows at most the start of it
-    if as_json:
-        return json.dumps(fields, indent=2)
-    return "\n".join(f"{key}: {value}" for key, value in fields.items() if value not in (None, [], ""))
+    return json.dumps(fields, indent=2) if as_json else _as_text(fields)
+
+
+def _as_text(fields: dict[str, Any]) -> str:
+    """One ``key: value`` line per field that has a value; a list's items, and the lines of a
+    multi-line value, continue on lines of their own, indented."""
+    lines = []
+    for key, value in fields.items():
+        if value in (None, [], ""):
+            continue
+        parts = [str(item) for item in value] if isinstance(value, list) else str(value).split("\n")
+        lines.append(f"{key}: {parts[0]}")
+        lines.extend(f"  {part}" for part in parts[1:])
+    return "\n".join(lines)
 
 
 def logs_command(settings: Settings, task_id: str, lines: int, follow: bool) -> None:
