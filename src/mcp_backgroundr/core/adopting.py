@@ -1,10 +1,11 @@
-"""Taking over what servers on this host left when they died: end the tasks that were not
-meant to outlive them, adopt the keep_running ones, settle those that ended meanwhile, and
-bring logs that grew past their caps back under them."""
+"""Taking over what servers left when they died, at every place (here: end the tasks that
+were not meant to outlive them, adopt the keep_running ones, settle those that ended
+meanwhile), and bringing logs that grew past their caps back under them."""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
@@ -16,16 +17,29 @@ from ..platform import backend, heads, process
 from ..store import orphans
 from . import watchers
 from .deadlines import enforce_runtime
+from .place import TakenOver
 from .state import CoreState
 from .task import Task
 from .watching import watch_adopted
 
 
 async def take_over_left_behind(state: CoreState) -> list[TaskRecord]:
-    """Deal with the tasks of servers on this host that are gone. Answers every record of the
+    """Deal with the tasks of servers that are gone, at every place. Answers every record of the
     registry, as read."""
     records = await offload.run(offload.REGISTRY, state.registry.records)
-    found = orphans.left_behind([r for r in records if r.host is None], state.owner)
+    for place in state.places:
+        taken = await place.take_over([r for r in records if state.place_of(r) is place])
+        for task in taken.adopted:
+            state.own[task.record.task_id] = task
+            enforce_runtime(state, task)
+        state.save(taken.changed)
+    return records
+
+
+async def take_over_here(state: CoreState, records: Sequence[TaskRecord]) -> TakenOver:
+    """The tasks on this machine of servers on it that are gone: end those that were not meant
+    to outlive them, settle those that ended meanwhile, adopt the keep_running ones."""
+    found = orphans.left_behind(list(records), state.owner)
     if found.to_end:
         with anyio.CancelScope(shield=True):
             settings = state.settings
@@ -34,17 +48,8 @@ async def take_over_left_behind(state: CoreState) -> list[TaskRecord]:
             )
     for record in found.to_settle:
         _take_finished(state, record)
-    for record in found.to_adopt:
-        _adopt(state, record)
-    remote = [r for r in records if r.host is not None and r.running and orphans.owner_is_gone(r.owner)]
-    for record in remote:
-        # The connection is not the task: whatever kind, it ran on; its host says how it stands.
-        record.owner = state.owner
-        task = state.own[record.task_id] = Task(record, None)
-        enforce_runtime(state, task)
-        state.remote_exits.track(task)
-    state.save([*found.to_end, *found.to_settle, *found.to_adopt, *remote])
-    return records
+    adopted = [task for record in found.to_adopt if (task := _adopt(state, record)) is not None]
+    return TakenOver(changed=[*found.to_end, *found.to_settle, *found.to_adopt], adopted=adopted)
 
 
 async def cap_grown_logs(records: list[TaskRecord]) -> None:
@@ -67,16 +72,17 @@ def _take_finished(state: CoreState, record: TaskRecord) -> None:
     state.own[record.task_id] = task
 
 
-def _adopt(state: CoreState, record: TaskRecord) -> None:
-    """Take over a keep_running task: watch its runner (not our child) until it ends."""
+def _adopt(state: CoreState, record: TaskRecord) -> Task | None:
+    """Take over a keep_running task: watch its runner (not our child) until it ends (None: it
+    ended just now, and is settled)."""
     assert record.pid is not None
     if not process.same_process(record.pid, record.pid_create_time):
         _take_finished(state, record)  # it ended just now
-        return
+        return None
     record.owner = state.owner
     record.max_runtime_seconds = state.policy.adopted_limit(record.max_runtime_seconds)
     task = Task(record, None)
     state.own[record.task_id] = task
     state.cap(record)
     state.in_background(task, "watching its exit", functools.partial(watch_adopted, state, task))
-    enforce_runtime(state, task)
+    return task

@@ -31,15 +31,12 @@ async def end(state: CoreState, task_id: str, grace: float, reason: str = END_RE
     with anyio.CancelScope(shield=True):
         if task.record.request_end(reason):
             state.save([task.record])
-        if task.record.host is not None:
-            ended_task, ended = await state.remote.end(task, grace, reason)
-            state.after_remote(task, ended)
-        else:
-            ended_task = await _end_here(state, task, grace)
-    return ended_task
+        ended = await state.place_of(task.record).end(task, grace, reason)
+    return ended
 
 
-async def _end_here(state: CoreState, task: Task, grace: float) -> Ended:
+async def end_here(state: CoreState, task: Task, grace: float) -> Ended:
+    """End a task's tree on this machine, at its containment level, and verify what is left."""
     record = task.record
     leaders = {record.pid: task.leader()} if record.pid is not None and not task.lingering_known_empty else {}
     outcome = await end_trees(leaders, grace, state.settings.kill_wait_seconds)

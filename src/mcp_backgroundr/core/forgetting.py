@@ -13,6 +13,7 @@ from ..results import Removed
 from ..store import orphans, retention
 from . import watchers
 from .lookup import find_task
+from .place import Place
 from .state import CoreState, TaskChange
 
 PRUNE_INTERVAL_SECONDS = 60.0
@@ -31,13 +32,14 @@ async def prune_now(state: CoreState) -> None:
         return
     for record in pruned:
         state.forget(record)
-    if remote := [r for r in pruned if r.host is not None]:
-        forgetting = functools.partial(_forget_remote, state, remote)
-        state.in_background(None, "deleting forgotten tasks' files on their hosts", forgetting)
+    for place in state.places:
+        if at_place := [r for r in pruned if state.place_of(r) is place]:
+            forgetting = functools.partial(_forget_at, place, at_place)
+            state.in_background(None, "deleting what is left of forgotten tasks", forgetting)
 
 
-async def _forget_remote(state: CoreState, records: list[TaskRecord]) -> None:
-    for left in await state.remote.forget(records):
+async def _forget_at(place: Place, records: list[TaskRecord]) -> None:
+    for left in await place.forget(records):
         watchers.report("server", left)
 
 
@@ -51,7 +53,8 @@ def prune_if_due(state: CoreState) -> None:
 async def remove(state: CoreState, task_id: str) -> Removed:
     """Forget a finished task and delete its log: one of ours, or one whose server is gone."""
     task = await find_task(state, task_id)
-    if task.running or (task.record.host is None and await task.lingering()):
+    place = state.place_of(task.record)
+    if task.running or await place.lingering(task):
         raise BackgroundrError(
             f"task {task_id} is still running; end it with end_background_task first, then remove it"
         )
@@ -60,12 +63,7 @@ async def remove(state: CoreState, task_id: str) -> Removed:
             f"task {task_id} belongs to a server that still runs ({task.record.owner}), which shows it; "
             "remove it there, or once that server has exited"
         )
-    if task.record.host is not None:
-        freed = await state.remote.remove(task)
-    await offload.run(offload.REGISTRY, state.registry.delete, task_id)
-    if task.record.host is None:
-        # Unlinking a big log frees its blocks (and discards them, on some disks): not on the event loop.
-        freed = await offload.run(offload.LOGS, retention.delete_task_files, task.record)
+    freed = await place.remove(task, functools.partial(offload.run, offload.REGISTRY, state.registry.delete, task_id))
     state.forget(task.record)
     state.changed(TaskChange.REMOVED, task_id)
     return Removed(task_id=task_id, freed_bytes=freed)

@@ -21,12 +21,12 @@ def own_records(state: CoreState) -> list[TaskRecord]:
 async def list_tasks(state: CoreState, wanted: TaskState | None, everyone: bool, limit: int | None) -> Listing:
     """This server's tasks (or, with ``everyone``, every task in the registry) in state ``wanted``
     (None: any), newest first, at most ``limit`` of them."""
-    await refresh_all(state)  # this server's remote tasks need no call: each host's watch keeps them current
+    await refresh_all(state)  # a place that watches exits needs no call for this server's tasks
     records = own_records(state)
     if everyone:
         everything = await offload.run(offload.REGISTRY, state.registry.records)
         others = [r for r in everything if r.task_id not in state.own]
-        await _settle_left_remote(state, others)
+        await _settle_left(state, others)
         records += await offload.run(offload.SCANS, lambda: [orphans.as_it_stands(r) for r in others])
     now = time.time()
     matching = sorted(
@@ -37,8 +37,10 @@ async def list_tasks(state: CoreState, wanted: TaskState | None, everyone: bool,
     return Listing(tasks=[summary_of(r, now, ports.get(r.task_id, [])) for r in shown], total=len(matching))
 
 
-async def _settle_left_remote(state: CoreState, records: list[TaskRecord]) -> None:
-    """Ask the hosts how the running remote tasks of servers that are gone stand (one call per
-    host; a host that is away is skipped), and record those that ended."""
-    left = [Task(r, None) for r in records if r.host is not None and r.running and orphans.owner_is_gone(r.owner)]
-    state.save([task.record for task in await state.remote.refresh(left)])
+async def _settle_left(state: CoreState, records: list[TaskRecord]) -> None:
+    """Ask each place how the running tasks of servers that are gone stand (a remote place: one
+    call per host, skipping hosts that are away), and record those that ended."""
+    left = [Task(r, None) for r in records if r.running and orphans.owner_is_gone(r.owner)]
+    for place in state.places:
+        if at_place := [task for task in left if state.place_of(task.record) is place]:
+            state.save([task.record for task in await place.refresh(at_place)])

@@ -37,10 +37,8 @@ async def find_task(state: CoreState, task_id: str) -> Task:
     view = state.views.get(task_id)
     if view is None:
         view = state.views[task_id] = Task(record, None)
-        local = record.host is None
-        if local and record.state is TaskState.RUNNING and record.pid is not None and state.group is not None:
-            watching = functools.partial(_watch_view, state, view)
-            state.in_background(view, "watching another server's task", watching)
+        if record.state is TaskState.RUNNING and state.group is not None:
+            state.place_of(record).watch_view(view)
     view.record = record
     if not view.running:
         view.exited.set()
@@ -54,6 +52,13 @@ async def read_record(state: CoreState, task_id: str) -> TaskRecord | None:
 
 def is_own(state: CoreState, task_id: str) -> bool:
     return task_id in state.own
+
+
+def watch_view_here(state: CoreState, view: Task) -> None:
+    """Watch the process of another server's running task on this machine, so a wait on it ends
+    when it does."""
+    if view.record.pid is not None:
+        state.in_background(view, "watching another server's task", functools.partial(_watch_view, state, view))
 
 
 async def _watch_view(state: CoreState, view: Task) -> None:

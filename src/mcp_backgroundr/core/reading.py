@@ -28,12 +28,13 @@ async def read(state: CoreState, task_id: str, plan: ReadPlan) -> Status:
     """Lifecycle and a bounded slice of output of one task: its last lines, what follows a
     cursor, or the lines that match a pattern."""
     task = await find_task(state, task_id)
+    return await state.place_of(task.record).read(task, plan)
+
+
+async def read_here(state: CoreState, task: Task, plan: ReadPlan) -> Status:
+    """A read of a task on this machine: its log is read here, its processes scanned here."""
     if plan.grep is not None:
-        return await _grep(state, task, plan.grep, plan.grep_text or "", plan.since)
-    if task.record.host is not None:
-        remote_status, ended = await state.remote.status(task, plan.lines, plan.since, plan.raw)
-        state.after_remote(task, ended)
-        return remote_status
+        return await _grep(state, task, plan.grep, plan.since)
     as_of = task.snapshot()
     processes = await task.live_processes()
     writer_alive = as_of.running or bool(processes)
@@ -59,12 +60,8 @@ async def status_with(
     return task.describe(piece, measured.usage, lingering, measured.run, as_of)
 
 
-async def _grep(state: CoreState, task: Task, pattern: Pattern, pattern_text: str, since: int | None) -> Status:
+async def _grep(state: CoreState, task: Task, pattern: Pattern, since: int | None) -> Status:
     """Status whose output is the log lines (from ``since``) matching ``pattern``."""
-    if task.record.host is not None:
-        remote_status, ended = await state.remote.grep(task, pattern_text, since)
-        state.after_remote(task, ended)
-        return remote_status
     path = Path(task.record.log_path)
     start = await _checked_since(path, since, default_end=False)
     as_of = task.snapshot()
@@ -97,10 +94,17 @@ async def wait(
 ) -> Waited:
     """Wait for the first of: the task exits, a new line matches, its port accepts, the timeout."""
     task = await find_task(state, task_id)
-    if task.record.host is not None:
-        result, ended = await state.remote.wait(task, conditions, since, progress)
-        state.after_remote(task, ended)
-        return result
+    return await state.place_of(task.record).wait(task, conditions, since, progress)
+
+
+async def wait_here(
+    state: CoreState,
+    task: Task,
+    conditions: validation.WaitConditions,
+    since: int | None,
+    progress: watch.ProgressReporter | None,
+) -> Waited:
+    """A wait on a task on this machine: its exit, its log's writes and its ports are watched here."""
     path = Path(task.record.log_path)
     start = await _checked_since(path, since, default_end=True)
     began = time.monotonic()

@@ -22,8 +22,12 @@ async def send_input(state: CoreState, task_id: str, text: str, newline: bool, c
     task = await find_task(state, task_id)
     if not task.running:
         raise BackgroundrError(f"task {task_id} has ended ({task.record.state}); it takes no more input")
-    if task.record.host is not None:
-        return await state.remote.send_input(task, text + ("\n" if newline else ""), close)
+    return await state.place_of(task.record).send_input(task, text, newline, close)
+
+
+async def send_here(state: CoreState, task: Task, text: str, newline: bool, close: bool) -> InputWritten:
+    """Input to a task on this machine: its pipe, its terminal, or its input home (a FIFO)."""
+    task_id = task.record.task_id
     home = task.input_fd is None and await offload.run(offload.LOGS, taskinput.has_input_home, task.record)
     _check_writable(state, task, home)
     line_end = ("\r" if task.terminal else "\n") if newline else ""

@@ -28,7 +28,6 @@ from ..platform.containment import Level, Placement
 from ..results import Started
 from . import taskinput, validation
 from .deadlines import enforce_runtime
-from .ending import END_REASON
 from .lookup import read_record
 from .recording import refresh_all
 from .requests import StartPlan
@@ -52,9 +51,11 @@ async def start(state: CoreState, plan: StartPlan) -> Started:
     env = validation.task_environment(_inherited_environment(state), plan.env)
     record = _new_record(state, plan, await _new_task_id(state))
     env[TASK_ID_ENV] = record.task_id
-    if plan.host is not None:
-        return await _start_remote(state, record, {**plan.env, TASK_ID_ENV: record.task_id}, plan.stdin)
-    return await _start_here(state, record, plan, env)
+    task = await state.place_of(record).start(record, plan, env)
+    state.own[record.task_id] = task
+    enforce_runtime(state, task)
+    state.changed(TaskChange.STARTED, record.task_id)
+    return _started(record)
 
 
 def _new_record(state: CoreState, plan: StartPlan, task_id: str) -> TaskRecord:
@@ -105,7 +106,8 @@ class _TaskIO:
     """Our end of a keep_running task's input FIFO."""
 
 
-async def _start_here(state: CoreState, record: TaskRecord, plan: StartPlan, env: dict[str, str]) -> Started:
+async def start_here(state: CoreState, record: TaskRecord, plan: StartPlan, env: dict[str, str]) -> Task:
+    """Start a task on this machine: contained, its log opened, spawned, recorded, its exit watched."""
     with contextlib.ExitStack() as undo:
         with anyio.CancelScope(shield=True):  # a cgroup made must be known, to be removed if the start fails
             placement = await offload.run(offload.CGROUPS, state.containment.place, record.task_id, plan.limits)
@@ -125,9 +127,7 @@ async def _start_here(state: CoreState, record: TaskRecord, plan: StartPlan, env
         copying = functools.partial(copy_terminal, state, task, io.terminal, io.log_fd)
         state.in_background(task, "copying its terminal", copying)
     state.in_background(task, "watching its exit", functools.partial(watch_exit, state, task, popen, exit_handle))
-    enforce_runtime(state, task)
-    state.changed(TaskChange.STARTED, record.task_id)
-    return _started(record)
+    return task
 
 
 def _open_log(state: CoreState, record: TaskRecord, undo: contextlib.ExitStack) -> int:
@@ -248,7 +248,7 @@ async def _record_started(state: CoreState, task: Task, popen: subprocess.Popen[
     state.own[record.task_id] = task
     try:
         with anyio.CancelScope(shield=True):  # recorded, or ended, whatever happens to the request
-            await offload.run(offload.REGISTRY, state.registry.insert, record)
+            await state.insert(record)
     except RegistryError:
         del state.own[record.task_id]
         if exit_handle is not None:
@@ -256,20 +256,6 @@ async def _record_started(state: CoreState, task: Task, popen: subprocess.Popen[
         _kill_unrecorded(popen)
         raise
     return exit_handle
-
-
-async def _start_remote(state: CoreState, record: TaskRecord, env: dict[str, str | None], stdin: bool) -> Started:
-    await state.remote.start(record, env, stdin, state.policy.allowed_cwd_as_written)
-    try:
-        await offload.run(offload.REGISTRY, state.registry.insert, record)
-    except RegistryError:
-        await state.remote.end(Task(record, None), 0, END_REASON)  # unrecorded, it could never be found again
-        raise
-    task = state.own[record.task_id] = Task(record, None)
-    enforce_runtime(state, task)
-    state.remote_exits.track(task)
-    state.changed(TaskChange.STARTED, record.task_id)
-    return _started(record)
 
 
 def _started(record: TaskRecord) -> Started:

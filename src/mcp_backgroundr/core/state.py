@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from .. import offload
 from ..config import Settings
 from ..errors import RegistryError
 from ..logs import logcap
@@ -27,9 +28,9 @@ from ..models import TaskRecord
 from ..platform import scans
 from ..platform.containment import Arrivals, Containment, Level
 from ..platform.inotify import WriteWatches
-from ..remote import ExitWatches, RemoteTasks
 from ..store.registry import Registry
 from . import watchers
+from .place import Place
 from .policy import Policy
 from .task import Task
 
@@ -64,12 +65,10 @@ class CoreState:
         self.sockets = scans.Sockets()
         self.containment = Containment(Level.MARKER)
         """Chosen when the server starts: how new tasks are contained."""
-        self.remote = RemoteTasks(settings)
-        """Where tasks with a host go."""
-        self.remote_exits = ExitWatches(
-            self.remote, lambda what, work: self.in_background(None, what, work), self._remote_task_ended
-        )
-        """Learns the exits of this server's remote tasks as they happen."""
+        self.here: Place
+        """The place that runs tasks on this machine (set by the supervisor)."""
+        self.away: Place
+        """The place that runs tasks on other hosts (set by the supervisor)."""
         self.group: TaskGroup | None = None
         """Where background work runs, once the server has started."""
         self.capper: logcap.LogCapper | None = None
@@ -137,19 +136,36 @@ class CoreState:
                 watchers.report(f"task {task.record.task_id}", note)
                 self.note(task, note)
 
-    def after_remote(self, task: Task, ended: bool) -> None:
-        """Record what a call to a remote host learnt: its last answer, and an exit seen just now."""
+    def place_of(self, record: TaskRecord) -> Place:
+        """Where the task runs: the one place the core asks where a task is."""
+        return self.here if record.host is None else self.away
+
+    @property
+    def places(self) -> tuple[Place, ...]:
+        return (self.here, self.away)
+
+    def own_at(self, place: Place) -> list[Task]:
+        """This server's tasks at ``place``, oldest first."""
+        return [task for task in self.own.values() if self.place_of(task.record) is place]
+
+    def helper_pids(self) -> set[int]:
+        """This server's helper processes (never a task's), at every place."""
+        return set().union(*(place.helper_pids() for place in self.places))
+
+    def learnt(self, task: Task, ended: bool) -> None:
+        """Record what a place learnt about a task: its record as now known, and an exit seen just now."""
         if task.record.task_id in self.own:
             self.save([task.record])
             if ended:
                 self.changed(TaskChange.ENDED, task.record.task_id)
 
-    def _remote_task_ended(self, task: Task) -> None:
-        self.after_remote(task, ended=True)
+    async def insert(self, record: TaskRecord) -> None:
+        """Record a task just started in the registry, in a worker thread (raises RegistryError)."""
+        await offload.run(offload.REGISTRY, self.registry.insert, record)
 
     def local_leader_pids(self) -> set[int]:
         """The main processes of this server's tasks on this machine."""
-        return {t.record.pid for t in self.own.values() if t.record.pid is not None and t.record.host is None}
+        return {t.record.pid for t in self.own_at(self.here) if t.record.pid is not None}
 
 
 def add_note(record: TaskRecord, note: str) -> None:

@@ -42,6 +42,8 @@ from . import (
     watch,
     watching,
 )
+from .away import Away
+from .here import Here
 from .policy import Policy
 from .requests import (
     ReadRequest,
@@ -73,6 +75,8 @@ class Supervisor:
         """``on_change`` is told (in the background) when a task starts, ends or is removed."""
         self.settings = settings
         self._state = CoreState(settings, registry, policy or Policy(), owner or orphans.owner_id(), on_change)
+        self._state.here = Here(self._state)
+        self._state.away = Away(self._state)
         self._shutdown_done: anyio.Event | None = None
         self._exit_stack = contextlib.AsyncExitStack()
         """What __aexit__ undoes: shutdown, then the task group."""

@@ -51,7 +51,7 @@ async def _claim_arrivals(state: CoreState) -> None:
     def exited(pid: int) -> bool:
         return popens[pid].returncode is not None or has_exited(pid)
 
-    others = state.remote.connections.helper_pids()
+    others = state.helper_pids()
     async with state.arrivals_lock:
         await offload.run(offload.SCANS, state.arrivals.claim, leaders, exited, others)
 
@@ -103,5 +103,5 @@ def reap(state: CoreState) -> None:
     # A child spawned in a worker thread is not yet known: its exit must wait for its watcher.
     if state.containment.level is not Level.MARKER and not state.spawns_in_flight:
         own = {t.popen.pid for t in state.own.values() if t.popen is not None and t.popen.returncode is None}
-        own |= state.remote.connections.helper_pids()
+        own |= state.helper_pids()
         state.containment.reap(own)

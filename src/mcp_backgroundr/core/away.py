@@ -1,0 +1,123 @@
+"""Other hosts as a place tasks run: :class:`~..remote.RemoteTasks` behind the place seam.
+
+Each call is one request to the host's agent over a multiplexed SSH connection; what it
+learns about a task (its state, an exit) is recorded through the :class:`~.place.Core`
+that the place serves, and one watch per host learns exits as they happen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+import anyio
+
+from ..config import TASK_ID_ENV
+from ..errors import RegistryError
+from ..models import TaskRecord
+from ..remote import ExitWatches, RemoteTasks
+from ..results import Ended, InputWritten, Status, Waited
+from ..store import orphans
+from .ending import END_REASON
+from .place import Core, ShutdownWork, TakenOver
+from .requests import ReadPlan, StartPlan
+from .shutdown import SHUTDOWN_REASON
+from .task import Task
+from .validation import WaitConditions
+from .watch import ProgressReporter
+
+SHUTDOWN_MARGIN_SECONDS = 0.6
+"""At shutdown, how long remote hosts get (beyond the grace) to end the tasks there."""
+
+
+class Away:
+    """Tasks on SSH hosts: started, read, waited on, fed and ended by their hosts' agents."""
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+        self.tasks = RemoteTasks(core.settings)
+        self._exits = ExitWatches(
+            self.tasks, lambda what, work: core.in_background(None, what, work), lambda task: core.learnt(task, True)
+        )
+
+    async def start(self, record: TaskRecord, plan: StartPlan, env: dict[str, str]) -> Task:
+        # The task inherits its host's environment: only what the request set goes over.
+        wanted = {**plan.env, TASK_ID_ENV: record.task_id}
+        await self.tasks.start(record, wanted, plan.stdin, self._core.policy.allowed_cwd_as_written)
+        task = Task(record, None)
+        try:
+            await self._core.insert(record)
+        except RegistryError:
+            await self.tasks.end(task, 0, END_REASON)  # unrecorded, it could never be found again
+            raise
+        self._exits.track(task)
+        return task
+
+    async def read(self, task: Task, plan: ReadPlan) -> Status:
+        if plan.grep is not None:
+            status, ended = await self.tasks.grep(task, plan.grep_text or "", plan.since)
+        else:
+            status, ended = await self.tasks.status(task, plan.lines, plan.since, plan.raw)
+        self._core.learnt(task, ended)
+        return status
+
+    async def wait(
+        self, task: Task, conditions: WaitConditions, since: int | None, progress: ProgressReporter | None
+    ) -> Waited:
+        waited, ended = await self.tasks.wait(task, conditions, since, progress)
+        self._core.learnt(task, ended)
+        return waited
+
+    async def send_input(self, task: Task, text: str, newline: bool, close: bool) -> InputWritten:
+        return await self.tasks.send_input(task, text + ("\n" if newline else ""), close)
+
+    async def end(self, task: Task, grace: float, reason: str) -> Ended:
+        answer, ended = await self.tasks.end(task, grace, reason)
+        self._core.learnt(task, ended)
+        return answer
+
+    async def lingering(self, task: Task) -> bool:
+        return False  # the host's agent ends a task's tree before it reports the task ended
+
+    async def remove(self, task: Task, unregister: Callable[[], Awaitable[None]]) -> int:
+        # The host first: while it cannot be reached, the record stays, to be removed later.
+        freed = await self.tasks.remove(task)
+        await unregister()
+        return freed
+
+    def watch_view(self, view: Task) -> None:
+        pass  # another server's remote task: each read asks its host
+
+    async def take_over(self, records: Sequence[TaskRecord]) -> TakenOver:
+        # The connection is not the task: whatever kind, it ran on; its host says how it stands.
+        left = [r for r in records if r.running and orphans.owner_is_gone(r.owner)]
+        adopted = []
+        for record in left:
+            record.owner = self._core.owner
+            task = Task(record, None)
+            self._exits.track(task)
+            adopted.append(task)
+        return TakenOver(changed=left, adopted=adopted)
+
+    async def refresh(self, tasks: Sequence[Task]) -> list[Task]:
+        return await self.tasks.refresh(tasks)
+
+    async def forget(self, records: Sequence[TaskRecord]) -> list[str]:
+        return await self.tasks.forget(records)
+
+    def helper_pids(self) -> set[int]:
+        return self.tasks.connections.helper_pids()
+
+    async def prepare_shutdown(self, tasks: Sequence[Task]) -> ShutdownWork:
+        doomed = [t for t in tasks if t.running and not t.record.keep_running]
+        for task in doomed:
+            task.record.request_end(SHUTDOWN_REASON)
+
+        async def end_away() -> int:
+            """End them as far as their hosts answer in time, then close the SSH connections."""
+            grace = self._core.settings.shutdown_grace_seconds
+            with anyio.move_on_after(grace + SHUTDOWN_MARGIN_SECONDS):
+                await self.tasks.end_all(doomed, grace, SHUTDOWN_REASON)
+            await self.tasks.close()
+            return len(doomed)
+
+        return end_away

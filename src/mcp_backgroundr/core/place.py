@@ -1,0 +1,109 @@
+"""Where a task runs: the one seam between the core and the place that runs a task.
+
+A :class:`Place` offers the operations that differ between this machine (``here.py``, over
+the platform backend) and another host (``remote/place.py``, over SSH): starting, reading,
+waiting, input, ending, removing, and what a server does with many tasks at once (taking over
+what a dead server left, learning how left tasks stand, forgetting pruned ones, shutting
+down). The core chooses a task's place once, from its record (:meth:`CoreState.place_of`),
+and then calls it without asking where the task is. A place reaches back into the core only
+through :class:`Core`, the little a place needs of the server it serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..models import TaskRecord
+    from ..results import Ended, InputWritten, Status, Waited
+    from .policy import Policy
+    from .requests import ReadPlan, StartPlan
+    from .task import Task
+    from .validation import WaitConditions
+    from .watch import ProgressReporter
+
+
+class Core(Protocol):
+    """What a place may ask of the server it serves."""
+
+    settings: Settings
+    policy: Policy
+    owner: str
+
+    def in_background(self, task: Task | None, what: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` in the background; its failure is recorded on ``task`` (or reported)."""
+
+    def learnt(self, task: Task, ended: bool) -> None:
+        """Record what a place learnt about a task: its record as now known, and an exit seen just now."""
+
+    async def insert(self, record: TaskRecord) -> None:
+        """Record a task just started in the registry (raises RegistryError)."""
+
+
+ShutdownWork = Callable[[], Awaitable[int]]
+"""A place's part of a server's shutdown, once every place has prepared: how many tasks had
+processes to end."""
+
+
+@dataclass
+class TakenOver:
+    """What a place did with the tasks that servers now gone left there."""
+
+    changed: list[TaskRecord] = field(default_factory=list)
+    """The records to save."""
+    adopted: list[Task] = field(default_factory=list)
+    """Running tasks that are this server's from now on (their runtime limits apply)."""
+
+
+class Place(Protocol):
+    """The operations a place offers for the tasks that run there."""
+
+    async def start(self, record: TaskRecord, plan: StartPlan, env: dict[str, str]) -> Task:
+        """Start the record's task, record it in the registry and learn its exit from now on;
+        ``env`` is its whole environment here (a place whose tasks inherit another environment
+        takes ``plan.env`` over it)."""
+
+    async def read(self, task: Task, plan: ReadPlan) -> Status:
+        """The task's status with the slice of output (or the grep) ``plan`` asks for."""
+
+    async def wait(
+        self, task: Task, conditions: WaitConditions, since: int | None, progress: ProgressReporter | None
+    ) -> Waited:
+        """Wait for the first of: the task exits, a new line matches, its port accepts, the timeout."""
+
+    async def send_input(self, task: Task, text: str, newline: bool, close: bool) -> InputWritten:
+        """Write ``text`` (and a line end) to the running task's input; optionally close it."""
+
+    async def end(self, task: Task, grace: float, reason: str) -> Ended:
+        """End the task's whole tree and answer once it is gone, naming survivors."""
+
+    async def lingering(self, task: Task) -> bool:
+        """Whether processes of a finished task are still alive (it cannot be removed then)."""
+
+    async def remove(self, task: Task, unregister: Callable[[], Awaitable[None]]) -> int:
+        """Delete a finished task's files and (``unregister``) its record, in the order this place
+        needs; the bytes freed."""
+
+    def watch_view(self, view: Task) -> None:
+        """Learn the end of another server's running task that a caller asked about, if this place can."""
+
+    async def take_over(self, records: Sequence[TaskRecord]) -> TakenOver:
+        """At start-up, deal with the tasks at this place of servers that are gone: end, settle
+        or adopt them (``records``: every record of the registry at this place)."""
+
+    async def refresh(self, tasks: Sequence[Task]) -> list[Task]:
+        """Learn how running tasks of servers that are gone stand; those that ended."""
+
+    async def forget(self, records: Sequence[TaskRecord]) -> list[str]:
+        """Delete what is left of pruned tasks; a line for each place whose files were left."""
+
+    def helper_pids(self) -> set[int]:
+        """This server's own helper processes for this place (never a task's)."""
+
+    async def prepare_shutdown(self, tasks: Sequence[Task]) -> ShutdownWork:
+        """At the server's exit, before any place starts ending anything: mark the tasks (this
+        server's, at this place) that are not meant to outlive it, and look at what must be seen
+        first; answers the work that ends them (and closes what the place holds)."""
