@@ -11,6 +11,7 @@ from mcp_backgroundr.core import starting
 from mcp_backgroundr.core.supervisor import ReadRequest, StartRequest, Supervisor
 from mcp_backgroundr.errors import InvalidArgumentError, TaskNotFoundError
 from mcp_backgroundr.models import TaskState
+from mcp_backgroundr.remote import RemotePlace
 from mcp_backgroundr.results import Started
 from mcp_backgroundr.store.registry import Registry
 
@@ -28,7 +29,7 @@ def _registry(settings: Settings) -> Registry:
 
 async def test_an_exit_is_recorded_in_the_registry_without_anyone_asking(settings: Settings) -> None:
     registry = _registry(settings)
-    async with Supervisor(settings, registry) as supervisor:
+    async with Supervisor(settings, registry, away=RemotePlace) as supervisor:
         started = await _start(supervisor, "exit 7")
         task = supervisor._state.own[started.task_id]
         with anyio.fail_after(10):
@@ -43,7 +44,7 @@ async def test_an_exit_is_recorded_in_the_registry_without_anyone_asking(setting
 
 async def test_shutdown_ends_running_tasks_and_records_them_killed(settings: Settings) -> None:
     registry = _registry(settings)
-    async with Supervisor(settings, registry) as supervisor:
+    async with Supervisor(settings, registry, away=RemotePlace) as supervisor:
         started = [await _start(supervisor, "sleep 300 & sleep 300") for _ in range(5)]
     for task in started:
         record = registry.get(task.task_id)
@@ -55,7 +56,7 @@ async def test_shutdown_ends_running_tasks_and_records_them_killed(settings: Set
 
 async def test_bad_requests_raise_errors_that_name_the_field(settings: Settings, tmp_path: Path) -> None:
     registry = _registry(settings)
-    async with Supervisor(settings, registry) as supervisor:
+    async with Supervisor(settings, registry, away=RemotePlace) as supervisor:
         with pytest.raises(InvalidArgumentError, match=r"^cwd="):
             await _start(supervisor, "true", cwd=str(tmp_path / "nope"))
         with pytest.raises(TaskNotFoundError, match="list_tasks"):
@@ -74,7 +75,7 @@ async def test_a_task_started_in_a_relative_cwd_runs_in_its_absolute_path(
     (tmp_path / "work").mkdir()
     monkeypatch.chdir(tmp_path)
     registry = _registry(settings)
-    async with Supervisor(settings, registry) as supervisor:
+    async with Supervisor(settings, registry, away=RemotePlace) as supervisor:
         started = await _start(supervisor, "pwd", cwd="work")
         assert started.cwd == str(tmp_path / "work")
     registry.close()
@@ -82,7 +83,7 @@ async def test_a_task_started_in_a_relative_cwd_runs_in_its_absolute_path(
 
 async def test_status_that_reaps_a_fast_exit_before_the_watcher_runs_breaks_nothing(settings: Settings) -> None:
     registry = _registry(settings)
-    async with Supervisor(settings, registry) as supervisor:
+    async with Supervisor(settings, registry, away=RemotePlace) as supervisor:
         started = await _start(supervisor, "exit 9")
         # Before any await, the watcher has not run; the exit is seen by status itself.
         with anyio.fail_after(10):
@@ -98,7 +99,7 @@ async def test_status_that_reaps_a_fast_exit_before_the_watcher_runs_breaks_noth
 async def test_a_task_id_is_never_read_as_a_number(settings: Settings) -> None:
     """Regression: clients that read JSON values from text sent 95743835 and 123456e7 back as numbers."""
     registry = _registry(settings)
-    async with Supervisor(settings, registry) as supervisor:
+    async with Supervisor(settings, registry, away=RemotePlace) as supervisor:
         task_id = await starting._new_task_id(supervisor._state)
     registry.close()
     assert task_id.startswith("t")

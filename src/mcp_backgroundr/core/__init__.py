@@ -4,6 +4,8 @@
 - ``supervisor``: the front: starts the core, takes each operation to its unit, ends all at exit
 - ``requests``: each tool call's arguments, checked once (with ``validation`` and ``policy``)
 - ``state``: what the units share: this server's tasks, background work, the registry, notices
+- ``place``: the seam for where a task runs (``Place``), chosen once per task by ``CoreState.place_of``;
+  ``here``: this machine as a place (the units' local halves); other hosts: ``remote.RemotePlace``
 - ``task``: one task in memory: its record, its process, its processes found, how it describes itself
 - ``starting``: a checked request becomes a running task (here, or on a remote host)
 - ``recording``, ``watching``, ``deadlines``: exits as they happen, terminal output, runtime limits

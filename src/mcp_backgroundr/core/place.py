@@ -1,7 +1,8 @@
 """Where a task runs: the one seam between the core and the place that runs a task.
 
 A :class:`Place` offers the operations that differ between this machine (``here.py``, over
-the platform backend) and another host (``remote/place.py``, over SSH): starting, reading,
+the platform backend) and other hosts (``remote/place.py``, over SSH, which sits above the
+core and is handed to the supervisor): starting, reading,
 waiting, input, ending, removing, and what a server does with many tasks at once (taking over
 what a dead server left, learning how left tasks stand, forgetting pruned ones, shutting
 down). The core chooses a task's place once, from its record (:meth:`CoreState.place_of`),
@@ -42,6 +43,9 @@ class Core(Protocol):
     async def insert(self, record: TaskRecord) -> None:
         """Record a task just started in the registry (raises RegistryError)."""
 
+
+PlaceFactory = Callable[[Core], "Place"]
+"""Makes a place for the server it serves (``remote.RemotePlace`` is one)."""
 
 ShutdownWork = Callable[[], Awaitable[int]]
 """A place's part of a server's shutdown, once every place has prepared: how many tasks had

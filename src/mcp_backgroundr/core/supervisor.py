@@ -42,8 +42,8 @@ from . import (
     watch,
     watching,
 )
-from .away import Away
 from .here import Here
+from .place import PlaceFactory
 from .policy import Policy
 from .requests import (
     ReadRequest,
@@ -68,15 +68,18 @@ class Supervisor:
         self,
         settings: Settings,
         registry: Registry,
+        *,
+        away: PlaceFactory,
         owner: str | None = None,
         policy: Policy | None = None,
         on_change: ChangeHook | None = None,
     ) -> None:
-        """``on_change`` is told (in the background) when a task starts, ends or is removed."""
+        """``away`` makes the place that runs tasks that have a ``host`` (``remote.RemotePlace``);
+        ``on_change`` is told (in the background) when a task starts, ends or is removed."""
         self.settings = settings
         self._state = CoreState(settings, registry, policy or Policy(), owner or orphans.owner_id(), on_change)
         self._state.here = Here(self._state)
-        self._state.away = Away(self._state)
+        self._state.away = away(self._state)
         self._shutdown_done: anyio.Event | None = None
         self._exit_stack = contextlib.AsyncExitStack()
         """What __aexit__ undoes: shutdown, then the task group."""

@@ -1,4 +1,4 @@
-"""Tasks on other hosts: what the supervisor calls for a task that has a ``host``.
+"""Tasks on other hosts: what :class:`~.place.RemotePlace` (and the CLI) call for a task that has a ``host``.
 
 Each operation is one call over the host's multiplexed SSH connection: a JSON request to
 the agent (``agent.py``, sent over once), a JSON answer back. The task itself runs

@@ -31,6 +31,7 @@ from ..config import HOME_ENV, TOKEN_ENV, Settings
 from ..core.policy import Policy
 from ..core.supervisor import Supervisor
 from ..errors import BackgroundrError
+from ..remote import RemotePlace
 from ..store.registry import Registry
 from ..tools.server import BackgroundrMCPServer, ChangeNotices, build_server
 from . import access, connections
@@ -84,11 +85,16 @@ def _registry(settings: Settings) -> Iterator[Registry]:
         registry.close()
 
 
+def _supervisor(settings: Settings, registry: Registry, policy: Policy, notices: ChangeNotices) -> Supervisor:
+    """The core of a server: tasks run here, or on the hosts the policy allows (over SSH)."""
+    return Supervisor(settings, registry, away=RemotePlace, policy=policy, on_change=notices.publish)
+
+
 async def serve_stdio(settings: Settings, policy: Policy) -> None:
     """Serve MCP on stdin/stdout until the client closes stdin or a signal arrives."""
     with _registry(settings) as registry:
         notices = ChangeNotices()
-        async with Supervisor(settings, registry, policy=policy, on_change=notices.publish) as supervisor:
+        async with _supervisor(settings, registry, policy, notices) as supervisor:
             app = build_server(supervisor, notices)
             async with anyio.create_task_group() as group:
                 group.start_soon(_end_tasks_on_signal, supervisor)
@@ -205,7 +211,7 @@ async def serve_http(settings: Settings, policy: Policy, options: HttpOptions) -
     with _registry(settings) as registry:
         token = access.server_token(settings.home) if options.auth else None
         notices = ChangeNotices()
-        async with Supervisor(settings, registry, policy=policy, on_change=notices.publish) as supervisor:
+        async with _supervisor(settings, registry, policy, notices) as supervisor:
             if token is None:
                 app = build_server(supervisor, notices)
             else:

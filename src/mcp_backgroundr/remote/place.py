@@ -1,8 +1,10 @@
-"""Other hosts as a place tasks run: :class:`~..remote.RemoteTasks` behind the place seam.
+"""Other hosts as a place tasks run: :class:`~.tasks.RemoteTasks` behind the core's place seam.
 
-Each call is one request to the host's agent over a multiplexed SSH connection; what it
-learns about a task (its state, an exit) is recorded through the :class:`~.place.Core`
-that the place serves, and one watch per host learns exits as they happen.
+The core defines :class:`~..core.place.Place`; this is its implementation for SSH hosts, handed
+to the supervisor by whoever serves. Each call is one request to the host's agent over a
+multiplexed SSH connection; what it learns about a task (its state, an exit) is recorded
+through the :class:`~..core.place.Core` it serves, and one watch per host (``watches.py``)
+learns exits as they happen.
 """
 
 from __future__ import annotations
@@ -12,24 +14,25 @@ from collections.abc import Awaitable, Callable, Sequence
 import anyio
 
 from ..config import TASK_ID_ENV
+from ..core.ending import END_REASON
+from ..core.place import Core, ShutdownWork, TakenOver
+from ..core.requests import ReadPlan, StartPlan
+from ..core.shutdown import SHUTDOWN_REASON
+from ..core.task import Task
+from ..core.validation import WaitConditions
+from ..core.watch import ProgressReporter
 from ..errors import RegistryError
 from ..models import TaskRecord
-from ..remote import ExitWatches, RemoteTasks
 from ..results import Ended, InputWritten, Status, Waited
 from ..store import orphans
-from .ending import END_REASON
-from .place import Core, ShutdownWork, TakenOver
-from .requests import ReadPlan, StartPlan
-from .shutdown import SHUTDOWN_REASON
-from .task import Task
-from .validation import WaitConditions
-from .watch import ProgressReporter
+from .tasks import RemoteTasks
+from .watches import ExitWatches
 
 SHUTDOWN_MARGIN_SECONDS = 0.6
 """At shutdown, how long remote hosts get (beyond the grace) to end the tasks there."""
 
 
-class Away:
+class RemotePlace:
     """Tasks on SSH hosts: started, read, waited on, fed and ended by their hosts' agents."""
 
     def __init__(self, core: Core) -> None:
