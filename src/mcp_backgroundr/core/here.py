@@ -13,9 +13,10 @@ from .. import offload
 from ..models import TaskRecord
 from ..results import Ended, InputWritten, Status, Waited
 from ..store import retention
-from . import adopting, ending, lookup, reading, sending, shutdown, starting
+from . import adopting, ending, lookup, reading, sending, shutdown, starting, validation
 from .place import ShutdownWork, TakenOver
-from .requests import ReadPlan, StartPlan
+from .policy import Policy
+from .requests import ReadPlan, StartPlan, StartRequest
 from .state import CoreState
 from .task import Task
 from .validation import WaitConditions
@@ -27,6 +28,9 @@ class Here:
 
     def __init__(self, state: CoreState) -> None:
         self._state = state
+
+    def checked_start(self, request: StartRequest, policy: Policy) -> str:
+        return policy.checked_cwd(validation.checked_cwd(request.cwd))
 
     async def start(self, record: TaskRecord, plan: StartPlan, env: dict[str, str]) -> Task:
         return await starting.start_here(self._state, record, plan, env)

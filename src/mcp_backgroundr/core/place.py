@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from ..models import TaskRecord
     from ..results import Ended, InputWritten, Status, Waited
     from .policy import Policy
-    from .requests import ReadPlan, StartPlan
+    from .requests import ReadPlan, StartPlan, StartRequest
     from .task import Task
     from .validation import WaitConditions
     from .watch import ProgressReporter
@@ -64,6 +64,10 @@ class TakenOver:
 
 class Place(Protocol):
     """The operations a place offers for the tasks that run there."""
+
+    def checked_start(self, request: StartRequest, policy: Policy) -> str:
+        """Refuse what this place cannot run (or the policy does not let go there); answers the
+        task's working directory as this place takes it."""
 
     async def start(self, record: TaskRecord, plan: StartPlan, env: dict[str, str]) -> Task:
         """Start the record's task, record it in the registry and learn its exit from now on;

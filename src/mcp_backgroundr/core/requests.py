@@ -18,6 +18,7 @@ from ..errors import InvalidArgumentError
 from ..logs.patterns import Pattern, compiled
 from ..platform.containment import Limits
 from . import validation
+from .place import Place
 from .policy import Policy
 from .validation import WaitConditions
 
@@ -70,16 +71,13 @@ class StartPlan:
     """What to wait for once started (wait_for_pattern, wait_for_port), if anything."""
 
 
-def check_start(request: StartRequest, settings: Settings, policy: Policy) -> StartPlan:
-    """The whole of a start request, checked (the policy included) before anything is started."""
+def check_start(request: StartRequest, settings: Settings, policy: Policy, place: Place) -> StartPlan:
+    """The whole of a start request, checked (the policy included) before anything is started;
+    ``place``: where it would run, which checks what it cannot run and where its cwd is."""
     wait = _start_wait(request, settings)
     command = validation.checked_command(validation.shell_command(request.command))
     policy.check_command(command)
-    if request.host is not None:
-        _check_remote(request, policy)
-        cwd = request.cwd or ""
-    else:
-        cwd = policy.checked_cwd(validation.checked_cwd(request.cwd))
+    cwd = place.checked_start(request, policy)
     runtime_limit = policy.runtime_limit(request.max_runtime_seconds)
     limits = Limits(
         policy.task_limit("max_memory_bytes", request.max_memory_bytes),
@@ -129,17 +127,6 @@ def _start_wait(request: StartRequest, settings: Settings) -> WaitConditions | N
         validation.checked_port("wait_for_port", request.wait_for_port),
         "wait_for_pattern",
     )
-
-
-def _check_remote(request: StartRequest, policy: Policy) -> None:
-    """What a task on another host cannot have (yet), and whether the policy lets it go there."""
-    assert request.host is not None
-    policy.check_host(request.host)
-    if request.pty:
-        raise InvalidArgumentError("pty", True, "a remote task cannot have a terminal yet; use stdin=true")
-    for name in ("max_memory_bytes", "max_processes"):
-        if (value := getattr(request, name)) is not None:
-            raise InvalidArgumentError(name, value, "remote tasks have no cgroup limits yet")
 
 
 @dataclass(frozen=True)

@@ -137,8 +137,12 @@ class CoreState:
                 self.note(task, note)
 
     def place_of(self, record: TaskRecord) -> Place:
-        """Where the task runs: the one place the core asks where a task is."""
-        return self.here if record.host is None else self.away
+        """Where the task runs."""
+        return self.place_at(record.host)
+
+    def place_at(self, host: str | None) -> Place:
+        """The place for ``host`` (None: this machine): the one place the core asks where a task is."""
+        return self.here if host is None else self.away
 
     @property
     def places(self) -> tuple[Place, ...]:

@@ -129,7 +129,7 @@ class Supervisor:
 
     def check_start(self, request: StartRequest) -> StartPlan:
         """``request`` checked against the settings and the policy, before anything is started."""
-        return check_start(request, self.settings, self._state.policy)
+        return check_start(request, self.settings, self._state.policy, self._state.place_at(request.host))
 
     async def start(self, plan: StartPlan) -> Started:
         """Start a checked task and answer at once (see ``core/starting.py``)."""

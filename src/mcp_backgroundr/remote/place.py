@@ -16,12 +16,13 @@ import anyio
 from ..config import TASK_ID_ENV
 from ..core.ending import END_REASON
 from ..core.place import Core, ShutdownWork, TakenOver
-from ..core.requests import ReadPlan, StartPlan
+from ..core.policy import Policy
+from ..core.requests import ReadPlan, StartPlan, StartRequest
 from ..core.shutdown import SHUTDOWN_REASON
 from ..core.task import Task
 from ..core.validation import WaitConditions
 from ..core.watch import ProgressReporter
-from ..errors import RegistryError
+from ..errors import InvalidArgumentError, RegistryError
 from ..models import TaskRecord
 from ..results import Ended, InputWritten, Status, Waited
 from ..store import orphans
@@ -41,6 +42,16 @@ class RemotePlace:
         self._exits = ExitWatches(
             self.tasks, lambda what, work: core.in_background(None, what, work), lambda task: core.learnt(task, True)
         )
+
+    def checked_start(self, request: StartRequest, policy: Policy) -> str:
+        assert request.host is not None
+        policy.check_host(request.host)
+        if request.pty:
+            raise InvalidArgumentError("pty", True, "a remote task cannot have a terminal yet; use stdin=true")
+        for name in ("max_memory_bytes", "max_processes"):
+            if (value := getattr(request, name)) is not None:
+                raise InvalidArgumentError(name, value, "remote tasks have no cgroup limits yet")
+        return request.cwd or ""  # as given: the host resolves it ("": its home)
 
     async def start(self, record: TaskRecord, plan: StartPlan, env: dict[str, str]) -> Task:
         # The task inherits its host's environment: only what the request set goes over.
