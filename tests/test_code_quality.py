@@ -76,3 +76,68 @@ def test_every_module_is_in_a_layer() -> None:
     package = ROOT / "src" / "mcp_backgroundr"
     modules = {p.stem for p in package.glob("*.py")} | {p.parent.name for p in package.glob("*/__init__.py")}
     assert {f"mcp_backgroundr.{m}" for m in modules - {"__init__", "__main__"}} - layered == set()
+
+
+def test_layers_have_no_exceptions() -> None:
+    # remote/ implements the core's Place seam and sits above the core: no import goes around the layers.
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    contract = next(c for c in config["tool"]["importlinter"]["contracts"] if c["id"] == "layers")
+    assert contract.get("ignore_imports", []) == []
+
+
+PLACE_CHOICE = {"state.py:CoreState.place_at"}
+"""Where the core may ask whether a task has a host: the one choice of its place."""
+
+
+def _is_host(node: ast.AST) -> bool:
+    return (isinstance(node, ast.Attribute) and node.attr == "host") or (
+        isinstance(node, ast.Name) and node.id == "host"
+    )
+
+
+def _asks_for_a_host(node: ast.AST) -> bool:
+    """Whether a condition asks if something has a host (``x.host is None``, ``if x.host``, ``not x.host``)."""
+    if isinstance(node, ast.Compare):
+        operands = [node.left, *node.comparators]
+        none = any(isinstance(o, ast.Constant) and o.value is None for o in operands)
+        return none and any(_is_host(o) for o in operands)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        return _asks_for_a_host(node.operand)
+    if isinstance(node, ast.BoolOp):
+        return any(_asks_for_a_host(v) for v in node.values)
+    return _is_host(node)
+
+
+def _host_tests(tree: ast.AST, where: str) -> set[str]:
+    """The functions of a module whose conditions (if, while, comparisons, comprehension
+    filters) ask whether something has a host."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST, name: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = name
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                inner = f"{name}.{child.name}" if name else child.name
+            tests: list[ast.AST] = []
+            if isinstance(child, ast.If | ast.IfExp | ast.While):
+                tests = [child.test]
+            elif isinstance(child, ast.Compare | ast.BoolOp):
+                tests = [child]
+            elif isinstance(child, ast.comprehension):
+                tests = list(child.ifs)
+            if any(_asks_for_a_host(t) for t in tests):
+                found.add(f"{where}:{inner}")
+            visit(child, inner)
+
+    visit(tree, "")
+    return found
+
+
+def test_core_chooses_a_place_once() -> None:
+    # Where a task runs is one seam (core/place.py): the core's units call the task's place, and
+    # only CoreState.place_at looks at a host to choose it.
+    core = ROOT / "src" / "mcp_backgroundr" / "core"
+    found: set[str] = set()
+    for path in sorted(core.glob("*.py")):
+        found |= _host_tests(ast.parse(path.read_text(encoding="utf-8")), path.name)
+    assert found == PLACE_CHOICE
