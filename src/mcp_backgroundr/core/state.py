@@ -103,6 +103,8 @@ class CoreState:
 
     def save(self, records: list[TaskRecord]) -> None:
         """Record task changes; a registry failure is reported but never stops the server."""
+        if not records:
+            return
         try:
             self.registry.update_soon(records)  # the event loop never waits on the registry's lock
         except RegistryError as exc:
