@@ -1,8 +1,10 @@
-"""Starting a task: a checked plan becomes a record, a log, a containment place, a child
-process (or a task on another host), a registry row and the watchers that follow it.
+"""Starting a task: a checked plan becomes a record, started at its place (``start``), which
+records it and follows its exit; then its runtime limit and the clients' notice.
 
-Each step that takes a resource registers its undoing on an ``ExitStack``: a start that
-fails at any step leaves no descriptor open, no log, no cgroup and no input FIFO behind.
+On this machine (``start_here``): a log, a containment level (a cgroup, when there is one), a
+child process, a registry row and the watchers that follow it. Each step that takes a
+resource registers its undoing on an ``ExitStack``: a start that fails at any step leaves no
+descriptor open, no log, no cgroup and no input FIFO behind.
 """
 
 from __future__ import annotations
@@ -117,7 +119,7 @@ async def start_here(state: CoreState, record: TaskRecord, plan: StartPlan, env:
             io = _open_streams(record, plan, log_fd, placement, undo, child_ends)
             if io.terminal is not None:
                 env.setdefault("TERM", TERMINAL_TYPE)
-            _place(state, record, placement, plan)
+            _record_containment(state, record, placement, plan)
             popen = await _spawn_process(state, _argv(record, placement, env), record.cwd, env, io.streams)
         task = _task_of(record, popen, io)
         exit_handle = await _record_started(state, task, popen)  # unrecorded: ended, and all undone
@@ -178,7 +180,7 @@ def _unlink(path: str) -> None:
         os.unlink(path)
 
 
-def _place(state: CoreState, record: TaskRecord, placement: Placement, plan: StartPlan) -> None:
+def _record_containment(state: CoreState, record: TaskRecord, placement: Placement, plan: StartPlan) -> None:
     """Record where the task is contained and its limits; keep its log capped from now on."""
     record.containment = placement.level
     record.cgroup = placement.cgroup.encode() if placement.cgroup else None
