@@ -1,13 +1,13 @@
 """Where a task runs: the one seam between the core and the place that runs a task.
 
 A :class:`Place` offers the operations that differ between this machine (``here.py``, over
-the platform backend) and other hosts (``remote/place.py``, over SSH, which sits above the
-core and is handed to the supervisor): starting, reading,
-waiting, input, ending, removing, and what a server does with many tasks at once (taking over
-what a dead server left, learning how left tasks stand, forgetting pruned ones, shutting
-down). The core chooses a task's place once, from its record (:meth:`CoreState.place_of`),
-and then calls it without asking where the task is. A place reaches back into the core only
-through :class:`Core`, the little a place needs of the server it serves.
+the platform backend) and other hosts (``remote/place.py``, over SSH; it sits above the core
+and is handed to the supervisor): checking what it can run, starting, reading, waiting, input,
+ending, removing, and what a server does with many tasks at once (taking over what a dead
+server left, learning how left tasks stand, forgetting pruned ones, shutting down). The core
+chooses a task's place once, from its host (:meth:`CoreState.place_at`, through ``place_of``
+for a record), and then calls it without asking where the task is. A place reaches back into
+the core only through :class:`Core`, the little a place needs of the server it serves.
 """
 
 from __future__ import annotations
