@@ -336,6 +336,13 @@ class TaskSummary(BaseModel):
     owner: str = Field(description="The server that owns it: host:pid:start-time.")
     containment: str = Field(default="marker", description=CONTAINMENT_DESCRIPTION)
     host: str | None = Field(default=None, description="The SSH host it runs on; null: the server's machine.")
+    host_reachable: bool | None = Field(
+        default=None,
+        description="For a remote task whose host this listing asked (a running task of a server that is gone): "
+        "whether it answered. When false, the row is what was last known. Null: not asked (this server's "
+        "tasks are kept current by a watch on their host).",
+    )
+    host_seen_at: str | None = Field(default=None, description="When its host last answered (ISO 8601 UTC).")
 
 
 class TaskList(BaseModel):

@@ -147,6 +147,8 @@ class Summary:
     owner: str
     containment: str
     host: str | None
+    host_reachable: bool | None = None
+    host_seen_at: str | None = None
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
+import psutil
 import pytest
 
-from .harness import alive, call, call_error, connect
+from .harness import alive, call, call_error, connect, text_of
 from .netns import FarHost, far_host, missing
 
 pytestmark = pytest.mark.anyio
@@ -76,3 +77,45 @@ async def test_a_cut_link_fails_a_wait_and_a_grep_with_one_line_and_the_task_run
         ended = await call(client, "end_background_task", task_id=task_id, grace_seconds=1)
         assert ended["survivors"] == []
         assert alive([started["pid"]]) == []
+
+
+LIST_ALL_WITHIN_SECONDS = 12.0
+"""list_tasks(all=true) with two hosts behind a cut link answers well within this: hosts are asked
+at once, each for a few seconds (asked in turn, each until its call's bound, it took about 26 s)."""
+
+
+async def test_list_all_answers_promptly_when_a_dead_servers_hosts_are_cut_off(
+    server_command: str, far: FarHost, home: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "two_hosts_config"
+    config.write_text(far.sshd.client_config(home, "faraway") + far.sshd.client_config(home, "faraway2"))
+    env = {"MCP_BACKGROUNDR_SSH_CONFIG": str(config)}
+    allow = (*ALLOW, "--allowed-ssh-host", "faraway2")
+    async with connect(server_command, args=allow, env=env) as other:
+        servers = set(psutil.Process().children())
+        async with connect(server_command, args=allow, env=env) as doomed:
+            (server,) = set(psutil.Process().children()) - servers
+            started = [
+                await call(
+                    doomed, "run_background_task", command="echo up; sleep 300", host=host, wait_for_pattern="up"
+                )
+                for host in ("faraway", "faraway2")
+            ]
+            server.kill()
+            with anyio.fail_after(5):
+                while server.is_running() and server.status() != psutil.STATUS_ZOMBIE:
+                    await anyio.sleep(0.02)
+        far.cut()
+        with anyio.fail_after(LIST_ALL_WITHIN_SECONDS):
+            result = await other.call_tool("list_tasks", {"all": True})
+        listed = result.structured_content or {}
+        rows = sorted((t["host"], t["state"], t["host_reachable"]) for t in listed["tasks"])
+        assert rows == [("faraway", "running", False), ("faraway2", "running", False)]
+        assert all(t["host_seen_at"] is not None for t in listed["tasks"])
+        assert "host unreachable, last answered" in text_of(result)
+        far.restore()
+        for task in started:
+            with anyio.fail_after(FAIL_WITHIN_SECONDS):
+                ended = await call(other, "end_background_task", task_id=task["task_id"], grace_seconds=1)
+            assert ended["survivors"] == []
+        assert alive([task["pid"] for task in started]) == []

@@ -99,7 +99,7 @@ async def test_tools_are_pinned(server_command: str) -> None:
     assert "$ref" not in str(listed) and "anyOf" not in str(listed)
     assert set(listed["properties"]["tasks"]["items"]["properties"]) == {
         "task_id", "name", "command", "state", "pid", "exit_code", "started_at", "runtime_seconds", "listening",
-        "owner", "containment", "host",
+        "owner", "containment", "host", "host_reachable", "host_seen_at",
     }  # fmt: skip
 
 

@@ -23,10 +23,11 @@ async def list_tasks(state: CoreState, wanted: TaskState | None, everyone: bool,
     (None: any), newest first, at most ``limit`` of them."""
     await refresh_all(state)  # a place that watches exits needs no call for this server's tasks
     records = own_records(state)
+    asked: dict[str, bool] = {}
     if everyone:
         everything = await offload.run(offload.REGISTRY, state.registry.records)
         others = [r for r in everything if r.task_id not in state.own]
-        await _settle_left(state, others)
+        asked = await _settle_left(state, others)
         records += await offload.run(offload.SCANS, lambda: [orphans.as_it_stands(r) for r in others])
     now = time.time()
     matching = sorted(
@@ -34,13 +35,18 @@ async def list_tasks(state: CoreState, wanted: TaskState | None, everyone: bool,
     )
     shown = matching[:limit]
     ports = await state.sockets.of_tasks({r.task_id for r in shown if r.running})
-    return Listing(tasks=[summary_of(r, now, ports.get(r.task_id, [])) for r in shown], total=len(matching))
+    summaries = [summary_of(r, now, ports.get(r.task_id, []), asked.get(r.task_id)) for r in shown]
+    return Listing(tasks=summaries, total=len(matching))
 
 
-async def _settle_left(state: CoreState, records: list[TaskRecord]) -> None:
-    """Ask each place how the running tasks of servers that are gone stand (a remote place: one
-    call per host, skipping hosts that are away), and record those that ended."""
+async def _settle_left(state: CoreState, records: list[TaskRecord]) -> dict[str, bool]:
+    """Ask each place how the running tasks of servers that are gone stand (a remote place: all
+    its hosts at once, each briefly; one that does not answer keeps its tasks as last known), and
+    record those that ended. Answers, for each remote task asked about, whether its host answered
+    (it noted when: ``host_seen_at``)."""
     left = [Task(r, None) for r in records if r.running and orphans.owner_is_gone(r.owner)]
+    began = time.time()
     for place in state.places:
         if at_place := [task for task in left if state.place_of(task.record) is place]:
             state.save([task.record for task in await place.refresh(at_place)])
+    return {t.record.task_id: (t.record.host_seen_at or 0) >= began for t in left if t.record.host is not None}

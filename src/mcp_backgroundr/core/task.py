@@ -228,8 +228,10 @@ class Task:
         )
 
 
-def summary_of(record: TaskRecord, now: float, listening: Sequence[tuple[str, int, int]]) -> Summary:
-    """One line of list_tasks."""
+def summary_of(
+    record: TaskRecord, now: float, listening: Sequence[tuple[str, int, int]], reachable: bool | None = None
+) -> Summary:
+    """One line of list_tasks (``reachable``: whether its host answered, when it was asked)."""
     return Summary(
         task_id=record.task_id,
         name=record.name,
@@ -243,6 +245,8 @@ def summary_of(record: TaskRecord, now: float, listening: Sequence[tuple[str, in
         owner=record.owner,
         containment=record.containment,
         host=record.host,
+        host_reachable=reachable,
+        host_seen_at=iso_time(record.host_seen_at),
     )
 
 

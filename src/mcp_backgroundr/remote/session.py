@@ -54,16 +54,19 @@ class AgentSession:
             assert process is not None
             assert process.stdin is not None
             assert answers is not None
+            answered = False
             try:
                 with anyio.fail_after(limit):
                     await process.stdin.send(request)
                     answer = await _answer(process, answers, wake)
+                answered = True
             except TimeoutError:
-                await self._stop()
                 raise self.connections.unreachable(self.destination, f"no answer within {limit:g} s") from None
             except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.IncompleteRead):
-                await self._stop()
                 raise self.connections.unreachable(self.destination, "the connection to its agent closed") from None
+            finally:
+                if not answered:  # failed, or cancelled from outside: an answer may be on its way, never to be read
+                    await self._stop()
             self._used_at = time.monotonic()
             self.connections.seen_at[self.destination.text] = time.time()
             return answer
@@ -76,23 +79,27 @@ class AgentSession:
         assert process.stdin is not None
         assert process.stdout is not None
         self._process, self._answers = process, BufferedByteReceiveStream(process.stdout)
+        ready = False
         try:
             with anyio.fail_after(limit):
                 await process.stdin.send(opening)
                 await self._answers.receive_until(b"\n", MAX_ANSWER_BYTES)  # the agent says it is ready
+            ready = True
         except (TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, anyio.IncompleteRead):
-            code = await self._stop()
-            raise SessionRefused(code) from None
+            raise SessionRefused(await self._stop()) from None
+        finally:
+            if not ready:  # cancelled from outside (a failure has stopped it already)
+                await self._stop()
 
     async def _stop(self) -> int | None:
         """End the session (its agent sees the end of its input and exits); its exit status."""
         process, self._process, self._answers = self._process, None, None
         if process is None:
             return None
-        if process.stdin is not None:
-            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                await process.stdin.aclose()
         with anyio.CancelScope(shield=True):
+            if process.stdin is not None:
+                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    await process.stdin.aclose()
             with anyio.move_on_after(STOP_SECONDS):
                 await process.wait()
             code = await self.connections.release(process)

@@ -31,6 +31,10 @@ from .agents import CALL_MARGIN_SECONDS, Answer, HostAgents
 WATCH_SECONDS = 240.0
 """A watch for exits answers after this long with nothing ended, and is made again (the agent
 gives a session up after 600 s without a request)."""
+LOOK_SECONDS = 4.0
+"""How long list_tasks(all=true) gives each host (all at once) to say how the tasks of servers that
+are gone stand there, connection included; a host that does not answer within it is shown as
+last known, with host_reachable false."""
 
 
 class RemoteTasks:
@@ -244,20 +248,24 @@ class RemoteTasks:
         return left
 
     async def refresh(self, tasks: Sequence[Task]) -> list[Task]:
-        """Learn how running remote tasks stand, one call per host, skipping hosts that are away;
-        the tasks that ended."""
+        """Learn how running remote tasks stand, one call per host, all hosts at once, each
+        within LOOK_SECONDS; the tasks that ended. A host that does not answer in time leaves its
+        tasks as last known (running, never ended by guess; ``host_seen_at`` as it was)."""
         by_host: dict[str, list[Task]] = {}
         for task in tasks:
             if task.running and task.record.host is not None:
                 by_host.setdefault(task.record.host, []).append(task)
         ended: list[Task] = []
-        for host, group in by_host.items():
-            try:
-                request = {"op": "check", "task_ids": [t.record.task_id for t in group]}
-                answer = await self.agents.call(host, request, quick=True)
-            except BackgroundrError:
-                continue
-            ended += [t for t in group if _learn(t, answer["tasks"].get(t.record.task_id, {}))]
+
+        async def look(host: str, group: list[Task]) -> None:
+            request = {"op": "check", "task_ids": [t.record.task_id for t in group]}
+            with anyio.move_on_after(LOOK_SECONDS), contextlib.suppress(BackgroundrError):
+                answer = await self.agents.call(host, request, LOOK_SECONDS, quick=True)
+                ended.extend(t for t in group if _learn(t, answer["tasks"].get(t.record.task_id, {})))
+
+        async with anyio.create_task_group() as looking:
+            for host, group in by_host.items():
+                looking.start_soon(look, host, group)
         return ended
 
     async def watch(self, host: str, tasks: Sequence[Task], wake: anyio.Event) -> list[Task]:

@@ -130,6 +130,7 @@ def describe_list(listing: Listing, state: TaskState | None = None, everyone: bo
                 f"pid={t.pid}",
                 f"containment={t.containment}",
                 f"host={t.host}" if t.host else "",
+                f"(host unreachable, last answered {t.host_seen_at})" if t.host_reachable is False else "",
                 "" if t.exit_code is None else f"exit={t.exit_code}",
                 f"{t.runtime_seconds}s",
                 f"name={t.name}" if t.name else "",
