@@ -46,8 +46,9 @@ class FarHost:
 
 
 @contextlib.contextmanager
-def far_host(directory: Path) -> Iterator[FarHost]:
-    """A namespace with a private /30 link to this one, and an sshd on its side; all removed after."""
+def far_host(directory: Path, own_pids: bool = False) -> Iterator[FarHost]:
+    """A namespace with a private /30 link to this one, and an sshd on its side (``own_pids``: in a
+    PID namespace of its own, so its pids mean nothing here, as on another machine); all removed after."""
     tag = secrets.token_hex(3)
     netns, near, far = f"mcpb{tag}", f"mcpbh{tag}", f"mcpbn{tag}"
     subnet = f"10.213.{secrets.randbelow(256)}.{secrets.randbelow(64) * 4}"
@@ -62,7 +63,7 @@ def far_host(directory: Path) -> Iterator[FarHost]:
         _ip("addr", "add", f"{far_address}/30", "dev", far, netns=netns)
         _ip("link", "set", far, "up", netns=netns)
         _ip("link", "set", "lo", "up", netns=netns)
-        with running_sshd(directory, far_address, netns=netns) as sshd:
+        with running_sshd(directory, far_address, netns=netns, own_pids=own_pids) as sshd:
             yield FarHost(sshd, near)
     finally:
         subprocess.run(["ip", "link", "del", near], check=False, capture_output=True)

@@ -97,8 +97,11 @@ def _wait_listening(address: str, port: int, process: subprocess.Popen[bytes], n
 
 
 @contextlib.contextmanager
-def running_sshd(directory: Path, address: str = "127.0.0.1", netns: str | None = None) -> Iterator[Sshd]:
-    """Start sshd on ``address`` (inside ``netns``, when given); stop it on the way out."""
+def running_sshd(
+    directory: Path, address: str = "127.0.0.1", netns: str | None = None, own_pids: bool = False
+) -> Iterator[Sshd]:
+    """Start sshd on ``address`` (inside ``netns``, when given; ``own_pids``: in a PID namespace of
+    its own, as on another machine, whose processes all end with it); stop it on the way out."""
     directory.mkdir(parents=True, exist_ok=True)
     PRIVILEGE_SEPARATION_DIR.mkdir(mode=0o755, exist_ok=True)
     host_key = _keygen(directory / "host_key")
@@ -120,6 +123,8 @@ def running_sshd(directory: Path, address: str = "127.0.0.1", netns: str | None 
         f"SetEnv HOME={remote_home}\n"
     )
     prefix = ["ip", "netns", "exec", netns] if netns else []
+    if own_pids:
+        prefix += ["unshare", "--pid", "--kill-child", "--mount-proc"]
     log = (directory / "sshd.log").open("wb")
     process = subprocess.Popen([*prefix, SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
     server = Sshd(directory, address, port, process, " ".join(host_key.split()[:2]))

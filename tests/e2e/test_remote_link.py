@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import psutil
 import pytest
 
-from .harness import alive, call, call_error, connect, text_of
+from .harness import alive, call, call_error, connect, text_of, until
 from .netns import FarHost, far_host, missing
 
 pytestmark = pytest.mark.anyio
@@ -29,6 +30,17 @@ def far(tmp_path: Path) -> Iterator[FarHost]:
     if reason:
         pytest.skip(reason)
     with far_host(tmp_path / "far") as host:
+        yield host
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path) -> Iterator[FarHost]:
+    """A far host whose processes live in a PID namespace of their own: another machine, as far
+    as pids go (nothing the server finds on its own machine is theirs)."""
+    reason = missing()
+    if reason:
+        pytest.skip(reason)
+    with far_host(tmp_path / "elsewhere", own_pids=True) as host:
         yield host
 
 
@@ -119,3 +131,29 @@ async def test_list_all_answers_promptly_when_a_dead_servers_hosts_are_cut_off(
                 ended = await call(other, "end_background_task", task_id=task["task_id"], grace_seconds=1)
             assert ended["survivors"] == []
         assert alive([task["pid"] for task in started]) == []
+
+
+async def test_max_runtime_ends_what_an_ended_remote_task_left_behind_on_its_host(
+    server_command: str, elsewhere: FarHost, home: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "elsewhere_config"
+    config.write_text(elsewhere.sshd.client_config(home, "faraway"))
+    env = {"MCP_BACKGROUNDR_SSH_CONFIG": str(config)}
+    # The leftover stays in the task's session on the host, without the task's marker.
+    command = "env -u MCP_BACKGROUNDR_TASK_ID sleep 300 & echo up"
+    async with connect(server_command, args=ALLOW, env=env) as client:
+        started = await call(client, "run_background_task", command=command, host="faraway", max_runtime_seconds=4)
+        task_id = started["task_id"]
+        done = await call(client, "wait_for_task", task_id=task_id, timeout_seconds=20)
+        assert (done["reason"], done["status"]["state"]) == ("exited", "completed")
+        assert len(done["status"]["lingering_pids"]) == 1
+        status: dict[str, Any] = {}
+
+        async def limit_enforced() -> bool:
+            nonlocal status
+            status = await call(client, "get_task_status", task_id=task_id)
+            return status["end_reason"] is not None
+
+        await until(limit_enforced, 30)
+        assert status["end_reason"] == "max_runtime_seconds (4 s) reached: ended the processes it left behind"
+        assert (status["state"], status["lingering_pids"]) == ("completed", [])
