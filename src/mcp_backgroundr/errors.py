@@ -87,5 +87,6 @@ class HostUnreachableError(BackgroundrError):
     def __init__(self, host: str, what: str, *, reachable: bool = False) -> None:
         super().__init__(f"host {host}: {what}")
         self.host = host
+        self.what = what
         self.reachable = reachable
         """True when the host answered but refused (host key, authentication)."""

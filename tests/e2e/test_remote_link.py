@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ import anyio
 import psutil
 import pytest
 
-from .harness import alive, call, call_error, connect, text_of, until
+from .harness import alive, call, call_error, connect, connect_http, http_server, text_of, until
 from .netns import FarHost, far_host, missing
 
 pytestmark = pytest.mark.anyio
@@ -157,3 +158,53 @@ async def test_max_runtime_ends_what_an_ended_remote_task_left_behind_on_its_hos
         await until(limit_enforced, 30)
         assert status["end_reason"] == "max_runtime_seconds (4 s) reached: ended the processes it left behind"
         assert (status["state"], status["lingering_pids"]) == ("completed", [])
+
+
+PROMPT_SECONDS = 5.0
+"""A call that needs no host answers well within this while another client's call hangs on one."""
+OWN_BOUND_SECONDS = 12.0
+"""A status of a remote task, made while another client's call to its cut-off host is under way,
+answers (from what is known) once that call finds the host gone (7-9 s here: ssh's keepalive); it
+used to wait for that call, then try the host itself (a new connection: 8 s more)."""
+
+
+async def test_other_clients_stay_fast_while_one_waits_on_a_cut_off_host(
+    server_command: str, far: FarHost, far_env: dict[str, str], tmp_path: Path
+) -> None:
+    with http_server(server_command, tmp_path, "--no-auth", *ALLOW[1:], env=far_env) as served:
+        async with connect_http(served.url, None) as first, connect_http(served.url, None) as second:
+            remote = await call(
+                first, "run_background_task", command="echo up; sleep 300", host="faraway", wait_for_pattern="up"
+            )
+            local = await call(second, "run_background_task", command="echo here; sleep 300", wait_for_pattern="here")
+            far.cut()
+            failed: list[str] = []
+
+            async def hang_on_the_host(tool: str, **arguments: Any) -> None:
+                result = await first.call_tool(tool, arguments)
+                failed.append(text_of(result) if result.is_error else "")
+
+            with anyio.fail_after(FAIL_WITHIN_SECONDS * 2):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(functools.partial(hang_on_the_host, "get_task_status", task_id=remote["task_id"]))
+                    group.start_soon(
+                        functools.partial(
+                            hang_on_the_host, "wait_for_task", task_id=remote["task_id"], timeout_seconds=120
+                        )
+                    )
+                    await anyio.sleep(0.5)  # both calls are under way by then
+                    for _ in range(3):
+                        with anyio.fail_after(PROMPT_SECONDS):
+                            listed = await call(second, "list_tasks")
+                            status = await call(second, "get_task_status", task_id=local["task_id"])
+                        assert {t["task_id"] for t in listed["tasks"]} >= {local["task_id"]}
+                        assert (status["state"], status["output"]) == ("running", "here\n")
+                    with anyio.fail_after(OWN_BOUND_SECONDS):
+                        known = await call(second, "get_task_status", task_id=remote["task_id"])
+                    assert (known["state"], known["host_reachable"]) == ("running", False)
+            assert failed[-1].startswith("host faraway:"), failed  # the wait failed with one line
+            far.restore()
+            for task in (remote, local):
+                with anyio.fail_after(FAIL_WITHIN_SECONDS):
+                    ended = await call(second, "end_background_task", task_id=task["task_id"], grace_seconds=1)
+                assert ended["survivors"] == []

@@ -19,6 +19,7 @@ import anyio
 import anyio.abc
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+from ..errors import HostUnreachableError
 from .ssh import Connections, Destination
 
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
@@ -39,37 +40,58 @@ class AgentSession:
         self._answers: BufferedByteReceiveStream | None = None
         self._lock = anyio.Lock()
         self._used_at = 0.0
+        self._failure: tuple[float, str, bool] | None = None
+        """When a call last failed to reach the host (time.monotonic()), why, and whether ssh got
+        an answer (a refusal) or none."""
 
     async def ask(
         self, command: str, opening: bytes, request: bytes, limit: float, wake: anyio.Event | None = None
     ) -> bytes:
         """Send one request line; return the answer line. ``opening`` is what the agent reads
         first when a session starts (the bundle header and the serve request). Once ``wake`` is
-        set, an empty line goes to the agent, which makes a watch under way answer now."""
-        async with self._lock:
-            if self._process is None or self._process.returncode is not None or self._idle():
+        set, an empty line goes to the agent, which makes a watch under way answer now.
+
+        ``limit`` bounds the whole call, a wait for another call on this session included; a
+        call that waited while another one found the host unreachable fails at once, with why."""
+        arrived = time.monotonic()
+        try:
+            with anyio.fail_after(limit):
+                async with self._lock:
+                    if self._failure is not None and self._failure[0] > arrived:
+                        _, what, reachable = self._failure
+                        raise HostUnreachableError(self.destination.text, what, reachable=reachable)
+                    return await self._ask_now(command, opening, request, limit, wake)
+        except TimeoutError:
+            failure = self.connections.unreachable(self.destination, f"no answer within {limit:g} s")
+            self._failure = (time.monotonic(), failure.what, False)
+            raise failure from None
+        except HostUnreachableError as exc:
+            self._failure = (time.monotonic(), exc.what, exc.reachable)
+            raise
+
+    async def _ask_now(
+        self, command: str, opening: bytes, request: bytes, limit: float, wake: anyio.Event | None
+    ) -> bytes:
+        if self._process is None or self._process.returncode is not None or self._idle():
+            await self._stop()
+            await self._start(command, opening, limit)
+        process, answers = self._process, self._answers
+        assert process is not None
+        assert process.stdin is not None
+        assert answers is not None
+        answered = False
+        try:
+            await process.stdin.send(request)
+            answer = await _answer(process, answers, wake)
+            answered = True
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.IncompleteRead):
+            raise self.connections.unreachable(self.destination, "the connection to its agent closed") from None
+        finally:
+            if not answered:  # failed, or cancelled (out of time): an answer may be on its way, never to be read
                 await self._stop()
-                await self._start(command, opening, limit)
-            process, answers = self._process, self._answers
-            assert process is not None
-            assert process.stdin is not None
-            assert answers is not None
-            answered = False
-            try:
-                with anyio.fail_after(limit):
-                    await process.stdin.send(request)
-                    answer = await _answer(process, answers, wake)
-                answered = True
-            except TimeoutError:
-                raise self.connections.unreachable(self.destination, f"no answer within {limit:g} s") from None
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.IncompleteRead):
-                raise self.connections.unreachable(self.destination, "the connection to its agent closed") from None
-            finally:
-                if not answered:  # failed, or cancelled from outside: an answer may be on its way, never to be read
-                    await self._stop()
-            self._used_at = time.monotonic()
-            self.connections.seen_at[self.destination.text] = time.time()
-            return answer
+        self._used_at = time.monotonic()
+        self.connections.seen_at[self.destination.text] = time.time()
+        return answer
 
     def _idle(self) -> bool:
         return time.monotonic() - self._used_at > IDLE_SECONDS
