@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -208,3 +209,46 @@ async def test_other_clients_stay_fast_while_one_waits_on_a_cut_off_host(
                 with anyio.fail_after(FAIL_WITHIN_SECONDS):
                     ended = await call(second, "end_background_task", task_id=task["task_id"], grace_seconds=1)
                 assert ended["survivors"] == []
+
+
+async def test_pruning_behind_a_cut_link_forgets_ended_remote_tasks_and_keeps_running_ones(
+    server_command: str, far: FarHost, far_env: dict[str, str], tmp_path: Path
+) -> None:
+    async with connect(server_command, args=ALLOW, env=far_env) as client:
+        kept = await call(
+            client, "run_background_task", command="echo up; sleep 300", host="faraway", keep_running=True,
+            wait_for_pattern="up",
+        )  # fmt: skip
+        done = await call(client, "run_background_task", command="echo done", host="faraway")
+        await call(client, "wait_for_task", task_id=done["task_id"], timeout_seconds=20)
+    far.cut()
+    # A server that keeps no finished task starts while the host cannot be reached: it forgets the
+    # ended task (its files stay on the host, and it says where) and keeps the running one as it was.
+    errors = tmp_path / "server.err"
+    with errors.open("w") as errlog:
+        async with connect(
+            server_command, errlog, args=ALLOW, env=far_env | {"MCP_BACKGROUNDR_KEEP_FINISHED": "0"}
+        ) as client:
+
+            async def said_where() -> bool:
+                return f"left on host faraway ({done['log_path'].removesuffix('.log')}.*)" in errors.read_text()
+
+            await until(said_where, FAIL_WITHIN_SECONDS)
+            with anyio.fail_after(LIST_WITHIN_SECONDS):
+                listed = await call(client, "list_tasks", all=True)
+            assert [(t["task_id"], t["state"]) for t in listed["tasks"]] == [(kept["task_id"], "running")]
+            with anyio.fail_after(FAIL_WITHIN_SECONDS):
+                known = await call(client, "get_task_status", task_id=kept["task_id"])
+            assert (known["state"], known["host_reachable"], known["end_reason"]) == ("running", False, None)
+            # Pruning again (the CLI, the link still cut) forgets nothing more.
+            env = os.environ | far_env | {"MCP_BACKGROUNDR_KEEP_FINISHED": "0"}
+            with anyio.fail_after(FAIL_WITHIN_SECONDS * 2):
+                pruned = await anyio.run_process([server_command, "prune", "--keep", "0"], env=env)
+            assert "pruned 0 finished task(s)" in pruned.stdout.decode(), pruned.stdout.decode()
+            assert Path(done["log_path"]).exists()
+            far.restore()
+            with anyio.fail_after(FAIL_WITHIN_SECONDS):
+                back = await call(client, "get_task_status", task_id=kept["task_id"])
+            assert (back["state"], back["host_reachable"], back["output"]) == ("running", True, "up\n")
+            ended = await call(client, "end_background_task", task_id=kept["task_id"], grace_seconds=1)
+            assert ended["survivors"] == []
