@@ -424,3 +424,21 @@ async def test_list_all_settles_a_remote_task_of_a_server_that_died_meanwhile(
         assert [(t["task_id"], t["state"], t["exit_code"]) for t in listed["tasks"]] == [
             (remote["task_id"], "failed", 6)
         ]
+
+
+async def test_a_remote_wait_on_a_log_capped_as_it_is_read_never_matches_a_line_it_did_not_write(
+    server_command: str, ssh_env: dict[str, str]
+) -> None:
+    # Only printable ASCII is written; a line read from a hole punched during the read (zeros,
+    # shown as U+FFFD) would be the one a pattern for anything else matches.
+    writer = "yes 'abcdefghijklmnopqrstuvwxyz 0123456789' | head -c 100000000; echo; echo written"
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        for _ in range(3):
+            started = await call(
+                client, "run_background_task", command=writer, host="loopback", max_log_bytes=64 * 1024
+            )
+            waited = await call(
+                client, "wait_for_task", task_id=started["task_id"], output_pattern="[^ -~]", since=0,
+                timeout_seconds=60,
+            )  # fmt: skip
+            assert waited["reason"] == "exited", waited["matched_line"]

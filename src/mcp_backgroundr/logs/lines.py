@@ -16,14 +16,26 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from .holes import read_kept
-from .patterns import Prefilter
 
 CHUNK = 1024 * 1024
 """The most one read takes; also the longest piece of a line that is matched as one."""
 SHOWN_AS_IS = bytes((9, 10, *range(32, 127)))
 """Bytes a reader is shown unchanged (see :func:`files.render`): tab, newline and printable ASCII."""
+
+
+class Found(Protocol):
+    def start(self) -> int: ...
+
+
+class Prefilter(Protocol):
+    """A pattern that finds, in a block of whole lines, where lines that may match start (see
+    ``patterns.line_prefilter``; declared here, as this module is standard library only: remote
+    agents read logs with it too)."""
+
+    def search(self, text: bytes, pos: int, endpos: int) -> Found | None: ...
 
 
 @dataclass(frozen=True)

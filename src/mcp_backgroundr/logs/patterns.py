@@ -16,6 +16,7 @@ from typing import Protocol
 import re2
 
 from ..errors import InvalidArgumentError
+from .lines import Prefilter
 
 SYNTAX_URL = "https://github.com/google/re2/wiki/Syntax"
 PATTERN_LIMIT_NOTE = "RE2 syntax (linear time: no backreferences or lookaround)"
@@ -31,16 +32,6 @@ class Pattern(Protocol):
     def pattern(self) -> str: ...
 
     def search(self, text: str) -> object | None: ...
-
-
-class Found(Protocol):
-    def start(self) -> int: ...
-
-
-class Prefilter(Protocol):
-    """A pattern that finds, in a block of whole lines, where lines that may match start."""
-
-    def search(self, text: bytes, pos: int, endpos: int) -> Found | None: ...
 
 
 _WHOLE_TEXT_ANCHOR = re.compile(r"\\[Az]|\(\?[a-zA-Z]*-")

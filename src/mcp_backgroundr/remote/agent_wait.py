@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..logs import files
+from ..logs.lines import CHUNK, LineReader
 from .agent_procs import listening
 
 STAT_INTERVAL_SECONDS = 0.1
@@ -41,7 +42,6 @@ looks at it (only while the watch runs)."""
 PORT_PROBE_SECONDS = 0.05
 PARTIAL_LINE_QUIET_SECONDS = 0.5
 """An unterminated line that matches counts once nothing more was written for this long."""
-CHUNK = 1024 * 1024
 MATCH_CPU_SECONDS = 2.0
 """CPU time a pattern may take to match one stretch of a log (at most CHUNK bytes) on a remote host."""
 _IN_MODIFY = 0x00000002
@@ -99,34 +99,32 @@ class _Wakeups:
 
 
 class _Lines:
-    """Reads a log forward from an offset, matching each line (rendered) against a pattern."""
+    """Reads a log forward from an offset, matching each line (rendered) against a pattern, the
+    way the server does locally (``logs/lines.py``): only kept bytes, even when the cap drops
+    some during a read, and a line longer than a chunk in pieces."""
 
     def __init__(self, log: str, start: int, pattern: re.Pattern[str]) -> None:
         self.log, self.offset, self.pattern = log, start, pattern
 
     def scan(self) -> tuple[str, int, bool] | None:
         """(line, cursor after it, complete) of the next matching line written so far."""
-        self.offset = max(self.offset, files.dropped_bytes(Path(self.log)))
-        with open(self.log, "rb") as file, _matching():
-            while True:
-                file.seek(self.offset)
-                chunk = file.read(CHUNK)
-                _budget()
-                if not chunk:
-                    return None
-                lines = chunk.split(b"\n")
-                rest = lines.pop()
-                for raw in lines:
-                    self.offset += len(raw) + 1
-                    if (text := self._match(raw)) is not None:
-                        return text, self.offset, True
-                if len(chunk) < CHUNK:
-                    text = self._match(rest) if rest else None
-                    return (text, self.offset + len(rest), False) if text is not None else None
-                if not lines:  # a piece of a very long line: match it and move past it
-                    self.offset += len(rest)
-                    if (text := self._match(rest)) is not None:
-                        return text, self.offset, True
+        try:
+            fd = os.open(self.log, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            reader = LineReader(fd, self.offset)
+            with _matching():
+                while not reader.caught_up:
+                    _budget()
+                    for line in reader.read(CHUNK):
+                        self.offset = reader.offset
+                        if (text := self._match(line.raw)) is not None:
+                            return text, line.end, not line.last
+                    self.offset = reader.offset
+            return None
+        finally:
+            os.close(fd)
 
     def _match(self, raw: bytes) -> str | None:
         text = files.render(raw.rstrip(b"\r"))
@@ -223,25 +221,15 @@ def until_exit(runners: dict[str, tuple[int, Callable[[], bool]]], seconds: floa
             os.close(fd)
 
 
-def _numbered_lines(fd: int, start: int, size: int) -> Iterator[tuple[bytes, int]]:
-    """(line, offset) of each line from ``start`` to ``size`` (a very long line comes in pieces)."""
-    offset, line_start, carry = start, start, b""
-    while offset < size:
-        chunk = os.pread(fd, min(CHUNK, size - offset), offset)
-        if not chunk:
-            break
+def _numbered_lines(fd: int, start: int, size: int) -> Iterator[tuple[bytes, int, int]]:
+    """(line, offset, how many lines came before it from ``start``) of each line from ``start`` to
+    ``size``, kept bytes only (a very long line comes in pieces), each stretch of CHUNK bytes
+    matched within its CPU budget."""
+    reader = LineReader(fd, start, size)
+    while not reader.caught_up:
         _budget()
-        offset += len(chunk)
-        pieces = (carry + chunk).split(b"\n")
-        carry = pieces.pop()
-        for raw in pieces:
-            yield raw, line_start
-            line_start += len(raw) + 1
-        if len(carry) > CHUNK:
-            yield carry, line_start
-            line_start, carry = line_start + len(carry), b""
-    if carry:
-        yield carry, line_start
+        for line in reader.read(CHUNK):
+            yield line.raw, line.start, line.index
 
 
 def grep(log: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -257,11 +245,11 @@ def grep(log: str, request: dict[str, Any]) -> dict[str, Any]:
         since = min(max(int(request.get("since") or 0), dropped), size)
         number = 1 + _newlines(fd, dropped, since)
         with _matching():
-            for raw, offset in _numbered_lines(fd, since, size):
+            for raw, offset, before in _numbered_lines(fd, since, size):
                 text = files.render(raw.rstrip(b"\r"))
                 if pattern.search(text):
                     matches += 1
-                    entry = f"{number}: {text}"
+                    entry = f"{number + before}: {text}"
                     if resume_at is None and used + len(entry.encode()) + 1 <= budget:
                         shown.append(entry)
                         used += len(entry.encode()) + 1
@@ -270,7 +258,6 @@ def grep(log: str, request: dict[str, Any]) -> dict[str, Any]:
                         used = budget
                     elif resume_at is None:
                         resume_at = offset
-                number += 1
     finally:
         os.close(fd)
     return {

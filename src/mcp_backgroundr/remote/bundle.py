@@ -21,6 +21,7 @@ MODULES = (
     "errors.py",
     "exits.py",
     "logs/holes.py",
+    "logs/lines.py",
     "logs/files.py",
     "platform/heads.py",
     "runner.py",
