@@ -166,13 +166,16 @@ def _signal(pids: list[int], signum: int, denied: dict[int, str]) -> list[int]:
     for pid in pids:
         try:
             os.kill(pid, signum)
-            if signum == signal.SIGTERM:
-                os.kill(pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
-            sent.append(pid)
         except ProcessLookupError:
             continue
         except PermissionError:
             denied[pid] = "permission denied: the process belongs to another user"
+            continue
+        sent.append(pid)
+        if signum == signal.SIGTERM:
+            # A stopped process cannot act on SIGTERM. One that did at once may be reaped already.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
     return sent
 
 
