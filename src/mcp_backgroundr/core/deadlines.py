@@ -32,9 +32,7 @@ async def _end_at(state: CoreState, task: Task, limit: float) -> None:
         return
     if task.running:
         await end(state, task.record.task_id, state.settings.default_grace_seconds, runtime_reason(limit))
-    # What a remote task left behind is on its host, which finds it (this machine's scan cannot).
-    elif task.record.host is not None or await task.lingering():
-        ended = await end(state, task.record.task_id, state.settings.default_grace_seconds)
-        if ended.signalled_pids or task.record.host is None:
-            task.record.end_reason = f"{runtime_reason(limit)}: ended the processes it left behind"
-            state.save([task.record])
+    elif await state.place_of(task.record).lingering(task):  # looked for where the task ran
+        await end(state, task.record.task_id, state.settings.default_grace_seconds)
+        task.record.end_reason = f"{runtime_reason(limit)}: ended the processes it left behind"
+        state.save([task.record])

@@ -90,7 +90,7 @@ class RemotePlace:
         return answer
 
     async def lingering(self, task: Task) -> bool:
-        return False  # the host's agent ends a task's tree before it reports the task ended
+        return bool(await self.tasks.lingering(task))  # its host looks (this machine's scan cannot)
 
     async def remove(self, task: Task, unregister: Callable[[], Awaitable[None]]) -> int:
         # The host first: while it cannot be reached, the record stays, to be removed later.

@@ -97,6 +97,15 @@ class RemoteTasks:
         ended = _learn(task, answer)
         return _status_of(task, answer), ended
 
+    async def lingering(self, task: Task) -> list[int]:
+        """The processes a finished task left running on its host (in its session there, or
+        carrying its marker)."""
+        assert task.record.host is not None
+        request = {"op": "status", "task_id": task.record.task_id, "lines": 0, "since": None, "raw": False,
+                   "budget": self.settings.output_budget}  # fmt: skip
+        answer = await self.agents.call(task.record.host, request, quick=True)
+        return [] if task.running else list(answer.get("pids") or [])
+
     async def grep(self, task: Task, pattern: str, since: int | None) -> tuple[Status, bool]:
         assert task.record.host is not None
         request = {
