@@ -42,11 +42,11 @@ async def list_tasks(state: CoreState, wanted: TaskState | None, everyone: bool,
 async def _settle_left(state: CoreState, records: list[TaskRecord]) -> dict[str, bool]:
     """Ask each place how the running tasks of servers that are gone stand (a remote place: all
     its hosts at once, each briefly; one that does not answer keeps its tasks as last known), and
-    record those that ended. Answers, for each remote task asked about, whether its host answered
-    (it noted when: ``host_seen_at``)."""
+    record those that ended. Answers, for each remote task asked about (one with a ``host_seen_at``),
+    whether its host answered now."""
     left = [Task(r, None) for r in records if r.running and orphans.owner_is_gone(r.owner)]
     began = time.time()
     for place in state.places:
         if at_place := [task for task in left if state.place_of(task.record) is place]:
             state.save([task.record for task in await place.refresh(at_place)])
-    return {t.record.task_id: (t.record.host_seen_at or 0) >= began for t in left if t.record.host is not None}
+    return {t.record.task_id: seen >= began for t in left if (seen := t.record.host_seen_at) is not None}

@@ -98,12 +98,10 @@ class RemoteTasks:
         return _status_of(task, answer), ended
 
     async def lingering(self, task: Task) -> list[int]:
-        """The processes a finished task left running on its host (in its session there, or
-        carrying its marker)."""
-        assert task.record.host is not None
+        """The processes a finished task left running on its host (its session, its marker)."""
         request = {"op": "status", "task_id": task.record.task_id, "lines": 0, "since": None, "raw": False,
                    "budget": self.settings.output_budget}  # fmt: skip
-        answer = await self.agents.call(task.record.host, request, quick=True)
+        answer = await self.agents.call(task.record.host or "", request, quick=True)
         return [] if task.running else list(answer.get("pids") or [])
 
     async def grep(self, task: Task, pattern: str, since: int | None) -> tuple[Status, bool]:
@@ -257,9 +255,8 @@ class RemoteTasks:
         return left
 
     async def refresh(self, tasks: Sequence[Task]) -> list[Task]:
-        """Learn how running remote tasks stand, one call per host, all hosts at once, each
-        within LOOK_SECONDS; the tasks that ended. A host that does not answer in time leaves its
-        tasks as last known (running, never ended by guess; ``host_seen_at`` as it was)."""
+        """Learn how running remote tasks stand, all hosts at once, each within LOOK_SECONDS; those
+        that ended. A host that does not answer leaves its tasks as last known (``host_seen_at`` too)."""
         by_host: dict[str, list[Task]] = {}
         for task in tasks:
             if task.running and task.record.host is not None:
