@@ -53,8 +53,8 @@ async def status_with(
 ) -> Status:
     """A task's status ``as_of`` a snapshot taken before ``piece`` of its output was read; what its
     processes use (and its runner's status) is read in a worker thread, their listening sockets
-    picked from the shared socket table."""
-    sockets = (await state.sockets.table()).sockets if processes else []
+    picked from the shared socket table (the last one read: see ``Sockets.recent``)."""
+    sockets = (await state.sockets.recent()).sockets if processes else []
     measured = await offload.run(offload.SCANS, task.measure, processes, sockets)
     lingering = [] if as_of.running else sorted(p.pid for p in processes)
     return task.describe(piece, measured.usage, lingering, measured.run, as_of)

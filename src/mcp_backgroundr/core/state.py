@@ -62,7 +62,7 @@ class CoreState:
         """The tasks this server owns, oldest first."""
         self.views: dict[str, Task] = {}
         """Views of other servers' tasks that a caller asked about."""
-        self.sockets = scans.Sockets()
+        self.sockets = scans.Sockets(lambda work: self.in_background(None, "reading the socket table", work))
         self.containment = Containment(Level.MARKER)
         """Chosen when the server starts: how new tasks are contained."""
         self.here: Place

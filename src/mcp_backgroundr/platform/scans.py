@@ -3,15 +3,16 @@
 Reading the socket table costs what the machine holds (psutil maps every socket to its
 process through every descriptor of every process), not what a call asks for. So it runs
 in a worker thread, one read serves every call for SOCKET_TABLE_SECONDS, and calls that
-arrive while a read is under way wait for that read instead of starting their own. Finding
-tasks' processes (every process's environment) is likewise one scan for all the callers
-that arrive while the previous one runs.
+arrive while a read is under way wait for that read instead of starting their own; calls that
+only show ports (status, lists) take the last read and leave the next one to the background.
+Finding tasks' processes (every process's environment) is likewise one scan for all the callers
+that arrive while the previous one runs; a task with a cgroup needs no scan.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 import anyio
@@ -25,6 +26,10 @@ from .containment import Leader, find_task_processes
 SOCKET_TABLE_SECONDS = 0.5
 """How long one read of the socket table answers for (listening ports in status and lists,
 and whether a waited-for port is the task's own)."""
+SOCKET_TABLE_STALE_SECONDS = 5.0
+"""How old a table status and lists may show while a newer one is read in the background. A read
+looks at every process's open files, so on a busy machine with many processes it takes as long
+as a second: a call that only shows ports does not wait for it."""
 
 
 @dataclass(frozen=True)
@@ -43,9 +48,17 @@ def _read() -> SocketTable:
 class Sockets:
     """The machine's listening TCP sockets, read at most once per SOCKET_TABLE_SECONDS."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        in_background: Callable[[Callable[[], Awaitable[None]]], None] | None = None,
+        read: Callable[[], SocketTable] = _read,
+    ) -> None:
+        self._read = read
         self._table: SocketTable | None = None
         self._lock: anyio.Lock | None = None
+        self._in_background = in_background
+        """Runs a read nobody waits for (None: every caller waits for its own fresh table)."""
+        self._reading = False
 
     def _fresh(self, newer_than: float) -> SocketTable | None:
         table = self._table
@@ -62,14 +75,35 @@ class Sockets:
             self._lock = anyio.Lock()
         async with self._lock:
             if (table := self._fresh(newer_than)) is None:
-                table = self._table = await offload.run(offload.SCANS, _read)
+                table = self._table = await offload.run(offload.SCANS, self._read)
             return table
+
+    async def recent(self) -> SocketTable:
+        """A table for showing ports (status, lists): the last one read, at once, while it is under
+        SOCKET_TABLE_STALE_SECONDS old (past SOCKET_TABLE_SECONDS a newer one is read meanwhile, in
+        the background); else a fresh one."""
+        table = self._table
+        if table is None or self._in_background is None:
+            return await self.table()
+        age = time.monotonic() - table.taken_at
+        if age >= SOCKET_TABLE_STALE_SECONDS:
+            return await self.table()
+        if age >= SOCKET_TABLE_SECONDS and not self._reading:
+            self._reading = True
+            self._in_background(self._read_in_background)
+        return table
+
+    async def _read_in_background(self) -> None:
+        try:
+            await self.table()
+        finally:
+            self._reading = False
 
     async def of_tasks(self, task_ids: Collection[str], newer_than: float = 0.0) -> dict[str, list[process.Socket]]:
         """The listening sockets of these tasks (nothing is read when there are none)."""
         if not task_ids:
             return {}
-        by_task = (await self.table(newer_than)).by_task
+        by_task = (await (self.table(newer_than) if newer_than else self.recent())).by_task
         return {task_id: by_task[task_id] for task_id in task_ids if task_id in by_task}
 
     async def task_listens_on(self, task_id: str, port: int, newer_than: float) -> bool:
@@ -97,11 +131,23 @@ class ProcessScans:
     fifty clients ending tasks at once cost a few scans, not fifty.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, find: Callable[[Mapping[int, Leader]], dict[str, list[psutil.Process]]] = find_task_processes
+    ) -> None:
+        self._find = find
         self._next = _Batch()
         self._lock = anyio.Lock()
 
     async def find(self, leaders: Mapping[int, Leader]) -> dict[str, list[psutil.Process]]:
+        """Tasks with a cgroup are answered from their cgroups' member lists, on their own: they
+        never wait for a scan of the machine that other callers' tasks need."""
+        contained = {pid: leader for pid, leader in leaders.items() if leader.cgroup is not None}
+        found = await offload.run(offload.SCANS, self._find, contained) if contained else {}
+        if len(contained) < len(leaders):
+            found |= await self._scanned({pid: leader for pid, leader in leaders.items() if pid not in contained})
+        return found
+
+    async def _scanned(self, leaders: Mapping[int, Leader]) -> dict[str, list[psutil.Process]]:
         batch = self._next
         batch.leaders.update(leaders)
         if not batch.scanner_chosen:
@@ -120,7 +166,7 @@ class ProcessScans:
         async with self._lock:  # one scan at a time; callers arriving now join the next
             self._next = _Batch()
             try:
-                batch.found = await offload.run(offload.SCANS, find_task_processes, dict(batch.leaders))
+                batch.found = await offload.run(offload.SCANS, self._find, dict(batch.leaders))
             except Exception as exc:
                 batch.failed = exc
             finally:

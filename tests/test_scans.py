@@ -1,0 +1,83 @@
+"""Shared scans of the machine: a call that needs little never waits for what others need.
+
+The reads here are held up on purpose (a threading.Event), the way a socket-table read or a
+process scan is held up on a loaded machine with thousands of processes; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import psutil
+import pytest
+
+from mcp_backgroundr.platform import scans
+from mcp_backgroundr.platform.containment import Leader, TaskCgroup
+
+pytestmark = pytest.mark.anyio
+
+BOUND_SECONDS = 10.0
+
+
+async def test_showing_ports_does_not_wait_for_a_socket_table_read() -> None:
+    release = threading.Event()
+    reads: list[float] = []
+
+    def read() -> scans.SocketTable:
+        reads.append(time.monotonic())
+        if len(reads) > 1:
+            release.wait(BOUND_SECONDS)
+        # taken a while ago: the next caller finds it due for a new read
+        return scans.SocketTable(time.monotonic() - scans.SOCKET_TABLE_SECONDS, [], {"t1": [("127.0.0.1", 80, 1)]})
+
+    async with anyio.create_task_group() as group:
+
+        def in_background(work: Callable[[], Awaitable[None]]) -> None:
+            async def run() -> None:
+                await work()
+
+            group.start_soon(run)
+
+        sockets = scans.Sockets(in_background, read)
+        first = await sockets.table()
+        with anyio.fail_after(BOUND_SECONDS / 2):
+            assert await sockets.of_tasks({"t1"}) == {"t1": [("127.0.0.1", 80, 1)]}  # starts a read, held up
+            assert await sockets.recent() is first
+            await anyio.to_thread.run_sync(lambda: _until(lambda: len(reads) == 2))
+            assert await sockets.recent() is first, "a second read was started while one was under way"
+        release.set()
+        with anyio.fail_after(BOUND_SECONDS / 2):
+            while await sockets.recent() is first:  # the read, once done, is what callers are shown
+                await anyio.sleep(0.01)
+
+
+def _until(condition: object) -> None:
+    assert callable(condition)
+    deadline = time.monotonic() + BOUND_SECONDS / 2
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+
+
+async def test_a_task_with_a_cgroup_does_not_wait_for_a_scan_of_the_machine() -> None:
+    scanning, release = threading.Event(), threading.Event()
+
+    def find(leaders: Mapping[int, Leader]) -> dict[str, list[psutil.Process]]:
+        if any(leader.cgroup is None for leader in leaders.values()):
+            scanning.set()
+            release.wait(BOUND_SECONDS)
+        return {leader.task_id: [] for leader in leaders.values()}
+
+    found = scans.ProcessScans(find)
+    boxed = Leader("boxed", cgroup=TaskCgroup((Path("/sys/fs/cgroup/no-such-task"),)))
+    async with anyio.create_task_group() as group:
+        group.start_soon(found.find, {1: Leader("plain")})
+        await anyio.to_thread.run_sync(scanning.wait, BOUND_SECONDS)
+        with anyio.fail_after(BOUND_SECONDS / 2):
+            assert await found.find({2: boxed}) == {"boxed": []}
+        release.set()
