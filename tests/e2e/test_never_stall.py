@@ -253,3 +253,19 @@ async def test_a_start_refused_for_a_locked_registry_leaves_no_cgroup_and_no_log
             await call(client, "end_background_task", task_id=kept["task_id"], grace_seconds=0)
     assert logs == [Path(kept["log_path"]).name]
     assert task_cgroups == [f"task-{kept['task_id']}"]
+
+
+AUTOGROUPS = Path("/proc/self/autogroup").exists()
+
+
+@pytest.mark.skipif(not AUTOGROUPS, reason="the system schedules no autogroups (sessions)")
+@pytest.mark.parametrize("keep_running", [False, True])
+async def test_a_tasks_session_runs_below_the_server_in_the_scheduler(server_command: str, keep_running: bool) -> None:
+    """Each task leads its own session, and Linux weighs each session as much as the whole server:
+    ten busy tasks left the server a tenth of the CPU it needed to cap their logs and answer.
+    A task's session runs at a lower priority than the server's."""
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="sleep 300", keep_running=keep_running)
+        task_group = Path(f"/proc/{task['pid']}/autogroup").read_text()  # "/autogroup-N nice K"
+        await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
+    assert task_group.split()[-1] == "5", task_group
