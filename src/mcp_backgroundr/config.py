@@ -13,6 +13,7 @@ from pathlib import Path
 import platformdirs
 
 HOME_ENV = "MCP_BACKGROUNDR_HOME"
+DEFAULT_TASK_NICENESS = 5
 OUTPUT_BUDGET_ENV = "MCP_BACKGROUNDR_OUTPUT_BUDGET"
 TASK_ID_ENV = "MCP_BACKGROUNDR_TASK_ID"
 TOKEN_ENV = "MCP_BACKGROUNDR_TOKEN"
@@ -25,6 +26,7 @@ CONTAINMENT_ENV = "MCP_BACKGROUNDR_CONTAINMENT"
 PLATFORM_ENV = "MCP_BACKGROUNDR_PLATFORM"
 """auto (default), linux or portable: the platform backend (see platform/backend.py)."""
 CGROUP_ENV = "MCP_BACKGROUNDR_CGROUP"
+TASK_NICENESS_ENV = "MCP_BACKGROUNDR_TASK_NICENESS"
 """A delegated cgroup v2 directory to make task cgroups in (without root)."""
 SETTINGS_PREFIX = "MCP_BACKGROUNDR_"
 """Variables of the server's own settings: tasks do not inherit them unless asked."""
@@ -74,6 +76,10 @@ def _keep_days_from_env() -> float:
     return _number_from_env(KEEP_DAYS_ENV, 7.0, 0.0, 36_500.0)
 
 
+def _task_niceness_from_env() -> int:
+    return int(_number_from_env(TASK_NICENESS_ENV, DEFAULT_TASK_NICENESS, 0, 19))
+
+
 def _unattended_wait_from_env() -> float:
     return _number_from_env(UNATTENDED_WAIT_ENV, DEFAULT_UNATTENDED_WAIT_SECONDS, 0.1, 600.0)
 
@@ -114,6 +120,9 @@ class Settings:
     """The strongest containment level to use: auto, cgroup, subreaper or marker."""
     cgroup_dir: str | None = field(default_factory=lambda: os.environ.get(CGROUP_ENV) or None)
     """A delegated cgroup v2 directory for task cgroups."""
+    task_niceness: int = field(default_factory=_task_niceness_from_env)
+    """The nice value of each task's session (its autogroup, on Linux), 0 to 19: how far below
+    the server tasks run when they compete for the CPU (see platform/process.py)."""
 
     @property
     def logs_dir(self) -> Path:

@@ -20,7 +20,7 @@ import pytest
 from anyio.abc import Process
 from mcp import Client
 
-from mcp_backgroundr.config import CGROUP_ENV
+from mcp_backgroundr.config import CGROUP_ENV, DEFAULT_TASK_NICENESS, TASK_NICENESS_ENV
 from mcp_backgroundr.platform.containment import _cgroup as cgroups
 
 from .harness import call, call_error, connect, finished
@@ -259,13 +259,16 @@ AUTOGROUPS = Path("/proc/self/autogroup").exists()
 
 
 @pytest.mark.skipif(not AUTOGROUPS, reason="the system schedules no autogroups (sessions)")
-@pytest.mark.parametrize("keep_running", [False, True])
-async def test_a_tasks_session_runs_below_the_server_in_the_scheduler(server_command: str, keep_running: bool) -> None:
+@pytest.mark.parametrize(("keep_running", "niceness"), [(False, None), (True, None), (False, "0"), (False, "12")])
+async def test_a_tasks_session_runs_below_the_server_in_the_scheduler(
+    server_command: str, keep_running: bool, niceness: str | None
+) -> None:
     """Each task leads its own session, and Linux weighs each session as much as the whole server:
     ten busy tasks left the server a tenth of the CPU it needed to cap their logs and answer.
-    A task's session runs at a lower priority than the server's."""
-    async with connect(server_command) as client:
+    A task's session runs at a lower priority than the server's (MCP_BACKGROUNDR_TASK_NICENESS)."""
+    env = {} if niceness is None else {TASK_NICENESS_ENV: niceness}
+    async with connect(server_command, env=env) as client:
         task = await call(client, "run_background_task", command="sleep 300", keep_running=keep_running)
         task_group = Path(f"/proc/{task['pid']}/autogroup").read_text()  # "/autogroup-N nice K"
         await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
-    assert task_group.split()[-1] == "5", task_group
+    assert task_group.split()[-1] == (niceness or str(DEFAULT_TASK_NICENESS)), task_group

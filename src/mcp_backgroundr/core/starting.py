@@ -208,11 +208,12 @@ async def _spawn_process(
     10-20 ms) between fork and exec, so that spawn runs in a worker thread; shielded, since
     a child started there must be recorded whatever happens to the request."""
     if streams.join is None:
-        return process.spawn(argv, cwd, env, streams)
+        return process.spawn(argv, cwd, env, streams, state.settings.task_niceness)
     state.spawns_in_flight += 1
     try:
         with anyio.CancelScope(shield=True):
-            popen = await anyio.to_thread.run_sync(process.spawn, argv, cwd, env, streams)
+            niceness = state.settings.task_niceness
+            popen = await anyio.to_thread.run_sync(process.spawn, argv, cwd, env, streams, niceness)
     finally:
         state.spawns_in_flight -= 1
     if state.shutting_down:  # shutdown began meanwhile and cannot know this child: end it

@@ -55,36 +55,38 @@ class Streams:
         return prepare
 
 
-TASK_AUTOGROUP_NICENESS = 5
-"""The CPU priority of each task's session, below the server's (Linux, with autogroups).
-
-Linux gives each session its own scheduling group (``kernel.sched_autogroup_enabled``, on by
-default): a task, whose own session keeps its tree together, weighs as much as the whole server,
-event loop and log capper included, and a thread's nice value counts only inside its session.
-Ten tasks running ``yes`` took ten elevenths of the CPU the server needed to cap their logs:
-each overshot its 1 MiB cap about 60 times. With their sessions at nice 5 (a third of the
-server's weight) they overshot about 6 times, and wrote about a fifth less meanwhile; a task
-runs as fast as before while the machine has a CPU to spare."""
+# Linux gives each session its own scheduling group (``kernel.sched_autogroup_enabled``,
+# on by default): a task, whose own session keeps its tree together, weighs as much as the whole
+# server, event loop and log capper included, and a thread's nice value counts only inside its
+# session. Ten tasks running ``yes`` took ten elevenths of the CPU the server needed to cap their
+# logs: each overshot its 1 MiB cap about 50 times. With their sessions at nice 5 (a third of the
+# server's weight) they overshot about 3 to 8 times (nice 2: about 24 times). The price: under
+# contention a task also gets a third of what a session at nice 0 gets (a 200 MB write took 2.4
+# times as long at load average 7); with a CPU to spare it runs as fast as before.
 
 
-def _run_in_background(pid: int) -> None:
-    """Lower the priority of the session ``pid`` leads, where the system has autogroups."""
+def _run_in_background(pid: int, niceness: int) -> None:
+    """Lower the priority of the session ``pid`` leads, where the system has autogroups (see the note above)."""
+    if not niceness:
+        return
     try:
         with open(f"/proc/{pid}/autogroup", "w") as autogroup:
-            autogroup.write(str(TASK_AUTOGROUP_NICENESS))
+            autogroup.write(str(niceness))
     except OSError:  # no autogroups (not Linux, or turned off), or the task is gone
         return
 
 
-def spawn(argv: Sequence[str], cwd: str, env: Mapping[str, str], streams: Streams) -> subprocess.Popen[bytes]:
+def spawn(
+    argv: Sequence[str], cwd: str, env: Mapping[str, str], streams: Streams, niceness: int = 0
+) -> subprocess.Popen[bytes]:
     """Start ``argv`` (``/bin/sh -c command``, or the runner) as the leader of a new session, at
-    the priority of background work (see TASK_AUTOGROUP_NICENESS).
+    ``niceness`` (the session's: see the note on ``_run_in_background``).
 
     stdout and stderr share one descriptor, so they interleave as on a terminal.
     No other descriptor of the server is inherited.
     """
     popen = _popen(argv, cwd, env, streams)
-    _run_in_background(popen.pid)
+    _run_in_background(popen.pid, niceness)
     return popen
 
 
