@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 import anyio
 import psutil
@@ -22,10 +23,25 @@ def _free_port() -> int:
 
 
 async def test_a_line_printed_later_is_matched(server_command: str) -> None:
+    """The line is printed once the test says so, after the cursor the wait starts from, so the
+    wait matches it whether the server began waiting before or after it was written."""
     async with connect(server_command) as client:
-        command = "echo booting; sleep 0.5; echo ready on 3000; sleep 300"
-        task = await call(client, "run_background_task", command=command)
-        result = await call(client, "wait_for_task", task_id=task["task_id"], output_pattern=r"ready on \d+")
+        command = "echo booting; read port; echo ready on $port; sleep 300"
+        task = await call(client, "run_background_task", command=command, stdin=True, wait_for_pattern="booting")
+        cursor = task["wait"]["status"]["cursor"]
+        result: dict[str, Any] = {}
+
+        async def wait() -> None:
+            result.update(
+                await call(
+                    client, "wait_for_task", task_id=task["task_id"], output_pattern=r"ready on \d+", since=cursor
+                )
+            )
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(wait)
+            await call(client, "send_task_input", task_id=task["task_id"], text="3000")
+    assert cursor == len("booting\n")
     assert result["reason"] == "pattern"
     assert result["matched_line"] == "ready on 3000"
     assert result["matched_cursor"] == len("booting\nready on 3000\n")
