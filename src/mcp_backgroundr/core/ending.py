@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 
 import anyio
 
@@ -11,7 +12,7 @@ from ..platform.containment import Level, end_trees, unclaimed_children
 from ..results import Ended, Survivor
 from .lookup import find_task
 from .state import CoreState
-from .task import Task
+from .task import Task, answer_of
 
 END_REASON = "end_background_task"
 VERIFIED = {
@@ -45,15 +46,13 @@ async def end_here(state: CoreState, task: Task, grace: float) -> Ended:
     if not outcome.survivors and not task.running:
         await task.settle()
     record = task.record  # another server's task: a fresh copy of its record by now
-    return Ended(
-        task_id=record.task_id,
-        state=record.state,
-        exit_code=record.exit_code,
-        signal=record.signal,
+    return answer_of(
+        Ended,
+        record,
+        time.time(),
         signalled_pids=outcome.signalled,
         escalated=outcome.escalated,
         survivors=[Survivor(pid, cmd, why) for pid, cmd, why in outcome.survivors],
-        containment=record.containment,
         verified="" if outcome.survivors else await _verified(state, record.containment),
     )
 

@@ -24,7 +24,7 @@ from .. import offload, runner
 from ..config import SETTINGS_PREFIX, TASK_ID_ENV, TOKEN_ENV
 from ..errors import BackgroundrError, RegistryError, SpawnFailedError
 from ..logs import files
-from ..models import TaskRecord, new_task_id, shown_command
+from ..models import TaskRecord, new_task_id
 from ..platform import backend, process, terminal
 from ..platform.containment import Level, Placement
 from ..results import Started
@@ -34,7 +34,7 @@ from .lookup import read_record
 from .recording import refresh_all
 from .requests import StartPlan
 from .state import CoreState, TaskChange
-from .task import Task
+from .task import Task, answer_of
 from .watching import copy_terminal, watch_exit
 
 TERMINAL_TYPE = "xterm-256color"
@@ -263,13 +263,4 @@ async def _record_started(state: CoreState, task: Task, popen: subprocess.Popen[
 
 def _started(record: TaskRecord) -> Started:
     """run_background_task's answer for a task just started."""
-    return Started(
-        task_id=record.task_id,
-        pid=record.pid,
-        state=record.state,
-        command=shown_command(record.command, record.task_id),
-        cwd=record.cwd,
-        log_path=record.log_path,
-        containment=record.containment,
-        host=record.host,
-    )
+    return answer_of(Started, record, time.time())

@@ -15,9 +15,10 @@ import functools
 import os
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import anyio
 import psutil
@@ -27,7 +28,7 @@ from ..logs import files
 from ..models import TaskRecord, TaskState, shown_command, socket_address
 from ..platform import backend, process, scans
 from ..platform.containment import Leader, TaskCgroup
-from ..results import Listening, Status, Summary
+from ..results import Ended, Listening, Started, Status, Summary
 
 USAGE_REFRESH_SECONDS = 1.0
 """Status reuses a running task's process list (for usage and ports) for this long."""
@@ -46,6 +47,46 @@ def iso_time(timestamp: float | None) -> str | None:
 @functools.lru_cache(maxsize=ISO_TIMES_KEPT)
 def _iso_text(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+
+
+_Answer = TypeVar("_Answer", Started, Status, Summary, Ended)
+
+_Shown = Callable[[TaskRecord, float], object]
+
+_AS_SHOWN: dict[str, _Shown] = {
+    "command": lambda record, _now: shown_command(record.command, record.task_id),
+    "started_at": lambda record, _now: iso_time(record.started_at) or "",
+    "ended_at": lambda record, _now: iso_time(record.ended_at),
+    "host_seen_at": lambda record, _now: iso_time(record.host_seen_at),
+    "runtime_seconds": lambda record, now: record.runtime_seconds(now),
+}
+"""The record's facts that answers show otherwise than the registry holds them."""
+
+
+def answer_of(kind: type[_Answer], record: TaskRecord, now: float, **facts: object) -> _Answer:
+    """The answer ``kind`` (a class of ``results.py``) about ``record`` at ``now``: each of its fields
+    named as one of the record's is the record's, as answers show it (the command shortened, times
+    in ISO 8601 UTC); ``facts`` are the rest, which only the operation knows."""
+    fields: dict[str, Any] = {name: show(record, now) for name, show in _SHOWN_FIELDS[kind]}
+    fields.update(facts)
+    return kind(**fields)
+
+
+def _shown_fields(kind: type[Started | Status | Summary | Ended]) -> tuple[tuple[str, _Shown], ...]:
+    """The fields of ``kind`` that come from a task's record, and how each is shown."""
+    held = {f.name for f in dataclasses.fields(TaskRecord)}
+    return tuple(
+        (f.name, _AS_SHOWN.get(f.name, functools.partial(_held, f.name)))
+        for f in dataclasses.fields(kind)
+        if f.name in _AS_SHOWN or f.name in held
+    )
+
+
+def _held(name: str, record: TaskRecord, _now: float) -> object:
+    return getattr(record, name)
+
+
+_SHOWN_FIELDS = {kind: _shown_fields(kind) for kind in (Started, Status, Summary, Ended)}
 
 
 @dataclass(frozen=True)
@@ -193,19 +234,10 @@ class Task:
         as it stands), ``piece`` of its output, what its processes use, the pids that outlive its
         main process and its runner's account, wherever it runs."""
         record = self.record if as_of is None else as_of
-        return Status(
-            task_id=record.task_id,
-            name=record.name,
-            command=shown_command(record.command, record.task_id),
-            cwd=record.cwd,
-            state=record.state,
-            exit_code=record.exit_code,
-            signal=record.signal,
-            kill_requested=record.kill_requested,
-            pid=record.pid,
-            started_at=iso_time(record.started_at) or "",
-            ended_at=iso_time(record.ended_at),
-            runtime_seconds=record.runtime_seconds(time.time()),
+        return answer_of(
+            Status,
+            record,
+            time.time(),
             output=piece.text,
             cursor=piece.cursor,
             output_bytes=piece.size,
@@ -219,12 +251,6 @@ class Task:
             restarts=run.restarts if run else 0,
             dropped_bytes=piece.dropped,
             next_start_at=iso_time(run.next_start_at) if run else None,
-            end_reason=record.end_reason,
-            max_runtime_seconds=record.max_runtime_seconds,
-            containment=record.containment,
-            max_memory_bytes=record.max_memory_bytes,
-            max_processes=record.max_processes,
-            host=record.host,
         )
 
 
@@ -232,22 +258,8 @@ def summary_of(
     record: TaskRecord, now: float, listening: Sequence[tuple[str, int, int]], reachable: bool | None = None
 ) -> Summary:
     """One line of list_tasks (``reachable``: whether its host answered, when it was asked)."""
-    return Summary(
-        task_id=record.task_id,
-        name=record.name,
-        command=shown_command(record.command, record.task_id),
-        state=record.state,
-        pid=record.pid,
-        exit_code=record.exit_code,
-        started_at=iso_time(record.started_at) or "",
-        runtime_seconds=record.runtime_seconds(now),
-        listening=[socket_address(address, port) for address, port, _ in listening],
-        owner=record.owner,
-        containment=record.containment,
-        host=record.host,
-        host_reachable=reachable,
-        host_seen_at=iso_time(record.host_seen_at),
-    )
+    addresses = [socket_address(address, port) for address, port, _ in listening]
+    return answer_of(Summary, record, now, listening=addresses, host_reachable=reachable)
 
 
 def _listening(sockets: Sequence[tuple[str, int, int]]) -> list[Listening]:
