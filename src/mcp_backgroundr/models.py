@@ -11,6 +11,7 @@ import enum
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Annotated
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -163,6 +164,16 @@ COMMAND_DESCRIPTION = (
     "and the resource task://ID/command has the whole of it."
 )
 
+# The fields several answers share, described once.
+_TaskId = Annotated[str, Field(description="The task's id.")]
+_Name = Annotated[str | None, Field(description="The label given at start, if any.")]
+_Command = Annotated[str, Field(description=COMMAND_DESCRIPTION)]
+_StartedAt = Annotated[str, Field(description="Start time, ISO 8601 UTC.")]
+_Runtime = Annotated[float, Field(description="Seconds from start to end, or to now while running.")]
+_Containment = Annotated[str, Field(description=CONTAINMENT_DESCRIPTION)]
+_Host = Annotated[str | None, Field(description="The SSH host it runs on; null: the server's machine.")]
+_HostSeenAt = Annotated[str | None, Field(description="When its host last answered (ISO 8601 UTC).")]
+
 
 class StartedTask(BaseModel):
     """Answer of run_background_task."""
@@ -173,10 +184,10 @@ class StartedTask(BaseModel):
         "command is one simple command (exec'd in place of the shell), else its shell."
     )
     state: TaskState = Field(description="running, completed, failed or killed.")
-    command: str = Field(description=COMMAND_DESCRIPTION)
+    command: _Command
     cwd: str = Field(description="Absolute working directory of the task.")
     log_path: str = Field(description="File that receives the task's stdout and stderr, interleaved.")
-    containment: str = Field(default="marker", description=CONTAINMENT_DESCRIPTION)
+    containment: _Containment = "marker"
     host: str | None = Field(default=None, description="The SSH host it runs on (log_path is there); null: here.")
     wait: WaitResult | None = Field(
         default=None, description="When a readiness condition was given: how the wait for it ended, and the status."
@@ -199,9 +210,9 @@ class ListeningPort(BaseModel):
 class TaskStatus(BaseModel):
     """Answer of get_task_status: lifecycle plus a bounded slice of output."""
 
-    task_id: str = Field(description="The task's id.")
-    name: str | None = Field(description="The label given at start, if any.")
-    command: str = Field(description=COMMAND_DESCRIPTION)
+    task_id: _TaskId
+    name: _Name
+    command: _Command
     cwd: str = Field(description="Absolute working directory.")
     state: TaskState = Field(description="running, completed (exit 0), failed (non-zero exit or signal) or killed.")
     exit_code: int | None = Field(
@@ -210,9 +221,9 @@ class TaskStatus(BaseModel):
     signal: str | None = Field(description="Name of the signal that ended the main process, e.g. SIGTERM.")
     kill_requested: bool = Field(description="True once end_background_task or server shutdown asked it to stop.")
     pid: int | None = Field(description="Process id of the task's main process.")
-    started_at: str = Field(description="Start time, ISO 8601 UTC.")
+    started_at: _StartedAt
     ended_at: str | None = Field(description="End time of the main process, ISO 8601 UTC; null while running.")
-    runtime_seconds: float = Field(description="Seconds from start to end, or to now while running.")
+    runtime_seconds: _Runtime
     output: str = Field(
         description="Output text: the last `lines` lines, or the bytes from `since` forward, within the budget."
     )
@@ -253,20 +264,20 @@ class TaskStatus(BaseModel):
     max_runtime_seconds: float | None = Field(
         default=None, description="Seconds after its start at which it is ended; null: no limit."
     )
-    containment: str = Field(default="marker", description=CONTAINMENT_DESCRIPTION)
+    containment: _Containment = "marker"
     max_memory_bytes: int | None = Field(
         default=None, description="Memory its processes may use together (its cgroup's limit); null: no limit."
     )
     max_processes: int | None = Field(
         default=None, description="Processes it may have at once (its cgroup's limit); null: no limit."
     )
-    host: str | None = Field(default=None, description="The SSH host it runs on; null: the server's machine.")
+    host: _Host = None
     host_reachable: bool | None = Field(
         default=None,
         description="For a remote task: whether its host answered just now. When false, the rest is what was "
         "last known, and host_problem says why.",
     )
-    host_seen_at: str | None = Field(default=None, description="When its host last answered (ISO 8601 UTC).")
+    host_seen_at: _HostSeenAt = None
     host_problem: str | None = Field(default=None, description="Why its host could not be reached, when it could not.")
 
 
@@ -286,14 +297,14 @@ class Survivor(BaseModel):
 class EndedTask(BaseModel):
     """Answer of end_background_task, given only once the task's processes are gone."""
 
-    task_id: str = Field(description="The task's id.")
+    task_id: _TaskId
     state: TaskState = Field(description="Final state: killed, or completed/failed if it had already finished.")
     exit_code: int | None = Field(description="Exit status of the main process; 128+N when signal N ended it.")
     signal: str | None = Field(description="Name of the signal that ended the main process, if one did.")
     signalled_pids: list[int] = Field(description="Every process of the task that was sent a signal.")
     escalated: bool = Field(description="True when SIGKILL was needed because SIGTERM was not enough in time.")
     survivors: list[Survivor] = Field(description="Processes still alive after SIGKILL; empty on success.")
-    containment: str = Field(default="marker", description=CONTAINMENT_DESCRIPTION)
+    containment: _Containment = "marker"
     verified: str = Field(
         default="",
         description="What was checked at the end, true for the containment level (e.g. the task's cgroup is empty).",
@@ -322,27 +333,27 @@ class RemovedTask(BaseModel):
 class TaskSummary(BaseModel):
     """One line of list_tasks."""
 
-    task_id: str = Field(description="The task's id.")
-    name: str | None = Field(description="The label given at start, if any.")
-    command: str = Field(description=COMMAND_DESCRIPTION)
+    task_id: _TaskId
+    name: _Name
+    command: _Command
     state: TaskState = Field(description="running, completed, failed or killed.")
     pid: int | None = Field(description="Process id of the main process.")
     exit_code: int | None = Field(description="Exit status; null while running.")
-    started_at: str = Field(description="Start time, ISO 8601 UTC.")
-    runtime_seconds: float = Field(description="Seconds from start to end, or to now while running.")
+    started_at: _StartedAt
+    runtime_seconds: _Runtime
     listening: list[str] = Field(
         default_factory=list, description="TCP addresses its processes listen on, e.g. 127.0.0.1:8000."
     )
     owner: str = Field(description="The server that owns it: host:pid:start-time.")
-    containment: str = Field(default="marker", description=CONTAINMENT_DESCRIPTION)
-    host: str | None = Field(default=None, description="The SSH host it runs on; null: the server's machine.")
+    containment: _Containment = "marker"
+    host: _Host = None
     host_reachable: bool | None = Field(
         default=None,
         description="For a remote task whose host this listing asked (a running task of a server that is gone): "
         "whether it answered. When false, the row is what was last known. Null: not asked (this server's "
         "tasks are kept current by a watch on their host).",
     )
-    host_seen_at: str | None = Field(default=None, description="When its host last answered (ISO 8601 UTC).")
+    host_seen_at: _HostSeenAt = None
 
 
 class TaskList(BaseModel):
