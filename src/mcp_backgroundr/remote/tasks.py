@@ -19,7 +19,7 @@ import anyio
 from .. import runner
 from ..config import Settings
 from ..core import validation
-from ..core.task import Task, iso_time
+from ..core.task import Task, answer_of
 from ..core.watch import ProgressReporter, report_progress
 from ..errors import BackgroundrError, HostUnreachableError
 from ..logs import files
@@ -199,11 +199,10 @@ class RemoteTasks:
         request = {"op": "end", "task_id": record.task_id, "grace": grace, "kill_wait": kill_wait, "reason": reason}
         answer = await self.agents.call(record.host, request, grace + kill_wait + self.settings.remote_call_seconds)
         ended = _learn(task, answer)
-        return Ended(
-            task_id=record.task_id,
-            state=record.state,
-            exit_code=record.exit_code,
-            signal=record.signal,
+        return answer_of(
+            Ended,
+            record,
+            time.time(),
             signalled_pids=answer["signalled"],
             escalated=answer["escalated"],
             survivors=[Survivor(pid, command, why) for pid, command, why in answer["survivors"]],
@@ -323,7 +322,7 @@ def _status_of(task: Task, answer: Answer) -> Status:
         [] if task.running else pids,
         run,
     )
-    status.host_reachable, status.host_seen_at = True, iso_time(task.record.host_seen_at)
+    status.host_reachable = True
     return status
 
 
@@ -333,5 +332,4 @@ def _known_status(task: Task, problem: HostUnreachableError, since: int | None) 
     empty = process.TreeUsage(0, 0, 0.0, [])
     status = task.describe(files.OutputSlice("", cursor, cursor, False, None), empty, [], None)
     status.host_reachable, status.host_problem = False, str(problem)
-    status.host_seen_at = iso_time(task.record.host_seen_at)
     return status
