@@ -442,3 +442,37 @@ async def test_a_remote_wait_on_a_log_capped_as_it_is_read_never_matches_a_line_
                 timeout_seconds=60,
             )  # fmt: skip
             assert waited["reason"] == "exited", waited["matched_line"]
+
+
+ESCAPE_SECONDS = 313
+"""An escaping child's sleep: a number no other test uses, to find it if it outlives its task."""
+
+
+def _escaped() -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if process.info["cmdline"] == ["sleep", str(ESCAPE_SECONDS)]:
+            found.append(process)
+    return found
+
+
+async def test_a_remote_child_that_drops_its_marker_and_session_is_ended_with_its_task(
+    server_command: str, ssh_env: dict[str, str]
+) -> None:
+    """``env -i setsid`` leaves the task's session and its marker: the runner on the host is a
+    child subreaper, so the child stays in its tree, and ending the task ends it."""
+    command = f"env -i setsid sleep {ESCAPE_SECONDS} & sleep 300"
+    try:
+        async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+            started = await call(client, "run_background_task", command=command, host="loopback")
+            with anyio.fail_after(20):
+                while not _escaped():
+                    await anyio.sleep(0.05)
+            status = await call(client, "get_task_status", task_id=started["task_id"])
+            ended = await call(client, "end_background_task", task_id=started["task_id"], grace_seconds=1)
+        assert status["process_count"] >= 3  # the shell, its sleep and the escaped sleep (and the runner)
+        assert ended["survivors"] == []
+        assert _escaped() == []
+    finally:
+        for process in _escaped():
+            process.kill()

@@ -2,9 +2,11 @@
 
 Runs on the remote host with the standard library only (it is sent over the
 connection with the agent). On Linux a task's processes are found the way the
-server finds local ones: its session (the runner leads it), or the marker
+server finds local ones: its session (the runner leads it), the marker
 ``MCP_BACKGROUNDR_TASK_ID`` in a process's environment, which survives ``setsid``
-and double forks. Elsewhere only the runner's process group is known, and the
+and double forks, and every process below the runner, which is a child subreaper there:
+what leaves the session and drops the marker (``env -i setsid``) stays in its tree while
+it runs. Elsewhere only the runner's process group is known, and the
 answers say so by listing no more than that.
 """
 
@@ -82,7 +84,8 @@ def all_members(leaders: dict[str, int], since: int | None = None) -> list[int]:
         return alive
     sessions = set(leaders.values())
     markers = {f"{TASK_ID_ENV}={task_id}".encode() for task_id in leaders}
-    found = []
+    found: set[int] = set()
+    children: dict[int, list[int]] = {}
     for name in os.listdir(PROC):
         if not name.isdigit():
             continue
@@ -90,10 +93,24 @@ def all_members(leaders: dict[str, int], since: int | None = None) -> list[int]:
         fields = _stat_fields(pid)
         if fields is None or fields[0] == "Z":
             continue
+        children.setdefault(int(fields[1]), []).append(pid)
         recent = since is None or int(fields[19]) >= since
         if int(fields[3]) in sessions or (recent and _has_marker(pid, markers)):
-            found.append(pid)
-    return sorted(found)
+            found.add(pid)
+    return sorted(found | _descendants(sessions, children))
+
+
+def _descendants(roots: set[int], children: dict[int, list[int]]) -> set[int]:
+    """Every process below ``roots`` (parent pid -> child pids): what left the task's session
+    and dropped its marker is still below its runner, a child subreaper on Linux."""
+    below: set[int] = set()
+    pending = [child for root in roots for child in children.get(root, [])]
+    while pending:
+        pid = pending.pop()
+        if pid not in below:
+            below.add(pid)
+            pending.extend(children.get(pid, []))
+    return below
 
 
 def command_line(pid: int) -> str:
