@@ -461,7 +461,8 @@ async def test_a_remote_child_that_drops_its_marker_and_session_is_ended_with_it
 ) -> None:
     """``env -i setsid`` leaves the task's session and its marker: the runner on the host is a
     child subreaper, so the child stays in its tree, and ending the task ends it."""
-    command = f"env -i setsid sleep {ESCAPE_SECONDS} & sleep 300"
+    # It ignores SIGTERM too: once the runner has ended, it must still be found to be SIGKILLed.
+    command = f"env -i setsid sh -c 'trap \"\" TERM; exec sleep {ESCAPE_SECONDS}' & sleep 300"
     try:
         async with connect(server_command, args=ALLOW, env=ssh_env) as client:
             started = await call(client, "run_background_task", command=command, host="loopback")
@@ -473,6 +474,10 @@ async def test_a_remote_child_that_drops_its_marker_and_session_is_ended_with_it
         assert status["process_count"] >= 3  # the shell, its sleep and the escaped sleep (and the runner)
         assert ended["survivors"] == []
         assert _escaped() == []
+        assert ended["escalated"]
+        assert ended["verified"] == (
+            "no process in its session, below its runner or carrying its marker is left on loopback"
+        )
     finally:
         for process in _escaped():
             process.kill()

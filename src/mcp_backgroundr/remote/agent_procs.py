@@ -196,11 +196,24 @@ def _signal(pids: list[int], signum: int, denied: dict[int, str]) -> list[int]:
     return sent
 
 
-def _wait_gone(leaders: dict[str, int], seconds: float, since: int | None) -> list[int]:
+def _wait_gone(leaders: dict[str, int], seconds: float, since: int | None, known: dict[int, int | None]) -> list[int]:
     deadline = time.monotonic() + seconds
-    while (left := all_members(leaders, since)) and time.monotonic() < deadline:
+    while (left := _still_here(leaders, since, known)) and time.monotonic() < deadline:
         time.sleep(SETTLE_STEP_SECONDS)
     return left
+
+
+def _still_here(leaders: dict[str, int], since: int | None, known: dict[int, int | None]) -> list[int]:
+    """The tasks' processes now, and those found before that still live: one found only below
+    its runner is no longer below it once the runner has ended."""
+    return sorted(set(all_members(leaders, since)) | {pid for pid, ticks in known.items() if is_alive(pid, ticks)})
+
+
+def found_by() -> str:
+    """How this host finds a task's processes (for the answer that none is left)."""
+    if os.path.isdir(PROC):
+        return "in its session, below its runner or carrying its marker"
+    return "in its runner's process group"
 
 
 def end(leaders: dict[str, int], grace: float, kill_wait: float, since: int | None = None) -> dict[str, object]:
@@ -208,15 +221,17 @@ def end(leaders: dict[str, int], grace: float, kill_wait: float, since: int | No
     ``grace`` (processes started meanwhile included), and name the survivors."""
     denied: dict[int, str] = {}
     found = all_members(leaders, since)
+    known = {pid: start_ticks(pid) for pid in found}
     signalled = _signal(found, signal.SIGTERM, denied)
     escalated = False
-    left = _wait_gone(leaders, grace, since) if found else []
+    left = _wait_gone(leaders, grace, since, known) if found else []
     if left:
         escalated = True
+        known.update((pid, start_ticks(pid)) for pid in left if pid not in known)
         signalled += [pid for pid in _signal(left, signal.SIGKILL, denied) if pid not in signalled]
-        left = _wait_gone(leaders, kill_wait, since)
+        left = _wait_gone(leaders, kill_wait, since, known)
     survivors = [
         [pid, command_line(pid), denied.get(pid, "still alive after SIGKILL (maybe in uninterruptible sleep)")]
         for pid in left
     ]
-    return {"signalled": signalled, "escalated": escalated, "survivors": survivors}
+    return {"signalled": signalled, "escalated": escalated, "survivors": survivors, "found_by": found_by()}

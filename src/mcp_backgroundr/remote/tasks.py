@@ -199,13 +199,16 @@ class RemoteTasks:
         request = {"op": "end", "task_id": record.task_id, "grace": grace, "kill_wait": kill_wait, "reason": reason}
         answer = await self.agents.call(record.host, request, grace + kill_wait + self.settings.remote_call_seconds)
         ended = _learn(task, answer)
+        survivors = [Survivor(pid, command, why) for pid, command, why in answer["survivors"]]
+        found_by = answer.get("found_by")  # an agent from before it was answered says nothing it checked
         return answer_of(
             Ended,
             record,
             time.time(),
             signalled_pids=answer["signalled"],
             escalated=answer["escalated"],
-            survivors=[Survivor(pid, command, why) for pid, command, why in answer["survivors"]],
+            survivors=survivors,
+            verified=f"no process {found_by} is left on {record.host}" if found_by and not survivors else "",
         ), ended
 
     async def end_all(self, tasks: Sequence[Task], grace: float, reason: str) -> None:
