@@ -23,6 +23,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp_types import CallToolResult, TextContent
 
 from mcp_backgroundr.config import HOME_ENV, PLATFORM_ENV
+from mcp_backgroundr.platform.containment import _cgroup as cgroups
 
 SERVER_START_SECONDS = 20.0
 SERVER_STOP_SECONDS = 10.0
@@ -182,3 +183,27 @@ async def connect_http(url: str, token: str | None) -> AsyncIterator[Client]:
         Client(streamable_http_client(url, http_client=http)) as client,
     ):
         yield client
+
+
+@contextlib.contextmanager
+def cgroup_directory(name: str, owner: tuple[int, int] | None = None) -> Iterator[Path]:
+    """A cgroup v2 directory made for one test (a server's MCP_BACKGROUNDR_CGROUP), given to
+    ``owner`` (uid, gid) as systemd does for a Delegate=yes scope; removed with what it holds."""
+    root = cgroups.v2_root()
+    if root is None:
+        raise AssertionError("no cgroup2 mount on this machine")
+    directory = root / name
+    directory.mkdir()
+    try:
+        if owner is not None:
+            for path in (
+                directory,
+                *(directory / f for f in ("cgroup.procs", "cgroup.subtree_control", "cgroup.threads")),
+            ):
+                os.chown(path, *owner)
+        yield directory
+    finally:
+        for child in sorted(directory.iterdir(), reverse=True):
+            if child.is_dir():
+                child.rmdir()
+        directory.rmdir()

@@ -16,7 +16,7 @@ import pwd
 import shlex
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -28,7 +28,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp_backgroundr.config import CONTAINMENT_ENV, HOME_ENV, TOKEN_ENV
 from mcp_backgroundr.platform.containment import _cgroup as cgroups
 
-from .harness import call, connect, finished, until
+from .harness import call, cgroup_directory, connect, finished, until
 
 pytestmark = [
     pytest.mark.anyio,
@@ -261,24 +261,10 @@ def as_nobody(server_command: str, state: Path) -> list[str]:
     return ["setpriv", "--reuid", "nobody", "--regid", str(nobody.pw_gid), "--clear-groups", *caps, server_command]
 
 
-@contextlib.contextmanager
-def delegated_cgroup(name: str) -> Iterator[Path]:
+def delegated_cgroup(name: str) -> contextlib.AbstractContextManager[Path]:
     """A cgroup v2 directory delegated to nobody, as systemd does for a Delegate=yes scope."""
-    root = cgroups.v2_root()
-    if root is None:
-        pytest.fail("no cgroup2 mount on this machine")
-    directory = root / name
-    directory.mkdir()
     nobody = pwd.getpwnam("nobody")
-    try:
-        for path in (directory, *(directory / f for f in ("cgroup.procs", "cgroup.subtree_control", "cgroup.threads"))):
-            os.chown(path, nobody.pw_uid, nobody.pw_gid)
-        yield directory
-    finally:
-        for child in sorted(directory.iterdir(), reverse=True):
-            if child.is_dir():
-                child.rmdir()
-        directory.rmdir()
+    return cgroup_directory(name, owner=(nobody.pw_uid, nobody.pw_gid))
 
 
 async def test_a_user_server_in_a_delegated_cgroup_contains_its_tasks_in_cgroups(

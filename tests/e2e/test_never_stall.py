@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,8 @@ from anyio.abc import Process
 from mcp import Client
 
 from mcp_backgroundr.config import CGROUP_ENV, DEFAULT_TASK_NICENESS, TASK_NICENESS_ENV
-from mcp_backgroundr.platform.containment import _cgroup as cgroups
 
-from .harness import call, call_error, connect, finished
+from .harness import call, call_error, cgroup_directory, connect, finished
 
 pytestmark = pytest.mark.anyio
 
@@ -221,28 +220,11 @@ async def test_a_call_that_needs_a_locked_registry_answers_in_time_in_one_line(s
     assert "registry" in error and "lock" in error and "try again" in error, error
 
 
-@contextlib.contextmanager
-def _own_cgroup_directory(name: str) -> Iterator[Path]:
-    """A cgroup v2 directory for one server's task cgroups (its MCP_BACKGROUNDR_CGROUP)."""
-    root = cgroups.v2_root()
-    if root is None:
-        pytest.fail("no cgroup2 mount on this machine")
-    directory = root / name
-    directory.mkdir()
-    try:
-        yield directory
-    finally:
-        for child in sorted(directory.iterdir(), reverse=True):
-            if child.is_dir():
-                child.rmdir()
-        directory.rmdir()
-
-
 @pytest.mark.linux_backend("task cgroups")
 async def test_a_start_refused_for_a_locked_registry_leaves_no_cgroup_and_no_log(
     server_command: str, home: Path
 ) -> None:
-    with _own_cgroup_directory(f"backgroundr-refused-{os.getpid()}") as directory:
+    with cgroup_directory(f"backgroundr-refused-{os.getpid()}") as directory:
         async with connect(server_command, env={CGROUP_ENV: str(directory)}) as client:
             kept = await call(client, "run_background_task", command="sleep 300")
             async with _registry_locked(home):
