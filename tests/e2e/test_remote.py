@@ -192,6 +192,40 @@ async def test_the_command_line_shows_follows_and_stops_a_remote_task(
         assert status["state"] == "killed"
 
 
+async def test_logs_follow_prints_a_remote_tasks_new_lines_as_they_come_and_ends_cleanly_with_it(
+    server_command: str, ssh_env: dict[str, str]
+) -> None:
+    """Each new line reaches ``logs -f`` while the task runs (not when it ends, nor a minute
+    later), and neither it nor ``stop`` leaves an ssh process for Python to complain about."""
+    env = os.environ | ssh_env
+    command = "echo first; sleep 1; echo second; sleep 300"
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        started = await call(client, "run_background_task", command=command, host="loopback", wait_for_pattern="first")
+        follower = await anyio.open_process([server_command, "logs", started["task_id"], "-f"], env=env)
+        try:
+            assert follower.stdout is not None and follower.stderr is not None
+            shown = b""
+            with anyio.fail_after(20):
+                while b"second\n" not in shown:
+                    shown += await follower.stdout.receive()
+            assert alive([started["pid"]]) == [started["pid"]]
+            with anyio.fail_after(60):
+                stopped = await anyio.run_process(
+                    [server_command, "stop", started["task_id"], "--grace", "1"], env=env, check=False
+                )
+                await follower.wait()
+                errors = b"".join([chunk async for chunk in follower.stderr])
+        finally:
+            if follower.returncode is None:
+                follower.kill()
+                await follower.wait()
+            await follower.aclose()
+    assert shown == b"first\nsecond\n"
+    assert (stopped.returncode, follower.returncode) == (0, 0)
+    for complaint in (stopped.stderr, errors):
+        assert b"Traceback" not in complaint and b"Exception ignored" not in complaint, complaint.decode()
+
+
 async def test_a_remote_log_is_kept_under_its_cap_on_the_remote_host(
     server_command: str, ssh_env: dict[str, str]
 ) -> None:

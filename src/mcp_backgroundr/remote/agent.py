@@ -308,7 +308,7 @@ def check(state: str, request: Request) -> dict[str, Any]:
 
 
 def wait(state: str, request: Request) -> dict[str, Any]:
-    if request.get("pattern"):
+    if request.get("pattern") is not None:
         return agent_wait.bounded(functools.partial(_safe, functools.partial(_wait, state, request)))
     return _wait(state, request)
 

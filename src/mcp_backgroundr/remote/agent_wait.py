@@ -165,8 +165,9 @@ def wait(
 ) -> dict[str, Any]:
     """Block until the first of: the runner exits, a line matches, the port accepts, the timeout."""
     deadline = time.monotonic() + float(request["timeout"])
-    pattern = compiled(request["pattern"]) if request.get("pattern") else None
-    lines = _Lines(log, int(request["since"]), pattern) if pattern else None
+    # None is no pattern; an empty one is honoured: it matches every line (logs -f waits for any).
+    pattern = compiled(request["pattern"]) if request.get("pattern") is not None else None
+    lines = _Lines(log, int(request["since"]), pattern) if pattern is not None else None
     port = request.get("port")
     wakeups = _Wakeups(log, runner_pid)
     partial: tuple[str, int, bool] | None = None

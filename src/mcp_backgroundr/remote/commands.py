@@ -22,6 +22,7 @@ from .tasks import RemoteTasks
 FOLLOW_WAIT_SECONDS = 60.0
 """logs -f asks the host to answer at the next line or after this long, whichever is first."""
 _ANY_LINE = re.compile("")
+"""The empty pattern: the host's wait answers at the next line (None would be no pattern)."""
 
 
 @asynccontextmanager

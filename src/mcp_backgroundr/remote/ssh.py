@@ -299,6 +299,8 @@ async def _drain_answer(stream: anyio.abc.ByteReceiveStream | None, into: bytear
 
 
 async def _reap(process: anyio.abc.Process) -> None:
+    """End and reap ``process`` and close its pipes now: left to the garbage collector, they
+    would be closed after the event loop (a command's) has ended: "Event loop is closed"."""
     with contextlib.suppress(ProcessLookupError):
         process.kill()
-    await process.wait()
+    await process.aclose()
