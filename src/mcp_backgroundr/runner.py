@@ -61,6 +61,8 @@ MAX_BACKOFF_SECONDS = 30.0
 HEALTHY_RUN_SECONDS = 30.0
 """A run that lasted this long resets the backoff."""
 RESTART_POLICIES = ("no", "on-failure", "always")
+TASK_ENV_DEFAULTS = {"PYTHONUNBUFFERED": "1"}
+"""Under a task's environment, local or remote: what it inherits and what the caller sets win."""
 PR_SET_CHILD_SUBREAPER = 36
 CAPPER_STOP_SECONDS = 2.0
 """How long the runner, its command ended, waits for a drop of its log's head under way."""

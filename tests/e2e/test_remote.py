@@ -226,6 +226,27 @@ async def test_logs_follow_prints_a_remote_tasks_new_lines_as_they_come_and_ends
         assert b"Traceback" not in complaint and b"Exception ignored" not in complaint, complaint.decode()
 
 
+async def test_a_remote_python_task_is_unbuffered_unless_its_env_says_otherwise(
+    server_command: str, ssh_env: dict[str, str]
+) -> None:
+    """As locally, PYTHONUNBUFFERED=1 is a default: a print reaches the log at once (block
+    buffered, it would wait for the exit), and a value the caller gives wins."""
+    script = "import os, time; print('ready', os.environ.get('PYTHONUNBUFFERED')); time.sleep(30)"
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        started = await call(
+            client, "run_background_task", command=f'python3 -c "{script}"', host="loopback",
+            wait_for_pattern="ready", wait_timeout_seconds=15,
+        )  # fmt: skip
+        chosen = await call(
+            client, "run_background_task", command=f'python3 -u -c "{script}"', host="loopback",
+            env={"PYTHONUNBUFFERED": "yes"}, wait_for_pattern="ready", wait_timeout_seconds=15,
+        )  # fmt: skip
+        for task in (started, chosen):
+            await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=1)
+    assert (started["wait"]["reason"], started["wait"]["matched_line"]) == ("pattern", "ready 1")
+    assert (chosen["wait"]["reason"], chosen["wait"]["matched_line"]) == ("pattern", "ready yes")
+
+
 async def test_a_remote_log_is_kept_under_its_cap_on_the_remote_host(
     server_command: str, ssh_env: dict[str, str]
 ) -> None:

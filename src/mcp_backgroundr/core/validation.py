@@ -14,7 +14,7 @@ from pathlib import Path
 from ..config import MAX_LOG_CAP, MIN_LOG_CAP
 from ..errors import InvalidArgumentError
 from ..logs.patterns import Pattern
-from ..runner import RESTART_POLICIES
+from ..runner import RESTART_POLICIES, TASK_ENV_DEFAULTS
 
 
 def shell_command(command: str | list[str]) -> str:
@@ -70,7 +70,7 @@ def checked_env(extra: Mapping[str, str | None] | None) -> dict[str, str | None]
 def task_environment(inherited: Mapping[str, str], extra: Mapping[str, str | None]) -> dict[str, str]:
     """``inherited`` (what the policy passes on of the server's environment) with ``extra`` over it;
     a variable whose value in ``extra`` is None is unset."""
-    env = {"PYTHONUNBUFFERED": "1", **inherited}
+    env = {**TASK_ENV_DEFAULTS, **inherited}
     for key, value in extra.items():
         if value is None:
             env.pop(key, None)

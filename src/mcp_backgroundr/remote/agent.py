@@ -145,7 +145,7 @@ def start(state: str, bundle: str, request: Request) -> dict[str, Any]:
         # Handed over as the runner's stdin, open both ways: held from its first instant.
         os.mkfifo(hosted.fifo, 0o600)
         stdin = os.open(hosted.fifo, os.O_RDWR | os.O_NONBLOCK)
-    given = dict(os.environ) | dict(request.get("env") or {})  # a null value unsets the variable
+    given = runner.TASK_ENV_DEFAULTS | dict(os.environ) | dict(request.get("env") or {})  # null: unset
     env = {key: value for key, value in given.items() if value is not None} | {agent_procs.TASK_ID_ENV: hosted.task_id}
     with open(hosted.meta, "w", encoding="utf-8") as file:
         json.dump(
