@@ -164,6 +164,50 @@ async def test_a_remote_task_outlives_a_killed_server_and_the_next_one_learns_it
         assert [t["task_id"] for t in listing["tasks"]] == [remote["task_id"]]
 
 
+async def test_a_remote_task_that_ended_by_itself_stays_completed_when_the_server_closes_right_after(
+    server_command: str, ssh_env: dict[str, str]
+) -> None:
+    # The user's case: the client closes as soon as the start answers; the run ends on the host
+    # before or while the shutdown ends it. Several tries: the host's account must win every time.
+    started = []
+    for _ in range(4):
+        async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+            started.append(await call(client, "run_background_task", command="true", host="loopback"))
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        for task in started:
+            status = await call(client, "get_task_status", task_id=task["task_id"])
+            assert (status["state"], status["exit_code"], status["end_reason"]) == ("completed", 0, None)
+
+
+async def test_stopping_a_remote_task_that_had_ended_unseen_records_how_it_ended_on_its_host(
+    server_command: str, ssh_env: dict[str, str], tmp_path: Path
+) -> None:
+    # No server hears the exit (its owner was killed first): the stop learns it from the host.
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        remote = await call(client, "run_background_task", command=f"read x < {gate}", host="loopback")
+        local = await call(client, "run_background_task", command="sleep 300")
+        server = psutil.Process(psutil.Process(local["pid"]).ppid())
+        server.kill()
+        with anyio.fail_after(5):
+            while server.is_running() and server.status() != psutil.STATUS_ZOMBIE:
+                await anyio.sleep(0.02)
+    with open(gate, "w") as opened:
+        opened.write("go\n")
+    with anyio.fail_after(10):  # its runner exits once it has recorded the run's end
+        while alive([remote["pid"]]):
+            await anyio.sleep(0.02)
+    with anyio.fail_after(60):
+        stopped = await anyio.run_process(
+            [server_command, "stop", remote["task_id"], "--grace", "1"], env=os.environ | ssh_env, check=False
+        )
+    assert stopped.returncode == 0, stopped.stderr.decode()
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        status = await call(client, "get_task_status", task_id=remote["task_id"])
+        assert (status["state"], status["exit_code"], status["end_reason"]) == ("completed", 0, None)
+
+
 async def test_the_command_line_shows_follows_and_stops_a_remote_task(
     server_command: str, ssh_env: dict[str, str]
 ) -> None:

@@ -290,7 +290,11 @@ class RemoteTasks:
 
 
 def _learn(task: Task, answer: Answer) -> bool:
-    """Record what the host says about the task; True when it has ended just now."""
+    """Record what the host says about the task; True when it has ended just now.
+
+    The host's account wins: its runner records ``killed`` only when the end reached the run, so a
+    run that had ended by itself before an end was asked (a server's shutdown, end_background_task,
+    the CLI's stop) stays ``completed`` or ``failed``, without the reason of an end it never met."""
     record = task.record
     record.host_seen_at = time.time()
     if not record.running or answer.get("state", "running") == "running":
@@ -298,10 +302,8 @@ def _learn(task: Task, answer: Answer) -> bool:
     record.state = TaskState(answer["state"])
     record.exit_code, record.signal = answer.get("exit_code"), answer.get("signal")
     record.ended_at = answer.get("ended_at") or time.time()
-    if record.kill_requested:
-        record.state = TaskState.KILLED
-    elif answer.get("end_reason"):
-        record.end_reason = answer["end_reason"]
+    if record.state is not TaskState.KILLED or not record.kill_requested:
+        record.end_reason = answer.get("end_reason")
     task.exited.set()
     return True
 
