@@ -207,3 +207,12 @@ def cgroup_directory(name: str, owner: tuple[int, int] | None = None) -> Iterato
             if child.is_dir():
                 child.rmdir()
         directory.rmdir()
+
+
+async def kill_server_of(task_pid: int) -> None:
+    """SIGKILL the server whose child ``task_pid`` is, and wait (bounded) until it is gone."""
+    server = psutil.Process(psutil.Process(task_pid).ppid())
+    server.kill()
+    with anyio.fail_after(5):
+        while server.is_running() and server.status() != psutil.STATUS_ZOMBIE:
+            await anyio.sleep(0.02)

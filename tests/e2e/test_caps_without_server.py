@@ -13,10 +13,9 @@ import statistics
 from pathlib import Path
 
 import anyio
-import psutil
 import pytest
 
-from .harness import alive, call, connect
+from .harness import alive, call, connect, kill_server_of
 
 pytestmark = pytest.mark.anyio
 
@@ -37,11 +36,7 @@ def _allocated(path: Path) -> int:
 async def test_a_log_that_grew_while_no_server_ran_is_capped_by_the_next_server(server_command: str) -> None:
     async with connect(server_command) as client:
         task = await call(client, "run_background_task", command=THROTTLED_WRITER, max_log_bytes=CAP)
-        server = psutil.Process(psutil.Process(task["pid"]).ppid())
-        server.kill()
-        with anyio.fail_after(5):
-            while server.is_running() and server.status() != psutil.STATUS_ZOMBIE:
-                await anyio.sleep(0.02)
+        await kill_server_of(task["pid"])
     log = Path(task["log_path"])
     with anyio.fail_after(30):  # no server: nothing caps it
         while _allocated(log) < 8 * CAP:

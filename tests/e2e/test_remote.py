@@ -11,7 +11,7 @@ import psutil
 import pytest
 from mcp.shared.subscriptions import ResourceUpdated
 
-from .harness import alive, call, call_error, connect, until
+from .harness import alive, call, call_error, connect, kill_server_of, until
 from .sshd import Sshd, free_port
 
 pytestmark = pytest.mark.anyio
@@ -148,11 +148,7 @@ async def test_a_remote_task_outlives_a_killed_server_and_the_next_one_learns_it
             wait_for_pattern="up",
         )  # fmt: skip
         local = await call(client, "run_background_task", command="sleep 300")
-        server = psutil.Process(psutil.Process(local["pid"]).ppid())
-        server.kill()
-        with anyio.fail_after(5):
-            while server.is_running() and server.status() != psutil.STATUS_ZOMBIE:
-                await anyio.sleep(0.02)
+        await kill_server_of(local["pid"])
     assert alive([remote["pid"]]) == [remote["pid"]]
     async with connect(server_command, args=ALLOW, env=ssh_env) as client:
         status = await call(client, "get_task_status", task_id=remote["task_id"])
@@ -195,11 +191,7 @@ async def test_stopping_a_remote_task_that_had_ended_unseen_records_how_it_ended
     async with connect(server_command, args=ALLOW, env=ssh_env) as client:
         remote = await call(client, "run_background_task", command=f"read x < {gate}", host="loopback")
         local = await call(client, "run_background_task", command="sleep 300")
-        server = psutil.Process(psutil.Process(local["pid"]).ppid())
-        server.kill()
-        with anyio.fail_after(5):
-            while server.is_running() and server.status() != psutil.STATUS_ZOMBIE:
-                await anyio.sleep(0.02)
+        await kill_server_of(local["pid"])
     with open(gate, "w") as opened:
         opened.write("go\n")
     with anyio.fail_after(10):  # its runner exits once it has recorded the run's end
