@@ -129,6 +129,29 @@ async def test_a_huge_pattern_is_refused_before_it_is_compiled(server_command: s
         assert "at most 4096 characters" in message and "\n" not in message, message
 
 
+COSTLY_PATTERN = r"\pL{300}"
+"""Eight characters whose RE2 program is large: 300 copies of every range of Unicode letters.
+Compiling it held the interpreter lock for about 0.15 s, so every client waited."""
+
+
+async def test_a_short_pattern_with_a_costly_program_is_refused_in_one_line(server_command: str) -> None:
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="echo hi; sleep 300")
+        task_id = task["task_id"]
+        wait = {"task_id": task_id, "output_pattern": COSTLY_PATTERN, "timeout_seconds": 0}
+        errors = [
+            await call_error(client, "get_task_status", task_id=task_id, grep=COSTLY_PATTERN),
+            await call_error(client, "wait_for_task", **wait),
+            await call_error(client, "run_background_task", command="true", wait_for_pattern=COSTLY_PATTERN),
+        ]
+        still = await call(client, "get_task_status", task_id=task_id, grep=r"\pL{20}|hi")
+        await call(client, "end_background_task", task_id=task_id, grace_seconds=0)
+    for field, message in zip(("grep", "output_pattern", "wait_for_pattern"), errors, strict=True):
+        assert message.startswith(f"{field}="), message
+        assert "smaller repetition counts" in message and "\n" not in message, message
+    assert still["grep_matches"] == 1, "a pattern of the same kind within the budget still works"
+
+
 CONCURRENT_WAITS = 200
 """More than the default per-user limit of inotify instances (128)."""
 
