@@ -84,9 +84,16 @@ class RegistryError(BackgroundrError):
 class HostUnreachableError(BackgroundrError):
     """A task's remote host did not answer, or ssh refused to connect to it."""
 
-    def __init__(self, host: str, what: str, *, reachable: bool = False) -> None:
+    def __init__(self, host: str, what: str, *, reachable: bool = False, sent: bool = True) -> None:
         super().__init__(f"host {host}: {what}")
         self.host = host
         self.what = what
         self.reachable = reachable
         """True when the host answered but refused (host key, authentication)."""
+        self.sent = sent
+        """False when the request surely never reached the host (no connection, no agent); True
+        when it may have: it went out and no answer came back, so what it did there is unknown."""
+
+    def then(self, outcome: str) -> HostUnreachableError:
+        """This failure, saying what it means for the call's task (``outcome``: what is known)."""
+        return HostUnreachableError(self.host, f"{self.what}; {outcome}", reachable=self.reachable, sent=self.sent)

@@ -67,6 +67,8 @@ PR_SET_CHILD_SUBREAPER = 36
 CAPPER_STOP_SECONDS = 2.0
 """How long the runner, its command ended, waits for a drop of its log's head under way."""
 STDIN = 0
+RUN_RECORD_MODE = 0o600
+"""The run record is the user's own, as the log beside it is."""
 INPUT_CLOSE_SIGNAL = signal.SIGUSR1
 """Sent to the runner to close its task's input home (end of input)."""
 
@@ -208,7 +210,9 @@ def read_run_record(path: str) -> RunRecord | None:
 
 def _write_run_record(path: str, record: RunRecord) -> None:
     temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as file:
+    with os.fdopen(
+        os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, RUN_RECORD_MODE), "w", encoding="utf-8"
+    ) as file:
         json.dump(asdict(record), file)
     os.replace(temporary, path)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -252,3 +253,27 @@ async def test_pruning_behind_a_cut_link_forgets_ended_remote_tasks_and_keeps_ru
             assert (back["state"], back["host_reachable"], back["output"]) == ("running", True, "up\n")
             ended = await call(client, "end_background_task", task_id=kept["task_id"], grace_seconds=1)
             assert ended["survivors"] == []
+
+
+async def test_a_start_the_host_never_answers_says_only_what_is_known_and_how_to_check(
+    server_command: str, far: FarHost, far_env: dict[str, str]
+) -> None:
+    async with connect(server_command, args=ALLOW, env=far_env) as client:
+        far.cut()  # no connection yet: the request cannot go out
+        with anyio.fail_after(FAIL_WITHIN_SECONDS):
+            unsent = await call_error(client, "run_background_task", command="sleep 300", host="faraway")
+        assert unsent.startswith("host faraway: ") and "the task did not start there" in unsent, unsent
+        far.restore()
+        first = await call(
+            client, "run_background_task", command="echo up; sleep 300", host="faraway", wait_for_pattern="up"
+        )
+        far.cut()  # the request goes out on the open connection, and no answer comes back
+        with anyio.fail_after(FAIL_WITHIN_SECONDS):
+            lost = await call_error(client, "run_background_task", command="sleep 300", host="faraway")
+        assert lost.startswith("host faraway: "), lost
+        assert re.search(r"whether task (\w+) started there is unknown .*hosted/\1\.\*", lost), lost
+        for message in (unsent, lost):
+            assert "runs on" not in message, message
+        far.restore()
+        ended = await call(client, "end_background_task", task_id=first["task_id"], grace_seconds=1)
+        assert ended["survivors"] == []

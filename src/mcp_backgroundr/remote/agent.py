@@ -89,6 +89,27 @@ class Hosted:
         }
 
 
+PRIVATE_DIRECTORY_MODE = 0o700
+"""The state directory and its hosted tasks' directory: the user's own, as the server's are."""
+
+
+def _private_directory(path: str) -> None:
+    """Make ``path`` (and what is missing above it) and keep it the user's own, as the server
+    keeps its state directory: one made by an earlier agent, or above the bootstrap's, included."""
+    os.makedirs(path, mode=PRIVATE_DIRECTORY_MODE, exist_ok=True)
+    os.chmod(path, PRIVATE_DIRECTORY_MODE)
+
+
+def _write_private(path: str, data: dict[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path``, readable by the user alone, replacing it whole."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with os.fdopen(
+        os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, files.LOG_FILE_MODE), "w", encoding="utf-8"
+    ) as file:
+        json.dump(data, file)
+    os.replace(temporary, path)
+
+
 def _mtime(path: str) -> float | None:
     try:
         return os.stat(path).st_mtime
@@ -138,7 +159,7 @@ def start(state: str, bundle: str, request: Request) -> dict[str, Any]:
     cwd = _checked_cwd(os.path.expanduser(request.get("cwd") or "~"), request.get("cwd_roots") or [])
     if not os.path.isdir(cwd):
         raise BackgroundrError(f"cwd {cwd!r} is not a directory on this host; pass one that exists, or omit cwd")
-    os.makedirs(os.path.dirname(hosted.base), mode=0o700, exist_ok=True)
+    _private_directory(os.path.dirname(hosted.base))
     log_fd = os.open(hosted.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, files.LOG_FILE_MODE)
     stdin: int = subprocess.DEVNULL
     if request.get("stdin"):
@@ -147,17 +168,16 @@ def start(state: str, bundle: str, request: Request) -> dict[str, Any]:
         stdin = os.open(hosted.fifo, os.O_RDWR | os.O_NONBLOCK)
     given = runner.TASK_ENV_DEFAULTS | dict(os.environ) | dict(request.get("env") or {})  # null: unset
     env = {key: value for key, value in given.items() if value is not None} | {agent_procs.TASK_ID_ENV: hosted.task_id}
-    with open(hosted.meta, "w", encoding="utf-8") as file:
-        json.dump(
-            {
-                "command": request["command"],
-                "restart": request.get("restart", "no"),
-                "max_restarts": request.get("max_restarts", 0),
-                "cwd": cwd,
-                "max_log_bytes": request.get("max_log_bytes", 0),
-            },
-            file,
-        )
+    _write_private(
+        hosted.meta,
+        {
+            "command": request["command"],
+            "restart": request.get("restart", "no"),
+            "max_restarts": request.get("max_restarts", 0),
+            "cwd": cwd,
+            "max_log_bytes": request.get("max_log_bytes", 0),
+        },
+    )
     try:
         child = subprocess.Popen(
             [sys.executable, "-I", bundle, "task", state, hosted.task_id],
@@ -173,11 +193,18 @@ def start(state: str, bundle: str, request: Request) -> dict[str, Any]:
         os.close(log_fd)
         if stdin != subprocess.DEVNULL:
             os.close(stdin)
-    meta = hosted.started() | {"pid": child.pid, "ticks": agent_procs.start_ticks(child.pid), "at": time.time()}
-    with open(hosted.meta + ".tmp", "w", encoding="utf-8") as file:
-        json.dump(meta, file)
-    os.replace(hosted.meta + ".tmp", hosted.meta)
-    return {"pid": child.pid, "cwd": cwd, "log_path": hosted.log}
+    _write_private(
+        hosted.meta,
+        hosted.started() | {"pid": child.pid, "ticks": agent_procs.start_ticks(child.pid), "at": time.time()},
+    )
+    return {"pid": child.pid, "cwd": cwd, "log_path": hosted.log, "containment": _containment()}
+
+
+def _containment() -> str:
+    """The containment level a hosted task gets here (the levels the server names locally): on
+    Linux its runner is a child subreaper, so what leaves the session and drops the marker stays
+    in its tree; elsewhere the weakest level (``agent_procs`` knows only the runner's process group)."""
+    return "subreaper" if sys.platform == "linux" else "marker"
 
 
 def run_task(state: str, task_id: str) -> int:
@@ -189,7 +216,7 @@ def run_task(state: str, task_id: str) -> int:
     agent_cap.start_capping(hosted.log, cap)
     try:
         # As child subreaper (Linux), the runner gets back what its task orphans, as the server does.
-        reaper = "subreaper" if sys.platform == "linux" else "plain"
+        reaper = "subreaper" if _containment() == "subreaper" else "plain"
         return runner.main([hosted.status, meta["restart"], str(meta["max_restarts"]), reaper, meta["command"]])
     finally:
         agent_cap.enforce(hosted.log, cap)  # what the task wrote just before it ended
@@ -259,7 +286,8 @@ def end(state: str, request: Request) -> dict[str, Any]:
         leaders[hosted.task_id] = int(meta["pid"])
         ticks.append(meta.get("ticks"))
         if hosted.alive():
-            with open(hosted.ended, "w", encoding="utf-8") as file:
+            fd = os.open(hosted.ended, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, files.LOG_FILE_MODE)
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
                 file.write(request.get("reason") or "")
     known = [t for t in ticks if t is not None]
     since = min(known) if len(known) == len(ticks) else None
@@ -271,9 +299,11 @@ def end(state: str, request: Request) -> dict[str, Any]:
 
 def remove(state: str, request: Request) -> dict[str, Any]:
     """Delete a finished task's files (``task_id``), or those of several that the server forgot
-    (``task_ids``: one still running, or unknown here, is skipped); the bytes freed."""
+    (``task_ids``: one still running, or unknown here, is skipped); the bytes freed. A task whose
+    record is gone here was removed already (by a call whose answer was lost): what is left goes."""
     if "task_ids" not in request:
-        return {"freed_bytes": _delete(Hosted(state, request["task_id"]))}
+        hosted = Hosted(state, request["task_id"])
+        return {"freed_bytes": _delete(hosted) if os.path.exists(hosted.meta) else _unlink(hosted)}
     freed = 0
     for task_id in request["task_ids"]:
         with contextlib.suppress(BackgroundrError):
@@ -285,13 +315,18 @@ def _delete(hosted: Hosted) -> int:
     meta = hosted.started()
     if hosted.alive() or agent_procs.members(int(meta["pid"]), hosted.task_id, meta.get("ticks")):
         raise BackgroundrError(f"task {hosted.task_id} is still running; end it with end_background_task first")
+    return _unlink(hosted)
+
+
+def _unlink(hosted: Hosted) -> int:
+    """Delete the task's files; the bytes freed, counted as for a local task: the size of each file."""
     freed = 0
-    for path in (hosted.log, hosted.status, hosted.meta, hosted.fifo, hosted.ended):
+    for path in (hosted.log, hosted.status, hosted.fifo, hosted.ended, hosted.meta):
         try:
             info = os.lstat(path)
         except OSError:
             continue
-        freed += info.st_blocks * 512 if stat.S_ISREG(info.st_mode) and path == hosted.log else 0
+        freed += info.st_size if stat.S_ISREG(info.st_mode) else 0
         os.unlink(path)
     return freed
 
@@ -438,6 +473,7 @@ def main(bundle: str, state: str) -> None:
         # Its exit is what waits and watches wake on: skip the interpreter's teardown (tens of ms).
         sys.stdout.flush()
         os._exit(code)
+    _private_directory(state)
     request = json.loads(sys.stdin.buffer.readline())
     if request.get("op") == "serve":
         serve(state, bundle)

@@ -218,17 +218,25 @@ def found_by() -> str:
 
 def end(leaders: dict[str, int], grace: float, kill_wait: float, since: int | None = None) -> dict[str, object]:
     """SIGTERM every process of these tasks (task id -> leader pid), SIGKILL what is left after
-    ``grace`` (processes started meanwhile included), and name the survivors."""
+    ``grace`` (processes started meanwhile included), and name the survivors.
+
+    The leaders are the tasks' runners, which record how their tasks' runs ended: SIGKILLed with
+    the rest, a runner could not, and the run would end with no exit code. So the runners are
+    SIGKILLed last, only if they have not recorded the run and exited within ``kill_wait``."""
     denied: dict[int, str] = {}
     found = all_members(leaders, since)
     known = {pid: start_ticks(pid) for pid in found}
     signalled = _signal(found, signal.SIGTERM, denied)
     escalated = False
     left = _wait_gone(leaders, grace, since, known) if found else []
-    if left:
-        escalated = True
+    runners = set(leaders.values())
+    for spared in (runners, set()):
+        if not left:
+            break
         known.update((pid, start_ticks(pid)) for pid in left if pid not in known)
-        signalled += [pid for pid in _signal(left, signal.SIGKILL, denied) if pid not in signalled]
+        killed = _signal([pid for pid in left if pid not in spared], signal.SIGKILL, denied)
+        escalated = escalated or bool(killed)
+        signalled += [pid for pid in killed if pid not in signalled]
         left = _wait_gone(leaders, kill_wait, since, known)
     survivors = [
         [pid, command_line(pid), denied.get(pid, "still alive after SIGKILL (maybe in uninterruptible sleep)")]

@@ -108,7 +108,9 @@ class HostAgents:
                     continue
                 if exc.code == NO_PYTHON_STATUS:
                     raise _no_python(host) from None
-                raise self.connections.unreachable(destination, f"its agent did not start ({exc})") from None
+                raise self.connections.unreachable(
+                    destination, f"its agent did not start ({exc})", sent=False
+                ) from None
 
     async def close(self, *, only_started: bool = False) -> None:
         """End the serving sessions (a call or watch under way fails), then the masters

@@ -49,7 +49,7 @@ n=int(i.readline())
 if n:
     os.makedirs(os.path.dirname(z),mode=0o700,exist_ok=True)
     t=z+".%d"%os.getpid()
-    with open(t,"wb") as f:f.write(i.read(n))
+    with os.fdopen(os.open(t,os.O_WRONLY|os.O_CREAT|os.O_TRUNC,0o600),"wb") as f:f.write(i.read(n))
     os.replace(t,z)
 elif not os.path.exists(z):sys.exit(98)
 sys.path.insert(0,z)

@@ -54,15 +54,16 @@ class AgentSession:
         ``limit`` bounds the whole call, a wait for another call on this session included; a
         call that waited while another one found the host unreachable fails at once, with why."""
         arrived = time.monotonic()
+        sent: list[bool] = []
         try:
             with anyio.fail_after(limit):
                 async with self._lock:
                     if self._failure is not None and self._failure[0] > arrived:
                         _, what, reachable = self._failure
-                        raise HostUnreachableError(self.destination.text, what, reachable=reachable)
-                    return await self._ask_now(command, opening, request, limit, wake)
+                        raise HostUnreachableError(self.destination.text, what, reachable=reachable, sent=False)
+                    return await self._ask_now(command, opening, request, limit, wake, sent)
         except TimeoutError:
-            failure = self.connections.unreachable(self.destination, f"no answer within {limit:g} s")
+            failure = self.connections.unreachable(self.destination, f"no answer within {limit:g} s", sent=bool(sent))
             self._failure = (time.monotonic(), failure.what, False)
             raise failure from None
         except HostUnreachableError as exc:
@@ -70,8 +71,9 @@ class AgentSession:
             raise
 
     async def _ask_now(
-        self, command: str, opening: bytes, request: bytes, limit: float, wake: anyio.Event | None
+        self, command: str, opening: bytes, request: bytes, limit: float, wake: anyio.Event | None, sent: list[bool]
     ) -> bytes:
+        """Ask on the session (started first if need be); ``sent`` gets True once the request goes out."""
         if self._process is None or self._process.returncode is not None or self._idle():
             await self._stop()
             await self._start(command, opening, limit)
@@ -81,6 +83,7 @@ class AgentSession:
         assert answers is not None
         answered = False
         try:
+            sent.append(True)
             await process.stdin.send(request)
             answer = await _answer(process, answers, wake)
             answered = True

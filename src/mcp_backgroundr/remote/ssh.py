@@ -148,9 +148,9 @@ class Connections:
                             code = await ssh.wait()
                     except TimeoutError:
                         limit = self.timeouts.connect_seconds
-                        raise self.unreachable(destination, f"no connection within {limit:g} s") from None
+                        raise self.unreachable(destination, f"no connection within {limit:g} s", sent=False) from None
             if code != 0:
-                raise self.refused(destination, errors.read_text(errors="replace"))
+                raise self.refused(destination, errors.read_text(errors="replace"), sent=False)
             self._opened.add(destination)
             self._started.add(destination)
             await self._find_master(destination)
@@ -233,14 +233,14 @@ class Connections:
         self.seen_at[destination.text] = time.time()
         return code, bytes(output) or bytes(errors)
 
-    def unreachable(self, destination: Destination, what: str) -> HostUnreachableError:
+    def unreachable(self, destination: Destination, what: str, *, sent: bool = True) -> HostUnreachableError:
+        """The host did not answer (``sent``: after the request may have reached it). What that means
+        for the task, which only the caller knows, is said by the caller (see tasks.py)."""
         seen = self.seen_at.get(destination.text)
         when = f"; last answered {time.time() - seen:.0f} s ago" if seen else ""
-        return HostUnreachableError(
-            destination.text, f"{what}{when}; the task there runs on, call again once the host is reachable"
-        )
+        return HostUnreachableError(destination.text, f"{what}{when}", sent=sent)
 
-    def refused(self, destination: Destination, stderr: str) -> HostUnreachableError:
+    def refused(self, destination: Destination, stderr: str, *, sent: bool = True) -> HostUnreachableError:
         text = stderr.strip()
         if "Host key verification failed" in text or "No matching host key" in text:
             return HostUnreachableError(
@@ -264,7 +264,7 @@ class Connections:
                 reachable=True,
             )
         last = text.splitlines()[-1] if text else "ssh failed with no message"
-        return self.unreachable(destination, last)
+        return self.unreachable(destination, last, sent=sent)
 
     async def close(self, *, only_started: bool = False) -> None:
         """Stop the masters in use (``only_started``: those started here), within CLOSE_SECONDS."""

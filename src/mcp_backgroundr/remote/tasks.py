@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import anyio
 
@@ -37,6 +37,48 @@ are gone stand there, connection included; a host that does not answer within it
 last known, with host_reachable false."""
 
 
+UNAFFECTED = "a lost link does not end the task there; call again once the host is reachable"
+"""What a failed call that changes nothing (a read, a wait) means for the task."""
+
+
+INPUT_OUTCOMES = (
+    "whether the input reached the task is unknown: read its output once the host is reachable",
+    "no input was sent; send it again once the host is reachable",
+)
+END_OUTCOMES = (
+    "whether the end reached the task is unknown: call end_background_task again once the host is reachable",
+    "nothing was ended there; call end_background_task again once the host is reachable",
+)
+REMOVE_OUTCOMES = (
+    "whether its files there were deleted is unknown; its record is kept: call remove_task again later",
+    "its files there and its record are kept; call remove_task again later",
+)
+"""What a call that failed to reach its host means for its task: (the request may have reached the
+host, it surely did not)."""
+
+
+def _start_outcomes(task_id: str) -> tuple[str, str]:
+    return (
+        f"whether task {task_id} started there is unknown (the request went out, no answer came back): once the "
+        f"host is reachable, look there for its files (~/.local/state/mcp-backgroundr/hosted/{task_id}.*, or under "
+        "$XDG_STATE_HOME) before starting it again",
+        "the task did not start there (nothing reached the host); start it again later",
+    )
+
+
+@contextlib.contextmanager
+def _telling(sent: str, unsent: str = UNAFFECTED) -> Iterator[None]:
+    """A host that cannot be reached fails the call with what is known of its effect there: ``sent``
+    when the request may have reached the host (it went out, no answer came back), else ``unsent``.
+    A refusal (host key, authentication, no python3) says why already, and did nothing there."""
+    try:
+        yield
+    except HostUnreachableError as exc:
+        if exc.reachable:
+            raise
+        raise exc.then(sent if exc.sent else unsent) from None
+
+
 class RemoteTasks:
     """Starts, reads, waits on, feeds and ends tasks on SSH hosts, for one supervisor."""
 
@@ -58,21 +100,11 @@ class RemoteTasks:
         variable); fills in its pid, cwd and (remote) log path. ``cwd_roots``: the policy's
         ``allowed_cwd`` as written, which the host applies to its own paths."""
         assert record.host is not None
-        request = {
-            "op": "start",
-            "task_id": record.task_id,
-            "command": record.command,
-            "cwd": record.cwd or None,
-            "env": dict(env),
-            "stdin": stdin,
-            "restart": record.restart,
-            "max_restarts": record.max_restarts,
-            "max_log_bytes": record.max_log_bytes,
-            "keep_days": self.settings.keep_days,
-            "cwd_roots": list(cwd_roots),
-        }
-        answer = await self.agents.call(record.host, request, quick=True)
+        request = _start_request(record, env, stdin, cwd_roots) | {"keep_days": self.settings.keep_days}
+        with _telling(*_start_outcomes(record.task_id)):
+            answer = await self.agents.call(record.host, request, quick=True)
         record.pid, record.cwd, record.log_path = answer["pid"], answer["cwd"], answer["log_path"]
+        record.containment = answer.get("containment", record.containment)  # what its host uses
         record.host_seen_at = time.time()
 
     # -- read ------------------------------------------------------------------
@@ -101,7 +133,8 @@ class RemoteTasks:
         """The processes a finished task left running on its host (its session, its marker)."""
         request = {"op": "status", "task_id": task.record.task_id, "lines": 0, "since": None, "raw": False,
                    "budget": self.settings.output_budget}  # fmt: skip
-        answer = await self.agents.call(task.record.host or "", request, quick=True)
+        with _telling(UNAFFECTED):
+            answer = await self.agents.call(task.record.host or "", request, quick=True)
         return [] if task.running else list(answer.get("pids") or [])
 
     async def grep(self, task: Task, pattern: str, since: int | None) -> tuple[Status, bool]:
@@ -114,7 +147,8 @@ class RemoteTasks:
             "since": since,
             "budget": self.settings.output_budget,
         }
-        found = await self.agents.call(task.record.host, request)
+        with _telling(UNAFFECTED):
+            found = await self.agents.call(task.record.host, request)
         ended = _learn(task, found)
         notes = []
         if found["resume_at"] is not None:
@@ -170,7 +204,8 @@ class RemoteTasks:
             if progress is not None:
                 group.start_soon(report_progress, progress, conditions.timeout)
         if failed:
-            raise failed[0]
+            with _telling(UNAFFECTED):
+                raise failed[0]
         ended = _learn(task, answer)
         found = answer["wait"]
         return Waited(
@@ -186,7 +221,8 @@ class RemoteTasks:
     async def send_input(self, task: Task, data: str, close: bool) -> InputWritten:
         assert task.record.host is not None
         request = {"op": "input", "task_id": task.record.task_id, "text": data, "close": close}
-        answer = await self.agents.call(task.record.host, request, quick=True)
+        with _telling(*INPUT_OUTCOMES):
+            answer = await self.agents.call(task.record.host, request, quick=True)
         return InputWritten(
             task_id=task.record.task_id, bytes_written=answer["bytes_written"], closed=close, cursor=answer["cursor"]
         )
@@ -197,7 +233,8 @@ class RemoteTasks:
         assert record.host is not None
         kill_wait = self.settings.kill_wait_seconds
         request = {"op": "end", "task_id": record.task_id, "grace": grace, "kill_wait": kill_wait, "reason": reason}
-        answer = await self.agents.call(record.host, request, grace + kill_wait + self.settings.remote_call_seconds)
+        with _telling(*END_OUTCOMES):
+            answer = await self.agents.call(record.host, request, grace + kill_wait + self.settings.remote_call_seconds)
         ended = _learn(task, answer)
         survivors = [Survivor(pid, command, why) for pid, command, why in answer["survivors"]]
         found_by = answer.get("found_by")  # an agent from before it was answered says nothing it checked
@@ -234,7 +271,9 @@ class RemoteTasks:
     async def remove(self, task: Task) -> int:
         """Delete the task's files on its host; the bytes freed."""
         assert task.record.host is not None
-        answer = await self.agents.call(task.record.host, {"op": "remove", "task_id": task.record.task_id}, quick=True)
+        request = {"op": "remove", "task_id": task.record.task_id}
+        with _telling(*REMOVE_OUTCOMES):
+            answer = await self.agents.call(task.record.host, request, quick=True)
         return int(answer["freed_bytes"])
 
     async def forget(self, records: Sequence[TaskRecord]) -> list[str]:
@@ -289,6 +328,23 @@ class RemoteTasks:
         await self.agents.close(only_started=only_started)
 
 
+def _start_request(
+    record: TaskRecord, env: Mapping[str, str | None], stdin: bool, cwd_roots: Sequence[str]
+) -> dict[str, object]:
+    return {
+        "op": "start",
+        "task_id": record.task_id,
+        "command": record.command,
+        "cwd": record.cwd or None,
+        "env": dict(env),
+        "stdin": stdin,
+        "restart": record.restart,
+        "max_restarts": record.max_restarts,
+        "max_log_bytes": record.max_log_bytes,
+        "cwd_roots": list(cwd_roots),
+    }
+
+
 def _learn(task: Task, answer: Answer) -> bool:
     """Record what the host says about the task; True when it has ended just now.
 
@@ -336,5 +392,5 @@ def _known_status(task: Task, problem: HostUnreachableError, since: int | None) 
     cursor = since or 0
     empty = process.TreeUsage(0, 0, 0.0, [])
     status = task.describe(files.OutputSlice("", cursor, cursor, False, None), empty, [], None)
-    status.host_reachable, status.host_problem = False, str(problem)
+    status.host_reachable, status.host_problem = False, str(problem.then(UNAFFECTED))
     return status
