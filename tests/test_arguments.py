@@ -14,7 +14,13 @@ PYDANTIC_SCHEMA: dict[str, Any] = {
     "properties": {
         "text": {"title": "Text", "type": "string"},
         "state": {"anyOf": [{"$ref": "#/$defs/State"}, {"type": "null"}], "default": None, "title": "State"},
-        "env": {"anyOf": [{"additionalProperties": {"type": "string"}, "type": "object"}, {"type": "null"}]},
+        "env": {
+            "anyOf": [
+                {"additionalProperties": {"anyOf": [{"type": "string"}, {"type": "null"}]}, "type": "object"},
+                {"type": "null"},
+            ],
+            "default": None,
+        },
         "seconds": {"anyOf": [{"type": "number"}, {"type": "null"}], "default": None},
         "command": {"anyOf": [{"type": "string"}, {"items": {"type": "string"}, "type": "array"}]},
     },
@@ -30,16 +36,19 @@ def test_the_simple_schema_inlines_references_and_drops_what_clients_trip_on() -
     assert "$defs" not in schema and "title" not in schema
     assert schema["properties"]["state"] == {"enum": ["running", "on-failure"], "type": "string"}
     assert schema["properties"]["seconds"] == {"type": "number"}
-    assert schema["properties"]["env"] == {"additionalProperties": {"type": "string"}, "type": "object"}
+    # A null that is the default goes; one that means something (unset this variable) stays.
+    values = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+    assert schema["properties"]["env"] == {"additionalProperties": values, "type": "object"}
 
 
 def test_client_habits_become_what_the_schema_takes() -> None:
     schema = simple_schema(PYDANTIC_SCHEMA)
-    given = {"text": 404, "state": "On_Failure", "env": {"A": 1, "B": True}, "seconds": 3, "command": ["a", 2.5]}
+    given = {"text": 404, "state": "On_Failure", "env": {"A": 1, "B": True, "C": None}, "seconds": 3,
+             "command": ["a", 2.5]}  # fmt: skip
     assert normalized(schema, given) == {
         "text": "404",
         "state": "on-failure",
-        "env": {"A": "1", "B": "true"},
+        "env": {"A": "1", "B": "true", "C": None},
         "seconds": 3,
         "command": ["a", "2.5"],
     }

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+import jsonschema
 import pytest
 
-from .harness import connect
+from .harness import call, connect
 
 pytestmark = pytest.mark.anyio
 
@@ -111,7 +112,23 @@ async def test_input_schemas_inline_enums_and_say_what_else_is_taken(server_comm
     command = tools["run_background_task"]["properties"]["command"]
     assert {"type": "string"} in command["anyOf"]
     assert {"type": "array", "items": {"type": "string"}} in command["anyOf"]
-    assert tools["run_background_task"]["properties"]["env"]["additionalProperties"] == {"type": "string"}
+    values = tools["run_background_task"]["properties"]["env"]["additionalProperties"]
+    assert values == {"anyOf": [{"type": "string"}, {"type": "null"}]}  # null unsets a variable
+
+
+async def test_the_env_schema_takes_the_null_that_unsets_a_variable(server_command: str) -> None:
+    """A client that checks arguments against the listed schema before it calls (as many do) must
+    be able to send what the tool takes: a value is a string, or null to unset the variable."""
+    async with connect(server_command, env={"INHERITED": "here"}) as client:
+        schema = {tool.name: tool.input_schema for tool in (await client.list_tools()).tools}["run_background_task"]
+        arguments = {"command": 'echo "[${INHERITED-unset}] [$ADDED]"', "env": {"INHERITED": None, "ADDED": "x"}}
+        jsonschema.Draft202012Validator.check_schema(schema)
+        jsonschema.validate(arguments, schema, cls=jsonschema.Draft202012Validator)
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({"command": "true", "env": {"A": 1}}, schema, cls=jsonschema.Draft202012Validator)
+        started = await call(client, "run_background_task", **arguments)
+        done = await call(client, "wait_for_task", task_id=started["task_id"], since=0)
+    assert done["status"]["output"] == "[unset] [x]\n"
 
 
 MODEL_VISIBLE_BUDGET = 8000

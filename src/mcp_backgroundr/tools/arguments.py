@@ -10,8 +10,9 @@ name a tool does not take, is still refused.
 :func:`simple_schema` rewrites pydantic's input schema into the plain form every
 client and model API understands: no ``$ref``/``$defs`` (each enum and nested object
 inline), no titles, optional fields as their plain type (``null`` is taken as the
-default anyway), and ``additionalProperties: false`` so a client knows before it calls
-that unknown names are refused.
+default anyway; a null that means something else, as a value of ``env``, stays), and
+``additionalProperties: false`` so a client knows before it calls that unknown names
+are refused.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ def _simplified(node: Any) -> Any:
         if key != "title" and not (key == "default" and value is None)
     }
     options = result.get("anyOf")
-    if isinstance(options, list):
+    # Only where null is the default does leaving it out mean the same: a null elsewhere (a
+    # value of env, which unsets a variable) has a meaning of its own and stays in the schema.
+    if isinstance(options, list) and "default" in node and node["default"] is None:
         kept = [option for option in options if option != {"type": "null"}]
         if len(kept) == 1 and len(kept) < len(options):
             del result["anyOf"]
