@@ -36,5 +36,20 @@ def test_the_listing_answer_is_what_the_task_list_model_dumps() -> None:
     )
     model = model_of(TaskList, listing)
     answer = listing_answer(listing, describe_list(listing))
-    assert answer.structured_content == model.model_dump(mode="json")
+    dumped = model.model_dump(mode="json")
+    without_absent = [
+        {key: value for key, value in task.items() if value not in (None, [])} for task in dumped["tasks"]
+    ]
+    assert answer.structured_content == {**dumped, "tasks": without_absent}
     assert TaskList.model_validate(answer.structured_content) == model
+
+
+def test_a_listed_line_leaves_out_only_what_its_task_does_not_have() -> None:
+    remote = dataclasses.replace(
+        BASE, exit_code=0, host="build", host_reachable=False, host_seen_at="2026-11-30T05:00:01"
+    )
+    answer = listing_answer(Listing(tasks=[BASE, remote], total=2), "")
+    assert answer.structured_content is not None
+    local, far = answer.structured_content["tasks"]
+    assert set(local) == {"task_id", "command", "state", "pid", "started_at", "runtime_seconds", "owner", "containment"}
+    assert (far["exit_code"], far["host"], far["host_reachable"]) == (0, "build", False)

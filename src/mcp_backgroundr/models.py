@@ -331,14 +331,15 @@ class RemovedTask(BaseModel):
 
 
 class TaskSummary(BaseModel):
-    """One line of list_tasks."""
+    """One line of list_tasks. A line leaves out what its task does not have (a null, no address):
+    a listing grows with the tasks, and every value a client checks costs it time."""
 
     task_id: _TaskId
-    name: _Name
+    name: _Name = None
     command: _Command
     state: TaskState = Field(description="running, completed, failed or killed.")
-    pid: int | None = Field(description="Process id of the main process.")
-    exit_code: int | None = Field(description="Exit status; null while running.")
+    pid: int | None = Field(default=None, description="Process id of the main process; absent when none is known.")
+    exit_code: int | None = Field(default=None, description="Exit status; absent while running.")
     started_at: _StartedAt
     runtime_seconds: _Runtime
     listening: list[str] = Field(
@@ -350,7 +351,7 @@ class TaskSummary(BaseModel):
     host_reachable: bool | None = Field(
         default=None,
         description="For a remote task whose host this listing asked (a running task of a server that is gone): "
-        "whether it answered. When false, the row is what was last known. Null: not asked (this server's "
+        "whether it answered. When false, the row is what was last known. Absent: not asked (this server's "
         "tasks are kept current by a watch on their host).",
     )
     host_seen_at: _HostSeenAt = None

@@ -42,7 +42,12 @@ def listing_answer(listing: Listing, text: str) -> CallToolResult:
 
 
 def _summary_json(summary: Summary) -> dict[str, object]:
-    return {**vars(summary), "state": summary.state.value}
+    """One line of the listing without the facts its task does not have (``TaskSummary``): a client
+    checks each value of each line against the output schema, the Python SDK's at about 6 us a value
+    (docs/benchmarks.md 13), and a local running task has no name, exit code, address or host."""
+    line = {key: value for key, value in vars(summary).items() if value is not None and value != []}
+    line["state"] = summary.state.value
+    return line
 
 
 def task_head(task: TaskStatus | EndedTask) -> str:
