@@ -7,12 +7,14 @@ under 1 MiB caps (``yes``, run at nice 19 so that what is measured is the server
 not two cores shared with ten busy writers), status of a task with 300 processes (repeated), and
 1,000 extra idle processes on the machine. Target (issue 10): p99 within 50 ms of idle.
 
-    python bench/stall.py [--quick]     (STALL_ONLY=writers,idle,...: some loads only; STALL_VERBOSE=1)
+    python bench/stall.py [--quick]     (STALL_ONLY=writers,idle,...: some loads only; STALL_VERBOSE=1;
+                                         STALL_SOURCE=DIR: the server from another checkout's src)
 
 Finding what holds the event loop: ``STALL_WATCH=1`` runs the server through
 ``bench/_loop_watch.py`` and prints the loop callbacks over 20 ms (``LOOP_WATCH_MS``) by what
 they ran; ``STALL_PROFILE=FILE`` records the server with ``py-spy record`` (raw format, every
-thread) while the loaded calls run.
+thread) while the loaded calls run, with the further py-spy options in ``STALL_PROFILE_ARGS`` (``--gil``:
+only the thread holding the interpreter lock, to see who keeps the event loop from it).
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ VERBOSE = bool(os.environ.get("STALL_VERBOSE"))
 """Print each call's time on stderr."""
 WATCH = bool(os.environ.get("STALL_WATCH"))
 PROFILE = os.environ.get("STALL_PROFILE")
+PROFILE_ARGS = os.environ.get("STALL_PROFILE_ARGS", "").split()
+SOURCE = os.environ.get("STALL_SOURCE")
+"""Run the server from this ``src`` directory (another checkout's, for a before/after) instead of the installed one."""
 ONLY = os.environ.get("STALL_ONLY")
 """Comma-separated words: only the loads whose names hold one (writers, idle, hostile, processes, GiB)."""
 
@@ -128,8 +133,9 @@ def _profiled(server: Server) -> Iterator[None]:
         yield
         return
     spy = Path(sys.executable).with_name("py-spy")
-    command = [str(spy), "record", "--pid", str(server.process().pid), "--rate", "100", "--format", "raw"]
-    recorder = subprocess.Popen([*command, "--threads", "--output", PROFILE], stdout=subprocess.DEVNULL)
+    rate = [] if "--rate" in PROFILE_ARGS else ["--rate", "100"]
+    command = [str(spy), "record", "--pid", str(server.process().pid), *rate, "--format", "raw"]
+    recorder = subprocess.Popen([*command, "--threads", *PROFILE_ARGS, "--output", PROFILE], stdout=subprocess.DEVNULL)
     try:
         yield
     finally:
@@ -173,7 +179,10 @@ def _figures(idle: dict[str, list[float]], loaded: dict[str, list[float]], count
 
 async def measure(quick: bool) -> list[Figure]:
     calls = 50 if quick else 200
-    async with serve([sys.executable, str(Path(__file__).with_name("_loop_watch.py"))] if WATCH else None) as server:
+    command = [sys.executable, str(Path(__file__).with_name("_loop_watch.py"))] if WATCH else None
+    if SOURCE and not WATCH:
+        command = [sys.executable, "-m", "mcp_backgroundr"]
+    async with serve(command, env={"PYTHONPATH": SOURCE} if SOURCE else None) as server:
         probe = await server.call("run_background_task", command="echo probe; sleep 600")
         await _latencies(server, probe["task_id"], 10)  # warm up
         idle = await _latencies(server, probe["task_id"], calls)

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 from pathlib import Path
+
+import pytest
 
 from mcp_backgroundr.logs import files, grep, holes
 from mcp_backgroundr.platform.heads import PUNCH, dropper
@@ -24,6 +27,26 @@ def test_enforce_drops_the_head_and_keeps_offsets(tmp_path: Path) -> None:
     assert size - dropped <= 1024 * 1024
     assert dropped % holes.BLOCK == 0
     assert files.read_tail(path, 1, 16384, writer_alive=False).text == "line 0199999\n"
+
+
+def test_punching_holes_looks_up_libc_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lookup holds the interpreter lock for about 80 us; the pacing of a log as fast as `yes` under a
+    small cap punches it hundreds of times a second (each punch made one, and ten such logs kept the event
+    loop from the lock)."""
+    loaded = []
+    real = ctypes.CDLL
+
+    def counted(*args: object, **kwargs: object) -> ctypes.CDLL:
+        loaded.append(args)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ctypes, "CDLL", counted)
+    drop = dropper(PUNCH)
+    for rounds in range(1, 4):
+        path = _log(tmp_path, 200_000)
+        holes.enforce(path, 1024 * 1024, drop)
+        assert files.dropped_bytes(path) > 0, rounds
+    assert len(loaded) <= 1
 
 
 def test_reads_from_a_dropped_cursor_say_what_was_lost(tmp_path: Path) -> None:

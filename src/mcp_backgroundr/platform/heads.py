@@ -28,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import functools
 import os
 import struct
 import sys
@@ -64,12 +65,23 @@ def dropper(method: str) -> Dropper:
     return {PUNCH: _punch, FCNTL: _fcntl_punch, REWRITE: _rewrite}[method]
 
 
+@functools.cache
+def _fallocate() -> Callable[..., int]:
+    """libc's ``fallocate``, looked up once. A lookup (``dlopen``, a new ctypes function type) holds
+    the interpreter lock for about 80 us, and a writer as fast as `yes` under a small cap has its log
+    punched hundreds of times a second: ten such logs took a third of the lock the event loop needs
+    (docs/benchmarks.md 15)."""
+    function = ctypes.CDLL(None, use_errno=True).fallocate
+    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+    function.restype = ctypes.c_int
+    return function
+
+
 def _punch(path: str, start: int, end: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+    fallocate = _fallocate()
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
-        if libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, start, end - start) != 0:
+        if fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, start, end - start) != 0:
             error = ctypes.get_errno()
             raise OSError(error, f"cannot drop old output of {path}: {os.strerror(error)}")
     finally:
