@@ -2,13 +2,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import anyio
+import psutil
 import pytest
 
 from mcp_backgroundr.config import Settings
 from mcp_backgroundr.core import starting
 from mcp_backgroundr.core.supervisor import ReadRequest, StartRequest, Supervisor
+from mcp_backgroundr.core.task import Measurement, Task
 from mcp_backgroundr.errors import InvalidArgumentError, TaskNotFoundError
 from mcp_backgroundr.models import TaskState
 from mcp_backgroundr.remote import RemotePlace
@@ -105,3 +108,31 @@ async def test_a_task_id_is_never_read_as_a_number(settings: Settings) -> None:
     assert task_id.startswith("t")
     with pytest.raises(json.JSONDecodeError):
         json.loads(task_id)
+
+
+async def test_status_calls_that_share_a_process_scan_share_its_usage(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a client polling the status of a big tree made every call read every process's usage
+    (a 300-process tree: tens of ms of /proc reads holding the interpreter lock per call), though the
+    process list itself was reused for USAGE_REFRESH_SECONDS."""
+    counts = {"scans": 0, "measures": 0}
+    scan, measure = Task.find_processes, Task.measure
+
+    async def counted_scan(task: Task) -> list[psutil.Process]:
+        counts["scans"] += 1
+        return await scan(task)
+
+    def counted_measure(task: Task, *args: Any) -> Measurement:
+        counts["measures"] += 1
+        return measure(task, *args)
+
+    monkeypatch.setattr(Task, "find_processes", counted_scan)
+    monkeypatch.setattr(Task, "measure", counted_measure)
+    registry = _registry(settings)
+    async with Supervisor(settings, registry, away=RemotePlace) as supervisor:
+        started = await _start(supervisor, "for i in $(seq 20); do sleep 600 & done; wait")
+        statuses = [await supervisor.read(started.task_id) for _ in range(3)]
+        assert len({(status.process_count, status.cpu_percent) for status in statuses}) <= counts["scans"]
+        assert counts["measures"] == counts["scans"] < 3
+    registry.close()

@@ -55,9 +55,9 @@ async def status_with(
     processes use (and its runner's status) is read in a worker thread, their listening sockets
     picked from the shared socket table (the last one read: see ``Sockets.recent``)."""
     sockets = (await state.sockets.recent()).sockets if processes else []
-    measured = await offload.run(offload.SCANS, task.measure, processes, sockets)
+    measured, cpu_percent = await task.measured(processes, sockets)
     lingering = [] if as_of.running else sorted(p.pid for p in processes)
-    return task.describe(piece, measured.usage, lingering, measured.run, as_of)
+    return task.describe(piece, measured.usage, lingering, measured.run, as_of, cpu_percent)
 
 
 async def _grep(state: CoreState, task: Task, pattern: Pattern, since: int | None) -> Status:

@@ -31,7 +31,7 @@ from ..platform.containment import Leader, TaskCgroup
 from ..results import Ended, Listening, Started, Status, Summary
 
 USAGE_REFRESH_SECONDS = 1.0
-"""Status reuses a running task's process list (for usage and ports) for this long."""
+"""Status reuses a running task's process list, and what those processes use, for this long."""
 
 
 ISO_TIMES_KEPT = 4096
@@ -123,6 +123,10 @@ class Task:
     """The tree's CPU seconds at the previous status call."""
     processes_seen: ProcessesSeen | None = None
     """What the last scan for a running task found."""
+    usage_seen: tuple[ProcessesSeen, Measurement, float | None] | None = None
+    """What the processes of that scan used, and the CPU share shown for it: status calls reuse it as
+    long as the scan (reading a tree of 300 processes' usage took tens of ms of /proc reads and parsing,
+    holding the interpreter lock, per call of a client polling it)."""
     input_fd: int | None = None
     """Where send_task_input writes: the stdin pipe, or the terminal's master side."""
     terminal: bool = False
@@ -202,6 +206,24 @@ class Task:
         self.cpu_sample = CpuSample(now, cpu_seconds)
         return round(max(0.0, used) / max(now - since, 0.001) * 100, 1)
 
+    async def measured(
+        self, processes: list[psutil.Process], sockets: Sequence[process.Socket]
+    ) -> tuple[Measurement, float | None]:
+        """What ``processes`` use (measured in a worker thread, or the measurement of the same scan of a
+        running task), and their CPU share since the previous measurement. A supervised task's is
+        measured every time: it carries its runner's account (restarts), which the runner rewrites."""
+        seen = self.processes_seen if self.running and not self.record.supervised else None
+        if seen is None or seen.processes is not processes:
+            seen = None
+        elif self.usage_seen is not None and self.usage_seen[0] is seen:
+            return self.usage_seen[1], self.usage_seen[2]
+        measurement = await offload.run(offload.SCANS, self.measure, processes, sockets)
+        usage = measurement.usage
+        cpu = self.cpu_percent(usage.cpu_seconds) if usage.process_count else None
+        if seen is not None:
+            self.usage_seen = (seen, measurement, cpu)
+        return measurement, cpu
+
     def measure(self, processes: list[psutil.Process], sockets: Sequence[process.Socket]) -> Measurement:
         """What ``processes`` use (the cgroup's own accounting, when there is one) and the task's
         run record (a supervised task's runner writes it): reads of /proc and files, for a worker thread."""
@@ -229,11 +251,15 @@ class Task:
         lingering: list[int],
         run: runner.RunRecord | None,
         as_of: TaskRecord | None = None,
+        cpu_percent: float | None = None,
     ) -> Status:
         """The task's status: its record ``as_of`` the reads began (see :meth:`snapshot`; by default,
-        as it stands), ``piece`` of its output, what its processes use, the pids that outlive its
-        main process and its runner's account, wherever it runs."""
+        as it stands), ``piece`` of its output, what its processes use (their CPU share: ``cpu_percent``,
+        else since the previous call), the pids that outlive its main process and its runner's account,
+        wherever it runs."""
         record = self.record if as_of is None else as_of
+        if cpu_percent is None and usage.process_count:
+            cpu_percent = self.cpu_percent(usage.cpu_seconds)
         return answer_of(
             Status,
             record,
@@ -245,7 +271,7 @@ class Task:
             truncation=piece.truncation,
             lingering_pids=lingering,
             listening=_listening(usage.listening),
-            cpu_percent=self.cpu_percent(usage.cpu_seconds) if usage.process_count else None,
+            cpu_percent=cpu_percent,
             memory_rss_bytes=usage.rss_bytes if usage.process_count else None,
             process_count=usage.process_count,
             restarts=run.restarts if run else 0,
