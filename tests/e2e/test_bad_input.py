@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from .harness import call, call_error, connect
+from .harness import call, call_error, connect, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -79,3 +79,39 @@ async def test_an_unknown_tool_is_an_error_and_the_server_keeps_serving(server_c
         assert result.is_error
         started = await call(client, "run_background_task", command="true", cwd=str(tmp_path))
         assert started["cwd"] == str(tmp_path)
+
+
+EXTREME_NUMBERS = (2**63, 2**64, 10**30, -(2**63) - 1, 1e308, -1e308)
+"""Past what a C long or a double's integer part holds: a value passed on to the kernel or to C
+unchecked raises OverflowError inside the tool, which the SDK answers "Error executing tool"."""
+
+
+def _numeric_fields(schema: dict[str, Any]) -> list[str]:
+    def numeric(spec: dict[str, Any]) -> bool:
+        kinds = [spec.get("type")] + [option.get("type") for option in spec.get("anyOf", [])]
+        return "integer" in kinds or "number" in kinds
+
+    return [name for name, spec in schema.get("properties", {}).items() if numeric(spec)]
+
+
+async def test_every_numeric_argument_of_every_tool_takes_extreme_values_in_one_line(server_command: str) -> None:
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="echo steady; sleep 300", stdin=True)
+        base = {"task_id": task["task_id"], "command": "true"}
+        tried, broken = [], []
+        for tool in (await client.list_tools()).tools:
+            required = {name: base[name] for name in tool.input_schema.get("required", []) if name in base}
+            for field in _numeric_fields(tool.input_schema):
+                for value in EXTREME_NUMBERS:
+                    result = await client.call_tool(tool.name, required | {field: value})
+                    text = text_of(result)
+                    tried.append(f"{tool.name}.{field}")
+                    if "Error executing tool" in text or "\n" in text.strip():
+                        broken.append((tool.name, field, value, text))
+                    if not result.is_error and tool.name == "run_background_task":
+                        await call(client, "end_background_task", task_id=result.structured_content["task_id"])
+        status = await call(client, "get_task_status", task_id=task["task_id"])
+        await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
+    assert not broken
+    assert {"get_task_status.since", "wait_for_task.since", "run_background_task.max_memory_bytes"} <= set(tried)
+    assert status["state"] == "running" and "steady" in status["output"]

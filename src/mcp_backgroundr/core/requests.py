@@ -23,6 +23,9 @@ from .policy import Policy
 from .validation import WaitConditions
 
 MAX_NAME_LENGTH = 200
+MAX_CURSOR = 2**63 - 1
+"""The largest byte offset a file can have (the kernel's off_t): a cursor past it is no cursor an
+answer gave, and reading from it would overflow on the way to the kernel."""
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,7 @@ def check_read(request: ReadRequest, settings: Settings) -> ReadPlan:
     if not 0 <= lines <= settings.max_lines:
         advice = f"ask for 0 to {settings.max_lines} lines, or read forward with since"
         raise InvalidArgumentError("lines", lines, advice)
-    if request.since is not None and request.since < 0:
+    if request.since is not None and not 0 <= request.since <= MAX_CURSOR:
         raise InvalidArgumentError("since", request.since, "pass a cursor (a byte offset >= 0) from an earlier answer")
     return ReadPlan(lines, request.since, compiled("grep", request.grep), request.grep, request.raw)
 
