@@ -78,9 +78,9 @@ class AgentSession:
             await self._stop()
             await self._start(command, opening, limit)
         process, answers = self._process, self._answers
-        assert process is not None
+        if process is None or answers is None:  # closed meanwhile: the server is shutting down
+            raise self.connections.unreachable(self.destination, "its session was closed", sent=False)
         assert process.stdin is not None
-        assert answers is not None
         answered = False
         try:
             sent.append(True)
@@ -103,12 +103,13 @@ class AgentSession:
         process = await self.connections.open_channel(self.destination, command)
         assert process.stdin is not None
         assert process.stdout is not None
-        self._process, self._answers = process, BufferedByteReceiveStream(process.stdout)
+        answers = BufferedByteReceiveStream(process.stdout)
+        self._process, self._answers = process, answers
         ready = False
         try:
             with anyio.fail_after(limit):
                 await process.stdin.send(opening)
-                await self._answers.receive_until(b"\n", MAX_ANSWER_BYTES)  # the agent says it is ready
+                await answers.receive_until(b"\n", MAX_ANSWER_BYTES)  # the agent says it is ready
             ready = True
         except (TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, anyio.IncompleteRead):
             raise SessionRefused(await self._stop()) from None
