@@ -108,6 +108,8 @@ def test_task_limits_cap_what_a_task_asks_and_refuse_what_the_kernel_cannot_take
         policy.task_limit("max_processes", 65)
     with pytest.raises(InvalidArgumentError, match="max_memory_bytes=0 is invalid"):
         policy.task_limit("max_memory_bytes", 0)
+    with pytest.raises(InvalidArgumentError, match=re.escape("from 1048576 (1 MiB)")):
+        policy.task_limit("max_memory_bytes", 1048575)
     config.write_text(f"max_processes = {1 << 40}\n")
     with pytest.raises(BackgroundrError, match="max_processes=1099511627776 is invalid: use at most"):
         load_policy(config)

@@ -28,6 +28,7 @@ BAD_STARTS: list[tuple[dict[str, Any], str]] = [
     ({"command": "true", "cwd": "/tmp/" + "x" * 5000}, "cwd"),
     ({"command": "true", "env": {"BIG": "x" * 200_000}}, "too long"),
     ({"command": "true", "bogus": 1}, "unknown argument bogus"),
+    ({"command": "true", "max_memory_bytes": 1}, "from 1048576 (1 MiB)"),
 ]
 
 

@@ -52,6 +52,9 @@ SETTINGS = (
 LIMITS = ("max_memory_bytes", "max_processes")
 """Per-task limits, enforced by the task's cgroup."""
 LIMIT_CEILINGS = {"max_memory_bytes": 1 << 60, "max_processes": 1 << 22}
+LIMIT_FLOORS = {"max_memory_bytes": 1 << 20, "max_processes": 1}
+"""The least a task may ask for: under 1 MiB of memory not even its shell starts (the kernel kills it
+at once, which an assistant asking for 1 byte would only learn afterwards)."""
 """The most the kernel takes for each (an exbibyte; Linux's largest pid_max)."""
 
 
@@ -148,9 +151,10 @@ class Policy:
         ceiling: int | None = getattr(self, name)
         if requested is None:
             return ceiling
-        if isinstance(requested, bool) or not 1 <= requested <= LIMIT_CEILINGS[name]:
+        if isinstance(requested, bool) or not LIMIT_FLOORS[name] <= requested <= LIMIT_CEILINGS[name]:
+            floor = f"{LIMIT_FLOORS[name]} (1 MiB)" if name == "max_memory_bytes" else str(LIMIT_FLOORS[name])
             raise InvalidArgumentError(
-                name, requested, f"use a whole number from 1 to {LIMIT_CEILINGS[name]}, or omit it"
+                name, requested, f"use a whole number from {floor} to {LIMIT_CEILINGS[name]}, or omit it"
             )
         if ceiling is not None and requested > ceiling:
             raise PolicyRefusedError(
