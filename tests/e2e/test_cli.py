@@ -74,6 +74,7 @@ async def test_the_command_line_sees_and_stops_what_a_live_server_started(server
         tail = await anyio.to_thread.run_sync(_cli, server_command, "logs", pasted, "-n", "2")
         as_json = await anyio.to_thread.run_sync(_cli, server_command, "status", web["task_id"], "--json")
         stopped = await anyio.to_thread.run_sync(_cli, server_command, "stop", web["task_id"])
+        again = await anyio.to_thread.run_sync(_cli, server_command, "stop", done["task_id"])
         seen_by_server = await call(client, "get_task_status", task_id=web["task_id"])
         none_running = await anyio.to_thread.run_sync(_cli, server_command, "ps")
         unknown = await anyio.to_thread.run_sync(_cli, server_command, "status", "nope")
@@ -84,11 +85,33 @@ async def test_the_command_line_sees_and_stops_what_a_live_server_started(server
     assert json.loads(as_json.stdout)["pid"] == web["pid"]
     assert "none is left" in stopped.stdout
     assert seen_by_server["state"] == "killed"
+    assert again.stdout == f"task {done['task_id']} had already ended (failed, exit code 3)\n"
     assert none_running.stdout == "no running tasks; ps --all lists finished ones too\n"
     assert alive([web["pid"]]) == []
     assert unknown.returncode == 1
     assert unknown.stderr.count("\n") == 1
     assert "nope" in unknown.stderr
+
+
+@pytest.mark.anyio
+async def test_stop_with_no_server_left_records_the_end_at_once(server_command: str) -> None:
+    """With no server to record it, ``stop`` records the end itself, as ``killed`` with its reason, and
+    answers without waiting for a server to do it."""
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="sleep 300", keep_running=True)
+    stopped = await anyio.to_thread.run_sync(_cli, server_command, "stop", task["task_id"])
+    shown = await anyio.to_thread.run_sync(_cli, server_command, "status", task["task_id"], "--json")
+    again = await anyio.to_thread.run_sync(_cli, server_command, "stop", task["task_id"])
+    listed = await anyio.to_thread.run_sync(_cli, server_command, "ps", "--all")
+    assert stopped.returncode == 0 and "none is left" in stopped.stdout, stopped.stderr
+    assert alive([task["pid"]]) == []
+    status = json.loads(shown.stdout)
+    assert (status["state"], status["end_reason"]) == ("killed", "mcp-backgroundr stop"), status
+    assert again.stdout == f"task {task['task_id']} had already ended (killed)\n"
+    assert "killed" in listed.stdout
+    async with connect(server_command) as client:
+        seen = await call(client, "get_task_status", task_id=task["task_id"])
+    assert (seen["state"], seen["end_reason"]) == ("killed", "mcp-backgroundr stop")
 
 
 @pytest.mark.anyio

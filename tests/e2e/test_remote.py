@@ -202,6 +202,8 @@ async def test_stopping_a_remote_task_that_had_ended_unseen_records_how_it_ended
             [server_command, "stop", remote["task_id"], "--grace", "1"], env=os.environ | ssh_env, check=False
         )
     assert stopped.returncode == 0, stopped.stderr.decode()
+    # As for a local task, the stop says the task had ended (it said "stopped ... signalled 0").
+    assert stopped.stdout.decode() == f"task {remote['task_id']} had already ended (completed, exit code 0)\n"
     async with connect(server_command, args=ALLOW, env=ssh_env) as client:
         status = await call(client, "get_task_status", task_id=remote["task_id"])
         assert (status["state"], status["exit_code"], status["end_reason"]) == ("completed", 0, None)
@@ -233,6 +235,37 @@ async def test_the_command_line_shows_follows_and_stops_a_remote_task(
         assert alive([long["pid"]]) == []
         status = await call(client, "get_task_status", task_id=long["task_id"])
         assert status["state"] == "killed"
+
+
+async def test_status_prints_the_same_keys_for_a_local_and_a_remote_task(
+    server_command: str, ssh_env: dict[str, str]
+) -> None:
+    """One printer: the keys of ``status`` differed (a remote task's lacked log size, owner's
+    cgroup...; a local task's lacked cpu, ports...)."""
+    env = os.environ | ssh_env
+
+    async def status_of(task_id: str, *options: str) -> str:
+        with anyio.fail_after(60):
+            shown = await anyio.run_process([server_command, "status", task_id, *options], env=env, check=False)
+        assert shown.returncode == 0, shown.stderr.decode()
+        return shown.stdout.decode()
+
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        tasks = [
+            await call(client, "run_background_task", command="echo one; sleep 300", wait_for_pattern="one", **where)
+            for where in ({}, {"host": "loopback"})
+        ]
+        local, remote = [json.loads(await status_of(task["task_id"], "--json")) for task in tasks]
+        texts = [await status_of(task["task_id"]) for task in tasks]
+        for task in tasks:
+            await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=1)
+    assert set(local) == set(remote), set(local) ^ set(remote)
+    for shown in (local, remote):
+        assert (shown["state"], shown["output_bytes"], shown["process_count"] > 0) == ("running", 4, True), shown
+    assert (local["host"], remote["host"], remote["host_reachable"]) == (None, "loopback", True)
+    local_keys, remote_keys = ({line.split(":")[0] for line in text.splitlines() if line[:1] != " "} for text in texts)
+    assert remote_keys - local_keys <= {"host", "host_reachable", "host_seen_at"}, remote_keys ^ local_keys
+    assert local_keys - remote_keys <= {"cgroup", "pid_create_time"}, remote_keys ^ local_keys
 
 
 async def test_logs_follow_prints_a_remote_tasks_new_lines_as_they_come_and_ends_cleanly_with_it(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import time
@@ -277,3 +278,32 @@ async def test_a_start_the_host_never_answers_says_only_what_is_known_and_how_to
         far.restore()
         ended = await call(client, "end_background_task", task_id=first["task_id"], grace_seconds=1)
         assert ended["survivors"] == []
+
+
+async def test_the_command_line_on_a_cut_off_host_fails_with_one_line_and_a_failed_stop_records_nothing(
+    server_command: str, far: FarHost, far_env: dict[str, str]
+) -> None:
+    """``logs`` printed nothing and exited 0; ``stop`` failed but left kill_requested and its
+    end_reason on the task, as if it had been asked to end."""
+    env = os.environ | far_env
+    async with connect(server_command, args=ALLOW, env=far_env) as client:
+        started = await call(
+            client, "run_background_task", command="echo up; sleep 300", host="faraway", wait_for_pattern="up"
+        )
+        task_id = started["task_id"]
+        far.cut()
+        with anyio.fail_after(FAIL_WITHIN_SECONDS * 2):
+            logs = await anyio.run_process([server_command, "logs", task_id], env=env, check=False)
+            stop = await anyio.run_process([server_command, "stop", task_id, "--grace", "1"], env=env, check=False)
+            recorded = await anyio.run_process([server_command, "status", task_id, "--json"], env=env)
+        far.restore()
+        status = json.loads(recorded.stdout)  # what the registry holds (the server holds its own record)
+        assert (status["state"], status["kill_requested"], status["end_reason"]) == ("running", False, None)
+        ended = await call(client, "end_background_task", task_id=task_id, grace_seconds=1)
+        assert ended["survivors"] == []
+    for failed in (logs, stop):
+        said = failed.stderr.decode()
+        assert failed.returncode == 1 and said.count("\n") == 1, said
+        assert said.startswith("mcp-backgroundr: ") and "faraway" in said, said
+    assert logs.stdout == b""
+    assert "cannot be reached" in logs.stderr.decode() and "last answered" in logs.stderr.decode()

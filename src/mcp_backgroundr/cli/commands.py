@@ -1,41 +1,47 @@
 """The human commands: ps, logs, status, send, stop and prune, on the registry and the logs.
 
-They work with or without a running server, and never take tasks over: a server
-that owns a task stays its owner.
+They work with or without a running server, and never take tasks over: a server that owns a
+task stays its owner. ps, status, logs, stop and prune act through a session of the core
+(:class:`~..core.session.CoreSession`), the functions the tools call, wherever a task runs:
+the CLI and the tools agree, and neither asks where a task is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import json
-import os
 import sys
-import time
-from collections.abc import Iterable
-from dataclasses import asdict
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
-from .. import runner
 from ..config import Settings
 from ..core import taskinput
+from ..core.requests import ReadRequest, WaitRequest
+from ..core.session import CoreSession
 from ..errors import BackgroundrError
-from ..logs import files, holes
-from ..models import TaskRecord, TaskState, one_line
-from ..platform import process
-from ..platform.inotify import WriteWatches
-from ..remote import commands as remote
-from ..store import orphans, retention
+from ..models import TaskRecord, TaskState, one_line, socket_address
+from ..remote.place import RemotePlace
+from ..results import Ended, Status
+from ..store import orphans
 from ..store.registry import Registry
 
 STOP_REASON = "mcp-backgroundr stop"
-COPY_CHUNK = 1024 * 1024
 COMMAND_COLUMN_WIDTH = 60
-FOLLOW_EXIT_CHECK_SECONDS = 0.5
-"""How long logs -f waits on the log before looking whether the task has ended."""
+OUTPUT_BUDGET = 4 * 1024 * 1024
+"""What one read of ``logs`` prints at most (a tool answer's budget is a model's, not a terminal's)."""
+FOLLOW_WAIT_SECONDS = 60.0
+"""logs -f waits for the next line at most this long, then looks again."""
+ANY_LINE = "^"
+_NOT_IN_STATUS = ("output", "cursor", "truncated", "truncation", "grep_matches")
+"""What a read answers that ``status`` does not show (the output is ``logs``')."""
+_TIMES = ("pid_create_time", "started_at", "ended_at", "host_seen_at", "next_start_at")
+
+_T = TypeVar("_T")
 
 
 def open_registry(settings: Settings) -> Registry:
@@ -53,6 +59,18 @@ def _record(registry: Registry, task_id: str) -> TaskRecord:
     return record
 
 
+def _in_session(settings: Settings, registry: Registry, work: Callable[[CoreSession], Awaitable[_T]]) -> _T:
+    """Run ``work`` in a session of the core over ``registry`` (tasks on other hosts reached as a
+    server reaches them, sharing its SSH connections), and answer what it answers."""
+    reading = dataclasses.replace(settings, output_budget=max(settings.output_budget, OUTPUT_BUDGET))
+
+    async def run() -> _T:
+        async with CoreSession(reading, registry, away=RemotePlace) as session:
+            return await work(session)
+
+    return anyio.run(run)
+
+
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
@@ -60,30 +78,28 @@ def _duration(seconds: float) -> str:
 
 
 def ps(settings: Settings, everything: bool) -> str:
-    """A table of running tasks (``everything``: finished ones too), newest first."""
+    """A table of running tasks (``everything``: finished ones too), newest first: what
+    ``list_tasks(all=true)`` lists."""
     if not settings.registry_path.exists():
         return f"no tasks yet in {settings.home}"
+    wanted = None if everything else TaskState.RUNNING
     with contextlib.closing(open_registry(settings)) as registry:
-        records = [r for r in map(orphans.as_it_stands, registry.records()) if everything or r.running]
-    if not records:
+        listing = _in_session(settings, registry, lambda session: session.list_tasks(wanted))
+    if not listing.tasks:
         return f"no tasks in {settings.home}" if everything else "no running tasks; ps --all lists finished ones too"
-    ports = process.listening_by_task({r.task_id for r in records if r.running})
-    now = time.time()
     rows = [("ID", "NAME", "STATE", "HOST", "PID", "PORTS", "RUNTIME", "COMMAND")]
-    for r in records:
-        listening = ",".join(str(port) for _, port, _ in ports.get(r.task_id, []))
-        state = r.state if r.exit_code is None else f"{r.state}({r.exit_code})"
-        command = one_line(r.command, COMMAND_COLUMN_WIDTH)
+    for t in listing.tasks:
+        host = (t.host or "-") + (" (unreachable)" if t.host_reachable is False else "")
         rows.append(
             (
-                r.task_id,
-                r.name or "-",
-                state,
-                r.host or "-",
-                str(r.pid or "-"),
-                listening or "-",
-                _duration(r.runtime_seconds(now)),
-                command,
+                t.task_id,
+                t.name or "-",
+                t.state if t.exit_code is None else f"{t.state}({t.exit_code})",
+                host,
+                str(t.pid or "-"),
+                ",".join(t.listening) or "-",
+                _duration(t.runtime_seconds),
+                one_line(t.command, COMMAND_COLUMN_WIDTH),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -94,29 +110,27 @@ def ps(settings: Settings, everything: bool) -> str:
 
 
 def status(settings: Settings, task_id: str, as_json: bool) -> str:
+    """A task's record and its status as ``get_task_status`` reads it, one printer wherever it runs."""
     with contextlib.closing(open_registry(settings)) as registry:
-        record = orphans.as_it_stands(_record(registry, task_id))
-    if record.host is not None:
-        return _remote_status(settings, record, as_json)
-    path = Path(record.log_path)
-    fields = asdict(record) | {"output_bytes": files.log_size(path), "dropped_bytes": files.dropped_bytes(path)}
-    fields["state"] = str(record.state)
-    fields["cgroup"] = record.cgroup.split("\n") if record.cgroup else None  # one per hierarchy
-    run = runner.read_run_record(record.run_record_path) if record.supervised else None
-    if run is not None:
-        fields |= {"restarts": run.restarts, "next_start_at": run.next_start_at}
-    for key in ("started_at", "ended_at", "next_start_at", "pid_create_time"):
-        if fields.get(key) is not None and not as_json:
+        record = _record(registry, task_id)
+        shown = _in_session(settings, registry, lambda session: session.read(record.task_id, ReadRequest(lines=0)))
+    fields = _status_fields(record, shown)
+    if as_json:
+        return json.dumps(fields, indent=2)
+    for key in _TIMES:
+        if isinstance(fields.get(key), float):
             fields[key] = datetime.fromtimestamp(fields[key], UTC).isoformat(timespec="seconds")
-    return json.dumps(fields, indent=2) if as_json else _as_text(fields)
+    return _as_text(fields)
 
 
-def _remote_status(settings: Settings, record: TaskRecord, as_json: bool) -> str:
-    answer = anyio.run(remote.status, settings, record)
-    fields = {key: value for key, value in asdict(answer).items() if key != "output"}
-    fields |= {"log_path": record.log_path, "owner": record.owner}
-    fields["command"] = record.command  # the answer shows at most the start of it
-    return json.dumps(fields, indent=2) if as_json else _as_text(fields)
+def _status_fields(record: TaskRecord, shown: Status) -> dict[str, Any]:
+    """The record's fields, then what the read learnt and measured (which wins where both say)."""
+    fields = dataclasses.asdict(record)
+    read = {key: value for key, value in dataclasses.asdict(shown).items() if key not in _NOT_IN_STATUS}
+    fields |= read | {"state": str(shown.state), "command": record.command}  # answers show the command's start
+    fields["listening"] = [f"{socket_address(p.address, p.port)} (pid {p.pid})" for p in shown.listening]
+    fields["cgroup"] = record.cgroup.split("\n") if record.cgroup else None  # one per hierarchy
+    return fields
 
 
 def _as_text(fields: dict[str, Any]) -> str:
@@ -136,54 +150,38 @@ def logs_command(settings: Settings, task_id: str, lines: int, follow: bool) -> 
     """Print the last ``lines`` lines of a task's log, then (``follow``) what it writes until it ends."""
     with contextlib.closing(open_registry(settings)) as registry:
         record = _record(registry, task_id)
-    if record.host is not None:
-        anyio.run(remote.logs, settings, record, lines, follow)
-        return
-    path = Path(record.log_path)
-    offset = _copy(path, files.offset_of_last_lines(path, lines))
-    if follow and record.running and record.pid is not None:
-        anyio.run(_follow, path, offset, record)
+        _in_session(settings, registry, functools.partial(_logs, record.task_id, lines, follow))
 
 
-def _copy(path: Path, offset: int) -> int:
-    """Write the log from ``offset`` to the end onto stdout (what is kept of it); return the new offset."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return offset
-    try:
-        while True:
-            chunk, offset, _ = holes.read_kept(fd, COPY_CHUNK, offset)
-            if not chunk:
-                break
-            sys.stdout.buffer.write(chunk)
-            offset += len(chunk)
-    finally:
-        os.close(fd)
-    sys.stdout.buffer.flush()
-    return offset
+async def _logs(task_id: str, lines: int, follow: bool, session: CoreSession) -> None:
+    shown = _printed(await session.read(task_id, ReadRequest(lines=lines, raw=True)))
+    if shown.truncated and shown.truncation:
+        print(f"mcp-backgroundr: {shown.truncation}", file=sys.stderr)
+    while follow and shown.state is TaskState.RUNNING:
+        await session.wait(task_id, WaitRequest(FOLLOW_WAIT_SECONDS, ANY_LINE), shown.cursor)
+        shown = await _print_on(session, task_id, shown.cursor)
 
 
-async def _follow(path: Path, offset: int, record: TaskRecord) -> None:
-    pid = record.pid
-    assert pid is not None
-    ended = anyio.Event()
+async def _print_on(session: CoreSession, task_id: str, cursor: int) -> Status:
+    """Print what the task wrote from ``cursor`` on, a read at a time; the last read."""
+    while True:
+        shown = _printed(await session.read(task_id, ReadRequest(since=cursor, raw=True)))
+        if not shown.truncated or shown.cursor == cursor:
+            return shown
+        cursor = shown.cursor
 
-    async def watch_exit() -> None:
-        await process.wait_until_ended(pid, record.pid_create_time)
-        ended.set()
 
-    writes = WriteWatches()
-    async with anyio.create_task_group() as group:
-        group.start_soon(writes.run)
-        group.start_soon(watch_exit)
-        with writes.watching(path) as growth:
-            while not ended.is_set():
-                offset = _copy(path, offset)
-                with anyio.move_on_after(FOLLOW_EXIT_CHECK_SECONDS):
-                    await growth.wait()
-            _copy(path, offset)
-        group.cancel_scope.cancel()
+def _printed(shown: Status) -> Status:
+    """Print the output ``shown`` holds; a host that cannot be reached is an error (one line: the
+    output is on that host)."""
+    if shown.host_reachable is False:
+        raise BackgroundrError(
+            f"{shown.host_problem} (cannot be reached; last answered {shown.host_seen_at or 'never'}): "
+            f"task {shown.task_id}'s output is on that host; try again once it can be reached"
+        )
+    sys.stdout.write(shown.output)
+    sys.stdout.flush()
+    return shown
 
 
 def send(settings: Settings, task_id: str, text: str, newline: bool = True, close: bool = False) -> str:
@@ -204,43 +202,40 @@ def send(settings: Settings, task_id: str, text: str, newline: bool = True, clos
 
 
 def stop(settings: Settings, task_id: str, grace_seconds: float) -> str:
-    """End a task's whole process tree, whichever server owns it."""
+    """End a task's whole process tree, whichever server owns it (``end_background_task``'s end)."""
     with contextlib.closing(open_registry(settings)) as registry:
         record = _record(registry, task_id)
-        if not record.running:
-            return f"task {task_id} has already ended ({record.state})"
-        record.request_end(STOP_REASON)
-        registry.update([record])
-        if record.host is not None:
-            return _stop_remote(settings, registry, record, grace_seconds)
-        outcome = anyio.run(orphans.end_unowned, [record], grace_seconds, settings.kill_wait_seconds)
-        if orphans.owner_is_gone(record.owner):
-            # No server will record the end: do it here.
-            fresh = registry.get(task_id) or record
-            if fresh.running:
-                fresh.mark_ended(TaskState.KILLED, STOP_REASON)
-                registry.update([fresh])
-    return _stopped(f"stopped task {task_id}: signalled {len(outcome.signalled)} process(es)", outcome.survivors)
+        was_running = orphans.as_it_stands(record).running
+        ended = _in_session(settings, registry, lambda session: session.end(record.task_id, grace_seconds, STOP_REASON))
+    where = f" on {record.host}" if record.host else ""
+    if was_running and ended.state is TaskState.KILLED:
+        return _survivors(
+            f"stopped task {ended.task_id}{where}: signalled {len(ended.signalled_pids)} process(es)", ended
+        )
+    how = ", ".join(
+        [str(ended.state)]
+        + ([] if ended.exit_code is None else [f"exit code {ended.exit_code}"])
+        + ([f"signal {ended.signal}"] if ended.signal else [])
+    )
+    text = f"task {ended.task_id} had already ended ({how})"
+    if ended.signalled_pids or ended.survivors:
+        text = _survivors(f"{text}; signalled {len(ended.signalled_pids)} process(es) it left running{where}", ended)
+    return text
 
 
-def _stopped(text: str, survivors: Iterable[tuple[int, str, str]]) -> str:
+def _survivors(text: str, ended: Ended) -> str:
     """``text``, then the processes that survived (pid, command, why), or that none is left."""
-    named = "; ".join(f"pid {pid} ({command}): {why}" for pid, command, why in survivors)
+    named = "; ".join(f"pid {s.pid} ({s.command}): {s.reason}" for s in ended.survivors)
     return text + (f"; SURVIVORS: {named}" if named else "; none is left")
-
-
-def _stop_remote(settings: Settings, registry: Registry, record: TaskRecord, grace_seconds: float) -> str:
-    ended = anyio.run(remote.stop, settings, record, grace_seconds, STOP_REASON)
-    if orphans.owner_is_gone(record.owner):
-        registry.update([record])  # no server will record the end: do it here
-    text = f"stopped task {record.task_id} on {record.host}: signalled {len(ended.signalled_pids)} process(es)"
-    return _stopped(text, ((s.pid, s.command, s.reason) for s in ended.survivors))
 
 
 def prune(settings: Settings, keep: int, days: float) -> str:
     if not settings.registry_path.exists():
         return "nothing to prune"
+
+    async def pruned(session: CoreSession) -> list[str]:
+        forgotten = await session.prune(keep, days)
+        return [f"pruned {len(forgotten)} finished task(s) and their logs", *await session.forget(forgotten)]
+
     with contextlib.closing(open_registry(settings)) as registry:
-        pruned = retention.prune(registry, keep, days)
-    left = anyio.run(remote.forget, settings, pruned) if any(r.host for r in pruned) else []
-    return "\n".join([f"pruned {len(pruned)} finished task(s) and their logs", *left])
+        return "\n".join(_in_session(settings, registry, pruned))

@@ -1,7 +1,8 @@
-"""Tasks and their lifecycle, one job per module; the tools, HTTP and the CLI call it through
-:class:`~.supervisor.Supervisor`.
+"""Tasks and their lifecycle, one job per module; the tools and HTTP call it through
+:class:`~.supervisor.Supervisor`, the CLI through :class:`~.session.CoreSession`: the same units.
 
 - ``supervisor``: the front: starts the core, takes each operation to its unit, ends all at exit
+- ``session``: the front for a command without a server: the same units, nothing started or owned
 - ``requests``: each tool call's arguments, checked once (with ``validation`` and ``policy``)
 - ``state``: what the units share: this server's tasks, background work, the registry, notices
 - ``place``: the seam for where a task runs (``Place``), chosen once per task by ``CoreState.place_of``;

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 
 import anyio
 
 from .. import offload
+from ..errors import RegistryError
+from ..models import TaskState
 from ..platform.containment import Level, end_trees, unclaimed_children
 from ..results import Ended, Survivor
-from .lookup import find_task
+from ..store import orphans
+from .lookup import find_task, is_own
 from .state import CoreState
 from .task import Task, answer_of
 
@@ -27,13 +31,39 @@ VERIFIED = {
 
 async def end(state: CoreState, task_id: str, grace: float, reason: str = END_REASON) -> Ended:
     """End a task's whole process tree, giving it ``grace`` seconds from SIGTERM to SIGKILL, and
-    answer once it is gone; ``reason`` is recorded."""
+    answer once it is gone; ``reason`` is recorded. An end that fails records nothing; the end of
+    a task no server owns any more is recorded here (no server will)."""
     task = await find_task(state, task_id)
     with anyio.CancelScope(shield=True):
-        if task.record.request_end(reason):
+        asked = task.record.request_end(reason)
+        try:
+            if asked:
+                await _record_request(state, task)
+            ended = await state.place_of(task.record).end(task, grace, reason)
+        except BaseException:
+            if asked and task.running:  # e.g. its host could not be reached: it was never asked
+                task.record.kill_requested, task.record.end_reason = False, None
+                with contextlib.suppress(RegistryError):
+                    await _record_request(state, task)
+            raise
+        if _unowned(state, task):
             state.save([task.record])
-        ended = await state.place_of(task.record).end(task, grace, reason)
     return ended
+
+
+def _unowned(state: CoreState, task: Task) -> bool:
+    """Whether no server owns the task any more (its server is gone, and it is not ours)."""
+    return not is_own(state, task.record.task_id) and orphans.owner_is_gone(task.record.owner)
+
+
+async def _record_request(state: CoreState, task: Task) -> None:
+    """Record that the task's end was asked for (or that a failed end no longer is). Another
+    server's task: written before it is signalled, so that its server reads it at the exit (and
+    records ``killed``, not ``failed``)."""
+    if is_own(state, task.record.task_id):
+        state.save([task.record])
+    else:
+        await offload.run(offload.REGISTRY, state.registry.update, [task.record])
 
 
 async def end_here(state: CoreState, task: Task, grace: float) -> Ended:
@@ -43,6 +73,8 @@ async def end_here(state: CoreState, task: Task, grace: float) -> Ended:
     outcome = await end_trees(leaders, grace, state.settings.kill_wait_seconds)
     with anyio.move_on_after(state.settings.kill_wait_seconds):
         await task.exited.wait()
+    if task.running and not outcome.survivors and _unowned(state, task):
+        task.record.mark_ended(TaskState.KILLED, task.record.end_reason)  # gone, and no server will say so
     if not outcome.survivors and not task.running:
         await task.settle()
     record = task.record  # another server's task: a fresh copy of its record by now

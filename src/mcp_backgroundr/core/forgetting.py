@@ -13,7 +13,6 @@ from ..results import Removed
 from ..store import orphans, retention
 from . import watchers
 from .lookup import find_task
-from .place import Place
 from .state import CoreState, TaskChange
 
 PRUNE_INTERVAL_SECONDS = 60.0
@@ -22,24 +21,40 @@ PRUNE_INTERVAL_SECONDS = 60.0
 
 async def prune_now(state: CoreState) -> None:
     """Forget finished tasks beyond the retention settings, with their logs (the registry is
-    read and written in a worker thread); remote tasks' files are deleted on their hosts."""
+    read and written in a worker thread); remote tasks' files are deleted on their hosts, in the
+    background."""
     state.pruned_at = time.monotonic()
     try:
-        keep, days = state.settings.keep_finished, state.settings.keep_days
-        pruned = await offload.run(offload.REGISTRY, retention.prune, state.registry, keep, days)
+        pruned = await prune(state, state.settings.keep_finished, state.settings.keep_days)
     except RegistryError as exc:
         print(f"mcp-backgroundr: {exc}", file=sys.stderr)
         return
+    if pruned:
+        forgetting = functools.partial(_report_left, state, pruned)
+        state.in_background(None, "deleting what is left of forgotten tasks", forgetting)
+
+
+async def prune(state: CoreState, keep: int, days: float) -> list[TaskRecord]:
+    """Forget the finished tasks beyond the newest ``keep`` and older than ``days``, with their
+    logs here (in a worker thread; raises RegistryError); the records forgotten."""
+    pruned = await offload.run(offload.REGISTRY, retention.prune, state.registry, keep, days)
     for record in pruned:
         state.forget(record)
+    return pruned
+
+
+async def forget_at_places(state: CoreState, records: list[TaskRecord]) -> list[str]:
+    """Delete what is left of forgotten tasks at each place (a remote one: on their hosts); a line
+    for each place whose files were left."""
+    left: list[str] = []
     for place in state.places:
-        if at_place := [r for r in pruned if state.place_of(r) is place]:
-            forgetting = functools.partial(_forget_at, place, at_place)
-            state.in_background(None, "deleting what is left of forgotten tasks", forgetting)
+        if at_place := [r for r in records if state.place_of(r) is place]:
+            left += await place.forget(at_place)
+    return left
 
 
-async def _forget_at(place: Place, records: list[TaskRecord]) -> None:
-    for left in await place.forget(records):
+async def _report_left(state: CoreState, records: list[TaskRecord]) -> None:
+    for left in await forget_at_places(state, records):
         watchers.report("server", left)
 
 

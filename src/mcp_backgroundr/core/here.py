@@ -73,5 +73,8 @@ class Here:
     def helper_pids(self) -> set[int]:
         return set()
 
+    async def close(self) -> None:
+        pass  # a session's reads and ends here hold nothing past their answer
+
     async def prepare_shutdown(self, tasks: Sequence[Task]) -> ShutdownWork:
         return await shutdown.prepare_here(self._state, tasks)

@@ -70,9 +70,15 @@ async def _watch_view(state: CoreState, view: Task) -> None:
         # to wait on, so look again briefly (only after an exit, and bounded).
         fresh: TaskRecord | None = None
         with anyio.move_on_after(FOREIGN_RECORD_WAIT_SECONDS):
-            while (fresh := await read_record(state, view.record.task_id)) is not None and fresh.running:  # noqa: ASYNC110
+            while (fresh := await read_record(state, view.record.task_id)) is not None and _recorded_soon(fresh):  # noqa: ASYNC110
                 await anyio.sleep(FOREIGN_RECORD_POLL_SECONDS)
         if fresh is not None:
             view.record = orphans.as_it_stands(fresh)
     finally:
         view.exited.set()  # it ended: a waiter learns so even if its record cannot be read
+
+
+def _recorded_soon(record: TaskRecord) -> bool:
+    """Whether the record of a task whose process has ended is yet to say so: it is running, and
+    its server lives to record that (a server that is gone records nothing: it stands as read)."""
+    return record.running and not orphans.owner_is_gone(record.owner)

@@ -2,11 +2,12 @@
 
 A :class:`Place` offers the operations that differ between this machine (``here.py``, over
 the platform backend) and other hosts (``remote/place.py``, over SSH; it sits above the core
-and is handed to the supervisor): checking what it can run, starting, reading, waiting, input,
-ending, removing, and what a server does with many tasks at once (taking over what a dead
-server left, learning how left tasks stand, forgetting pruned ones, shutting down). The core
-chooses a task's place once, from its host (:meth:`CoreState.place_at`, through ``place_of``
-for a record), and then calls it without asking where the task is. A place reaches back into
+and is handed to the supervisor, or to a session without a server, ``session.py``): checking
+what it can run, starting, reading, waiting, input, ending, removing, and what a server does
+with many tasks at once (taking over what a dead server left, learning how left tasks stand,
+forgetting pruned ones, shutting down; a session lets go instead). The core chooses a task's
+place once, from its host (:meth:`CoreState.place_at`, through ``place_of`` for a record), and
+then calls it without asking where the task is. A place reaches back into
 the core only through :class:`Core`, the little a place needs of the server it serves.
 """
 
@@ -110,6 +111,10 @@ class Place(Protocol):
 
     def helper_pids(self) -> set[int]:
         """This server's own helper processes for this place (never a task's)."""
+
+    async def close(self) -> None:
+        """Let go of what this place holds, at the end of a session that shuts nothing down (a
+        command for people): what it opened itself (connections), never a task."""
 
     async def prepare_shutdown(self, tasks: Sequence[Task]) -> ShutdownWork:
         """At the server's exit, before any place starts ending anything: mark the tasks (this

@@ -1,4 +1,5 @@
-"""The core's front: one object the tools, HTTP and the CLI call for every task operation.
+"""The core's front for a server: one object the tools and HTTP call for every task operation
+(the CLI calls the same units through ``session.py``, without a server).
 
 The supervisor starts what a server needs (containment, the log capper, the write watches,
 the task group) inside an ``AsyncExitStack``, takes over what a dead server left, and ends

@@ -121,6 +121,10 @@ class RemotePlace:
     def helper_pids(self) -> set[int]:
         return self.tasks.connections.helper_pids()
 
+    async def close(self) -> None:
+        # A server may share the connections (their control sockets are in the state directory).
+        await self.tasks.close(only_started=True)
+
     async def prepare_shutdown(self, tasks: Sequence[Task]) -> ShutdownWork:
         doomed = [t for t in tasks if t.running and not t.record.keep_running]
         for task in doomed:

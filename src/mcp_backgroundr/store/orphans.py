@@ -96,6 +96,8 @@ def as_it_stands(record: TaskRecord) -> TaskRecord:
     current = dataclasses.replace(record)
     if record.supervised:
         settle_from_runner(current)
+    elif record.kill_requested:  # as a server records an end it asked for (the CLI's stop, with no server)
+        current.mark_ended(TaskState.KILLED, record.end_reason, record.ended_at)
     else:
         current.mark_ended(TaskState.FAILED, VANISHED_REASON, record.ended_at)
     return current
