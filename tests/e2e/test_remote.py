@@ -182,6 +182,30 @@ async def test_a_remote_task_that_ended_by_itself_stays_completed_when_the_serve
                 assert (status["state"], status["end_reason"]) == ("killed", "server shutdown")
 
 
+async def test_ps_learns_as_list_tasks_does_how_a_remote_task_ended_unseen(
+    server_command: str, ssh_env: dict[str, str], tmp_path: Path
+) -> None:
+    """``ps`` showed the registry's last word (running) where ``list_tasks(all=true)`` asks the host."""
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        remote = await call(client, "run_background_task", command=f"read x < {gate}; exit 5", host="loopback")
+        local = await call(client, "run_background_task", command="sleep 300")
+        await kill_server_of(local["pid"])
+    with open(gate, "w") as opened:
+        opened.write("go\n")
+    with anyio.fail_after(10):  # its runner exits once it has recorded the run's end
+        while alive([remote["pid"]]):
+            await anyio.sleep(0.02)
+    with anyio.fail_after(60):
+        listed = await anyio.run_process([server_command, "ps", "--all"], env=os.environ | ssh_env)
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:  # it ends the local task left
+        status = await call(client, "get_task_status", task_id=remote["task_id"])  # closes the ssh master left
+    assert (status["state"], status["exit_code"]) == ("failed", 5)
+    (row,) = [line.split() for line in listed.stdout.decode().splitlines() if line.startswith(remote["task_id"])]
+    assert row[1:3] == ["-", "failed(5)"], listed.stdout.decode()
+
+
 async def test_stopping_a_remote_task_that_had_ended_unseen_records_how_it_ended_on_its_host(
     server_command: str, ssh_env: dict[str, str], tmp_path: Path
 ) -> None:
