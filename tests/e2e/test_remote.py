@@ -11,7 +11,7 @@ import psutil
 import pytest
 from mcp.shared.subscriptions import ResourceUpdated
 
-from .harness import alive, call, call_error, connect, kill_server_of, until
+from .harness import alive, call, call_error, connect, finished, kill_server_of, until
 from .sshd import Sshd, free_port
 
 pytestmark = pytest.mark.anyio
@@ -256,6 +256,12 @@ async def test_the_command_line_shows_follows_and_stops_a_remote_task(
         assert await cli("logs", "-f", short["task_id"]) == "a\nb\n"
         stopped = await cli("stop", long["task_id"], "--grace", "1")
         assert "none is left" in stopped
+        cat = await call(client, "run_background_task", command="cat", host="loopback", stdin=True)
+        assert "wrote 6 bytes" in await cli("send", cat["task_id"], "hello")  # as send_task_input writes it
+        echoed = await call(client, "wait_for_task", task_id=cat["task_id"], output_pattern="hello", since=0)
+        assert echoed["reason"] == "pattern"
+        assert "input is now closed" in await cli("send", "--close", cat["task_id"], "bye")
+        assert (await finished(client, cat["task_id"]))["output"] == "hello\nbye\n"
         assert alive([long["pid"]]) == []
         status = await call(client, "get_task_status", task_id=long["task_id"])
         assert status["state"] == "killed"

@@ -1,7 +1,7 @@
 """The human commands: ps, logs, status, send, stop and prune, on the registry and the logs.
 
 They work with or without a running server, and never take tasks over: a server that owns a
-task stays its owner. ps, status, logs, stop and prune act through a session of the core
+task stays its owner. Every one of them acts through a session of the core
 (:class:`~..core.session.CoreSession`), the functions the tools call, wherever a task runs:
 the CLI and the tools agree, and neither asks where a task is.
 """
@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 import anyio
 
 from ..config import Settings
-from ..core import taskinput
 from ..core.requests import ReadRequest, WaitRequest
 from ..core.session import CoreSession
 from ..errors import BackgroundrError
@@ -185,20 +184,14 @@ def _printed(shown: Status) -> Status:
 
 
 def send(settings: Settings, task_id: str, text: str, newline: bool = True, close: bool = False) -> str:
-    """Write to the input home of a keep_running task started with stdin, whichever server owns it."""
+    """Write to a task's input as ``send_task_input`` does: a keep_running task started with stdin
+    takes it whichever server owns it (or none), a remote one on its host."""
     with contextlib.closing(open_registry(settings)) as registry:
-        record = orphans.as_it_stands(_record(registry, task_id))
-    if not record.running:
-        raise BackgroundrError(f"task {task_id} has ended ({record.state}); it takes no more input")
-    if not taskinput.has_input_home(record):
-        raise BackgroundrError(
-            f"task {task_id} has no input here: only keep_running tasks started with stdin=true take input "
-            "from the command line (or their input was closed); others take it from their server's send_task_input"
+        record = _record(registry, task_id)
+        written = _in_session(
+            settings, registry, lambda session: session.send_input(record.task_id, text, newline, close)
         )
-    written = anyio.run(taskinput.write_to_input_home, record, (text + "\n" if newline else text).encode())
-    if close:
-        anyio.run(taskinput.close_input_home, record)
-    return f"wrote {written} bytes to task {task_id}" + ("; its input is now closed" if close else "")
+    return f"wrote {written.bytes_written} bytes to task {task_id}" + ("; its input is now closed" if close else "")
 
 
 def stop(settings: Settings, task_id: str, grace_seconds: float) -> str:

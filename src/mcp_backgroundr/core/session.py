@@ -6,8 +6,9 @@ a read, a wait or an end needs in the background: a task group and the write wat
 supervisor it starts nothing, takes nothing over, prunes nothing by itself and owns no task:
 its owner id is the command's own process, so every task it reaches is a view of another
 server's task (or of one whose server is gone). So ``ps`` lists what ``list_tasks(all=true)``
-lists, ``status`` and ``logs`` read what ``get_task_status`` reads and ``stop`` ends as
-``end_background_task`` ends: they call the same functions.
+lists, ``status`` and ``logs`` read what ``get_task_status`` reads, ``send`` writes as
+``send_task_input`` writes and ``stop`` ends as ``end_background_task`` ends: they call the same
+functions.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import anyio
 from ..config import Settings
 from ..models import TaskRecord, TaskState
 from ..platform.inotify import WriteWatches
-from ..results import Ended, Listing, Status, Waited
+from ..results import Ended, InputWritten, Listing, Status, Waited
 from ..store import orphans
 from ..store.registry import Registry
-from . import ending, forgetting, listing, reading, startup
+from . import ending, forgetting, listing, reading, sending, startup
 from .here import Here
 from .place import PlaceFactory
 from .policy import Policy
@@ -79,6 +80,10 @@ class CoreSession:
     async def wait(self, task_id: str, request: WaitRequest, since: int | None) -> Waited:
         """Wait for the first of: the task exits, a new line matches, its port accepts, the timeout."""
         return await reading.wait(self._state, task_id, check_wait(request, self._state.settings), since)
+
+    async def send_input(self, task_id: str, text: str, newline: bool, close: bool) -> InputWritten:
+        """Write ``text`` (and a line end) to a running task's input; optionally close it."""
+        return await sending.send_input(self._state, task_id, text, newline, close)
 
     async def end(self, task_id: str, grace_seconds: float, reason: str) -> Ended:
         """End a task's whole process tree, whichever server owns it, and record ``reason``."""
