@@ -39,7 +39,7 @@ def test_prune_deletes_rows_and_logs(tmp_path: Path) -> None:
     kept = _record("kept", 0, TaskState.RUNNING, tmp_path)
     registry.insert(record)
     registry.insert(kept)
-    pruned = retention.prune(registry, keep=0, max_age_days=7)
+    pruned = retention.prune(registry, keep=0, max_age_days=7, pruner="o")
     assert [r.task_id for r in pruned] == ["gone"]
     assert not Path(record.log_path).exists()
     assert registry.get("gone") is None

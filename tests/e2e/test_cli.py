@@ -168,3 +168,19 @@ async def test_status_shows_every_value_under_its_key(server_command: str) -> No
     assert "command: echo first" in lines and "  sleep 300" in lines
     assert json.loads(as_json.stdout)["command"] == command
     assert len(json.loads(as_json.stdout)["cgroup"]) == len([line for line in lines if "/task-" in line])
+
+
+@pytest.mark.anyio
+async def test_prune_leaves_a_live_servers_finished_tasks_to_it(server_command: str) -> None:
+    """``prune`` forgets the finished tasks of servers that are gone; a live server still shows its
+    own, and would answer for a pruned one with no output at all (a new-user trial found it)."""
+    async with connect(server_command) as client:
+        done = await call(client, "run_background_task", command="echo one")
+        await finished(client, done["task_id"])
+        pruned = await anyio.to_thread.run_sync(_cli, server_command, "prune", "--keep", "0")
+        status = await call(client, "get_task_status", task_id=done["task_id"])
+    after_exit = await anyio.to_thread.run_sync(_cli, server_command, "prune", "--keep", "0")
+    assert status["output"] == "one\n", status
+    assert pruned.stdout.splitlines()[0] == "pruned 0 finished task(s) and their logs", pruned.stdout
+    assert "left 1 finished task(s) of servers that still run" in pruned.stdout
+    assert after_exit.stdout == "pruned 1 finished task(s) and their logs\n", after_exit.stdout

@@ -231,4 +231,10 @@ def prune(settings: Settings, keep: int, days: float) -> str:
         return [f"pruned {len(forgotten)} finished task(s) and their logs", *await session.forget(forgotten)]
 
     with contextlib.closing(open_registry(settings)) as registry:
-        return "\n".join(_in_session(settings, registry, pruned))
+        lines = _in_session(settings, registry, pruned)
+        if left := [r for r in registry.records() if not r.running and not orphans.owner_is_gone(r.owner)]:
+            lines.append(
+                f"left {len(left)} finished task(s) of servers that still run, which show them: "
+                "remove_task there, or prune once they have exited"
+            )
+        return "\n".join(lines)

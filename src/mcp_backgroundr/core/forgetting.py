@@ -37,7 +37,7 @@ async def prune_now(state: CoreState) -> None:
 async def prune(state: CoreState, keep: int, days: float) -> list[TaskRecord]:
     """Forget the finished tasks beyond the newest ``keep`` and older than ``days``, with their
     logs here (in a worker thread; raises RegistryError); the records forgotten."""
-    pruned = await offload.run(offload.REGISTRY, retention.prune, state.registry, keep, days)
+    pruned = await offload.run(offload.REGISTRY, retention.prune, state.registry, keep, days, state.owner)
     for record in pruned:
         state.forget(record)
     return pruned

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..models import TaskRecord
 from ..platform.containment import TaskCgroup
+from . import orphans
 from .registry import Registry
 
 SECONDS_PER_DAY = 86_400
@@ -43,9 +44,12 @@ def delete_task_files(record: TaskRecord) -> int:
     return freed
 
 
-def prune(registry: Registry, keep: int, max_age_days: float) -> list[TaskRecord]:
-    """Forget the prunable tasks of the whole registry and delete their files."""
-    pruned = prunable(registry.records(), keep, max_age_days, time.time())
+def prune(registry: Registry, keep: int, max_age_days: float, pruner: str) -> list[TaskRecord]:
+    """Forget the prunable tasks of the whole registry and delete their files: those of ``pruner``
+    (a server's own id) and of servers that are gone. A finished task of another server that still
+    runs is left to it: that server still shows the task, and would answer for it with no output."""
+    chosen = prunable(registry.records(), keep, max_age_days, time.time())
+    pruned = [r for r in chosen if r.owner == pruner or orphans.owner_is_gone(r.owner)]
     for record in pruned:
         registry.delete(record.task_id)
         delete_task_files(record)
