@@ -116,11 +116,12 @@ async def test_stop_with_no_server_left_records_the_end_at_once(server_command: 
 
 @pytest.mark.anyio
 async def test_logs_follow_prints_everything_until_the_task_ends(server_command: str) -> None:
-    command = "for i in 1 2 3 4 5; do echo line $i; sleep 0.1; done"
+    command = "for i in 1 2 3 4 5; do echo line $i; sleep 0.1; done; exit 2"
     async with connect(server_command) as client:
         task = await call(client, "run_background_task", command=command)
         followed = await anyio.to_thread.run_sync(_cli, server_command, "logs", task["task_id"], "-f")
     assert followed.stdout == "".join(f"line {i}\n" for i in range(1, 6))
+    assert followed.stderr == f"mcp-backgroundr: task {task['task_id']} ended (failed, exit code 2)\n"
     assert followed.returncode == 0
 
 

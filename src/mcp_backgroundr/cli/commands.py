@@ -159,6 +159,8 @@ async def _logs(task_id: str, lines: int, follow: bool, session: CoreSession) ->
     while follow and shown.state is TaskState.RUNNING:
         await session.wait(task_id, WaitRequest(FOLLOW_WAIT_SECONDS, ANY_LINE), shown.cursor)
         shown = await _print_on(session, task_id, shown.cursor)
+    if follow:  # on stderr: the output stays the task's own
+        print(f"mcp-backgroundr: task {task_id} ended ({_how_it_ended(shown)})", file=sys.stderr)
 
 
 async def _print_on(session: CoreSession, task_id: str, cursor: int) -> Status:
@@ -205,15 +207,19 @@ def stop(settings: Settings, task_id: str, grace_seconds: float) -> str:
         return _survivors(
             f"stopped task {ended.task_id}{where}: signalled {len(ended.signalled_pids)} process(es)", ended
         )
-    how = ", ".join(
+    text = f"task {ended.task_id} had already ended ({_how_it_ended(ended)})"
+    if ended.signalled_pids or ended.survivors:
+        text = _survivors(f"{text}; signalled {len(ended.signalled_pids)} process(es) it left running{where}", ended)
+    return text
+
+
+def _how_it_ended(ended: Ended | Status) -> str:
+    """How a task ended: "failed, exit code 143, signal SIGTERM", "completed, exit code 0" or "killed"."""
+    return ", ".join(
         [str(ended.state)]
         + ([] if ended.exit_code is None else [f"exit code {ended.exit_code}"])
         + ([f"signal {ended.signal}"] if ended.signal else [])
     )
-    text = f"task {ended.task_id} had already ended ({how})"
-    if ended.signalled_pids or ended.survivors:
-        text = _survivors(f"{text}; signalled {len(ended.signalled_pids)} process(es) it left running{where}", ended)
-    return text
 
 
 def _survivors(text: str, ended: Ended) -> str:
