@@ -305,5 +305,6 @@ async def test_the_command_line_on_a_cut_off_host_fails_with_one_line_and_a_fail
         said = failed.stderr.decode()
         assert failed.returncode == 1 and said.count("\n") == 1, said
         assert said.startswith("mcp-backgroundr: ") and "faraway" in said, said
+        assert "end_background_task" not in said, said  # a person at the CLI has no tool to call
     assert logs.stdout == b""
     assert "cannot be reached" in logs.stderr.decode() and "last answered" in logs.stderr.decode()

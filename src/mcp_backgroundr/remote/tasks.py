@@ -46,8 +46,8 @@ INPUT_OUTCOMES = (
     "no input was sent; send it again once the host is reachable",
 )
 END_OUTCOMES = (
-    "whether the end reached the task is unknown: call end_background_task again once the host is reachable",
-    "nothing was ended there; call end_background_task again once the host is reachable",
+    "whether the end reached the task is unknown: end it again once the host is reachable",
+    "nothing was ended there; end it again once the host is reachable",
 )
 REMOVE_OUTCOMES = (
     "whether its files there were deleted is unknown; its record is kept: call remove_task again later",
