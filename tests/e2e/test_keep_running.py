@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import anyio
@@ -99,3 +100,30 @@ async def test_bad_restart_arguments(server_command: str) -> None:
             result = await client.call_tool("run_background_task", {"command": "true", **arguments})
             assert result.is_error
             assert field in str(result.content[0])
+
+
+async def test_an_adopted_task_that_ended_by_itself_as_an_end_was_asked_keeps_its_runners_account(
+    server_command: str, tmp_path: Path
+) -> None:
+    """The end is asked just after the run ended and its runner recorded it, before the server
+    heard the runner exit: the runner's account (completed, exit code 0) is what stands, as for a
+    remote task; ``killed`` only when the end reached the run. Several tries: every time."""
+    tries = []
+    for index in range(4):
+        gate = tmp_path / f"gate{index}"
+        command = f"while [ ! -e {gate} ]; do sleep 0.01; done"
+        async with connect(server_command) as client:
+            tries.append((gate, await call(client, "run_background_task", command=command, keep_running=True)))
+    async with connect(server_command) as client:
+        for gate, task in tries:
+            run_record = Path(task["log_path"].removesuffix(".log") + ".status")
+            gate.touch()
+            with anyio.fail_after(10):
+                while '"state": "running"' in run_record.read_text():
+                    await anyio.sleep(0.001)
+            ended = await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=1)
+            recorded = json.loads(run_record.read_text())
+            assert (ended["state"], ended["exit_code"]) == (recorded["state"], recorded["exit_code"]), recorded
+            status = await call(client, "get_task_status", task_id=task["task_id"])
+            if recorded["state"] == "completed":
+                assert status["end_reason"] != "end_background_task", status

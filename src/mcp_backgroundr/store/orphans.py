@@ -103,15 +103,17 @@ def as_it_stands(record: TaskRecord) -> TaskRecord:
     return current
 
 
-def settle_from_runner(record: TaskRecord) -> None:
-    """Record how a supervised task ended, as its runner wrote it down."""
+def settle_from_runner(record: TaskRecord) -> bool:
+    """Record how a supervised task ended, as its runner wrote it down; False when it wrote
+    nothing of the end (it was killed first, or the machine stopped)."""
     run = runner.read_run_record(record.run_record_path)
     final = {str(state) for state in TaskState} - {str(TaskState.RUNNING)}
     if run is None or run.state not in final:  # none yet, or not one this version knows
         record.mark_ended(TaskState.FAILED, UNKNOWN_END_REASON, record.ended_at)
-        return
+        return False
     record.mark_ended(TaskState(run.state), SETTLED_REASON, run.ended_at)
     record.exit_code, record.signal = run.exit_code, run.signal
+    return True
 
 
 async def end_unowned(records: Sequence[TaskRecord], grace_seconds: float, kill_wait_seconds: float) -> EndOutcome:
