@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from .harness import call, connect
+from .harness import call, connect, kill_server_of
 from .sshd import Sshd
 from .test_remote import ALLOW
 
@@ -102,3 +102,32 @@ async def test_a_remote_task_reports_the_containment_its_host_gives_it(
         ended = await call(client, "end_background_task", task_id=started["task_id"], grace_seconds=1)
     assert started["containment"] == status["containment"] == ended["containment"] == "subreaper"
     assert [t["containment"] for t in listed["tasks"]] == ["subreaper"]
+
+
+async def test_resources_list_shows_the_same_tasks_remote_or_local_and_any_log_reads_by_its_uri(
+    server_command: str, ssh_env: dict[str, str]
+) -> None:
+    """resources/list lists this server's tasks, those list_tasks shows: the ones it started and
+    the ones it took over from a server that is gone, local and remote alike. Another live
+    server's task is not listed (list_tasks(all=true) shows it), but its log reads by its URI."""
+    async with connect(server_command, args=ALLOW, env=ssh_env) as other:
+        theirs = await call(other, "run_background_task", command="echo theirs; sleep 300", host="loopback",
+                            wait_for_pattern="theirs")  # fmt: skip
+        async with connect(server_command, args=ALLOW, env=ssh_env) as doomed:
+            left = [
+                await call(
+                    doomed, "run_background_task", command="echo left; sleep 300", wait_for_pattern="left", **where
+                )
+                for where in ({"host": "loopback"}, {"keep_running": True})
+            ]
+            await kill_server_of(left[1]["pid"])
+        async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+            listed = {t["task_id"] for t in (await call(client, "list_tasks"))["tasks"]}
+            resources = {str(r.uri) for r in (await client.list_resources()).resources}
+            read = await client.read_resource(f"task://{theirs['task_id']}/log")
+            for task in left:
+                await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=1)
+        await call(other, "end_background_task", task_id=theirs["task_id"], grace_seconds=1)
+    assert listed == {task["task_id"] for task in left}
+    assert resources == {f"task://{task_id}/log" for task_id in listed}
+    assert "theirs" in str(read.contents[0])
