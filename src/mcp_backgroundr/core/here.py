@@ -76,5 +76,8 @@ class Here:
     async def close(self) -> None:
         pass  # a session's reads and ends here hold nothing past their answer
 
+    def watched_helpers(self) -> set[int] | None:
+        return set()
+
     async def prepare_shutdown(self, tasks: Sequence[Task]) -> ShutdownWork:
         return await shutdown.prepare_here(self._state, tasks)

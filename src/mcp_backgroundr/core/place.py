@@ -116,6 +116,11 @@ class Place(Protocol):
         """Let go of what this place holds, at the end of a session that shuts nothing down (a
         command for people): what it opened itself (connections), never a task."""
 
+    def watched_helpers(self) -> set[int] | None:
+        """The helpers of this place that are this server's children and whose exits their own
+        watchers collect (the orphan reaper must leave them); None while one is being started, its
+        pid not known yet: no orphan may be reaped then, since it could be that one."""
+
     async def prepare_shutdown(self, tasks: Sequence[Task]) -> ShutdownWork:
         """At the server's exit, before any place starts ending anything: mark the tasks (this
         server's, at this place) that are not meant to outlive it, and look at what must be seen

@@ -158,6 +158,17 @@ class CoreState:
         """This server's helper processes (never a task's), at every place."""
         return set().union(*(place.helper_pids() for place in self.places))
 
+    def watched_helpers(self) -> set[int] | None:
+        """This server's helper children whose exits their own watchers collect, at every place;
+        None while one is being started (see :meth:`Place.watched_helpers`)."""
+        found: set[int] = set()
+        for place in self.places:
+            pids = place.watched_helpers()
+            if pids is None:
+                return None
+            found |= pids
+        return found
+
     def learnt(self, task: Task, ended: bool) -> None:
         """Record what a place learnt about a task: its record as now known, and an exit seen just now."""
         if task.record.task_id in self.own:

@@ -104,7 +104,11 @@ async def reap_orphans(state: CoreState) -> None:
 
 def reap(state: CoreState) -> None:
     # A child spawned in a worker thread is not yet known: its exit must wait for its watcher.
+    # A helper being started (an ssh) may exit before its pid is known: reaped here, its own
+    # watcher (asyncio's) would find nothing to collect ("Unknown child process pid ...").
     if state.containment.level is not Level.MARKER and not state.spawns_in_flight:
+        helpers = state.watched_helpers()
+        if helpers is None:
+            return
         own = {t.popen.pid for t in state.own.values() if t.popen is not None and t.popen.returncode is None}
-        own |= state.helper_pids()
-        state.containment.reap(own)
+        state.containment.reap(own | helpers)

@@ -125,6 +125,9 @@ class RemotePlace:
         # A server may share the connections (their control sockets are in the state directory).
         await self.tasks.close(only_started=True)
 
+    def watched_helpers(self) -> set[int] | None:
+        return self.tasks.connections.watched_children()
+
     async def prepare_shutdown(self, tasks: Sequence[Task]) -> ShutdownWork:
         doomed = [t for t in tasks if t.running and not t.record.keep_running]
         for task in doomed:

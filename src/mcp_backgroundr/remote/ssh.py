@@ -89,6 +89,8 @@ class Connections:
     """Masters in use: those started here and those found open."""
     _started: set[Destination] = field(default_factory=set)
     _children: set[int] = field(default_factory=set)
+    _starting: int = 0
+    """ssh processes being started (their pids not known yet)."""
     _masters: dict[Destination, int] = field(default_factory=dict)
     _paths: dict[Destination, Path] = field(default_factory=dict)
     """Each host's control socket path, worked out (and its directory made) once."""
@@ -177,11 +179,7 @@ class Connections:
         (stderr is dropped); :meth:`release` ends it."""
         await self._open(destination)
         argv = [SSH, *self.options(destination), "-o", "ControlMaster=no", "-T", destination.target, command]
-        process = await anyio.open_process(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-        )
-        self._children.add(process.pid)
-        return process
+        return await self._spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
     async def release(self, process: anyio.abc.Process) -> int | None:
         """End a channel from :meth:`open_channel` (if it still runs) and reap it; its exit status."""
@@ -194,11 +192,27 @@ class Connections:
         """The ssh processes of this server: masters and calls under way."""
         return self._children | set(self._masters.values())
 
+    def watched_children(self) -> set[int] | None:
+        """The ssh processes that are this server's children, whose exits their watchers (asyncio's)
+        collect; None while one is being started. The masters are not: daemonized by ``ssh -f``,
+        one that exits is an orphan for a server that is child subreaper to collect."""
+        return None if self._starting else set(self._children)
+
+    async def _spawn(self, argv: list[str], **streams: Any) -> anyio.abc.Process:
+        """Start an ssh process, known as ours from the moment it can exit (see watched_children)."""
+        self._starting += 1
+        try:
+            with anyio.CancelScope(shield=True):  # once started, it must be known, to be reaped
+                process = await anyio.open_process(argv, **streams)
+                self._children.add(process.pid)
+        finally:
+            self._starting -= 1
+        return process
+
     @contextlib.asynccontextmanager
     async def _child(self, argv: list[str], **streams: Any) -> AsyncIterator[anyio.abc.Process]:
         """An ssh process, known as ours while it runs, ended and reaped on the way out."""
-        process = await anyio.open_process(argv, **streams)
-        self._children.add(process.pid)
+        process = await self._spawn(argv, **streams)
         try:
             yield process
         finally:
@@ -272,7 +286,9 @@ class Connections:
             for destination in list(self._started if only_started else self._opened):
                 argv = [SSH, *self.options(destination), "-O", "exit", destination.target]
                 with contextlib.suppress(OSError):
-                    await anyio.run_process(argv, check=False, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    streams = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+                    async with self._child(argv, **streams) as ssh:
+                        await ssh.wait()
                 self._opened.discard(destination)
                 self._masters.pop(destination, None)
                 self._started.discard(destination)
