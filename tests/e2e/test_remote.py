@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import anyio
 import psutil
@@ -182,14 +183,12 @@ async def test_a_remote_task_that_ended_by_itself_stays_completed_when_the_serve
                 assert (status["state"], status["end_reason"]) == ("killed", "server shutdown")
 
 
-async def test_ps_learns_as_list_tasks_does_how_a_remote_task_ended_unseen(
-    server_command: str, ssh_env: dict[str, str], tmp_path: Path
-) -> None:
-    """``ps`` showed the registry's last word (running) where ``list_tasks(all=true)`` asks the host."""
-    gate = tmp_path / "gate"
+async def _ended_unseen(server_command: str, ssh_env: dict[str, str], gate: Path, then: str) -> dict[str, Any]:
+    """A remote task that runs ``then`` once its server has been SIGKILLed (so no server hears its
+    exit), and has ended; its start answer."""
     os.mkfifo(gate)
     async with connect(server_command, args=ALLOW, env=ssh_env) as client:
-        remote = await call(client, "run_background_task", command=f"read x < {gate}; exit 5", host="loopback")
+        remote = await call(client, "run_background_task", command=f"read x < {gate}; {then}", host="loopback")
         local = await call(client, "run_background_task", command="sleep 300")
         await kill_server_of(local["pid"])
     with open(gate, "w") as opened:
@@ -197,6 +196,14 @@ async def test_ps_learns_as_list_tasks_does_how_a_remote_task_ended_unseen(
     with anyio.fail_after(10):  # its runner exits once it has recorded the run's end
         while alive([remote["pid"]]):
             await anyio.sleep(0.02)
+    return remote
+
+
+async def test_ps_learns_as_list_tasks_does_how_a_remote_task_ended_unseen(
+    server_command: str, ssh_env: dict[str, str], tmp_path: Path
+) -> None:
+    """``ps`` showed the registry's last word (running) where ``list_tasks(all=true)`` asks the host."""
+    remote = await _ended_unseen(server_command, ssh_env, tmp_path / "gate", "exit 5")
     with anyio.fail_after(60):
         listed = await anyio.run_process([server_command, "ps", "--all"], env=os.environ | ssh_env)
     async with connect(server_command, args=ALLOW, env=ssh_env) as client:  # it ends the local task left
@@ -210,17 +217,7 @@ async def test_stopping_a_remote_task_that_had_ended_unseen_records_how_it_ended
     server_command: str, ssh_env: dict[str, str], tmp_path: Path
 ) -> None:
     # No server hears the exit (its owner was killed first): the stop learns it from the host.
-    gate = tmp_path / "gate"
-    os.mkfifo(gate)
-    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
-        remote = await call(client, "run_background_task", command=f"read x < {gate}", host="loopback")
-        local = await call(client, "run_background_task", command="sleep 300")
-        await kill_server_of(local["pid"])
-    with open(gate, "w") as opened:
-        opened.write("go\n")
-    with anyio.fail_after(10):  # its runner exits once it has recorded the run's end
-        while alive([remote["pid"]]):
-            await anyio.sleep(0.02)
+    remote = await _ended_unseen(server_command, ssh_env, tmp_path / "gate", "true")
     with anyio.fail_after(60):
         stopped = await anyio.run_process(
             [server_command, "stop", remote["task_id"], "--grace", "1"], env=os.environ | ssh_env, check=False
