@@ -72,3 +72,14 @@ async def test_a_repl_in_a_pty_answers_and_can_be_interrupted(server_command: st
     assert interrupted["reason"] == "pattern"
     assert status["state"] in ("completed", "failed")  # Ctrl-D ended it; python -i reports the last error
     assert status["kill_requested"] is False
+
+
+async def test_closing_a_terminal_after_a_partial_line_still_ends_its_input(server_command: str) -> None:
+    # Ctrl-D after unfinished text only hands that text over; a second one is end of input.
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="cat", pty=True)
+        await call(client, "send_task_input", task_id=task["task_id"], text="part", newline=False)
+        await call(client, "send_task_input", task_id=task["task_id"], text="ial", newline=False, close=True)
+        status = await finished(client, task["task_id"])
+    assert (status["state"], status["exit_code"]) == ("completed", 0)
+    assert "partial" in status["output"]

@@ -110,3 +110,28 @@ async def test_input_sent_just_before_the_server_dies_reaches_the_task(server_co
         )
         await call(client, "end_background_task", task_id=task_id, grace_seconds=0)
     assert echoed["matched_line"] == "written early"
+
+
+async def test_the_cli_closes_the_input_of_a_task_whose_server_is_running(server_command: str) -> None:
+    # Regression: the server that started the task held its own end of the input home, so the
+    # CLI's close (the runner's end) did not reach the task, and the CLI said it had.
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="cat", stdin=True, keep_running=True)
+        closed = await anyio.to_thread.run_sync(_cli, server_command, "send", "--close", task["task_id"], "bye")
+        ended = await finished(client, task["task_id"])
+    assert (closed.returncode, closed.stderr) == (0, "") and "closed" in closed.stdout
+    assert (ended["state"], ended["exit_code"], ended["output"]) == ("completed", 0, "bye\n")
+
+
+@pytest.mark.parametrize("started", [{"stdin": True}, {"pty": True}])
+async def test_the_cli_says_in_one_line_when_it_cannot_give_a_task_input(
+    server_command: str, started: dict[str, bool]
+) -> None:
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="cat", **started)
+        refused = await anyio.to_thread.run_sync(_cli, server_command, "send", "--close", task["task_id"], "bye")
+        status = await call(client, "get_task_status", task_id=task["task_id"])
+        await call(client, "end_background_task", task_id=task["task_id"])
+    assert (refused.returncode, refused.stdout, refused.stderr.count("\n")) == (1, "", 1)
+    assert "send_task_input" in refused.stderr
+    assert status["state"] == "running"

@@ -15,6 +15,8 @@ from .task import Task
 
 END_OF_INPUT = b"\x04"
 """Ctrl-D: end of input on a terminal."""
+LINE_ENDS = (b"\r", b"\n")
+"""What ends a line in a terminal's line editing (carriage return reads as a newline)."""
 
 
 async def send_input(state: CoreState, task_id: str, text: str, newline: bool, close: bool) -> InputWritten:
@@ -32,20 +34,31 @@ async def send_here(state: CoreState, task: Task, text: str, newline: bool, clos
     _check_writable(state, task, home)
     line_end = ("\r" if task.terminal else "\n") if newline else ""
     data = (text + line_end).encode()
-    if close and task.terminal:
-        data += END_OF_INPUT
+    if task.terminal:
+        data = _on_a_terminal(task, data, close)
     cursor = await log_size(Path(task.record.log_path))
     if home:
         written = await taskinput.write_to_input_home(task.record, data)
+        if close:
+            await taskinput.close_input_home(task.record)
     else:
         assert task.input_fd is not None
         written = await taskinput.write_all(task.input_fd, data)
-    if close:
-        if task.record.keep_running:
-            # Before our own end is closed: until the runner holds the FIFO, ours keeps what was written.
-            await taskinput.close_input_home(task.record)
-        task.close_input_pipe()
+        if close:
+            task.close_input_pipe()
     return InputWritten(task_id=task_id, bytes_written=written, closed=close, cursor=cursor)
+
+
+def _on_a_terminal(task: Task, data: bytes, close: bool) -> bytes:
+    """``data`` for a task's terminal, with end of input after it when ``close``: Ctrl-D ends the
+    input only at the start of a line; after unfinished text it only hands that text over, so a
+    second one follows it then."""
+    if data:
+        task.partial_line = not data.endswith(LINE_ENDS)
+    if close:
+        data += END_OF_INPUT * (2 if task.partial_line else 1)
+        task.partial_line = False
+    return data
 
 
 def _check_writable(state: CoreState, task: Task, home: bool) -> None:

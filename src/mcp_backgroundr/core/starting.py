@@ -104,8 +104,6 @@ class _TaskIO:
     """A pty task's master side: its input, and the output the server copies into its log."""
     log_fd: int | None = None
     """A pty task's log, which the terminal copier writes to."""
-    input_home: int | None = None
-    """Our end of a keep_running task's input FIFO."""
 
 
 async def start_here(state: CoreState, record: TaskRecord, plan: StartPlan, env: dict[str, str]) -> Task:
@@ -169,8 +167,10 @@ def _open_streams(
     if plan.stdin and plan.keep_running:
         home = taskinput.make_input_home(record)
         undo.callback(_unlink, record.input_path)
-        undo.callback(os.close, home)
-        return _TaskIO(process.Streams(output=log_fd, stdin=home, join=placement.join), input_home=home)
+        # Only its runner holds it from then on: an end kept here would keep the task from ever
+        # reading end-of-input when another process (the CLI, another server) closes it.
+        child_ends.callback(os.close, home)
+        return _TaskIO(process.Streams(output=log_fd, stdin=home, join=placement.join))
     stdin = subprocess.PIPE if plan.stdin else subprocess.DEVNULL
     return _TaskIO(process.Streams(output=log_fd, stdin=stdin, join=placement.join))
 
@@ -232,8 +232,6 @@ def _task_of(record: TaskRecord, popen: subprocess.Popen[bytes], io: _TaskIO) ->
     task = Task(record, popen)
     if io.terminal is not None:
         task.input_fd, task.terminal, task.output_done = io.terminal, True, anyio.Event()
-    elif io.input_home is not None:
-        task.input_fd = io.input_home
     elif popen.stdin is not None:
         task.input_fd = popen.stdin.fileno()
         os.set_blocking(task.input_fd, False)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import os
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -130,6 +129,8 @@ class Task:
     input_fd: int | None = None
     """Where send_task_input writes: the stdin pipe, or the terminal's master side."""
     terminal: bool = False
+    partial_line: bool = False
+    """A terminal task's last input ended inside a line (which the terminal holds back until it ends)."""
     output_done: anyio.Event | None = None
     """Set once a terminal task's output has all been copied to its log."""
     _scan_lock: anyio.Lock = field(default_factory=anyio.Lock)
@@ -140,9 +141,6 @@ class Task:
                 self.popen.stdin.close()
             if not self.terminal:
                 self.input_fd = None
-        elif self.input_fd is not None and not self.terminal:  # our end of its input home
-            os.close(self.input_fd)
-            self.input_fd = None
 
     @property
     def running(self) -> bool:

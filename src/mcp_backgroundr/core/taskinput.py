@@ -51,8 +51,8 @@ async def write_all(fd: int, data: bytes, within_seconds: float = INPUT_WRITE_SE
 
 
 def make_input_home(record: TaskRecord) -> int:
-    """Create a task's input home; return a descriptor to write to it (read and write, so it never
-    blocks or fails for want of a reader before the runner opens it)."""
+    """Create a task's input home; return a descriptor to hand to its runner as stdin (read and
+    write: the runner holds it open from its first instant, and keeps what was written before it ran)."""
     os.mkfifo(record.input_path, 0o600)
     return os.open(record.input_path, os.O_RDWR | os.O_NONBLOCK)
 
@@ -79,12 +79,30 @@ async def write_to_input_home(record: TaskRecord, data: bytes) -> int:
 
 
 async def close_input_home(record: TaskRecord) -> None:
-    """Ask the task's runner to close its input home: the task reads end-of-input."""
+    """Have the task's runner close its input home, and see that it did: then the task reads
+    end-of-input (its runner holds the only lasting write end).
+
+    Raises:
+        BackgroundrError: its runner is gone, or did not close it in time; the input may still be open.
+    """
     # The runner takes the signal only once its handler is in place, which it is by the time it
     # has written its status file; before that the signal would end it. Just after a start there
     # is no event to wait on across processes: look briefly.
     with anyio.move_on_after(RUNNER_READY_SECONDS):
         while not await anyio.Path(record.run_record_path).exists():  # noqa: ASYNC110
             await anyio.sleep(RUNNER_READY_POLL_SECONDS)
-    if record.pid is not None and process.same_process(record.pid, record.pid_create_time):
-        os.kill(record.pid, INPUT_CLOSE_SIGNAL)
+    home = anyio.Path(record.input_path)
+    if not await home.exists():
+        return  # closed already: by its runner, once asked
+    if record.pid is None or not process.same_process(record.pid, record.pid_create_time):
+        raise BackgroundrError(f"task {record.task_id} has ended; its input could not be closed, nor does it matter")
+    os.kill(record.pid, INPUT_CLOSE_SIGNAL)
+    # The runner removes the FIFO once it has closed its end: that is the close made.
+    with anyio.move_on_after(RUNNER_READY_SECONDS):
+        while await home.exists():  # noqa: ASYNC110
+            await anyio.sleep(RUNNER_READY_POLL_SECONDS)
+    if await home.exists():
+        raise BackgroundrError(
+            f"task {record.task_id}'s runner (pid {record.pid}) did not close its input within "
+            f"{RUNNER_READY_SECONDS:g}s; its input is still open: try again, or end the task"
+        )
