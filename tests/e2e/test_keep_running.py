@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import anyio
 import psutil
 import pytest
 
-from .harness import alive, call, connect, finished
+from mcp_backgroundr.config import CGROUP_ENV
+
+from .harness import alive, call, cgroup_directory, connect, finished, until
 
 pytestmark = pytest.mark.anyio
 
@@ -127,3 +132,75 @@ async def test_an_adopted_task_that_ended_by_itself_as_an_end_was_asked_keeps_it
             status = await call(client, "get_task_status", task_id=task["task_id"])
             if recorded["state"] == "completed":
                 assert status["end_reason"] != "end_background_task", status
+
+
+CLI_SECONDS = 30
+
+
+def _cli(server_command: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [server_command, *arguments], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=CLI_SECONDS, check=False,
+    )  # fmt: skip
+
+
+def _task_cgroups(directory: Path) -> list[str]:
+    return sorted(group.name for group in directory.iterdir() if group.name.startswith("task-"))
+
+
+async def _end_with_a_line_from_the_cli(server_command: str, task: dict[str, object]) -> None:
+    """End a ``head -n 1`` task by giving it its line from the command line; wait for its runner to exit."""
+    sent = await anyio.to_thread.run_sync(_cli, server_command, "send", str(task["task_id"]), "the line")
+    assert sent.returncode == 0, sent.stderr
+
+    async def runner_gone() -> bool:  # reaped too: a zombie still counts as the task running
+        return not psutil.pid_exists(int(str(task["pid"])))
+
+    await until(runner_gone)
+
+
+@pytest.mark.linux_backend("task cgroups")
+@pytest.mark.parametrize("learner", ["the next server", "a listing", "the cli"])
+async def test_the_empty_cgroup_of_a_task_that_ended_while_no_server_watched_is_removed(
+    server_command: str, learner: str
+) -> None:
+    # Regression: only a get_task_status of the task removed it; starts, listings and the CLI left it.
+    with cgroup_directory(f"backgroundr-unwatched-{os.getpid()}") as directory:
+        env = {CGROUP_ENV: str(directory)}
+        async with contextlib.AsyncExitStack() as stack:
+            watcher = (
+                await stack.enter_async_context(connect(server_command, env=env)) if learner == "a listing" else None
+            )
+            async with connect(server_command, env=env) as client:
+                task = await call(client, "run_background_task", command="head -n 1", stdin=True, keep_running=True)
+            before = _task_cgroups(directory)
+            await _end_with_a_line_from_the_cli(server_command, task)
+            if watcher is not None:
+                listing = await call(watcher, "list_tasks", all=True)
+                assert [t["state"] for t in listing["tasks"]] == ["completed"]
+        if learner == "the next server":
+            async with connect(server_command, env=env):
+                after = _task_cgroups(directory)
+        elif learner == "the cli":
+            shown = await anyio.to_thread.run_sync(_cli, server_command, "ps", "--all")
+            assert "completed(0)" in shown.stdout
+        after = _task_cgroups(directory)
+    assert before == [f"task-{task['task_id']}"]
+    assert after == []
+
+
+@pytest.mark.linux_backend("task cgroups")
+async def test_the_cgroup_of_an_adopted_task_is_removed_when_it_ends(server_command: str) -> None:
+    with cgroup_directory(f"backgroundr-adopted-{os.getpid()}") as directory:
+        env = {CGROUP_ENV: str(directory)}
+        async with connect(server_command, env=env) as client:
+            task = await call(client, "run_background_task", command="head -n 1", stdin=True, keep_running=True)
+        async with connect(server_command, env=env) as client:
+            adopted = await call(client, "list_tasks")
+            await _end_with_a_line_from_the_cli(server_command, task)
+
+            async def removed() -> bool:
+                return _task_cgroups(directory) == []
+
+            await until(removed)
+    assert [t["task_id"] for t in adopted["tasks"]] == [task["task_id"]]

@@ -49,6 +49,9 @@ async def take_over_here(state: CoreState, records: Sequence[TaskRecord]) -> Tak
     for record in found.to_settle:
         _take_finished(state, record)
     adopted = [task for record in found.to_adopt if (task := _adopt(state, record)) is not None]
+    # Tasks that ended while no server watched them, now or before (settled by a server that
+    # did not remove their cgroups then): none keeps an empty cgroup.
+    await offload.run(offload.CGROUPS, orphans.remove_empty_cgroups, [r for r in records if not r.running])
     return TakenOver(changed=[*found.to_end, *found.to_settle, *found.to_adopt], adopted=adopted)
 
 

@@ -33,11 +33,9 @@ async def watch_exit(state: CoreState, task: Task, popen: subprocess.Popen[bytes
         # Let the terminal copier catch up with what the task wrote just before exiting.
         with anyio.move_on_after(TERMINAL_DRAIN_SECONDS):
             await task.output_done.wait()
-    cgroup = task.cgroup
     await record_exit_when_read(state, task, returncode)
     reap(state)
-    if cgroup is not None and not await offload.run(offload.CGROUPS, cgroup.populated):
-        await task.settle()
+    await _settle_if_empty(task)
     state.changed(TaskChange.ENDED, task.record.task_id)
     prune_if_due(state)
 
@@ -71,7 +69,15 @@ async def watch_adopted(state: CoreState, task: Task) -> None:
         task.exited.set()
         if not state.shutting_down:
             state.save([task.record])
+    await _settle_if_empty(task)
     state.changed(TaskChange.ENDED, task.record.task_id)
+
+
+async def _settle_if_empty(task: Task) -> None:
+    """Remove an ended task's cgroup once no process is left in it (else its status does, later)."""
+    cgroup = task.cgroup
+    if cgroup is not None and not await offload.run(offload.CGROUPS, cgroup.populated):
+        await task.settle()
 
 
 async def copy_terminal(state: CoreState, task: Task, master: int, log_fd: int) -> None:

@@ -13,7 +13,7 @@ import dataclasses
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import psutil
@@ -88,7 +88,8 @@ def left_behind(records: Sequence[TaskRecord], own: str) -> LeftBehind:
 def as_it_stands(record: TaskRecord) -> TaskRecord:
     """A record as its server would record it now. A running task whose server is gone may have
     ended since, with no server to write that down: then a copy that says how (its runner, if it
-    has one, knows), else the record itself. The CLI and every server read others' tasks so."""
+    has one, knows), else the record itself; then its empty cgroup is removed. The CLI and every server
+    read others' tasks so."""
     if not record.running or record.host is not None or not owner_is_gone(record.owner):
         return record  # a remote task's host knows how it stands: status, logs and stop ask it
     if record.pid is not None and process.same_process(record.pid, record.pid_create_time):
@@ -100,7 +101,18 @@ def as_it_stands(record: TaskRecord) -> TaskRecord:
         current.mark_ended(TaskState.KILLED, record.end_reason, record.ended_at)
     else:
         current.mark_ended(TaskState.FAILED, VANISHED_REASON, record.ended_at)
+    remove_empty_cgroups([current])
     return current
+
+
+def remove_empty_cgroups(records: Iterable[TaskRecord]) -> None:
+    """Remove the cgroups of the finished tasks on this machine among ``records`` that no process is
+    left in (one that holds a process stays). Whoever learns that a task ended does it (a server
+    starting, a listing, the CLI), so none outlives a task that ended while no server watched it."""
+    for record in records:
+        cgroup = TaskCgroup.decode(record.cgroup)
+        if cgroup is not None and record.host is None and not record.running:
+            cgroup.remove()
 
 
 def settle_from_runner(record: TaskRecord) -> bool:
