@@ -27,6 +27,7 @@ from mcp_backgroundr.platform.containment import _cgroup as cgroups
 
 SERVER_START_SECONDS = 20.0
 SERVER_STOP_SECONDS = 10.0
+CLI_SECONDS = 30.0
 
 
 def server_parameters(
@@ -92,6 +93,14 @@ async def finished(client: Client, task_id: str, **arguments: Any) -> dict[str, 
 
     await until(done)
     return status
+
+
+def cli(command: str, *arguments: str, timeout: float = CLI_SECONDS) -> subprocess.CompletedProcess[str]:
+    """Run the console script's human command ``arguments`` (no stdin), as a person would beside a server."""
+    return subprocess.run(
+        [command, *arguments], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+        check=False,
+    )  # fmt: skip
 
 
 def alive(pids: list[int]) -> list[int]:

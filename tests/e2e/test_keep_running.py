@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import anyio
@@ -14,7 +13,7 @@ import pytest
 
 from mcp_backgroundr.config import CGROUP_ENV
 
-from .harness import alive, call, cgroup_directory, connect, finished, until
+from .harness import alive, call, cgroup_directory, cli, connect, finished, until
 
 pytestmark = pytest.mark.anyio
 
@@ -134,23 +133,13 @@ async def test_an_adopted_task_that_ended_by_itself_as_an_end_was_asked_keeps_it
                 assert status["end_reason"] != "end_background_task", status
 
 
-CLI_SECONDS = 30
-
-
-def _cli(server_command: str, *arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [server_command, *arguments], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        timeout=CLI_SECONDS, check=False,
-    )  # fmt: skip
-
-
 def _task_cgroups(directory: Path) -> list[str]:
     return sorted(group.name for group in directory.iterdir() if group.name.startswith("task-"))
 
 
 async def _end_with_a_line_from_the_cli(server_command: str, task: dict[str, object]) -> None:
     """End a ``head -n 1`` task by giving it its line from the command line; wait for its runner to exit."""
-    sent = await anyio.to_thread.run_sync(_cli, server_command, "send", str(task["task_id"]), "the line")
+    sent = await anyio.to_thread.run_sync(cli, server_command, "send", str(task["task_id"]), "the line")
     assert sent.returncode == 0, sent.stderr
 
     async def runner_gone() -> bool:  # reaped too: a zombie still counts as the task running
@@ -182,7 +171,7 @@ async def test_the_empty_cgroup_of_a_task_that_ended_while_no_server_watched_is_
             async with connect(server_command, env=env):
                 after = _task_cgroups(directory)
         elif learner == "the cli":
-            shown = await anyio.to_thread.run_sync(_cli, server_command, "ps", "--all")
+            shown = await anyio.to_thread.run_sync(cli, server_command, "ps", "--all")
             assert "completed(0)" in shown.stdout
         after = _task_cgroups(directory)
     assert before == [f"task-{task['task_id']}"]

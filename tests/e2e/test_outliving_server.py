@@ -7,24 +7,14 @@ of an earlier session must still take input and be removable.
 from __future__ import annotations
 
 import signal
-import subprocess
 
 import anyio
 import pytest
 
 from ..reliability.rawwire import RawServer
-from .harness import alive, call, call_error, connect, finished
+from .harness import alive, call, call_error, cli, connect, finished
 
 pytestmark = pytest.mark.anyio
-
-CLI_SECONDS = 30
-
-
-def _cli(server_command: str, *arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [server_command, *arguments], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        timeout=CLI_SECONDS, check=False,
-    )  # fmt: skip
 
 
 async def test_any_server_removes_a_finished_task_of_a_server_that_is_gone(server_command: str) -> None:
@@ -68,8 +58,8 @@ async def test_a_keep_running_task_with_stdin_takes_input_from_the_next_server_a
         )
     assert status["state"] == "running"
     assert echoed["reason"] == "pattern"
-    by_cli = await anyio.to_thread.run_sync(_cli, server_command, "send", task["task_id"], "from the command line")
-    closed = await anyio.to_thread.run_sync(_cli, server_command, "send", "--close", task["task_id"], "last")
+    by_cli = await anyio.to_thread.run_sync(cli, server_command, "send", task["task_id"], "from the command line")
+    closed = await anyio.to_thread.run_sync(cli, server_command, "send", "--close", task["task_id"], "last")
     assert (by_cli.returncode, by_cli.stderr) == (0, "") and "wrote 22 bytes" in by_cli.stdout
     assert closed.returncode == 0 and "closed" in closed.stdout
     async with connect(server_command) as client:
@@ -78,7 +68,7 @@ async def test_a_keep_running_task_with_stdin_takes_input_from_the_next_server_a
     assert (ended["state"], ended["exit_code"]) == ("completed", 0)  # cat read end-of-input: closed on purpose
     assert ended["output"] == "from the first server\nfrom the second server\nfrom the command line\nlast\n"
     assert "ended" in late
-    refused = await anyio.to_thread.run_sync(_cli, server_command, "send", task["task_id"], "later")
+    refused = await anyio.to_thread.run_sync(cli, server_command, "send", task["task_id"], "later")
     assert refused.returncode == 1 and "ended" in refused.stderr
 
 
@@ -117,7 +107,7 @@ async def test_the_cli_closes_the_input_of_a_task_whose_server_is_running(server
     # CLI's close (the runner's end) did not reach the task, and the CLI said it had.
     async with connect(server_command) as client:
         task = await call(client, "run_background_task", command="cat", stdin=True, keep_running=True)
-        closed = await anyio.to_thread.run_sync(_cli, server_command, "send", "--close", task["task_id"], "bye")
+        closed = await anyio.to_thread.run_sync(cli, server_command, "send", "--close", task["task_id"], "bye")
         ended = await finished(client, task["task_id"])
     assert (closed.returncode, closed.stderr) == (0, "") and "closed" in closed.stdout
     assert (ended["state"], ended["exit_code"], ended["output"]) == ("completed", 0, "bye\n")
@@ -129,7 +119,7 @@ async def test_the_cli_says_in_one_line_when_it_cannot_give_a_task_input(
 ) -> None:
     async with connect(server_command) as client:
         task = await call(client, "run_background_task", command="cat", **started)
-        refused = await anyio.to_thread.run_sync(_cli, server_command, "send", "--close", task["task_id"], "bye")
+        refused = await anyio.to_thread.run_sync(cli, server_command, "send", "--close", task["task_id"], "bye")
         status = await call(client, "get_task_status", task_id=task["task_id"])
         await call(client, "end_background_task", task_id=task["task_id"])
     assert (refused.returncode, refused.stdout, refused.stderr.count("\n")) == (1, "", 1)
