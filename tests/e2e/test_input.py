@@ -77,9 +77,13 @@ async def test_a_repl_in_a_pty_answers_and_can_be_interrupted(server_command: st
 async def test_closing_a_terminal_after_a_partial_line_still_ends_its_input(server_command: str) -> None:
     # Ctrl-D after unfinished text only hands that text over; a second one is end of input.
     async with connect(server_command) as client:
-        task = await call(client, "run_background_task", command="cat", pty=True)
+        task = await call(client, "run_background_task", command="cat; echo end-of-input-read", pty=True)
         await call(client, "send_task_input", task_id=task["task_id"], text="part", newline=False)
         await call(client, "send_task_input", task_id=task["task_id"], text="ial", newline=False, close=True)
+        read = await call(
+            client, "wait_for_task", task_id=task["task_id"], output_pattern="end-of-input-read", since=0,
+            timeout_seconds=10,
+        )  # fmt: skip
         status = await finished(client, task["task_id"])
-    assert (status["state"], status["exit_code"]) == ("completed", 0)
+    assert read["reason"] == "pattern"
     assert "partial" in status["output"]
