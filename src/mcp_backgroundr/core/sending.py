@@ -15,8 +15,9 @@ from .task import Task
 
 END_OF_INPUT = b"\x04"
 """Ctrl-D: end of input on a terminal."""
-LINE_ENDS = (b"\r", b"\n")
-"""What ends a line in a terminal's line editing (carriage return reads as a newline)."""
+LINE_CLEARED = (b"\r", b"\n", b"\x03", b"\x1c", b"\x1a")
+"""What leaves a terminal's line empty: a line end (carriage return reads as a newline), or
+Ctrl-C, Ctrl-\\ or Ctrl-Z, whose signal discards the line."""
 
 
 async def send_input(state: CoreState, task_id: str, text: str, newline: bool, close: bool) -> InputWritten:
@@ -54,7 +55,7 @@ def _on_a_terminal(task: Task, data: bytes, close: bool) -> bytes:
     input only at the start of a line; after unfinished text it only hands that text over, so a
     second one follows it then."""
     if data:
-        task.partial_line = not data.endswith(LINE_ENDS)
+        task.partial_line = not data.endswith(LINE_CLEARED)
     if close:
         data += END_OF_INPUT * (2 if task.partial_line else 1)
         task.partial_line = False
