@@ -87,3 +87,23 @@ async def test_closing_a_terminal_after_a_partial_line_still_ends_its_input(serv
         status = await finished(client, task["task_id"])
     assert read["reason"] == "pattern"
     assert "partial" in status["output"]
+    assert (status["state"], status["exit_code"]) == ("completed", 0), status
+
+
+CLOSED_AT_ONCE = 10
+"""Before the fix about half of such closes ended the task by SIGHUP: all ten passing by luck is 1 in 1,000."""
+
+
+async def test_a_terminal_closed_right_after_the_start_ends_the_task_by_end_of_input_not_by_hangup(
+    server_command: str,
+) -> None:
+    """``cat`` closes its files at end of input and then exits; the server closed the terminal's
+    master as soon as no process held the terminal, which hung it up and killed ``cat`` with SIGHUP
+    before it could exit: recorded failed (129) instead of completed."""
+    async with connect(server_command) as client:
+        ended = []
+        for _ in range(CLOSED_AT_ONCE):
+            task = await call(client, "run_background_task", command="cat", pty=True)
+            await call(client, "send_task_input", task_id=task["task_id"], text="", newline=False, close=True)
+            ended.append(await finished(client, task["task_id"]))
+    assert [(e["state"], e["exit_code"], e["signal"]) for e in ended] == [("completed", 0, None)] * CLOSED_AT_ONCE

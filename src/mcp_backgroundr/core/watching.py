@@ -81,7 +81,12 @@ async def _settle_if_empty(task: Task) -> None:
 
 
 async def copy_terminal(state: CoreState, task: Task, master: int, log_fd: int) -> None:
-    """Copy what a pty task writes into its log until its terminal closes."""
+    """Copy what a pty task writes into its log until its terminal closes.
+
+    The terminal's master is closed only once the task's main process has exited: closing it
+    hangs the terminal up, and a program that closes its terminal on its way out (``cat`` at end
+    of input closes its files, then exits) was killed by that SIGHUP in about half the closes
+    sent right after its start, and recorded failed instead of completed."""
 
     def failed(error: OSError) -> None:
         note = f"its terminal output could not be written to its log ({watchers.failure_text(error)})"
@@ -94,9 +99,12 @@ async def copy_terminal(state: CoreState, task: Task, master: int, log_fd: int) 
             state.note(task, f"{lost} bytes of its terminal output were lost")
     finally:
         task.input_fd = None
-        os.close(master)
         if task.output_done is not None:
             task.output_done.set()
+        try:
+            await task.exited.wait()
+        finally:
+            os.close(master)  # hangs the terminal up: only once the task's main process has exited
 
 
 async def reap_orphans(state: CoreState) -> None:
