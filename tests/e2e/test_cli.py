@@ -10,12 +10,13 @@ import sys
 from pathlib import Path
 
 import anyio
+import psutil
 import pytest
 
 from mcp_backgroundr.cli.main import parser
 from mcp_backgroundr.config import HOME_ENV
 
-from .harness import alive, call, connect, finished
+from .harness import alive, call, connect, finished, kill_server_of
 
 
 def test_an_unusable_state_directory_is_one_line_and_a_nonzero_exit(server_command: str, tmp_path: Path) -> None:
@@ -185,3 +186,19 @@ async def test_prune_leaves_a_live_servers_finished_tasks_to_it(server_command: 
     assert pruned.stdout.splitlines()[0] == "pruned 0 finished task(s) and their logs", pruned.stdout
     assert "left 1 finished task(s) of servers that still run" in pruned.stdout
     assert after_exit.stdout == "pruned 1 finished task(s) and their logs\n", after_exit.stdout
+
+
+@pytest.mark.anyio
+async def test_prune_forgets_a_task_that_ended_while_no_server_ran(server_command: str) -> None:
+    """``ps --all`` showed such a task finished (its runner says how it ended) while ``prune`` read
+    the registry's last word, running, and kept it without a word (a new-user trial)."""
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="read x; exit 2", keep_running=True, stdin=True)
+        await kill_server_of(task["pid"])
+    sent = await anyio.to_thread.run_sync(_cli, server_command, "send", task["task_id"], "go")
+    with anyio.fail_after(10):  # its runner records the run's end, exits and is reaped (as a zombie it still is)
+        while psutil.pid_exists(task["pid"]):
+            await anyio.sleep(0.02)
+    pruned = await anyio.to_thread.run_sync(_cli, server_command, "prune", "--keep", "0")
+    assert sent.returncode == 0, sent.stderr
+    assert pruned.stdout == "pruned 1 finished task(s) and their logs\n", pruned.stdout

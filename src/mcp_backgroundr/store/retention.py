@@ -48,7 +48,8 @@ def prune(registry: Registry, keep: int, max_age_days: float, pruner: str) -> li
     """Forget the prunable tasks of the whole registry and delete their files: those of ``pruner``
     (a server's own id) and of servers that are gone. A finished task of another server that still
     runs is left to it: that server still shows the task, and would answer for it with no output."""
-    chosen = prunable(registry.records(), keep, max_age_days, time.time())
+    records = [orphans.as_it_stands(r) for r in registry.records()]  # one that ended unseen is finished
+    chosen = prunable(records, keep, max_age_days, time.time())
     pruned = [r for r in chosen if r.owner == pruner or orphans.owner_is_gone(r.owner)]
     for record in pruned:
         registry.delete(record.task_id)
