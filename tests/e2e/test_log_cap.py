@@ -15,7 +15,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from .harness import call, connect
+from .harness import call, connect, until
 
 pytestmark = pytest.mark.anyio
 
@@ -93,6 +93,11 @@ async def test_reads_racing_the_cap_never_show_dropped_bytes(server_command: str
         writer = f"yes {'no NUL here ' * 80}"
         task = await call(client, "run_background_task", command=writer, max_log_bytes=SMALLEST_CAP)
         task_id, cursor, unreadable = task["task_id"], 0, []
+
+        async def capped() -> bool:  # on a loaded machine the first reads may come before the first drop
+            return bool((await call(client, "get_task_status", task_id=task_id, lines=0))["dropped_bytes"] > 0)
+
+        await until(capped, 30)
         with anyio.fail_after(100):
             for _ in range(READS):
                 cursor, shown = await _reads_racing_the_cap(client, task_id, cursor)
