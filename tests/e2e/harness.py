@@ -222,6 +222,13 @@ async def kill_server_of(task_pid: int) -> None:
     """SIGKILL the server whose child ``task_pid`` is, and wait (bounded) until it is gone."""
     server = psutil.Process(psutil.Process(task_pid).ppid())
     server.kill()
+
+    def gone() -> bool:
+        try:
+            return server.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:  # reaped between two looks
+            return True
+
     with anyio.fail_after(5):
-        while server.is_running() and server.status() != psutil.STATUS_ZOMBIE:
+        while not gone():
             await anyio.sleep(0.02)
