@@ -158,6 +158,51 @@ async def _many_writers(seconds: float) -> Figure:
     )
 
 
+SLOW_WRITER = "while :; do echo a line; sleep 0.01; done"
+SLOW_THEN_FAST = "echo start; sleep 0.1; exec yes"
+
+
+async def _server_cpu(server: Server, command: str, cap: int, seconds: float) -> tuple[float, int]:
+    """The server's CPU seconds while ``command`` runs under ``cap`` for ``seconds``, and the most
+    disk its log took meanwhile (sampled every SAMPLE_INTERVAL)."""
+    server_process = server.process()
+    task = await server.call("run_background_task", command=command, max_log_bytes=cap)
+    log = Path(task["log_path"])
+    cpu_before = sum(server_process.cpu_times()[:2])
+    peak, began = 0, time.monotonic()
+    while time.monotonic() - began < seconds:
+        peak = max(peak, os.stat(log).st_blocks * 512)
+        await anyio.sleep(SAMPLE_INTERVAL)
+    cpu = sum(server_process.cpu_times()[:2]) - cpu_before
+    await server.call("end_background_task", task_id=task["task_id"], grace_seconds=0)
+    server.remove_log(task["task_id"])
+    return cpu, peak
+
+
+async def _bursts_and_slow_writers(seconds: float) -> list[Figure]:
+    """A writer that starts slowly and then writes as fast as `yes` (the capper paces its looks on
+    at least holes.BURST_BYTES_PER_SECOND, not on the first rate it saw); and what that floor
+    costs: the server's CPU for a log written a line every 10 ms, under a 1 MiB cap (looked at
+    every few ms) against a 4 GiB cap (every quarter second)."""
+    async with serve() as server:
+        _, peak = await _server_cpu(server, SLOW_THEN_FAST, CAP, seconds)
+        small, _ = await _server_cpu(server, SLOW_WRITER, CAP, seconds)
+        large, _ = await _server_cpu(server, SLOW_WRITER, UNCAPPED_BYTES, seconds)
+    return [
+        Figure(
+            NAME,
+            f"`{SLOW_THEN_FAST}` under a 1 MiB cap: peak allocated / cap over {seconds:g} s",
+            f"{peak / CAP:.1f}x",
+            "bounded (docs/benchmarks.md, 8)",
+        ),
+        Figure(
+            NAME,
+            f"server CPU for `{SLOW_WRITER}` under a 1 MiB cap, and under a 4 GiB cap, {seconds:g} s each",
+            f"{small / seconds:.1%} vs {large / seconds:.1%} of a core",
+        ),
+    ]
+
+
 async def measure(quick: bool) -> list[Figure]:
     seconds = 2.0 if quick else 5.0
     figures = [figure for cap in CAPS for figure in await _one(cap, seconds)]
@@ -173,6 +218,7 @@ async def measure(quick: bool) -> list[Figure]:
     )
     figures.extend(await _capped_write_against_shell(repetitions))
     figures.append(await _many_writers(seconds))
+    figures.extend(await _bursts_and_slow_writers(seconds))
     return figures
 
 

@@ -25,6 +25,15 @@ BLOCK = 4096
 KEPT_FRACTION = 4
 MAX_PAUSE_SECONDS = 0.25
 """Longest pause between two looks at a log being written."""
+BURST_BYTES_PER_SECOND = 256 * 1024 * 1024
+"""The rate a writer is assumed able to reach at any moment, however slowly it wrote so far.
+
+A writer's past rate says little about its next: a shell that prints a line and then runs `yes`
+(about 1 GB/s here) went from a few bytes in a few milliseconds to full speed, and a pause paced
+on the first rate let it write some 600 MB past a 1 MiB cap. Pacing on at least this rate
+bounds what a burst gets past the room left under the cap to that room times its speed over this
+one (1 GB/s: 4 times), at the price of a look every few milliseconds at a small-capped log
+written slowly (a stat: docs/benchmarks.md, 8)."""
 RATE_MEMORY = 0.9
 QUIET_SECONDS = 0.2
 """A log that did not grow for this long goes back to inotify."""
@@ -161,7 +170,7 @@ class Pace:
             self.last_size, self.last_look = size, now
         elif now - self.last_look >= QUIET_SECONDS:
             return None
-        pause = min(max(0.0, cap - allocated) / self.fastest if self.fastest else 0.0, MAX_PAUSE_SECONDS)
+        pause = min(max(0.0, cap - allocated) / max(self.fastest, BURST_BYTES_PER_SECOND), MAX_PAUSE_SECONDS)
         if not grew:  # it paused: look again soon, as fast as it might resume
             pause = min(max(pause, MIN_PAUSE_SECONDS), self.last_look + QUIET_SECONDS - now)
         return max(pause, MIN_PAUSE_SECONDS)
