@@ -39,7 +39,7 @@ async def take_over_left_behind(state: CoreState) -> list[TaskRecord]:
 async def take_over_here(state: CoreState, records: Sequence[TaskRecord]) -> TakenOver:
     """The tasks on this machine of servers on it that are gone: end those that were not meant
     to outlive them, settle those that ended meanwhile, adopt the keep_running ones."""
-    found = orphans.left_behind(list(records), state.owner)
+    found = await offload.run(offload.SCANS, orphans.left_behind, list(records), state.owner)
     if found.to_end:
         with anyio.CancelScope(shield=True):
             settings = state.settings
@@ -48,7 +48,8 @@ async def take_over_here(state: CoreState, records: Sequence[TaskRecord]) -> Tak
             )
     for record in found.to_settle:
         _take_finished(state, record)
-    adopted = [task for record in found.to_adopt if (task := _adopt(state, record)) is not None]
+    running = await offload.run(offload.SCANS, _still_running, found.to_adopt)
+    adopted = [task for record in found.to_adopt if (task := _adopt(state, record, running)) is not None]
     # Tasks that ended while no server watched them, now or before (settled by a server that
     # did not remove their cgroups then): none keeps an empty cgroup.
     await offload.run(offload.CGROUPS, orphans.remove_empty_cgroups, [r for r in records if not r.running])
@@ -75,11 +76,16 @@ def _take_finished(state: CoreState, record: TaskRecord) -> None:
     state.own[record.task_id] = task
 
 
-def _adopt(state: CoreState, record: TaskRecord) -> Task | None:
+def _still_running(records: list[TaskRecord]) -> set[str]:
+    """The ids of those ``records`` whose process still runs (blocking: a look at each in /proc)."""
+    return {r.task_id for r in records if r.pid is not None and process.same_process(r.pid, r.pid_create_time)}
+
+
+def _adopt(state: CoreState, record: TaskRecord, running: set[str]) -> Task | None:
     """Take over a keep_running task: watch its runner (not our child) until it ends (None: it
-    ended just now, and is settled)."""
+    ended just now, and is settled). ``running``: the ids of the tasks found running just now."""
     assert record.pid is not None
-    if not process.same_process(record.pid, record.pid_create_time):
+    if record.task_id not in running:
         _take_finished(state, record)  # it ended just now
         return None
     record.owner = state.owner

@@ -13,8 +13,7 @@ from ..errors import RegistryError
 from ..models import TaskState
 from ..platform.containment import Level, end_trees, unclaimed_children
 from ..results import Ended, Survivor
-from ..store import orphans
-from .lookup import find_task, is_own
+from .lookup import find_task, is_own, owner_gone
 from .state import CoreState
 from .task import Task, answer_of
 
@@ -46,14 +45,14 @@ async def end(state: CoreState, task_id: str, grace: float, reason: str = END_RE
                 with contextlib.suppress(RegistryError):
                     await _record_request(state, task)
             raise
-        if _unowned(state, task):
+        if await _unowned(state, task):
             state.save([task.record])
     return ended
 
 
-def _unowned(state: CoreState, task: Task) -> bool:
+async def _unowned(state: CoreState, task: Task) -> bool:
     """Whether no server owns the task any more (its server is gone, and it is not ours)."""
-    return not is_own(state, task.record.task_id) and orphans.owner_is_gone(task.record.owner)
+    return not is_own(state, task.record.task_id) and await owner_gone(task.record.owner)
 
 
 async def _record_request(state: CoreState, task: Task) -> None:
@@ -73,7 +72,7 @@ async def end_here(state: CoreState, task: Task, grace: float) -> Ended:
     outcome = await end_trees(leaders, grace, state.settings.kill_wait_seconds)
     with anyio.move_on_after(state.settings.kill_wait_seconds):
         await task.exited.wait()
-    if task.running and not outcome.survivors and _unowned(state, task):
+    if task.running and not outcome.survivors and await _unowned(state, task):
         task.record.mark_ended(TaskState.KILLED, task.record.end_reason)  # gone, and no server will say so
     if not outcome.survivors and not task.running:
         await task.settle()

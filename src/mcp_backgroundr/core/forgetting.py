@@ -10,9 +10,9 @@ from .. import offload
 from ..errors import BackgroundrError, RegistryError
 from ..models import TaskRecord
 from ..results import Removed
-from ..store import orphans, retention
+from ..store import retention
 from . import watchers
-from .lookup import find_task
+from .lookup import find_task, owner_gone
 from .state import CoreState, TaskChange
 
 PRUNE_INTERVAL_SECONDS = 60.0
@@ -73,7 +73,7 @@ async def remove(state: CoreState, task_id: str) -> Removed:
         raise BackgroundrError(
             f"task {task_id} is still running; end it with end_background_task first, then remove it"
         )
-    if task_id not in state.own and not orphans.owner_is_gone(task.record.owner):
+    if task_id not in state.own and not await owner_gone(task.record.owner):
         raise BackgroundrError(
             f"task {task_id} belongs to a server that still runs ({task.record.owner}), which shows it; "
             "remove it there, or once that server has exited"

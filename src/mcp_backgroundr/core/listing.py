@@ -44,7 +44,9 @@ async def _settle_left(state: CoreState, records: list[TaskRecord]) -> dict[str,
     its hosts at once, each briefly; one that does not answer keeps its tasks as last known), and
     record those that ended. Answers, for each remote task asked about (one with a ``host_seen_at``),
     whether its host answered now."""
-    left = [Task(r, None) for r in records if r.running and orphans.owner_is_gone(r.owner)]
+    running = [r for r in records if r.running]
+    gone = await offload.run(offload.SCANS, orphans.gone_owners, {r.owner for r in running})
+    left = [Task(r, None) for r in running if r.owner in gone]
     began = time.time()
     for place in state.places:
         if at_place := [task for task in left if state.place_of(task.record) is place]:

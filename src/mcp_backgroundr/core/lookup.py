@@ -33,7 +33,7 @@ async def find_task(state: CoreState, task_id: str) -> Task:
     record = await read_record(state, task_id)
     if record is None:
         raise TaskNotFoundError(task_id)
-    record = orphans.as_it_stands(record)  # its server may be gone
+    record = await as_it_stands(record)  # its server may be gone
     view = state.views.get(task_id)
     if view is None:
         view = state.views[task_id] = Task(record, None)
@@ -48,6 +48,17 @@ async def find_task(state: CoreState, task_id: str) -> Task:
 async def read_record(state: CoreState, task_id: str) -> TaskRecord | None:
     """A task's record as the registry holds it, read in a worker thread."""
     return await offload.run(offload.REGISTRY, state.registry.get, task_id)
+
+
+async def owner_gone(owner: str) -> bool:
+    """Whether the server ``owner`` names is gone (a look at the process table: in a worker thread)."""
+    return await offload.run(offload.SCANS, orphans.owner_is_gone, owner)
+
+
+async def as_it_stands(record: TaskRecord) -> TaskRecord:
+    """``record`` as its server would record it now (see :func:`orphans.as_it_stands`: looks at the
+    process table and the runner's files, in a worker thread)."""
+    return await offload.run(offload.SCANS, orphans.as_it_stands, record)
 
 
 def is_own(state: CoreState, task_id: str) -> bool:
@@ -70,15 +81,15 @@ async def _watch_view(state: CoreState, view: Task) -> None:
         # to wait on, so look again briefly (only after an exit, and bounded).
         fresh: TaskRecord | None = None
         with anyio.move_on_after(FOREIGN_RECORD_WAIT_SECONDS):
-            while (fresh := await read_record(state, view.record.task_id)) is not None and _recorded_soon(fresh):  # noqa: ASYNC110
+            while (fresh := await read_record(state, view.record.task_id)) is not None and await _recorded_soon(fresh):  # noqa: ASYNC110
                 await anyio.sleep(FOREIGN_RECORD_POLL_SECONDS)
         if fresh is not None:
-            view.record = orphans.as_it_stands(fresh)
+            view.record = await as_it_stands(fresh)
     finally:
         view.exited.set()  # it ended: a waiter learns so even if its record cannot be read
 
 
-def _recorded_soon(record: TaskRecord) -> bool:
+async def _recorded_soon(record: TaskRecord) -> bool:
     """Whether the record of a task whose process has ended is yet to say so: it is running, and
     its server lives to record that (a server that is gone records nothing: it stands as read)."""
-    return record.running and not orphans.owner_is_gone(record.owner)
+    return record.running and not await owner_gone(record.owner)

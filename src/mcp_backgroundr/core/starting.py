@@ -112,13 +112,16 @@ async def start_here(state: CoreState, record: TaskRecord, plan: StartPlan, env:
         with anyio.CancelScope(shield=True):  # a cgroup made must be known, to be removed if the start fails
             placement = await offload.run(offload.CGROUPS, state.containment.place, record.task_id, plan.limits)
         undo.callback(placement.discard)
-        log_fd = _open_log(state, record, undo)
+        with anyio.CancelScope(shield=True):  # a file made must be known, to be removed if the start fails
+            log_fd, home = await offload.run(offload.LOGS, _open_files, state, record, plan, undo)
         with contextlib.ExitStack() as child_ends:  # the child's ends: closed here once it holds them
-            io = _open_streams(record, plan, log_fd, placement, undo, child_ends)
+            io = _open_streams(record, plan, log_fd, home, placement, undo, child_ends)
             if io.terminal is not None:
                 env.setdefault("TERM", TERMINAL_TYPE)
             _record_containment(state, record, placement, plan)
-            popen = await _spawn_process(state, _argv(record, placement, env), record.cwd, env, io.streams)
+            popen, record.pid_create_time = await _spawn_process(
+                state, _argv(record, placement, env), record.cwd, env, io.streams
+            )
         task = _task_of(record, popen, io)
         exit_handle = await _record_started(state, task, popen)  # unrecorded: ended, and all undone
         undo.pop_all()
@@ -128,6 +131,19 @@ async def start_here(state: CoreState, record: TaskRecord, plan: StartPlan, env:
         state.in_background(task, "copying its terminal", copying)
     state.in_background(task, "watching its exit", functools.partial(watch_exit, state, task, popen, exit_handle))
     return task
+
+
+def _open_files(
+    state: CoreState, record: TaskRecord, plan: StartPlan, undo: contextlib.ExitStack
+) -> tuple[int, int | None]:
+    """The task's log and input home (see below), made; ``undo`` removes them if the start fails
+    (blocking: for a worker thread)."""
+    log_fd = _open_log(state, record, undo)
+    try:
+        return log_fd, _make_input_home(record, plan, undo)
+    except BaseException:
+        os.close(log_fd)
+        raise
 
 
 def _open_log(state: CoreState, record: TaskRecord, undo: contextlib.ExitStack) -> int:
@@ -146,16 +162,27 @@ def _open_log(state: CoreState, record: TaskRecord, undo: contextlib.ExitStack) 
     return log_fd
 
 
+def _make_input_home(record: TaskRecord, plan: StartPlan, undo: contextlib.ExitStack) -> int | None:
+    """A keep_running task that takes input (not on a terminal) reads a FIFO it takes over from
+    any server, its input home: make it, and answer its descriptor."""
+    if plan.pty or not (plan.stdin and plan.keep_running):
+        return None
+    home = taskinput.make_input_home(record)
+    undo.callback(_unlink, record.input_path)
+    return home
+
+
 def _open_streams(
     record: TaskRecord,
     plan: StartPlan,
     log_fd: int,
+    home: int | None,
     placement: Placement,
     undo: contextlib.ExitStack,
     child_ends: contextlib.ExitStack,
 ) -> _TaskIO:
     """Where the task's output goes and its input comes from: a terminal, a pipe, its input
-    home (a keep_running task reads a FIFO it takes over from any server), or /dev/null."""
+    ``home`` (made by :func:`_make_input_home`), or /dev/null."""
     if plan.pty:
         master, slave = terminal.open_terminal()
         undo.callback(os.close, master)
@@ -164,9 +191,7 @@ def _open_streams(
         streams = process.Streams(output=slave, stdin=slave, terminal=True, join=placement.join)
         return _TaskIO(streams, terminal=master, log_fd=log_fd)
     child_ends.callback(os.close, log_fd)
-    if plan.stdin and plan.keep_running:
-        home = taskinput.make_input_home(record)
-        undo.callback(_unlink, record.input_path)
+    if home is not None:
         # Only its runner holds it from then on: an end kept here would keep the task from ever
         # reading end-of-input when another process (the CLI, another server) closes it.
         child_ends.callback(os.close, home)
@@ -203,23 +228,32 @@ def _argv(record: TaskRecord, placement: Placement, env: dict[str, str]) -> list
 
 async def _spawn_process(
     state: CoreState, argv: list[str], cwd: str, env: dict[str, str], streams: process.Streams
-) -> subprocess.Popen[bytes]:
-    """Start the child. Joining a cgroup waits for the kernel (an RCU grace period, often
-    10-20 ms) between fork and exec, so that spawn runs in a worker thread; shielded, since
-    a child started there must be recorded whatever happens to the request."""
-    if streams.join is None:
-        return process.spawn(argv, cwd, env, streams, state.settings.task_niceness)
+) -> tuple[subprocess.Popen[bytes], float | None]:
+    """Start the child, and answer it with its start time. In a worker thread: a spawn waits
+    until the child has exec'd (longer on a slow disk or a loaded machine), joining a cgroup
+    waits for the kernel (an RCU grace period, often 10-20 ms) between fork and exec, lowering
+    its priority writes to /proc, and its start time is read there. Shielded, since a child
+    started there must be recorded whatever happens to the request. The orphan reaper waits
+    meanwhile; the caller opens the child's exit handle before it awaits anything (a child that
+    exits at once is reaped by no one else first)."""
     state.spawns_in_flight += 1
     try:
         with anyio.CancelScope(shield=True):
             niceness = state.settings.task_niceness
-            popen = await anyio.to_thread.run_sync(process.spawn, argv, cwd, env, streams, niceness)
+            popen, started = await anyio.to_thread.run_sync(_spawn_and_time, argv, cwd, env, streams, niceness)
     finally:
         state.spawns_in_flight -= 1
     if state.shutting_down:  # shutdown began meanwhile and cannot know this child: end it
         _kill_unrecorded(popen)
         raise SpawnFailedError("the server began shutting down while the task started; start it after it restarts")
-    return popen
+    return popen, started
+
+
+def _spawn_and_time(
+    argv: list[str], cwd: str, env: dict[str, str], streams: process.Streams, niceness: int
+) -> tuple[subprocess.Popen[bytes], float | None]:
+    popen = process.spawn(argv, cwd, env, streams, niceness)
+    return popen, process.create_time(popen.pid)
 
 
 def _kill_unrecorded(popen: subprocess.Popen[bytes]) -> None:
@@ -244,7 +278,6 @@ async def _record_started(state: CoreState, task: Task, popen: subprocess.Popen[
     ended. Answers the handle its exit watcher waits on."""
     record = task.record
     record.pid = popen.pid
-    record.pid_create_time = process.create_time(popen.pid)
     exit_handle = process.open_exit_handle(popen)
     state.own[record.task_id] = task
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import anyio
 
+from .. import offload
 from ..errors import BackgroundrError
 from ..models import TaskRecord
 from ..platform import process
@@ -64,8 +65,8 @@ def has_input_home(record: TaskRecord) -> bool:
 async def write_to_input_home(record: TaskRecord, data: bytes) -> int:
     """Write ``data`` to a task's input home, from any process; return the byte count."""
     try:
-        # On the event loop: with O_NONBLOCK, opening a FIFO never waits for its reader (ENXIO).
-        fd = os.open(record.input_path, os.O_WRONLY | os.O_NONBLOCK)
+        # With O_NONBLOCK, opening a FIFO never waits for its reader (ENXIO); looking its path up may wait on the disk.
+        fd = await offload.run(offload.LOGS, os.open, record.input_path, os.O_WRONLY | os.O_NONBLOCK)
     except FileNotFoundError as exc:
         raise BackgroundrError(f"task {record.task_id}'s input was closed; it takes no more input") from exc
     except OSError as exc:
@@ -94,7 +95,9 @@ async def close_input_home(record: TaskRecord) -> None:
     home = anyio.Path(record.input_path)
     if not await home.exists():
         return  # closed already: by its runner, once asked
-    if record.pid is None or not process.same_process(record.pid, record.pid_create_time):
+    if record.pid is None or not await offload.run(
+        offload.SCANS, process.same_process, record.pid, record.pid_create_time
+    ):
         raise BackgroundrError(f"task {record.task_id} has ended; its input could not be closed, nor does it matter")
     os.kill(record.pid, INPUT_CLOSE_SIGNAL)
     # The runner removes the FIFO once it has closed its end: that is the close made.

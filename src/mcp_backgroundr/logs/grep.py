@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
+
 from .. import offload
 from .files import dropped_bytes, render
 from .lines import CHUNK, LineReader
@@ -100,35 +102,49 @@ class _Search:
         return GrepResult(text, found.matches, len(found.shown), self.size, self.size, found.resume_at, self.dropped)
 
 
+NOTHING = GrepResult("", 0, 0, 0, 0, None)
+"""The answer for a log that is gone."""
+
+
+def _open_search(path: Path, pattern: Pattern, since: int, budget: int) -> _Search | None:
+    """A search of the log at ``path`` (None: it is gone); its caller closes ``search.fd``. Blocking."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        return _Search(fd, path, pattern, since, budget)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def grep_log(path: Path, pattern: Pattern, since: int, budget: int) -> GrepResult:
     """Lines of the log from byte ``since`` on that match ``pattern``.
 
     Blocking (it may read the whole log): the server uses :func:`grep_log_in_thread`.
     """
+    search = _open_search(path, pattern, since, budget)
+    if search is None:
+        return NOTHING
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return GrepResult("", 0, 0, 0, 0, None)
-    try:
-        search = _Search(fd, path, pattern, since, budget)
         while not search.done:
             search.step(STEP_BYTES)
         return search.result()
     finally:
-        os.close(fd)
+        os.close(search.fd)
 
 
 async def grep_log_in_thread(path: Path, pattern: Pattern, since: int, budget: int) -> GrepResult:
-    """:func:`grep_log` in worker threads, STEP_BYTES at a time: the event loop never waits on it,
-    and a cancelled call stops after the step under way."""
+    """:func:`grep_log` in worker threads, STEP_BYTES at a time: the event loop never waits on it
+    (nor on opening the log), and a cancelled call stops after the step under way."""
+    with anyio.CancelScope(shield=True):  # an open descriptor must be known, to be closed
+        search = await offload.run(offload.MATCHING, _open_search, path, pattern, since, budget)
+    if search is None:
+        return NOTHING
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return GrepResult("", 0, 0, 0, 0, None)
-    try:
-        search = await offload.run(offload.MATCHING, _Search, fd, path, pattern, since, budget)
         while not search.done:
             await offload.run(offload.MATCHING, search.step, STEP_BYTES)
         return search.result()
     finally:
-        os.close(fd)
+        os.close(search.fd)

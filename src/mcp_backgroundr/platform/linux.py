@@ -15,9 +15,10 @@ from collections.abc import Sequence
 import anyio
 import psutil
 
+from .. import offload
 from . import heads, process
 from .backend import LINUX
-from .containment import Containment, is_gone, protect_server
+from .containment import Containment, protect_server, still_running
 from .inotify import Inotify
 
 
@@ -50,7 +51,8 @@ class LinuxBackend:
         except ProcessLookupError:
             return
         try:
-            if process.same_process(pid, start_time):  # checked after opening: the pid cannot change under us
+            # Checked after opening: the pid cannot change under us.
+            if await offload.run(offload.SCANS, process.same_process, pid, start_time):
                 await anyio.wait_readable(pidfd)
         finally:
             os.close(pidfd)
@@ -67,7 +69,7 @@ class LinuxBackend:
         finally:
             for pidfd in pidfds:
                 os.close(pidfd)
-        return [member for member in processes if not is_gone(member)]
+        return await offload.run(offload.SCANS, still_running, processes)
 
     def file_events(self, poll_seconds: float) -> Inotify:
         del poll_seconds  # inotify tells at once

@@ -28,11 +28,12 @@ from typing import Any
 import anyio
 import psutil
 
+from .. import offload
 from ..config import CONTAINMENT_ENV, TASK_ID_ENV
 from ..errors import InvalidArgumentError
 from . import heads, process
 from .backend import PORTABLE
-from .containment import Containment, Level, is_gone
+from .containment import Containment, Level, is_gone, still_running
 from .polled import PolledEvents
 
 POLL_SECONDS = 0.05
@@ -88,15 +89,15 @@ class PortableBackend:
         if hasattr(select, "kqueue"):  # macOS and the BSDs: told by the kernel (untested here)
             await _kqueue_exit(pid, start_time)
             return
-        while _still_runs(pid, start_time):  # noqa: ASYNC110 -- no exit event to wait on
+        while await offload.run(offload.SCANS, _still_runs, pid, start_time):  # noqa: ASYNC110 -- no exit event
             await anyio.sleep(POLL_SECONDS)
 
     async def wait_until_gone(self, processes: Sequence[psutil.Process], within: float) -> list[psutil.Process]:
         deadline = time.monotonic() + within
-        alive = [member for member in processes if not is_gone(member)]
+        alive = await offload.run(offload.SCANS, still_running, processes)
         while alive and time.monotonic() < deadline:
             await anyio.sleep(min(GONE_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
-            alive = [member for member in alive if not is_gone(member)]
+            alive = await offload.run(offload.SCANS, still_running, alive)
         return alive
 
     def file_events(self, poll_seconds: float) -> PolledEvents:
@@ -154,7 +155,7 @@ async def _kqueue_exit(pid: int, start_time: float | None) -> None:
             queue.control([event], 0, 0)
         except ProcessLookupError:
             return
-        if process.same_process(pid, start_time):  # checked after the event is armed
+        if await offload.run(offload.SCANS, process.same_process, pid, start_time):  # checked after the event is armed
             await anyio.wait_readable(queue.fileno())
     finally:
         queue.close()

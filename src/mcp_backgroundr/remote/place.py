@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 
+from .. import offload
 from ..config import TASK_ID_ENV
 from ..core.ending import END_REASON
 from ..core.place import Core, ShutdownWork, TakenOver
@@ -103,7 +104,9 @@ class RemotePlace:
 
     async def take_over(self, records: Sequence[TaskRecord]) -> TakenOver:
         # The connection is not the task: whatever kind, it ran on; its host says how it stands.
-        left = [r for r in records if r.running and orphans.owner_is_gone(r.owner)]
+        running = [r for r in records if r.running]
+        gone = await offload.run(offload.SCANS, orphans.gone_owners, {r.owner for r in running})
+        left = [r for r in running if r.owner in gone]
         adopted = []
         for record in left:
             record.owner = self._core.owner

@@ -56,6 +56,11 @@ def owner_is_gone(owner: str) -> bool:
     return not process.same_process(pid, started)
 
 
+def gone_owners(owners: Iterable[str]) -> set[str]:
+    """Those of ``owners`` that ran on this host and are gone (blocking: a look at each in /proc)."""
+    return {owner for owner in owners if owner_is_gone(owner)}
+
+
 @dataclass
 class LeftBehind:
     """What the tasks of dead servers need from the next one."""

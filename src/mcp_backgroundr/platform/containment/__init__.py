@@ -39,7 +39,7 @@ from ...errors import InvalidArgumentError, SpawnFailedError
 from . import _kernel
 from ._cgroup import Limits, LimitsHit, TaskCgroup, writable_base
 from ._end import EndOutcome, end_trees, wait_until_gone
-from ._find import Arrivals, Leader, describe, find_task_processes, is_gone, unclaimed_children
+from ._find import Arrivals, Leader, describe, find_task_processes, is_gone, still_running, unclaimed_children
 
 __all__ = [
     "Arrivals",
@@ -56,6 +56,7 @@ __all__ = [
     "find_task_processes",
     "has_exited",
     "is_gone",
+    "still_running",
     "unclaimed_children",
     "wait_until_gone",
 ]

@@ -18,7 +18,7 @@ import psutil
 
 from ... import offload
 from .. import backend
-from ._find import Leader, describe, every_process, find_task_processes, is_gone, pids
+from ._find import Leader, describe, every_process, find_task_processes, pids
 
 MAX_FREEZE_ROUNDS = 50
 """SIGSTOP rounds before giving up on a tree that forks faster than it can be scanned."""
@@ -43,10 +43,6 @@ async def wait_until_gone(processes: Sequence[psutil.Process], within_seconds: f
     """Wait up to ``within_seconds`` for the processes to exit; return those still alive (the
     platform backend's way: pidfds, or looks)."""
     return await backend.current().wait_until_gone(processes, within_seconds)
-
-
-def _alive(processes: Sequence[psutil.Process]) -> list[psutil.Process]:
-    return [process for process in processes if not is_gone(process)]
 
 
 def _signal_all(processes: Sequence[psutil.Process], signum: int, denied: dict[int, str]) -> list[int]:

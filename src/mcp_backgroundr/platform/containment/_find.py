@@ -48,6 +48,11 @@ def is_gone(process: psutil.Process) -> bool:
         return True
 
 
+def still_running(processes: Sequence[psutil.Process]) -> list[psutil.Process]:
+    """Those of ``processes`` that have not ended (blocking: a look at each in /proc)."""
+    return [process for process in processes if not is_gone(process)]
+
+
 def _cgroup_members(cgroup: TaskCgroup) -> list[psutil.Process]:
     found = []
     for pid in cgroup.members():
