@@ -67,3 +67,17 @@ def test_a_log_under_its_cap_is_left_alone(tmp_path: Path) -> None:
     path = _log(tmp_path, 10)
     holes.enforce(path, 1024 * 1024, dropper(PUNCH))
     assert files.dropped_bytes(path) == 0
+
+
+MIB = 1024 * 1024
+
+
+def test_a_writer_that_starts_is_looked_at_again_at_once_whatever_the_cap() -> None:
+    # Before any write, and at the first writes, the next look comes within a millisecond: a
+    # pause paced on an assumed rate (64 MiB cap: 0.19 s) let `yes` write 3.5 to 5.8 times the
+    # cap before the capper's next look (a new-user trial on 6220fa7).
+    pace = holes.Pace(0)
+    quiet = pace.next_pause(64 * MIB, 0, 0)
+    assert quiet is not None and quiet <= holes.MIN_PAUSE_SECONDS
+    pauses = [pace.next_pause(64 * MIB, size, size) for size in range(4096, 10 * 4096, 4096)]
+    assert all(p is not None and p <= holes.MIN_PAUSE_SECONDS * 2**n for n, p in enumerate(pauses, start=1))
