@@ -113,7 +113,7 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
         action="append",
         dest="deny_commands",
         metavar="REGEX",
-        help="refuse commands that match (repeatable)",
+        help="refuse commands that match this RE2 pattern (repeatable)",
     )
     rules.add_argument("--max-tasks", type=_positive_int, metavar="N", help="most tasks running at once")
     rules.add_argument("--default-runtime-seconds", type=_positive_seconds, metavar="S", help="limit when none asked")

@@ -8,7 +8,7 @@ against mistakes, not a sandbox: a shell command can always be spelt another way
 ``config.toml`` (in the state directory) holds any of::
 
     allowed_cwd = ["~/src", "/tmp"]        # roots a task's cwd must lie under (on a remote host: there)
-    deny_commands = ['^sudo\\b', 'rm -rf /']  # regexes searched in each command
+    deny_commands = ['^sudo\\b', 'rm -rf /']  # patterns (RE2 syntax) searched in each command
     max_tasks = 20                         # tasks running at once
     default_runtime_seconds = 3600         # a task's limit when it asks for none
     max_runtime_seconds = 86400            # the most a task may ask for
@@ -26,14 +26,16 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+import re2
+
 from ..errors import BackgroundrError, InvalidArgumentError, PolicyRefusedError, plain_number
+from ..logs.patterns import PATTERN_LIMIT_NOTE, Pattern, error_text, owner_pattern
 
 CONFIG_FILE = "config.toml"
 MAX_RUNTIME_CEILING = 10 * 365 * 86400.0
@@ -67,7 +69,7 @@ class Policy:
     allowed_cwd_as_written: tuple[str, ...] = ()
     """The same roots as configured, for a remote host, which resolves them itself (``~`` there is
     the remote user's home)."""
-    deny_commands: tuple[re.Pattern[str], ...] = ()
+    deny_commands: tuple[Pattern, ...] = ()
     max_tasks: int | None = None
     default_runtime_seconds: float | None = None
     max_runtime_seconds: float | None = None
@@ -268,11 +270,17 @@ def _root(text: str) -> Path:
     return Path(os.path.realpath(path))
 
 
-def _rule(index: int, text: str) -> re.Pattern[str]:
+def _rule(index: int, text: str) -> Pattern:
+    """A deny rule, compiled by RE2: it is searched in every command a client sends, and a
+    backtracking engine let a natural-looking rule (``^(\\S+\\s*)*sudo\b``) stall every client for
+    seconds on a 32-character command (a new-user trial)."""
     try:
-        return re.compile(text)
-    except re.error as exc:
-        raise _BadSetting("deny_commands", f"deny_commands[{index}]={text!r} is not a valid regex ({exc})") from None
+        return owner_pattern(text)
+    except re2.error as exc:
+        raise _BadSetting(
+            "deny_commands",
+            f"deny_commands[{index}]={text!r} is not a valid pattern in {PATTERN_LIMIT_NOTE}: {error_text(exc)}",
+        ) from None
 
 
 def _count(settings: Mapping[str, object], name: str) -> int | None:

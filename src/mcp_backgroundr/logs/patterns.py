@@ -107,6 +107,21 @@ _TOO_LARGE = (
 )
 
 
+def error_text(exc: re2.error) -> str:
+    """What RE2 says is wrong with a pattern."""
+    return exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+
+
+def owner_pattern(text: str) -> Pattern:
+    """A pattern from the server's owner (``deny_commands`` in config.toml), compiled by RE2 like
+    a client's: it is matched against what clients send, so in linear time too.
+
+    Raises:
+        re2.error: it is not valid RE2 syntax, or compiles past RE2's budget.
+    """
+    return ClientPattern(text, re2.compile(text, _options()), None)
+
+
 def compiled(field: str, text: str | None) -> Pattern | None:
     """``text`` compiled by RE2, or a one-line error naming ``field`` that says what to write instead."""
     if text is None:
@@ -120,7 +135,7 @@ def compiled(field: str, text: str | None) -> Pattern | None:
     try:
         return _compile(text)
     except re2.error as exc:
-        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        reason = error_text(exc)
         if "too large" in reason:
             raise InvalidArgumentError(field, text, _TOO_LARGE) from exc
         advice = (
