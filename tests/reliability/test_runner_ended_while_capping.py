@@ -14,6 +14,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -68,8 +69,13 @@ def test_a_runner_ended_at_any_moment_leaves_its_rewritten_log_whole(tmp_path: P
                 stderr=output,
                 start_new_session=True,
             )
+        # Once `yes` writes (a loaded machine may take longer than a moment to start the runner
+        # and it: CI ended one before its first write, and its log was empty, never emptied).
+        deadline = time.monotonic() + END_SECONDS
+        while log.stat().st_size == 0 and time.monotonic() < deadline and task.poll() is None:
+            time.sleep(0.01)
         with contextlib.suppress(psutil.TimeoutExpired):  # still running, as it should be
-            psutil.Process(task.pid).wait(timeout=chooser.uniform(0.3, 0.8))
+            psutil.Process(task.pid).wait(timeout=chooser.uniform(0.05, 0.5))
         _end_tree(task)
         if log.stat().st_size == 0:
             emptied.append(round_number)
