@@ -4,12 +4,16 @@ desktop-commander answered in 4.8 ms and this server in 28 ms.
 Timed through the SDK's ``Client.call_tool`` (which checks the answer against the tool's output
 schema, as every SDK client does) and as a plain JSON round trip (the server's share alone).
 
-    python bench/list_latency.py [--quick] [--baseline SRC]
+    python bench/list_latency.py [--quick] [--baseline SRC] [--gap SECONDS]
 
 ``--baseline SRC``: also run the server from another checkout's ``src`` directory (e.g. main's,
 ``git archive main src | tar -x -C /tmp/base``) with the same tasks, alternate the calls
 between the two, and report this tree's medians as a ratio to that one's: on a machine shared
 with other work the ratio holds when the absolute figures do not.
+
+``--gap SECONDS``: wait that long before each call, as the side-by-side run does (0.2 s there: a
+model's calls are seconds apart). Back to back, the background work a call sets off (the socket
+table is read again at most every 0.5 s) lands between calls less often than it does then.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import functools
 import sys
 from collections.abc import AsyncIterator
 
+import anyio
 from _harness import Figure, Server, main, median, ms, serve, timed
 
 NAME = "list_tasks, 100 running tasks"
@@ -28,9 +33,9 @@ FASTEST_PEER = 0.0048
 """desktop-commander's list_sessions with 100 sessions, from the side-by-side run."""
 
 
-def _baseline_source() -> str | None:
+def _option(name: str) -> str | None:
     arguments = sys.argv[1:]
-    return arguments[arguments.index("--baseline") + 1] if "--baseline" in arguments else None
+    return arguments[arguments.index(name) + 1] if name in arguments else None
 
 
 @contextlib.asynccontextmanager
@@ -50,14 +55,17 @@ def _cpu_seconds(server: Server) -> float:
     return used.user + used.system
 
 
-async def _times(servers: list[Server], calls: int, raw: bool) -> tuple[list[list[float]], list[float]]:
-    """Seconds per call for each server, the servers' calls alternating, and each server's CPU
-    seconds per call (less swayed by other work on the machine than the latency)."""
+async def _times(servers: list[Server], calls: int, raw: bool, gap: float) -> tuple[list[list[float]], list[float]]:
+    """Seconds per call for each server, the servers' calls alternating (each ``gap`` seconds after
+    the last), and each server's CPU seconds per call (less swayed by other work on the machine
+    than the latency)."""
     seconds: list[list[float]] = [[] for _ in servers]
     cpu_before = [_cpu_seconds(server) for server in servers]
     for _ in range(calls):
         for server, times in zip(servers, seconds, strict=True):
             call = server.call_raw if raw else server.call
+            if gap:
+                await anyio.sleep(gap)
             times.append(await timed(functools.partial(call, "list_tasks", limit=TASKS)))
     cpu = [(_cpu_seconds(server) - before) / calls for server, before in zip(servers, cpu_before, strict=True)]
     return seconds, cpu
@@ -65,22 +73,24 @@ async def _times(servers: list[Server], calls: int, raw: bool) -> tuple[list[lis
 
 async def measure(quick: bool) -> list[Figure]:
     calls = 30 if quick else 100
-    baseline = _baseline_source()
+    baseline = _option("--baseline")
+    gap = float(_option("--gap") or 0)
+    spaced = f", {gap:g} s apart" if gap else ""
     async with contextlib.AsyncExitStack() as stack:
         servers = [await stack.enter_async_context(_ready())]
         if baseline:
             servers.append(await stack.enter_async_context(_ready(baseline)))
-        checked, _ = await _times(servers, calls, raw=False)
-        raw, cpu = await _times(servers, calls, raw=True)
+        checked, _ = await _times(servers, calls, raw=False, gap=gap)
+        raw, cpu = await _times(servers, calls, raw=True, gap=gap)
     figures = [
         Figure(
             NAME,
-            f"through Client.call_tool (schema-checked), median of {calls}",
+            f"through Client.call_tool (schema-checked), median of {calls}{spaced}",
             f"{ms(median(checked[0]))} (max {ms(max(checked[0]))})",
             f"<= {ms(FASTEST_PEER)} (desktop-commander)",
             median(checked[0]) <= FASTEST_PEER,
         ),
-        Figure(NAME, f"plain JSON round trip (server's share), median of {calls}", ms(median(raw[0]))),
+        Figure(NAME, f"plain JSON round trip (server's share), median of {calls}{spaced}", ms(median(raw[0]))),
         Figure(NAME, "server CPU per plain JSON call", ms(cpu[0])),
     ]
     if baseline:

@@ -32,7 +32,7 @@ from .. import __version__
 from ..errors import BackgroundrError, shown_value
 from . import sdk, wire
 from .arguments import hint, normalized, simple_schema
-from .schemas import cheap_to_validate
+from .schemas import cheap_to_validate, rows_checked_by_key
 
 _UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|list|dict|[a-z-]+\[.*\])$")
 """How pydantic names the member of a union in an error's location (``str``, ``list[str]``)."""
@@ -94,15 +94,19 @@ class BackgroundrMCPServer(MCPServer[Any]):
     async def list_resources(self) -> list[MCPResource]:
         return [*await super().list_resources(), *self._dynamic_resources()]
 
-    def background_tool(self, annotations: ToolAnnotations) -> Callable[[_ToolFunction], _ToolFunction]:
-        """Register a tool; its docstring, dedented, is its description."""
+    def background_tool(
+        self, annotations: ToolAnnotations, rows: str | None = None
+    ) -> Callable[[_ToolFunction], _ToolFunction]:
+        """Register a tool; its docstring, dedented, is its description. ``rows``: the array of its
+        answer whose rows the output schema types by their keys only (``rows_checked_by_key``)."""
 
         def register(function: _ToolFunction) -> _ToolFunction:
             self.add_tool(function, description=inspect.getdoc(function), annotations=annotations)
             tool = sdk.registered_tool(self, function.__name__)
             tool.parameters = self._schemas[function.__name__] = simple_schema(tool.parameters)
-            if tool.fn_metadata.output_schema is not None:
-                tool.fn_metadata.output_schema = cheap_to_validate(tool.fn_metadata.output_schema)
+            if (output := tool.fn_metadata.output_schema) is not None:
+                output = cheap_to_validate(output)
+                tool.fn_metadata.output_schema = rows_checked_by_key(output, rows) if rows else output
             parameters = inspect.signature(function).parameters
             self._parameters[function.__name__] = frozenset(name for name in parameters if name != CONTEXT_PARAMETER)
             return function

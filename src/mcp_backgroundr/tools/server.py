@@ -416,7 +416,7 @@ def _add_act_tools(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
         removed = model_of(RemovedTask, await supervisor.remove(task_id))
         return answer(removed, f"removed task {removed.task_id}; freed {removed.freed_bytes} bytes of log")
 
-    @app.background_tool(ToolAnnotations(title="List tasks", read_only_hint=True, idempotent_hint=True))
+    @app.background_tool(ToolAnnotations(title="List tasks", read_only_hint=True, idempotent_hint=True), rows="tasks")
     async def list_tasks(
         state: StateFilter = None, all: Everyone = False, limit: Limit = DEFAULT_LISTED
     ) -> Annotated[CallToolResult, TaskList]:
