@@ -2,7 +2,8 @@
 desktop-commander answered in 4.8 ms and this server in 28 ms.
 
 Timed through the SDK's ``Client.call_tool`` (which checks the answer against the tool's output
-schema, as every SDK client does) and as a plain JSON round trip (the server's share alone).
+schema, as every SDK client does) and as a plain JSON round trip (the server's share alone), and
+beside a bare MCPServer's one-tool call (the SDK's own floor).
 
     python bench/list_latency.py [--quick] [--baseline SRC] [--gap SECONDS]
 
@@ -24,7 +25,7 @@ import sys
 from collections.abc import AsyncIterator
 
 import anyio
-from _harness import Figure, Server, main, median, ms, serve, timed
+from _harness import Figure, Server, bare_server_command, main, median, ms, serve, timed
 
 NAME = "list_tasks, 100 running tasks"
 TASKS = 100
@@ -71,6 +72,25 @@ async def _times(servers: list[Server], calls: int, raw: bool, gap: float) -> tu
     return seconds, cpu
 
 
+async def _floor(ours: Server, calls: int, gap: float) -> Figure:
+    """A bare MCPServer's one-tool call (``bare_server.py``: the official SDK's own transport and
+    dispatch, nothing of ours), alternating with this tree's plain JSON list call: what no server
+    built on the Python SDK answers faster than, on this machine at this moment."""
+    async with serve(bare_server_command()) as bare:
+        listed: list[float] = []
+        echoed: list[float] = []
+        for _ in range(calls):
+            for times, call in (
+                (listed, functools.partial(ours.call_raw, "list_tasks", limit=TASKS)),
+                (echoed, functools.partial(bare.call_raw, "echo", text="x")),
+            ):
+                if gap:
+                    await anyio.sleep(gap)
+                times.append(await timed(call))
+    value = f"{ms(median(echoed))}; this tree's list {ms(median(listed))} ({median(listed) / median(echoed):.2f}x it)"
+    return Figure(NAME, "a bare MCPServer's echo call, plain JSON, alternating with the list (the SDK's floor)", value)
+
+
 async def measure(quick: bool) -> list[Figure]:
     calls = 30 if quick else 100
     baseline = _option("--baseline")
@@ -82,6 +102,7 @@ async def measure(quick: bool) -> list[Figure]:
             servers.append(await stack.enter_async_context(_ready(baseline)))
         checked, _ = await _times(servers, calls, raw=False, gap=gap)
         raw, cpu = await _times(servers, calls, raw=True, gap=gap)
+        floor = await _floor(servers[0], calls, gap)
     figures = [
         Figure(
             NAME,
@@ -92,6 +113,7 @@ async def measure(quick: bool) -> list[Figure]:
         ),
         Figure(NAME, f"plain JSON round trip (server's share), median of {calls}{spaced}", ms(median(raw[0]))),
         Figure(NAME, "server CPU per plain JSON call", ms(cpu[0])),
+        floor,
     ]
     if baseline:
         for how, times in (("through Client.call_tool", checked), ("plain JSON round trip", raw)):
