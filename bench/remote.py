@@ -5,7 +5,9 @@ the remote host, so the figures are what SSH, the multiplexed connection and the
 without a network. Baselines measured in the same run: the same call on a local task, and a
 plain ``ssh HOST true`` over the same multiplexed connection (the floor for any remote call).
 The wake-up is the time from the remote task's last output (a ``date +%s.%N`` timestamp,
-printed just before it exits) to the client holding the wait's answer.
+printed just before it exits) to the client holding the wait's answer. The log cap: `yes` under a
+1 MiB cap on the host (its runner caps it there) and here (the server caps it), the disk its log
+takes while it writes (sampled every few ms) and once it has been ended.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from _harness import BENCH_DIR, Figure, Server, main, median, ms, serve, server_command, timed
+import anyio
+from _harness import BENCH_DIR, Figure, Server, main, median, ms, serve, server_command, spread, timed
 
 sys.path.insert(0, str(BENCH_DIR.parent))
 from tests.e2e.sshd import missing, running_sshd
@@ -29,6 +32,8 @@ NAME = "remote task (ssh, loopback sshd)"
 HOST = "bench"
 WAIT_LIMIT = 30.0
 WARM_UP = 3
+CAP = 1024 * 1024
+CAP_SAMPLE_SECONDS = 0.005
 
 
 async def _median(action: Callable[[], Awaitable[object]], calls: int) -> float:
@@ -57,6 +62,34 @@ async def _wake_up(server: Server, host: str | None) -> float:
     printed = float(result["status"]["output"].strip().splitlines()[-1])
     await server.call("remove_task", task_id=task["task_id"])
     return received - printed
+
+
+async def _capped_yes(server: Server, host: str | None, seconds: float) -> tuple[list[int], int, int]:
+    """`yes` under a 1 MiB cap for ``seconds``: the disk its log took meanwhile (samples), its size,
+    and the disk it takes once the task has been ended (its runner's, or the server's, last look)."""
+    where = {"host": host} if host else {}
+    task = await server.call("run_background_task", command="yes", max_log_bytes=CAP, **where)
+    log = Path(task["log_path"])  # the "host" is this machine: its log can be looked at here
+    samples: list[int] = []
+    began = time.monotonic()
+    while time.monotonic() - began < seconds:
+        samples.append(os.stat(log).st_blocks * 512)
+        await anyio.sleep(CAP_SAMPLE_SECONDS)
+    await server.call("end_background_task", task_id=task["task_id"], grace_seconds=1)
+    written, left = os.stat(log).st_size, os.stat(log).st_blocks * 512
+    await server.call("remove_task", task_id=task["task_id"])
+    return samples, written, left
+
+
+async def _log_cap(server: Server, seconds: float) -> Figure:
+    remote, remote_written, remote_left = await _capped_yes(server, HOST, seconds)
+    local, local_written, local_left = await _capped_yes(server, None, seconds)
+    return Figure(
+        NAME,
+        f"`yes` under a 1 MiB cap for {seconds:g} s: disk its log takes / cap, while written and after the end",
+        f"remote {spread(remote, CAP)[1]}, {remote_left / CAP:.2f}x after ({remote_written / 1e9:.1f} GB written); "
+        f"local {spread(local, CAP)[1]}, {local_left / CAP:.2f}x after ({local_written / 1e9:.1f} GB written)",
+    )
 
 
 async def _measure(server: Server, calls: int) -> list[Figure]:
@@ -114,7 +147,7 @@ async def measure(quick: bool) -> list[Figure]:
         async with serve(command, env={CONFIG_ENV: str(config)}) as server:
             config.write_text(sshd.client_config(server.home, HOST))
             os.environ[CONFIG_ENV] = str(config)  # for the plain ssh baseline
-            return await _measure(server, calls)
+            return [*await _measure(server, calls), await _log_cap(server, 5.0 if quick else 15.0)]
 
 
 if __name__ == "__main__":

@@ -104,6 +104,10 @@ class TaskRecord:
     """The SSH destination it runs on; None: this machine."""
     host_seen_at: float | None = None
     """When its host last answered about it."""
+    host_output_bytes: int | None = None
+    """The size of its output when its host last told it (answered with some of its output)."""
+    host_dropped_bytes: int = 0
+    """The output its host's size cap had dropped by then."""
 
     @property
     def running(self) -> bool:
@@ -248,7 +252,9 @@ class TaskStatus(BaseModel):
         default=None,
         description="Memory of all the task's processes: resident memory, or with a cgroup its own accounting.",
     )
-    process_count: int = Field(default=0, description="How many processes the task has alive now.")
+    process_count: int | None = Field(
+        default=0, description="How many processes the task has alive now; null when its host cannot be reached."
+    )
     restarts: int = Field(default=0, description="How many times its restart policy restarted it.")
     dropped_bytes: int = Field(
         default=0, description="Oldest output dropped to keep the log under its size cap (max_log_bytes)."

@@ -62,7 +62,7 @@ class Status:
     listening: list[Listening] = field(default_factory=list)
     cpu_percent: float | None = None
     memory_rss_bytes: int | None = None
-    process_count: int = 0
+    process_count: int | None = 0
     restarts: int = 0
     dropped_bytes: int = 0
     next_start_at: str | None = None
@@ -75,6 +75,11 @@ class Status:
     host_reachable: bool | None = None
     host_seen_at: str | None = None
     host_problem: str | None = None
+
+
+def output_away(status: Status) -> str:
+    """Why a remote task's output cannot be read now (its host cannot be reached), in one line."""
+    return f"task {status.task_id}'s output is on its host, which cannot be reached: {status.host_problem}"
 
 
 @dataclass(frozen=True)

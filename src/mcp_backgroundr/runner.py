@@ -339,6 +339,9 @@ def _keep_log_capped(log_path: str, cap: int, method: str) -> Callable[[], None]
     def stop() -> None:
         stopping.set()
         capper.join(CAPPER_STOP_SECONDS)
+        if not capper.is_alive():  # a last look: what the task wrote as it ended, no look may have seen
+            with contextlib.suppress(OSError):
+                holes.enforce(Path(log_path), cap, heads.dropper(method))
 
     return stop
 

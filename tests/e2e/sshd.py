@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from mcp_backgroundr.config import HOME_ENV
 
 SSHD = "/usr/sbin/sshd"
@@ -34,7 +36,7 @@ def missing() -> str | None:
     return None
 
 
-def _keygen(path: Path) -> str:
+def keygen(path: Path) -> str:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
     return path.with_suffix(".pub").read_text().strip()
 
@@ -104,9 +106,9 @@ def running_sshd(
     its own, as on another machine, whose processes all end with it); stop it on the way out."""
     directory.mkdir(parents=True, exist_ok=True)
     PRIVILEGE_SEPARATION_DIR.mkdir(mode=0o755, exist_ok=True)
-    host_key = _keygen(directory / "host_key")
-    user_key = _keygen(directory / "user_key")
-    nopython_key = _keygen(directory / "nopython_key")
+    host_key = keygen(directory / "host_key")
+    user_key = keygen(directory / "user_key")
+    nopython_key = keygen(directory / "nopython_key")
     (directory / "authorized_keys").write_text(f'{user_key}\nenvironment="PATH=/var/empty" {nopython_key}\n')
     port = free_port() if netns is None else 22
     remote_home = directory / "home"
@@ -134,3 +136,19 @@ def running_sshd(
     finally:
         server.stop()
         log.close()
+
+
+@contextlib.contextmanager
+def frozen(server: Sshd) -> Iterator[None]:
+    """The host hangs: its sshd and the sshd of every session it serves are SIGSTOPped (each open
+    connection stays open, its peer answers nothing; a new one gets no banner) until the block ends."""
+    listener = psutil.Process(server.process.pid)
+    stopped = [listener, *(p for p in listener.children(recursive=True) if p.name().startswith("sshd"))]
+    for sshd in stopped:
+        sshd.suspend()
+    try:
+        yield
+    finally:
+        for sshd in stopped:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                sshd.resume()

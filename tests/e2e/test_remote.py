@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 from mcp.shared.subscriptions import ResourceUpdated
 
 from .harness import alive, call, call_error, connect, finished, kill_server_of, until
-from .sshd import Sshd, free_port
+from .sshd import Sshd, free_port, keygen
 
 pytestmark = pytest.mark.anyio
 
@@ -58,6 +59,47 @@ async def test_an_unknown_host_key_is_refused_with_how_to_accept_it(
         message = await call_error(client, "run_background_task", command="true", host="stranger")
     assert "known_hosts" in message
     assert "ssh -F" in message and "stranger true" in message
+
+
+async def test_a_changed_host_key_is_named_as_changed_and_a_finished_tasks_status_answers_from_what_is_known(
+    server_command: str, sshd: Sshd, home: Path, tmp_path: Path
+) -> None:
+    known_hosts = tmp_path / "rekeyed_known_hosts"
+    known_hosts.write_text(f"[{sshd.address}]:{sshd.port} {sshd.host_public_key}\n")
+    config = tmp_path / "rekeyed_config"
+    entry = sshd.client_config(home, "rekeyed")
+    config.write_text(re.sub(r"UserKnownHostsFile \S+", f"UserKnownHostsFile {known_hosts}", entry))
+    env = {"MCP_BACKGROUNDR_SSH_CONFIG": str(config)}
+    allow = ("serve", "--allowed-ssh-host", "rekeyed")
+    async with connect(server_command, args=allow, env=env) as client:
+        done = await call(client, "run_background_task", command="echo done", host="rekeyed")
+        await finished(client, done["task_id"])
+    # The host's key changes (as after a reinstall, or a man in the middle); the master is closed.
+    other = " ".join((await anyio.to_thread.run_sync(keygen, tmp_path / "other")).split()[:2])
+    known_hosts.write_text(f"[{sshd.address}]:{sshd.port} {other}\n")
+    async with connect(server_command, args=allow, env=env) as client:
+        message = await call_error(client, "run_background_task", command="true", host="rekeyed")
+        status = await call(client, "get_task_status", task_id=done["task_id"])
+    assert "host key has CHANGED" in message and "ssh-keygen" in message and " -R " in message, message
+    assert "not in known_hosts" not in message, message
+    assert (status["state"], status["exit_code"], status["host_reachable"]) == ("completed", 0, False), status
+    assert "host key has CHANGED" in status["host_problem"], status
+
+
+async def test_an_empty_host_is_bad_input_not_a_policy_refusal(server_command: str, ssh_env: dict[str, str]) -> None:
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        message = await call_error(client, "run_background_task", command="true", host="")
+    assert message.startswith('host="" is invalid:') and "leave host out" in message, message
+    assert "policy" not in message and "allowed_hosts" not in message, message
+
+
+async def test_a_missing_ssh_config_file_is_named_as_missing(server_command: str, tmp_path: Path) -> None:
+    missing_config = tmp_path / "no_such_ssh_config"
+    env = {"MCP_BACKGROUNDR_SSH_CONFIG": str(missing_config)}
+    async with connect(server_command, args=ALLOW, env=env) as client:
+        message = await call_error(client, "run_background_task", command="true", host="loopback")
+    assert message.startswith("host loopback:") and f"{missing_config}, does not exist" in message, message
+    assert "later" not in message, message
 
 
 async def test_a_host_without_python_is_one_clear_line(server_command: str, ssh_env: dict[str, str]) -> None:

@@ -88,6 +88,9 @@ async def test_what_a_host_keeps_for_remote_tasks_is_the_users_own(
     assert {f"{done['task_id']}.log", f"{done['task_id']}.status", f"{ended['task_id']}.end"} <= kept
     assert list((remote_home / "agent").glob("*.zip"))
     assert shared == []
+    # Here too: what ssh said while the master started (STATE/ssh/*.err) is the user's alone.
+    said = list((home / "ssh").glob("*.err"))
+    assert said and all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in said), said
 
 
 async def test_a_remote_task_reports_the_containment_its_host_gives_it(

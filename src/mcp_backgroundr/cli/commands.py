@@ -25,7 +25,7 @@ from ..core.session import CoreSession
 from ..errors import BackgroundrError
 from ..models import TaskRecord, TaskState, one_line, socket_address
 from ..remote.place import RemotePlace
-from ..results import Ended, Status
+from ..results import Ended, Status, output_away
 from ..store import orphans
 from ..store.registry import Registry
 
@@ -38,6 +38,9 @@ FOLLOW_WAIT_SECONDS = 60.0
 ANY_LINE = "^"
 _NOT_IN_STATUS = ("output", "cursor", "truncated", "truncation", "grep_matches")
 """What a read answers that ``status`` does not show (the output is ``logs``')."""
+_SAID_BY_THE_READ = ("host_output_bytes", "host_dropped_bytes")
+"""What the record keeps that the read says anyway (output_bytes, dropped_bytes: as last known, when
+its host cannot be reached)."""
 _TIMES = ("pid_create_time", "started_at", "ended_at", "host_seen_at", "next_start_at")
 
 _T = TypeVar("_T")
@@ -124,7 +127,7 @@ def status(settings: Settings, task_id: str, as_json: bool) -> str:
 
 def _status_fields(record: TaskRecord, shown: Status) -> dict[str, Any]:
     """The record's fields, then what the read learnt and measured (which wins where both say)."""
-    fields = dataclasses.asdict(record)
+    fields = {key: value for key, value in dataclasses.asdict(record).items() if key not in _SAID_BY_THE_READ}
     read = {key: value for key, value in dataclasses.asdict(shown).items() if key not in _NOT_IN_STATUS}
     fields |= read | {"state": str(shown.state), "command": record.command}  # answers show the command's start
     fields["listening"] = [f"{socket_address(p.address, p.port)} (pid {p.pid})" for p in shown.listening]
@@ -176,10 +179,7 @@ def _printed(shown: Status) -> Status:
     """Print the output ``shown`` holds; a host that cannot be reached is an error (one line: the
     output is on that host)."""
     if shown.host_reachable is False:
-        raise BackgroundrError(
-            f"{shown.host_problem} (cannot be reached; last answered {shown.host_seen_at or 'never'}): "
-            f"task {shown.task_id}'s output is on that host; try again once it can be reached"
-        )
+        raise BackgroundrError(output_away(shown))
     sys.stdout.write(shown.output)
     sys.stdout.flush()
     return shown

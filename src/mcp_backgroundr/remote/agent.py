@@ -27,7 +27,7 @@ from typing import Any
 from .. import runner
 from ..errors import BackgroundrError
 from ..logs import files
-from . import agent_cap, agent_procs, agent_wait
+from . import agent_procs, agent_wait
 
 HOSTED = "hosted"
 RUNNER_READY_SECONDS = 2.0
@@ -213,13 +213,11 @@ def run_task(state: str, task_id: str) -> int:
     hosted = Hosted(state, task_id)
     meta = hosted.started()
     cap = int(meta.get("max_log_bytes") or 0)
-    agent_cap.start_capping(hosted.log, cap)
-    try:
-        # As child subreaper (Linux), the runner gets back what its task orphans, as the server does.
-        reaper = "subreaper" if _containment() == "subreaper" else "plain"
-        return runner.main([hosted.status, meta["restart"], str(meta["max_restarts"]), reaper, meta["command"]])
-    finally:
-        agent_cap.enforce(hosted.log, cap)  # what the task wrote just before it ended
+    # The runner caps the log as a local runner does (logs/holes.py), punching holes: Linux only.
+    log_cap = [hosted.log, str(cap)] if cap > 0 and sys.platform == "linux" else []
+    # As child subreaper (Linux), the runner gets back what its task orphans, as the server does.
+    reaper = "subreaper" if _containment() == "subreaper" else "plain"
+    return runner.main([hosted.status, meta["restart"], str(meta["max_restarts"]), reaper, meta["command"], *log_cap])
 
 
 def status(state: str, request: Request) -> dict[str, Any]:

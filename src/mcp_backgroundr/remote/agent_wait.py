@@ -47,11 +47,11 @@ MATCH_CPU_SECONDS = 2.0
 _IN_MODIFY = 0x00000002
 
 
-def inotify_on(path: str, blocking: bool = False) -> int | None:
+def inotify_on(path: str) -> int | None:
     """An inotify descriptor that turns readable when ``path`` is written to (None off Linux)."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
-        fd = libc.inotify_init1(os.O_CLOEXEC | (0 if blocking else os.O_NONBLOCK))
+        fd = libc.inotify_init1(os.O_CLOEXEC | os.O_NONBLOCK)
         if fd >= 0:
             if libc.inotify_add_watch(fd, os.fsencode(path), _IN_MODIFY) >= 0:
                 return int(fd)

@@ -9,6 +9,7 @@ that reports an error becomes the exception a caller can act on.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import anyio
@@ -54,6 +55,7 @@ class HostAgents:
         """One request to the host's agent: through its serving session (``quick``: start, status,
         check, input, remove), its watching session (``watch``: the event that wakes it), or an
         agent of its own (waits, greps, ends: calls that may take long)."""
+        began = time.monotonic()  # the bound counts from here, whatever the call has to do first
         limit = self.settings.remote_call_seconds if seconds is None else seconds
         destination = parse_destination(host)
         line = json.dumps(request | {"deadline": limit}).encode() + b"\n"
@@ -63,12 +65,13 @@ class HostAgents:
         if quick or watch is not None:
             sessions = self._sessions if watch is None else self._watch_sessions
             session = sessions.setdefault(host, AgentSession(self.connections, destination))
-            code, output = 0, await self._ask_session(session, command, line, call_limit, watch)
+            code, output = 0, await self._ask_session(session, command, line, call_limit, watch, began)
         else:
             data = request_bytes(line, with_bundle)
-            code, output = await self.connections.call(destination, command, data, call_limit)
+            code, output = await self.connections.call(destination, command, data, call_limit, began)
             if code == NEEDS_BUNDLE_STATUS and not with_bundle:
-                code, output = await self.connections.call(destination, command, request_bytes(line, True), call_limit)
+                again = request_bytes(line, True)
+                code, output = await self.connections.call(destination, command, again, call_limit, began)
         if code == NO_PYTHON_STATUS:
             raise _no_python(host)
         try:
@@ -94,14 +97,15 @@ class HostAgents:
         return answer
 
     async def _ask_session(
-        self, session: AgentSession, command: str, line: bytes, limit: float, wake: anyio.Event | None
+        self, session: AgentSession, command: str, line: bytes, limit: float, wake: anyio.Event | None, began: float
     ) -> bytes:
         destination = session.destination
         host = destination.text
         with_bundle = host not in self._installed
         while True:
             try:
-                return await session.ask(command, request_bytes(SERVE_REQUEST, with_bundle), line, limit, wake)
+                opening = request_bytes(SERVE_REQUEST, with_bundle)
+                return await session.ask(command, opening, line, limit, wake, began)
             except SessionRefused as exc:
                 if exc.code == NEEDS_BUNDLE_STATUS and not with_bundle:
                     with_bundle = True

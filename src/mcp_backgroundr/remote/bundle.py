@@ -28,7 +28,6 @@ MODULES = (
     "remote/agent.py",
     "remote/agent_procs.py",
     "remote/agent_wait.py",
-    "remote/agent_cap.py",
 )
 """What the remote side runs: each imports only the standard library and the others."""
 PACKAGES = ("", "logs/", "platform/", "remote/")
@@ -66,7 +65,9 @@ def bundle() -> tuple[str, bytes]:
         entries = {"__main__.py": MAIN} | {f"mcp_backgroundr/{package}__init__.py": "" for package in PACKAGES}
         entries |= {f"mcp_backgroundr/{name}": (PACKAGE / name).read_text(encoding="utf-8") for name in MODULES}
         for name, text in sorted(entries.items()):
-            archive.writestr(zipfile.ZipInfo(name, _ZIP_TIME), text)
+            entry = zipfile.ZipInfo(name, _ZIP_TIME)  # a ZipInfo is stored uncompressed unless it says otherwise
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(entry, text)
     data = buffer.getvalue()
     return hashlib.sha256(data).hexdigest()[:16], data
 

@@ -27,6 +27,7 @@ from ..errors import InvalidArgumentError, RegistryError
 from ..models import TaskRecord
 from ..results import Ended, InputWritten, Status, Waited
 from ..store import orphans
+from .ssh import parse_destination
 from .tasks import RemoteTasks
 from .watches import ExitWatches
 
@@ -46,6 +47,7 @@ class RemotePlace:
 
     def checked_start(self, request: StartRequest, policy: Policy) -> str:
         assert request.host is not None
+        parse_destination(request.host)  # bad input (an empty host) is said as such, not as a policy's refusal
         policy.check_host(request.host)
         if request.pty:
             raise InvalidArgumentError("pty", True, "a remote task cannot have a terminal yet; use stdin=true")

@@ -45,18 +45,25 @@ class AgentSession:
         an answer (a refusal) or none."""
 
     async def ask(
-        self, command: str, opening: bytes, request: bytes, limit: float, wake: anyio.Event | None = None
+        self,
+        command: str,
+        opening: bytes,
+        request: bytes,
+        limit: float,
+        wake: anyio.Event | None = None,
+        began: float | None = None,
     ) -> bytes:
         """Send one request line; return the answer line. ``opening`` is what the agent reads
         first when a session starts (the bundle header and the serve request). Once ``wake`` is
         set, an empty line goes to the agent, which makes a watch under way answer now.
 
         ``limit`` bounds the whole call, a wait for another call on this session included; a
-        call that waited while another one found the host unreachable fails at once, with why."""
-        arrived = time.monotonic()
+        call that waited while another one found the host unreachable fails at once, with why. It
+        counts from ``began`` (time.monotonic(); default: now): an earlier attempt of the same call counts."""
+        arrived = time.monotonic() if began is None else began
         sent: list[bool] = []
         try:
-            with anyio.fail_after(limit):
+            with anyio.fail_after(max(0.0, arrived + limit - time.monotonic())):
                 async with self._lock:
                     if self._failure is not None and self._failure[0] > arrived:
                         _, what, reachable = self._failure
@@ -91,7 +98,7 @@ class AgentSession:
             raise self.connections.unreachable(self.destination, "the connection to its agent closed") from None
         finally:
             if not answered:  # failed, or cancelled (out of time): an answer may be on its way, never to be read
-                await self._stop()
+                await self._stop(patient=False)
         self._used_at = time.monotonic()
         self.connections.seen_at[self.destination.text] = time.time()
         return answer
@@ -115,10 +122,11 @@ class AgentSession:
             raise SessionRefused(await self._stop()) from None
         finally:
             if not ready:  # cancelled from outside (a failure has stopped it already)
-                await self._stop()
+                await self._stop(patient=False)
 
-    async def _stop(self) -> int | None:
-        """End the session (its agent sees the end of its input and exits); its exit status."""
+    async def _stop(self, *, patient: bool = True) -> int | None:
+        """End the session (its agent sees the end of its input and exits); its exit status.
+        Not ``patient`` (a call failed or ran out of time: the link may hang), its ssh is killed at once."""
         process, self._process, self._answers = self._process, None, None
         if process is None:
             return None
@@ -126,7 +134,7 @@ class AgentSession:
             if process.stdin is not None:
                 with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                     await process.stdin.aclose()
-            with anyio.move_on_after(STOP_SECONDS):
+            with anyio.move_on_after(STOP_SECONDS if patient else 0):
                 await process.wait()
             code = await self.connections.release(process)
         return code
@@ -165,5 +173,5 @@ class SessionRefused(Exception):
     agent is not on the host yet, 255: ssh itself failed)."""
 
     def __init__(self, code: int | None) -> None:
-        super().__init__(f"the agent did not start (exit status {code})")
+        super().__init__(f"ssh exit status {code}")
         self.code = code

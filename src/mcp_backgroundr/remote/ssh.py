@@ -18,10 +18,10 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import anyio
 
@@ -54,6 +54,13 @@ class Destination:
 
 
 def parse_destination(text: str) -> Destination:
+    if not text.strip():
+        raise InvalidArgumentError(
+            "host",
+            text,
+            "an empty host names no machine: leave host out (or null) to run the task here, or give "
+            "a Host alias from ~/.ssh/config, or user@name[:port]",
+        )
     found = _DESTINATION.match(text.strip()) if text else None
     port = int(found.group("port")) if found and found.group("port") else None
     if found is None or (port is not None and not 0 < port < 65536):
@@ -125,6 +132,7 @@ class Connections:
 
     async def _open(self, destination: Destination) -> None:
         """Start the host's master connection unless it runs (bounded by ConnectTimeout)."""
+        _check_config(destination)
         lock = self._locks.setdefault(destination.text, anyio.Lock())
         async with lock:
             control = self.control_path(destination)
@@ -143,7 +151,8 @@ class Connections:
                 "-N",
                 destination.target,
             ]
-            with errors.open("wb") as sink:
+            began = time.monotonic()
+            with _private(errors) as sink:
                 async with self._child(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=sink) as ssh:
                     try:
                         with anyio.fail_after(self.timeouts.connect_seconds + 2):
@@ -152,7 +161,8 @@ class Connections:
                         limit = self.timeouts.connect_seconds
                         raise self.unreachable(destination, f"no connection within {limit:g} s", sent=False) from None
             if code != 0:
-                raise self.refused(destination, errors.read_text(errors="replace"), sent=False)
+                stderr = errors.read_text(errors="replace")
+                raise self.refused(destination, stderr, sent=False, after=time.monotonic() - began)
             self._opened.add(destination)
             self._started.add(destination)
             await self._find_master(destination)
@@ -220,18 +230,26 @@ class Connections:
                 await _reap(process)
             self._children.discard(process.pid)
 
-    async def call(self, destination: Destination, command: str, data: bytes, limit: float) -> tuple[int, bytes]:
+    async def call(
+        self, destination: Destination, command: str, data: bytes, limit: float, began: float | None = None
+    ) -> tuple[int, bytes]:
         """Run ``command`` on the host with ``data`` on its stdin; (exit status, stdout). Once
         the first line of stdout (the agent's answer) is in, the call is over: the status is 0,
         and the remote process is not waited for (its exit costs tens of ms: teardown, an
-        inotify descriptor's close)."""
-        await self._open(destination)
+        inotify descriptor's close).
+
+        ``limit`` bounds the whole call from ``began`` (time.monotonic(); default: now), a master
+        connection started or waited for (another call's) included: a master that hangs costs no more."""
+        began = time.monotonic() if began is None else began
         argv = [SSH, *self.options(destination), "-o", "ControlMaster=no", "-T", destination.target, command]
         output, errors = bytearray(), bytearray()
         pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-        async with self._child(argv, **pipes) as process:
-            try:
-                with anyio.fail_after(limit):
+        sent = False
+        try:
+            with anyio.fail_after(max(0.0, began + limit - time.monotonic())):
+                await self._open(destination)
+                async with self._child(argv, **pipes) as process:
+                    sent = True
                     async with anyio.create_task_group() as group:
                         group.start_soon(_drain_answer, process.stdout, output, group.cancel_scope)
                         group.start_soon(_drain, process.stderr, errors)
@@ -240,10 +258,10 @@ class Connections:
                             await process.stdin.send(data)
                             await process.stdin.aclose()
                     code = 0 if b"\n" in output else await process.wait()
-            except TimeoutError:
-                raise self.unreachable(destination, f"no answer within {limit:g} s") from None
+        except TimeoutError:
+            raise self.unreachable(destination, f"no answer within {limit:g} s", sent=sent) from None
         if code == 255:
-            raise self.refused(destination, errors.decode(errors="replace"))
+            raise self.refused(destination, errors.decode(errors="replace"), after=time.monotonic() - began)
         self.seen_at[destination.text] = time.time()
         return code, bytes(output) or bytes(errors)
 
@@ -254,20 +272,26 @@ class Connections:
         when = f"; last answered {time.time() - seen:.0f} s ago" if seen else ""
         return HostUnreachableError(destination.text, f"{what}{when}", sent=sent)
 
-    def refused(self, destination: Destination, stderr: str, *, sent: bool = True) -> HostUnreachableError:
+    def refused(
+        self, destination: Destination, stderr: str, *, sent: bool = True, after: float | None = None
+    ) -> HostUnreachableError:
+        """Why ssh failed (exit status 255), from what it said on ``stderr`` ``after`` seconds."""
         text = stderr.strip()
+        if "IDENTIFICATION HAS CHANGED" in text:  # ssh says "Host key verification failed" then too
+            removal = re.search(r"ssh-keygen (?:-f \S+ )?-R \S+", text)
+            return HostUnreachableError(
+                destination.text,
+                "its host key has CHANGED since it was recorded in known_hosts (someone may be intercepting the "
+                "connection, or the host was reinstalled); find out why; if the change is expected, remove the old "
+                f"key with: {removal.group(0) if removal else f'ssh-keygen -R {destination.name}'}, then accept the "
+                f"new one once in a terminal with: {self.accept_hint(destination)}",
+                reachable=True,
+            )
         if "Host key verification failed" in text or "No matching host key" in text:
             return HostUnreachableError(
                 destination.text,
                 "its host key is not in known_hosts (never accepted silently); check its fingerprint and "
                 f"accept it once in a terminal with: {self.accept_hint(destination)}",
-                reachable=True,
-            )
-        if "IDENTIFICATION HAS CHANGED" in text:
-            return HostUnreachableError(
-                destination.text,
-                "its host key has CHANGED since it was recorded; "
-                "find out why before removing the old key (ssh-keygen -R)",
                 reachable=True,
             )
         if "Permission denied" in text:
@@ -277,8 +301,12 @@ class Connections:
                 "password; load a key into ssh-agent or set IdentityFile",
                 reachable=True,
             )
-        last = text.splitlines()[-1] if text else "ssh failed with no message"
-        return self.unreachable(destination, last, sent=sent)
+        if not text:  # a master that gave a silent peer up (ServerAlive) ends its calls without a word
+            waited = f"within {after:.0f} s " if after is not None else ""
+            return self.unreachable(
+                destination, f"the host did not answer {waited}(ssh gave the connection up)", sent=sent
+            )
+        return self.unreachable(destination, text.splitlines()[-1], sent=sent)
 
     async def close(self, *, only_started: bool = False) -> None:
         """Stop the masters in use (``only_started``: those started here), within CLOSE_SECONDS."""
@@ -292,6 +320,29 @@ class Connections:
                 self._opened.discard(destination)
                 self._masters.pop(destination, None)
                 self._started.discard(destination)
+
+
+def _check_config(destination: Destination) -> None:
+    """Refuse, before anything is sent, when the ssh config file the environment names is missing
+    (ssh would say only that it cannot read it, and every call would seem to fail for a while)."""
+    config = os.environ.get(CONFIG_ENV)
+    if config and not os.path.isfile(config):
+        raise HostUnreachableError(
+            destination.text,
+            f"the ssh config file that {CONFIG_ENV} names, {config}, does not exist (nothing was sent); "
+            f"create it, or point {CONFIG_ENV} at one (unset: ~/.ssh/config)",
+            reachable=True,
+            sent=False,
+        )
+
+
+@contextlib.contextmanager
+def _private(path: Path) -> Iterator[BinaryIO]:
+    """``path`` opened for writing, emptied, readable by its owner alone (an older one too)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "wb") as sink:
+        yield sink
 
 
 async def _drain(stream: anyio.abc.ByteReceiveStream | None, into: bytearray) -> None:

@@ -37,6 +37,16 @@ are gone stand there, connection included; a host that does not answer within it
 last known, with host_reachable false."""
 
 
+END_SCAN_SECONDS = 1.0
+"""What an end on a host may take beyond its waits: finding the task's processes, twice."""
+
+
+def end_seconds(grace: float, kill_wait: float) -> float:
+    """How long the agent may take to end a task: SIGTERM, the grace, SIGKILL and the kill wait, then
+    the runner's SIGKILL and the kill wait again (see agent_procs.end)."""
+    return grace + 2 * kill_wait + END_SCAN_SECONDS
+
+
 UNAFFECTED = "a lost link does not end the task there; call again once the host is reachable"
 """What a failed call that changes nothing (a read, a wait) means for the task."""
 
@@ -122,9 +132,7 @@ class RemoteTasks:
         }
         try:
             answer = await self.agents.call(task.record.host, request, quick=True)
-        except HostUnreachableError as exc:
-            if exc.reachable:
-                raise
+        except HostUnreachableError as exc:  # a refusal too (a changed host key): what is known, and why
             return _known_status(task, exc, since), False
         ended = _learn(task, answer)
         return _status_of(task, answer), ended
@@ -234,7 +242,7 @@ class RemoteTasks:
         kill_wait = self.settings.kill_wait_seconds
         request = {"op": "end", "task_id": record.task_id, "grace": grace, "kill_wait": kill_wait, "reason": reason}
         with _telling(*END_OUTCOMES):
-            answer = await self.agents.call(record.host, request, grace + kill_wait + self.settings.remote_call_seconds)
+            answer = await self.agents.call(record.host, request, end_seconds(grace, kill_wait))
         ended = _learn(task, answer)
         survivors = [Survivor(pid, command, why) for pid, command, why in answer["survivors"]]
         found_by = answer.get("found_by")  # an agent from before it was answered says nothing it checked
@@ -260,7 +268,7 @@ class RemoteTasks:
             request = {"op": "end", "task_ids": [t.record.task_id for t in group], "grace": grace,
                        "kill_wait": kill_wait, "reason": reason}  # fmt: skip
             with contextlib.suppress(BackgroundrError):
-                answer = await self.agents.call(host, request, grace + kill_wait + CALL_MARGIN_SECONDS)
+                answer = await self.agents.call(host, request, end_seconds(grace, kill_wait))
                 for task in group:
                     _learn(task, answer["tasks"].get(task.record.task_id, {}))
 
@@ -384,13 +392,19 @@ def _status_of(task: Task, answer: Answer) -> Status:
         run,
     )
     status.host_reachable = True
+    task.record.host_output_bytes, task.record.host_dropped_bytes = int(piece["size"]), int(piece["dropped"] or 0)
     return status
 
 
 def _known_status(task: Task, problem: HostUnreachableError, since: int | None) -> Status:
-    """What is known of a task whose host cannot be reached now."""
-    cursor = since or 0
-    empty = process.TreeUsage(0, 0, 0.0, [])
-    status = task.describe(files.OutputSlice("", cursor, cursor, False, None), empty, [], None)
-    status.host_reachable, status.host_problem = False, str(problem.then(UNAFFECTED))
+    """What is known of a task whose host cannot be reached now: its output's size and the cursor
+    as its host last told them (a read from ``since`` reads nothing and stays there), its processes
+    unknown."""
+    record = task.record
+    size = max(record.host_output_bytes or 0, since or 0)
+    piece = files.OutputSlice("", size if since is None else since, size, False, None, record.host_dropped_bytes)
+    status = task.describe(piece, process.TreeUsage(0, 0, 0.0, []), [], None)
+    status.host_reachable = False
+    status.host_problem = str(problem if problem.reachable else problem.then(UNAFFECTED))
+    status.process_count = None
     return status

@@ -51,6 +51,8 @@ _COLUMN_TYPES = {
     "ended_at": "REAL",
     "max_runtime_seconds": "REAL",
     "host_seen_at": "REAL",
+    "host_output_bytes": "INTEGER",
+    "host_dropped_bytes": "INTEGER NOT NULL DEFAULT 0",
     "pid": "INTEGER",
     "exit_code": "INTEGER",
     "max_restarts": "INTEGER NOT NULL DEFAULT 0",

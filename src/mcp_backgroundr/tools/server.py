@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.subscriptions import ResourcesListChanged, ResourceUpdated
 from mcp_types import CallToolResult, ToolAnnotations
@@ -40,6 +40,7 @@ from ..models import (
     one_line,
     shown_command,
 )
+from ..results import output_away
 from .answers import (
     MAX_LISTED,
     answer,
@@ -212,6 +213,8 @@ def _add_resources(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
             status = await supervisor.read(task_id)
         except BackgroundrError as exc:
             raise ResourceNotFoundError(str(exc)) from exc
+        if status.host_reachable is False:  # its output is on that host: none is not what it wrote
+            raise ResourceError(output_away(status))
         note = f"\n[{status.truncation}]" if status.truncation else ""
         return status.output + note
 
