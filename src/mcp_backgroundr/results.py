@@ -79,7 +79,9 @@ class Status:
 
 def output_away(status: Status) -> str:
     """Why a remote task's output cannot be read now (its host cannot be reached), in one line."""
-    return f"task {status.task_id}'s output is on its host, which cannot be reached: {status.host_problem}"
+    problem = status.host_problem or ""
+    seen = "" if "last answered" in problem else f" (it last answered at {status.host_seen_at or 'never'})"
+    return f"task {status.task_id}'s output is on its host, which cannot be reached{seen}: {problem}"
 
 
 @dataclass(frozen=True)
