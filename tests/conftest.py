@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import sqlite3
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,3 +113,23 @@ def server_command() -> str:
     found = shutil.which("mcp-backgroundr")
     assert found, "mcp-backgroundr is not installed; run: pip install -e '.[test]'"
     return found
+
+
+SMALL_DISK_BYTES = 16 * 1024 * 1024
+
+
+@pytest.fixture
+def small_disk(home: Path) -> Iterator[Path]:
+    """The state directory on a tmpfs of SMALL_DISK_BYTES, a disk a test can fill; unmounted
+    (lazily: a process may still hold a file there) after the test."""
+    home.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={SMALL_DISK_BYTES},mode=0700", "tmpfs", str(home)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill (needs root or CAP_SYS_ADMIN): {mounted.stderr.strip()}")
+    try:
+        yield home
+    finally:
+        subprocess.run(["umount", "-l", str(home)], check=True)

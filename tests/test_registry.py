@@ -4,8 +4,13 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
+
+from mcp_backgroundr.errors import RegistryError, RegistryFullError
 from mcp_backgroundr.models import TaskRecord, TaskState
-from mcp_backgroundr.store.registry import Registry
+from mcp_backgroundr.store.registry import RETRY_FULL_SECONDS, Registry
+
+from .disks import fill_disk
 
 
 def _record(task_id: str, started_at: float) -> TaskRecord:
@@ -118,3 +123,42 @@ def test_changes_given_to_update_soon_are_written_in_order_and_none_is_lost(tmp_
     registry.flush()
     assert registry.get("t1") == record
     registry.close()
+
+
+def test_a_registry_closed_cleanly_then_on_a_full_disk_is_read_and_written_once_there_is_space(
+    small_disk: Path,
+) -> None:
+    path = small_disk / "r.sqlite3"
+    first = Registry(path)
+    first.insert(_record("t1", time.time()))
+    first.close()  # the last user: SQLite folds the WAL back in and deletes -wal and -shm
+    ballast = fill_disk(small_disk)
+    registry = Registry(path)
+    assert [r.task_id for r in registry.records()] == ["t1"]
+    with pytest.raises(RegistryFullError, match="disk is full"):
+        registry.insert(_record("t2", time.time()))
+    ballast.unlink()
+    registry.insert(_record("t2", time.time()))
+    assert [r.task_id for r in registry.records()] == ["t2", "t1"]  # the reader sees the writes
+    registry.close()
+
+
+def test_changes_that_failed_on_a_full_disk_are_kept_and_written_once_there_is_space(small_disk: Path) -> None:
+    registry = Registry(small_disk / "r.sqlite3")
+    errors: list[RegistryError] = []
+    registry.on_write_error = errors.append
+    registry.insert(record := _record("t1", time.time()))
+    ballast = fill_disk(small_disk)
+    record.state, record.exit_code = TaskState.FAILED, 3
+    registry.update_soon([record])
+    registry.flush()
+    assert [type(e) for e in errors] == [RegistryFullError]
+    ballast.unlink()
+    other = Registry(small_disk / "r.sqlite3")
+    deadline = time.monotonic() + 10 * RETRY_FULL_SECONDS
+    while (stored := other.get("t1")) is not None and stored.exit_code is None:
+        assert time.monotonic() < deadline, "the kept change was not written once there was space"
+        time.sleep(0.05)
+    assert stored is not None and (stored.state, stored.exit_code) == (TaskState.FAILED, 3)
+    registry.close()
+    other.close()

@@ -10,6 +10,7 @@ value, and what to do instead. The tool layer turns them into one-line
     ├── SpawnFailedError       the command could not be started
     ├── PolicyRefusedError     the server's policy (config.toml or flags) forbids it
     ├── RegistryError          the SQLite registry could not be read or written
+    │   └── RegistryFullError  ... because its disk is full
     └── HostUnreachableError   a remote host could not be reached, or refused the connection
 """
 
@@ -79,6 +80,10 @@ class PolicyRefusedError(BackgroundrError):
 
 class RegistryError(BackgroundrError):
     """The task registry could not be read or written."""
+
+
+class RegistryFullError(RegistryError):
+    """The task registry could not be written because its disk (or the user's quota) is full."""
 
 
 class HostUnreachableError(BackgroundrError):

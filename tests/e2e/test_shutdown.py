@@ -92,7 +92,7 @@ async def test_tasks_of_a_server_killed_by_sigkill_are_ended_by_the_next_server(
         rows = dict(db.execute("SELECT task_id, state || ' ' || coalesce(exit_code, '-') FROM tasks").fetchall())
         reason = db.execute("SELECT end_reason FROM tasks WHERE task_id = ?", (tree["task_id"],)).fetchone()[0]
     assert rows == {tree["task_id"]: "killed -", daemon["task_id"]: "completed 0", done["task_id"]: "failed 4"}
-    assert "crash or SIGKILL" in reason
+    assert "crashed or was SIGKILLed" in reason
 
 
 def test_sigterm_during_the_shutdown_after_stdin_closes_does_not_cut_it_short(

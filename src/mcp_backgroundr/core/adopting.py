@@ -23,17 +23,15 @@ from .task import Task
 from .watching import watch_adopted
 
 
-async def take_over_left_behind(state: CoreState) -> list[TaskRecord]:
-    """Deal with the tasks of servers that are gone, at every place. Answers every record of the
-    registry, as read."""
-    records = await offload.run(offload.REGISTRY, state.registry.records)
+async def take_over_left_behind(state: CoreState, records: list[TaskRecord]) -> None:
+    """Deal with the tasks of servers that are gone, at every place (``records``: every record
+    of the registry, as read)."""
     for place in state.places:
         taken = await place.take_over([r for r in records if state.place_of(r) is place])
         for task in taken.adopted:
             state.own[task.record.task_id] = task
             enforce_runtime(state, task)
         state.save(taken.changed)
-    return records
 
 
 async def take_over_here(state: CoreState, records: Sequence[TaskRecord]) -> TakenOver:

@@ -7,9 +7,11 @@ seam, so that the units' fronts never ask where a task runs.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 
 from .. import offload
+from ..errors import RegistryFullError
 from ..models import TaskRecord
 from ..results import Ended, InputWritten, Status, Waited
 from ..store import retention
@@ -53,10 +55,17 @@ class Here:
         return bool(await task.lingering())
 
     async def remove(self, task: Task, unregister: Callable[[], Awaitable[None]]) -> int:
-        # The record goes first: no reader finds a record whose log is gone.
-        await unregister()
         # Unlinking a big log frees its blocks (and discards them, on some disks): not on the event loop.
-        return await offload.run(offload.LOGS, retention.delete_task_files, task.record)
+        delete_files = functools.partial(offload.run, offload.LOGS, retention.delete_task_files, task.record)
+        # The record goes first: no reader finds a record whose log is gone; but a full disk takes
+        # no write until space is freed (as retention.forget).
+        try:
+            await unregister()
+        except RegistryFullError:
+            freed = await delete_files()
+            await unregister()
+            return freed
+        return await delete_files()
 
     def watch_view(self, view: Task) -> None:
         lookup.watch_view_here(self._state, view)

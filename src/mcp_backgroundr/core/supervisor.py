@@ -117,7 +117,12 @@ class Supervisor:
             state.in_background(None, "reaping orphans", functools.partial(watching.reap_orphans, state))
         keeping = functools.partial(registry_guard.keep_registry, state.registry, writes)
         state.in_background(None, "watching the registry file", keeping)
-        records = await adopting.take_over_left_behind(state)
+        # Logs that grew while no server ran are capped first: on a disk they filled, that frees
+        # the space the registry's writes need (ending orphans, pruning); again once the orphans
+        # are ended (they wrote on meanwhile).
+        records = await offload.run(offload.REGISTRY, state.registry.records)
+        await adopting.cap_grown_logs(records)
+        await adopting.take_over_left_behind(state, records)
         await forgetting.prune_now(state)
         await adopting.cap_grown_logs(records)
 

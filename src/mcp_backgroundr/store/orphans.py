@@ -23,8 +23,12 @@ from ..models import TaskRecord, TaskState
 from ..platform import process
 from ..platform.containment import EndOutcome, Leader, TaskCgroup, end_trees
 
-ENDED_REASON = "its server exited without ending it (crash or SIGKILL); ended when the next server started"
-VANISHED_REASON = "its server exited without ending it (crash or SIGKILL); it ended unobserved, exit status unknown"
+GONE_SERVER = (
+    "its server exited without recording its end (it crashed or was SIGKILLed, or could not write "
+    "the registry, e.g. on a full disk)"
+)
+ENDED_REASON = f"{GONE_SERVER}; ended when the next server started"
+VANISHED_REASON = f"{GONE_SERVER}; it ended unobserved, exit status unknown"
 LINGERING_ENDED_REASON = "exited; processes it left behind outlived its server and were ended by the next server"
 SETTLED_REASON = "exited"
 UNKNOWN_END_REASON = "it ended while no server watched it and left no record of how; exit status unknown"

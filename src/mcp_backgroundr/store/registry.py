@@ -20,13 +20,14 @@ import os
 import sqlite3
 import sys
 import threading
+import urllib.parse
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 from ..config import HOME_ENV
-from ..errors import RegistryError
+from ..errors import RegistryError, RegistryFullError
 from ..models import TaskRecord, TaskState
 
 BUSY_TIMEOUT_MS = 10_000
@@ -96,11 +97,38 @@ def _record_values(record: TaskRecord) -> tuple[object, ...]:
     return tuple(values[column] for column in _COLUMNS)
 
 
+LOW_SPACE_BYTES = 1024 * 1024
+"""Free space under which an SQLite I/O error is taken for a full disk (SQLite says "disk I/O
+error", not "full", when it cannot size its shared-memory file)."""
+RETRY_FULL_SECONDS = 2.0
+"""How often changes that could not be written on a full disk are tried again."""
+
+
+def _lacks_space(exc: sqlite3.Error, path: Path) -> bool:
+    """Whether ``exc`` came from a full disk (or quota) under ``path``."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if name == "SQLITE_FULL":
+        return True
+    if not name.startswith("SQLITE_IOERR"):
+        return False
+    try:
+        info = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return info.f_bavail * info.f_frsize < LOW_SPACE_BYTES
+
+
 @contextlib.contextmanager
 def _translated(action: str, path: Path) -> Iterator[None]:
     try:
         yield
     except sqlite3.Error as exc:
+        if _lacks_space(exc, path):
+            raise RegistryFullError(
+                f"could not {action} the task registry at {path}: {exc} (its disk is full; free space there, "
+                "e.g. `mcp-backgroundr prune`, which deletes finished tasks' logs, or start a server, which caps "
+                "logs that grew past their caps)"
+            ) from exc
         hint = ""
         if "locked" in str(exc):
             hint = " (another process held its lock for longer than this process waits); try again"
@@ -116,39 +144,84 @@ def _identity_of(path: Path) -> tuple[int, int] | None:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    """A connection to the registry at ``path``, created (0600) and brought up to date as needed."""
+    """A connection to the registry at ``path``, created (0600) and brought up to date as needed.
+
+    A registry already up to date is not written to: opening it works on a full disk.
+    """
     with _translated("open", path):
         if not path.exists():
             # Create the file ourselves so it is 0600 from the start; SQLite gives
             # its -wal and -shm companions the same mode.
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
+        try:
+            _prepare(db, path)
+        except BaseException:
             db.close()
-            raise RegistryError(
-                f"the task registry at {path} was written by a newer mcp-backgroundr (schema {version}, "
-                f"this one knows {SCHEMA_VERSION}); upgrade, or point {HOME_ENV} elsewhere"
-            )
+            raise
+    return db
+
+
+def _prepare(db: sqlite3.Connection, path: Path) -> None:
+    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = NORMAL")
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise RegistryError(
+            f"the task registry at {path} was written by a newer mcp-backgroundr (schema {version}, "
+            f"this one knows {SCHEMA_VERSION}); upgrade, or point {HOME_ENV} elsewhere"
+        )
+    if version < SCHEMA_VERSION:
         db.executescript(_SCHEMA)
         _add_missing_columns(db)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    return db
 
 
-def _connect_reader(path: Path) -> sqlite3.Connection:
-    """A connection for reads only, usable from any thread (callers hold a lock around it)."""
+def _connect_writer(path: Path) -> sqlite3.Connection | None:
+    """:func:`_connect`; None when the registry exists but its disk is too full to open it for
+    writing (its reads still work: the writer connects at the first write that finds space)."""
+    try:
+        return _connect(path)
+    except RegistryFullError:
+        if not path.exists():
+            raise
+        return None
+
+
+def _connect_reader(path: Path) -> tuple[sqlite3.Connection, bool]:
+    """A connection for reads only, usable from any thread (callers hold a lock around it), and
+    whether it is a last resort: on a full disk with no shared-memory file left beside the
+    registry (its last user closed it cleanly, so every change is in the file itself), SQLite
+    cannot make one, and the file is read as it stands (``immutable``)."""
     with _translated("open", path):
-        db = sqlite3.connect(path, timeout=READ_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+        try:
+            return _open_reader(str(path), uri=False), False
+        except sqlite3.Error as exc:
+            if not _lacks_space(exc, path):
+                raise
+        return _open_reader(f"file:{urllib.parse.quote(str(path))}?immutable=1", uri=True), True
+
+
+def _open_reader(target: str, uri: bool) -> sqlite3.Connection:
+    db = sqlite3.connect(
+        target, timeout=READ_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False, uri=uri
+    )
+    try:
         db.execute(f"PRAGMA busy_timeout = {READ_BUSY_TIMEOUT_MS}")
+        db.execute("PRAGMA user_version").fetchone()  # a first read: in WAL mode it maps the shared memory
+    except BaseException:
+        db.close()
+        raise
     return db
+
+
+def _say(line: str) -> None:
+    print(f"mcp-backgroundr: {line}", file=sys.stderr)
 
 
 def _report(error: RegistryError) -> None:
-    print(f"mcp-backgroundr: {error}", file=sys.stderr)
+    _say(str(error))
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
@@ -159,6 +232,22 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
             db.execute(f"ALTER TABLE tasks ADD COLUMN {column} {_COLUMN_TYPES.get(column, 'TEXT')}")
 
 
+def _written_back(rows: list[sqlite3.Row], path: Path) -> sqlite3.Connection:
+    """A new registry at ``path`` (where the one a server held was deleted) holding ``rows``."""
+    if not path.exists():
+        # Its -wal and -shm companions, if still there, belong to the deleted file: a new
+        # file beside them would take their pages for its own.
+        for suffix in ("-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+    replacement = _connect(path)
+    placeholders = ", ".join("?" for _ in _COLUMNS)
+    with _translated("write back", path):
+        replacement.execute("BEGIN IMMEDIATE")
+        replacement.executemany(f"INSERT OR IGNORE INTO tasks ({', '.join(_COLUMNS)}) VALUES ({placeholders})", rows)
+        replacement.execute("COMMIT")
+    return replacement
+
+
 class Registry:
     """Task records in an SQLite file (created 0600 inside a 0700 directory).
 
@@ -167,6 +256,10 @@ class Registry:
     lock, and no caller but the one who asks for it waits with it. :meth:`update_soon` does not
     wait at all (the server records changes that way). Reads use a second connection: in WAL
     mode a read never waits for a writer.
+
+    A full disk locks no one out: the registry opens for reads all the same, and connects its
+    writer at the first write that finds space. Changes given to :meth:`update_soon` that fail
+    for lack of space are kept, and tried again every RETRY_FULL_SECONDS and at :meth:`close`.
     """
 
     def __init__(self, path: Path) -> None:
@@ -178,11 +271,13 @@ class Registry:
         """Changes given to update_soon and not yet written, by id() of the record object."""
         self._pending_lock = threading.Lock()
         self._flush_queued = False
+        self._retry: threading.Timer | None = None
+        """Set while changes kept on a full disk wait to be tried again."""
         self.on_write_error: Callable[[RegistryError], None] = _report
         """Told when changes given to :meth:`update_soon` could not be written."""
         try:
-            self._db = self._in_writer(_connect, path)
-            self._reader = _connect_reader(path)
+            self._db = self._in_writer(_connect_writer, path)
+            self._reader, self._reader_as_it_stands = _connect_reader(path)
         except BaseException:
             self._writer.shutdown(wait=False)
             raise
@@ -222,41 +317,50 @@ class Registry:
     def _restore(self) -> int | None:
         if _identity_of(self.path) == self._identity:
             return None
-        columns = ", ".join(_COLUMNS)
-        with _translated("read what remains of", self.path):
-            rows = self._db.execute(f"SELECT {columns} FROM tasks").fetchall()
-        if not self.path.exists():
-            # Its -wal and -shm companions, if still there, belong to the deleted file: a new
-            # file beside them would take their pages for its own.
-            for suffix in ("-wal", "-shm"):
-                self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
-        replacement = _connect(self.path)
-        placeholders = ", ".join("?" for _ in _COLUMNS)
-        with _translated("write back", self.path):
-            replacement.execute("BEGIN IMMEDIATE")
-            replacement.executemany(f"INSERT OR IGNORE INTO tasks ({columns}) VALUES ({placeholders})", rows)
-            replacement.execute("COMMIT")
-        self._db.close()
+        with _translated("read what remains of", self.path), self._read_lock:
+            rows = (self._db or self._reader).execute(f"SELECT {', '.join(_COLUMNS)} FROM tasks").fetchall()
+        replacement = _written_back(rows, self.path)
+        if self._db is not None:
+            self._db.close()
         self._db, self._identity = replacement, _identity_of(self.path)
-        reader = _connect_reader(self.path)
+        self._reopen_reader()
+        return len(rows)
+
+    def _reopen_reader(self) -> None:
+        reader, as_it_stands = _connect_reader(self.path)
         with self._read_lock:
             self._reader.close()
-            self._reader = reader
-        return len(rows)
+            self._reader, self._reader_as_it_stands = reader, as_it_stands
+
+    def _writable(self) -> sqlite3.Connection:
+        """The connection that writes (in the registry's thread), connected now if the disk was
+        full until now (raises RegistryFullError while it still is)."""
+        if self._db is None:
+            self._db = _connect(self.path)
+            if self._reader_as_it_stands:  # it would not see what is written from now on
+                self._reopen_reader()
+        return self._db
 
     def flush(self) -> None:
         """Wait until every change given to :meth:`update_soon` so far was written (or failed)."""
         self._in_writer(lambda: None)
 
     def close(self) -> None:
-        """Write what is pending, then close."""
+        """Write what is pending (changes kept on a full disk: a last try, reported if it fails),
+        then close."""
+        if self._retry is not None:
+            self._retry.cancel()
         with contextlib.suppress(RegistryError):
-            self.flush()
+            self._in_writer(self._write_pending, True)
         with contextlib.suppress(RuntimeError):
-            self._writer.submit(self._db.close)
+            self._writer.submit(self._close_writer)
         self._writer.shutdown(wait=True)
         with self._read_lock:
             self._reader.close()
+
+    def _close_writer(self) -> None:
+        if self._db is not None:
+            self._db.close()
 
     def insert(self, record: TaskRecord) -> None:
         self._in_writer(self._insert, record, _record_values(record))
@@ -264,7 +368,7 @@ class Registry:
     def _insert(self, record: TaskRecord, values: tuple[object, ...]) -> None:
         placeholders = ", ".join("?" for _ in _COLUMNS)
         with _translated("write", self.path):
-            self._db.execute(f"INSERT INTO tasks ({', '.join(_COLUMNS)}) VALUES ({placeholders})", values)
+            self._writable().execute(f"INSERT INTO tasks ({', '.join(_COLUMNS)}) VALUES ({placeholders})", values)
         self._remember(record, values)
 
     def update(self, records: Sequence[TaskRecord]) -> None:
@@ -286,25 +390,55 @@ class Registry:
         except RuntimeError:
             self.on_write_error(RegistryError(f"the task registry at {self.path} is closed: a change was not written"))
 
-    def _write_pending(self) -> None:
+    def _write_pending(self, last: bool = False) -> None:
         with self._pending_lock:
             changes, self._pending, self._flush_queued = list(self._pending.values()), {}, False
+        kept_before, self._retry = self._retry is not None, None
         try:
             self._write_changes(changes)
+        except RegistryFullError as exc:
+            if last:
+                self.on_write_error(RegistryFullError(f"{exc}; {len(changes)} task change(s) are not recorded"))
+                return
+            self._keep(changes)
+            if not kept_before:
+                self.on_write_error(RegistryFullError(f"{exc}; the changes are kept and written once there is space"))
         except RegistryError as exc:
             self.on_write_error(exc)
+        else:
+            if kept_before and changes:
+                _say(f"the disk has space again: wrote {len(changes)} task change(s) kept meanwhile")
+
+    def _keep(self, changes: Sequence[tuple[TaskRecord, tuple[object, ...]]]) -> None:
+        """Changes that failed for lack of space go back to the pending ones (newer ones of the same
+        record win), and are tried again in RETRY_FULL_SECONDS."""
+        with self._pending_lock:
+            for record, values in changes:
+                self._pending.setdefault(id(record), (record, values))
+        self._retry = threading.Timer(RETRY_FULL_SECONDS, self._queue_pending)
+        self._retry.daemon = True
+        self._retry.start()
+
+    def _queue_pending(self) -> None:
+        with self._pending_lock:
+            if self._flush_queued:
+                return
+            self._flush_queued = True
+        with contextlib.suppress(RuntimeError):  # closed meanwhile: close() made the last try
+            self._writer.submit(self._write_pending)
 
     def _write_changes(self, changes: Sequence[tuple[TaskRecord, tuple[object, ...]]]) -> None:
         with _translated("write", self.path):
-            self._db.execute("BEGIN IMMEDIATE")
+            db = self._writable()
+            db.execute("BEGIN IMMEDIATE")
             try:
                 for record, values in changes:
                     if changed := self._changed(record, values):
-                        self._write(record.task_id, values, changed)
+                        self._write(db, record.task_id, values, changed)
             except BaseException:
-                self._db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            db.execute("COMMIT")
         for record, values in changes:
             self._remember(record, values)
 
@@ -314,12 +448,12 @@ class Registry:
         before = known[1] if known is not None and known[0]() is record else None
         return [i for i in range(1, len(_COLUMNS)) if before is None or values[i] != before[i]]
 
-    def _write(self, task_id: str, values: tuple[object, ...], changed: list[int]) -> None:
+    def _write(self, db: sqlite3.Connection, task_id: str, values: tuple[object, ...], changed: list[int]) -> None:
         assignments = ", ".join(f"{_COLUMNS[i]} = ?" for i in changed)
         condition = "task_id = ?"
         if any(_COLUMNS[i] in _LIFECYCLE_COLUMNS for i in changed):
             condition += f" AND state = '{TaskState.RUNNING}'"
-        self._db.execute(f"UPDATE tasks SET {assignments} WHERE {condition}", [*(values[i] for i in changed), task_id])
+        db.execute(f"UPDATE tasks SET {assignments} WHERE {condition}", [*(values[i] for i in changed), task_id])
 
     def _remember(self, record: TaskRecord, values: tuple[object, ...]) -> None:
         """Keep what the registry holds for ``record`` (while the record object lives)."""
@@ -335,7 +469,7 @@ class Registry:
 
     def _delete(self, task_id: str) -> None:
         with _translated("write", self.path):
-            self._db.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
+            self._writable().execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
 
     def get(self, task_id: str) -> TaskRecord | None:
         with _translated("read", self.path), self._read_lock:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 
+from ..errors import RegistryFullError
 from ..models import TaskRecord
 from ..platform.containment import TaskCgroup
 from . import orphans
 from .registry import Registry
 
 SECONDS_PER_DAY = 86_400
+BLOCK_BYTES = 512
+"""The unit of ``st_blocks``."""
 
 
 def prunable(records: Collection[TaskRecord], keep: int, max_age_days: float, now: float) -> list[TaskRecord]:
@@ -22,9 +25,16 @@ def prunable(records: Collection[TaskRecord], keep: int, max_age_days: float, no
     return chosen[::-1]
 
 
+def allocated_bytes(path: Path) -> int:
+    """What ``path`` takes on its disk (its allocated blocks: a capped log's dropped head is a
+    hole, and takes nothing)."""
+    return path.stat().st_blocks * BLOCK_BYTES
+
+
 def delete_task_files(record: TaskRecord) -> int:
     """Delete a task's log, runner status and input home, and its cgroup if it is empty (a
-    finished task's processes may have ended with nobody looking); return the bytes freed.
+    finished task's processes may have ended with nobody looking); return the bytes freed on
+    the disk (allocated blocks, not sizes).
 
     A remote task's files are on its host: remove_task and pruning delete them there
     (``RemoteTasks``), and the host's agent prunes its own.
@@ -37,7 +47,7 @@ def delete_task_files(record: TaskRecord) -> int:
     freed = 0
     for path in (Path(record.log_path), Path(record.run_record_path), Path(record.input_path)):
         try:
-            freed += path.stat().st_size
+            freed += allocated_bytes(path)
             path.unlink()
         except FileNotFoundError:
             continue
@@ -52,6 +62,18 @@ def prune(registry: Registry, keep: int, max_age_days: float, pruner: str) -> li
     chosen = prunable(records, keep, max_age_days, time.time())
     pruned = [r for r in chosen if r.owner == pruner or orphans.owner_is_gone(r.owner)]
     for record in pruned:
-        registry.delete(record.task_id)
-        delete_task_files(record)
+        forget(registry.delete, record)
     return pruned
+
+
+def forget(unregister: Callable[[str], None], record: TaskRecord) -> int:
+    """Forget a finished task (``unregister`` deletes its record) and delete its files; the bytes
+    freed. The record goes first, so no reader finds a record whose log is gone; but on a full disk
+    the registry cannot be written until space is freed, and the files go first."""
+    try:
+        unregister(record.task_id)
+    except RegistryFullError:
+        freed = delete_task_files(record)
+        unregister(record.task_id)
+        return freed
+    return delete_task_files(record)
