@@ -108,6 +108,9 @@ class TaskRecord:
     """The size of its output when its host last told it (answered with some of its output)."""
     host_dropped_bytes: int = 0
     """The output its host's size cap had dropped by then."""
+    stdin: str | None = None
+    """How it takes input: "pipe" (stdin=true), "terminal" (pty=true) or "none"; None in the
+    records of versions that did not say."""
 
     @property
     def running(self) -> bool:

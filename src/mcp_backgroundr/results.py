@@ -8,6 +8,7 @@ answer model, and nothing edits what the core returned.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .models import TaskState, WaitReason
@@ -103,6 +104,11 @@ class Survivor:
     pid: int
     command: str
     reason: str
+
+
+def signalled_text(signalled_pids: Sequence[int], escalated: bool) -> str:
+    """What an end did, as the tool's answer and the CLI's ``stop`` both say it."""
+    return f"signalled {len(signalled_pids)} process(es)" + (", SIGKILL was needed" if escalated else "")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import pytest
 from mcp_backgroundr.cli.main import parser
 from mcp_backgroundr.config import HOME_ENV
 
-from .harness import alive, call, connect, finished, kill_server_of
+from .harness import alive, call, call_error, connect, finished, kill_server_of, text_of
 
 
 def test_an_unusable_state_directory_is_one_line_and_a_nonzero_exit(server_command: str, tmp_path: Path) -> None:
@@ -96,8 +96,9 @@ async def test_the_command_line_sees_and_stops_what_a_live_server_started(server
 
 @pytest.mark.anyio
 async def test_stop_with_no_server_left_records_the_end_at_once(server_command: str) -> None:
-    """With no server to record it, ``stop`` records the end itself, as ``killed`` with its reason, and
-    answers without waiting for a server to do it."""
+    """With no server to record it, ``stop`` records the end itself, as ``killed`` with its reason and
+    the exit status its runner wrote down (as a server records it), and answers without waiting for
+    a server to do it."""
     async with connect(server_command) as client:
         task = await call(client, "run_background_task", command="sleep 300", keep_running=True)
     stopped = await anyio.to_thread.run_sync(_cli, server_command, "stop", task["task_id"])
@@ -108,11 +109,12 @@ async def test_stop_with_no_server_left_records_the_end_at_once(server_command: 
     assert alive([task["pid"]]) == []
     status = json.loads(shown.stdout)
     assert (status["state"], status["end_reason"]) == ("killed", "mcp-backgroundr stop"), status
-    assert again.stdout == f"task {task['task_id']} had already ended (killed)\n"
-    assert "killed" in listed.stdout
+    assert (status["exit_code"], status["signal"]) == (143, "SIGTERM"), status
+    assert again.stdout == f"task {task['task_id']} had already ended (killed, exit code 143, signal SIGTERM)\n"
+    assert "killed(143)" in listed.stdout
     async with connect(server_command) as client:
         seen = await call(client, "get_task_status", task_id=task["task_id"])
-    assert (seen["state"], seen["end_reason"]) == ("killed", "mcp-backgroundr stop")
+    assert (seen["state"], seen["end_reason"], seen["exit_code"]) == ("killed", "mcp-backgroundr stop", 143)
 
 
 @pytest.mark.anyio
@@ -202,3 +204,33 @@ async def test_prune_forgets_a_task_that_ended_while_no_server_ran(server_comman
     pruned = await anyio.to_thread.run_sync(_cli, server_command, "prune", "--keep", "0")
     assert sent.returncode == 0, sent.stderr
     assert pruned.stdout == "pruned 1 finished task(s) and their logs\n", pruned.stdout
+
+
+@pytest.mark.anyio
+async def test_send_to_a_task_without_stdin_says_what_the_tool_says(server_command: str) -> None:
+    """A task started without stdin has none, whichever server owns it, or none: ``send`` says so as
+    ``send_task_input`` does, not that another server holds its input."""
+    async with connect(server_command) as client:
+        plain = await call(client, "run_background_task", command="sleep 300")
+        kept = await call(client, "run_background_task", command="sleep 300", keep_running=True)
+        told = await call_error(client, "send_task_input", task_id=plain["task_id"], text="x")
+        sent = await anyio.to_thread.run_sync(_cli, server_command, "send", plain["task_id"], "x")
+    kept_sent = await anyio.to_thread.run_sync(_cli, server_command, "send", kept["task_id"], "x")  # no server
+    await anyio.to_thread.run_sync(_cli, server_command, "stop", kept["task_id"])
+    assert "has no open stdin" in told
+    assert (sent.returncode, sent.stderr) == (1, f"mcp-backgroundr: {told}\n")
+    assert kept_sent.returncode == 1
+    assert kept_sent.stderr == f"mcp-backgroundr: {told.replace(plain['task_id'], kept['task_id'])}\n"
+
+
+@pytest.mark.anyio
+async def test_stop_says_sigkill_was_needed_as_the_tool_does(server_command: str) -> None:
+    stubborn = "trap '' TERM; echo ready; while :; do sleep 0.1; done"
+    async with connect(server_command) as client:
+        by_tool = await call(client, "run_background_task", command=stubborn, wait_for_pattern="ready")
+        by_cli = await call(client, "run_background_task", command=stubborn, wait_for_pattern="ready")
+        told = await client.call_tool("end_background_task", {"task_id": by_tool["task_id"], "grace_seconds": 0.5})
+        stopped = await anyio.to_thread.run_sync(_cli, server_command, "stop", by_cli["task_id"], "--grace", "0.5")
+    assert "SIGKILL was needed" in text_of(told)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "SIGKILL was needed" in stopped.stdout

@@ -25,7 +25,7 @@ from ..core.session import CoreSession
 from ..errors import BackgroundrError
 from ..models import TaskRecord, TaskState, one_line, socket_address
 from ..remote.place import RemotePlace
-from ..results import Ended, Status, output_away
+from ..results import Ended, Status, output_away, signalled_text
 from ..store import orphans
 from ..store.registry import Registry
 
@@ -203,13 +203,12 @@ def stop(settings: Settings, task_id: str, grace_seconds: float) -> str:
         was_running = orphans.as_it_stands(record).running
         ended = _in_session(settings, registry, lambda session: session.end(record.task_id, grace_seconds, STOP_REASON))
     where = f" on {record.host}" if record.host else ""
+    signalled = signalled_text(ended.signalled_pids, ended.escalated)
     if was_running and ended.state is TaskState.KILLED:
-        return _survivors(
-            f"stopped task {ended.task_id}{where}: signalled {len(ended.signalled_pids)} process(es)", ended
-        )
+        return _survivors(f"stopped task {ended.task_id}{where}: {signalled}", ended)
     text = f"task {ended.task_id} had already ended ({_how_it_ended(ended)})"
     if ended.signalled_pids or ended.survivors:
-        text = _survivors(f"{text}; signalled {len(ended.signalled_pids)} process(es) it left running{where}", ended)
+        text = _survivors(f"{text}; {signalled} it left running{where}", ended)
     return text
 
 

@@ -13,6 +13,7 @@ from ..errors import RegistryError
 from ..models import TaskState
 from ..platform.containment import Level, end_trees, unclaimed_children
 from ..results import Ended, Survivor
+from ..store import orphans
 from .lookup import find_task, is_own, owner_gone
 from .state import CoreState
 from .task import Task, answer_of
@@ -65,6 +66,15 @@ async def _record_request(state: CoreState, task: Task) -> None:
         await offload.run(offload.REGISTRY, state.registry.update, [task.record])
 
 
+async def _record_unowned_end(task: Task) -> None:
+    """Record the end of a task no server watches (gone, and no server will say so): as its
+    server would, from what its runner wrote down if it has one (in a worker thread: a file read)."""
+    if task.record.supervised:
+        await offload.run(offload.LOGS, orphans.settle_ended, task.record)
+    else:
+        task.record.mark_ended(TaskState.KILLED, task.record.end_reason)
+
+
 async def end_here(state: CoreState, task: Task, grace: float) -> Ended:
     """End a task's tree on this machine, at its containment level, and verify what is left."""
     record = task.record
@@ -73,7 +83,7 @@ async def end_here(state: CoreState, task: Task, grace: float) -> Ended:
     with anyio.move_on_after(state.settings.kill_wait_seconds):
         await task.exited.wait()
     if task.running and not outcome.survivors and await _unowned(state, task):
-        task.record.mark_ended(TaskState.KILLED, task.record.end_reason)  # gone, and no server will say so
+        await _record_unowned_end(task)
     if not outcome.survivors and not task.running:
         await task.settle()
     record = task.record  # another server's task: a fresh copy of its record by now

@@ -6,9 +6,10 @@ from pathlib import Path
 
 from .. import offload
 from ..errors import BackgroundrError
+from ..models import TaskRecord
 from ..results import InputWritten
 from . import taskinput
-from .lookup import find_task
+from .lookup import find_task, owner_gone
 from .reading import log_size
 from .state import CoreState
 from .task import Task
@@ -32,7 +33,7 @@ async def send_here(state: CoreState, task: Task, text: str, newline: bool, clos
     """Input to a task on this machine: its pipe, its terminal, or its input home (a FIFO)."""
     task_id = task.record.task_id
     home = task.input_fd is None and await offload.run(offload.LOGS, taskinput.has_input_home, task.record)
-    _check_writable(state, task, home)
+    await _check_writable(state, task, home)
     line_end = ("\r" if task.terminal else "\n") if newline else ""
     data = (text + line_end).encode()
     if task.terminal:
@@ -62,11 +63,11 @@ def _on_a_terminal(task: Task, data: bytes, close: bool) -> bytes:
     return data
 
 
-def _check_writable(state: CoreState, task: Task, home: bool) -> None:
+async def _check_writable(state: CoreState, task: Task, home: bool) -> None:
     if task.input_fd is not None or home:
         return
     task_id = task.record.task_id
-    if task_id not in state.own:
+    if task_id not in state.own and await _held_elsewhere(task.record):
         raise BackgroundrError(
             f"task {task_id} belongs to another server ({task.record.owner}), which holds its stdin; send "
             "it input there (keep_running tasks started with stdin=true take input from any server)"
@@ -75,3 +76,10 @@ def _check_writable(state: CoreState, task: Task, home: bool) -> None:
         f"task {task_id} has no open stdin: start tasks that need input with stdin=true or pty=true "
         "(and do not close it while you still need it)"
     )
+
+
+async def _held_elsewhere(record: TaskRecord) -> bool:
+    """Whether another server holds the input of its task: one started with input (or by a version
+    that did not record it), not under a runner (whose input home, when it has one, any server
+    writes to), whose server still runs."""
+    return record.stdin != "none" and not record.keep_running and not await owner_gone(record.owner)

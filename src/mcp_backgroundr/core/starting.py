@@ -75,6 +75,7 @@ def _new_record(state: CoreState, plan: StartPlan, task_id: str) -> TaskRecord:
         max_log_bytes=plan.max_log_bytes,
         max_runtime_seconds=plan.max_runtime_seconds,
         host=plan.host,
+        stdin="terminal" if plan.pty else "pipe" if plan.stdin else "none",
     )
 
 

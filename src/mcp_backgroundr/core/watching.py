@@ -10,7 +10,6 @@ import subprocess
 import anyio
 
 from .. import offload
-from ..models import TaskState
 from ..platform import process, terminal
 from ..platform.containment import Level, has_exited
 from ..store import orphans
@@ -59,13 +58,7 @@ async def watch_adopted(state: CoreState, task: Task) -> None:
     assert task.record.pid is not None
     await process.wait_until_ended(task.record.pid, task.record.pid_create_time)
     if task.running:
-        asked_to_end = task.record.end_reason if task.record.kill_requested else None
-        recorded = orphans.settle_from_runner(task.record)
-        # The runner's account wins: it records killed only when the end reached the run, so a run
-        # that ended by itself just before (unheard here yet) stays completed or failed. A runner
-        # that recorded no end was killed by the end before it could.
-        if asked_to_end is not None and (not recorded or task.record.state is TaskState.KILLED):
-            task.record.state, task.record.end_reason = TaskState.KILLED, asked_to_end
+        await offload.run(offload.LOGS, orphans.settle_ended, task.record)
         task.exited.set()
         if not state.shutting_down:
             state.save([task.record])

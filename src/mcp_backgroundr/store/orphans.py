@@ -105,7 +105,7 @@ def as_it_stands(record: TaskRecord) -> TaskRecord:
         return record
     current = dataclasses.replace(record)
     if record.supervised:
-        settle_from_runner(current)
+        settle_ended(current)
     elif record.kill_requested:  # as a server records an end it asked for (the CLI's stop, with no server)
         current.mark_ended(TaskState.KILLED, record.end_reason, record.ended_at)
     else:
@@ -135,6 +135,17 @@ def settle_from_runner(record: TaskRecord) -> bool:
     record.mark_ended(TaskState(run.state), SETTLED_REASON, run.ended_at)
     record.exit_code, record.signal = run.exit_code, run.signal
     return True
+
+
+def settle_ended(record: TaskRecord) -> None:
+    """Record how a supervised task ended, as its runner wrote it down. The runner's account wins:
+    it records killed only when an end reached the run, so a run that ended by itself just before
+    stays completed or failed; an end that was asked for (and its reason) wins when the runner
+    recorded killed, or nothing (the end killed it before it could)."""
+    asked_to_end = record.end_reason if record.kill_requested else None
+    recorded = settle_from_runner(record)
+    if asked_to_end is not None and (not recorded or record.state is TaskState.KILLED):
+        record.state, record.end_reason = TaskState.KILLED, asked_to_end
 
 
 async def end_unowned(records: Sequence[TaskRecord], grace_seconds: float, kill_wait_seconds: float) -> EndOutcome:

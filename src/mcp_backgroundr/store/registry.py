@@ -37,7 +37,7 @@ READ_BUSY_TIMEOUT_MS = 1_000
 writer's journal to be recovered)."""
 WRITE_QUEUE_SECONDS = BUSY_TIMEOUT_MS / 1000
 """How long a write waits for the writes queued before it; past that it is given up (if not begun)."""
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _T = TypeVar("_T")
 
@@ -172,7 +172,8 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
             f"the task registry at {path} was written by a newer mcp-backgroundr (schema {version}, "
             f"this one knows {SCHEMA_VERSION}); upgrade, or point {HOME_ENV} elsewhere"
         )
-    if version < SCHEMA_VERSION:
+    present = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
+    if version < SCHEMA_VERSION or not present.issuperset(_COLUMNS):
         db.executescript(_SCHEMA)
         _add_missing_columns(db)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -12,7 +12,7 @@ from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel
 
 from ..models import EndedTask, TaskState, TaskStatus, WaitResult, one_line, socket_address
-from ..results import Listing, Summary
+from ..results import Listing, Summary, signalled_text
 
 MAX_LISTED = 1000
 
@@ -107,9 +107,7 @@ def describe_wait(result: WaitResult) -> str:
 
 
 def describe_end(ended: EndedTask) -> str:
-    text = task_head(ended) + f"; signalled {len(ended.signalled_pids)} process(es)"
-    if ended.escalated:
-        text += ", SIGKILL was needed"
+    text = task_head(ended) + "; " + signalled_text(ended.signalled_pids, ended.escalated)
     text += f"; containment={ended.containment}"
     if ended.survivors:
         text += "; SURVIVORS: " + "; ".join(f"pid {s.pid} ({s.command}): {s.reason}" for s in ended.survivors)
