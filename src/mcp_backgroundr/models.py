@@ -336,7 +336,10 @@ class RemovedTask(BaseModel):
     """Answer of remove_task."""
 
     task_id: str = Field(description="The task that was forgotten.")
-    freed_bytes: int = Field(description="Size of the log file that was deleted.")
+    freed_bytes: int = Field(
+        description="Disk space freed: the blocks the task's deleted files took (a capped log's dropped "
+        "output took none, so this is far below the bytes the task wrote)."
+    )
 
 
 class TaskSummary(BaseModel):

@@ -119,3 +119,18 @@ async def test_reads_racing_the_cap_never_show_dropped_bytes(server_command: str
                     break
         await call(client, "end_background_task", task_id=task_id, grace_seconds=0)
     assert not unreadable, f"an answer shows dropped bytes: {unreadable[0][:200]!r}"
+
+
+async def test_remove_task_counts_the_disk_a_capped_log_took_not_its_size(server_command: str) -> None:
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="yes", max_log_bytes=CAP)
+        log = Path(task["log_path"])
+
+        async def dropped_much() -> bool:
+            return os.stat(log).st_size > 64 * CAP
+
+        await until(dropped_much, seconds=30)
+        await call(client, "end_background_task", task_id=task["task_id"])
+        on_disk = sum(_allocated(p) for p in log.parent.glob(f"{task['task_id']}.*"))
+        removed = await call(client, "remove_task", task_id=task["task_id"])
+    assert removed["freed_bytes"] == on_disk < 64 * CAP

@@ -317,14 +317,14 @@ def _delete(hosted: Hosted) -> int:
 
 
 def _unlink(hosted: Hosted) -> int:
-    """Delete the task's files; the bytes freed, counted as for a local task: the size of each file."""
+    """Delete the task's files; the bytes freed on disk, counted as for a local task: the blocks of each file."""
     freed = 0
     for path in (hosted.log, hosted.status, hosted.fifo, hosted.ended, hosted.meta):
         try:
             info = os.lstat(path)
         except OSError:
             continue
-        freed += info.st_size if stat.S_ISREG(info.st_mode) else 0
+        freed += info.st_blocks * 512 if stat.S_ISREG(info.st_mode) else 0
         os.unlink(path)
     return freed
 

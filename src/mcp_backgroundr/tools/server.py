@@ -417,7 +417,7 @@ def _add_act_tools(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
     async def remove_task(task_id: TaskId) -> Annotated[CallToolResult, RemovedTask]:
         """Forget a finished task and delete its log."""
         removed = model_of(RemovedTask, await supervisor.remove(task_id))
-        return answer(removed, f"removed task {removed.task_id}; freed {removed.freed_bytes} bytes of log")
+        return answer(removed, f"removed task {removed.task_id}; freed {removed.freed_bytes} bytes on disk")
 
     @app.background_tool(ToolAnnotations(title="List tasks", read_only_hint=True, idempotent_hint=True), rows="tasks")
     async def list_tasks(
