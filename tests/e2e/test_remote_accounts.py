@@ -58,10 +58,10 @@ async def test_remove_task_frees_the_bytes_a_remote_tasks_files_held_as_locally(
         await call(client, "wait_for_task", task_id=started["task_id"], timeout_seconds=20)
         base = started["log_path"].removesuffix(".log")  # the host is this machine
         files = [Path(base + suffix) for suffix in (".log", ".status", ".json", ".input", ".end")]
-        held = sum(path.stat().st_size for path in files if path.exists())
+        held = sum(path.stat().st_blocks * 512 for path in files if path.exists())
         assert Path(started["log_path"]).stat().st_size == 3
         removed = await call(client, "remove_task", task_id=started["task_id"])
-    assert removed["freed_bytes"] == held  # sizes, as for a local task's files (not disk blocks)
+    assert removed["freed_bytes"] == held  # disk blocks, as for a local task's files (not sizes)
     assert not any(path.exists() for path in files)
 
 
