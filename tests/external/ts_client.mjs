@@ -11,6 +11,7 @@
 // Prints one line per check; exits non-zero at the first that fails.
 
 import assert from 'node:assert/strict';
+import { statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 
@@ -146,8 +147,9 @@ async function acrossServers() {
     const sent = await tool(second.client, 'send_task_input', { task_id: cat.task_id, text: 'from the next server' });
     const reply = await tool(second.client, 'wait_for_task', { task_id: cat.task_id, output_pattern: 'next', since: sent.cursor, timeout_seconds: 20 });
     check('input to a keep_running task of an earlier server', reply.matched_line === 'from the next server', reply);
+    const onDisk = statSync(done.log_path).blocks * 512; // freed_bytes is the disk freed, not the size
     const removed = await tool(second.client, 'remove_task', { task_id: done.task_id });
-    check('remove a task of an earlier server', removed.freed_bytes === 'earlier\n'.length, removed);
+    check('remove a task of an earlier server', removed.freed_bytes === onDisk && onDisk > 0, removed);
     await tool(second.client, 'end_background_task', { task_id: cat.task_id, grace_seconds: 0 });
     await second.client.close();
 }
