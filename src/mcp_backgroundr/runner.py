@@ -363,10 +363,20 @@ def main(argv: list[str]) -> int:
     returncode = runner.run()
     if stop_capping is not None:
         stop_capping()
-    if returncode < 0:
-        signal.signal(-returncode, signal.SIG_DFL)
-        os.kill(os.getpid(), -returncode)
-    return returncode
+    return _end_as(returncode)
+
+
+def _end_as(returncode: int) -> int:
+    """End the way the command last did: its exit code, or its signal (a server that is the parent
+    reads the runner's end as the command's). SIGKILL takes no handler, so none is reset for it; a
+    signal that does not end this process leaves it ending with 128 + its number, as a shell says."""
+    if returncode >= 0:
+        return returncode
+    signum = -returncode
+    with contextlib.suppress(OSError, ValueError):  # SIGKILL and SIGSTOP cannot be handled
+        signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    return 128 + signum
 
 
 if __name__ == "__main__":

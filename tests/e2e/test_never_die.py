@@ -60,6 +60,20 @@ async def test_a_supervised_task_killed_by_a_real_time_signal_is_recorded(server
     assert status["restarts"] == (1 if restart == "always" else 0)
 
 
+@pytest.mark.parametrize("signum", [6, 9, 11, 15])
+async def test_a_supervised_task_ended_by_any_signal_is_recorded_with_it(server_command: str, signum: int) -> None:
+    """The runner ends the way its command did; SIGKILL (an OOM kill) takes no handler (a
+    new-user trial: the runner's own traceback became the log and the task 'failed 1')."""
+    async with connect(server_command) as client:
+        bystander = (await call(client, "run_background_task", command="sleep 300"))["task_id"]
+        task = await call(client, "run_background_task", command=f"echo up; kill -s {signum} $$", keep_running=True)
+        status = await finished(client, task["task_id"], lines=5)
+        await _still_serving(client, bystander)
+    names = {6: "SIGABRT", 9: "SIGKILL", 11: "SIGSEGV", 15: "SIGTERM"}
+    assert (status["state"], status["exit_code"], status["signal"]) == ("failed", 128 + signum, names[signum])
+    assert status["output"].strip() == "up", status["output"]
+
+
 def _expected_name(signum: int) -> str:
     if signum == 34:
         return "SIGRTMIN"
