@@ -65,3 +65,24 @@ async def test_serve_streams_answers_over_the_streams_it_is_given() -> None:
                 result = await session.call_tool("echo", {"text": "hi"})
             assert not result.is_error
             group.cancel_scope.cancel()
+
+
+async def test_a_crash_in_a_tool_is_answered_in_one_line_that_says_what_to_do() -> None:
+    """The SDK raises an UnexpectedToolError with no text of the crash; the client gets one line."""
+    from mcp.server.subscriptions import InMemorySubscriptionBus
+    from mcp_types import CallToolRequestParams, CallToolResult, ToolAnnotations
+
+    from mcp_backgroundr.tools.appserver import BackgroundrMCPServer, crash_answer
+
+    app = BackgroundrMCPServer("crash", InMemorySubscriptionBus())
+
+    @app.background_tool(ToolAnnotations())
+    def crash() -> str:
+        """Raise what no tool means to."""
+        raise ProcessLookupError(3, "No such process")
+
+    del crash
+    result = await app._handle_call_tool(None, CallToolRequestParams(name="crash", arguments={}))  # type: ignore[arg-type]
+    assert isinstance(result, CallToolResult) and result.is_error
+    assert [block.text for block in result.content] == [crash_answer("crash")]  # type: ignore[union-attr]
+    assert "\n" not in crash_answer("crash") and "No such process" not in crash_answer("crash")

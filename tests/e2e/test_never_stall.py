@@ -243,6 +243,31 @@ async def test_a_call_that_needs_a_locked_registry_answers_in_time_in_one_line(s
     assert "registry" in error and "lock" in error and "try again" in error, error
 
 
+async def test_a_start_refused_for_a_locked_registry_answers_one_line_when_its_child_ended_meanwhile(
+    server_command: str, home: Path
+) -> None:
+    """The child of a start that waits for the lock may end, and be reaped by a listing, before the
+    start is refused: undoing it then found no process to kill and crashed the call (a new-user
+    trial: 'Error executing tool run_background_task', 3 runs of 3)."""
+    async with connect(server_command) as client:
+        await call(client, "list_tasks")  # the registry exists
+        async with _registry_locked(home), anyio.create_task_group() as group:
+
+            async def list_meanwhile() -> None:
+                while True:
+                    await call(client, "list_tasks")
+                    await anyio.sleep(0.1)
+
+            group.start_soon(list_meanwhile)
+            with anyio.fail_after(REGISTRY_WAIT_BOUND_SECONDS):
+                error = await call_error(client, "run_background_task", command="true")
+            group.cancel_scope.cancel()
+        task = await call(client, "run_background_task", command="true")
+        status = await finished(client, task["task_id"])
+    assert "registry" in error and "lock" in error and "try again" in error, error
+    assert status["state"] == "completed"
+
+
 @pytest.mark.linux_backend("task cgroups")
 async def test_a_start_refused_for_a_locked_registry_leaves_no_cgroup_and_no_log(
     server_command: str, home: Path

@@ -258,7 +258,12 @@ def _spawn_and_time(
 
 
 def _kill_unrecorded(popen: subprocess.Popen[bytes]) -> None:
-    os.killpg(popen.pid, signal.SIGKILL)
+    """End a child no record knows, with what it started. It may have ended and been reaped
+    already (a listing polls every task this server holds): then its group is gone too, unless
+    something it started lives on in it (a process group's number is not reused while it has
+    members)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(popen.pid, signal.SIGKILL)
     popen.wait()
 
 

@@ -19,7 +19,7 @@ from mcp.server import MCPServer
 from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.stdio import stdio_server
 from mcp.server.subscriptions import SubscriptionBus
 from mcp.shared.exceptions import MCPError
@@ -58,6 +58,17 @@ def _one_line_validation_error(tool: str, error: ValidationError) -> str:
         messages.append(message if not messages else message.removeprefix("Input should be "))
     joined = [f"{where}: {' or '.join(messages)}" for where, messages in problems.items()]
     return f"{tool}: invalid arguments: " + "; ".join(joined) + "; fix them and call again"
+
+
+CRASHED = "failed unexpectedly"
+
+
+def crash_answer(tool: str) -> str:
+    """The one line a client gets when a tool call met a defect of this server."""
+    return (
+        f"{tool} {CRASHED} (a defect of this server; the details are on its stderr); the server "
+        "goes on: check list_tasks or get_task_status for what was done, then try again"
+    )
 
 
 CONTEXT_PARAMETER = "ctx"
@@ -153,10 +164,13 @@ class BackgroundrMCPServer(MCPServer[Any]):
         except ToolError as exc:
             # The SDK's documented contract (Tool.run): every failure but MCPError is raised as a
             # ToolError whose message starts "Error executing tool <name>" and whose __cause__ is
-            # what was raised. Ours become their own one line; a crash keeps the SDK's text.
+            # what was raised. Ours become their own one line; a crash says what to do, and its
+            # text stays on the server (its stderr), as the SDK keeps it.
             cause = exc.__cause__
             if isinstance(cause, ValidationError):
                 raise ToolError(_one_line_validation_error(name, cause)) from exc
             if isinstance(cause, BackgroundrError):
                 raise ToolError(str(cause)) from exc
+            if isinstance(exc, UnexpectedToolError):
+                raise UnexpectedToolError(crash_answer(name)) from exc
             raise
