@@ -74,6 +74,10 @@ PACING = Lane("pacing", 1000, BACKGROUND_NICENESS)
 """Keeping logs being written under their caps: one thread per log while it is written (a hole
 punch may wait on the device; a writer as fast as `yes` under a small cap needs hundreds of looks
 and punches a second); the bound is far above the tasks a server runs at once."""
+TERMINALS = Lane("terminals", 1000, BACKGROUND_NICENESS)
+"""Copying a terminal task's output into its log: one thread per such task, for its whole life
+(as much work as the task writes, and a write may wait on the disk); the bound is far above the
+tasks a server runs at once."""
 SCANS = Lane("scans", 4)
 """Process and socket tables of the machine."""
 REGISTRY = Lane("registry", 8)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import psutil
 import pytest
 from anyio.abc import Process
 from mcp import Client
@@ -29,6 +30,8 @@ pytestmark = pytest.mark.anyio
 HOSTILE = "(a+)+$"
 LINE = "a" * 60 + "b"
 ANSWER_BOUND_SECONDS = 20.0
+COPY_CPU_SECONDS = 0.3
+"""The server's CPU a terminal copy is measured over (clock ticks are 10 ms)."""
 """Generous: with a backtracking engine neither call would ever be answered."""
 
 
@@ -302,3 +305,39 @@ async def test_a_tasks_session_runs_below_the_server_in_the_scheduler(
         task_group = Path(f"/proc/{task['pid']}/autogroup").read_text()  # "/autogroup-N nice K"
         await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
     assert task_group.split()[-1] == (niceness or str(DEFAULT_TASK_NICENESS)), task_group
+
+
+def _loop_and_other_threads_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds of process ``pid``'s main thread (its event loop), and of all its other threads."""
+    ticks, loop, others = os.sysconf("SC_CLK_TCK"), 0.0, 0.0
+    for thread in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            fields = (thread / "stat").read_text().rsplit(")", 1)[1].split()
+            used = (int(fields[11]) + int(fields[12])) / ticks
+            if thread.name == str(pid):
+                loop += used
+            else:
+                others += used
+    return loop, others
+
+
+async def test_a_terminal_written_at_full_speed_is_copied_off_the_event_loop(server_command: str) -> None:
+    """A terminal task's output is copied into its log by the server: as much work as the task
+    writes. On the event loop, a `yes` on a terminal took the loop's CPU from every other call."""
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="yes", pty=True)
+        server = psutil.Process(task["pid"]).ppid()
+        with anyio.fail_after(ANSWER_BOUND_SECONDS):
+            while (await call(client, "get_task_status", task_id=task["task_id"], lines=0))["output_bytes"] < 1 << 20:
+                await anyio.sleep(0.05)
+        loop_before, others_before = _loop_and_other_threads_cpu(server)
+        copied_before = (await call(client, "get_task_status", task_id=task["task_id"], lines=0))["output_bytes"]
+        with anyio.move_on_after(ANSWER_BOUND_SECONDS):  # until the server has spent COPY_CPU_SECONDS on it
+            while sum(_loop_and_other_threads_cpu(server)) - loop_before - others_before < COPY_CPU_SECONDS:
+                await anyio.sleep(0.2)
+        loop_after, others_after = _loop_and_other_threads_cpu(server)
+        status_bytes = (await call(client, "get_task_status", task_id=task["task_id"], lines=0))["output_bytes"]
+        await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
+    loop, others = loop_after - loop_before, others_after - others_before
+    assert status_bytes - copied_before > 1 << 20, (copied_before, status_bytes)
+    assert others > 4 * loop, (loop, others)  # the copy is a worker thread's work, not the loop's

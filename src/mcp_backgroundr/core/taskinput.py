@@ -32,11 +32,11 @@ async def write_all(fd: int, data: bytes, within_seconds: float = INPUT_WRITE_SE
     Raises:
         BackgroundrError: the task closed its input, or did not read it in time.
     """
-    written = 0
+    written, view = 0, memoryview(data)  # a slice of the view copies nothing: a slice of bytes copies what is left
     with anyio.move_on_after(within_seconds):
         while written < len(data):
             try:
-                written += os.write(fd, data[written:])
+                written += os.write(fd, view[written:])
             except BlockingIOError:
                 await anyio.wait_writable(fd)
             except BrokenPipeError as exc:
