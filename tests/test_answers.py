@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 
-from mcp_backgroundr.models import TaskList, TaskState
+import hypothesis
+import hypothesis.strategies as st
+import jsonschema
+
+from mcp_backgroundr.core.task import answer_of, summary_of
+from mcp_backgroundr.models import TaskList, TaskRecord, TaskState
 from mcp_backgroundr.results import Listing, Summary
 from mcp_backgroundr.tools.answers import describe_list, listing_answer, model_of
+from mcp_backgroundr.tools.schemas import cheap_to_validate
 
 BASE = Summary(
     task_id="bg-0",
@@ -53,3 +59,50 @@ def test_a_listed_line_leaves_out_only_what_its_task_does_not_have() -> None:
     local, far = answer.structured_content["tasks"]
     assert set(local) == {"task_id", "command", "state", "pid", "started_at", "runtime_seconds", "owner", "containment"}
     assert (far["exit_code"], far["host"], far["host_reachable"]) == (0, "build", False)
+
+
+_TEXT = st.text(max_size=20)
+_MAYBE_INT = st.none() | st.integers(min_value=-(2**31), max_value=2**31)
+SUMMARIES = st.builds(
+    Summary,
+    task_id=_TEXT,
+    name=st.none() | _TEXT,
+    command=_TEXT,
+    state=st.sampled_from(TaskState),
+    pid=_MAYBE_INT,
+    exit_code=_MAYBE_INT,
+    started_at=_TEXT,
+    runtime_seconds=st.floats(min_value=0, max_value=1e9),
+    listening=st.lists(_TEXT, max_size=3),
+    owner=_TEXT,
+    containment=st.sampled_from(["cgroup", "subreaper", "marker"]),
+    host=st.none() | _TEXT,
+    host_reachable=st.none() | st.booleans(),
+    host_seen_at=st.none() | _TEXT,
+)
+TYPED = cheap_to_validate(TaskList.model_json_schema())
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(st.lists(SUMMARIES, max_size=4), st.integers(min_value=0, max_value=10))
+def test_every_listing_answer_matches_the_typed_schema(tasks: list[Summary], more: int) -> None:
+    """The SDK does not check list_tasks' answer against TaskList (the tool publishes its rows checked by
+    key, ``appserver.background_tool``): whatever the core lists, the answer passes the fully typed
+    model and schema, every value of every row (docs/benchmarks.md 13, fifth pass)."""
+    listing = Listing(tasks=tasks, total=len(tasks) + more)
+    answer = listing_answer(listing, describe_list(listing))
+    TaskList.model_validate(answer.structured_content)
+    jsonschema.validate(answer.structured_content, TYPED, cls=jsonschema.Draft202012Validator)
+
+
+def test_a_summary_is_what_answer_of_makes_of_the_record() -> None:
+    """summary_of spells out, for speed, what the generic answer_of makes of a record."""
+    record = TaskRecord(
+        task_id="bg-7", name="web", command="x" * 5000, cwd="/", log_path="/l", owner="o", started_at=1.5e9,
+        state=TaskState.FAILED, pid=7, exit_code=3, ended_at=1.5e9 + 2, containment="cgroup", host="build",
+        host_seen_at=1.5e9 + 1,
+    )  # fmt: skip
+    sockets = [("127.0.0.1", 80, 7), ("::1", 80, 7)]
+    for reachable in (None, True, False):
+        expected = answer_of(Summary, record, 2e9, listening=["127.0.0.1:80", "[::1]:80"], host_reachable=reachable)
+        assert summary_of(record, 2e9, sockets, reachable) == expected

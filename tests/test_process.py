@@ -84,3 +84,11 @@ def test_a_reused_leader_pid_is_not_taken_for_the_task(tmp_path: Path) -> None:
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_a_child_that_ended_is_seen_without_being_waited_for() -> None:
+    """refresh_all asks once whether any child ended before it asks each task (a waitpid each)."""
+    child = subprocess.Popen(["true"])
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # until it has ended, leaving it unwaited
+    assert process.a_child_has_ended()
+    assert child.wait(timeout=10) == 0  # still there to be waited for: the check took nothing

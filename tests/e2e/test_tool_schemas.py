@@ -115,9 +115,10 @@ async def test_list_tasks_rows_are_checked_by_their_keys_and_typed_aside(server_
     fully typed row under $defs/TaskSummary, which nothing refers to. The Python SDK's client checks
     every value it descends into at about 6 us each, so 100 typed rows cost it 5-9 ms, more than the
     server's whole answer and more than the fastest peer's (which publishes no output schema);
-    rows checked by key cost it 0.7 ms (docs/benchmarks.md 13). The answer itself is unchanged, the
-    server still checks every row against the typed model, and a client that wants every value
-    checked finds the typed row here: each listed row must pass it."""
+    rows checked by key cost it 0.7 ms (docs/benchmarks.md 13). The answer itself is unchanged;
+    tests/test_answers.py proves every answer passes the typed model (the SDK no longer checks it
+    again, since the fifth pass), and a client that wants every value checked finds the typed row
+    here: each listed row must pass it."""
     async with connect(server_command) as client:
         listed = {tool.name: tool.output_schema for tool in (await client.list_tools()).tools}["list_tasks"]
         await call(client, "run_background_task", command="sleep 30", name="web")

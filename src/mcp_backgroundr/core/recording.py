@@ -7,6 +7,7 @@ import time
 from .. import exits, offload
 from ..errors import RegistryError
 from ..models import TaskRecord, TaskState
+from ..platform import process
 from ..platform.containment import LimitsHit
 from .state import CoreState
 from .task import Task
@@ -30,8 +31,12 @@ async def refresh(state: CoreState, task: Task) -> None:
 
 
 async def refresh_all(state: CoreState) -> None:
+    """:func:`refresh` for every task of this server, with one system call when none of its
+    children has ended (a task whose exit was waited for, but not yet recorded, is refreshed)."""
+    ended = process.a_child_has_ended()
     for task in list(state.own.values()):
-        await refresh(state, task)
+        if ended or (task.popen is not None and task.popen.returncode is not None):
+            await refresh(state, task)
 
 
 async def record_exit_when_read(state: CoreState, task: Task, returncode: int) -> None:
