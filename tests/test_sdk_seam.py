@@ -86,3 +86,13 @@ async def test_a_crash_in_a_tool_is_answered_in_one_line_that_says_what_to_do() 
     assert isinstance(result, CallToolResult) and result.is_error
     assert [block.text for block in result.content] == [crash_answer("crash")]  # type: ignore[union-attr]
     assert "\n" not in crash_answer("crash") and "No such process" not in crash_answer("crash")
+
+
+def test_claimed_stdio_finds_the_transport_s_claim() -> None:
+    from mcp.server import stdio
+
+    for name in ("_claim_fd", "_open_stdin_diversion", "_open_stdout_diversion"):
+        moved = f"mcp.server.stdio.{name} moved: tools/sdk.claimed_stdio must follow"
+        assert callable(getattr(stdio, name, None)), moved
+    parameters = list(inspect.signature(stdio._claim_fd).parameters)
+    assert parameters == ["fd", "stream", "mode", "open_diversion"], parameters

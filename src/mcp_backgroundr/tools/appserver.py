@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from .. import __version__
 from ..errors import BackgroundrError, shown_value
-from . import sdk, wire
+from . import pipes, sdk, wire
 from .arguments import hint, normalized, simple_schema
 from .schemas import cheap_to_validate, rows_checked_by_key
 
@@ -140,7 +140,12 @@ class BackgroundrMCPServer(MCPServer[Any]):
         raise ToolError(f"{name}: unknown argument {', '.join(unknown)}{advice}; it takes {', '.join(sorted(known))}")
 
     async def run_stdio_async(self) -> None:
-        """Serve on stdio like the SDK, but answer lines that are not JSON-RPC (see ``wire``)."""
+        """Serve on stdio like the SDK, on the event loop when stdin and stdout are pipes (see
+        ``pipes``), and answer lines that are not JSON-RPC (see ``wire``)."""
+        if pipes.event_loop_can_serve():
+            async with pipes.stdio_streams() as (read_stream, write_stream):
+                await sdk.serve_streams(self, read_stream, write_stream)
+            return
         async with stdio_server() as (read_stream, write_stream):
             checked_send, checked_receive = anyio.create_memory_object_stream[SessionMessage | Exception]()
             async with anyio.create_task_group() as group:

@@ -1,6 +1,6 @@
 """Where this package reaches into the MCP SDK's private parts: here only, each use saying why.
 
-The official SDK (``mcp`` 2.x) offers no public way to do two things the server needs:
+The official SDK (``mcp`` 2.x) offers no public way to do three things the server needs:
 
 - **Serve an MCPServer over streams of our own.** ``MCPServer.run_stdio_async`` opens the stdio
   transport and hands it straight to the low-level server; the wire guard (``wire.py``) must sit
@@ -9,6 +9,11 @@ The official SDK (``mcp`` 2.x) offers no public way to do two things the server 
 - **Reach a registered tool.** ``add_tool`` returns nothing; the input schema a tool is listed
   and checked with, and the output schema its answers are validated against, live on the SDK's
   ``Tool`` held by its tool manager (``MCPServer._tool_manager``). :func:`registered_tool` gets it.
+- **Claim stdin and stdout as its stdio transport does** (``mcp.server.stdio._claim_fd``): serve
+  the wire from private duplicates while fd 0 reads the null device and fd 1 writes to stderr, so
+  that stray reads and prints miss the wire, and put both back afterwards. The server serves those
+  pipes on its event loop (``pipes.py``) instead of the transport's worker threads.
+  :func:`claimed_stdio` does it.
 
 ``tests/test_sdk_seam.py`` fails loudly when the SDK changes either. (Errors are reshaped
 through ``exc.__cause__`` in ``appserver.py``: that is the SDK's documented contract —
@@ -18,10 +23,13 @@ raised" — not a private part.)
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
-from mcp.server import MCPServer
+from mcp.server import MCPServer, stdio
 from mcp.server.mcpserver.tools import Tool
 from mcp.shared.message import SessionMessage
 
@@ -42,3 +50,20 @@ def registered_tool(app: MCPServer[Any], name: str) -> Tool:
     if tool is None:
         raise LookupError(f"no tool {name} is registered")
     return tool
+
+
+@contextlib.contextmanager
+def claimed_stdio() -> Iterator[tuple[int, int]]:
+    """Descriptors of the wire's stdin and stdout, claimed as the SDK's stdio transport claims them
+    (fd 0 and 1 diverted meanwhile, restored on leaving; a second claim raises RuntimeError)."""
+    source, restore_stdin = stdio._claim_fd(0, sys.stdin, "rb", stdio._open_stdin_diversion)
+    try:
+        sink, restore_stdout = stdio._claim_fd(1, sys.stdout, "wb", stdio._open_stdout_diversion)
+        try:
+            yield source.fileno(), sink.fileno()
+        finally:
+            if restore_stdout is not None:
+                restore_stdout()
+    finally:
+        if restore_stdin is not None:
+            restore_stdin()

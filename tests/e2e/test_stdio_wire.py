@@ -1,0 +1,68 @@
+"""The stdio wire, served on the event loop when stdin and stdout are pipes (``tools/pipes.py``) and
+by the SDK's transport otherwise: both read lines as the SDK does and answer every request."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from ..reliability.rawwire import ANSWER_SECONDS, RawServer
+
+MIB = 1024 * 1024
+
+
+def _ping(request_id: int, pad: str = "") -> bytes:
+    message = {"jsonrpc": "2.0", "id": request_id, "method": "ping", "params": {"_meta": {"pad": pad}}}
+    return json.dumps(message).encode()
+
+
+def test_a_line_of_several_mebibytes_is_read_whole(server_command: str) -> None:
+    with RawServer(server_command) as server:
+        server.initialize()
+        server.send(_ping(1, "x" * (3 * MIB)))
+        assert server.answer() == {"jsonrpc": "2.0", "id": 1, "result": {}}
+        assert server.request("ping")["result"] == {}
+
+
+def test_crlf_and_a_lone_cr_end_a_line_as_they_do_for_the_sdk(server_command: str) -> None:
+    with RawServer(server_command) as server:
+        server.initialize()
+        server.send(_ping(1) + b"\r" + _ping(2) + b"\r\n")
+        assert [server.answer()["id"], server.answer()["id"]] == [1, 2]
+
+
+def test_bytes_that_are_not_utf8_are_replaced_not_refused(server_command: str) -> None:
+    with RawServer(server_command) as server:
+        server.initialize()
+        server.send(_ping(1).replace(b'"pad": ""', b'"pad": "\xff\xfe"'))
+        assert server.answer() == {"jsonrpc": "2.0", "id": 1, "result": {}}
+
+
+def test_answers_wait_for_a_client_that_reads_slowly(server_command: str) -> None:
+    """Forty tool lists (about 1.5 MB) asked for at once, before any is read: far more than a pipe
+    holds, so the server must wait for the client to read, and lose nothing."""
+    with RawServer(server_command) as server:
+        server.initialize()
+        for request_id in range(40):
+            server.send(json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/list"}).encode())
+        answers = [server.answer() for _ in range(40)]
+        assert [answer["id"] for answer in answers] == list(range(40))
+        assert all(len(answer["result"]["tools"]) == len(answers[0]["result"]["tools"]) > 5 for answer in answers)
+
+
+def test_a_file_on_stdin_is_served_too(server_command: str, tmp_path: Path) -> None:
+    """stdin from a file (not a pipe: the event loop cannot wait on it) is read by the SDK's transport."""
+    requests = tmp_path / "requests.jsonl"
+    initialize = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "file", "version": "1"}}
+    lines = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": initialize},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "ping"},
+    ]
+    requests.write_text("".join(json.dumps(line) + "\n" for line in lines) + "not json\n")
+    with requests.open("rb") as stdin:
+        done = subprocess.run([server_command], stdin=stdin, capture_output=True, timeout=ANSWER_SECONDS, check=True)
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [answer.get("id") for answer in answers] == [1, 2, None]
+    assert answers[1]["result"] == {} and answers[2]["error"]["code"] == -32700
