@@ -106,3 +106,15 @@ def test_a_summary_is_what_answer_of_makes_of_the_record() -> None:
     for reachable in (None, True, False):
         expected = answer_of(Summary, record, 2e9, listening=["127.0.0.1:80", "[::1]:80"], host_reachable=reachable)
         assert summary_of(record, 2e9, sockets, reachable) == expected
+
+
+def test_the_listing_text_says_a_shared_containment_once_and_a_mixed_one_per_line() -> None:
+    shared = Listing(tasks=[BASE, dataclasses.replace(BASE, task_id="bg-1")], total=5)
+    lines = describe_list(shared).splitlines()
+    assert lines[0] == "2 of 5 tasks, containment=marker:"
+    assert lines[1] == "bg-0 running   pid=41 1.5s sleep 600"
+    assert lines[-1].startswith("... and 3 older not listed")
+    mixed = Listing(tasks=[BASE, dataclasses.replace(BASE, task_id="bg-1", containment="cgroup")], total=2)
+    lines = describe_list(mixed).splitlines()
+    assert lines[0] == "2 of 2 tasks:"
+    assert [line.split()[3] for line in lines[1:]] == ["containment=marker", "containment=cgroup"]

@@ -144,9 +144,10 @@ class Removed:
     freed_bytes: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class Summary:
-    """One task in a listing."""
+    """One task in a listing. Not frozen, though nothing edits it either: a listing makes one per
+    task per call, and a frozen dataclass is made at twice the cost (docs/benchmarks.md 13)."""
 
     task_id: str
     name: str | None

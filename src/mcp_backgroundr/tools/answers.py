@@ -117,31 +117,35 @@ def describe_end(ended: EndedTask) -> str:
 
 
 def describe_list(listing: Listing, state: TaskState | None = None, everyone: bool = False) -> str:
+    """A head line (how many, and the containment level when every task has the same), then one line
+    per task."""
     if not listing.tasks:
         which = f"no {state} tasks" if state else "no tasks"
         if everyone:
             return f"{which} in the registry; run_background_task starts one"
         return f"{which} on this server; all=true also lists other servers' and earlier sessions' tasks"
+    levels = {t.containment for t in listing.tasks}
+    shared = levels.pop() if len(levels) == 1 else None
+    head = f"{len(listing.tasks)} of {listing.total} tasks" + (f", containment={shared}:" if shared else ":")
     more = listing.total - len(listing.tasks)
     note = [f"... and {more} older not listed; raise limit (at most {MAX_LISTED}) or filter by state"] if more else []
-    rows = [
-        " ".join(
-            part
-            for part in (
-                t.task_id,
-                f"{t.state:<9}",
-                f"pid={t.pid}",
-                f"containment={t.containment}",
-                f"host={t.host}" if t.host else "",
-                f"(host unreachable, last answered {t.host_seen_at})" if t.host_reachable is False else "",
-                "" if t.exit_code is None else f"exit={t.exit_code}",
-                f"{t.runtime_seconds}s",
-                f"name={t.name}" if t.name else "",
-                f"listening={','.join(t.listening)}" if t.listening else "",
-                one_line(t.command),
-            )
-            if part
-        )
-        for t in listing.tasks
-    ]
-    return "\n".join(rows + note)
+    return "\n".join([head, *(_list_row(t, shared is None) for t in listing.tasks), *note])
+
+
+def _list_row(t: Summary, containment: bool) -> str:
+    parts = [t.task_id, f"{t.state:<9}", f"pid={t.pid}"]
+    if containment:
+        parts.append(f"containment={t.containment}")
+    if t.host:
+        parts.append(f"host={t.host}")
+    if t.host_reachable is False:
+        parts.append(f"(host unreachable, last answered {t.host_seen_at})")
+    if t.exit_code is not None:
+        parts.append(f"exit={t.exit_code}")
+    parts.append(f"{t.runtime_seconds}s")
+    if t.name:
+        parts.append(f"name={t.name}")
+    if t.listening:
+        parts.append(f"listening={','.join(t.listening)}")
+    parts.append(one_line(t.command))
+    return " ".join(parts)
