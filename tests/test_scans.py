@@ -81,3 +81,22 @@ async def test_a_task_with_a_cgroup_does_not_wait_for_a_scan_of_the_machine() ->
         with anyio.fail_after(BOUND_SECONDS / 2):
             assert await found.find({2: boxed}) == {"boxed": []}
         release.set()
+
+
+async def test_the_first_table_is_read_in_the_background_before_a_call_needs_it() -> None:
+    reads: list[float] = []
+    scheduled: list[Callable[[], Awaitable[None]]] = []
+
+    def read() -> scans.SocketTable:
+        reads.append(time.monotonic())
+        return scans.SocketTable(time.monotonic(), [], {"t1": [("127.0.0.1", 80, 1)]})
+
+    sockets = scans.Sockets(scheduled.append, read)
+    sockets.prefetch()
+    sockets.prefetch()  # one read under way is enough
+    assert len(scheduled) == 1 and reads == []
+    with anyio.fail_after(BOUND_SECONDS):
+        await scheduled[0]()
+        assert await sockets.of_tasks({"t1"}) == {"t1": [("127.0.0.1", 80, 1)]}
+    sockets.prefetch()  # a table is there: nothing more
+    assert len(scheduled) == 1 and len(reads) == 1

@@ -152,5 +152,8 @@ async def test_the_socket_table_is_read_again_only_when_the_sockets_changed(
     with anyio.fail_after(10):  # written by the server's exit
         await until(lambda: anyio.Path(f"{report}.fd").exists())
     counts = dict(entry.split(":") for entry in Path(f"{report}.fd").read_text().split())
-    # This test's own process is listed once per read of the machine's table.
-    assert counts.get(str(os.getpid())) == "1", f"the table was read {counts.get(str(os.getpid()))} times"
+    # This test's own process is listed once per read of the machine's table: once when the server's
+    # first task started (read ahead, in the background, so that the first list finds a table), and
+    # once more if the task's socket appeared after that read; the four spaced lists read it no more.
+    reads = counts.get(str(os.getpid()))
+    assert reads in {"1", "2"}, f"the table was read {reads} times"

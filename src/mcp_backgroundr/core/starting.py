@@ -55,6 +55,7 @@ async def start(state: CoreState, plan: StartPlan) -> Started:
     env[TASK_ID_ENV] = record.task_id
     task = await state.place_of(record).start(record, plan, env)
     state.own[record.task_id] = task
+    state.sockets.prefetch()  # lists and status show the ports of what runs
     enforce_runtime(state, task)
     state.changed(TaskChange.STARTED, record.task_id)
     return _started(record)
