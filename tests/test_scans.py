@@ -83,7 +83,7 @@ async def test_a_task_with_a_cgroup_does_not_wait_for_a_scan_of_the_machine() ->
         release.set()
 
 
-async def test_the_first_table_is_read_in_the_background_before_a_call_needs_it() -> None:
+async def test_a_start_has_the_table_read_in_the_background_before_a_call_needs_it() -> None:
     reads: list[float] = []
     scheduled: list[Callable[[], Awaitable[None]]] = []
 
@@ -98,5 +98,12 @@ async def test_the_first_table_is_read_in_the_background_before_a_call_needs_it(
     with anyio.fail_after(BOUND_SECONDS):
         await scheduled[0]()
         assert await sockets.of_tasks({"t1"}) == {"t1": [("127.0.0.1", 80, 1)]}
-    sockets.prefetch()  # a table is there: nothing more
+    sockets.prefetch()  # a recent table is there: nothing more
     assert len(scheduled) == 1 and len(reads) == 1
+    aged = scans.Sockets(
+        scheduled.append, lambda: scans.SocketTable(time.monotonic() - scans.SOCKET_TABLE_SECONDS, [], {})
+    )
+    with anyio.fail_after(BOUND_SECONDS):
+        await aged.table()
+    aged.prefetch()  # one past its age: read again
+    assert len(scheduled) == 2

@@ -94,13 +94,14 @@ class Sockets:
         return table
 
     def prefetch(self) -> None:
-        """Have the first table read in the background, before a call needs it: the first read is
-        the costly one (on Linux, later reads look again only when the listening sockets changed),
-        and the first list or status with running tasks would wait for it (20 ms of a 33 ms list
-        of 100 tasks just started, docs/benchmarks.md 13)."""
-        if self._table is None and self._in_background is not None and not self._reading:
-            self._reading = True
-            self._in_background(self._read_in_background)
+        """Have a table read in the background unless one was read within SOCKET_TABLE_SECONDS (a
+        task starts: its ports are about to show), so that the next list or status finds a recent
+        one: with none, or one past SOCKET_TABLE_STALE_SECONDS, it would wait for a read (20 ms of
+        a 33 ms list of 100 tasks just started, docs/benchmarks.md 13)."""
+        if self._in_background is None or self._reading or self._fresh(0.0) is not None:
+            return
+        self._reading = True
+        self._in_background(self._read_in_background)
 
     async def _read_in_background(self) -> None:
         try:
