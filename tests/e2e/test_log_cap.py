@@ -134,3 +134,59 @@ async def test_remove_task_counts_the_disk_a_capped_log_took_not_its_size(server
         on_disk = sum(_allocated(p) for p in log.parent.glob(f"{task['task_id']}.*"))
         removed = await call(client, "remove_task", task_id=task["task_id"])
     assert removed["freed_bytes"] == on_disk < 64 * CAP
+
+
+CAPPING_AUDIT = """
+import atexit, os, sys
+
+_logs = os.path.join(os.environ["MCP_BACKGROUNDR_HOME"], "logs")
+_opened = []
+
+
+def _hook(event, args):
+    if event != "open" or len(args) < 3 or not isinstance(args[2], int):
+        return
+    path, flags = os.fsdecode(args[0]) if isinstance(args[0], (str, bytes)) else "", args[2]
+    if path.startswith(_logs) and flags & os.O_ACCMODE != os.O_RDONLY and not flags & (os.O_APPEND | os.O_CREAT):
+        _opened.append(path)  # opened to drop its head (a hole punched, or a rewrite): not made, not appended to
+
+
+def _write():
+    with open(os.path.join(os.environ["CAPPING_AUDIT_DIR"], str(os.getpid())), "w") as out:
+        out.write(f"{sys.argv[0]}\\n{len(_opened)}\\n")
+
+
+sys.addaudithook(_hook)
+atexit.register(_write)
+"""
+
+
+async def test_the_server_process_makes_no_look_at_a_log_it_caps(server_command: str, tmp_path: Path) -> None:
+    # A writer as fast as `yes` under a small cap needs hundreds of looks and hole punches a
+    # second; made by threads of the server, each look took its interpreter lock from the event
+    # loop several times, and ten such logs kept every client waiting (docs/benchmarks.md 15,
+    # sixth pass). The looks are made by a process of their own: the server opens no log to
+    # drop its head, the capping process does.
+    site, audit = tmp_path / "site", tmp_path / "audit"
+    site.mkdir()
+    audit.mkdir()
+    (site / "sitecustomize.py").write_text(CAPPING_AUDIT)
+    env = {"PYTHONPATH": str(site), "CAPPING_AUDIT_DIR": str(audit)}
+    async with connect(server_command, env=env) as client:
+        task = await call(client, "run_background_task", command="yes", max_log_bytes=CAP)
+        with anyio.fail_after(30):
+            while (await call(client, "get_task_status", task_id=task["task_id"], lines=0))["dropped_bytes"] < 20 * CAP:
+                await anyio.sleep(0.05)
+        await call(client, "end_background_task", task_id=task["task_id"])
+
+    def opened() -> dict[str, int]:  # by each process's program, written as it exits
+        return {(lines := path.read_text().splitlines())[0]: int(lines[1]) for path in audit.iterdir()}
+
+    async def server_exited() -> bool:  # after the capping process: the server waits for it
+        return any(program.endswith("mcp-backgroundr") for program in opened())
+
+    await until(server_exited)
+    by_program = opened()
+    server = [count for program, count in by_program.items() if program.endswith("mcp-backgroundr")]
+    assert server == [0], f"log heads dropped by: {by_program}"
+    assert sum(by_program.values()) > 0, by_program

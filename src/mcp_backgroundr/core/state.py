@@ -23,7 +23,7 @@ from anyio.abc import TaskGroup
 from .. import offload
 from ..config import Settings
 from ..errors import RegistryError
-from ..logs import logcap
+from ..logs.capping import CapperProcess
 from ..models import TaskRecord
 from ..platform import scans
 from ..platform.containment import Arrivals, Containment, Level
@@ -71,7 +71,7 @@ class CoreState:
         """The place that runs tasks on other hosts (set by the supervisor)."""
         self.group: TaskGroup | None = None
         """Where background work runs, once the server has started."""
-        self.capper: logcap.LogCapper | None = None
+        self.capper: CapperProcess | None = None
         self.writes: WriteWatches | None = None
         self.shutting_down = False
         self.spawns_in_flight = 0
@@ -155,15 +155,17 @@ class CoreState:
         return [task for task in self.own.values() if self.place_of(task.record) is place]
 
     def helper_pids(self) -> set[int]:
-        """This server's helper processes (never a task's), at every place."""
-        return set().union(*(place.helper_pids() for place in self.places))
+        """This server's helper processes (never a task's): the capping process, and those of every place."""
+        capping = (self.capper.watched_helpers() or set()) if self.capper is not None else set()
+        return capping.union(*(place.helper_pids() for place in self.places))
 
     def watched_helpers(self) -> set[int] | None:
-        """This server's helper children whose exits their own watchers collect, at every place;
-        None while one is being started (see :meth:`Place.watched_helpers`)."""
+        """This server's helper children whose exits their own watchers collect (the capping
+        process, and those of every place); None while one is being started (see
+        :meth:`Place.watched_helpers`)."""
         found: set[int] = set()
-        for place in self.places:
-            pids = place.watched_helpers()
+        watchers = [self.capper.watched_helpers] if self.capper is not None else []
+        for pids in (watched() for watched in [*watchers, *(place.watched_helpers for place in self.places)]):
             if pids is None:
                 return None
             found |= pids

@@ -20,7 +20,7 @@ import anyio
 
 from .. import offload
 from ..config import Settings
-from ..logs import logcap
+from ..logs.capping import CapperProcess
 from ..models import TaskRecord, TaskState
 from ..platform import backend, process
 from ..platform.containment import Level
@@ -105,8 +105,7 @@ class Supervisor:
         process.raise_open_file_limit()
         state.containment = backend.current().choose_containment(self.settings.containment, self.settings.cgroup_dir)
         offload.favour_the_event_loop()
-        with startup.step("create the inotify instance that caps logs"):
-            capper = state.capper = logcap.LogCapper(on_failure=state.cap_failed)
+        capper = state.capper = CapperProcess(on_failure=state.cap_failed)
         with startup.step("create the inotify instance that waits use"):
             writes = state.writes = WriteWatches()
         state.group = await stack.enter_async_context(anyio.create_task_group())

@@ -1,0 +1,174 @@
+"""Capping logs in a process of its own, out of the server's interpreter lock.
+
+A writer as fast as `yes` under a small cap needs hundreds of looks a second at its log (a stat,
+and often a hole punch), and each look takes the interpreter lock several times, once after each
+system call. Made by threads of the server, ten such logs took the lock tens of thousands of
+times a second from the event loop, and a look preempted while holding it kept every client
+waiting (docs/benchmarks.md 15, sixth pass). So a server keeps its logs capped through a child
+process (``python -m mcp_backgroundr.logs.capping``) that runs the same :class:`LogCapper`: the
+server tells it which logs to keep under which cap, and hears back which it could not.
+
+The child reads one JSON array a line on its stdin (``["watch", path, cap]``, ``["forget", path,
+0]``) and writes one a line on its stdout for each log it cannot cap (``[path, note]``). It ends
+when its stdin closes (the server exited or was killed), and on Linux with its parent's death.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from .logcap import LogCapper
+
+STOP_SECONDS = 2.0
+"""How long the capping process gets to end once told to (its stdin closed), before it is killed."""
+_PR_SET_PDEATHSIG = 1
+_WATCH = "watch"
+_FORGET = "forget"
+
+
+class CapperProcess:
+    """The server's side of the capping process: :meth:`watch` and :meth:`forget` as
+    :class:`LogCapper`'s, carried out by the child while :meth:`run` runs."""
+
+    def __init__(self, on_failure: Callable[[Path, str], None]) -> None:
+        """``on_failure`` is told when a log cannot be kept under its cap (it is no longer looked at)."""
+        self.on_failure = on_failure
+        self._commands: list[bytes] = []
+        self._pending = anyio.Event()
+        self._watched: set[str] = set()
+        self._process: anyio.abc.Process | None = None
+        self._starting = False
+
+    def watch(self, path: Path, cap: int) -> None:
+        """Keep ``path`` under ``cap`` from now on (never waits: the child is told in the background)."""
+        self._watched.add(str(path))
+        self._tell(_WATCH, path, cap)
+
+    def forget(self, path: Path) -> None:
+        if str(path) in self._watched:
+            self._watched.discard(str(path))
+            self._tell(_FORGET, path, 0)
+
+    def _tell(self, command: str, path: Path, cap: int) -> None:
+        self._commands.append(json.dumps([command, str(path), cap]).encode() + b"\n")
+        self._pending.set()
+
+    def watched_helpers(self) -> set[int] | None:
+        """The child's pid, which its own watcher reaps (an orphan reaper must leave it); None
+        while it is being started."""
+        if self._starting:
+            return None
+        return {self._process.pid} if self._process is not None and self._process.returncode is None else set()
+
+    async def run(self) -> None:
+        """Run the capping process until cancelled; if it ends on its own, every log it kept is
+        reported as no longer capped."""
+        self._starting = True
+        try:
+            self._process = await anyio.open_process(
+                [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None
+            )
+        finally:
+            self._starting = False
+        process = self._process
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._send, process)
+                await self._hear(process)
+                group.cancel_scope.cancel()
+            ended = f"its log is no longer capped (the capping process ended: {process.returncode})"
+            for path in sorted(self._watched):
+                self.on_failure(Path(path), ended)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await _stop(process)
+
+    async def _send(self, process: anyio.abc.Process) -> None:
+        assert process.stdin is not None
+        while True:
+            await self._pending.wait()
+            self._pending = anyio.Event()
+            commands, self._commands = self._commands, []
+            await process.stdin.send(b"".join(commands))
+
+    async def _hear(self, process: anyio.abc.Process) -> None:
+        assert process.stdout is not None
+        buffered = b""
+        async for data in process.stdout:
+            *lines, buffered = (buffered + data).split(b"\n")
+            for line in lines:
+                path, note = json.loads(line)
+                self._watched.discard(path)
+                self.on_failure(Path(path), note)
+
+
+async def _stop(process: anyio.abc.Process) -> None:
+    """Close the child's stdin (it ends on its own), and kill it if it has not within STOP_SECONDS."""
+    if process.stdin is not None:
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await process.stdin.aclose()
+    with anyio.move_on_after(STOP_SECONDS):
+        await process.wait()
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+
+
+def _die_with_parent() -> None:
+    """Linux: be killed when the server dies, even by SIGKILL, with no read of stdin under way."""
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), 0, 0, 0)
+
+
+def _say_failed(path: Path, note: str) -> None:
+    sys.stdout.write(json.dumps([str(path), note]) + "\n")
+    sys.stdout.flush()
+
+
+def _obey(capper: LogCapper, line: str) -> None:
+    command, path, cap = json.loads(line)
+    if command == _FORGET:
+        capper.forget(Path(path))
+        return
+    try:
+        capper.watch(Path(path), cap)
+    except OSError as exc:  # e.g. out of inotify watches
+        _say_failed(Path(path), f"its log is not capped ({exc.strerror or exc})")
+
+
+async def _serve(parent: int) -> None:
+    capper = LogCapper(on_failure=_say_failed)
+    async with anyio.create_task_group() as group:
+        group.start_soon(capper.run)
+        if os.getppid() == parent:  # else the server died before it could be asked to kill us
+            stdin: Any = anyio.wrap_file(sys.stdin)
+            async for line in stdin:
+                _obey(capper, line)
+        group.cancel_scope.cancel()
+
+
+def main() -> None:
+    """The capping process: keep logs capped as the server says, until its stdin closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C in a terminal is the server's to handle
+    parent = os.getppid()
+    _die_with_parent()
+    anyio.run(_serve, parent)
+
+
+if __name__ == "__main__":
+    main()
