@@ -132,6 +132,19 @@ class Server:
                     return child
         raise RuntimeError(f"no server process for {self.home} among this process's children")
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU seconds of the server and its helper processes (the capping process:
+        a child that carries the server's environment, which tasks do not), so far."""
+        server = self.process()
+        helpers = []
+        with contextlib.suppress(psutil.Error):
+            helpers = [child for child in server.children() if _environ(child).get(HOME_ENV) == str(self.home)]
+        total = 0.0
+        for process in (server, *helpers):
+            with contextlib.suppress(psutil.Error):
+                total += sum(process.cpu_times()[:2])
+        return total
+
     def remove_log(self, task_id: str) -> None:
         """Delete a (big) finished task's log to free the disk."""
         (self.home / "logs" / f"{task_id}.log").unlink(missing_ok=True)
@@ -142,6 +155,13 @@ def _alive(process: psutil.Process) -> bool:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def _environ(process: psutil.Process) -> dict[str, str]:
+    try:
+        return process.environ()
+    except psutil.Error:
+        return {}
 
 
 def processes_of(home: Path) -> list[psutil.Process]:

@@ -26,16 +26,15 @@ SAMPLE_INTERVAL = 0.002
 async def _one(cap: int, seconds: float) -> list[Figure]:
     label = f"{cap // CAP} MiB"
     async with serve() as server:
-        server_process = server.process()
         task = await server.call("run_background_task", command="yes", max_log_bytes=cap)
         log = Path(task["log_path"])
-        cpu_before = sum(server_process.cpu_times()[:2])
+        cpu_before = server.cpu_seconds()
         samples: list[int] = []
         began = time.monotonic()
         while time.monotonic() - began < seconds:
             samples.append(os.stat(log).st_blocks * 512)
             await anyio.sleep(SAMPLE_INTERVAL)
-        cpu = sum(server_process.cpu_times()[:2]) - cpu_before
+        cpu = server.cpu_seconds() - cpu_before
         written = os.stat(log).st_size
         await server.call("end_background_task", task_id=task["task_id"], grace_seconds=0)
         server.remove_log(task["task_id"])
@@ -173,17 +172,16 @@ SLOW_THEN_FAST = "echo start; sleep 0.1; exec yes"
 
 
 async def _server_cpu(server: Server, command: str, cap: int, seconds: float) -> tuple[float, int]:
-    """The server's CPU seconds while ``command`` runs under ``cap`` for ``seconds``, and the most
-    disk its log took meanwhile (sampled every SAMPLE_INTERVAL)."""
-    server_process = server.process()
+    """The server's CPU seconds (its capping process's included) while ``command`` runs under
+    ``cap`` for ``seconds``, and the most disk its log took meanwhile (sampled every SAMPLE_INTERVAL)."""
     task = await server.call("run_background_task", command=command, max_log_bytes=cap)
     log = Path(task["log_path"])
-    cpu_before = sum(server_process.cpu_times()[:2])
+    cpu_before = server.cpu_seconds()
     peak, began = 0, time.monotonic()
     while time.monotonic() - began < seconds:
         peak = max(peak, os.stat(log).st_blocks * 512)
         await anyio.sleep(SAMPLE_INTERVAL)
-    cpu = sum(server_process.cpu_times()[:2]) - cpu_before
+    cpu = server.cpu_seconds() - cpu_before
     await server.call("end_background_task", task_id=task["task_id"], grace_seconds=0)
     server.remove_log(task["task_id"])
     return cpu, peak

@@ -104,7 +104,7 @@ async def _verified(state: CoreState, containment: str) -> str:
     text = VERIFIED.get(Level(containment), "")
     if containment != Level.SUBREAPER:
         return text
-    find = functools.partial(unclaimed_children, state.local_leader_pids(), claimed_too=False)
+    find = functools.partial(unclaimed_children, state.local_leader_pids() | state.helper_pids(), claimed_too=False)
     strays = await offload.run(offload.SCANS, find)
     if strays:
         text += (
