@@ -110,6 +110,8 @@ class _TaskIO:
 
 async def start_here(state: CoreState, record: TaskRecord, plan: StartPlan, env: dict[str, str]) -> Task:
     """Start a task on this machine: contained, its log opened, spawned, recorded, its exit watched."""
+    if state.capper is not None and record.max_log_bytes and not record.supervised:
+        await state.capper.ready()  # at a server's start: its log is capped from its first write
     with contextlib.ExitStack() as undo:
         with anyio.CancelScope(shield=True):  # a cgroup made must be known, to be removed if the start fails
             placement = await offload.run(offload.CGROUPS, state.containment.place, record.task_id, plan.limits)
