@@ -201,6 +201,8 @@ class Supervisor:
             self._state.shutting_down = True
             try:
                 ended = await shutdown.end_all(self._state)
+                if self._state.capper is not None:  # the server may exit at once: nothing of it may outlive it
+                    await self._state.capper.stop()
             finally:
                 self._shutdown_done.set()
         return ended

@@ -56,11 +56,19 @@ class CapperProcess:
         self._process: anyio.abc.Process | None = None
         self._starting = False
         self._ready = anyio.Event()
+        self._stopping = False
 
     async def ready(self) -> None:
         """Wait, at most READY_SECONDS, until the capping process caps what it is told to (or has failed)."""
         with anyio.move_on_after(READY_SECONDS):
             await self._ready.wait()
+
+    async def stop(self) -> None:
+        """End the capping process (a server's shutdown, once its tasks are ended), waiting for it
+        at most STOP_SECONDS before it is killed: a server may exit at once afterwards."""
+        self._stopping = True
+        if self._process is not None:
+            await _stop(self._process)
 
     def watch(self, path: Path, cap: int) -> None:
         """Keep ``path`` under ``cap`` from now on (never waits: the child is told in the background)."""
@@ -86,6 +94,8 @@ class CapperProcess:
     async def run(self) -> None:
         """Run the capping process until cancelled; if it ends on its own, every log it kept is
         reported as no longer capped."""
+        if self._stopping:
+            return
         self._starting = True
         try:
             self._process = await anyio.open_process(
@@ -103,7 +113,7 @@ class CapperProcess:
                 await self._hear(process)
                 group.cancel_scope.cancel()
             ended = f"its log is no longer capped (the capping process ended: {process.returncode})"
-            for path in sorted(self._watched):
+            for path in sorted(self._watched) if not self._stopping else []:
                 self.on_failure(Path(path), ended)
         finally:
             self._ready.set()
@@ -116,7 +126,10 @@ class CapperProcess:
             await self._pending.wait()
             self._pending = anyio.Event()
             commands, self._commands = self._commands, []
-            await process.stdin.send(b"".join(commands))
+            try:
+                await process.stdin.send(b"".join(commands))
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return  # it ended, or is being stopped: what it no longer caps is heard of in run()
 
     async def _hear(self, process: anyio.abc.Process) -> None:
         assert process.stdout is not None
