@@ -12,9 +12,11 @@ server's event loop, not two cores shared with ten busy writers), status of a ta
 
 Finding what holds the event loop: ``STALL_WATCH=1`` runs the server through
 ``bench/_loop_watch.py`` and prints the loop callbacks over 20 ms (``LOOP_WATCH_MS``) by what
-they ran; ``STALL_PROFILE=FILE`` records the server with ``py-spy record`` (raw format, every
-thread) while the loaded calls run, with the further py-spy options in ``STALL_PROFILE_ARGS`` (``--gil``:
-only the thread holding the interpreter lock, to see who keeps the event loop from it).
+they ran; ``STALL_SPLIT=1`` splits each probe call's time into to the server, in the server
+and back to the client (``bench/_call_split.py``); ``STALL_PROFILE=FILE`` records the server
+with ``py-spy record`` (raw format, every thread) while the loaded calls run, with the further
+py-spy options in ``STALL_PROFILE_ARGS`` (``--gil``: only the thread holding the interpreter
+lock, to see who keeps the event loop from it).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +57,10 @@ SOURCE = os.environ.get("STALL_SOURCE")
 """Run the server from this ``src`` directory (another checkout's, for a before/after) instead of the installed one."""
 ONLY = os.environ.get("STALL_ONLY")
 """Comma-separated words: only the loads whose names hold one (writers, idle, hostile, processes, GiB)."""
+SPLIT = bool(os.environ.get("STALL_SPLIT"))
+"""Split each probe call's time into to the server, in it, and back (``bench/_call_split.py``)."""
+_probe_calls: list[tuple[str, float, float]] = []
+"""Each probe call while SPLIT: its tool, and when it began and ended (CLOCK_MONOTONIC)."""
 
 
 def _wanted(load: str) -> bool:
@@ -70,9 +77,11 @@ async def _latencies(server: Server, probe: str, calls: int) -> dict[str, list[f
     found: dict[str, list[float]] = {"list_tasks": [], "get_task_status": []}
     for _ in range(calls):
         for tool, arguments in (("list_tasks", {}), ("get_task_status", {"task_id": probe, "lines": 10})):
-            began = time.perf_counter()
+            began, began_monotonic = time.perf_counter(), time.monotonic()
             await server.call(tool, **arguments)
             found[tool].append(time.perf_counter() - began)
+            if SPLIT:
+                _probe_calls.append((tool, began_monotonic, time.monotonic()))
             if VERBOSE:
                 print(f"  probe {tool}: {found[tool][-1] * 1000:.1f} ms", file=sys.stderr)
     return found
@@ -186,7 +195,12 @@ async def measure(quick: bool) -> list[Figure]:
     command = [sys.executable, str(Path(__file__).with_name("_loop_watch.py"))] if WATCH else None
     if SOURCE and not WATCH:
         command = [sys.executable, "-m", "mcp_backgroundr"]
-    async with serve(command, env={"PYTHONPATH": SOURCE} if SOURCE else None) as server:
+    env = {"PYTHONPATH": SOURCE} if SOURCE else {}
+    split_file = Path(tempfile.mkstemp(prefix="stall-split-")[1])
+    if SPLIT:
+        command = [sys.executable, str(Path(__file__).with_name("_call_split.py"))]
+        env["CALL_SPLIT_FILE"] = str(split_file)
+    async with serve(command, env=env) as server:
         probe = await server.call("run_background_task", command="echo probe; sleep 600")
         await _latencies(server, probe["task_id"], 10)  # warm up
         idle = await _latencies(server, probe["task_id"], calls)
@@ -196,7 +210,36 @@ async def measure(quick: bool) -> list[Figure]:
             server.remove_log(task["task_id"])
     if WATCH and server.closing:
         print("\n".join(line for line in server.closing.server_log.splitlines() if "loop-watch:" in line))
-    return _figures(idle, loaded, counts)
+    figures = _figures(idle, loaded, counts)
+    if SPLIT:
+        figures += _split(split_file.read_text().splitlines(), probe["task_id"], calls)
+    split_file.unlink()
+    return figures
+
+
+def _split(events: list[str], probe: str, calls: int) -> list[Figure]:
+    """Each probe call's time to the server, in it and back, as percentiles (idle, then loaded)."""
+    reads: list[tuple[float, str, str]] = []
+    written: dict[str, float] = {}
+    for event in events:
+        kind, moment, request, *rest = event.split()
+        if kind == "R":
+            reads.append((float(moment), request, " ".join(rest)))
+        else:
+            written.setdefault(request, float(moment))
+    parts: list[tuple[float, float, float]] = []
+    for tool, began, ended in _probe_calls:
+        wanted = f"{tool} {'None' if tool == 'list_tasks' else probe}"
+        read, request = next((moment, request) for moment, request, what in reads if moment >= began and what == wanted)
+        parts.append((read - began, written[request] - read, ended - written[request]))
+    figures = []
+    for phase, chosen in (("idle", parts[20 : 20 + 2 * calls]), ("loaded", parts[20 + 2 * calls :])):
+        shown = []
+        for index, name in enumerate(("to the server", "in the server", "back to the client")):
+            median, p99, worst = _percentiles([part[index] for part in chosen])
+            shown.append(f"{name} median {ms(median)}, p99 {ms(p99)}, max {ms(worst)}")
+        figures.append(Figure(NAME, f"probe calls {phase}, split ({len(chosen)} calls)", "; ".join(shown)))
+    return figures
 
 
 if __name__ == "__main__":
