@@ -230,6 +230,7 @@ async def test_a_fork_storm_ignoring_sigterm_is_ended_with_no_survivor(server_co
 
 
 SECRET = "a-secret-the-task-must-not-see-0123"
+OTHERS = "--- other processes ---"
 
 
 async def test_a_task_cannot_read_the_servers_environment(server_command: str, tmp_path: Path) -> None:
@@ -242,13 +243,15 @@ async def test_a_task_cannot_read_the_servers_environment(server_command: str, t
     parameters = StdioServerParameters(command=command[0], args=command[1:], env=env)
     with open(os.devnull, "w") as errlog:
         async with Client(stdio_client(parameters, errlog=errlog)) as client:
+            # The server's environment, and that of every other process it started (its capping process).
+            every = f"echo {OTHERS}; for e in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $e; done 2>/dev/null"
             started = await call(
-                client, "run_background_task", command="id -un; tr '\\0' '\\n' < /proc/$PPID/environ; env"
+                client, "run_background_task", command=f"id -un; tr '\\0' '\\n' < /proc/$PPID/environ; env; {every}"
             )
-            output = (await finished(client, started["task_id"]))["output"]
+            output, others = (await finished(client, started["task_id"], lines=1000))["output"].split(OTHERS)
     assert output.startswith("nobody\n"), output
     assert "Permission denied" in output, output
-    assert SECRET not in output
+    assert SECRET not in output and SECRET not in others
     assert HOME_ENV not in output, "a task inherited the server's settings"
 
 

@@ -31,12 +31,17 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from ..config import HOME_ENV, PLATFORM_ENV
 from .logcap import LogCapper
 
 READY_SECONDS = 10.0
 """The longest a start waits for the capping process to be ready; past it, the log is capped once it is."""
 STOP_SECONDS = 2.0
 """How long the capping process gets to end once told to (its stdin closed), before it is killed."""
+PASSED_ON = ("PATH", "PYTHONPATH", HOME_ENV, PLATFORM_ENV)
+"""All of the server's environment the capping process gets: it needs no more, and any process of
+the same user (a task) can read a process's environment, the server's excepted (non-dumpable: it
+may hold the HTTP token)."""
 _PR_SET_PDEATHSIG = 1
 _READY = "ready"
 _WATCH = "watch"
@@ -99,7 +104,11 @@ class CapperProcess:
         self._starting = True
         try:
             self._process = await anyio.open_process(
-                [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None
+                [sys.executable, "-m", __name__],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=None,
+                env={name: os.environ[name] for name in PASSED_ON if name in os.environ},
             )
         except BaseException:
             self._ready.set()  # no start waits for it any longer: their logs are reported uncapped
