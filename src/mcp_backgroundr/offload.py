@@ -71,7 +71,8 @@ LOGS = Lane("logs", 4)
 MATCHING = Lane("matching", 4, BACKGROUND_NICENESS)
 """Matching logs (grep, pattern waits from a cursor), in bounded steps: as long as the log is big."""
 PACING = Lane("pacing", 1000, BACKGROUND_NICENESS)
-"""Keeping logs being written under their caps: one thread per log while it is written (a hole
+"""Keeping logs being written under their caps, in the capping process (logs/capping.py), out of the
+server's interpreter: one thread per log while it is written (a hole
 punch may wait on the device; a writer as fast as `yes` under a small cap needs hundreds of looks
 and punches a second); the bound is far above the tasks a server runs at once."""
 TERMINALS = Lane("terminals", 1000, BACKGROUND_NICENESS)
