@@ -7,11 +7,13 @@ once the writing stops, the log is back under its cap. docs/benchmarks.md has th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 from pathlib import Path
 
 import anyio
+import psutil
 import pytest
 from mcp import Client
 
@@ -191,3 +193,53 @@ async def test_the_server_process_makes_no_look_at_a_log_it_caps(server_command:
     by_program = opened()
     server = [count for program, count in by_program.items() if program.endswith("mcp-backgroundr")]
     assert server == [0], f"log heads dropped by: {by_program}"
+
+
+def _capping_process_of(server_pid: int, allow_none: bool = False) -> psutil.Process | None:
+    found = []
+    for child in psutil.Process(server_pid).children():
+        with contextlib.suppress(psutil.Error):  # a child that ended meanwhile
+            if "mcp_backgroundr.logs.capping" in " ".join(child.cmdline()) and child.status() != psutil.STATUS_ZOMBIE:
+                found.append(child)
+    assert len(found) == 1 or (allow_none and not found), found
+    return found[0] if found else None
+
+
+async def _median_allocated(logs: list[Path]) -> list[float]:
+    """Each log's median disk use, in caps, over MIN_SAMPLES looks 5 ms apart."""
+    samples: list[list[int]] = [[] for _ in logs]
+    for _ in range(MIN_SAMPLES):
+        for log, taken in zip(logs, samples, strict=True):
+            taken.append(_allocated(log))
+        await anyio.sleep(0.005)
+    return [statistics.median(taken) / CAP for taken in samples]
+
+
+@pytest.mark.linux_backend(
+    "two `yes` logs of hundreds of MB did not come back under 16 caps within 30 s with heads dropped by rewriting "
+    "(the portable backend) in the runs of 2026-11-30; the restart itself is the same code, tested in test_capping.py"
+)
+async def test_a_killed_capping_process_is_started_again_and_caps_every_log(server_command: str) -> None:
+    """Killed (an OOM kill, a careless pkill), the capping process was gone for good: the logs it kept
+    were reported uncapped, and a task started afterwards was silently not capped at all (a new-user
+    trial: 2.7 GB in 1 s under a 1 MiB cap, end_reason null)."""
+    async with connect(server_command) as client:
+        before = await call(client, "run_background_task", command="yes", max_log_bytes=CAP)
+        server = psutil.Process(before["pid"]).ppid()
+        first = _capping_process_of(server)
+        assert first is not None
+        first.kill()
+        after = await call(client, "run_background_task", command="yes", max_log_bytes=CAP)
+        with anyio.fail_after(30):  # started again (its first look at each log drops what was written meanwhile)
+            while (second := _capping_process_of(server, allow_none=True)) is None or second.pid == first.pid:
+                await anyio.sleep(0.05)
+        logs = [Path(task["log_path"]) for task in (before, after)]
+        with anyio.fail_after(30):  # the first drop of what was written meanwhile (a rewrite, on the portable backend)
+            while any(_allocated(log) > OVERSHOOT_ALLOWED * CAP for log in logs):
+                await anyio.sleep(0.005)
+        medians = await _median_allocated(logs)
+        statuses = [await call(client, "get_task_status", task_id=task["task_id"], lines=0) for task in (before, after)]
+        for task in (before, after):
+            await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
+    assert all(median <= OVERSHOOT_ALLOWED for median in medians), medians  # uncapped: gigabytes
+    assert [status["end_reason"] for status in statuses] == [None, None], statuses

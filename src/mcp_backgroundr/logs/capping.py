@@ -24,6 +24,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,10 @@ from ..config import HOME_ENV, PLATFORM_ENV
 from .logcap import LogCapper
 
 READY_SECONDS = 10.0
+RESTARTS = 5
+RESTART_WINDOW_SECONDS = 60.0
+"""A capping process that ends RESTARTS times within this long is not started again."""
+RESTART_PAUSE_SECONDS = 0.2
 """The longest a start waits for the capping process to be ready; past it, the log is capped once it is."""
 STOP_SECONDS = 2.0
 """How long the capping process gets to end once told to (its stdin closed), before it is killed."""
@@ -57,7 +62,10 @@ class CapperProcess:
         self.on_failure = on_failure
         self._commands: list[bytes] = []
         self._pending = anyio.Event()
-        self._watched: set[str] = set()
+        self._watched: dict[str, int] = {}
+        """Every log kept under its cap, with its cap: what a new capping process is told."""
+        self._gave_up: str | None = None
+        """Why the capping process is not started again, once it is not."""
         self._process: anyio.abc.Process | None = None
         self._starting = False
         self._ready = anyio.Event()
@@ -76,17 +84,20 @@ class CapperProcess:
             await _stop(self._process)
 
     def watch(self, path: Path, cap: int) -> None:
-        """Keep ``path`` under ``cap`` from now on (never waits: the child is told in the background)."""
-        self._watched.add(str(path))
+        """Keep ``path`` under ``cap`` from now on (never waits: the child is told in the background),
+        or say at once that it cannot be, once the capping process is not started again."""
+        if self._gave_up is not None:
+            self.on_failure(path, self._gave_up)
+            return
+        self._watched[str(path)] = cap
         self._tell(_WATCH, path, cap)
 
     def forget(self, path: Path) -> None:
-        if str(path) in self._watched:
-            self._watched.discard(str(path))
+        if self._watched.pop(str(path), None) is not None:
             self._tell(_FORGET, path, 0)
 
     def _tell(self, command: str, path: Path, cap: int) -> None:
-        self._commands.append(json.dumps([command, str(path), cap]).encode() + b"\n")
+        self._commands.append(_command(command, str(path), cap))
         self._pending.set()
 
     def watched_helpers(self) -> set[int] | None:
@@ -97,10 +108,35 @@ class CapperProcess:
         return {self._process.pid} if self._process is not None and self._process.returncode is None else set()
 
     async def run(self) -> None:
-        """Run the capping process until cancelled; if it ends on its own, every log it kept is
-        reported as no longer capped."""
-        if self._stopping:
-            return
+        """Run the capping process until cancelled. One that ends on its own (killed, crashed) is
+        started again and told every log kept so far; after RESTARTS ends within RESTART_WINDOW_SECONDS,
+        or a start that fails, it is not, and every log, kept or new, is reported not capped."""
+        ends: list[float] = []
+        while not self._stopping:
+            code = await self._run_once()
+            if self._stopping:
+                return
+            now = time.monotonic()
+            ends = [*[at for at in ends if now - at < RESTART_WINDOW_SECONDS], now]
+            if len(ends) >= RESTARTS:
+                self._give_up(
+                    f"its log is no longer capped (the capping process ended {len(ends)} times within "
+                    f"{RESTART_WINDOW_SECONDS:g}s, last with {code})"
+                )
+                return
+            print(f"mcp-backgroundr: the capping process ended ({code}); starting it again", file=sys.stderr)
+            self._commands = [_command(_WATCH, path, cap) for path, cap in self._watched.items()]
+            self._pending.set()
+            await anyio.sleep(RESTART_PAUSE_SECONDS)
+
+    def _give_up(self, note: str) -> None:
+        self._gave_up = note
+        watched, self._watched = self._watched, {}
+        for path in sorted(watched):
+            self.on_failure(Path(path), note)
+
+    async def _run_once(self) -> int | None:
+        """One capping process, from its start until it ends; answers how it ended."""
         self._starting = True
         try:
             self._process = await anyio.open_process(
@@ -110,8 +146,9 @@ class CapperProcess:
                 stderr=None,
                 env={name: os.environ[name] for name in PASSED_ON if name in os.environ},
             )
-        except BaseException:
-            self._ready.set()  # no start waits for it any longer: their logs are reported uncapped
+        except BaseException as exc:
+            self._give_up(f"its log is not capped (the capping process could not start: {exc})")
+            self._ready.set()  # no start waits for it any longer
             raise
         finally:
             self._starting = False
@@ -121,9 +158,7 @@ class CapperProcess:
                 group.start_soon(self._send, process)
                 await self._hear(process)
                 group.cancel_scope.cancel()
-            ended = f"its log is no longer capped (the capping process ended: {process.returncode})"
-            for path in sorted(self._watched) if not self._stopping else []:
-                self.on_failure(Path(path), ended)
+            return process.returncode
         finally:
             self._ready.set()
             with anyio.CancelScope(shield=True):
@@ -150,8 +185,12 @@ class CapperProcess:
                     self._ready.set()
                     continue
                 path, note = said
-                self._watched.discard(path)
+                self._watched.pop(path, None)
                 self.on_failure(Path(path), note)
+
+
+def _command(command: str, path: str, cap: int) -> bytes:
+    return json.dumps([command, path, cap]).encode() + b"\n"
 
 
 async def _stop(process: anyio.abc.Process) -> None:
