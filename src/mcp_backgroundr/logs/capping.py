@@ -36,11 +36,12 @@ from ..config import HOME_ENV, PLATFORM_ENV
 from .logcap import LogCapper
 
 READY_SECONDS = 10.0
+"""The longest a start waits for the capping process to be ready; past it, the log is capped once it is."""
 RESTARTS = 5
 RESTART_WINDOW_SECONDS = 60.0
 """A capping process that ends RESTARTS times within this long is not started again."""
 RESTART_PAUSE_SECONDS = 0.2
-"""The longest a start waits for the capping process to be ready; past it, the log is capped once it is."""
+"""How long after a capping process ended on its own the next one is started."""
 STOP_SECONDS = 2.0
 """How long the capping process gets to end once told to (its stdin closed), before it is killed."""
 PASSED_ON = ("PATH", "PYTHONPATH", HOME_ENV, PLATFORM_ENV)
