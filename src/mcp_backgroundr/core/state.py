@@ -23,6 +23,7 @@ from anyio.abc import TaskGroup
 from .. import offload
 from ..config import Settings
 from ..errors import RegistryError
+from ..logs import matching
 from ..logs.capping import CapperProcess
 from ..models import TaskRecord
 from ..platform import scans
@@ -155,16 +156,18 @@ class CoreState:
         return [task for task in self.own.values() if self.place_of(task.record) is place]
 
     def helper_pids(self) -> set[int]:
-        """This server's helper processes (never a task's): the capping process, and those of every place."""
+        """This server's helper processes (never a task's): the capping process, the matching
+        processes, and those of every place."""
         capping = (self.capper.watched_helpers() or set()) if self.capper is not None else set()
-        return capping.union(*(place.helper_pids() for place in self.places))
+        return capping.union(matching.MATCHERS.pids() or set(), *(place.helper_pids() for place in self.places))
 
     def watched_helpers(self) -> set[int] | None:
         """This server's helper children whose exits their own watchers collect (the capping
-        process, and those of every place); None while one is being started (see
-        :meth:`Place.watched_helpers`)."""
+        process, the matching processes, and those of every place); None while one is being
+        started (see :meth:`Place.watched_helpers`)."""
         found: set[int] = set()
         watchers = [self.capper.watched_helpers] if self.capper is not None else []
+        watchers.append(matching.MATCHERS.pids)
         for pids in (watched() for watched in [*watchers, *(place.watched_helpers for place in self.places)]):
             if pids is None:
                 return None

@@ -20,6 +20,7 @@ import anyio
 
 from .. import offload
 from ..config import Settings
+from ..logs import matching
 from ..logs.capping import CapperProcess
 from ..models import TaskRecord, TaskState
 from ..platform import backend, process
@@ -203,6 +204,7 @@ class Supervisor:
                 ended = await shutdown.end_all(self._state)
                 if self._state.capper is not None:  # the server may exit at once: nothing of it may outlive it
                     await self._state.capper.stop()
+                await matching.stop()
             finally:
                 self._shutdown_done.set()
         return ended

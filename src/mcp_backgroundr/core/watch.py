@@ -16,9 +16,10 @@ from pathlib import Path
 import anyio
 
 from .. import offload
-from ..logs.files import render
-from ..logs.lines import CHUNK, LineReader
-from ..logs.patterns import Pattern, line_prefilter
+from ..logs import matching
+from ..logs.grep import LineMatch, scan_lines
+from ..logs.lines import CHUNK
+from ..logs.patterns import ClientPattern, Pattern
 from ..models import WaitReason
 from ..platform.inotify import WriteWatches
 from .validation import WaitConditions
@@ -33,15 +34,6 @@ PARTIAL_LINE_QUIET_SECONDS = 0.5
 """An unterminated line that matches counts once nothing more was written for this long."""
 
 
-@dataclass(frozen=True)
-class LineMatch:
-    line: str
-    cursor: int
-    """Byte offset just after the matching line."""
-    complete: bool = True
-    """False for the unterminated last line, which may still grow."""
-
-
 class LineScanner:
     """Reads a log forward from an offset and matches each complete line against a pattern."""
 
@@ -49,7 +41,6 @@ class LineScanner:
         self._path = path
         self._offset = start
         self._pattern = pattern
-        self._prefilter = line_prefilter(pattern)
         self._lock = anyio.Lock()
 
     async def scan(self) -> LineMatch | None:
@@ -62,28 +53,19 @@ class LineScanner:
                     return match
 
     def scan_step(self, limit: int) -> tuple[LineMatch | None, bool]:
-        """Match the lines written since the last scan, the unterminated last one included
-        (a prompt has no newline), reading at most about ``limit`` bytes. A line longer than
-        the read chunk is matched piece by piece. Answers the match, and whether the scan
-        reached the end of the log."""
+        """One step of :func:`grep.scan_lines` from where the last one stopped; in a matching
+        process (out of the server's interpreter lock) while much of the log is left."""
         try:
-            fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+            left = os.stat(self._path).st_size - self._offset
         except FileNotFoundError:
             return None, True
-        try:
-            reader = LineReader(fd, self._offset, prefilter=self._prefilter)
-            for line in reader.read(limit):
-                self._offset = reader.offset
-                if match := self._match(line.raw, line.end):
-                    return (LineMatch(match.line, match.cursor, complete=False), True) if line.last else (match, False)
-            self._offset = reader.offset
-            return None, reader.caught_up
-        finally:
-            os.close(fd)
-
-    def _match(self, raw: bytes, cursor: int) -> LineMatch | None:
-        text = render(raw.rstrip(b"\r"))
-        return LineMatch(text, cursor) if self._pattern.search(text) else None
+        if isinstance(self._pattern, ClientPattern) and matching.far(left):
+            match, self._offset, caught_up = matching.MATCHERS.run(
+                scan_lines, self._path, self._offset, self._pattern, limit
+            )
+        else:
+            match, self._offset, caught_up = scan_lines(self._path, self._offset, self._pattern, limit)
+        return match, caught_up
 
 
 async def port_accepts(port: int) -> bool:

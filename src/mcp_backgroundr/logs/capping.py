@@ -207,7 +207,7 @@ async def _stop(process: anyio.abc.Process) -> None:
         await process.wait()
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux: be killed when the server dies, even by SIGKILL, with no read of stdin under way."""
     if sys.platform != "linux":
         return
@@ -248,7 +248,7 @@ def main() -> None:
     """The capping process: keep logs capped as the server says, until its stdin closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C in a terminal is the server's to handle
     parent = os.getppid()
-    _die_with_parent()
+    die_with_parent()
     anyio.run(_serve, parent)
 
 

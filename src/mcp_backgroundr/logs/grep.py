@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,9 +10,10 @@ from pathlib import Path
 import anyio
 
 from .. import offload
+from . import matching
 from .files import dropped_bytes, render
 from .lines import CHUNK, LineReader
-from .patterns import Pattern, line_prefilter
+from .patterns import ClientPattern, Pattern, line_prefilter
 
 STEP_BYTES = CHUNK
 """How much of a log one worker-thread step reads."""
@@ -96,10 +98,77 @@ class _Search:
         if self.lines.caught_up:
             self.done, self.size = True, max(end, self.lines.offset)
 
+    def step_here_or_far(self, path: Path, limit: int) -> None:
+        """:meth:`step`, in a matching process when much of the log is left (blocking)."""
+        left = self.size - min(self.counted, self.lines.offset)
+        if not (isinstance(self.found.pattern, ClientPattern) and matching.far(left)):
+            self.step(limit)
+            return
+        moved = matching.MATCHERS.run(_step_far, self, path, limit)
+        fd = self.fd
+        self.__dict__.update(moved.__dict__)
+        self.fd = self.lines.fd = fd
+        self.lines.prefilter = line_prefilter(self.found.pattern)
+
+    def __getstate__(self) -> dict[str, object]:
+        """What a matching process needs to go on (no descriptor: it opens the log itself)."""
+        lines = copy.copy(self.lines)
+        lines.fd, lines.prefilter = -1, None
+        return dict(self.__dict__, fd=-1, lines=lines)
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self.lines.prefilter = line_prefilter(self.found.pattern)
+
     def result(self) -> GrepResult:
         found = self.found
         text = "\n".join(found.shown)
         return GrepResult(text, found.matches, len(found.shown), self.size, self.size, found.resume_at, self.dropped)
+
+
+def _step_far(search: _Search, path: Path, limit: int) -> _Search:
+    """A step of ``search``, in a matching process: answers the search as it is after it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:  # removed meanwhile: what was found so far is the answer
+        search.done = True
+        return search
+    search.fd = search.lines.fd = fd
+    try:
+        search.step(limit)
+    finally:
+        os.close(fd)
+    return search
+
+
+@dataclass(frozen=True)
+class LineMatch:
+    line: str
+    cursor: int
+    """Byte offset just after the matching line."""
+    complete: bool = True
+    """False for the unterminated last line, which may still grow."""
+
+
+def scan_lines(path: Path, offset: int, pattern: Pattern, limit: int) -> tuple[LineMatch | None, int, bool]:
+    """The first line of the log from ``offset`` that matches (a wait's scan), the unterminated
+    last one included (a prompt has no newline), reading at most about ``limit`` bytes; a line
+    longer than the read chunk is matched piece by piece. Answers the match, where the next scan
+    starts, and whether this one reached the end of the log. Blocking."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None, offset, True
+    try:
+        reader = LineReader(fd, offset, prefilter=line_prefilter(pattern))
+        for line in reader.read(limit):
+            if pattern.search(text := render(line.raw.rstrip(b"\r"))):
+                if line.last:
+                    return LineMatch(text, line.end, complete=False), reader.offset, True
+                return LineMatch(text, line.end), reader.offset, False
+        return None, reader.offset, reader.caught_up
+    finally:
+        os.close(fd)
 
 
 NOTHING = GrepResult("", 0, 0, 0, 0, None)
@@ -137,14 +206,16 @@ def grep_log(path: Path, pattern: Pattern, since: int, budget: int) -> GrepResul
 
 async def grep_log_in_thread(path: Path, pattern: Pattern, since: int, budget: int) -> GrepResult:
     """:func:`grep_log` in worker threads, STEP_BYTES at a time: the event loop never waits on it
-    (nor on opening the log), and a cancelled call stops after the step under way."""
+    (nor on opening the log), and a cancelled call stops after the step under way. Steps far from
+    the log's end are made in a matching process (logs/matching.py), out of the server's
+    interpreter lock."""
     with anyio.CancelScope(shield=True):  # an open descriptor must be known, to be closed
         search = await offload.run(offload.MATCHING, _open_search, path, pattern, since, budget)
     if search is None:
         return NOTHING
     try:
         while not search.done:
-            await offload.run(offload.MATCHING, search.step, STEP_BYTES)
+            await offload.run(offload.MATCHING, search.step_here_or_far, path, STEP_BYTES)
         return search.result()
     finally:
         os.close(search.fd)

@@ -65,6 +65,11 @@ class ClientPattern:
     def search(self, text: str) -> object | None:
         return self.regexp.search(text)
 
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        """Pickled as its text (a compiled RE2 pattern cannot be): compiled again, once, by a
+        matching process (logs/matching.py)."""
+        return _compile, (self.pattern,)
+
 
 def line_prefilter(pattern: Pattern) -> Prefilter | None:
     """``pattern`` made to look through many lines at once, for finding candidate lines fast, or None
