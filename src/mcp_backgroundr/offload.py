@@ -69,7 +69,10 @@ class Lane:
 LOGS = Lane("logs", 4)
 """Reading a bounded slice of a log (status, wait answers)."""
 MATCHING = Lane("matching", 4, BACKGROUND_NICENESS)
-"""Matching logs (grep, pattern waits from a cursor), in bounded steps: as long as the log is big."""
+"""Matching logs (grep, pattern waits from a cursor), in bounded steps: as long as the log is big. A
+step with much of the log ahead is handed to a matching process (logs/matching.py) and waited for
+here; its processes are started from these threads, which live as long as the server (the
+processes die with the thread that started them: ``PR_SET_PDEATHSIG``)."""
 PACING = Lane("pacing", 1000, BACKGROUND_NICENESS)
 """Keeping logs being written under their caps, in the capping process (logs/capping.py), out of the
 server's interpreter: one thread per log while it is written (a hole
