@@ -4,6 +4,7 @@ error after one replacement, and the next step gets a new process."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -30,6 +31,19 @@ def test_a_process_that_ends_twice_in_a_step_fails_the_call_in_one_line_and_is_r
         assert "\n" not in str(raised.value)
         assert "call again" in str(raised.value)
         assert processes.run(os.getpid) not in (first, os.getpid())
+    finally:
+        processes.stop()
+    assert processes.pids() == set()
+
+
+def test_a_step_past_its_time_kills_its_process_and_fails_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(matching, "STEP_SECONDS", 0.3)
+    processes = matching.MatchingProcesses(1)
+    try:
+        with pytest.raises(matching.MatchingError, match=r"no answer within 0\.3s") as raised:
+            processes.run(time.sleep, 30)  # a stuck process: killed, the step made again, killed again
+        assert "\n" not in str(raised.value)
+        assert processes.run(len, "abc") == 3
     finally:
         processes.stop()
     assert processes.pids() == set()

@@ -141,6 +141,8 @@ class MatchingProcesses:
             self._starting += 1
         try:
             worker = _Worker()
+        except OSError as exc:  # out of processes or descriptors
+            raise MatchingError(f"a matching process could not be started ({exc}); call again") from exc
         finally:
             with self._lock:
                 self._starting -= 1
@@ -205,10 +207,12 @@ def _write_frame(out: IO[bytes], data: bytes) -> None:
 def _read_exactly(fd: int, size: int, deadline: float | None) -> bytes:
     """``size`` bytes from ``fd``; EOFError if it closes first, TimeoutError past ``deadline``."""
     parts: list[bytes] = []
+    poll = select.poll()  # not select(): a server's descriptors may number past 1024
+    poll.register(fd, select.POLLIN)
     while size:
         if deadline is not None:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
+            if left <= 0 or not poll.poll(left * 1000):
                 raise TimeoutError(f"no answer within {STEP_SECONDS:g}s")
         part = os.read(fd, min(size, 1 << 20))
         if not part:
