@@ -70,6 +70,18 @@ class SpawnFailedError(BackgroundrError):
     """The operating system refused to start the command."""
 
 
+KERNEL_ARGUMENT_BYTES = 128 * 1024
+"""The longest argument or environment string Linux takes, its closing NUL included (MAX_ARG_STRLEN)."""
+
+
+def too_long_for_the_kernel(what: str = "the command or an env value") -> SpawnFailedError:
+    """The one line for a start the kernel refuses (E2BIG) or would refuse: ``what`` is too long."""
+    return SpawnFailedError(
+        f"could not start the command: {what} is too long for the kernel "
+        "(at most 128 KiB each, about 2 MiB together); put a long script in a file and run that"
+    )
+
+
 class PolicyRefusedError(BackgroundrError):
     """The server's policy forbids the request; the message names the rule."""
 

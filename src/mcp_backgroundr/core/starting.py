@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
@@ -123,9 +124,8 @@ async def start_here(state: CoreState, record: TaskRecord, plan: StartPlan, env:
             if io.terminal is not None:
                 env.setdefault("TERM", TERMINAL_TYPE)
             _record_containment(state, record, placement, plan)
-            popen, record.pid_create_time = await _spawn_process(
-                state, _argv(record, placement, env), record.cwd, env, io.streams
-            )
+            argv = functools.partial(_argv, record, placement, env)
+            popen, record.pid_create_time = await _spawn_process(state, argv, record.cwd, env, io.streams)
         task = _task_of(record, popen, io)
         exit_handle = await _record_started(state, task, popen)  # unrecorded: ended, and all undone
         undo.pop_all()
@@ -231,9 +231,11 @@ def _argv(record: TaskRecord, placement: Placement, env: dict[str, str]) -> list
 
 
 async def _spawn_process(
-    state: CoreState, argv: list[str], cwd: str, env: dict[str, str], streams: process.Streams
+    state: CoreState, argv: Callable[[], list[str]], cwd: str, env: dict[str, str], streams: process.Streams
 ) -> tuple[subprocess.Popen[bytes], float | None]:
-    """Start the child, and answer it with its start time. In a worker thread: a spawn waits
+    """Start the child, and answer it with its start time. In a worker thread: its ``argv`` is
+    built there (reading the command's words takes as long as the command; the program is looked
+    up on PATH), a spawn waits
     until the child has exec'd (longer on a slow disk or a loaded machine), joining a cgroup
     waits for the kernel (an RCU grace period, often 10-20 ms) between fork and exec, lowering
     its priority writes to /proc, and its start time is read there. Shielded, since a child
@@ -254,9 +256,9 @@ async def _spawn_process(
 
 
 def _spawn_and_time(
-    argv: list[str], cwd: str, env: dict[str, str], streams: process.Streams, niceness: int
+    argv: Callable[[], list[str]], cwd: str, env: dict[str, str], streams: process.Streams, niceness: int
 ) -> tuple[subprocess.Popen[bytes], float | None]:
-    popen = process.spawn(argv, cwd, env, streams, niceness)
+    popen = process.spawn(argv(), cwd, env, streams, niceness)
     return popen, process.create_time(popen.pid)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import MAX_LOG_CAP, MIN_LOG_CAP
-from ..errors import InvalidArgumentError
+from ..errors import KERNEL_ARGUMENT_BYTES, InvalidArgumentError, shortened, too_long_for_the_kernel
 from ..logs.patterns import Pattern
 from ..runner import RESTART_POLICIES, TASK_ENV_DEFAULTS
 
@@ -26,9 +26,26 @@ def shell_command(command: str | list[str]) -> str:
     return shlex.join(command)
 
 
+EXEC_PREFIX_BYTES = len("exec ")
+"""What the shell's argument may gain before the command (see ``runner.exec_command``)."""
+
+
+def _bytes_over_the_kernel(text: str, extra: int = 0) -> int | None:
+    """How many bytes ``text`` (plus ``extra`` of its argument) has when that is more than the
+    kernel takes in one argument or environment string; None when it fits. A length check, in C:
+    the kernel refuses a longer one anyway, after every word of it would have been read."""
+    room = KERNEL_ARGUMENT_BYTES - 1 - extra  # the string's closing NUL
+    if len(text) <= room // 4:  # a character is at most 4 bytes in UTF-8
+        return None
+    size = len(text.encode("utf-8", "surrogatepass"))
+    return size if size > room else None
+
+
 def checked_command(command: str) -> str:
     if not command.strip():
         raise InvalidArgumentError("command", command, "give a shell command to run, such as 'npm run dev'")
+    if (size := _bytes_over_the_kernel(command, EXEC_PREFIX_BYTES)) is not None:
+        raise too_long_for_the_kernel(f"the command ({size} bytes)")
     if "\0" in command:
         raise InvalidArgumentError("command", command, "remove the NUL character; a command cannot contain one")
     return command
@@ -64,6 +81,8 @@ def checked_env(extra: Mapping[str, str | None] | None) -> dict[str, str | None]
             raise InvalidArgumentError("env", key, "variable names must be non-empty without '=' or NUL")
         if value is not None and "\0" in value:
             raise InvalidArgumentError(f"env.{key}", value, "remove the NUL character from the value")
+        if value is not None and (size := _bytes_over_the_kernel(f"{key}={value}")) is not None:
+            raise too_long_for_the_kernel(f"env value {shortened(key, 40)} ({size} bytes with its name)")
     return dict(extra or {})
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import psutil
 
 from ..config import TASK_ID_ENV
-from ..errors import SpawnFailedError
+from ..errors import SpawnFailedError, too_long_for_the_kernel
 from . import backend
 
 
@@ -108,10 +108,7 @@ def _popen(argv: Sequence[str], cwd: str, env: Mapping[str, str], streams: Strea
         raise SpawnFailedError(f"could not start the command in its containment: {exc}") from exc
     except OSError as exc:
         if exc.errno == errno.E2BIG:
-            raise SpawnFailedError(
-                "could not start the command: the command or an env value is too long for the kernel "
-                "(at most 128 KiB each, about 2 MiB together); put a long script in a file and run that"
-            ) from exc
+            raise too_long_for_the_kernel() from exc
         raise SpawnFailedError(f"could not start {argv[0]} in {cwd}: {exc.strerror or exc}") from exc
 
 
