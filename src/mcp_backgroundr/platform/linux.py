@@ -17,7 +17,7 @@ import anyio
 import psutil
 
 from .. import offload
-from . import heads, process
+from . import heads, process, sockdiag
 from .backend import LINUX
 from .containment import Containment, protect_server, still_running
 from .inotify import Inotify
@@ -37,8 +37,16 @@ _LISTEN = "0A"
 
 
 def _listening_inodes() -> frozenset[str]:
-    """The inodes of this network namespace's listening TCP sockets: one read of the kernel's
-    tables, as long as the machine's sockets (not its processes). Blocking."""
+    """The inodes of this network namespace's listening TCP sockets: asked of the kernel by netlink
+    (see :mod:`.sockdiag`), else read from its tables. Blocking."""
+    with contextlib.suppress(OSError):
+        return sockdiag.listening_inodes()
+    return _listening_inodes_read()
+
+
+def _listening_inodes_read() -> frozenset[str]:
+    """:func:`_listening_inodes` from ``/proc/net/tcp{,6}``: as long to read as the machine's table
+    of connections, whatever it holds."""
     found: set[str] = set()
     for table in _TCP_TABLES:
         with contextlib.suppress(OSError), open(table) as lines:
