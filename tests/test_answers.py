@@ -9,7 +9,7 @@ import hypothesis.strategies as st
 import jsonschema
 
 from mcp_backgroundr.core.task import answer_of, summary_of
-from mcp_backgroundr.models import TaskList, TaskRecord, TaskState
+from mcp_backgroundr.models import TaskList, TaskRecord, TaskState, one_line
 from mcp_backgroundr.results import Listing, Summary
 from mcp_backgroundr.tools.answers import describe_list, listing_answer, model_of
 from mcp_backgroundr.tools.schemas import cheap_to_validate
@@ -118,3 +118,41 @@ def test_the_listing_text_says_a_shared_containment_once_and_a_mixed_one_per_lin
     lines = describe_list(mixed).splitlines()
     assert lines[0] == "2 of 2 tasks:"
     assert [line.split()[3] for line in lines[1:]] == ["containment=marker", "containment=cgroup"]
+
+
+def _json_made_afresh(summary: Summary) -> dict[str, object]:
+    """A row's JSON as it was made before rows were kept between listings: every fact, in field
+    order, but the absent ones."""
+    line = {key: value for key, value in vars(summary).items() if value is not None and value != []}
+    line["state"] = summary.state.value
+    return line
+
+
+def _line_made_afresh(t: Summary, containment: bool) -> str:
+    """A row's text line as it was made before rows were kept between listings."""
+    parts = [t.task_id, f"{t.state:<9}", f"pid={t.pid}"]
+    parts += [f"containment={t.containment}"] if containment else []
+    parts += [f"host={t.host}"] if t.host else []
+    parts += [f"(host unreachable, last answered {t.host_seen_at})"] if t.host_reachable is False else []
+    parts += [f"exit={t.exit_code}"] if t.exit_code is not None else []
+    parts.append(f"{t.runtime_seconds}s")
+    parts += [f"name={t.name}"] if t.name else []
+    parts += [f"listening={','.join(t.listening)}"] if t.listening else []
+    parts.append(one_line(t.command))
+    return " ".join(parts)
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(st.lists(SUMMARIES, max_size=4), st.floats(min_value=0, max_value=1e9), st.lists(_TEXT, max_size=2))
+def test_a_kept_row_shows_what_a_row_made_afresh_shows(tasks: list[Summary], later: float, shown: list[str]) -> None:
+    """A row is made once per task and its facts (``answers._row``), and shown again with the runtime
+    and addresses of each listing: byte for byte what making it afresh on every call gave, the JSON's
+    keys in the same order; a task whose facts changed (it ended, another name) gets a new row."""
+    for listed in (tasks, [dataclasses.replace(t, runtime_seconds=later, listening=shown) for t in tasks]):
+        listing = Listing(tasks=listed, total=len(listed))
+        rows = listing_answer(listing, "").structured_content
+        assert rows is not None
+        assert [list(row.items()) for row in rows["tasks"]] == [list(_json_made_afresh(t).items()) for t in listed]
+        shared = len({t.containment for t in listed}) == 1
+        lines = [_line_made_afresh(t, not shared) for t in listed]
+        assert describe_list(listing).split("\n", 1)[1:] == (["\n".join(lines)] if lines else [])

@@ -283,23 +283,35 @@ def summary_of(
 ) -> Summary:
     """One line of list_tasks (``reachable``: whether its host answered, when it was asked): what
     :func:`answer_of` would make of it, field by field, at a third of its cost (a listing makes one
-    per task per call; ``tests/test_task.py`` holds the two equal)."""
+    per task per call; ``tests/test_answers.py`` holds the two equal)."""
+    command, started_at, host_seen_at = _shown_facts(
+        record.task_id, record.command, record.started_at, record.host_seen_at
+    )
     return Summary(
         task_id=record.task_id,
         name=record.name,
-        command=shown_command(record.command, record.task_id),
+        command=command,
         state=record.state,
         pid=record.pid,
         exit_code=record.exit_code,
-        started_at=iso_time(record.started_at) or "",
+        started_at=started_at,
         runtime_seconds=record.runtime_seconds(now),
-        listening=[socket_address(address, port) for address, port, _ in listening],
+        listening=[socket_address(address, port) for address, port, _ in listening] if listening else [],
         owner=record.owner,
         containment=record.containment,
         host=record.host,
         host_reachable=reachable,
-        host_seen_at=iso_time(record.host_seen_at),
+        host_seen_at=host_seen_at,
     )
+
+
+@functools.lru_cache(maxsize=ISO_TIMES_KEPT)
+def _shown_facts(
+    task_id: str, command: str, started_at: float, host_seen_at: float | None
+) -> tuple[str, str, str | None]:
+    """A listed task's command and times as answers show them, made once per task (and again when its
+    host answers) rather than once per task per listing."""
+    return shown_command(command, task_id), iso_time(started_at) or "", iso_time(host_seen_at)
 
 
 def _listening(sockets: Sequence[tuple[str, int, int]]) -> list[Listening]:

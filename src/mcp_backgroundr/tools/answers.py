@@ -6,6 +6,8 @@ text carries the same facts: state first, then what to do next, then the output.
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from typing import TypeVar
 
 from mcp_types import CallToolResult, TextContent
@@ -34,10 +36,70 @@ def answer(model: BaseModel, text: str) -> CallToolResult:
 def listing_answer(listing: Listing, text: str) -> CallToolResult:
     """list_tasks' answer straight from the core's plain data: a summary's fields are the
     answer's (``TaskSummary``), already JSON types but its state, so no model is built per task
-    only to be dumped again (the SDK still checks the answer against ``TaskList``)."""
+    only to be dumped again (and the SDK does not check it again: ``appserver.background_tool``)."""
     tasks = [_summary_json(summary) for summary in listing.tasks]
     return CallToolResult(
         content=[TextContent(type="text", text=text)], structured_content={"tasks": tasks, "total": listing.total}
+    )
+
+
+ROWS_KEPT = 4096
+"""Tasks whose row (its JSON and its text line, but for runtime and addresses) is kept between
+listings: a listing shows every task on every call, and a task's row changes only when it ends."""
+
+
+@dataclass(frozen=True)
+class _Row:
+    """What a row shows of a task but its runtime and listening addresses, made once (see :func:`_row`)."""
+
+    head: dict[str, object]
+    """The JSON row's keys before ``runtime_seconds`` (its null facts left out)..."""
+    tail: dict[str, object]
+    """... and after it (and after ``listening``)."""
+    line_start: str
+    """The text line up to its containment,"""
+    containment: str
+    """the containment (shown when the listed tasks do not share one),"""
+    line_middle: str
+    """what comes between it and the runtime,"""
+    line_name: str
+    """the name, which comes before the addresses,"""
+    line_command: str
+    """and the command, which ends the line."""
+
+
+def _row_of(summary: Summary) -> _Row:
+    return _row(
+        summary.task_id, summary.name, summary.command, summary.state, summary.pid, summary.exit_code,
+        summary.started_at, summary.owner, summary.containment, summary.host, summary.host_reachable,
+        summary.host_seen_at,
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=ROWS_KEPT)
+def _row(
+    task_id: str, name: str | None, command: str, state: TaskState, pid: int | None, exit_code: int | None,
+    started_at: str, owner: str, containment: str, host: str | None, reachable: bool | None, seen_at: str | None,
+) -> _Row:  # fmt: skip
+    """The row of a task with these facts (its summary's but the runtime and the addresses), kept:
+    the same task with the same facts is shown with the same row on the next call."""
+    head: dict[str, object] = {"task_id": task_id, "name": name, "command": command, "state": state.value}
+    head |= {"pid": pid, "exit_code": exit_code, "started_at": started_at}
+    tail = {"owner": owner, "containment": containment, "host": host, "host_reachable": reachable}
+    tail["host_seen_at"] = seen_at
+    middle = f" host={host}" if host else ""
+    if reachable is False:
+        middle += f" (host unreachable, last answered {seen_at})"
+    if exit_code is not None:
+        middle += f" exit={exit_code}"
+    return _Row(
+        head={key: value for key, value in head.items() if value is not None},
+        tail={key: value for key, value in tail.items() if value is not None},
+        line_start=f"{task_id} {state:<9} pid={pid}",
+        containment=f" containment={containment}",
+        line_middle=middle,
+        line_name=f" name={name}" if name else "",
+        line_command=" " + one_line(command),
     )
 
 
@@ -45,9 +107,10 @@ def _summary_json(summary: Summary) -> dict[str, object]:
     """One line of the listing without the facts its task does not have (``TaskSummary``): a client
     checks each value of each line against the output schema, the Python SDK's at about 6 us a value
     (docs/benchmarks.md 13), and a local running task has no name, exit code, address or host."""
-    line = {key: value for key, value in vars(summary).items() if value is not None and value != []}
-    line["state"] = summary.state.value
-    return line
+    row = _row_of(summary)
+    if summary.listening:
+        return {**row.head, "runtime_seconds": summary.runtime_seconds, "listening": summary.listening, **row.tail}
+    return {**row.head, "runtime_seconds": summary.runtime_seconds, **row.tail}
 
 
 def task_head(task: TaskStatus | EndedTask) -> str:
@@ -133,19 +196,9 @@ def describe_list(listing: Listing, state: TaskState | None = None, everyone: bo
 
 
 def _list_row(t: Summary, containment: bool) -> str:
-    parts = [t.task_id, f"{t.state:<9}", f"pid={t.pid}"]
-    if containment:
-        parts.append(f"containment={t.containment}")
-    if t.host:
-        parts.append(f"host={t.host}")
-    if t.host_reachable is False:
-        parts.append(f"(host unreachable, last answered {t.host_seen_at})")
-    if t.exit_code is not None:
-        parts.append(f"exit={t.exit_code}")
-    parts.append(f"{t.runtime_seconds}s")
-    if t.name:
-        parts.append(f"name={t.name}")
+    row = _row_of(t)
+    line = row.line_start + row.containment if containment else row.line_start
+    line += f"{row.line_middle} {t.runtime_seconds}s{row.line_name}"
     if t.listening:
-        parts.append(f"listening={','.join(t.listening)}")
-    parts.append(one_line(t.command))
-    return " ".join(parts)
+        return f"{line} listening={','.join(t.listening)}{row.line_command}"
+    return line + row.line_command
