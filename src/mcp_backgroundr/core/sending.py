@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .. import offload
@@ -44,11 +45,25 @@ async def send_here(state: CoreState, task: Task, text: str, newline: bool, clos
         if close:
             await taskinput.close_input_home(task.record)
     else:
-        assert task.input_fd is not None
-        written = await taskinput.write_all(task.input_fd, data)
+        written = await _write_held(state, task, data)
         if close:
             task.close_input_pipe()
     return InputWritten(task_id=task_id, bytes_written=written, closed=close, cursor=cursor)
+
+
+async def _write_held(state: CoreState, task: Task, data: bytes) -> int:
+    """Write ``data`` to the task's input as it is now: every await since it was checked (the
+    log's size, the writes) lets the task end meanwhile, its terminal close and its descriptor be
+    closed (and its number reused). So it is looked at again here, and written through a
+    duplicate that is this call's own until the write is done."""
+    if task.input_fd is None:
+        await _check_writable(state, task, home=False)
+    assert task.input_fd is not None  # or _check_writable raised
+    held = os.dup(task.input_fd)
+    try:
+        return await taskinput.write_all(held, data)
+    finally:
+        os.close(held)
 
 
 def _on_a_terminal(task: Task, data: bytes, close: bool) -> bytes:
@@ -67,6 +82,9 @@ async def _check_writable(state: CoreState, task: Task, home: bool) -> None:
     if task.input_fd is not None or home:
         return
     task_id = task.record.task_id
+    if task.terminal or not task.running:  # its terminal closed: it has ended, or is ending
+        ended = "" if task.running else f" ({task.record.state})"
+        raise BackgroundrError(f"task {task_id} has ended{ended}; it takes no more input")
     if task_id not in state.own and await _held_elsewhere(task.record):
         raise BackgroundrError(
             f"task {task_id} belongs to another server ({task.record.owner}), which holds its stdin; send "
