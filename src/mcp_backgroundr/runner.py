@@ -251,8 +251,10 @@ class _Runner:
     def on_stop_signal(self, signum: int, _frame: object) -> None:
         self.stopping.set()
         if self.child is not None and self.child.poll() is None:
-            # Someone signalled the runner alone (a person with kill): pass it on.
-            self.child.send_signal(signum)
+            # Someone signalled the runner alone (a person with kill): pass it on to the command's
+            # process group, as a shell passes it to a job.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.child.pid, signum)
 
     def on_child_exit(self, _signum: int, _frame: object) -> None:
         """Collect exited orphans (the task's own shell is left to ``wait``)."""
@@ -278,8 +280,9 @@ class _Runner:
             reader = self.input.reader() if self.input is not None else None
             closed = self.input is not None and reader is None
             self.spawning = True
-            self.child = subprocess.Popen(shell_argv(self.command), stdin=subprocess.DEVNULL if closed else reader)
+            self.child = _spawn_in_own_group(shell_argv(self.command), subprocess.DEVNULL if closed else reader)
             self.spawning = False
+            _give_terminal_to(self.child.pid)
             if reader is not None:
                 os.close(reader)
             if self.exits_pending:
@@ -313,6 +316,33 @@ class _Runner:
         self.record.state, self.record.exit_code, self.record.signal = ended.state, ended.exit_code, ended.signal
         _write_run_record(self.record_path, self.record)
         return returncode
+
+
+def _spawn_in_own_group(argv: list[str], stdin: int | None) -> subprocess.Popen[bytes]:
+    """Start the command in a process group of its own, in this runner's session: a command that
+    signals its group (``trap 'kill 0' EXIT``, ``kill -9 0``: how scripts end the jobs they
+    started) must not end the runner that restarts it and records its exit. (A runner on a
+    remote host may have Python 3.9, before ``process_group``.)"""
+    if sys.version_info >= (3, 11):  # noqa: UP036 (see above)
+        return subprocess.Popen(argv, stdin=stdin, process_group=0)
+    return subprocess.Popen(argv, stdin=stdin, preexec_fn=os.setpgrp)
+
+
+def _give_terminal_to(group: int) -> None:
+    """On a terminal (a pty task), make the command's group the foreground one, as a shell does for
+    a job, so that it reads its input and gets Ctrl-C. This runner may be in the background by then
+    (an earlier run had the terminal): SIGTTOU is blocked for the call. The command may have tried
+    to read before it was in the foreground and been stopped: it is continued."""
+    if not os.isatty(STDIN):
+        return
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
+    try:
+        os.tcsetpgrp(STDIN, group)
+        os.killpg(group, signal.SIGCONT)
+    except OSError:  # it has ended already
+        return
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _become_subreaper() -> None:

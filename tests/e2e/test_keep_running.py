@@ -193,3 +193,48 @@ async def test_the_cgroup_of_an_adopted_task_is_removed_when_it_ends(server_comm
 
             await until(removed)
     assert [t["task_id"] for t in adopted["tasks"]] == [task["task_id"]]
+
+
+@pytest.mark.parametrize("signal_to_own_group", ["kill 0", "kill -9 0"])
+async def test_a_command_that_signals_its_own_process_group_is_restarted_by_its_policy(
+    server_command: str, signal_to_own_group: str
+) -> None:
+    """``trap 'kill 0' EXIT`` is how a script ends the jobs it started: it signals the script's
+    process group. The runner that restarts the command must not be in it."""
+    async with connect(server_command) as client:
+        task = await call(
+            client,
+            "run_background_task",
+            command=f"echo run; sleep 300 & {signal_to_own_group}",
+            restart="on-failure",
+            max_restarts=2,
+        )
+        status = await finished(client, task["task_id"])
+        ended = await call(client, "end_background_task", task_id=task["task_id"])
+    signum = 9 if "-9" in signal_to_own_group else 15
+    assert (status["exit_code"], status["restarts"]) == (128 + signum, 2)
+    assert status["output"].splitlines().count("run") == 3
+    assert ended["survivors"] == []
+
+
+async def test_each_run_of_a_restarted_terminal_task_has_the_terminal(server_command: str) -> None:
+    """The command runs in a process group of its own; on a terminal it is made the foreground
+    group at each run, so it reads its input (a background group reading is stopped) and gets
+    Ctrl-C."""
+    async with connect(server_command) as client:
+        task = await call(
+            client,
+            "run_background_task",
+            command="echo ready; read line; echo got $line; exit 3",
+            pty=True,
+            restart="on-failure",
+            max_restarts=1,
+            wait_for_pattern="ready",
+        )
+        await call(client, "send_task_input", task_id=task["task_id"], text="one")
+        await call(client, "wait_for_task", task_id=task["task_id"], output_pattern="run 2", timeout_seconds=10)
+        await call(client, "wait_for_task", task_id=task["task_id"], output_pattern="ready", timeout_seconds=10)
+        await call(client, "send_task_input", task_id=task["task_id"], text="\u0003", newline=False)
+        status = await finished(client, task["task_id"])
+    assert "got one" in status["output"]
+    assert (status["restarts"], status["exit_code"], status["signal"]) == (1, 130, "SIGINT")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -269,6 +270,22 @@ async def test_a_start_refused_for_a_locked_registry_answers_one_line_when_its_c
         status = await finished(client, task["task_id"])
     assert "registry" in error and "lock" in error and "try again" in error, error
     assert status["state"] == "completed"
+
+
+async def test_a_keep_running_start_refused_for_a_locked_registry_leaves_no_process(
+    server_command: str, home: Path
+) -> None:
+    """A refused start is undone: the runner of a ``keep_running`` task, and the command it started
+    in a process group of its own (with a job of its own), are all ended."""
+    marker = f"{os.getpid() % 1000}.{time.monotonic_ns() % 1000:03d}"
+    command = f"sleep 3{marker} & sleep 3{marker}"
+    async with connect(server_command) as client:
+        await call(client, "list_tasks")  # the registry exists
+        async with _registry_locked(home):
+            with anyio.fail_after(REGISTRY_WAIT_BOUND_SECONDS):
+                await call_error(client, "run_background_task", command=command, keep_running=True)
+        left = [p.pid for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", f"3{marker}"]]
+    assert left == []
 
 
 @pytest.mark.linux_backend("task cgroups")

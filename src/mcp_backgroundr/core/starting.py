@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -250,7 +249,7 @@ async def _spawn_process(
     finally:
         state.spawns_in_flight -= 1
     if state.shutting_down:  # shutdown began meanwhile and cannot know this child: end it
-        _kill_unrecorded(popen)
+        await _kill_unrecorded(popen)
         raise SpawnFailedError("the server began shutting down while the task started; start it after it restarts")
     return popen, started
 
@@ -262,13 +261,17 @@ def _spawn_and_time(
     return popen, process.create_time(popen.pid)
 
 
-def _kill_unrecorded(popen: subprocess.Popen[bytes]) -> None:
-    """End a child no record knows, with what it started. It may have ended and been reaped
-    already (a listing polls every task this server holds): then its group is gone too, unless
-    something it started lives on in it (a process group's number is not reused while it has
-    members)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(popen.pid, signal.SIGKILL)
+async def _kill_unrecorded(popen: subprocess.Popen[bytes]) -> None:
+    """End a child no record knows, with everything in its session (a scan: in a worker thread,
+    shielded). It may have ended and been reaped already (a listing polls every task this server
+    holds): then its group is gone too, unless something it started lives on in it (a process
+    group's number is not reused while it has members)."""
+    with anyio.CancelScope(shield=True):
+        await offload.run(offload.SCANS, _kill_and_collect, popen)
+
+
+def _kill_and_collect(popen: subprocess.Popen[bytes]) -> None:
+    process.kill_session(popen.pid)
     popen.wait()
 
 
@@ -298,7 +301,7 @@ async def _record_started(state: CoreState, task: Task, popen: subprocess.Popen[
         del state.own[record.task_id]
         if exit_handle is not None:
             os.close(exit_handle)
-        _kill_unrecorded(popen)
+        await _kill_unrecorded(popen)
         raise
     return exit_handle
 

@@ -95,11 +95,15 @@ async def close_input_home(record: TaskRecord) -> None:
     home = anyio.Path(record.input_path)
     if not await home.exists():
         return  # closed already: by its runner, once asked
+    ended = BackgroundrError(f"task {record.task_id} has ended; its input could not be closed, nor does it matter")
     if record.pid is None or not await offload.run(
         offload.SCANS, process.same_process, record.pid, record.pid_create_time
     ):
-        raise BackgroundrError(f"task {record.task_id} has ended; its input could not be closed, nor does it matter")
-    os.kill(record.pid, INPUT_CLOSE_SIGNAL)
+        raise ended
+    try:
+        os.kill(record.pid, INPUT_CLOSE_SIGNAL)
+    except ProcessLookupError:  # it ended (and was reaped) since the look
+        raise ended from None
     # The runner removes the FIFO once it has closed its end: that is the close made.
     with anyio.move_on_after(RUNNER_READY_SECONDS):
         while await home.exists():  # noqa: ASYNC110

@@ -13,6 +13,7 @@ import errno
 import fcntl
 import os
 import resource
+import signal
 import subprocess
 import termios
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -243,3 +244,16 @@ def listening_by_task(task_ids: Collection[str]) -> dict[str, list[Socket]]:
         return {}
     by_task = backend.current().socket_table()[1]
     return {task_id: sockets for task_id, sockets in by_task.items() if task_id in task_ids}
+
+
+def kill_session(leader: int) -> None:
+    """SIGKILL every process of the session that ``leader`` leads (a child of ours, not yet reaped,
+    so its number is not reused meanwhile): its own process group at once, then each other member,
+    such as the command a ``keep_running`` task's runner started in a group of its own. Scans the
+    process table: call it from a worker thread."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(leader, signal.SIGKILL)
+    for candidate in psutil.process_iter():
+        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to look at
+            if candidate.pid != leader and os.getsid(candidate.pid) == leader:
+                os.kill(candidate.pid, signal.SIGKILL)

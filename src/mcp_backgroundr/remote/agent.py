@@ -270,7 +270,8 @@ def send_input(state: str, request: Request) -> dict[str, Any]:
         deadline = time.monotonic() + RUNNER_READY_SECONDS
         while not os.path.exists(hosted.status) and time.monotonic() < deadline:
             time.sleep(agent_procs.SETTLE_STEP_SECONDS)
-        os.kill(int(hosted.started()["pid"]), runner.INPUT_CLOSE_SIGNAL)
+        with contextlib.suppress(ProcessLookupError):  # the runner has ended: nothing reads the input
+            os.kill(int(hosted.started()["pid"]), runner.INPUT_CLOSE_SIGNAL)
     return {"bytes_written": len(data), "cursor": cursor}
 
 
