@@ -66,3 +66,26 @@ def test_a_file_on_stdin_is_served_too(server_command: str, tmp_path: Path) -> N
     answers = [json.loads(line) for line in done.stdout.splitlines()]
     assert [answer.get("id") for answer in answers] == [1, 2, None]
     assert answers[1]["result"] == {} and answers[2]["error"]["code"] == -32700
+
+
+def test_a_client_that_closes_the_servers_stdout_first_is_a_client_that_left(
+    server_command: str, tmp_path: Path
+) -> None:
+    """A client may close its end of the server's stdout before its stdin. The next answer finds
+    no reader: that is the client leaving, as a closed stdin is: the server ends its tasks, records
+    them, and exits 0 with one line on stderr. Before, it exited 1 with a traceback."""
+    errors = tmp_path / "stderr"
+    with errors.open("wb") as stderr, RawServer(server_command, stderr=stderr) as server:
+        server.initialize()
+        arguments = {"name": "run_background_task", "arguments": {"command": "sleep 300"}}
+        started = server.request("tools/call", arguments)["result"]["structuredContent"]
+        assert server.process.stdout is not None
+        server.process.stdout.close()
+        server.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"}).encode())
+        returncode = server.process.wait(ANSWER_SECONDS)
+    said = errors.read_text()
+    assert returncode == 0, said
+    assert "Traceback" not in said and "closed the server's stdout" in said, said
+    listed = subprocess.run([server_command, "ps", "-a"], capture_output=True, text=True, timeout=ANSWER_SECONDS)
+    row = next(line for line in listed.stdout.splitlines() if line.startswith(started["task_id"]))
+    assert "killed" in row, listed.stdout

@@ -110,7 +110,7 @@ async def serve_stdio(settings: Settings, policy: Policy) -> None:
             async with anyio.create_task_group() as group:
                 group.start_soon(_end_tasks_on_signal, supervisor)
                 await app.run_stdio_async()
-                await _shut_down(supervisor, "client closed stdin")  # signals still handled meanwhile
+                await _shut_down(supervisor, app.stdio_left_by)  # signals still handled meanwhile
                 group.cancel_scope.cancel()
 
 

@@ -101,6 +101,8 @@ class BackgroundrMCPServer(MCPServer[Any]):
         self._parameters: dict[str, frozenset[str]] = {}
         self._schemas: dict[str, dict[str, Any]] = {}
         self._dynamic_resources = dynamic_resources
+        self.stdio_left_by = "client closed stdin"
+        """Once stdio serving has returned: how the client left (see ``pipes.Leaving``)."""
 
     async def list_resources(self) -> list[MCPResource]:
         return [*await super().list_resources(), *self._dynamic_resources()]
@@ -143,8 +145,9 @@ class BackgroundrMCPServer(MCPServer[Any]):
         """Serve on stdio like the SDK, on the event loop when stdin and stdout are pipes (see
         ``pipes``), and answer lines that are not JSON-RPC (see ``wire``)."""
         if pipes.event_loop_can_serve():
-            async with pipes.stdio_streams() as (read_stream, write_stream):
+            async with pipes.stdio_streams() as (read_stream, write_stream, leaving):
                 await sdk.serve_streams(self, read_stream, write_stream)
+            self.stdio_left_by = leaving.reason
             return
         async with stdio_server() as (read_stream, write_stream):
             checked_send, checked_receive = anyio.create_memory_object_stream[SessionMessage | Exception]()

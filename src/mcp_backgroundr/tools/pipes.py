@@ -22,6 +22,7 @@ import contextlib
 import os
 import stat
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import anyio
 import mcp_types
@@ -78,8 +79,13 @@ class _Output(asyncio.Protocol):
     async def drained(self) -> None:
         if self._resumed is not None:
             await self._resumed.wait()
-        if self.closed:
-            raise BrokenPipeError("the client closed the server's stdout")
+
+
+@dataclass
+class Leaving:
+    """How the client left: by ending the server's stdin, or by closing the server's stdout."""
+
+    reason: str = "client closed stdin"
 
 
 async def _lines(reader: asyncio.StreamReader) -> AsyncIterator[str]:
@@ -123,13 +129,36 @@ async def _read(
             await server.send(SessionMessage(message))
 
 
+async def _read_while_heard(
+    reader: asyncio.StreamReader,
+    server: ObjectSendStream[SessionMessage | Exception],
+    replies: ObjectSendStream[SessionMessage],
+    output: _Output,
+    leaving: Leaving,
+) -> None:
+    """Read the wire until it ends, or until the client closes the server's stdout: a client that
+    reads no more answers has left, as one that ended stdin has (the server then ends its tasks)."""
+    async with anyio.create_task_group() as group:
+
+        async def stop_when_unheard() -> None:
+            await output.finished.wait()
+            leaving.reason = "client closed the server's stdout"
+            group.cancel_scope.cancel()
+
+        group.start_soon(stop_when_unheard)
+        await _read(reader, server, replies)
+        group.cancel_scope.cancel()
+
+
 async def _write(
     messages: ObjectReceiveStream[SessionMessage], transport: asyncio.WriteTransport, output: _Output
 ) -> None:
+    """Write each answer, waiting while the client does not read; once it has closed the server's
+    stdout, what the server still sends is dropped (it has left: see :func:`_read_while_heard`)."""
     async with messages:
         async for session_message in messages:
             if output.closed:
-                raise BrokenPipeError("the client closed the server's stdout")
+                continue
             text = session_message.message.model_dump_json(by_alias=True, exclude_unset=True)
             transport.write(text.encode() + b"\n")
             await output.drained()
@@ -137,9 +166,10 @@ async def _write(
 
 @contextlib.asynccontextmanager
 async def stdio_streams() -> AsyncIterator[
-    tuple[ObjectReceiveStream[SessionMessage | Exception], ObjectSendStream[SessionMessage]]
+    tuple[ObjectReceiveStream[SessionMessage | Exception], ObjectSendStream[SessionMessage], Leaving]
 ]:
-    """The server's read and write streams over stdin and stdout (see :func:`event_loop_can_serve`)."""
+    """The server's read and write streams over stdin and stdout (see :func:`event_loop_can_serve`),
+    and how the client left, once the read stream has ended."""
     loop = asyncio.get_running_loop()
     with sdk.claimed_stdio() as (wire_in, wire_out):
         reader = asyncio.StreamReader(limit=READ_CHUNK_BYTES)
@@ -154,9 +184,10 @@ async def stdio_streams() -> AsyncIterator[
             async with anyio.create_task_group() as group:
                 group.start_soon(_write, from_server, writing, output)
                 async with anyio.create_task_group() as readers:
-                    readers.start_soon(_read, reader, to_server, to_wire.clone())
+                    leaving = Leaving()
+                    readers.start_soon(_read_while_heard, reader, to_server, to_wire.clone(), output, leaving)
                     try:
-                        yield from_wire, to_wire
+                        yield from_wire, to_wire, leaving
                     finally:
                         readers.cancel_scope.cancel()
                 to_wire.close()  # the writer ends once what the server sent is written
