@@ -141,8 +141,14 @@ class TaskRecord:
         whether that is news to write down."""
         if not self.running or self.kill_requested:
             return False
-        self.kill_requested, self.end_reason = True, reason
+        self.kill_requested = True
+        self.say_why_it_ended(reason)
         return True
+
+    def say_why_it_ended(self, reason: str) -> None:
+        """``reason`` first in ``end_reason``, before the notes gathered while it ran (a log no
+        longer capped, output lost to a full disk), which stay."""
+        self.end_reason = reason if not self.end_reason else f"{reason}; {self.end_reason}"
 
     def mark_ended(self, state: TaskState, reason: str | None, at: float | None = None) -> None:
         """Record that the task ended, how (``state``), why, and when (``at``; default now)."""

@@ -218,9 +218,15 @@ def cgroup_directory(name: str, owner: tuple[int, int] | None = None) -> Iterato
         directory.rmdir()
 
 
-async def kill_server_of(task_pid: int) -> None:
-    """SIGKILL the server whose child ``task_pid`` is, and wait (bounded) until it is gone."""
+async def kill_server_of(task_pid: int, capping_too: bool = False) -> None:
+    """SIGKILL the server whose child ``task_pid`` is, and wait (bounded) until it is gone. Its
+    capping process caps the logs of its tasks until they end; ``capping_too`` kills it as well
+    (nothing of the server left, as after a reboot)."""
     server = psutil.Process(psutil.Process(task_pid).ppid())
+    if capping_too:
+        for child in server.children():
+            if "mcp_backgroundr.logs.capping" in child.cmdline():
+                child.kill()
     server.kill()
 
     def gone() -> bool:

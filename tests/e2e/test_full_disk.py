@@ -31,10 +31,11 @@ killed, not before (a server caps it meanwhile)."""
 
 
 async def _disk_filled_with_no_server(server_command: str, home: Path) -> dict[str, Any]:
-    """A writer capped at CAP whose server was SIGKILLed, once its log filled the disk."""
+    """A writer capped at CAP whose server was SIGKILLed with its capping process, once its log
+    filled the disk."""
     async with connect(server_command) as client:
         task = await call(client, "run_background_task", command=WRITER, max_log_bytes=CAP, wait_for_pattern="y")
-        await kill_server_of(task["pid"])
+        await kill_server_of(task["pid"], capping_too=True)
     with anyio.fail_after(30):  # no server caps it
         while free_bytes(home) > NEARLY_FULL:
             await anyio.sleep(0.02)

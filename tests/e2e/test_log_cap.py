@@ -17,6 +17,8 @@ import psutil
 import pytest
 from mcp import Client
 
+from mcp_backgroundr.logs.capping import RESTARTS
+
 from .harness import call, connect, until
 
 pytestmark = pytest.mark.anyio
@@ -243,3 +245,31 @@ async def test_a_killed_capping_process_is_started_again_and_caps_every_log(serv
             await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
     assert all(median <= OVERSHOOT_ALLOWED for median in medians), medians  # uncapped: gigabytes
     assert [status["end_reason"] for status in statuses] == [None, None], statuses
+
+
+async def test_once_capping_is_given_up_a_new_task_says_so_and_ending_keeps_the_note(server_command: str) -> None:
+    """After the capping process was given up (killed RESTARTS times within a minute), a task
+    started later was silently uncapped (its note went to no task: it was not among the server's
+    yet), and ending a task replaced the note with "end_background_task" (a new-user trial)."""
+    async with connect(server_command) as client:
+        before = await call(client, "run_background_task", command="sleep 300", max_log_bytes=CAP)
+        server = psutil.Process(before["pid"]).ppid()
+        killed: set[int] = set()
+        with anyio.fail_after(60):
+            while len(killed) < RESTARTS:  # each one killed as soon as it runs
+                capping = _capping_process_of(server, allow_none=True)
+                if capping is not None and capping.pid not in killed:
+                    killed.add(capping.pid)
+                    capping.kill()
+                await anyio.sleep(0.02)
+            while not (await call(client, "get_task_status", task_id=before["task_id"]))["end_reason"]:
+                await anyio.sleep(0.05)
+        after = await call(client, "run_background_task", command="sleep 300", max_log_bytes=CAP)
+        started = await call(client, "get_task_status", task_id=after["task_id"], lines=0)
+        ended = [await call(client, "end_background_task", task_id=t["task_id"]) for t in (before, after)]
+        statuses = [await call(client, "get_task_status", task_id=t["task_id"], lines=0) for t in (before, after)]
+    assert started["end_reason"] is not None and "no longer capped" in started["end_reason"], started
+    assert [e["state"] for e in ended] == ["killed", "killed"]
+    for status in statuses:
+        reason = status["end_reason"]
+        assert reason.startswith("end_background_task; ") and "no longer capped" in reason, reason

@@ -35,6 +35,7 @@ async def end(state: CoreState, task_id: str, grace: float, reason: str = END_RE
     a task no server owns any more is recorded here (no server will)."""
     task = await find_task(state, task_id)
     with anyio.CancelScope(shield=True):
+        noted = task.record.end_reason
         asked = task.record.request_end(reason)
         try:
             if asked:
@@ -42,7 +43,7 @@ async def end(state: CoreState, task_id: str, grace: float, reason: str = END_RE
             ended = await state.place_of(task.record).end(task, grace, reason)
         except BaseException:
             if asked and task.running:  # e.g. its host could not be reached: it was never asked
-                task.record.kill_requested, task.record.end_reason = False, None
+                task.record.kill_requested, task.record.end_reason = False, noted
                 with contextlib.suppress(RegistryError):
                     await _record_request(state, task)
             raise

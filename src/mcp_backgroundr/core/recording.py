@@ -72,9 +72,10 @@ def record_exit(state: CoreState, task: Task, returncode: int, limits_hit: Limit
     ended = exits.of(returncode, asked_to_end=record.kill_requested)
     record.state, record.exit_code, record.signal = TaskState(ended.state), ended.exit_code, ended.signal
     if not record.kill_requested and limits_hit.oom_kills:
-        record.state, record.end_reason = TaskState.FAILED, memory_reason(record.max_memory_bytes)
+        record.state = TaskState.FAILED
+        record.say_why_it_ended(memory_reason(record.max_memory_bytes))
     elif not record.kill_requested and limits_hit.forks_refused and record.state is TaskState.FAILED:
-        record.end_reason = processes_reason(record.exit_code, record.max_processes, limits_hit.forks_refused)
+        record.say_why_it_ended(processes_reason(record.exit_code, record.max_processes, limits_hit.forks_refused))
     task.close_input_pipe()
     task.exited.set()
     if not state.shutting_down:

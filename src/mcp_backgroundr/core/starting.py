@@ -128,6 +128,7 @@ async def start_here(state: CoreState, record: TaskRecord, plan: StartPlan, env:
         task = _task_of(record, popen, io)
         exit_handle = await _record_started(state, task, popen)  # unrecorded: ended, and all undone
         undo.pop_all()
+    state.cap_held_by(record)
     if io.terminal is not None:
         assert io.log_fd is not None
         copying = functools.partial(copy_terminal, state, task, io.terminal, io.log_fd)

@@ -125,12 +125,21 @@ class CoreState:
         """Keep a task's log under its cap from now on (or record why it cannot be); a supervised
         task's runner does that itself, with or without a server."""
         if self.capper is not None and record.max_log_bytes and not record.supervised:
+            note = self.capper.gave_up  # said here: the task is not among this server's yet
             try:
-                self.capper.watch(Path(record.log_path), record.max_log_bytes)
+                if note is None:
+                    self.capper.watch(Path(record.log_path), record.max_log_bytes)
             except OSError as exc:  # e.g. out of inotify watches
                 note = f"its log is not capped ({watchers.failure_text(exc)})"
+            if note is not None:
                 watchers.report(f"task {record.task_id}", note)
                 add_note(record, note)
+
+    def cap_held_by(self, record: TaskRecord) -> None:
+        """The task whose log is capped has started: should this server die, its log stays capped
+        while it runs (see ``logs.capping``)."""
+        if self.capper is not None and record.pid is not None:
+            self.capper.held_by(Path(record.log_path), record.pid, record.pid_create_time)
 
     def cap_failed(self, path: Path, note: str) -> None:
         """The capper could not keep this log under its cap: record it on its task."""

@@ -8,11 +8,17 @@ waiting (docs/benchmarks.md 15, sixth pass). So a server keeps its logs capped t
 process (``python -m mcp_backgroundr.logs.capping``) that runs the same :class:`LogCapper`: the
 server tells it which logs to keep under which cap, and hears back which it could not.
 
-The child reads one JSON array a line on its stdin (``["watch", path, cap]``, ``["forget", path,
-0]``), writes ``"ready"`` on its stdout once it can cap, then one line for each log it cannot cap
-(``[path, note]``). It ends when its stdin closes (the server exited or was killed), and on Linux
-with its parent's death. A task started while it gets ready (a server's first 0.1 to 0.5 s) waits
-for it (:meth:`CapperProcess.ready`): `yes` writes 64 MiB in less than that.
+The child reads one JSON array a line on its stdin (``["watch", path, cap]``, ``["held", path,
+pid, start time]`` once the task that writes the log has started, ``["forget", path]``), writes
+``"ready"`` on its stdout once it can cap, then one line for each log it cannot cap (``[path,
+note]``). A task started while it gets ready (a server's first 0.1 to 0.5 s) waits for it
+(:meth:`CapperProcess.ready`): `yes` writes 64 MiB in less than that.
+
+Its stdin closes when the server ends it, having ended its tasks, and when the server dies (a
+SIGKILL, a crash): the tasks of a dead server run on, and write on, until the next server ends
+them. So once its stdin closes the child goes on capping the logs whose task still runs (by pid
+and start time), and ends when none does: caps hold with no server for every task, not only for
+``keep_running`` ones (whose runners cap their own logs).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import anyio
 import anyio.abc
 
 from ..config import HOME_ENV, PLATFORM_ENV
+from ..platform import process as processes
 from .logcap import LogCapper
 
 READY_SECONDS = 10.0
@@ -51,6 +58,7 @@ may hold the HTTP token)."""
 _PR_SET_PDEATHSIG = 1
 _READY = "ready"
 _WATCH = "watch"
+_HELD = "held"
 _FORGET = "forget"
 
 
@@ -65,6 +73,8 @@ class CapperProcess:
         self._pending = anyio.Event()
         self._watched: dict[str, int] = {}
         """Every log kept under its cap, with its cap: what a new capping process is told."""
+        self._holders: dict[str, tuple[int, float | None]] = {}
+        """The process (pid, start time) that writes each watched log, once its task has started."""
         self._gave_up: str | None = None
         """Why the capping process is not started again, once it is not."""
         self._process: anyio.abc.Process | None = None
@@ -84,6 +94,11 @@ class CapperProcess:
         if self._process is not None:
             await _stop(self._process)
 
+    @property
+    def gave_up(self) -> str | None:
+        """Why no log is capped any longer, once the capping process is not started again."""
+        return self._gave_up
+
     def watch(self, path: Path, cap: int) -> None:
         """Keep ``path`` under ``cap`` from now on (never waits: the child is told in the background),
         or say at once that it cannot be, once the capping process is not started again."""
@@ -91,14 +106,22 @@ class CapperProcess:
             self.on_failure(path, self._gave_up)
             return
         self._watched[str(path)] = cap
-        self._tell(_WATCH, path, cap)
+        self._tell(_command(_WATCH, str(path), cap))
+
+    def held_by(self, path: Path, pid: int, started: float | None) -> None:
+        """The task whose log ``path`` is (watched already) has started as ``pid`` at ``started``:
+        should this server die, the capping process caps the log for as long as that process runs."""
+        if str(path) in self._watched:
+            self._holders[str(path)] = (pid, started)
+            self._tell(_command(_HELD, str(path), pid, started))
 
     def forget(self, path: Path) -> None:
+        self._holders.pop(str(path), None)
         if self._watched.pop(str(path), None) is not None:
-            self._tell(_FORGET, path, 0)
+            self._tell(_command(_FORGET, str(path)))
 
-    def _tell(self, command: str, path: Path, cap: int) -> None:
-        self._commands.append(_command(command, str(path), cap))
+    def _tell(self, command: bytes) -> None:
+        self._commands.append(command)
         self._pending.set()
 
     def watched_helpers(self) -> set[int] | None:
@@ -127,12 +150,13 @@ class CapperProcess:
                 return
             print(f"mcp-backgroundr: the capping process ended ({code}); starting it again", file=sys.stderr)
             self._commands = [_command(_WATCH, path, cap) for path, cap in self._watched.items()]
+            self._commands += [_command(_HELD, path, *holder) for path, holder in self._holders.items()]
             self._pending.set()
             await anyio.sleep(RESTART_PAUSE_SECONDS)
 
     def _give_up(self, note: str) -> None:
         self._gave_up = note
-        watched, self._watched = self._watched, {}
+        watched, self._watched, self._holders = self._watched, {}, {}
         for path in sorted(watched):
             self.on_failure(Path(path), note)
 
@@ -159,6 +183,8 @@ class CapperProcess:
                 group.start_soon(self._send, process)
                 await self._hear(process)
                 group.cancel_scope.cancel()
+            with anyio.move_on_after(STOP_SECONDS):  # its stdout closed as it ended: how it ended
+                await process.wait()
             return process.returncode
         finally:
             self._ready.set()
@@ -187,11 +213,12 @@ class CapperProcess:
                     continue
                 path, note = said
                 self._watched.pop(path, None)
+                self._holders.pop(path, None)
                 self.on_failure(Path(path), note)
 
 
-def _command(command: str, path: str, cap: int) -> bytes:
-    return json.dumps([command, path, cap]).encode() + b"\n"
+def _command(command: str, path: str, *values: int | float | None) -> bytes:
+    return json.dumps([command, path, *values]).encode() + b"\n"
 
 
 async def _stop(process: anyio.abc.Process) -> None:
@@ -208,7 +235,8 @@ async def _stop(process: anyio.abc.Process) -> None:
 
 
 def die_with_parent() -> None:
-    """Linux: be killed when the server dies, even by SIGKILL, with no read of stdin under way."""
+    """Linux: be killed when the server dies, even by SIGKILL, with no read of stdin under way (the
+    matching processes; the capping process outlives a dead server while its tasks run)."""
     if sys.platform != "linux":
         return
     with contextlib.suppress(OSError, AttributeError):
@@ -216,40 +244,59 @@ def die_with_parent() -> None:
 
 
 def _say_failed(path: Path, note: str) -> None:
-    sys.stdout.write(json.dumps([str(path), note]) + "\n")
-    sys.stdout.flush()
+    with contextlib.suppress(OSError):  # the server is gone: nobody to tell
+        sys.stdout.write(json.dumps([str(path), note]) + "\n")
+        sys.stdout.flush()
 
 
-def _obey(capper: LogCapper, line: str) -> None:
-    command, path, cap = json.loads(line)
+def _obey(capper: LogCapper, holders: dict[str, tuple[int, float | None]], line: str) -> None:
+    command, path, *values = json.loads(line)
     if command == _FORGET:
+        holders.pop(path, None)
         capper.forget(Path(path))
-        return
-    try:
-        capper.watch(Path(path), cap)
-    except OSError as exc:  # e.g. out of inotify watches
-        _say_failed(Path(path), f"its log is not capped ({exc.strerror or exc})")
+    elif command == _HELD:
+        holders[path] = (values[0], values[1])
+    else:
+        try:
+            capper.watch(Path(path), values[0])
+        except OSError as exc:  # e.g. out of inotify watches
+            _say_failed(Path(path), f"its log is not capped ({exc.strerror or exc})")
+
+
+async def _cap_while_held(capper: LogCapper, holders: dict[str, tuple[int, float | None]]) -> None:
+    """The server has gone: cap each log until the process that writes it has ended (told by the
+    kernel where the platform can: the next server ends a dead server's tasks, and this process
+    must not outlive them by more than a moment)."""
+
+    async def until_ended(path: str, pid: int, started: float | None) -> None:
+        await processes.wait_until_ended(pid, started)
+        capper.forget(Path(path))
+
+    async with anyio.create_task_group() as group:
+        for path, (pid, started) in holders.items():
+            group.start_soon(until_ended, path, pid, started)
 
 
 async def _serve(parent: int) -> None:
     capper = LogCapper(on_failure=_say_failed)
+    holders: dict[str, tuple[int, float | None]] = {}
     sys.stdout.write(json.dumps(_READY) + "\n")
     sys.stdout.flush()
     async with anyio.create_task_group() as group:
         group.start_soon(capper.run)
-        if os.getppid() == parent:  # else the server died before it could be asked to kill us
+        if os.getppid() == parent:  # else the server died before it could tell us anything
             stdin: Any = anyio.wrap_file(sys.stdin)
             async for line in stdin:
-                _obey(capper, line)
+                _obey(capper, holders, line)
+        await _cap_while_held(capper, holders)
         group.cancel_scope.cancel()
 
 
 def main() -> None:
-    """The capping process: keep logs capped as the server says, until its stdin closes."""
+    """The capping process: keep logs capped as the server says, until its stdin closes and no
+    task whose log it caps runs any longer."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C in a terminal is the server's to handle
-    parent = os.getppid()
-    die_with_parent()
-    anyio.run(_serve, parent)
+    anyio.run(_serve, os.getppid())
 
 
 if __name__ == "__main__":
