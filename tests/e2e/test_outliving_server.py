@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+from pathlib import Path
 
 import anyio
+import psutil
 import pytest
 
 from ..reliability.rawwire import RawServer
-from .harness import alive, call, call_error, cli, connect, finished
+from .harness import alive, call, call_error, cli, connect, finished, kill_server_of
 
 pytestmark = pytest.mark.anyio
 
@@ -132,3 +135,35 @@ async def test_the_cli_says_in_one_line_when_it_cannot_give_a_task_input(
     assert (refused.returncode, refused.stdout, refused.stderr.count("\n")) == (1, "", 1)
     assert "belongs to another server" in refused.stderr
     assert status["state"] == "running"
+
+
+NEVER_REAPS = """
+import ctypes, subprocess, sys, time
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: a dead server's tasks come here
+subprocess.Popen(sys.argv[1:]).wait()  # the server alone is reaped; its tasks stay zombies
+time.sleep(120)
+"""
+"""A parent that makes itself the subreaper of the server and never reaps the orphans it gets (a
+container's process 1 without an init does this)."""
+
+
+async def test_a_dead_servers_task_that_ended_unreaped_is_not_said_running(server_command: str, tmp_path: Path) -> None:
+    """An ended task of a dead server that nobody reaped (a zombie) was reported `running` by the
+    next server and the CLI, and ending it recorded `killed` (a new-user trial)."""
+    wrapper = tmp_path / "never_reaps.py"
+    wrapper.write_text(NEVER_REAPS)
+    async with connect(sys.executable, args=[str(wrapper), server_command]) as first:  # the wrapper lives as long
+        task = await call(first, "run_background_task", command="sleep 1; exit 3")
+        parent = psutil.Process(psutil.Process(task["pid"]).ppid()).ppid()
+        await kill_server_of(task["pid"])
+        try:
+            with anyio.fail_after(10):
+                while psutil.Process(task["pid"]).status() != psutil.STATUS_ZOMBIE:
+                    await anyio.sleep(0.02)
+            shown = cli(server_command, "status", task["task_id"])
+            async with connect(server_command) as client:
+                status = await call(client, "get_task_status", task_id=task["task_id"], lines=0)
+        finally:
+            psutil.Process(parent).kill()
+    assert "state: failed" in shown.stdout.splitlines(), shown.stdout
+    assert status["state"] == "failed", status

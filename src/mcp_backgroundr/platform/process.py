@@ -148,10 +148,26 @@ def create_time(pid: int) -> float | None:
 START_TIME_TOLERANCE = 0.05
 
 
-def same_process(pid: int, start_time: float | None) -> bool:
-    """Whether ``pid`` still names the process that started at ``start_time``."""
+def holds_its_pid(pid: int, start_time: float | None) -> bool:
+    """Whether the process that started at ``start_time`` still holds ``pid``, running or a zombie
+    (its number, and its session's, cannot be reused until it is collected)."""
     started = create_time(pid)
     return started is not None and start_time is not None and abs(started - start_time) < START_TIME_TOLERANCE
+
+
+def same_process(pid: int, start_time: float | None) -> bool:
+    """Whether ``pid`` still names the process that started at ``start_time``, running: a zombie
+    has ended (only its exit status waits for a parent that may never collect it, such as a
+    container's process 1 without an init, which a dead server's tasks are left to)."""
+    if start_time is None:
+        return False
+    try:
+        process = psutil.Process(pid)
+        with process.oneshot():
+            same = abs(process.create_time() - start_time) < START_TIME_TOLERANCE
+            return same and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 async def wait_until_ended(pid: int, start_time: float | None) -> None:

@@ -43,7 +43,7 @@ def leader_of(record: TaskRecord) -> Leader:
     """The leader of a task this process did not start. A dead leader's pid may have been
     reused: then only its cgroup or the environment marker tells the task's processes."""
     assert record.pid is not None
-    alive = process.same_process(record.pid, record.pid_create_time)
+    alive = process.holds_its_pid(record.pid, record.pid_create_time)
     return Leader(record.task_id, None if alive else record.started_at, TaskCgroup.decode(record.cgroup))
 
 
