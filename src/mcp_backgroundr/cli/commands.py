@@ -222,9 +222,10 @@ def _how_it_ended(ended: Ended | Status) -> str:
 
 
 def _survivors(text: str, ended: Ended) -> str:
-    """``text``, then the processes that survived (pid, command, why), or that none is left."""
+    """``text``, then the processes that survived (pid, command, why), or what was checked to find
+    none (as the tool says it: "the task's cgroup is empty" claims no more than was looked at)."""
     named = "; ".join(f"pid {s.pid} ({s.command}): {s.reason}" for s in ended.survivors)
-    return text + (f"; SURVIVORS: {named}" if named else "; none is left")
+    return text + (f"; SURVIVORS: {named}" if named else f"; {ended.verified or 'no process of it was found'}")
 
 
 def prune(settings: Settings, keep: int, days: float) -> str:
