@@ -19,7 +19,7 @@ from mcp import Client
 
 from mcp_backgroundr.logs.capping import RESTARTS
 
-from .harness import call, connect, until
+from .harness import call, connect, finished, until
 
 pytestmark = pytest.mark.anyio
 
@@ -273,3 +273,27 @@ async def test_once_capping_is_given_up_a_new_task_says_so_and_ending_keeps_the_
     for status in statuses:
         reason = status["end_reason"]
         assert reason.startswith("end_background_task; ") and "no longer capped" in reason, reason
+
+
+async def test_what_a_supervised_tasks_processes_write_after_its_runner_ended_is_capped(server_command: str) -> None:
+    """A keep_running task's runner caps its log, and ends with its command; a process the command
+    left running wrote on uncapped (a new-user trial: 18 MB in 1.5 s past a 1 MiB cap)."""
+    async with connect(server_command) as client:
+        task = await call(
+            client,
+            "run_background_task",
+            command="(setsid yes &); sleep 0.3; exit 0",
+            keep_running=True,
+            max_log_bytes=CAP,
+        )
+        status = await finished(client, task["task_id"])
+        try:
+            log = Path(task["log_path"])
+            with anyio.fail_after(30):  # the first drop of what was written meanwhile
+                while _allocated(log) > OVERSHOOT_ALLOWED * CAP:
+                    await anyio.sleep(0.005)
+            medians = await _median_allocated([log])
+        finally:
+            await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
+    assert status["lingering_pids"], status
+    assert medians[0] <= OVERSHOOT_ALLOWED, medians

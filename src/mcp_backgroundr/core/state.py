@@ -122,9 +122,10 @@ class CoreState:
             self.capper.forget(Path(record.log_path))
 
     def cap(self, record: TaskRecord) -> None:
-        """Keep a task's log under its cap from now on (or record why it cannot be); a supervised
-        task's runner does that itself, with or without a server."""
-        if self.capper is not None and record.max_log_bytes and not record.supervised:
+        """Keep a task's log under its cap from now on (or record why it cannot be); a running
+        supervised task's runner does that itself, with or without a server, until it ends (what
+        the command's processes still write then is capped here)."""
+        if self.capper is not None and record.max_log_bytes and not (record.supervised and record.running):
             note = self.capper.gave_up  # said here: the task is not among this server's yet
             try:
                 if note is None:

@@ -34,6 +34,7 @@ async def watch_exit(state: CoreState, task: Task, popen: subprocess.Popen[bytes
             await task.output_done.wait()
     await record_exit_when_read(state, task, returncode)
     reap(state)
+    _cap_after_its_runner(state, task)
     await _settle_if_empty(task)
     state.changed(TaskChange.ENDED, task.record.task_id)
     prune_if_due(state)
@@ -62,8 +63,16 @@ async def watch_adopted(state: CoreState, task: Task) -> None:
         task.exited.set()
         if not state.shutting_down:
             state.save([task.record])
+    _cap_after_its_runner(state, task)
     await _settle_if_empty(task)
     state.changed(TaskChange.ENDED, task.record.task_id)
+
+
+def _cap_after_its_runner(state: CoreState, task: Task) -> None:
+    """A supervised task's runner capped its log, and has ended with its command: processes the
+    command left running may write on (a new-user trial: 18 MB in 1.5 s past a 1 MiB cap)."""
+    if task.record.supervised and not task.running:
+        state.cap(task.record)
 
 
 async def _settle_if_empty(task: Task) -> None:
