@@ -297,3 +297,33 @@ async def test_what_a_supervised_tasks_processes_write_after_its_runner_ended_is
             await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
     assert status["lingering_pids"], status
     assert medians[0] <= OVERSHOOT_ALLOWED, medians
+
+
+@pytest.mark.linux_backend(
+    "a `yes` log grown for 10 s did not always come back under 16 caps within 30 s with its head dropped by "
+    "rewriting (the portable backend): 1 of 3 runs on 2026-11-30; the watchdog is the same code"
+)
+async def test_a_stopped_capping_process_is_replaced(server_command: str) -> None:
+    """A capping process stopped (SIGSTOP) caps nothing, and nothing told: a new-user trial saw
+    1.5 GB in 1 s past a 1 MiB cap, end_reason null. One that does not answer is killed and
+    started again, so the log comes back under its cap."""
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="yes", max_log_bytes=CAP)
+        server = psutil.Process(task["pid"]).ppid()
+        stopped = _capping_process_of(server)
+        assert stopped is not None
+        stopped.suspend()
+        try:
+            with anyio.fail_after(60):  # asked every 2 s, killed after 10 s without an answer
+                while (new := _capping_process_of(server, allow_none=True)) is None or new.pid == stopped.pid:
+                    await anyio.sleep(0.05)
+            log = Path(task["log_path"])
+            with anyio.fail_after(30):  # the first drop of what was written meanwhile
+                while _allocated(log) > OVERSHOOT_ALLOWED * CAP:
+                    await anyio.sleep(0.005)
+            medians = await _median_allocated([log])
+        finally:
+            with contextlib.suppress(psutil.Error):
+                stopped.kill()
+            await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
+    assert medians[0] <= OVERSHOOT_ALLOWED, medians

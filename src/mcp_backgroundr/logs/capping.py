@@ -55,8 +55,14 @@ PASSED_ON = ("PATH", "PYTHONPATH", HOME_ENV, PLATFORM_ENV)
 """All of the server's environment the capping process gets: it needs no more, and any process of
 the same user (a task) can read a process's environment, the server's excepted (non-dumpable: it
 may hold the HTTP token)."""
+LOOK_SECONDS = 2.0
+ANSWER_SECONDS = 10.0
+"""The server asks the capping process every LOOK_SECONDS whether it still caps; one that does not
+answer within ANSWER_SECONDS (stopped by SIGSTOP, stuck) is killed, and started again."""
 _PR_SET_PDEATHSIG = 1
 _READY = "ready"
+_ASK = "ask"
+_ANSWER = "capping"
 _WATCH = "watch"
 _HELD = "held"
 _FORGET = "forget"
@@ -81,6 +87,7 @@ class CapperProcess:
         self._starting = False
         self._ready = anyio.Event()
         self._stopping = False
+        self._answered = anyio.Event()
 
     async def ready(self) -> None:
         """Wait, at most READY_SECONDS, until the capping process caps what it is told to (or has failed)."""
@@ -181,6 +188,7 @@ class CapperProcess:
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._send, process)
+                group.start_soon(self._ask_until_silent, process)
                 await self._hear(process)
                 group.cancel_scope.cancel()
             with anyio.move_on_after(STOP_SECONDS):  # its stdout closed as it ended: how it ended
@@ -202,14 +210,29 @@ class CapperProcess:
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 return  # it ended, or is being stopped: what it no longer caps is heard of in run()
 
+    async def _ask_until_silent(self, process: anyio.abc.Process) -> None:
+        """Kill the capping process once it does not answer (see ANSWER_SECONDS): run() starts
+        another. A stopped one caps nothing, and nothing else would tell."""
+        while True:
+            await anyio.sleep(LOOK_SECONDS)
+            self._answered = anyio.Event()
+            self._tell(_command(_ASK, ""))
+            with anyio.move_on_after(ANSWER_SECONDS):
+                await self._answered.wait()
+            if not self._answered.is_set():
+                print(f"mcp-backgroundr: the capping process gave no answer in {ANSWER_SECONDS:g}s", file=sys.stderr)
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                return
+
     async def _hear(self, process: anyio.abc.Process) -> None:
         assert process.stdout is not None
         buffered = b""
         async for data in process.stdout:
             *lines, buffered = (buffered + data).split(b"\n")
             for line in lines:
-                if (said := json.loads(line)) == _READY:
-                    self._ready.set()
+                if (said := json.loads(line)) in (_READY, _ANSWER):
+                    (self._ready if said == _READY else self._answered).set()
                     continue
                 path, note = said
                 self._watched.pop(path, None)
@@ -243,10 +266,14 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), 0, 0, 0)
 
 
-def _say_failed(path: Path, note: str) -> None:
+def _say(said: object) -> None:
     with contextlib.suppress(OSError):  # the server is gone: nobody to tell
-        sys.stdout.write(json.dumps([str(path), note]) + "\n")
+        sys.stdout.write(json.dumps(said) + "\n")
         sys.stdout.flush()
+
+
+def _say_failed(path: Path, note: str) -> None:
+    _say([str(path), note])
 
 
 def _obey(capper: LogCapper, holders: dict[str, tuple[int, float | None]], line: str) -> None:
@@ -256,6 +283,8 @@ def _obey(capper: LogCapper, holders: dict[str, tuple[int, float | None]], line:
         capper.forget(Path(path))
     elif command == _HELD:
         holders[path] = (values[0], values[1])
+    elif command == _ASK:
+        _say(_ANSWER)
     else:
         try:
             capper.watch(Path(path), values[0])
@@ -280,8 +309,7 @@ async def _cap_while_held(capper: LogCapper, holders: dict[str, tuple[int, float
 async def _serve(parent: int) -> None:
     capper = LogCapper(on_failure=_say_failed)
     holders: dict[str, tuple[int, float | None]] = {}
-    sys.stdout.write(json.dumps(_READY) + "\n")
-    sys.stdout.flush()
+    _say(_READY)
     async with anyio.create_task_group() as group:
         group.start_soon(capper.run)
         if os.getppid() == parent:  # else the server died before it could tell us anything
