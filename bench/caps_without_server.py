@@ -4,9 +4,12 @@
    leaves, so its server exits; the log's allocated blocks are sampled every 2 ms for a few
    seconds while only the task's runner caps it. The runner's CPU over the same seconds is
    the price. The baseline is the cap itself.
-2. A server is SIGKILLed while its task writes about 20 MB/s under a 1 MiB cap; the task
-   writes on until its log takes 64 MiB; then the next server starts. What the log takes
-   once that server answers, against the cap.
+2. A server is SIGKILLed while its (plain) task runs `yes` under a 1 MiB cap; the task writes
+   on, and the dead server's capping process caps its log until it ends: sampled as in 1, with
+   the capping process's CPU.
+3. A server is SIGKILLed with its capping process (nothing of it left, as after a reboot) while
+   its task writes about 20 MB/s under a 1 MiB cap; the task writes on until its log takes 64
+   MiB; then the next server starts. What the log takes once that server answers, against the cap.
 """
 
 from __future__ import annotations
@@ -62,28 +65,66 @@ async def _keep_running(cap: int, seconds: float) -> list[Figure]:
         try:
             async with _connected(home) as client:
                 task = await _call(client, "run_background_task", command="yes", keep_running=True, max_log_bytes=cap)
-            runner, log = psutil.Process(task["pid"]), Path(task["log_path"])
-            cpu_before = sum(runner.cpu_times()[:2])
-            samples: list[int] = []
-            began = time.monotonic()
-            while time.monotonic() - began < seconds:
-                samples.append(_allocated(log))
-                await anyio.sleep(SAMPLE_INTERVAL)
-            cpu = sum(runner.cpu_times()[:2]) - cpu_before
-            written = os.stat(log).st_size
+            samples, cpu, written = await _sampled(Path(task["log_path"]), psutil.Process(task["pid"]), seconds)
         finally:
             kill_all(processes_of(home))
+    return _capped_figures(f"keep_running `yes`, no server ({label})", "runner", samples, cap, cpu, written, seconds)
+
+
+async def _sampled(log: Path, capper: psutil.Process, seconds: float) -> tuple[list[int], float, int]:
+    """``log``'s allocated bytes every SAMPLE_INTERVAL for ``seconds``, the CPU ``capper`` used
+    meanwhile, and the bytes written by the end."""
+    cpu_before = sum(capper.cpu_times()[:2])
+    samples: list[int] = []
+    began = time.monotonic()
+    while time.monotonic() - began < seconds:
+        samples.append(_allocated(log))
+        await anyio.sleep(SAMPLE_INTERVAL)
+    return samples, sum(capper.cpu_times()[:2]) - cpu_before, os.stat(log).st_size
+
+
+def _capped_figures(
+    label: str, capper: str, samples: list[int], cap: int, cpu: float, written: int, seconds: float
+) -> list[Figure]:
     median, shown = spread(samples, cap)
     return [
         Figure(
             NAME,
-            f"keep_running `yes`, no server: allocated / cap ({label}), {len(samples)} samples over {seconds:g} s",
+            f"{label}: allocated / cap, {len(samples)} samples over {seconds:g} s",
             f"{shown}; {written / 1e9:.1f} GB written meanwhile",
             "stays near the cap",
             median <= 16 * cap,
         ),
-        Figure(NAME, f"runner CPU while capping ({label})", f"{cpu:.2f} CPU s over {seconds:g} s"),
+        Figure(NAME, f"{capper} CPU while capping ({label})", f"{cpu:.2f} CPU s over {seconds:g} s"),
     ]
+
+
+async def _killed_server(client: Client, command: str, capping_too: bool) -> tuple[dict[str, Any], psutil.Process]:
+    """A task started with ``command`` under a 1 MiB cap, and its server SIGKILLed (with its
+    capping process when ``capping_too``); answers the task and the capping process."""
+    task = await _call(client, "run_background_task", command=command, max_log_bytes=CAP)
+    server = psutil.Process(psutil.Process(task["pid"]).ppid())
+    capping = next(c for c in server.children() if "mcp_backgroundr.logs.capping" in c.cmdline())
+    if capping_too:
+        capping.kill()
+    server.kill()
+    with anyio.fail_after(10):  # gone (its parent, the client, reaps it)
+        while server.is_running() and server.status() != psutil.STATUS_ZOMBIE:
+            await anyio.sleep(0.01)
+    return task, capping
+
+
+async def _plain_after_sigkill(seconds: float) -> list[Figure]:
+    with tempfile.TemporaryDirectory(prefix="bench-backgroundr-") as tmp:
+        home = Path(tmp)
+        try:
+            async with _connected(home) as client:
+                task, capping = await _killed_server(client, "yes", capping_too=False)
+            samples, cpu, written = await _sampled(Path(task["log_path"]), capping, seconds)
+        finally:
+            kill_all(processes_of(home))
+    label = "a SIGKILLed server's plain `yes` (1 MiB)"
+    return _capped_figures(label, "its capping process", samples, CAP, cpu, written, seconds)
 
 
 async def _after_sigkill() -> list[Figure]:
@@ -91,12 +132,7 @@ async def _after_sigkill() -> list[Figure]:
         home = Path(tmp)
         try:
             async with _connected(home) as client:
-                task = await _call(client, "run_background_task", command=THROTTLED_WRITER, max_log_bytes=CAP)
-                server = psutil.Process(psutil.Process(task["pid"]).ppid())
-                server.kill()
-                with anyio.fail_after(10):  # gone (its parent, the client, reaps it)
-                    while server.is_running() and server.status() != psutil.STATUS_ZOMBIE:
-                        await anyio.sleep(0.01)
+                task, _ = await _killed_server(client, THROTTLED_WRITER, capping_too=True)
             log = Path(task["log_path"])
             with anyio.fail_after(60):
                 while _allocated(log) < GROWN:
@@ -111,7 +147,7 @@ async def _after_sigkill() -> list[Figure]:
     return [
         Figure(
             NAME,
-            "log of a SIGKILLed server's task (1 MiB cap), when the next server answers",
+            "log of a task of a SIGKILLed server and capping process (1 MiB cap), when the next server answers",
             f"{after / CAP:.2f}x the cap (it took {before / CAP:.0f}x before); that server answered "
             f"{started:.2f} s after its start",
             "at most the cap",
@@ -123,7 +159,7 @@ async def _after_sigkill() -> list[Figure]:
 async def measure(quick: bool) -> list[Figure]:
     seconds = 2.0 if quick else 5.0
     figures = [figure for cap in (CAP, 64 * CAP) for figure in await _keep_running(cap, seconds)]
-    return figures + await _after_sigkill()
+    return figures + await _plain_after_sigkill(seconds) + await _after_sigkill()
 
 
 if __name__ == "__main__":
