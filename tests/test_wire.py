@@ -6,7 +6,7 @@ import mcp_types
 import pytest
 from pydantic import ValidationError
 
-from mcp_backgroundr.tools.wire import protocol_error
+from mcp_backgroundr.tools.wire import invalid_request, protocol_error
 
 
 def rejection(line: bytes) -> Exception:
@@ -34,3 +34,17 @@ def test_unreadable_lines_get_the_error_json_rpc_prescribes(line: bytes, code: i
 
 def test_other_exceptions_are_left_to_the_server() -> None:
     assert protocol_error(OSError("stdin broke")) is None
+
+
+@pytest.mark.parametrize("request_id", ["null", "1.5", '{"a": 1}', "true", "[1]"])
+def test_a_request_whose_id_is_not_a_string_or_an_integer_is_invalid(request_id: str) -> None:
+    line = f'{{"jsonrpc": "2.0", "id": {request_id}, "method": "tools/list"}}'
+    answer = invalid_request(line)
+    assert answer is not None and answer.error.code == mcp_types.INVALID_REQUEST and answer.id is None
+
+
+@pytest.mark.parametrize(
+    "line", ['{"jsonrpc": "2.0", "id": 3, "method": "ping"}', '{"jsonrpc": "2.0", "method": "x"}', "not json", "[1]"]
+)
+def test_other_lines_are_left_to_the_transport(line: str) -> None:
+    assert invalid_request(line) is None

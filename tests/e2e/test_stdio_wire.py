@@ -89,3 +89,40 @@ def test_a_client_that_closes_the_servers_stdout_first_is_a_client_that_left(
     listed = subprocess.run([server_command, "ps", "-a"], capture_output=True, text=True, timeout=ANSWER_SECONDS)
     row = next(line for line in listed.stdout.splitlines() if line.startswith(started["task_id"]))
     assert "killed" in row, listed.stdout
+
+
+INVALID_IDS = [{"a": 1}, 1.5, None, True, [1]]
+"""A request's id is a string or an integer (JSON-RPC 2.0); the validator took a message with any
+other id (and a method) for a notification, which gets no answer: the client waited forever."""
+
+
+def _with_id(request_id: object) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/list"}).encode()
+
+
+def test_a_request_with_an_invalid_id_is_answered_invalid_request(server_command: str) -> None:
+    with RawServer(server_command) as server:
+        server.initialize()
+        for request_id in INVALID_IDS:
+            server.send(_with_id(request_id))
+            answer = server.answer()
+            assert (answer["id"], answer["error"]["code"]) == (None, -32600), (request_id, answer)
+        assert server.request("ping")["result"] == {}
+
+
+def test_a_request_with_an_invalid_id_is_answered_with_a_file_on_stdin_too(server_command: str, tmp_path: Path) -> None:
+    requests = tmp_path / "requests.jsonl"
+    initialize = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "file", "version": "1"}}
+    lines = [
+        json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": initialize}).encode(),
+        b'{"jsonrpc": "2.0", "method": "notifications/initialized"}',
+        b'{"jsonrpc": "2.0", "id": 2, "method": "ping"}',
+        *(_with_id(request_id) for request_id in INVALID_IDS),
+    ]
+    requests.write_bytes(b"".join(line + b"\n" for line in lines))
+    with requests.open("rb") as stdin:
+        done = subprocess.run([server_command], stdin=stdin, capture_output=True, timeout=ANSWER_SECONDS, check=True)
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    refused = [answer for answer in answers if "error" in answer]
+    assert sorted(answer["id"] for answer in answers if "result" in answer) == [1, 2], answers
+    assert [(answer["id"], answer["error"]["code"]) for answer in refused] == [(None, -32600)] * len(INVALID_IDS)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 from mcp.server import MCPServer
@@ -149,12 +149,15 @@ class BackgroundrMCPServer(MCPServer[Any]):
                 await sdk.serve_streams(self, read_stream, write_stream)
             self.stdio_left_by = leaving.reason
             return
-        async with stdio_server() as (read_stream, write_stream):
-            checked_send, checked_receive = anyio.create_memory_object_stream[SessionMessage | Exception]()
-            async with anyio.create_task_group() as group:
-                group.start_soon(wire.answer_bad_lines, read_stream, checked_send, write_stream)
-                await sdk.serve_streams(self, checked_receive, write_stream)
-                group.cancel_scope.cancel()
+        with sdk.claimed_stdin() as source:
+            to_replies, from_replies = anyio.create_memory_object_stream[SessionMessage]()
+            lines = wire.checked_lines(sdk.text_lines(source), to_replies)
+            async with stdio_server(stdin=cast("anyio.AsyncFile[str]", lines)) as (read_stream, write_stream):
+                checked_send, checked_receive = anyio.create_memory_object_stream[SessionMessage | Exception]()
+                async with anyio.create_task_group() as group:
+                    group.start_soon(wire.answer_bad_lines, read_stream, checked_send, write_stream, from_replies)
+                    await sdk.serve_streams(self, checked_receive, write_stream)
+                    group.cancel_scope.cancel()
 
     async def get_prompt(
         self, name: str, arguments: dict[str, Any] | None = None, context: Context[Any, Any] | None = None

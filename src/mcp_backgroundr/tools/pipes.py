@@ -126,6 +126,9 @@ async def _read(
                 else:
                     await server.send(exc)
                 continue
+            if isinstance(message, mcp_types.JSONRPCNotification) and (reply := wire.invalid_request(line)):
+                await replies.send(SessionMessage(reply))
+                continue
             await server.send(SessionMessage(message))
 
 

@@ -13,7 +13,10 @@ The official SDK (``mcp`` 2.x) offers no public way to do three things the serve
   the wire from private duplicates while fd 0 reads the null device and fd 1 writes to stderr, so
   that stray reads and prints miss the wire, and put both back afterwards. The server serves those
   pipes on its event loop (``pipes.py``) instead of the transport's worker threads.
-  :func:`claimed_stdio` does it.
+  :func:`claimed_stdio` does it; :func:`claimed_stdin` claims stdin alone, for the transport's
+  own path, whose lines the wire guard must see before the transport reads them (a request's
+  invalid id is lost once a line is parsed), read with the transport's text wrapper
+  (``stdio._UnownedTextWrapper``: closing it leaves the wire open).
 
 ``tests/test_sdk_seam.py`` fails loudly when the SDK changes either. (Errors are reshaped
 through ``exc.__cause__`` in ``appserver.py``: that is the SDK's documented contract —
@@ -26,8 +29,9 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
+import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from mcp.server import MCPServer, stdio
 from mcp.server.mcpserver.tools import Tool
@@ -56,14 +60,27 @@ def registered_tool(app: MCPServer[Any], name: str) -> Tool:
 def claimed_stdio() -> Iterator[tuple[int, int]]:
     """Descriptors of the wire's stdin and stdout, claimed as the SDK's stdio transport claims them
     (fd 0 and 1 diverted meanwhile, restored on leaving; a second claim raises RuntimeError)."""
-    source, restore_stdin = stdio._claim_fd(0, sys.stdin, "rb", stdio._open_stdin_diversion)
-    try:
+    with claimed_stdin() as source:
         sink, restore_stdout = stdio._claim_fd(1, sys.stdout, "wb", stdio._open_stdout_diversion)
         try:
             yield source.fileno(), sink.fileno()
         finally:
             if restore_stdout is not None:
                 restore_stdout()
+
+
+@contextlib.contextmanager
+def claimed_stdin() -> Iterator[BinaryIO]:
+    """The wire's stdin, claimed as the SDK's stdio transport claims it (see :func:`claimed_stdio`)."""
+    source, restore_stdin = stdio._claim_fd(0, sys.stdin, "rb", stdio._open_stdin_diversion)
+    try:
+        yield source
     finally:
         if restore_stdin is not None:
             restore_stdin()
+
+
+def text_lines(source: BinaryIO) -> anyio.AsyncFile[str]:
+    """``source`` read as the SDK's transport reads it: UTF-8 with bad bytes replaced, a line at a
+    time in a worker thread; closing it leaves ``source`` open (the SDK's own text wrapper)."""
+    return anyio.wrap_file(stdio._UnownedTextWrapper(source, encoding="utf-8", errors="replace"))
