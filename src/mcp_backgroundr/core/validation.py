@@ -16,6 +16,9 @@ from ..errors import KERNEL_ARGUMENT_BYTES, InvalidArgumentError, shortened, too
 from ..logs.patterns import Pattern
 from ..runner import RESTART_POLICIES, TASK_ENV_DEFAULTS
 
+EXEC_PREFIX_BYTES = len("exec ")
+"""What the shell's argument may gain before the command (see ``runner.exec_command``)."""
+
 
 def shell_command(command: str | list[str]) -> str:
     """``command`` as one shell command: a list (argv) is quoted with ``shlex.join``."""
@@ -23,11 +26,9 @@ def shell_command(command: str | list[str]) -> str:
         return command
     if not command:
         raise InvalidArgumentError("command", command, 'give the program and its arguments, e.g. ["npm", "run", "dev"]')
+    if 2 * len(command) - 1 > KERNEL_ARGUMENT_BYTES - 1 - EXEC_PREFIX_BYTES:  # a word and a space, at least
+        raise too_long_for_the_kernel(f"the command ({len(command)} words)")
     return shlex.join(command)
-
-
-EXEC_PREFIX_BYTES = len("exec ")
-"""What the shell's argument may gain before the command (see ``runner.exec_command``)."""
 
 
 def _bytes_over_the_kernel(text: str, extra: int = 0) -> int | None:

@@ -110,6 +110,8 @@ def _value(spec: dict[str, Any], value: Any, name: str) -> Any:
     if scalar == "boolean" and not taken and types & {"integer", "number"}:
         raise InvalidArgumentError(name, value, "give a number; true and false are not numbers")
     if isinstance(value, list) and isinstance(items := _option(spec, "items"), dict):
+        if "enum" not in items and "string" in _types(items) and all(isinstance(item, str) for item in value):
+            return value  # nothing to change: a long argv is not walked item by item in Python
         return [_value(items, item, f"{name}[{index}]") for index, item in enumerate(value)]
     if isinstance(value, dict) and isinstance(values := _option(spec, "additionalProperties"), dict):
         return {key: _value(values, item, f"{name}.{key}") for key, item in value.items()}
