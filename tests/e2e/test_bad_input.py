@@ -30,6 +30,7 @@ BAD_STARTS: list[tuple[dict[str, Any], str]] = [
     ({"command": "true", "cwd": "/tmp/" + "x" * 5000}, "cwd"),
     ({"command": "true", "env": {"BIG": "x" * 200_000}}, "too long"),
     ({"command": "true", "bogus": 1}, "unknown argument bogus"),
+    ({"command": "true", "b" * 100_000: 1}, "unknown argument bbbb"),
     ({"command": "true", "max_memory_bytes": 1}, "from 1048576 (1 MiB)"),
 ]
 
@@ -39,6 +40,7 @@ async def test_bad_start_arguments_are_refused_and_start_nothing(server_command:
         for arguments, field in BAD_STARTS:
             message = await call_error(client, "run_background_task", **arguments)
             assert field in message, (arguments, message)
+            assert len(message) < 1000, (field, len(message))  # a value is shown cut, never whole
         assert (await call(client, "list_tasks"))["tasks"] == []
 
 

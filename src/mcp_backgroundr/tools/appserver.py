@@ -29,7 +29,7 @@ from mcp_types import Resource as MCPResource
 from pydantic import ValidationError
 
 from .. import __version__
-from ..errors import BackgroundrError, shown_value
+from ..errors import BackgroundrError, shortened, shown_value
 from . import pipes, sdk, wire
 from .arguments import hint, normalized, simple_schema
 from .schemas import cheap_to_validate, rows_checked_by_key
@@ -61,6 +61,8 @@ def _one_line_validation_error(tool: str, error: ValidationError) -> str:
 
 
 CRASHED = "failed unexpectedly"
+SHOWN_UNKNOWN = 10
+"""How many of the names a tool does not take its refusal names."""
 
 
 def crash_answer(tool: str) -> str:
@@ -137,9 +139,13 @@ class BackgroundrMCPServer(MCPServer[Any]):
         unknown = sorted(set(given) - known) if known is not None else []
         if not unknown or known is None:
             return
-        hints = [f"{u} -> {meant}" for u in unknown if (meant := hint(u, known))]
+        # The names are the client's: the first few are shown, each cut as a value is.
+        shown = {u: shortened(u, 60) for u in unknown[:SHOWN_UNKNOWN]}
+        hints = [f"{shown[u]} -> {meant}" for u in shown if (meant := hint(u, known))]
         advice = f" (did you mean {', '.join(hints)}?)" if hints else ""
-        raise ToolError(f"{name}: unknown argument {', '.join(unknown)}{advice}; it takes {', '.join(sorted(known))}")
+        more = f" and {len(unknown) - len(shown)} more" if len(unknown) > len(shown) else ""
+        names = ", ".join(shown.values()) + more
+        raise ToolError(f"{name}: unknown argument {names}{advice}; it takes {', '.join(sorted(known))}")
 
     async def run_stdio_async(self) -> None:
         """Serve on stdio like the SDK, on the event loop when stdin and stdout are pipes (see
