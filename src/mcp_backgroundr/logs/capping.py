@@ -24,7 +24,6 @@ and start time), and ends when none does: caps hold with no server for every tas
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -59,7 +58,6 @@ LOOK_SECONDS = 2.0
 ANSWER_SECONDS = 10.0
 """The server asks the capping process every LOOK_SECONDS whether it still caps; one that does not
 answer within ANSWER_SECONDS (stopped by SIGSTOP, stuck) is killed, and started again."""
-_PR_SET_PDEATHSIG = 1
 _READY = "ready"
 _ASK = "ask"
 _ANSWER = "capping"
@@ -255,15 +253,6 @@ async def _stop(process: anyio.abc.Process) -> None:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         await process.wait()
-
-
-def die_with_parent() -> None:
-    """Linux: be killed when the server dies, even by SIGKILL, with no read of stdin under way (the
-    matching processes; the capping process outlives a dead server while its tasks run)."""
-    if sys.platform != "linux":
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), 0, 0, 0)
 
 
 def _say(said: object) -> None:

@@ -33,7 +33,8 @@ from typing import IO, TypeVar, TypeVarTuple
 
 from .. import offload
 from ..errors import BackgroundrError
-from .capping import PASSED_ON, die_with_parent
+from ..platform.containment import die_with_server
+from .capping import PASSED_ON
 from .lines import CHUNK
 
 _T = TypeVar("_T")
@@ -242,7 +243,7 @@ def main() -> None:
     """A matching process: make the steps the server sends, one at a time, until its stdin closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C in a terminal is the server's to handle
     parent = os.getppid()
-    die_with_parent()
+    die_with_server()
     if os.getppid() != parent:  # the server died before it could be asked to kill us
         return
     _lower_priority()

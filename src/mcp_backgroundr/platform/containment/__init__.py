@@ -160,6 +160,12 @@ def has_exited(pid: int) -> bool:
     return _kernel.has_exited(pid)
 
 
+def die_with_server() -> bool:
+    """Linux: be killed when the server dies, even by SIGKILL (a helper process of the server's that
+    must not outlive it); elsewhere False."""
+    return _kernel.die_with_parent()
+
+
 def protect_server() -> bool:
     """Keep tasks (same user) out of the server's environment and memory: non-dumpable."""
     return _kernel.forbid_inspection()

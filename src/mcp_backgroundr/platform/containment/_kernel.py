@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
+import sys
 from collections.abc import Callable, Collection
 
+PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -31,6 +34,11 @@ def become_subreaper() -> bool:
     """Make orphaned descendants of this process its children, instead of init's (kept across
     execve, so a task's main process can be made one before it execs)."""
     return _prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def die_with_parent() -> bool:
+    """Be killed by SIGKILL when the parent dies, whatever kills it (Linux; elsewhere False)."""
+    return sys.platform == "linux" and _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def has_exited(pid: int) -> bool:
