@@ -48,11 +48,11 @@ def _capping_processes(home: Path) -> list[psutil.Process]:
     ]
 
 
-async def _samples_while_it_writes(log: Path) -> list[int]:
-    """The disk ``log`` takes, looked at every 5 ms until MIN_SAMPLES looks and 200 caps written."""
+async def _samples_while_it_writes(log: Path, written: int = 200 * CAP) -> list[int]:
+    """The disk ``log`` takes, looked at every 5 ms until MIN_SAMPLES looks and ``written`` bytes written."""
     samples: list[int] = []
     with anyio.fail_after(60):
-        while len(samples) < MIN_SAMPLES or os.stat(log).st_size < 200 * CAP:
+        while len(samples) < MIN_SAMPLES or os.stat(log).st_size < written:
             samples.append(_allocated(log))
             await anyio.sleep(0.005)
     return samples
@@ -98,24 +98,28 @@ async def test_a_log_that_grew_while_no_server_ran_is_capped_by_the_next_server(
     assert _allocated(log) <= CAP
 
 
-async def test_a_keep_running_yes_stays_near_its_cap_after_its_client_leaves(
+async def test_a_keep_running_task_stays_near_its_cap_after_its_client_leaves(
     server_command: str, platform_backend: str
 ) -> None:
+    """Its runner caps its log (a `yes` took 477 MB within 2 s of its client leaving). The portable
+    backend rewrites the log's kept quarter instead of punching a hole, which a writer as fast as
+    `yes` outruns by as much as the machine's load lets it (README: Platforms; docs/benchmarks.md,
+    17): there the writer is throttled to 20 MB/s, which the rewrite is for."""
+    fast = platform_backend == "linux"
     async with connect(server_command) as client:
         task = await call(
-            client, "run_background_task", command="yes", keep_running=True, max_log_bytes=CAP, wait_for_pattern="y"
+            client,
+            "run_background_task",
+            command="yes" if fast else THROTTLED_WRITER,
+            keep_running=True,
+            max_log_bytes=CAP,
+            wait_for_pattern="y",
         )
     log = Path(task["log_path"])
-    try:
-        samples = await _samples_while_it_writes(log)  # no server runs from here on
+    try:  # no server runs from here on
+        samples = await _samples_while_it_writes(log, 200 * CAP if fast else 40 * CAP)
     finally:
         with anyio.fail_after(60):
             await anyio.run_process([server_command, "stop", task["task_id"]])
     assert alive([task["pid"]]) == []
-    if platform_backend == "linux":
-        # The portable backend rewrites the log's kept quarter instead of punching a hole, which a
-        # writer as fast as `yes` outruns, by how much depends on the machine's load (README:
-        # Platforms; docs/benchmarks.md, 17): there the log is only checked to be capped at all.
-        assert statistics.median(samples) <= OVERSHOOT_ALLOWED * CAP
-    else:
-        assert statistics.median(samples) < os.stat(log).st_size / 2  # its head was dropped
+    assert statistics.median(samples) <= OVERSHOOT_ALLOWED * CAP

@@ -130,14 +130,15 @@ async def test_remove_task_counts_the_disk_a_capped_log_took_not_its_size(server
         task = await call(client, "run_background_task", command="yes", max_log_bytes=CAP)
         log = Path(task["log_path"])
 
-        async def dropped_much() -> bool:
-            return os.stat(log).st_size > 64 * CAP
+        async def dropped_much() -> bool:  # (the portable backend's rewrite may be outrun for a while)
+            return os.stat(log).st_size > 64 * CAP and _allocated(log) < os.stat(log).st_size / 4
 
         await until(dropped_much, seconds=30)
         await call(client, "end_background_task", task_id=task["task_id"])
         on_disk = sum(_allocated(p) for p in log.parent.glob(f"{task['task_id']}.*"))
+        size = os.stat(log).st_size
         removed = await call(client, "remove_task", task_id=task["task_id"])
-    assert removed["freed_bytes"] == on_disk < 64 * CAP
+    assert removed["freed_bytes"] == on_disk < size / 2
 
 
 CAPPING_AUDIT = """
