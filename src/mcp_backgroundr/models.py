@@ -151,8 +151,11 @@ class TaskRecord:
         self.end_reason = reason if not self.end_reason else f"{reason}; {self.end_reason}"
 
     def mark_ended(self, state: TaskState, reason: str | None, at: float | None = None) -> None:
-        """Record that the task ended, how (``state``), why, and when (``at``; default now)."""
-        self.state, self.end_reason = state, reason
+        """Record that the task ended, how (``state``), why (``reason``, before the notes it has;
+        None: what its end_reason says already), and when (``at``; default now)."""
+        self.state = state
+        if reason is not None:
+            self.say_why_it_ended(reason)
         self.ended_at = time.time() if at is None else at
 
 

@@ -11,6 +11,7 @@ import contextlib
 import os
 import statistics
 from pathlib import Path
+from typing import Any
 
 import anyio
 import psutil
@@ -19,7 +20,7 @@ from mcp import Client
 
 from mcp_backgroundr.logs.capping import RESTARTS
 
-from .harness import call, connect, finished, until
+from .harness import call, connect, finished, kill_server_of, until
 
 pytestmark = pytest.mark.anyio
 
@@ -253,23 +254,30 @@ async def test_a_killed_capping_process_is_started_again_and_caps_every_log(serv
     assert [status["end_reason"] for status in statuses] == [None, None], statuses
 
 
+async def _capping_given_up(client: Client) -> dict[str, Any]:
+    """Kill the server's capping process each time it is started again, until the server gives it
+    up; answers the task started first, once it has its note that its log is no longer capped."""
+    before = await call(client, "run_background_task", command="sleep 300", max_log_bytes=CAP)
+    server = psutil.Process(before["pid"]).ppid()
+    killed: set[int] = set()
+    with anyio.fail_after(60):
+        while len(killed) < RESTARTS:  # each one killed as soon as it runs
+            capping = _capping_process_of(server, allow_none=True)
+            if capping is not None and capping.pid not in killed:
+                killed.add(capping.pid)
+                capping.kill()
+            await anyio.sleep(0.02)
+        while not (await call(client, "get_task_status", task_id=before["task_id"]))["end_reason"]:
+            await anyio.sleep(0.05)
+    return before
+
+
 async def test_once_capping_is_given_up_a_new_task_says_so_and_ending_keeps_the_note(server_command: str) -> None:
     """After the capping process was given up (killed RESTARTS times within a minute), a task
     started later was silently uncapped (its note went to no task: it was not among the server's
     yet), and ending a task replaced the note with "end_background_task" (a new-user trial)."""
     async with connect(server_command) as client:
-        before = await call(client, "run_background_task", command="sleep 300", max_log_bytes=CAP)
-        server = psutil.Process(before["pid"]).ppid()
-        killed: set[int] = set()
-        with anyio.fail_after(60):
-            while len(killed) < RESTARTS:  # each one killed as soon as it runs
-                capping = _capping_process_of(server, allow_none=True)
-                if capping is not None and capping.pid not in killed:
-                    killed.add(capping.pid)
-                    capping.kill()
-                await anyio.sleep(0.02)
-            while not (await call(client, "get_task_status", task_id=before["task_id"]))["end_reason"]:
-                await anyio.sleep(0.05)
+        before = await _capping_given_up(client)
         after = await call(client, "run_background_task", command="sleep 300", max_log_bytes=CAP)
         started = await call(client, "get_task_status", task_id=after["task_id"], lines=0)
         ended = [await call(client, "end_background_task", task_id=t["task_id"]) for t in (before, after)]
@@ -334,3 +342,38 @@ async def test_a_stopped_capping_process_is_replaced(server_command: str) -> Non
                 stopped.kill()
             await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
     assert medians[0] <= OVERSHOOT_ALLOWED, medians
+
+
+async def test_a_note_stays_when_max_runtime_ends_what_a_task_left_behind(server_command: str) -> None:
+    """Ending a task's leftover processes at its max_runtime_seconds replaced its end_reason, and
+    with it the note that its log was no longer capped."""
+    async with connect(server_command) as client:
+        first = await _capping_given_up(client)
+        task = await call(
+            client,
+            "run_background_task",
+            command="sleep 300 & exit 0",
+            max_log_bytes=CAP,
+            max_runtime_seconds=1,
+        )
+        with anyio.fail_after(30):
+            while "left behind" not in (
+                (status := await call(client, "get_task_status", task_id=task["task_id"]))["end_reason"] or ""
+            ):
+                await anyio.sleep(0.05)
+        await call(client, "end_background_task", task_id=first["task_id"], grace_seconds=0)
+    assert status["end_reason"].startswith("max_runtime_seconds (1 s) reached: ended the processes it left behind; ")
+    assert "no longer capped" in status["end_reason"], status
+
+
+async def test_a_note_stays_when_the_next_server_ends_a_dead_servers_task(server_command: str) -> None:
+    """The next server ending a SIGKILLed server's task recorded why, in place of the notes the task
+    had (here: its log no longer capped)."""
+    async with connect(server_command) as client:
+        task = await _capping_given_up(client)
+        await kill_server_of(task["pid"])
+    async with connect(server_command) as client:
+        status = await call(client, "get_task_status", task_id=task["task_id"], lines=0)
+    assert status["state"] == "killed"
+    assert "ended when the next server started" in status["end_reason"], status
+    assert "no longer capped" in status["end_reason"], status

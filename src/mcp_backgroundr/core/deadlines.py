@@ -34,5 +34,5 @@ async def _end_at(state: CoreState, task: Task, limit: float) -> None:
         await end(state, task.record.task_id, state.settings.default_grace_seconds, runtime_reason(limit))
     elif await state.place_of(task.record).lingering(task):  # looked for where the task ran
         await end(state, task.record.task_id, state.settings.default_grace_seconds)
-        task.record.end_reason = f"{runtime_reason(limit)}: ended the processes it left behind"
+        task.record.say_why_it_ended(f"{runtime_reason(limit)}: ended the processes it left behind")
         state.save([task.record])

@@ -73,7 +73,7 @@ async def _record_unowned_end(task: Task) -> None:
     if task.record.supervised:
         await offload.run(offload.LOGS, orphans.settle_ended, task.record)
     else:
-        task.record.mark_ended(TaskState.KILLED, task.record.end_reason)
+        task.record.mark_ended(TaskState.KILLED, None)
 
 
 async def end_here(state: CoreState, task: Task, grace: float) -> Ended:

@@ -107,7 +107,7 @@ def as_it_stands(record: TaskRecord) -> TaskRecord:
     if record.supervised:
         settle_ended(current)
     elif record.kill_requested:  # as a server records an end it asked for (the CLI's stop, with no server)
-        current.mark_ended(TaskState.KILLED, record.end_reason, record.ended_at)
+        current.mark_ended(TaskState.KILLED, None, record.ended_at)
     else:
         current.mark_ended(TaskState.FAILED, VANISHED_REASON, record.ended_at)
     remove_empty_cgroups([current])
@@ -168,7 +168,7 @@ async def end_orphans(orphans: Sequence[TaskRecord], grace_seconds: float, kill_
         had_processes = record.task_id in outcome.ended_tasks
         note = contained_note(record)
         if record.state is not TaskState.RUNNING:
-            record.end_reason = (LINGERING_ENDED_REASON if had_processes else SETTLED_REASON) + note
+            record.say_why_it_ended((LINGERING_ENDED_REASON if had_processes else SETTLED_REASON) + note)
             continue
         record.kill_requested = had_processes
         if had_processes:
