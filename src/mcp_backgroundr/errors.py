@@ -17,6 +17,8 @@ value, and what to do instead. The tool layer turns them into one-line
 from __future__ import annotations
 
 import json
+import os
+import struct
 
 
 def shortened(text: str, length: int) -> str:
@@ -74,11 +76,28 @@ KERNEL_ARGUMENT_BYTES = 128 * 1024
 """The longest argument or environment string Linux takes, its closing NUL included (MAX_ARG_STRLEN)."""
 
 
-def too_long_for_the_kernel(what: str = "the command or an env value") -> SpawnFailedError:
+def _arguments_total_bytes() -> int:
+    try:
+        return max(os.sysconf("SC_ARG_MAX"), KERNEL_ARGUMENT_BYTES)
+    except (ValueError, OSError):
+        return 2 * 1024 * 1024
+
+
+KERNEL_ARGUMENTS_TOTAL_BYTES = _arguments_total_bytes()
+"""What the arguments and the environment of a new program may take together, their strings and
+the pointers to them (ARG_MAX: a quarter of the stack limit, 2 MiB by default)."""
+POINTER_BYTES = struct.calcsize("P")
+"""What each argument and environment string takes of that room besides its own bytes."""
+LONG_SCRIPT_ADVICE = "put a long script in a file and run that"
+
+
+def too_long_for_the_kernel(
+    what: str = "the command or an env value", advice: str = LONG_SCRIPT_ADVICE
+) -> SpawnFailedError:
     """The one line for a start the kernel refuses (E2BIG) or would refuse: ``what`` is too long."""
     return SpawnFailedError(
         f"could not start the command: {what} is too long for the kernel "
-        "(at most 128 KiB each, about 2 MiB together); put a long script in a file and run that"
+        f"(at most 128 KiB each, about 2 MiB together); {advice}"
     )
 
 

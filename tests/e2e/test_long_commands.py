@@ -102,6 +102,29 @@ async def test_an_env_value_longer_than_the_kernel_takes_is_refused_up_front(ser
         assert (await call(client, "list_tasks"))["total"] == 0
 
 
+ARG_MAX = os.sysconf("SC_ARG_MAX")
+"""What the kernel takes of arguments and environment together (2 MiB by default)."""
+
+
+async def test_an_env_over_what_the_kernel_takes_together_is_refused_by_its_count_and_size_up_front(
+    server_command: str,
+) -> None:
+    """200,000 variables were read one by one on the event loop (0.35 s, every client waiting), then
+    spawned and refused by the kernel (E2BIG) in a line that named no limit; they are refused by
+    their count, and fewer but longer ones by their total size, before any is read."""
+    many = {f"K{index}": "v" for index in range(ARG_MAX // 10)}
+    long = {f"K{index}": "x" * 100_000 for index in range(ARG_MAX // 100_000 + 1)}
+    async with connect(server_command) as client:
+        steady = await call(client, "run_background_task", command="echo steady; sleep 300")
+        for env, what in ((many, f"env ({len(many)} variables)"), (long, f"env ({len(long)} variables, ")):
+            refusal = await call_error(client, "run_background_task", command="true", env=env)
+            assert what in refusal and TOO_LONG in refusal and "fewer or shorter variables" in refusal, refusal
+        listed = await call(client, "list_tasks")
+        assert [task["task_id"] for task in listed["tasks"]] == [steady["task_id"]]
+        assert (await call(client, "get_task_status", task_id=steady["task_id"]))["state"] == "running"
+        await call(client, "end_background_task", task_id=steady["task_id"], grace_seconds=0)
+
+
 async def test_an_argv_longer_than_the_kernel_takes_is_refused_before_it_is_walked(server_command: str) -> None:
     """An argv list was walked word by word in Python twice on the event loop (for client habits,
     then to quote it), 1.1 s for 500,000 words; it is refused by its length first."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from ..errors import InvalidArgumentError
@@ -110,12 +111,24 @@ def _value(spec: dict[str, Any], value: Any, name: str) -> Any:
     if scalar == "boolean" and not taken and types & {"integer", "number"}:
         raise InvalidArgumentError(name, value, "give a number; true and false are not numbers")
     if isinstance(value, list) and isinstance(items := _option(spec, "items"), dict):
-        if "enum" not in items and "string" in _types(items) and all(isinstance(item, str) for item in value):
-            return value  # nothing to change: a long argv is not walked item by item in Python
+        if _taken_as_they_are(items, value):
+            return value
         return [_value(items, item, f"{name}[{index}]") for index, item in enumerate(value)]
     if isinstance(value, dict) and isinstance(values := _option(spec, "additionalProperties"), dict):
+        if _taken_as_they_are(values, value.values()):
+            return value
         return {key: _value(values, item, f"{name}.{key}") for key, item in value.items()}
     return value
+
+
+def _taken_as_they_are(spec: dict[str, Any], items: Iterable[Any]) -> bool:
+    """Whether every one of ``items`` is text (or null, where ``spec`` takes it): nothing to change.
+    Looked at in C (the set of their types), so that a long argv or a big env is not walked item by
+    item in Python on the event loop (500,000 words took 1.1 s, 200,000 variables 0.16 s)."""
+    types = _types(spec)
+    if "enum" in spec or "string" not in types:
+        return False
+    return set(map(type, items)) <= ({str, type(None)} if "null" in types else {str})
 
 
 def _option(spec: dict[str, Any], key: str) -> Any:
