@@ -20,7 +20,7 @@ from mcp import Client
 
 from mcp_backgroundr.logs.capping import RESTARTS
 
-from .harness import call, connect, finished, kill_server_of, until
+from .harness import alive, call, connect, finished, kill_server_of, until
 
 pytestmark = pytest.mark.anyio
 
@@ -377,3 +377,28 @@ async def test_a_note_stays_when_the_next_server_ends_a_dead_servers_task(server
     assert status["state"] == "killed"
     assert "ended when the next server started" in status["end_reason"], status
     assert "no longer capped" in status["end_reason"], status
+
+
+async def test_what_a_noted_task_left_behind_is_ended_by_the_next_server(server_command: str, tmp_path: Path) -> None:
+    """The next server ends what a dead server's finished tasks left running, unless it had looked
+    already; a task with a note (here: its log no longer capped) counted as looked at, so a process
+    it left outlived both servers."""
+    pid_file = tmp_path / "left.pid"
+    async with connect(server_command) as client:
+        first = await _capping_given_up(client)
+        task = await call(
+            client,
+            "run_background_task",
+            command=f"sleep 300 & echo $! > {pid_file}; exit 0",
+            max_log_bytes=CAP,
+        )
+        assert (await finished(client, task["task_id"]))["state"] == "completed"
+        left = int(pid_file.read_text())
+        await kill_server_of(first["pid"])
+    async with connect(server_command) as client:
+        status = await call(client, "get_task_status", task_id=task["task_id"], lines=0)
+        with anyio.fail_after(10):
+            while alive([left]):
+                await anyio.sleep(0.02)
+    assert status["state"] == "completed"
+    assert "left behind" in status["end_reason"] and "no longer capped" in status["end_reason"], status

@@ -82,7 +82,7 @@ def left_behind(records: Sequence[TaskRecord], own: str) -> LeftBehind:
     ones, and finished ones not yet settled (their daemonized children may live on)."""
     found = LeftBehind()
     for record in records:
-        unsettled = record.state is TaskState.RUNNING or record.end_reason is None
+        unsettled = record.state is TaskState.RUNNING or _may_have_left_processes(record)
         if not unsettled or record.owner == own or not owner_is_gone(record.owner):
             continue
         if not (record.keep_running and record.state is TaskState.RUNNING):
@@ -92,6 +92,13 @@ def left_behind(records: Sequence[TaskRecord], own: str) -> LeftBehind:
         else:
             found.to_settle.append(record)
     return found
+
+
+def _may_have_left_processes(record: TaskRecord) -> bool:
+    """Whether a finished task may have left processes that nobody looked for: its main process
+    ended by itself (an end asked for ends all of them: killed), and no server has settled it since
+    (which puts SETTLED_REASON first in its end_reason, before the notes it gathered while it ran)."""
+    return record.state is not TaskState.KILLED and not (record.end_reason or "").startswith(SETTLED_REASON)
 
 
 def as_it_stands(record: TaskRecord) -> TaskRecord:
