@@ -96,3 +96,21 @@ def test_claimed_stdio_finds_the_transport_s_claim() -> None:
         assert callable(getattr(stdio, name, None)), moved
     parameters = list(inspect.signature(stdio._claim_fd).parameters)
     assert parameters == ["fd", "stream", "mode", "open_diversion"], parameters
+
+
+def test_check_http_bodies_finds_the_body_limit_in_front_of_the_transport() -> None:
+    from mcp.server.transport_security import RequestBodyLimitMiddleware
+    from starlette.types import ASGIApp
+
+    app = _app()
+    app.streamable_http_app()
+    wrapped: list[ASGIApp] = []
+
+    def check(inner: ASGIApp) -> ASGIApp:
+        wrapped.append(inner)
+        return inner
+
+    sdk.check_http_bodies(app, check)
+    limit = app.session_manager.asgi_app
+    moved = "the session manager's asgi_app moved: tools/sdk.check_http_bodies must follow"
+    assert isinstance(limit, RequestBodyLimitMiddleware) and wrapped == [limit.app], moved

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import mcp_types
 import pytest
 from pydantic import ValidationError
 
-from mcp_backgroundr.tools.wire import invalid_request, protocol_error
+from mcp_backgroundr.tools.wire import BATCH_MESSAGE, Refused, invalid_request, parsed, protocol_error
 
 
 def rejection(line: bytes) -> Exception:
@@ -48,3 +50,36 @@ def test_a_request_whose_id_is_not_a_string_or_an_integer_is_invalid(request_id:
 )
 def test_other_lines_are_left_to_the_transport(line: str) -> None:
     assert invalid_request(line) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "request_id"),
+    [
+        (b"not json", mcp_types.PARSE_ERROR, None),
+        (b'{"jsonrpc": "2.0", "id": null, "method": "ping"}', mcp_types.INVALID_REQUEST, None),
+        (b'{"jsonrpc": "2.0", "id": "a", "method": 3}', mcp_types.INVALID_REQUEST, "a"),
+        (b'[{"jsonrpc": "2.0", "id": 1, "method": "ping"}]', mcp_types.INVALID_REQUEST, None),
+    ],
+)
+def test_parsed_refuses_what_json_rpc_says_to_answer_with_an_error(text: bytes, code: int, request_id: object) -> None:
+    with pytest.raises(Refused) as refused:
+        parsed(text)
+    assert (refused.value.answer.error.code, refused.value.answer.id) == (code, request_id)
+
+
+def test_a_batch_is_told_to_send_its_messages_one_by_one() -> None:
+    with pytest.raises(Refused) as refused:
+        parsed(b'[{"jsonrpc": "2.0", "id": 1, "method": "ping"}]')
+    assert refused.value.answer.error.message == BATCH_MESSAGE
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"jsonrpc": "2.0", "id": 3, "method": "ping"}',
+        '{"jsonrpc": "2.0", "method": "x"}',
+        '{"jsonrpc": "2.0", "id": 3, "result": {}}',
+    ],
+)
+def test_parsed_takes_one_valid_message(text: str) -> None:
+    assert parsed(text).model_dump(by_alias=True, exclude_unset=True) == json.loads(text)

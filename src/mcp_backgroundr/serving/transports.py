@@ -34,8 +34,9 @@ from ..core.supervisor import Supervisor
 from ..errors import BackgroundrError
 from ..remote import RemotePlace
 from ..store.registry import Registry
+from ..tools import sdk
 from ..tools.server import BackgroundrMCPServer, ChangeNotices, build_server
-from . import access, connections
+from . import access, bodies, connections
 
 MCP_PATH = "/mcp"
 GRACEFUL_HTTP_SECONDS = 1
@@ -208,6 +209,7 @@ def http_app(app: BackgroundrMCPServer, options: HttpOptions) -> ASGIApp:
     # only its own Content-Type check.
     already_checked = TransportSecuritySettings(enable_dns_rebinding_protection=False)
     inner = app.streamable_http_app(streamable_http_path=MCP_PATH, transport_security=already_checked)
+    sdk.check_http_bodies(app, bodies.CheckedBodies)
     return _HeadersFirst(inner, checks)
 
 

@@ -25,7 +25,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import anyio
-import mcp_types
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from mcp.shared.message import SessionMessage
 
@@ -119,15 +118,12 @@ async def _read(
     async with server, replies:
         async for line in _lines(reader):
             try:
-                message = mcp_types.jsonrpc_message_adapter.validate_json(line, by_name=False)
-            except Exception as exc:
-                if (reply := wire.protocol_error(exc)) is not None:
-                    await replies.send(SessionMessage(reply))
-                else:
-                    await server.send(exc)
+                message = wire.parsed(line)
+            except wire.Refused as refused:
+                await replies.send(SessionMessage(refused.answer))
                 continue
-            if isinstance(message, mcp_types.JSONRPCNotification) and (reply := wire.invalid_request(line)):
-                await replies.send(SessionMessage(reply))
+            except Exception as exc:
+                await server.send(exc)
                 continue
             await server.send(SessionMessage(message))
 

@@ -1,6 +1,6 @@
 """Where this package reaches into the MCP SDK's private parts: here only, each use saying why.
 
-The official SDK (``mcp`` 2.x) offers no public way to do three things the server needs:
+The official SDK (``mcp`` 2.x) offers no public way to do four things the server needs:
 
 - **Serve an MCPServer over streams of our own.** ``MCPServer.run_stdio_async`` opens the stdio
   transport and hands it straight to the low-level server; the wire guard (``wire.py``) must sit
@@ -17,8 +17,13 @@ The official SDK (``mcp`` 2.x) offers no public way to do three things the serve
   own path, whose lines the wire guard must see before the transport reads them (a request's
   invalid id is lost once a line is parsed), read with the transport's text wrapper
   (``stdio._UnownedTextWrapper``: closing it leaves the wire open).
+- **Read a POST body before its Streamable HTTP transport does**, behind authentication and the
+  body-size limit: the transport reads a request with an invalid id as a notification (202, no
+  answer), so the body check (``serving/bodies.py``) must come first. The session manager
+  (``MCPServer.session_manager``, public) serves through ``asgi_app``, the SDK's
+  ``RequestBodyLimitMiddleware`` around the transport; :func:`check_http_bodies` wraps what it wraps.
 
-``tests/test_sdk_seam.py`` fails loudly when the SDK changes either. (Errors are reshaped
+``tests/test_sdk_seam.py`` fails loudly when the SDK changes any of them. (Errors are reshaped
 through ``exc.__cause__`` in ``appserver.py``: that is the SDK's documented contract —
 "every failure other than MCPError is raised as a ToolError whose ``__cause__`` is what was
 raised" — not a private part.)
@@ -28,14 +33,16 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from mcp.server import MCPServer, stdio
 from mcp.server.mcpserver.tools import Tool
+from mcp.server.transport_security import RequestBodyLimitMiddleware
 from mcp.shared.message import SessionMessage
+from starlette.types import ASGIApp
 
 
 async def serve_streams(
@@ -46,6 +53,15 @@ async def serve_streams(
     """Serve one connection of ``app`` over these streams until the read side closes."""
     server = app._lowlevel_server
     await server.run(read_stream, write_stream, server.create_initialization_options())
+
+
+def check_http_bodies(app: MCPServer[Any], check: Callable[[ASGIApp], ASGIApp]) -> None:
+    """Serve ``app``'s Streamable HTTP requests through ``check`` (given what it wraps), after the SDK's
+    authentication and body-size limit and before its transport; ``streamable_http_app`` first."""
+    limit = app.session_manager.asgi_app
+    if not isinstance(limit, RequestBodyLimitMiddleware):
+        raise LookupError("the session manager no longer serves through RequestBodyLimitMiddleware")
+    limit.app = check(limit.app)
 
 
 def registered_tool(app: MCPServer[Any], name: str) -> Tool:

@@ -1,11 +1,14 @@
-"""Answers for stdin lines that are not JSON-RPC messages.
+"""Answers for messages that are not JSON-RPC messages, the same on stdio and over HTTP.
 
 The SDK's stdio transport hands such a line to the server as an exception, and the
-server drops it: a client that sent a malformed request would wait forever. JSON-RPC
-2.0 says a line that is not JSON gets a Parse error (-32700), and one that is JSON but
-not a valid message gets Invalid Request (-32600), with the request's id when it can
-be read and null otherwise. This sits between the transport and the server and
-answers those; everything else passes through unchanged.
+server drops it: a client that sent a malformed request would wait forever. Its HTTP
+transport reads a request whose id is invalid as a notification (202, no answer) and
+any other malformed body as Invalid params. JSON-RPC 2.0 says a message that is not
+JSON gets a Parse error (-32700), and one that is JSON but not a valid message gets
+Invalid Request (-32600), with the request's id when it can be read and null
+otherwise. :func:`parsed` decides, for a line on stdio and a POST body over HTTP
+(``serving/bodies``) alike; the stream helpers below put it between the SDK's stdio
+transport and the server, letting everything else pass through unchanged.
 """
 
 from __future__ import annotations
@@ -17,25 +20,60 @@ from typing import Any
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from mcp.shared.message import SessionMessage
-from mcp_types import INVALID_REQUEST, PARSE_ERROR, ErrorData, JSONRPCError
+from mcp_types import (
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    ErrorData,
+    JSONRPCError,
+    JSONRPCMessage,
+    JSONRPCNotification,
+    jsonrpc_message_adapter,
+)
 from pydantic import ValidationError
 
-PARSE_ERROR_MESSAGE = "Parse error: the line is not valid JSON; send one JSON-RPC 2.0 message per line"
+PARSE_ERROR_MESSAGE = "Parse error: not valid JSON; send one JSON-RPC 2.0 message per line on stdio, per POST over HTTP"
 INVALID_REQUEST_MESSAGE = "Invalid Request: not a JSON-RPC 2.0 request, notification or response"
+BATCH_MESSAGE = "Invalid Request: a batch (a JSON array) is not taken; send its messages one by one"
 INVALID_ID_MESSAGE = "Invalid Request: a request's id is a string or an integer; send one, or no id for a notification"
+
+
+class Refused(Exception):
+    """A message JSON-RPC 2.0 says to answer with an error (``answer``) instead of serving it."""
+
+    def __init__(self, answer: JSONRPCError) -> None:
+        super().__init__(answer.error.message)
+        self.answer = answer
+
+
+def parsed(text: str | bytes) -> JSONRPCMessage:
+    """The JSON-RPC message ``text`` holds (a line on stdio, a POST body over HTTP).
+
+    Raises:
+        Refused: ``text`` is not JSON, not one JSON-RPC 2.0 message, or a request with an invalid id.
+    """
+    try:
+        message = jsonrpc_message_adapter.validate_json(text, by_name=False)
+    except ValidationError as exc:
+        raise Refused(_validation_answer(exc)) from exc
+    if isinstance(message, JSONRPCNotification) and (answer := invalid_request(text)) is not None:
+        raise Refused(answer)
+    return message
 
 
 def protocol_error(problem: Exception) -> JSONRPCError | None:
     """The error answer JSON-RPC 2.0 prescribes for a line the transport could not read, if any."""
-    if not isinstance(problem, ValidationError):
-        return None
+    return _validation_answer(problem) if isinstance(problem, ValidationError) else None
+
+
+def _validation_answer(problem: ValidationError) -> JSONRPCError:
     errors = problem.errors()
     if any(error["type"] == "json_invalid" for error in errors):
         return JSONRPCError(jsonrpc="2.0", id=None, error=ErrorData(code=PARSE_ERROR, message=PARSE_ERROR_MESSAGE))
+    batch = any(error["type"] == "model_type" and isinstance(error.get("input"), list) for error in errors)
     return JSONRPCError(
         jsonrpc="2.0",
         id=_request_id(error.get("input") for error in errors),
-        error=ErrorData(code=INVALID_REQUEST, message=INVALID_REQUEST_MESSAGE),
+        error=ErrorData(code=INVALID_REQUEST, message=BATCH_MESSAGE if batch else INVALID_REQUEST_MESSAGE),
     )
 
 
