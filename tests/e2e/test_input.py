@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import re
+import struct
+import termios
+from pathlib import Path
 
 import anyio
 import pytest
 
-from .harness import call, call_error, connect, finished, text_of
+from .harness import call, call_error, connect, finished, text_of, until
 
 pytestmark = pytest.mark.anyio
 
@@ -150,3 +154,47 @@ async def test_input_sent_to_a_task_as_it_ends_is_written_or_refused_in_one_line
     unexpected = [text for text in refused if not ENDED.fullmatch(text)]
     assert len(answers) == ENDING_TASKS * SENDS_PER_TASK
     assert not unexpected, (len(unexpected), unexpected[:3])
+
+
+def _bytes_waiting_in_stdin(pid: int) -> int:
+    """How much of what was written to a process's stdin pipe it has not read yet."""
+    with open(f"/proc/{pid}/fd/0", "rb", buffering=0) as pipe:  # another reader of the same pipe; it reads nothing
+        waiting: int = struct.unpack("i", fcntl.ioctl(pipe, termios.FIONREAD, b"\0\0\0\0"))[0]
+    return waiting
+
+
+async def test_a_send_waiting_for_room_ends_when_another_call_closes_the_input(
+    server_command: str, tmp_path: Path
+) -> None:
+    """A send waiting for a task to read went on waiting after another call closed the input (its own
+    copy of the pipe kept it open, so the task saw no end of input either), then blamed the task for
+    not reading: 'the task is not reading its input ... in 5s'."""
+    go = tmp_path / "go"
+    async with connect(server_command) as client:
+        task = await call(
+            client,
+            "run_background_task",
+            command=f"while [ ! -e {go} ]; do sleep 0.02; done; wc -c; echo end of input",
+            stdin=True,
+        )
+        message = ""
+        async with anyio.create_task_group() as group:
+
+            async def send_more_than_a_pipe_holds() -> None:
+                nonlocal message
+                message = await call_error(client, "send_task_input", task_id=task["task_id"], text="x" * 200_000)
+
+            group.start_soon(send_more_than_a_pipe_holds)
+            await until(lambda: _full(task["pid"]))
+            closed = await call(client, "send_task_input", task_id=task["task_id"], text="", newline=False, close=True)
+        go.touch()
+        ended = await call(
+            client, "wait_for_task", task_id=task["task_id"], output_pattern="end of input", timeout_seconds=30
+        )
+    assert closed["closed"] is True
+    assert "another call closed" in message and "of 200001 bytes" in message, message
+    assert ended["reason"] == "pattern"
+
+
+async def _full(pid: int) -> bool:
+    return _bytes_waiting_in_stdin(pid) >= 65536

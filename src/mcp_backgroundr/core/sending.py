@@ -61,9 +61,17 @@ async def _write_held(state: CoreState, task: Task, data: bytes) -> int:
     assert task.input_fd is not None  # or _check_writable raised
     held = os.dup(task.input_fd)
     try:
-        return await taskinput.write_all(held, data)
+        written = await taskinput.write_all(held, data, closed=task.input_closed)
     finally:
         os.close(held)
+    if written < len(data):  # its input was closed while this write waited for the task to read
+        why = (
+            f"task {task.record.task_id} ended ({task.record.state})"
+            if not task.running
+            else "another call closed its input"
+        )
+        raise BackgroundrError(f"{why} after {written} of {len(data)} bytes were written; it takes no more input")
+    return written
 
 
 def _on_a_terminal(task: Task, data: bytes, close: bool) -> bytes:

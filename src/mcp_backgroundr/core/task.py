@@ -133,6 +133,8 @@ class Task:
     """A terminal task's last input ended inside a line (which the terminal holds back until it ends)."""
     output_done: anyio.Event | None = None
     """Set once a terminal task's output has all been copied to its log."""
+    input_closed: anyio.Event = field(default_factory=anyio.Event)
+    """Set once its stdin pipe is closed (by a call, or as it ended): a write waiting for room stops."""
     _scan_lock: anyio.Lock = field(default_factory=anyio.Lock)
 
     def close_input_pipe(self) -> None:
@@ -141,6 +143,7 @@ class Task:
                 self.popen.stdin.close()
             if not self.terminal:
                 self.input_fd = None
+                self.input_closed.set()
 
     @property
     def running(self) -> bool:

@@ -26,8 +26,12 @@ INPUT_WRITE_SECONDS = 5.0
 """How long a write may wait for a task that does not read its input."""
 
 
-async def write_all(fd: int, data: bytes, within_seconds: float = INPUT_WRITE_SECONDS) -> int:
-    """Write all of ``data`` to a non-blocking descriptor; return the byte count.
+async def write_all(
+    fd: int, data: bytes, within_seconds: float = INPUT_WRITE_SECONDS, closed: anyio.Event | None = None
+) -> int:
+    """Write all of ``data`` to a non-blocking descriptor; return the byte count, which is less than
+    all of it only when ``closed`` was set while the write waited for room (the input was closed
+    meanwhile: this write's copy of the descriptor must not hold it open).
 
     Raises:
         BackgroundrError: the task closed its input, or did not read it in time.
@@ -38,7 +42,8 @@ async def write_all(fd: int, data: bytes, within_seconds: float = INPUT_WRITE_SE
             try:
                 written += os.write(fd, view[written:])
             except BlockingIOError:
-                await anyio.wait_writable(fd)
+                if not await _room_or_closed(fd, closed):
+                    return written
             except BrokenPipeError as exc:
                 raise BackgroundrError(
                     f"the task closed its stdin after {written} of {len(data)} bytes; it takes no more input"
@@ -49,6 +54,23 @@ async def write_all(fd: int, data: bytes, within_seconds: float = INPUT_WRITE_SE
             f"{within_seconds:g}s; check its output, or end it"
         )
     return written
+
+
+async def _room_or_closed(fd: int, closed: anyio.Event | None) -> bool:
+    """Wait until ``fd`` takes more (True) or ``closed`` is set (False)."""
+    if closed is None:
+        await anyio.wait_writable(fd)
+        return True
+    async with anyio.create_task_group() as group:
+
+        async def stop_when_closed() -> None:
+            await closed.wait()
+            group.cancel_scope.cancel()
+
+        group.start_soon(stop_when_closed)
+        await anyio.wait_writable(fd)
+        group.cancel_scope.cancel()
+    return not closed.is_set()
 
 
 def make_input_home(record: TaskRecord) -> int:
