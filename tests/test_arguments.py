@@ -86,9 +86,23 @@ def test_true_for_a_restart_policy_means_on_failure_and_a_null_env_value_stays_n
         "properties": {
             "restart": {"enum": ["no", "on-failure", "always"], "type": "string"},
             "state": {"enum": ["running", "killed"], "type": "string"},
-            "env": {"additionalProperties": {"type": "string"}, "type": "object"},
+            "env": {"additionalProperties": {"anyOf": [{"type": "string"}, {"type": "null"}]}, "type": "object"},
         }
     }
     given = {"restart": True, "state": True, "env": {"A": None, "B": 1}}
     assert normalized(schema, given) == {"restart": "on-failure", "state": True, "env": {"A": None, "B": "1"}}
     assert normalized(schema, {"restart": False})["restart"] == "no"
+
+
+def test_text_items_are_taken_as_they_are_made_text_or_refused_at_the_first_that_is_neither() -> None:
+    schema = simple_schema(PYDANTIC_SCHEMA)
+    argv = ["echo", "a"]
+    assert normalized(schema, {"command": argv})["command"] is argv
+    assert normalized(schema, {"command": ["echo", 1, 2.5, True]})["command"] == ["echo", "1", "2.5", "true"]
+    assert normalized(schema, {"env": {"A": 1, "B": None, "C": "c"}})["env"] == {"A": "1", "B": None, "C": "c"}
+    with pytest.raises(InvalidArgumentError, match=r"command\[2\]=\{\} is invalid: give text$"):
+        normalized(schema, {"command": ["echo", 1, {}, []]})
+    with pytest.raises(InvalidArgumentError, match=r"command\[1\]=null is invalid: give text$"):
+        normalized(schema, {"command": ["echo", None]})
+    with pytest.raises(InvalidArgumentError, match=r"env.B=\[1\] is invalid: give text or null$"):
+        normalized(schema, {"env": {"A": 1, "B": [1]}})

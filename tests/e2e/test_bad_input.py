@@ -32,6 +32,14 @@ BAD_STARTS: list[tuple[dict[str, Any], str]] = [
     ({"command": "true", "bogus": 1}, "unknown argument bogus"),
     ({"command": "true", "b" * 100_000: 1}, "unknown argument bbbb"),
     ({"command": "true", "max_memory_bytes": 1}, "from 1048576 (1 MiB)"),
+    # Arrays where text is taken: validation listed every one (a line of megabytes), after a walk of
+    # them all for client habits on the event loop; the first is named, and too many are refused by
+    # their count before any is read (500,000 held every client 6.8 s).
+    ({"command": ["echo", *[[1]] * 1000]}, "command[1]=[1] is invalid: give text"),
+    ({"command": "true", "env": {f"K{index}": [1] for index in range(1000)}}, "env.K0=[1] is invalid"),
+    ({"command": [None] * 1000}, "command[0]=null is invalid: give text"),
+    ({"command": [[1]] * 100_000}, "the command (100000 words) is too long"),
+    ({"command": "true", "env": {f"K{index}": [1] for index in range(200_000)}}, "env (200000 variables)"),
 ]
 
 

@@ -74,6 +74,17 @@ class StartPlan:
     """What to wait for once started (wait_for_pattern, wait_for_port), if anything."""
 
 
+def bound_start(arguments: Mapping[str, object]) -> None:
+    """Refuse run_background_task's arguments, as the client sent them, by the length of its argv
+    list and env object alone: before anything reads them item by item (client habits, validation),
+    which on the event loop cost every client as long as they are long."""
+    command, env = arguments.get("command"), arguments.get("env")
+    if isinstance(command, list):
+        validation.checked_word_count(len(command))
+    if isinstance(env, dict):
+        validation.checked_variable_count(len(env))
+
+
 def check_start(request: StartRequest, settings: Settings, policy: Policy, place: Place) -> StartPlan:
     """The whole of a start request, checked (the policy included) before anything is started;
     ``place``: where it would run, which checks what it cannot run and where its cwd is."""

@@ -34,9 +34,14 @@ def shell_command(command: str | list[str]) -> str:
         return command
     if not command:
         raise InvalidArgumentError("command", command, 'give the program and its arguments, e.g. ["npm", "run", "dev"]')
-    if 2 * len(command) - 1 > KERNEL_ARGUMENT_BYTES - 1 - EXEC_PREFIX_BYTES:  # a word and a space, at least
-        raise too_long_for_the_kernel(f"the command ({len(command)} words)")
+    checked_word_count(len(command))
     return shlex.join(command)
+
+
+def checked_word_count(words: int) -> None:
+    """Refuse an argv of ``words`` words by its length alone: joined, it is one argument of the shell."""
+    if 2 * words - 1 > KERNEL_ARGUMENT_BYTES - 1 - EXEC_PREFIX_BYTES:  # a word and a space, at least
+        raise too_long_for_the_kernel(f"the command ({words} words)")
 
 
 def _bytes_over_the_kernel(text: str, extra: int = 0) -> int | None:
@@ -99,8 +104,7 @@ def checked_env(extra: Mapping[str, str | None] | None) -> dict[str, str | None]
     client about 0.3 s before the kernel refused them anyway."""
     if not extra:
         return {}
-    if len(extra) * (ENV_ENTRY_BYTES + 1) > KERNEL_ARGUMENTS_TOTAL_BYTES:  # a name has a character at least
-        raise too_long_for_the_kernel(f"env ({len(extra)} variables)", ENV_ADVICE)
+    checked_variable_count(len(extra))
     names, values = "\0".join(extra), "".join(filter(None, extra.values()))
     # Each separator of the names is one byte, as each variable's "=" is: ENV_ENTRY_BYTES counts those.
     size = _utf8_bytes(names) - (len(extra) - 1) + _utf8_bytes(values) + len(extra) * ENV_ENTRY_BYTES
@@ -111,6 +115,12 @@ def checked_env(extra: Mapping[str, str | None] | None) -> dict[str, str | None]
     if flawed or longest + 1 > (KERNEL_ARGUMENT_BYTES - 1) // 4:
         _name_the_flawed_variable(extra)
     return dict(extra)
+
+
+def checked_variable_count(variables: int) -> None:
+    """Refuse ``variables`` variables by their count alone."""
+    if variables * (ENV_ENTRY_BYTES + 1) > KERNEL_ARGUMENTS_TOTAL_BYTES:  # a name has a character at least
+        raise too_long_for_the_kernel(f"env ({variables} variables)", ENV_ADVICE)
 
 
 def _utf8_bytes(text: str) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
 import anyio
@@ -75,6 +75,8 @@ def crash_answer(tool: str) -> str:
 
 CONTEXT_PARAMETER = "ctx"
 _ToolFunction = TypeVar("_ToolFunction", bound=Callable[..., Any])
+Bounds = Callable[[Mapping[str, object]], None]
+"""Refuses a tool's arguments, as the client sent them, by their length alone (raises BackgroundrError)."""
 
 
 class BackgroundrMCPServer(MCPServer[Any]):
@@ -102,6 +104,7 @@ class BackgroundrMCPServer(MCPServer[Any]):
         )
         self._parameters: dict[str, frozenset[str]] = {}
         self._schemas: dict[str, dict[str, Any]] = {}
+        self._bounds: dict[str, Bounds] = {}
         self._dynamic_resources = dynamic_resources
         self.stdio_left_by = "client closed stdin"
         """Once stdio serving has returned: how the client left (see ``pipes.Leaving``)."""
@@ -110,11 +113,12 @@ class BackgroundrMCPServer(MCPServer[Any]):
         return [*await super().list_resources(), *self._dynamic_resources()]
 
     def background_tool(
-        self, annotations: ToolAnnotations, rows: str | None = None
+        self, annotations: ToolAnnotations, rows: str | None = None, bounds: Bounds | None = None
     ) -> Callable[[_ToolFunction], _ToolFunction]:
         """Register a tool; its docstring, dedented, is its description. ``rows``: the array of its
         answer whose rows the output schema types by their keys only (``rows_checked_by_key``), an answer
-        the SDK then does not check again against the tool's model."""
+        the SDK then does not check again against the tool's model. ``bounds`` refuses its arguments
+        by their length alone, before anything reads them item by item."""
 
         def register(function: _ToolFunction) -> _ToolFunction:
             self.add_tool(function, description=inspect.getdoc(function), annotations=annotations)
@@ -128,6 +132,8 @@ class BackgroundrMCPServer(MCPServer[Any]):
                 # 100 is built straight from typed plain data (tools/answers.listing_answer), and
                 # tests/test_answers.py proves every such answer matches the published schema.
                 tool.fn_metadata.output_model = None
+            if bounds is not None:
+                self._bounds[function.__name__] = bounds
             parameters = inspect.signature(function).parameters
             self._parameters[function.__name__] = frozenset(name for name in parameters if name != CONTEXT_PARAMETER)
             return function
@@ -178,6 +184,11 @@ class BackgroundrMCPServer(MCPServer[Any]):
     ) -> CallToolResult | InputRequiredResult:
         self._check_argument_names(name, arguments)
         schema = self._schemas.get(name)
+        try:
+            if (bounds := self._bounds.get(name)) is not None:
+                bounds(arguments)
+        except BackgroundrError as exc:
+            raise ToolError(str(exc)) from exc  # the line the same refusal gets after validation
         try:
             arguments = normalized(schema, arguments) if schema else arguments
         except BackgroundrError as exc:

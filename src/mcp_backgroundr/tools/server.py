@@ -21,6 +21,7 @@ from mcp_types import Resource as MCPResource
 from pydantic import Field
 
 from ..config import Settings
+from ..core.requests import bound_start
 from ..core.supervisor import ReadRequest, StartRequest, Supervisor, TaskChange, Waited, WaitRequest
 from ..core.validation import WaitConditions
 from ..core.watch import ProgressReporter
@@ -291,7 +292,8 @@ def _add_run_tool(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
     @app.background_tool(
         ToolAnnotations(
             title="Run a command in the background", read_only_hint=False, destructive_hint=False, open_world_hint=True
-        )
+        ),
+        bounds=bound_start,
     )
     async def run_background_task(
         command: Command,
