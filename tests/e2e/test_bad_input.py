@@ -32,6 +32,7 @@ BAD_STARTS: list[tuple[dict[str, Any], str]] = [
     ({"command": "true", "bogus": 1}, "unknown argument bogus"),
     ({"command": "true", "b" * 100_000: 1}, "unknown argument bbbb"),
     ({"command": "true", "max_memory_bytes": 1}, "from 1048576 (1 MiB)"),
+    ({"command": "true", "host": "h" * 100_000}, "allowed_hosts"),
     # Arrays where text is taken: validation listed every one (a line of megabytes), after a walk of
     # them all for client habits on the event loop; the first is named, and too many are refused by
     # their count before any is read (500,000 held every client 6.8 s).
@@ -90,6 +91,8 @@ async def test_an_unknown_tool_is_an_error_and_the_server_keeps_serving(server_c
     async with connect(server_command) as client:
         result = await client.call_tool("no_such_tool", {})
         assert result.is_error
+        result = await client.call_tool("n" * 100_000, {})
+        assert result.is_error and "Unknown tool: nnn" in text_of(result) and len(text_of(result)) < 200
         started = await call(client, "run_background_task", command="true", cwd=str(tmp_path))
         assert started["cwd"] == str(tmp_path)
 

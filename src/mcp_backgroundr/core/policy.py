@@ -34,7 +34,7 @@ from pathlib import Path
 
 import re2
 
-from ..errors import BackgroundrError, InvalidArgumentError, PolicyRefusedError, plain_number
+from ..errors import BackgroundrError, InvalidArgumentError, PolicyRefusedError, plain_number, shown_value
 from ..logs.patterns import PATTERN_LIMIT_NOTE, Pattern, error_text, owner_pattern
 
 CONFIG_FILE = "config.toml"
@@ -88,13 +88,13 @@ class Policy:
         if not self.allowed_hosts:
             raise PolicyRefusedError(
                 "allowed_hosts",
-                f"host {host!r}: no remote host is allowed by default",
+                f"host {shown_value(host)}: no remote host is allowed by default",
                 f"run it without host, or ask the server's owner to add it to allowed_hosts in {CONFIG_FILE} "
                 "(or --allowed-ssh-host)",
             )
         raise PolicyRefusedError(
             f"allowed_hosts ({', '.join(self.allowed_hosts)})",
-            f"host {host!r} is not among them",
+            f"host {shown_value(host)} is not among them",
             "use one of those hosts, or ask the server's owner to add this one",
         )
 

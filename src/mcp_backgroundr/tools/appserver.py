@@ -182,6 +182,9 @@ class BackgroundrMCPServer(MCPServer[Any]):
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
+        if name not in self._parameters:
+            # The SDK's refusal repeats the name whole, however long the client made it.
+            raise ToolError(f"Unknown tool: {shortened(name, 60)}; tools/list shows the tools")
         self._check_argument_names(name, arguments)
         schema = self._schemas.get(name)
         try:
