@@ -9,9 +9,11 @@ starting caps every log it finds over its cap.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import statistics
+import struct
 from pathlib import Path
 
 import anyio
@@ -123,3 +125,49 @@ async def test_a_keep_running_task_stays_near_its_cap_after_its_client_leaves(
             await anyio.run_process([server_command, "stop", task["task_id"]])
     assert alive([task["pid"]]) == []
     assert statistics.median(samples) <= OVERSHOOT_ALLOWED * CAP
+
+
+_FS_IOC_GETFLAGS, _FS_IOC_SETFLAGS, _FS_APPEND_FL = 0x80086601, 0x40086602, 0x20
+
+
+def _append_only(path: Path, on: bool) -> None:
+    """Make ``path`` append-only (chattr +a), or not: it is written on, but its head cannot be dropped."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        flags = struct.unpack("l", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, b"\0" * 8))[0]
+        flags = flags | _FS_APPEND_FL if on else flags & ~_FS_APPEND_FL
+        fcntl.ioctl(fd, _FS_IOC_SETFLAGS, struct.pack("l", flags))
+    finally:
+        os.close(fd)
+
+
+async def test_a_runner_that_could_not_cap_its_log_tries_again(server_command: str) -> None:
+    """A runner's capping thread ended at its first failure to drop the log's head (here the log was
+    append-only for a while; a full disk stops a rewrite so): the log then grew without end, with or
+    without a server."""
+    async with connect(server_command) as client:
+        task = await call(
+            client,
+            "run_background_task",
+            command=THROTTLED_WRITER,
+            keep_running=True,
+            max_log_bytes=CAP,
+            wait_for_pattern="y",
+        )
+        log = Path(task["log_path"])
+        try:
+            try:
+                _append_only(log, True)
+            except OSError as exc:
+                pytest.skip(f"this file system does not take chattr +a: {exc}")
+            try:
+                with anyio.fail_after(30):  # the runner cannot drop its head now
+                    while _allocated(log) < 32 * CAP:
+                        await anyio.sleep(0.02)
+            finally:
+                _append_only(log, False)
+            with anyio.fail_after(60):
+                while _allocated(log) > OVERSHOOT_ALLOWED * CAP:
+                    await anyio.sleep(0.05)
+        finally:
+            await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
