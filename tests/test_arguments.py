@@ -106,3 +106,10 @@ def test_text_items_are_taken_as_they_are_made_text_or_refused_at_the_first_that
         normalized(schema, {"command": ["echo", None]})
     with pytest.raises(InvalidArgumentError, match=r"env.B=\[1\] is invalid: give text or null$"):
         normalized(schema, {"env": {"A": 1, "B": [1]}})
+
+
+def test_an_enum_text_far_longer_than_every_member_is_refused_unread() -> None:
+    schema = simple_schema(PYDANTIC_SCHEMA)
+    assert normalized(schema, {"state": " On_Failure "})["state"] == "on-failure"
+    with pytest.raises(InvalidArgumentError, match=r"is invalid: use one of running, on-failure$"):
+        normalized(schema, {"state": "on-failure" * 3})

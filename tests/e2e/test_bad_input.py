@@ -33,6 +33,7 @@ BAD_STARTS: list[tuple[dict[str, Any], str]] = [
     ({"command": "true", "b" * 100_000: 1}, "unknown argument bbbb"),
     ({"command": "true", "max_memory_bytes": 1}, "from 1048576 (1 MiB)"),
     ({"command": "true", "host": "h" * 100_000}, "allowed_hosts"),
+    ({"command": "true", "restart": "r" * 100_000}, "is invalid: use one of no, on-failure, always"),
     # Arrays where text is taken: validation listed every one (a line of megabytes), after a walk of
     # them all for client habits on the event loop; the first is named, and too many are refused by
     # their count before any is read (500,000 held every client 6.8 s).
@@ -82,6 +83,8 @@ async def test_bad_status_and_end_arguments_leave_other_tasks_untouched(server_c
             assert "grace_seconds" in message
         assert "task_id" in await call_error(client, "end_background_task", task_id="missing")
         assert "state" in await call_error(client, "list_tasks", state="sleeping")
+        # Far longer than any state: refused before its separators were taken out on the event loop.
+        assert "is invalid: use one of running" in await call_error(client, "list_tasks", state="s" * 100_000)
         status = await call(client, "get_task_status", task_id=task["task_id"])
         assert status["state"] == "running"
         assert status["kill_requested"] is False
