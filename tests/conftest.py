@@ -132,18 +132,33 @@ def server_command() -> str:
 SMALL_DISK_BYTES = 16 * 1024 * 1024
 
 
-@pytest.fixture
-def small_disk(home: Path) -> Iterator[Path]:
-    """The state directory on a tmpfs of SMALL_DISK_BYTES, a disk a test can fill; unmounted
-    (lazily: a process may still hold a file there) after the test."""
-    home.mkdir(parents=True, exist_ok=True)
+@contextlib.contextmanager
+def _small_tmpfs(directory: Path) -> Iterator[Path]:
+    """``directory`` on a tmpfs of SMALL_DISK_BYTES, a disk a test can fill; unmounted (lazily: a
+    process may still hold a file there) after the test."""
+    directory.mkdir(parents=True, exist_ok=True)
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={SMALL_DISK_BYTES},mode=0700", "tmpfs", str(home)],
+        ["mount", "-t", "tmpfs", "-o", f"size={SMALL_DISK_BYTES},mode=0700", "tmpfs", str(directory)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs to fill (needs root or CAP_SYS_ADMIN): {mounted.stderr.strip()}")
     try:
-        yield home
+        yield directory
     finally:
-        subprocess.run(["umount", "-l", str(home)], check=True)
+        subprocess.run(["umount", "-l", str(directory)], check=True)
+
+
+@pytest.fixture
+def small_disk(home: Path) -> Iterator[Path]:
+    """The state directory on a small tmpfs (``_small_tmpfs``)."""
+    with _small_tmpfs(home) as directory:
+        yield directory
+
+
+@pytest.fixture
+def small_spare_disk(tmp_path: Path) -> Iterator[Path]:
+    """A directory beside the state directory on a small tmpfs of its own (``_small_tmpfs``): filling
+    it leaves the registry's disk free."""
+    with _small_tmpfs(tmp_path / "spare") as directory:
+        yield directory

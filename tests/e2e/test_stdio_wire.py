@@ -4,10 +4,17 @@ by the SDK's transport otherwise: both read lines as the SDK does and answer eve
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
+from ..disks import fill_disk
 from ..reliability.rawwire import ANSWER_SECONDS, RawServer
+from .harness import alive
 
 MIB = 1024 * 1024
 
@@ -86,9 +93,99 @@ def test_a_client_that_closes_the_servers_stdout_first_is_a_client_that_left(
     said = errors.read_text()
     assert returncode == 0, said
     assert "Traceback" not in said and "closed the server's stdout" in said, said
+    _assert_ended_and_recorded(server_command, started)
+
+
+def _assert_ended_and_recorded(server_command: str, started: dict[str, Any]) -> None:
     listed = subprocess.run([server_command, "ps", "-a"], capture_output=True, text=True, timeout=ANSWER_SECONDS)
     row = next(line for line in listed.stdout.splitlines() if line.startswith(started["task_id"]))
     assert "killed" in row, listed.stdout
+    assert not alive([started["pid"]])
+
+
+def _start_task(server: RawServer) -> None:
+    """The handshake and a task started, sent in one go; the answers go where the server's stdout is."""
+    params = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}
+    call = {"name": "run_background_task", "arguments": {"command": "sleep 300"}}
+    for message in (
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call},
+    ):
+        server.send(json.dumps(message).encode())
+
+
+def _started(answer_lines: list[bytes]) -> dict[str, Any]:
+    answer = json.loads(answer_lines[1])
+    assert answer["id"] == 2, answer
+    started: dict[str, Any] = answer["result"]["structuredContent"]
+    return started
+
+
+def _one_line_without_traceback(said: str, reason: str) -> None:
+    assert "Traceback" not in said and reason in said, said
+    assert len([line for line in said.splitlines() if reason in line]) == 1, said
+
+
+def test_a_full_disk_under_a_stdout_file_ends_the_server_and_its_tasks_with_one_line(
+    server_command: str, tmp_path: Path, small_spare_disk: Path
+) -> None:
+    """stdout a file (served by the SDK's transport): once the disk under it is full, an answer
+    cannot be written. Before, the write error went unseen while the server waited for stdin,
+    which the client kept open: it hung, then exited 1 with a traceback once stdin ended. Now it
+    ends its tasks, records them, and exits 1 with one line saying why, stdin still open."""
+    answers, errors = small_spare_disk / "answers.jsonl", tmp_path / "stderr"
+    with answers.open("wb") as stdout, errors.open("wb") as stderr, RawServer(server_command, stderr, stdout) as server:
+        _start_task(server)
+        deadline = time.monotonic() + ANSWER_SECONDS
+        while len(answers.read_bytes().splitlines()) < 2:
+            assert time.monotonic() < deadline and server.process.poll() is None, errors.read_text()
+            time.sleep(0.02)
+        started = _started(answers.read_bytes().splitlines())
+        fill_disk(small_spare_disk)
+        server.send(json.dumps({"jsonrpc": "2.0", "id": 3, "method": "tools/list"}).encode())
+        returncode = server.process.wait(ANSWER_SECONDS)
+    said = errors.read_text()
+    assert returncode == 1, said
+    _one_line_without_traceback(said, "cannot write answers to stdout (No space left on device)")
+    _assert_ended_and_recorded(server_command, started)
+
+
+def test_a_terminal_on_stdout_that_is_closed_is_a_client_that_left(server_command: str, tmp_path: Path) -> None:
+    """stdout a terminal whose other side is closed: writing fails (EIO). Before, the server hung
+    on stdin as above; now the client has left, as when it closes a pipe: tasks ended, exit 0."""
+    controller, terminal = pty.openpty()
+    errors = tmp_path / "stderr"
+    try:
+        with errors.open("wb") as stderr, RawServer(server_command, stderr, terminal) as server:
+            os.close(terminal)
+            terminal = -1
+            _start_task(server)
+            started = _started(_terminal_lines(controller, 2))
+            os.close(controller)
+            controller = -1
+            server.send(json.dumps({"jsonrpc": "2.0", "id": 3, "method": "tools/list"}).encode())
+            returncode = server.process.wait(ANSWER_SECONDS)
+    finally:
+        for descriptor in (controller, terminal):
+            if descriptor >= 0:
+                os.close(descriptor)
+    said = errors.read_text()
+    assert returncode == 0, said
+    _one_line_without_traceback(said, "the terminal on the server's stdout was closed")
+    _assert_ended_and_recorded(server_command, started)
+
+
+def _terminal_lines(controller: int, count: int) -> list[bytes]:
+    """The first ``count`` lines the server wrote to its terminal (bounded wait)."""
+    received = b""
+    deadline = time.monotonic() + ANSWER_SECONDS
+    while received.count(b"\n") < count:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, received
+        if select.select([controller], [], [], remaining)[0]:
+            received += os.read(controller, 1 << 16)
+    return [line.rstrip(b"\r") for line in received.split(b"\n")[:count]]
 
 
 INVALID_IDS = [{"a": 1}, 1.5, None, True, [1]]

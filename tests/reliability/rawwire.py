@@ -17,8 +17,11 @@ ANSWER_SECONDS = 30.0
 class RawServer:
     """``mcp-backgroundr`` with pipes for stdin and stdout and nothing in between."""
 
-    def __init__(self, command: str, stderr: IO[bytes] | int = subprocess.DEVNULL) -> None:
-        self.process = subprocess.Popen([command], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
+    def __init__(
+        self, command: str, stderr: IO[bytes] | int = subprocess.DEVNULL, stdout: IO[bytes] | int = subprocess.PIPE
+    ) -> None:
+        """``stdout``: a pipe read by :meth:`answer`, or where the server's answers go instead."""
+        self.process = subprocess.Popen([command], stdin=subprocess.PIPE, stdout=stdout, stderr=stderr)
         self._pending = b""
         self._next_id = 1000
 

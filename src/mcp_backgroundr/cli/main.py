@@ -205,7 +205,8 @@ def _run_command(arguments: argparse.Namespace, settings: Settings) -> None:
             print(commands.prune(settings, keep, days))
 
 
-def _serve(arguments: argparse.Namespace, settings: Settings) -> None:
+def _serve(arguments: argparse.Namespace, settings: Settings) -> int:
+    """Serve until the client leaves or a signal arrives; the exit status."""
     # Tasks run as the same user: without this they could read the server's environment
     # (its token, the variables env_passthrough keeps from them) and memory under /proc.
     backend.current().protect_server()
@@ -220,8 +221,13 @@ def _serve(arguments: argparse.Namespace, settings: Settings) -> None:
     if address is None:
         if sys.stdin.isatty():
             print(terminal_hint(), file=sys.stderr)
-        anyio.run(transports.serve_stdio, settings, rules)
-        return
+        leaving = anyio.run(transports.serve_stdio, settings, rules)
+        if leaving.stranded:
+            # A worker thread still blocks reading stdin, and the interpreter would wait for it
+            # at exit; every task is ended and recorded, so nothing is left to wait for.
+            sys.stderr.flush()
+            os._exit(leaving.status)
+        return leaving.status
     host, port = address
     options = transports.HttpOptions(
         host=host,
@@ -231,6 +237,7 @@ def _serve(arguments: argparse.Namespace, settings: Settings) -> None:
         extra_hosts=tuple(arguments.allowed_host),
     )
     anyio.run(transports.serve_http, settings, rules, options)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -238,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings()
     try:
         if arguments.command in (None, "serve"):
-            _serve(arguments, settings)
+            return _serve(arguments, settings)
         else:
             _run_command(arguments, settings)
     except BackgroundrError as exc:

@@ -35,6 +35,7 @@ from ..errors import BackgroundrError
 from ..remote import RemotePlace
 from ..store.registry import Registry
 from ..tools import sdk
+from ..tools.pipes import Leaving
 from ..tools.server import BackgroundrMCPServer, ChangeNotices, build_server
 from . import access, bodies, connections
 
@@ -101,8 +102,9 @@ def freeze_what_starting_made() -> None:
     gc.freeze()
 
 
-async def serve_stdio(settings: Settings, policy: Policy) -> None:
-    """Serve MCP on stdin/stdout until the client closes stdin or a signal arrives."""
+async def serve_stdio(settings: Settings, policy: Policy) -> Leaving:
+    """Serve MCP on stdin/stdout until the client leaves (it closes stdin or the server's stdout),
+    answers cannot be written, or a signal arrives; every task is then ended. Returns how it ended."""
     with _registry(settings) as registry:
         notices = ChangeNotices()
         async with _supervisor(settings, registry, policy, notices) as supervisor:
@@ -111,8 +113,9 @@ async def serve_stdio(settings: Settings, policy: Policy) -> None:
             async with anyio.create_task_group() as group:
                 group.start_soon(_end_tasks_on_signal, supervisor)
                 await app.run_stdio_async()
-                await _shut_down(supervisor, app.stdio_left_by)  # signals still handled meanwhile
+                await _shut_down(supervisor, app.stdio_leaving.reason)  # signals still handled meanwhile
                 group.cancel_scope.cancel()
+    return app.stdio_leaving
 
 
 @dataclass(frozen=True)

@@ -12,25 +12,22 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-import anyio
 from mcp.server import MCPServer
 from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
-from mcp.server.stdio import stdio_server
 from mcp.server.subscriptions import SubscriptionBus
 from mcp.shared.exceptions import MCPError
-from mcp.shared.message import SessionMessage
 from mcp_types import INVALID_PARAMS, CallToolResult, GetPromptResult, InputRequiredResult, ToolAnnotations
 from mcp_types import Resource as MCPResource
 from pydantic import ValidationError
 
 from .. import __version__
 from ..errors import BackgroundrError, shortened, shown_value
-from . import pipes, sdk, wire
+from . import pipes, sdk, threaded
 from .arguments import hint, normalized, simple_schema
 from .schemas import cheap_to_validate, rows_checked_by_key
 
@@ -106,8 +103,8 @@ class BackgroundrMCPServer(MCPServer[Any]):
         self._schemas: dict[str, dict[str, Any]] = {}
         self._bounds: dict[str, Bounds] = {}
         self._dynamic_resources = dynamic_resources
-        self.stdio_left_by = "client closed stdin"
-        """Once stdio serving has returned: how the client left (see ``pipes.Leaving``)."""
+        self.stdio_leaving = pipes.Leaving()
+        """Once stdio serving has returned: how it ended (see ``pipes.Leaving``)."""
 
     async def list_resources(self) -> list[MCPResource]:
         return [*await super().list_resources(), *self._dynamic_resources()]
@@ -155,21 +152,12 @@ class BackgroundrMCPServer(MCPServer[Any]):
 
     async def run_stdio_async(self) -> None:
         """Serve on stdio like the SDK, on the event loop when stdin and stdout are pipes (see
-        ``pipes``), and answer lines that are not JSON-RPC (see ``wire``)."""
-        if pipes.event_loop_can_serve():
-            async with pipes.stdio_streams() as (read_stream, write_stream, leaving):
-                await sdk.serve_streams(self, read_stream, write_stream)
-            self.stdio_left_by = leaving.reason
-            return
-        with sdk.claimed_stdin() as source:
-            to_replies, from_replies = anyio.create_memory_object_stream[SessionMessage]()
-            lines = wire.checked_lines(sdk.text_lines(source), to_replies)
-            async with stdio_server(stdin=cast("anyio.AsyncFile[str]", lines)) as (read_stream, write_stream):
-                checked_send, checked_receive = anyio.create_memory_object_stream[SessionMessage | Exception]()
-                async with anyio.create_task_group() as group:
-                    group.start_soon(wire.answer_bad_lines, read_stream, checked_send, write_stream, from_replies)
-                    await sdk.serve_streams(self, checked_receive, write_stream)
-                    group.cancel_scope.cancel()
+        ``pipes``), else through the SDK's transport (see ``threaded``), and answer lines that are
+        not JSON-RPC (see ``wire``); ``stdio_leaving`` then says how it ended."""
+        streams = pipes.stdio_streams if pipes.event_loop_can_serve() else threaded.stdio_streams
+        async with streams() as (read_stream, write_stream, leaving):
+            await sdk.serve_streams(self, read_stream, write_stream)
+        self.stdio_leaving = leaving
 
     async def get_prompt(
         self, name: str, arguments: dict[str, Any] | None = None, context: Context[Any, Any] | None = None

@@ -6,7 +6,7 @@ sleeping thread and of the event loop: about half of a small call's round trip o
 machine (docs/benchmarks.md 13, fifth pass). When stdin and stdout are pipes or sockets, as an
 MCP client's are, this reads and writes them with the event loop's own readiness events
 instead, and answers lines that are not JSON-RPC on the way (``wire``). Anything else (a file
-or a terminal on stdin, or stdout) is served by the SDK's transport, as before.
+or a terminal on stdin, or stdout) is served by the SDK's transport (``threaded``).
 
 It keeps what the SDK's transport does: descriptors 0 and 1 point at the null device and at
 stderr while it serves (``sdk.claimed_stdio``); input is UTF-8 with bad bytes replaced and
@@ -82,9 +82,14 @@ class _Output(asyncio.Protocol):
 
 @dataclass
 class Leaving:
-    """How the client left: by ending the server's stdin, or by closing the server's stdout."""
+    """How serving stdio ended: the client ended the server's stdin or closed its stdout, or the
+    server could not write its answers (``threaded``)."""
 
     reason: str = "client closed stdin"
+    status: int = 0
+    """The server's exit status: 0 when the client left, 1 when answers could not be written."""
+    stranded: bool = False
+    """A worker thread was left blocked reading stdin: it would hold the process's exit."""
 
 
 async def _lines(reader: asyncio.StreamReader) -> AsyncIterator[str]:

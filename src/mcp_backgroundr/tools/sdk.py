@@ -13,10 +13,10 @@ The official SDK (``mcp`` 2.x) offers no public way to do four things the server
   the wire from private duplicates while fd 0 reads the null device and fd 1 writes to stderr, so
   that stray reads and prints miss the wire, and put both back afterwards. The server serves those
   pipes on its event loop (``pipes.py``) instead of the transport's worker threads.
-  :func:`claimed_stdio` does it; :func:`claimed_stdin` claims stdin alone, for the transport's
-  own path, whose lines the wire guard must see before the transport reads them (a request's
-  invalid id is lost once a line is parsed), read with the transport's text wrapper
-  (``stdio._UnownedTextWrapper``: closing it leaves the wire open).
+  :func:`claimed_stdio` does it. For a file or a terminal the transport serves the claimed wire
+  (``threaded.py``), its lines read with the transport's text wrapper (:func:`text_reader`,
+  ``stdio._UnownedTextWrapper``: closing it leaves the wire open), so that the wire guard sees
+  them before the transport parses them (a request's invalid id is lost once a line is parsed).
 - **Read a POST body before its Streamable HTTP transport does**, behind authentication and the
   body-size limit: the transport reads a request with an invalid id as a notification (202, no
   answer), so the body check (``serving/bodies.py``) must come first. The session manager
@@ -34,9 +34,8 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO
 
-import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from mcp.server import MCPServer, stdio
 from mcp.server.mcpserver.tools import Tool
@@ -96,7 +95,7 @@ def claimed_stdin() -> Iterator[BinaryIO]:
             restore_stdin()
 
 
-def text_lines(source: BinaryIO) -> anyio.AsyncFile[str]:
-    """``source`` read as the SDK's transport reads it: UTF-8 with bad bytes replaced, a line at a
-    time in a worker thread; closing it leaves ``source`` open (the SDK's own text wrapper)."""
-    return anyio.wrap_file(stdio._UnownedTextWrapper(source, encoding="utf-8", errors="replace"))
+def text_reader(source: BinaryIO) -> TextIO:
+    """``source`` read as the SDK's transport reads it: UTF-8 with bad bytes replaced, universal
+    newlines; closing it leaves ``source`` open (the SDK's own text wrapper)."""
+    return stdio._UnownedTextWrapper(source, encoding="utf-8", errors="replace")
