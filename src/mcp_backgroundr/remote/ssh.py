@@ -39,6 +39,11 @@ _DESTINATION = re.compile(
 )
 
 
+MAX_DESTINATION_LENGTH = 253 + 1 + 256 + 6
+"""The longest user@name:port: a DNS name (253), a user (LOGIN_NAME_MAX, 256) and a port. Matching a
+20 MB host took the event loop 0.3 s."""
+
+
 @dataclass(frozen=True)
 class Destination:
     """Where a task runs: a Host alias of ~/.ssh/config, or user@name[:port]."""
@@ -61,6 +66,11 @@ def parse_destination(text: str) -> Destination:
             "an empty host names no machine: leave host out (or null) to run the task here, or give "
             "a Host alias from ~/.ssh/config, or user@name[:port]",
         )
+    if len(text) > MAX_DESTINATION_LENGTH:  # before the pattern, which backtracks over the whole text
+        raise InvalidArgumentError(
+            "host", text, f"a host is at most {MAX_DESTINATION_LENGTH} characters: give a Host alias from "
+            "~/.ssh/config, or user@name[:port]",
+        )  # fmt: skip
     found = _DESTINATION.match(text.strip()) if text else None
     port = int(found.group("port")) if found and found.group("port") else None
     if found is None or (port is not None and not 0 < port < 65536):
