@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import select
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -103,16 +104,22 @@ def _assert_ended_and_recorded(server_command: str, started: dict[str, Any]) -> 
     assert not alive([started["pid"]])
 
 
-def _start_task(server: RawServer) -> None:
-    """The handshake and a task started, sent in one go; the answers go where the server's stdout is."""
+def _handshake_and_a_task() -> list[bytes]:
+    """The handshake and a task started (request 2), to be sent in one go."""
     params = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}
     call = {"name": "run_background_task", "arguments": {"command": "sleep 300"}}
-    for message in (
+    messages: list[dict[str, Any]] = [
         {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params},
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
         {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call},
-    ):
-        server.send(json.dumps(message).encode())
+    ]
+    return [json.dumps(message).encode() for message in messages]
+
+
+def _start_task(server: RawServer) -> None:
+    """The handshake and a task started; the answers go where the server's stdout is."""
+    for request in _handshake_and_a_task():
+        server.send(request)
 
 
 def _started(answer_lines: list[bytes]) -> dict[str, Any]:
@@ -223,3 +230,31 @@ def test_a_request_with_an_invalid_id_is_answered_with_a_file_on_stdin_too(serve
     refused = [answer for answer in answers if "error" in answer]
     assert sorted(answer["id"] for answer in answers if "result" in answer) == [1, 2], answers
     assert [(answer["id"], answer["error"]["code"]) for answer in refused] == [(None, -32600)] * len(INVALID_IDS)
+
+
+def test_one_socket_for_stdin_and_stdout_is_served_to_the_end(server_command: str, tmp_path: Path) -> None:
+    """One socket on both stdin and stdout, as socat's EXEC (a socketpair) and inetd-style socket
+    activation give. Before, the event loop's write side took the client's second message for the
+    client closing the server's stdout: the server ended its tasks and left without answering."""
+    client, served = socket.socketpair()
+    errors = tmp_path / "stderr"
+    with errors.open("wb") as stderr:
+        server = subprocess.Popen([server_command], stdin=served.fileno(), stdout=served.fileno(), stderr=stderr)
+    served.close()
+    client.settimeout(ANSWER_SECONDS)
+    try:
+        with client.makefile("rwb") as wire:
+            for request in _handshake_and_a_task():
+                wire.write(request + b"\n")
+            wire.flush()
+            started = _started([wire.readline(), wire.readline()])
+            wire.write(_ping(3) + b"\n")
+            wire.flush()
+            assert json.loads(wire.readline()) == {"jsonrpc": "2.0", "id": 3, "result": {}}
+    finally:
+        client.close()
+        returncode = server.wait(ANSWER_SECONDS)
+    said = errors.read_text()
+    assert returncode == 0, said
+    _one_line_without_traceback(said, "client closed stdin")
+    _assert_ended_and_recorded(server_command, started)

@@ -37,12 +37,23 @@ CLOSE_SECONDS = 1.0
 
 
 def event_loop_can_serve() -> bool:
-    """Whether stdin and stdout are pipes or sockets, and this runs on an asyncio event loop."""
+    """Whether stdin and stdout are pipes or sockets, not one socket for both, and this runs on an
+    asyncio event loop. One socket on both (socat's EXEC, a socketpair; inetd-style activation)
+    goes to the SDK's transport: asyncio's write side watches its descriptor for reading, to see
+    the reader close it, and took the client's next message for that."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return False
-    return all(_is_pipe(descriptor) for descriptor in (0, 1))
+    return all(_is_pipe(descriptor) for descriptor in (0, 1)) and not _one_socket()
+
+
+def _one_socket() -> bool:
+    try:
+        given, taken = os.fstat(0), os.fstat(1)
+    except OSError:
+        return False
+    return stat.S_ISSOCK(given.st_mode) and (given.st_dev, given.st_ino) == (taken.st_dev, taken.st_ino)
 
 
 def _is_pipe(descriptor: int) -> bool:
