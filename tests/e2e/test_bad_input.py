@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mcp.shared.exceptions import MCPError
 
 from mcp_backgroundr.tools.appserver import CRASHED
 
@@ -96,6 +97,14 @@ async def test_an_unknown_tool_is_an_error_and_the_server_keeps_serving(server_c
         assert result.is_error
         result = await client.call_tool("n" * 100_000, {})
         assert result.is_error and "Unknown tool: nnn" in text_of(result) and len(text_of(result)) < 200
+        # Names and URIs the server does not know were sent back whole, however long.
+        for uri in ("task://" + "x" * 100_000 + "/log", "nowhere://" + "x" * 100_000):
+            with pytest.raises(MCPError, match=r"^Unknown resource: ") as refused:
+                await client.read_resource(uri)
+            assert len(str(refused.value)) < 200, len(str(refused.value))
+        with pytest.raises(MCPError, match=r"^Unknown prompt: ppp") as refused:
+            await client.get_prompt("p" * 100_000)
+        assert len(str(refused.value)) < 200, len(str(refused.value))
         started = await call(client, "run_background_task", command="true", cwd=str(tmp_path))
         assert started["cwd"] == str(tmp_path)
 

@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from mcp.server import MCPServer
 from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
+from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError, UnexpectedToolError
 from mcp.server.subscriptions import SubscriptionBus
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, CallToolResult, GetPromptResult, InputRequiredResult, ToolAnnotations
 from mcp_types import Resource as MCPResource
-from pydantic import ValidationError
+from pydantic import AnyUrl, ValidationError
 
 from .. import __version__
 from ..errors import BackgroundrError, shortened, shown_value
@@ -58,6 +59,9 @@ def _one_line_validation_error(tool: str, error: ValidationError) -> str:
 
 
 CRASHED = "failed unexpectedly"
+SHOWN_NAME = 60
+"""How much of a name or URI the server does not know its refusal shows."""
+UNKNOWN_RESOURCE = "Unknown resource: "
 SHOWN_UNKNOWN = 10
 """How many of the names a tool does not take its refusal names."""
 
@@ -164,15 +168,29 @@ class BackgroundrMCPServer(MCPServer[Any]):
     ) -> GetPromptResult | InputRequiredResult:
         """An unknown prompt is the client's mistake (invalid params), not an internal error."""
         if name not in {prompt.name for prompt in await self.list_prompts()}:
-            raise MCPError(code=INVALID_PARAMS, message=f"Unknown prompt: {name}; prompts/list shows the prompts")
+            message = f"Unknown prompt: {shortened(name, SHOWN_NAME)}; prompts/list shows the prompts"
+            raise MCPError(code=INVALID_PARAMS, message=message)
         return await super().get_prompt(name, arguments, context)
+
+    async def read_resource(
+        self, uri: AnyUrl | str, context: Context[Any, Any] | None = None
+    ) -> Iterable[ReadResourceContents] | InputRequiredResult:
+        """A URI no resource has is refused as the SDK refuses it, but cut: the SDK repeats it whole,
+        however long (a 20 MB URI got a 20 MB answer)."""
+        try:
+            return await super().read_resource(uri, context)
+        except ResourceNotFoundError as exc:
+            if len(text := str(uri)) <= SHOWN_NAME or not str(exc).startswith(UNKNOWN_RESOURCE):
+                raise
+            advice = "resources/list and resources/templates/list show the URIs"
+            raise ResourceNotFoundError(f"{UNKNOWN_RESOURCE}{shortened(text, SHOWN_NAME)}; {advice}") from exc
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
         if name not in self._parameters:
             # The SDK's refusal repeats the name whole, however long the client made it.
-            raise ToolError(f"Unknown tool: {shortened(name, 60)}; tools/list shows the tools")
+            raise ToolError(f"Unknown tool: {shortened(name, SHOWN_NAME)}; tools/list shows the tools")
         self._check_argument_names(name, arguments)
         schema = self._schemas.get(name)
         try:
