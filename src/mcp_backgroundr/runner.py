@@ -65,9 +65,6 @@ TASK_ENV_DEFAULTS = {"PYTHONUNBUFFERED": "1"}
 """Under a task's environment, local or remote: what it inherits and what the caller sets win."""
 PR_SET_CHILD_SUBREAPER = 36
 CAPPER_STOP_SECONDS = 2.0
-CAPPER_RETRY_SECONDS = (1.0, 30.0)
-"""After a failure to drop its log's head (a full disk stops a rewrite), the runner tries again
-after the first figure, doubled at each failure up to the second."""
 """How long the runner, its command ended, waits for a drop of its log's head under way."""
 STDIN = 0
 RUN_RECORD_MODE = 0o600
@@ -361,7 +358,7 @@ def _keep_log_capped(log_path: str, cap: int, method: str) -> Callable[[], None]
     stopping = threading.Event()
 
     def run() -> None:
-        pause, said = CAPPER_RETRY_SECONDS[0], ""
+        pause, said = holes.RETRY_SECONDS[0], ""
         while not stopping.is_set():
             try:
                 holes.keep_capped(Path(log_path), cap, stopping, heads.dropper(method))
@@ -372,7 +369,7 @@ def _keep_log_capped(log_path: str, cap: int, method: str) -> Callable[[], None]
                     )
                     said = cause
                 stopping.wait(pause)
-                pause = min(2 * pause, CAPPER_RETRY_SECONDS[1])
+                pause = min(2 * pause, holes.RETRY_SECONDS[1])
 
     capper = threading.Thread(target=run, name="log cap", daemon=True)
     capper.start()

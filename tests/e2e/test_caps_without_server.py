@@ -141,16 +141,19 @@ def _append_only(path: Path, on: bool) -> None:
         os.close(fd)
 
 
-async def test_a_runner_that_could_not_cap_its_log_tries_again(server_command: str) -> None:
-    """A runner's capping thread ended at its first failure to drop the log's head (here the log was
-    append-only for a while; a full disk stops a rewrite so): the log then grew without end, with or
-    without a server."""
+@pytest.mark.parametrize("keep_running", [True, False], ids=["its-runner", "the-servers-capping-process"])
+async def test_a_log_that_could_not_be_capped_for_a_while_is_capped_again(
+    server_command: str, keep_running: bool
+) -> None:
+    """Whoever caps a log (a supervised task's runner, else the server's capping process) stopped for
+    good at its first failure to drop the log's head (here the log was append-only for a while; a full
+    disk stops a rewrite so): the log then grew without end, with or without a server."""
     async with connect(server_command) as client:
         task = await call(
             client,
             "run_background_task",
             command=THROTTLED_WRITER,
-            keep_running=True,
+            keep_running=keep_running,
             max_log_bytes=CAP,
             wait_for_pattern="y",
         )
@@ -169,5 +172,8 @@ async def test_a_runner_that_could_not_cap_its_log_tries_again(server_command: s
             with anyio.fail_after(60):
                 while _allocated(log) > OVERSHOOT_ALLOWED * CAP:
                     await anyio.sleep(0.05)
+            status = await call(client, "get_task_status", task_id=task["task_id"], lines=0)
         finally:
             await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
+    if not keep_running:  # the server's capping process says so (a runner, in the log)
+        assert "its log could not be capped (Operation not permitted); tried again" in status["end_reason"], status

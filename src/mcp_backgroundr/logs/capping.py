@@ -71,7 +71,8 @@ class CapperProcess:
     :class:`LogCapper`'s, carried out by the child while :meth:`run` runs."""
 
     def __init__(self, on_failure: Callable[[Path, str], None]) -> None:
-        """``on_failure`` is told when a log cannot be kept under its cap (it is no longer looked at)."""
+        """``on_failure`` is told when a log cannot be kept under its cap (it is no longer looked at),
+        or could not be for a while (it is tried again)."""
         self.on_failure = on_failure
         self._commands: list[bytes] = []
         self._pending = anyio.Event()
@@ -232,9 +233,10 @@ class CapperProcess:
                 if (said := json.loads(line)) in (_READY, _ANSWER):
                     (self._ready if said == _READY else self._answered).set()
                     continue
-                path, note = said
-                self._watched.pop(path, None)
-                self._holders.pop(path, None)
+                path, note, *retried = said
+                if not retried:  # it no longer looks at the log
+                    self._watched.pop(path, None)
+                    self._holders.pop(path, None)
                 self.on_failure(Path(path), note)
 
 
@@ -263,6 +265,10 @@ def _say(said: object) -> None:
 
 def _say_failed(path: Path, note: str) -> None:
     _say([str(path), note])
+
+
+def _say_retried(path: Path, note: str) -> None:
+    _say([str(path), note, True])
 
 
 def _obey(capper: LogCapper, holders: dict[str, tuple[int, float | None]], line: str) -> None:
@@ -296,7 +302,7 @@ async def _cap_while_held(capper: LogCapper, holders: dict[str, tuple[int, float
 
 
 async def _serve(parent: int) -> None:
-    capper = LogCapper(on_failure=_say_failed)
+    capper = LogCapper(on_trouble=_say_retried)
     holders: dict[str, tuple[int, float | None]] = {}
     _say(_READY)
     async with anyio.create_task_group() as group:

@@ -45,6 +45,10 @@ MIN_PAUSE_SECONDS = 0.0002
 QUIET_LOOK_SECONDS = MAX_PAUSE_SECONDS
 """How often the runner looks at a quiet log (a stat): a writer that starts again gets at most
 this long ahead of its cap."""
+RETRY_SECONDS = (1.0, 30.0)
+"""After a failure to drop a log's head (a full disk stops a rewrite; an append-only log takes
+no hole), capping it is tried again after the first figure, doubled at each failure up to the
+second: a log left uncapped at its first failure grew without end."""
 READ_ATTEMPTS = 4
 """Reads of a log whose every byte read was dropped meanwhile, before answering none."""
 Dropper = Callable[[str, int, int], None]

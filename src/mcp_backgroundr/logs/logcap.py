@@ -26,7 +26,7 @@ from anyio.abc import TaskGroup
 from .. import offload
 from ..platform import backend, heads
 from .files import log_size
-from .holes import QUIET_LOOK_SECONDS, Pace, enforce
+from .holes import QUIET_LOOK_SECONDS, RETRY_SECONDS, Pace, enforce
 
 
 @dataclass
@@ -38,6 +38,10 @@ class _Log:
     paced: bool = False
     """Whether a pacing loop is looking at it (it is being written)."""
     pace: Pace = field(default_factory=lambda: Pace(0))
+    retry_pause: float = RETRY_SECONDS[0]
+    """How long to wait before the next try, after a failure to drop its head."""
+    failure: str = ""
+    """What the last failure to cap it was (each new one is reported once)."""
 
 
 class LogCapper:
@@ -49,13 +53,14 @@ class LogCapper:
     and gives it back to the file events once it has stopped growing.
     """
 
-    def __init__(self, on_failure: Callable[[Path, str], None] | None = None) -> None:
-        """``on_failure`` is told when a log cannot be kept under its cap (it is no longer looked at)."""
+    def __init__(self, on_trouble: Callable[[Path, str], None] | None = None) -> None:
+        """``on_trouble`` is told when a log could not be kept under its cap, once a cause (it is
+        tried again: see RETRY_SECONDS)."""
         self._events = backend.current().file_events(QUIET_LOOK_SECONDS)
         self._drop = heads.dropper(backend.current().head_method)
         self._logs: dict[Path, _Log] = {}
         self._by_wd: dict[int, _Log] = {}
-        self.on_failure = on_failure
+        self.on_trouble = on_trouble
         self._to_look_at: list[_Log] = []
         self._new = anyio.Event()
         self._stopped = False
@@ -121,22 +126,37 @@ class LogCapper:
         device (a disk that discards synchronously), so the event loop takes no part in them.
         """
         try:
+            while not await self._paced_until_quiet(log):
+                await anyio.sleep(log.retry_pause)
+                log.retry_pause = min(2 * log.retry_pause, RETRY_SECONDS[1])
+        finally:
+            log.paced = False
+
+    async def _paced_until_quiet(self, log: _Log) -> bool:
+        """Pace the log until it is quiet and watched again, or forgotten, or gone (True); False
+        after a failure to cap it, reported once a cause: the caller tries again after a pause."""
+        try:
             while True:
                 size = await offload.run(offload.PACING, self._pace_until_quiet, log, abandon_on_cancel=True)
                 if size is None or log.path not in self._logs:
-                    return
+                    return True
+                log.retry_pause = RETRY_SECONDS[0]
                 self._listen(log)
                 grown = await offload.run(offload.PACING, log_size, log.path)
                 if grown <= size:  # nothing slipped in while the watch was set up
-                    return
+                    return True
                 self._quiet_down(log)
         except FileNotFoundError:
-            return  # the log is gone (the task was removed)
+            return True  # the log is gone (the task was removed)
         except OSError as exc:
-            if self.on_failure is not None:
-                self.on_failure(log.path, f"its log is no longer capped ({exc.strerror or exc})")
-        finally:
-            log.paced = False
+            self._quiet_down(log)
+            cause = str(exc.strerror or exc)
+            if cause != log.failure and self.on_trouble is not None:
+                self.on_trouble(
+                    log.path, f"its log could not be capped ({cause}); tried again every {RETRY_SECONDS[1]:g} s at most"
+                )
+            log.failure = cause
+            return log.path not in self._logs
 
     def _pace_until_quiet(self, log: _Log) -> int | None:
         """Blocking: look at the log as often as its writer needs to fill the room left under its
