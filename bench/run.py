@@ -40,6 +40,7 @@ MODULES = (
     "list_latency",
     "http_latency",
     "stall",
+    "big_arguments",
     "pattern_compile",
     "remote",
     "platforms",
