@@ -72,6 +72,24 @@ async def test_max_tasks_refuses_one_more_until_one_ends(server_command: str) ->
         await call(client, "run_background_task", command="true")
 
 
+async def test_max_tasks_holds_for_starts_that_arrive_together(server_command: str) -> None:
+    """Each start counted the tasks already running, then awaited its spawn: five starts sent at once
+    under max_tasks 3 all started (a new-user trial; clients do send tool calls in parallel)."""
+    answers: list[bool] = []
+    async with connect(server_command, args=["serve", "--max-tasks", "3"]) as client:
+
+        async def start() -> None:
+            result = await client.call_tool("run_background_task", {"command": "sleep 300"})
+            answers.append(bool(result.is_error))
+
+        async with anyio.create_task_group() as group:
+            for _ in range(5):
+                group.start_soon(start)
+        running = await call(client, "list_tasks", state="running")
+    assert sorted(answers) == [False, False, False, True, True]
+    assert running["total"] == 3
+
+
 async def test_a_task_over_its_maximum_runtime_is_ended_and_recorded(server_command: str, home: Path) -> None:
     write_config(home, "default_runtime_seconds = 1\nmax_runtime_seconds = 60\n")
     async with connect(server_command) as client:

@@ -77,6 +77,8 @@ class CoreState:
         self.shutting_down = False
         self.spawns_in_flight = 0
         """Children being spawned in worker threads, not yet known as tasks."""
+        self.starts_in_flight = 0
+        """Starts past the max_tasks check whose task is not among ``own`` yet: they count as running."""
         self.arrivals = Arrivals()
         """Orphans handed to the server (as subreaper) by tasks whose main process exited."""
         self.arrivals_lock = anyio.Lock()
