@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import re
 import struct
 import termios
@@ -198,3 +199,41 @@ async def test_a_send_waiting_for_room_ends_when_another_call_closes_the_input(
 
 async def _full(pid: int) -> bool:
     return _bytes_waiting_in_stdin(pid) >= 65536
+
+
+async def test_sends_that_arrive_together_each_reach_the_task_whole(server_command: str) -> None:
+    """Two sends of more than a pipe holds, sent at once to one task, were written in turns as the
+    task read, so the task read them interleaved while both answers said every byte was written."""
+    size = 200_000
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="cat", stdin=True)
+        async with anyio.create_task_group() as group:
+            for letter in "AB":
+                group.start_soon(
+                    functools.partial(call, client, "send_task_input", task_id=task["task_id"], text=letter * size)
+                )
+        log = Path(task["log_path"])
+        await until(lambda: _holds(log, 2 * size + 2))
+        await call(client, "end_background_task", task_id=task["task_id"])
+    assert sorted(log.read_text().splitlines()) == ["A" * size, "B" * size]
+
+
+async def _holds(log: Path, size: int) -> bool:
+    return log.stat().st_size >= size
+
+
+async def test_a_line_longer_than_a_terminal_holds_is_refused_not_cut(server_command: str) -> None:
+    """A terminal in line mode holds 4095 bytes of a line and drops the rest: a send of 5,000 answered
+    'wrote 5001 bytes' while the program read 4095."""
+    reader = "python3 -c \"import sys; print('LEN', len(sys.stdin.readline().rstrip(chr(10))))\""
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command=reader, pty=True)
+        message = await call_error(client, "send_task_input", task_id=task["task_id"], text="y" * 5000)
+        unfinished = await call(client, "send_task_input", task_id=task["task_id"], text="y" * 4000, newline=False)
+        over = await call_error(client, "send_task_input", task_id=task["task_id"], text="y" * 100)
+        await call(client, "send_task_input", task_id=task["task_id"], text="y" * 95)
+        read = await call(client, "wait_for_task", task_id=task["task_id"], output_pattern="^LEN", since=0)
+    assert "4095" in message and "stdin=true" in message, message
+    assert unfinished["bytes_written"] == 4000
+    assert "4100" in over, over
+    assert read["matched_line"] == "LEN 4095"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import termios
 from pathlib import Path
 
 from .. import offload
@@ -17,9 +20,11 @@ from .task import Task
 
 END_OF_INPUT = b"\x04"
 """Ctrl-D: end of input on a terminal."""
-LINE_CLEARED = (b"\r", b"\n", b"\x03", b"\x1c", b"\x1a")
-"""What leaves a terminal's line empty: a line end (carriage return reads as a newline), or
-Ctrl-C, Ctrl-\\ or Ctrl-Z, whose signal discards the line."""
+_LINE_ENDS = re.compile(b"[\r\n\x03\x1c\x1a\x04]")
+"""What ends a terminal's line: a line end (carriage return reads as a newline), Ctrl-C, Ctrl-\\ or
+Ctrl-Z, whose signal discards the line, or Ctrl-D, which hands it over as it is."""
+TERMINAL_LINE_BYTES = 4095
+"""The most of one line a terminal in line mode holds (Linux; it drops what comes after, but the line end)."""
 
 
 async def send_input(state: CoreState, task_id: str, text: str, newline: bool, close: bool) -> InputWritten:
@@ -39,15 +44,18 @@ async def send_here(state: CoreState, task: Task, text: str, newline: bool, clos
     data = (text + line_end).encode()
     if task.terminal:
         data = _on_a_terminal(task, data, close)
-    cursor = await log_size(Path(task.record.log_path))
-    if home:
-        written = await taskinput.write_to_input_home(task.record, data)
-        if close:
-            await taskinput.close_input_home(task.record)
-    else:
-        written = await _write_held(state, task, data)
-        if close:
-            task.close_input_pipe()
+    # One send at a time, so that each reaches the task whole; a close with nothing to write does not
+    # queue behind a send waiting for the task to read: it ends that send (see _write_held).
+    async with task.input_lock if data else contextlib.nullcontext():
+        cursor = await log_size(Path(task.record.log_path))
+        if home:
+            written = await taskinput.write_to_input_home(task.record, data)
+            if close:
+                await taskinput.close_input_home(task.record)
+        else:
+            written = await _write_held(state, task, data)
+            if close:
+                task.close_input_pipe()
     return InputWritten(task_id=task_id, bytes_written=written, closed=close, cursor=cursor)
 
 
@@ -77,13 +85,29 @@ async def _write_held(state: CoreState, task: Task, data: bytes) -> int:
 def _on_a_terminal(task: Task, data: bytes, close: bool) -> bytes:
     """``data`` for a task's terminal, with end of input after it when ``close``: Ctrl-D ends the
     input only at the start of a line; after unfinished text it only hands that text over, so a
-    second one follows it then."""
-    if data:
-        task.partial_line = not data.endswith(LINE_CLEARED)
+    second one follows it then. Refused when a line would be longer than the terminal holds."""
+    *ended, unfinished = _LINE_ENDS.split(data)
+    first = task.partial_line_bytes + len(ended[0] if ended else unfinished)
+    longest = max(first, *map(len, ended[1:]), len(unfinished) if ended else 0)
+    if longest > TERMINAL_LINE_BYTES and task.input_fd is not None and _in_line_mode(task.input_fd):
+        raise BackgroundrError(
+            f"a line of {longest} bytes is more than the task's terminal holds in line mode "
+            f"({TERMINAL_LINE_BYTES} bytes; it would drop the rest): send shorter lines, or start the task "
+            "with stdin=true instead of pty=true for long input"
+        )
+    task.partial_line_bytes = len(unfinished) if ended else first
     if close:
-        data += END_OF_INPUT * (2 if task.partial_line else 1)
-        task.partial_line = False
+        data += END_OF_INPUT * (2 if task.partial_line_bytes else 1)
+        task.partial_line_bytes = 0
     return data
+
+
+def _in_line_mode(terminal: int) -> bool:
+    """Whether the terminal reads a line at a time (canonical mode, its default); False if unknown."""
+    try:
+        return bool(termios.tcgetattr(terminal)[3] & termios.ICANON)
+    except (OSError, termios.error):
+        return False
 
 
 async def _check_writable(state: CoreState, task: Task, home: bool) -> None:

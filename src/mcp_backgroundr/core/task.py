@@ -129,11 +129,13 @@ class Task:
     input_fd: int | None = None
     """Where send_task_input writes: the stdin pipe, or the terminal's master side."""
     terminal: bool = False
-    partial_line: bool = False
-    """A terminal task's last input ended inside a line (which the terminal holds back until it ends)."""
+    partial_line_bytes: int = 0
+    """How much of a line a terminal task's input left unfinished (the terminal holds it back until it ends)."""
     output_done: anyio.Event | None = None
     """Set once a terminal task's output has all been copied to its log."""
     input_closed: anyio.Event = field(default_factory=anyio.Event)
+    input_lock: anyio.Lock = field(default_factory=anyio.Lock)
+    """One send at a time: sends bigger than a pipe holds, made together, reached the task interleaved."""
     """Set once its stdin pipe is closed (by a call, or as it ended): a write waiting for room stops."""
     _scan_lock: anyio.Lock = field(default_factory=anyio.Lock)
 
