@@ -57,7 +57,9 @@ def _number_from_env(name: str, default: float, low: float, high: float) -> floa
         value = float(raw)
     except ValueError:
         raise SystemExit(f"{name}={raw!r} is not a number") from None
-    return min(max(value, low), high)
+    if not low <= value <= high:  # NaN too; a value clamped in silence did what nobody asked (KEEP_DAYS=-1 pruned all)
+        raise SystemExit(f"{name}={raw!r} is out of range: give a number from {low:g} to {high:g}, or unset it")
+    return value
 
 
 def _budget_from_env() -> int:

@@ -5,6 +5,7 @@ Answers and tables a model or a person reads must say true things and point some
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -115,3 +116,40 @@ async def test_an_empty_listing_says_where_else_tasks_may_be(server_command: str
     assert own == "no tasks on this server; all=true also lists other servers' and earlier sessions' tasks"
     assert running == "no running tasks in the registry; run_background_task starts one"
     assert [task["task_id"] for task in everyone["tasks"]] == [earlier["task_id"]]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MCP_BACKGROUNDR_MAX_LOG_BYTES", "-1"),
+        ("MCP_BACKGROUNDR_KEEP_DAYS", "-1"),
+        ("MCP_BACKGROUNDR_MAX_LOG_BYTES", "nan"),
+        ("MCP_BACKGROUNDR_OUTPUT_BUDGET", "inf"),
+        ("MCP_BACKGROUNDR_TASK_NICENESS", "20"),
+        ("MCP_BACKGROUNDR_UNATTENDED_WAIT_SECONDS", "nan"),
+    ],
+)
+@pytest.mark.parametrize("command", [[], ["ps"]], ids=["serve", "ps"])
+def test_a_setting_out_of_its_range_stops_with_one_line(
+    server_command: str, name: str, value: str, command: list[str]
+) -> None:
+    """Out of range, a setting was clamped in silence (KEEP_DAYS=-1: a start deleted every finished
+    task; MAX_LOG_BYTES=-1: every log capped at 64 KiB) or crashed with a traceback (nan)."""
+    environment = {**os.environ, name: value}
+    result = subprocess.run(
+        [server_command, *command], input="", capture_output=True, text=True, timeout=30, env=environment, check=False
+    )
+    assert result.returncode != 0
+    assert f"{name}={value!r}" in result.stderr and "give a number from" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_config_that_is_not_text_stops_with_one_line(server_command: str, home: Path) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / CONFIG_FILE).write_bytes(b"\xff garbage\n")
+    for command in ([], ["policy"]):
+        result = subprocess.run(
+            [server_command, *command], input="", capture_output=True, text=True, timeout=30, check=False
+        )
+        assert result.returncode == 1
+        assert "is not UTF-8 text" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -246,6 +246,10 @@ def _read_config(path: Path) -> dict[str, object]:
         raise BackgroundrError(f"cannot read {path}: {exc.strerror or exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise BackgroundrError(f"{path} is not valid TOML ({exc}); fix or remove it") from exc
+    except UnicodeDecodeError as exc:
+        raise BackgroundrError(
+            f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); fix or remove it"
+        ) from exc
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
         raise BackgroundrError(f"{path}: unknown setting {', '.join(unknown)}; the settings are {', '.join(SETTINGS)}")
