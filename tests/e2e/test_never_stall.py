@@ -357,4 +357,6 @@ async def test_a_terminal_written_at_full_speed_is_copied_off_the_event_loop(ser
         await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
     loop, others = loop_after - loop_before, others_after - others_before
     assert status_bytes - copied_before > 1 << 20, (copied_before, status_bytes)
-    assert others > 4 * loop, (loop, others)  # the copy is a worker thread's work, not the loop's
+    # The copy is a worker thread's work, not the loop's (on the loop: others near 0). Twice, not more:
+    # on a starved machine the loop's own background work over the window weighs more (CI: 0.06 vs 0.24 s).
+    assert others > 2 * loop, (loop, others)
