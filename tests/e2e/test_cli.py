@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,24 @@ def test_an_unusable_state_directory_is_one_line_and_a_nonzero_exit(server_comma
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1
     assert HOME_ENV in result.stderr
+    for command in (["ps"], ["ps", "--all"], ["status", "t0"]):  # "no tasks yet in .../a-file", exit 0
+        shown = subprocess.run(
+            [server_command, *command], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+            check=False, env=os.environ | {HOME_ENV: str(blocker)},
+        )  # fmt: skip
+        assert shown.returncode == 1 and "is not a directory" in shown.stderr, shown
+
+
+@pytest.mark.anyio
+async def test_ps_shows_a_name_on_its_line_and_a_new_tasks_runtime(server_command: str) -> None:
+    """A name with a line break broke the table; a task 0.8 s old ran for "0s"."""
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="sleep 300", name="two\nlines")
+        shown = await anyio.to_thread.run_sync(lambda: _cli(server_command, "ps"))
+        await call(client, "end_background_task", task_id=task["task_id"])
+    row = next(line for line in shown.stdout.splitlines() if task["task_id"] in line)
+    assert len(shown.stdout.splitlines()) == 2, shown.stdout
+    assert re.search(r" \d\.\ds ", row), row
 
 
 def test_python_dash_m_serves_and_exits_when_stdin_closes() -> None:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from ..config import Settings
+from ..config import HOME_ENV, Settings
 from ..core.requests import ReadRequest, WaitRequest
 from ..core.session import CoreSession
 from ..errors import BackgroundrError
@@ -46,8 +46,15 @@ _TIMES = ("pid_create_time", "started_at", "ended_at", "host_seen_at", "next_sta
 _T = TypeVar("_T")
 
 
+def _has_registry(settings: Settings) -> bool:
+    """Whether a server has run with this state directory (one that is a file is an error, not "no tasks")."""
+    if settings.home.exists() and not settings.home.is_dir():
+        raise BackgroundrError(f"the state directory {settings.home} is not a directory; set {HOME_ENV} to one")
+    return settings.registry_path.exists()
+
+
 def open_registry(settings: Settings) -> Registry:
-    if not settings.registry_path.exists():
+    if not _has_registry(settings):
         raise BackgroundrError(
             f"no task registry at {settings.registry_path} yet: no server has run with this state directory"
         )
@@ -74,6 +81,8 @@ def _in_session(settings: Settings, registry: Registry, work: Callable[[CoreSess
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 10:  # a task just started is not 0s old
+        return f"{seconds:.1f}s"
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
@@ -82,7 +91,7 @@ def _duration(seconds: float) -> str:
 def ps(settings: Settings, everything: bool) -> str:
     """A table of running tasks (``everything``: finished ones too), newest first: what
     ``list_tasks(all=true)`` lists."""
-    if not settings.registry_path.exists():
+    if not _has_registry(settings):
         return f"no tasks yet in {settings.home}"
     wanted = None if everything else TaskState.RUNNING
     with contextlib.closing(open_registry(settings)) as registry:
@@ -95,7 +104,7 @@ def ps(settings: Settings, everything: bool) -> str:
         rows.append(
             (
                 t.task_id,
-                t.name or "-",
+                one_line(t.name, COMMAND_COLUMN_WIDTH) if t.name else "-",
                 t.state if t.exit_code is None else f"{t.state}({t.exit_code})",
                 host,
                 str(t.pid or "-"),
