@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import re
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import anyio
@@ -20,7 +23,7 @@ from mcp_backgroundr.core.ending import VERIFIED
 from mcp_backgroundr.platform.containment import Level
 from mcp_backgroundr.platform.containment import _cgroup as cgroups
 
-from .harness import alive, call, call_error, connect, finished, kill_server_of, text_of
+from .harness import alive, call, call_error, connect, finished, kill_server_of, text_of, until
 
 
 def test_an_unusable_state_directory_is_one_line_and_a_nonzero_exit(server_command: str, tmp_path: Path) -> None:
@@ -149,6 +152,94 @@ async def test_logs_follow_prints_everything_until_the_task_ends(server_command:
     assert followed.stdout == "".join(f"line {i}\n" for i in range(1, 6))
     assert followed.stderr == f"mcp-backgroundr: task {task['task_id']} ended (failed, exit code 2)\n"
     assert followed.returncode == 0
+
+
+_CAPPED_WRITER = """
+import sys
+def lines(first, last):
+    return "".join(f"line {i:06d} end\\n" for i in range(first, last))
+print("ready", flush=True)
+sys.stdin.readline()
+sys.stdout.write(lines(0, 2000) + "partial")
+sys.stdout.flush()
+sys.stdin.readline()
+sys.stdout.write("-rest\\n" + lines(2000, 60000))
+sys.stdout.flush()
+sys.stdin.readline()
+"""
+_LINE = "line 000000 end"
+_FOLLOW_PIPE_BYTES = 4096
+
+
+def _read_from(fd: int, wanted: int, seconds: float) -> bytes:
+    """Read from ``fd`` until ``wanted`` bytes (0: its end) came, for at most ``seconds``."""
+    got, deadline = b"", time.monotonic() + seconds
+    while not wanted or len(got) < wanted:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            raise TimeoutError(f"read {len(got)} bytes; expected {wanted or 'the end'}")
+        if not (chunk := os.read(fd, wanted - len(got) if wanted else 65536)):
+            break
+        got += chunk
+    return got
+
+
+def _a_line_or_its_start(line: str) -> bool:
+    """Whether ``line`` is one the writer above wrote, or the start of one (a line the cap cut)."""
+    if line in ("ready", "partial", "partial-rest"):
+        return True
+    start = _LINE[: len(line)]
+    return len(line) == len(start) and all(
+        c == t or (t == "0" and c.isdigit()) for c, t in zip(line, start, strict=True)
+    )
+
+
+@pytest.mark.anyio
+async def test_logs_follow_says_what_the_cap_dropped_under_it_and_splices_no_lines(
+    server_command: str, tmp_path: Path
+) -> None:
+    """``logs -f`` behind a capped log whose cap dropped its cursor: it said nothing and printed the
+    line it had half printed joined to a fragment of another (a new-user trial: 3492419)."""
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _FOLLOW_PIPE_BYTES)  # the follower blocks on a small pipe
+    errors = tmp_path / "stderr"
+    async with connect(server_command) as client:
+        task = await call(
+            client, "run_background_task", command=f"python3 -c '{_CAPPED_WRITER}'", stdin=True,
+            max_log_bytes=65536, wait_for_pattern="ready",
+        )  # fmt: skip
+        with errors.open("wb") as stderr:
+            follower = await anyio.open_process(
+                [server_command, "logs", task["task_id"], "-f", "-n", "5"],
+                stdin=subprocess.DEVNULL, stdout=write_end, stderr=stderr,
+            )  # fmt: skip
+        os.close(write_end)
+        try:
+            seen = await anyio.to_thread.run_sync(_read_from, read_end, len("ready\n"), 20.0)
+            await call(client, "send_task_input", task_id=task["task_id"], text="")
+            seen += await anyio.to_thread.run_sync(_read_from, read_end, 1, 20.0)  # it read, and waits on us
+            await call(client, "send_task_input", task_id=task["task_id"], text="")
+
+            async def dropped_under_it() -> bool:
+                status = await call(client, "get_task_status", task_id=task["task_id"], lines=0)
+                return bool(status["dropped_bytes"] > 2000 * (len(_LINE) + 1) + len("ready\npartial"))
+
+            await until(dropped_under_it)
+            await call(client, "send_task_input", task_id=task["task_id"], text="")
+            seen += await anyio.to_thread.run_sync(_read_from, read_end, 0, 60.0)
+            with anyio.fail_after(20):
+                await follower.wait()
+        finally:
+            os.close(read_end)
+            if follower.returncode is None:
+                follower.kill()
+                await follower.wait()
+    printed = seen.decode().splitlines()
+    assert [line for line in printed if not _a_line_or_its_start(line)] == [], "spliced lines"
+    assert sum(line != "partial" and len(line) < len(_LINE) for line in printed) <= 1
+    assert printed[-1] == "line 059999 end"
+    assert "were dropped to keep the log under its size cap" in errors.read_text()
+    assert follower.returncode == 0
 
 
 def test_bad_options_are_one_line_and_nonzero(server_command: str) -> None:

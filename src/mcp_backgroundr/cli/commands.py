@@ -23,6 +23,7 @@ from ..config import HOME_ENV, Settings
 from ..core.requests import ReadRequest, WaitRequest
 from ..core.session import CoreSession
 from ..errors import BackgroundrError
+from ..logs import files
 from ..models import TaskRecord, TaskState, one_line, socket_address
 from ..remote.place import RemotePlace
 from ..results import Ended, Status, output_away, signalled_text
@@ -165,33 +166,69 @@ def logs_command(settings: Settings, task_id: str, lines: int, follow: bool) -> 
 
 
 async def _logs(task_id: str, lines: int, follow: bool, session: CoreSession) -> None:
-    shown = _printed(await session.read(task_id, ReadRequest(lines=lines, raw=True)))
+    printer = _Printer()
+    shown = printer.printed(await session.read(task_id, ReadRequest(lines=lines, raw=True)))
     if shown.truncated and shown.truncation:
         print(f"mcp-backgroundr: {shown.truncation}", file=sys.stderr)
     while follow and shown.state is TaskState.RUNNING:
         await session.wait(task_id, WaitRequest(FOLLOW_WAIT_SECONDS, ANY_LINE), shown.cursor)
-        shown = await _print_on(session, task_id, shown.cursor)
+        shown = await _print_on(session, task_id, shown.cursor, printer)
     if follow:  # on stderr: the output stays the task's own
         print(f"mcp-backgroundr: task {task_id} ended ({_how_it_ended(shown)})", file=sys.stderr)
 
 
-async def _print_on(session: CoreSession, task_id: str, cursor: int) -> Status:
+async def _print_on(session: CoreSession, task_id: str, cursor: int, printer: _Printer) -> Status:
     """Print what the task wrote from ``cursor`` on, a read at a time; the last read."""
     while True:
-        shown = _printed(await session.read(task_id, ReadRequest(since=cursor, raw=True)))
+        shown = printer.printed(await session.read(task_id, ReadRequest(since=cursor, raw=True)), since=cursor)
         if not shown.truncated or shown.cursor == cursor:
             return shown
         cursor = shown.cursor
 
 
-def _printed(shown: Status) -> Status:
-    """Print the output ``shown`` holds; a host that cannot be reached is an error (one line: the
-    output is on that host)."""
-    if shown.host_reachable is False:
-        raise BackgroundrError(output_away(shown))
-    sys.stdout.write(shown.output)
-    sys.stdout.flush()
-    return shown
+class _Printer:
+    """Prints a task's output read after read, as whole lines where its log's cap dropped the bytes
+    at a read's cursor: the line printed last, cut there, is ended; the rest of the line the kept
+    output starts in is left out; and which bytes were dropped is said on stderr, as the tool's
+    answer says it (a line spliced from two fragments is not a line the task wrote)."""
+
+    def __init__(self) -> None:
+        self.line_open = False
+        """The last output printed did not end its line."""
+        self.skipping = False
+        """The output is left out up to the next line's start."""
+
+    def printed(self, shown: Status, since: int | None = None) -> Status:
+        """Print the output ``shown`` holds (read from ``since``); a host that cannot be reached is
+        an error (one line: the output is on that host)."""
+        if shown.host_reachable is False:
+            raise BackgroundrError(output_away(shown))
+        text = shown.output
+        if since is not None and since < shown.dropped_bytes:
+            self._gap(since, shown.dropped_bytes)
+        if self.skipping:
+            text = self._skipped(text)
+        if text:
+            sys.stdout.write(text)
+            self.line_open = not text.endswith("\n")
+        sys.stdout.flush()
+        return shown
+
+    def _gap(self, since: int, dropped: int) -> None:
+        if self.line_open:
+            sys.stdout.write("\n")
+            self.line_open = False
+        sys.stdout.flush()
+        note = files.dropped_note(since, dropped)
+        print(f"mcp-backgroundr: {note}; the output goes on from the next line after them", file=sys.stderr)
+        self.skipping = True
+
+    def _skipped(self, text: str) -> str:
+        newline = text.find("\n")
+        if newline < 0:
+            return ""
+        self.skipping = False
+        return text[newline + 1 :]
 
 
 def send(settings: Settings, task_id: str, text: str, newline: bool = True, close: bool = False) -> str:

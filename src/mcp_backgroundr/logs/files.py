@@ -197,9 +197,7 @@ def read_forward(path: Path, since: int, budget: int, *, writer_alive: bool, raw
             asked,
             f"it is past the end of the output ({size} bytes); pass a cursor from an earlier answer, or omit since",
         )
-    lost = ""
-    if asked < dropped:
-        lost = f"bytes {asked} to {dropped} were dropped to keep the log under its size cap; "
+    lost = f"{dropped_note(asked, dropped)}; " if asked < dropped else ""
     remaining_after_chunk = size - since - len(data)
     if remaining_after_chunk > 0:
         last_newline = data.rfind(b"\n")
@@ -217,6 +215,12 @@ def read_forward(path: Path, since: int, budget: int, *, writer_alive: bool, raw
     cut = "" if data.endswith(b"\n") else "cut mid-line (the line is longer than the budget); "
     note = f"{lost}output {cut}{left} more bytes follow; call again with since={cursor} to read them"
     return OutputSlice(render(data, raw=raw), cursor, size, True, note, dropped)
+
+
+def dropped_note(since: int, dropped: int) -> str:
+    """What a read from ``since`` says when the log's cap dropped the bytes from there to
+    ``dropped``: the tool's answer and ``logs -f`` say it alike."""
+    return f"bytes {since} to {dropped} were dropped to keep the log under its size cap"
 
 
 TAIL_BLOCK = 64 * 1024
