@@ -205,6 +205,24 @@ async def test_the_registry_records_pid_and_start_time(server_command: str, home
     assert os.path.dirname(task["log_path"]) == str(home / "logs")
 
 
+async def test_of_two_removes_sent_together_one_removes_and_one_is_told_so(server_command: str) -> None:
+    """Both answered "removed", the second "freeing 0 bytes" of a task the first had removed."""
+    answers = []
+    async with connect(server_command) as client:
+        done = await call(client, "run_background_task", command="echo bye")
+        await finished(client, done["task_id"])
+
+        async def remove() -> None:
+            answers.append(await client.call_tool("remove_task", {"task_id": done["task_id"]}))
+
+        async with anyio.create_task_group() as group:
+            for _ in range(2):
+                group.start_soon(remove)
+    assert sorted(answer.is_error for answer in answers) == [False, True], [text_of(a) for a in answers]
+    refused = next(text_of(answer) for answer in answers if answer.is_error)
+    assert done["task_id"] in refused and "\n" not in refused, refused
+
+
 async def test_remove_forgets_a_finished_task_and_refuses_a_running_one(server_command: str, home: Path) -> None:
     async with connect(server_command) as client:
         done = await call(client, "run_background_task", command="echo bye")

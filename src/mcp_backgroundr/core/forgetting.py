@@ -7,12 +7,12 @@ import sys
 import time
 
 from .. import offload
-from ..errors import BackgroundrError, RegistryError
+from ..errors import BackgroundrError, RegistryError, TaskNotFoundError
 from ..models import TaskRecord
 from ..results import Removed
 from ..store import retention
 from . import watchers
-from .lookup import find_task, owner_gone
+from .lookup import find_task, owner_gone, read_record
 from .state import CoreState, TaskChange
 
 PRUNE_INTERVAL_SECONDS = 60.0
@@ -78,7 +78,16 @@ async def remove(state: CoreState, task_id: str) -> Removed:
             f"task {task_id} belongs to a server that still runs ({task.record.owner}), which shows it; "
             "remove it there, or once that server has exited"
         )
-    freed = await place.remove(task, functools.partial(offload.run, offload.REGISTRY, state.registry.delete, task_id))
+    if task_id in state.removing:
+        raise BackgroundrError(f"task {task_id} is being removed by another call; list_tasks shows what is left")
+    state.removing.add(task_id)
+    try:
+        if await read_record(state, task_id) is None:  # removed by a call that ended while this one looked
+            raise TaskNotFoundError(task_id)
+        unregister = functools.partial(offload.run, offload.REGISTRY, state.registry.delete, task_id)
+        freed = await place.remove(task, unregister)
+    finally:
+        state.removing.discard(task_id)
     state.forget(task.record)
     state.changed(TaskChange.REMOVED, task_id)
     return Removed(task_id=task_id, freed_bytes=freed)

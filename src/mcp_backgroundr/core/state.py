@@ -78,6 +78,8 @@ class CoreState:
         self.spawns_in_flight = 0
         """Children being spawned in worker threads, not yet known as tasks."""
         self.starts_in_flight = 0
+        self.removing: set[str] = set()
+        """Tasks a remove_task is removing: a second one at once is told so, not answered "removed"."""
         """Starts past the max_tasks check whose task is not among ``own`` yet: they count as running."""
         self.arrivals = Arrivals()
         """Orphans handed to the server (as subreaper) by tasks whose main process exited."""
