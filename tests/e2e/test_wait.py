@@ -193,3 +193,46 @@ async def test_a_pattern_written_last_after_400_mb_is_found_before_the_wait_time
     assert task["wait"]["matched_line"] == "done"
     assert found["grep_matches"] == 1, found
     assert found["output"].endswith("36000001: done"), found["output"][-200:]
+
+
+async def test_a_wait_goes_on_past_a_progress_bar_line_longer_than_a_read(server_command: str) -> None:
+    """A progress bar writes '\\r' updates and no newline: here a 2.4 MB line. A wait read the log a
+    chunk (1 MiB) a step from where the last step stopped, and a step that found no line end gave
+    nothing out: the next one started at the same place, so the wait never saw 'Done' after it."""
+    bar = "import sys\nfor i in range(150000): sys.stdout.write('\\rdownloading %6d' % i)\nprint()\nprint('Done')"
+    async with connect(server_command) as client:
+        task = await call(
+            client,
+            "run_background_task",
+            command=f'python3 -c "{bar}"; sleep 300',
+            wait_for_pattern="^Done$",
+            wait_timeout_seconds=30,
+        )
+    assert task["wait"]["reason"] == "pattern", task["wait"]["reason"]
+    assert task["wait"]["matched_line"] == "Done"
+
+
+async def test_a_line_on_a_line_longer_than_a_read_is_found_in_an_ended_tasks_log(server_command: str) -> None:
+    """A 2 MB line with NEEDLE in its second MiB, and NEEDLE again on the line after it, in the log of
+    a task that has ended: a wait from cursor 0 found neither (it waited its whole time, then said
+    'timeout' for an ended task); a wait past the first finds the second."""
+    write = "import sys; sys.stdout.write('x' * 1500000 + 'NEEDLE 1' + 'y' * 500000 + '\\nNEEDLE 2\\n')"
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command=f'python3 -c "{write}"')
+        ended = await call(client, "wait_for_task", task_id=task["task_id"], timeout_seconds=30)
+        first = await call(
+            client, "wait_for_task", task_id=task["task_id"], output_pattern="NEEDLE", since=0, timeout_seconds=30
+        )
+        second = await call(
+            client,
+            "wait_for_task",
+            task_id=task["task_id"],
+            output_pattern="NEEDLE",
+            since=first["matched_cursor"],
+            timeout_seconds=30,
+        )
+    assert ended["reason"] == "exited", ended["reason"]
+    assert first["reason"] == "pattern", first["reason"]
+    assert "NEEDLE 1" in first["matched_line"]
+    assert second["reason"] == "pattern", second["reason"]
+    assert second["matched_line"] == "NEEDLE 2"

@@ -47,7 +47,7 @@ class Line:
     end: int
     """Byte offset just after it (after its newline, if it has one)."""
     complete: bool = True
-    """False for a piece of a line longer than CHUNK, and for the unterminated last line."""
+    """False for a piece of a line of CHUNK bytes or more, and for the unterminated last line."""
     last: bool = False
     """The unterminated last line of the log: a prompt, or a line still being written."""
     index: int = 0
@@ -99,7 +99,10 @@ class LineReader:
         self._carry = data[whole:]
         starts = self._candidates(data, whole)
         yield from self._whole_lines(data, whole) if starts is None else self._lines_at(data, whole, starts)
-        if len(self._carry) > CHUNK:  # a very long line: given out piece by piece
+        # A very long line: given out piece by piece, a piece once a chunk of it is read. So every
+        # read gives out something (a reader from ``offset`` with the budget of one chunk stopped
+        # where it began, before a line longer than a chunk, and a wait never went past it).
+        if len(self._carry) >= CHUNK:
             piece = Line(self._carry, self.offset, self.offset + len(self._carry), False, index=self.lines_passed)
             self.offset, self._carry = piece.end, b""
             yield piece
