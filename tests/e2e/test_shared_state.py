@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import signal
+import sqlite3
 import subprocess
+from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
 import psutil
 import pytest
 
+from mcp_backgroundr.config import HOME_ENV
 from mcp_backgroundr.platform import process
 
 from ..reliability.rawwire import RawServer
@@ -77,3 +83,53 @@ async def test_ps_and_list_tasks_agree_on_a_task_that_ended_after_its_server_die
         cli = await anyio.to_thread.run_sync(_cli_state, server_command, task["task_id"])
     tool = next(t["state"] for t in listed["tasks"] if t["task_id"] == task["task_id"])
     assert (cli, tool, status["state"]) == ("failed", "failed", "failed")
+
+
+def _tool(server: RawServer, name: str, **arguments: object) -> dict[str, Any]:
+    """Call a tool over raw pipes; its structured answer."""
+    answer = server.request("tools/call", {"name": name, "arguments": arguments})
+    content: dict[str, Any] = answer["result"]["structuredContent"]
+    return content
+
+
+def _crashed_with_a_keep_running_task(server_command: str) -> dict[str, Any]:
+    """A keep_running task whose server was SIGKILLed."""
+    with RawServer(server_command) as crashed:
+        crashed.initialize()
+        task = _tool(crashed, "run_background_task", command="exec sleep 300", keep_running=True)
+        crashed.process.send_signal(signal.SIGKILL)
+        crashed.process.wait(10)
+    return task
+
+
+def _open_the_registry(server: RawServer, registry: Path) -> bool:
+    return any(Path(f.path) == registry for f in psutil.Process(server.process.pid).open_files())
+
+
+async def test_two_servers_starting_together_take_over_a_dead_servers_task_once(server_command: str) -> None:
+    # Regression (a new-user trial): both servers found the task left behind and both adopted
+    # it; each listed it as its own while the registry named one of them. The test holds the
+    # registry's write lock until both servers have opened it, so both read it before either writes.
+    task = _crashed_with_a_keep_running_task(server_command)
+    registry = Path(os.environ[HOME_ENV]) / "registry.sqlite3"
+    lock = sqlite3.connect(registry, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    servers = [RawServer(server_command), RawServer(server_command)]
+    try:
+        for server in servers:
+            await until(functools.partial(anyio.to_thread.run_sync, _open_the_registry, server, registry))
+        lock.execute("COMMIT")
+        for server in servers:
+            await anyio.to_thread.run_sync(server.initialize)
+        listed = [await anyio.to_thread.run_sync(functools.partial(_tool, s, "list_tasks")) for s in servers]
+        ended = await anyio.to_thread.run_sync(
+            functools.partial(_tool, servers[0], "end_background_task", task_id=task["task_id"])
+        )
+    finally:
+        lock.close()
+        for server in servers:
+            server.__exit__(None, None, None)
+    owners = [i for i, answer in enumerate(listed) if task["task_id"] in {t["task_id"] for t in answer["tasks"]}]
+    assert len(owners) == 1
+    assert ended["state"] == "killed"
+    assert alive([task["pid"]]) == []

@@ -38,6 +38,9 @@ async def take_over_here(state: CoreState, records: Sequence[TaskRecord]) -> Tak
     """The tasks on this machine of servers on it that are gone: end those that were not meant
     to outlive them, settle those that ended meanwhile, adopt the keep_running ones."""
     found = await offload.run(offload.SCANS, orphans.left_behind, list(records), state.owner)
+    # Servers starting at the same moment find the same tasks: only the one that claims a task
+    # takes it over. Those ended are not claimed: ending twice records one end (the first).
+    found.keep_only(await state.claim([*found.to_adopt, *found.to_settle]))
     if found.to_end:
         with anyio.CancelScope(shield=True):
             settings = state.settings

@@ -41,6 +41,10 @@ class Core(Protocol):
     def learnt(self, task: Task, ended: bool) -> None:
         """Record what a place learnt about a task: its record as now known, and an exit seen just now."""
 
+    async def claim(self, records: list[TaskRecord]) -> list[TaskRecord]:
+        """Make this server the owner of tasks of servers that are gone; those it won (another
+        server that found them at the same moment may have taken the others: leave them)."""
+
     async def insert(self, record: TaskRecord) -> None:
         """Record a task just started in the registry (raises RegistryError)."""
 

@@ -29,7 +29,7 @@ from ..models import TaskRecord
 from ..platform import scans
 from ..platform.containment import Arrivals, Containment, Level
 from ..platform.inotify import WriteWatches
-from ..store.registry import Registry
+from ..store.registry import Registry, claim
 from . import watchers
 from .place import Place
 from .policy import Policy
@@ -194,6 +194,18 @@ class CoreState:
             self.save([task.record])
             if ended:
                 self.changed(TaskChange.ENDED, task.record.task_id)
+
+    async def claim(self, records: list[TaskRecord]) -> list[TaskRecord]:
+        """Make this server the owner of tasks of servers that are gone, in one transaction, as far
+        as no other server took them first; those won. When the registry cannot be written (a full
+        disk), all of them: tasks nobody watches are worse than a task watched twice."""
+        if not records:
+            return []
+        try:
+            return await offload.run(offload.REGISTRY, claim, self.registry, records, self.owner)
+        except RegistryError as exc:
+            print(f"mcp-backgroundr: {exc}; taking over {len(records)} task(s) without a claim", file=sys.stderr)
+            return records
 
     async def insert(self, record: TaskRecord) -> None:
         """Record a task just started in the registry, in a worker thread (raises RegistryError)."""

@@ -108,7 +108,7 @@ class RemotePlace:
         # The connection is not the task: whatever kind, it ran on; its host says how it stands.
         running = [r for r in records if r.running]
         gone = await offload.run(offload.SCANS, orphans.gone_owners, {r.owner for r in running})
-        left = [r for r in running if r.owner in gone]
+        left = await self._core.claim([r for r in running if r.owner in gone])  # another may have won some
         adopted = []
         for record in left:
             record.owner = self._core.owner

@@ -76,6 +76,12 @@ class LeftBehind:
     to_settle: list[TaskRecord] = field(default_factory=list)
     """keep_running tasks that ended while no server ran: record how, from the runner."""
 
+    def keep_only(self, claimed: Sequence[TaskRecord]) -> None:
+        """Leave the tasks to adopt or settle that another server claimed first (not ``claimed``)."""
+        won = {id(record) for record in claimed}
+        self.to_adopt = [r for r in self.to_adopt if id(r) in won]
+        self.to_settle = [r for r in self.to_settle if id(r) in won]
+
 
 def left_behind(records: Sequence[TaskRecord], own: str) -> LeftBehind:
     """Sort the tasks of dead servers on this host that may still need attention: running

@@ -498,3 +498,26 @@ class Registry:
                 records.append(record := _row_to_record(row, self.path))
                 self._remember(record, tuple(row))
         return records
+
+
+def claim(registry: Registry, records: Sequence[TaskRecord], owner: str) -> list[TaskRecord]:
+    """Make ``owner`` the owner of each of ``records`` whose row still names the owner it was
+    read with, in one transaction; the records won, which say their new owner. Only one of
+    several servers that found the same task of a dead one wins it: the others leave it."""
+
+    def claimed() -> list[TaskRecord]:
+        statement = "UPDATE tasks SET owner = ? WHERE task_id = ? AND owner = ?"
+        with _translated("write", registry.path):
+            db = registry._writable()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                won = [r for r in records if db.execute(statement, (owner, r.task_id, r.owner)).rowcount == 1]
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        for record in won:
+            record.owner = owner  # written again by the next update: the same value
+        return won
+
+    return registry._in_writer(claimed)
