@@ -41,7 +41,8 @@ def test_matches_beyond_the_budget_are_counted_and_resumable(tmp_path: Path) -> 
 
 
 def test_a_huge_matching_line_is_cut_and_later_lines_keep_their_numbers(tmp_path: Path) -> None:
-    path = _log(tmp_path, b"x" * (3 * lines.CHUNK) + b" needle\nneedle too\n")
+    # Given out in pieces of CHUNK bytes: the needle is in the last, after x's.
+    path = _log(tmp_path, b"x" * (3 * lines.CHUNK - 100) + b" needle\nneedle too\n")
     found = grep.grep_log(path, re.compile("needle"), 0, 1000)
     assert found.text.startswith("1: xxx")
     assert found.text.endswith(grep.LINE_CUT_MARKER)
