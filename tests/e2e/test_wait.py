@@ -236,3 +236,18 @@ async def test_a_line_on_a_line_longer_than_a_read_is_found_in_an_ended_tasks_lo
     assert "NEEDLE 1" in first["matched_line"]
     assert second["reason"] == "pattern", second["reason"]
     assert second["matched_line"] == "NEEDLE 2"
+
+
+async def test_a_long_matching_line_is_shown_around_its_match_within_the_answer_budget(server_command: str) -> None:
+    """A wait answered the whole matching line: 300 KB of it for this one (up to 2 MiB, a piece of a
+    longer line), past the answer's budget of about 16 KiB. It now shows the part around the match,
+    and says how much of the line is cut on either side."""
+    write = "import sys; sys.stdout.write('x' * 200000 + 'NEEDLE' + 'y' * 100000 + '\\n')"
+    async with connect(server_command) as client:
+        task = await call(
+            client, "run_background_task", command=f'python3 -c "{write}"; sleep 300', wait_for_pattern="NEEDLE"
+        )
+    line = task["wait"]["matched_line"]
+    assert task["wait"]["reason"] == "pattern", task["wait"]["reason"]
+    assert len(line) < 1000 and "NEEDLE" in line, line
+    assert line.startswith("[... ") and line.endswith(" characters cut ...]"), line

@@ -84,6 +84,23 @@ def render(data: bytes, *, raw: bool = False) -> str:
     return "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n"))
 
 
+MATCHED_LINE_CHARS = 400
+"""The most of a matching line a wait's answer shows (an answer has a budget of about 16 KiB, and
+a line may be megabytes long): the part around the match, the rest cut, and said so."""
+
+
+def matched_part(text: str, start: int) -> str:
+    """What a wait's answer shows of the matching line ``text``, whose match starts at ``start``:
+    all of it when short, else MATCHED_LINE_CHARS from a little before the match, each cut said."""
+    if len(text) <= MATCHED_LINE_CHARS:
+        return text
+    begin = max(0, min(start - MATCHED_LINE_CHARS // 4, len(text) - MATCHED_LINE_CHARS))
+    after = len(text) - begin - MATCHED_LINE_CHARS
+    head = f"[... {begin} characters cut ...]" if begin else ""
+    tail = f"[... {after} characters cut ...]" if after else ""
+    return head + text[begin : begin + MATCHED_LINE_CHARS] + tail
+
+
 def _incomplete_utf8_tail(data: bytes) -> int:
     """Length of a UTF-8 sequence cut off at the end of ``data`` (0 when none)."""
     for back in range(1, min(4, len(data)) + 1):

@@ -11,7 +11,7 @@ import anyio
 
 from .. import offload
 from . import matching
-from .files import dropped_bytes, render
+from .files import dropped_bytes, matched_part, render
 from .lines import CHUNK, LineReader
 from .patterns import ClientPattern, Pattern, line_prefilter
 
@@ -162,10 +162,11 @@ def scan_lines(path: Path, offset: int, pattern: Pattern, limit: int) -> tuple[L
     try:
         reader = LineReader(fd, offset, prefilter=line_prefilter(pattern))
         for line in reader.read(limit):
-            if pattern.search(text := render(line.raw.rstrip(b"\r"))):
+            if found := pattern.search(text := render(line.raw.rstrip(b"\r"))):
+                shown = matched_part(text, found.start())
                 if line.last:
-                    return LineMatch(text, line.end, complete=False), reader.offset, True
-                return LineMatch(text, line.end), reader.offset, False
+                    return LineMatch(shown, line.end, complete=False), reader.offset, True
+                return LineMatch(shown, line.end), reader.offset, False
         return None, reader.offset, reader.caught_up
     finally:
         os.close(fd)

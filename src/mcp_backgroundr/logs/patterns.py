@@ -16,7 +16,7 @@ from typing import Protocol
 import re2
 
 from ..errors import InvalidArgumentError
-from .lines import Prefilter
+from .lines import Found, Prefilter
 
 SYNTAX_URL = "https://github.com/google/re2/wiki/Syntax"
 PATTERN_LIMIT_NOTE = "RE2 syntax (linear time: no backreferences or lookaround)"
@@ -36,7 +36,7 @@ class Pattern(Protocol):
     @property
     def pattern(self) -> str: ...
 
-    def search(self, text: str) -> object | None: ...
+    def search(self, text: str) -> Found | None: ...
 
 
 _WHOLE_TEXT_ANCHOR = re.compile(r"\\[Az]|\(\?[a-zA-Z]*-")
@@ -62,7 +62,7 @@ class ClientPattern:
     prefilter: Prefilter | None
     """The same regexp as a prefilter for blocks of lines (see :func:`line_prefilter`), if it can be one."""
 
-    def search(self, text: str) -> object | None:
+    def search(self, text: str) -> Found | None:
         return self.regexp.search(text)
 
     def __reduce__(self) -> tuple[object, tuple[str]]:

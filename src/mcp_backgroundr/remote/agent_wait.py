@@ -128,7 +128,8 @@ class _Lines:
 
     def _match(self, raw: bytes) -> str | None:
         text = files.render(raw.rstrip(b"\r"))
-        return text if self.pattern.search(text) else None
+        found = self.pattern.search(text)
+        return files.matched_part(text, found.start()) if found else None
 
 
 _RE2_END_OF_TEXT = re.compile(r"(?<!\\)((?:\\\\)*)\\z")
