@@ -251,3 +251,21 @@ async def test_a_long_matching_line_is_shown_around_its_match_within_the_answer_
     assert task["wait"]["reason"] == "pattern", task["wait"]["reason"]
     assert len(line) < 1000 and "NEEDLE" in line, line
     assert line.startswith("[... ") and line.endswith(" characters cut ...]"), line
+
+
+async def test_the_last_state_of_a_progress_bar_line_longer_than_a_read_is_matched(server_command: str) -> None:
+    """A line longer than a read (1 MiB) is matched in pieces, each shown as a terminal shows it (its
+    last '\\r' update). Cut at every 1 MiB, the last piece of this bar began inside its last update
+    ('ing 110376'), and a wait for that update never matched. Pieces now end where an update does."""
+    updates = -(-2 * 1024 * 1024 // 19)  # 19 bytes each: the last one starts just before 2 MiB
+    bar = f"import sys\nfor i in range({updates}): sys.stdout.write('\\rdownloading %6d' % i)\nprint()"
+    async with connect(server_command) as client:
+        task = await call(
+            client,
+            "run_background_task",
+            command=f'python3 -c "{bar}"; sleep 300',
+            wait_for_pattern=f"^downloading {updates - 1}$",
+            wait_timeout_seconds=20,
+        )
+    assert task["wait"]["reason"] == "pattern", task["wait"]["reason"]
+    assert task["wait"]["matched_line"] == f"downloading {updates - 1}"

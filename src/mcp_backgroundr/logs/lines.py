@@ -3,7 +3,8 @@
 Both ways of looking through a log for lines — grep, and a wait for a matching line — read it
 here: in chunks (so a worker-thread step stays bounded), only what is kept (output dropped under
 the size cap is skipped, even when it is dropped during the read), and a line longer than a chunk
-in pieces (a 50 MB line without a newline never sits in memory whole).
+in pieces (a 50 MB line without a newline never sits in memory whole), each ending where a
+carriage return starts an update of a progress bar, if one does.
 
 Given a prefilter (:func:`patterns.line_prefilter`), a reader gives out only the lines of a
 chunk that may match: a block of whole lines whose bytes show as they are (no control bytes, no
@@ -103,9 +104,17 @@ class LineReader:
         # read gives out something (a reader from ``offset`` with the budget of one chunk stopped
         # where it began, before a line longer than a chunk, and a wait never went past it).
         if len(self._carry) >= CHUNK:
-            piece = Line(self._carry, self.offset, self.offset + len(self._carry), False, index=self.lines_passed)
-            self.offset, self._carry = piece.end, b""
-            yield piece
+            yield self._piece()
+
+    def _piece(self) -> Line:
+        """The line under way, up to its last carriage return if it has one: a progress bar's
+        pieces end where an update does, so each shows (rendered, as a terminal shows it) a whole
+        update, its last one included. The rest stays, to start the next piece."""
+        cut = self._carry.rfind(b"\r")
+        size = cut if cut > 0 else len(self._carry)
+        piece = Line(self._carry[:size], self.offset, self.offset + size, False, index=self.lines_passed)
+        self.offset, self._carry = piece.end, self._carry[size:]
+        return piece
 
     def _whole_lines(self, data: bytes, whole: int) -> Iterator[Line]:
         for raw in data[:whole].split(b"\n")[:-1]:
