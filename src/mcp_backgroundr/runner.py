@@ -358,18 +358,19 @@ def _keep_log_capped(log_path: str, cap: int, method: str) -> Callable[[], None]
     stopping = threading.Event()
 
     def run() -> None:
-        pause, said = holes.RETRY_SECONDS[0], ""
+        retries = holes.Retries()
         while not stopping.is_set():
             try:
-                holes.keep_capped(Path(log_path), cap, stopping, heads.dropper(method))
+                holes.keep_capped(Path(log_path), cap, stopping, heads.dropper(method), retries)
             except OSError as exc:  # the log is the runner's stdout: say it there, once a cause
-                if (cause := str(exc.strerror or exc)) != said:
-                    print(
-                        f"--- mcp-backgroundr: this log is not capped for now ({cause}); trying again ---", flush=True
-                    )
-                    said = cause
+                cause, pause = retries.failed(exc)
+                if cause is not None:
+                    with contextlib.suppress(OSError):  # a full disk takes no line either
+                        print(
+                            f"--- mcp-backgroundr: this log is not capped for now ({cause}); trying again ---",
+                            flush=True,
+                        )
                 stopping.wait(pause)
-                pause = min(2 * pause, holes.RETRY_SECONDS[1])
 
     capper = threading.Thread(target=run, name="log cap", daemon=True)
     capper.start()

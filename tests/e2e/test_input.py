@@ -168,8 +168,9 @@ def _bytes_waiting_in_stdin(pid: int) -> int:
     return waiting
 
 
+@pytest.mark.parametrize("keep_running", [False, True], ids=["pipe", "input-home"])
 async def test_a_send_waiting_for_room_ends_when_another_call_closes_the_input(
-    server_command: str, tmp_path: Path
+    server_command: str, tmp_path: Path, keep_running: bool
 ) -> None:
     """A send waiting for a task to read went on waiting after another call closed the input (its own
     copy of the pipe kept it open, so the task saw no end of input either), then blamed the task for
@@ -181,6 +182,7 @@ async def test_a_send_waiting_for_room_ends_when_another_call_closes_the_input(
             "run_background_task",
             command=f"while [ ! -e {go} ]; do sleep 0.02; done; wc -c; echo end of input",
             stdin=True,
+            keep_running=keep_running,
         )
         message = ""
         async with anyio.create_task_group() as group:

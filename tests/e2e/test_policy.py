@@ -82,9 +82,10 @@ async def test_max_tasks_holds_for_starts_that_arrive_together(server_command: s
             result = await client.call_tool("run_background_task", {"command": "sleep 300"})
             answers.append(bool(result.is_error))
 
-        async with anyio.create_task_group() as group:
-            for _ in range(5):
-                group.start_soon(start)
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as group:
+                for _ in range(5):
+                    group.start_soon(start)
         running = await call(client, "list_tasks", state="running")
     assert sorted(answers) == [False, False, False, True, True]
     assert running["total"] == 3

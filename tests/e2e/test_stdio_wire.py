@@ -253,7 +253,12 @@ def test_one_socket_for_stdin_and_stdout_is_served_to_the_end(server_command: st
             assert json.loads(wire.readline()) == {"jsonrpc": "2.0", "id": 3, "result": {}}
     finally:
         client.close()
-        returncode = server.wait(ANSWER_SECONDS)
+        try:
+            returncode = server.wait(ANSWER_SECONDS)
+        except subprocess.TimeoutExpired:
+            server.kill()  # (its tasks: the leak check names them)
+            server.wait(ANSWER_SECONDS)
+            raise
     said = errors.read_text()
     assert returncode == 0, said
     _one_line_without_traceback(said, "client closed stdin")

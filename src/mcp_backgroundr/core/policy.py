@@ -126,7 +126,7 @@ class Policy:
         if self.max_tasks is not None and running >= self.max_tasks:
             raise PolicyRefusedError(
                 f"max_tasks ({self.max_tasks})",
-                f"{running} task{'s are' if running != 1 else ' is'} running",
+                f"{running} task{'s are' if running != 1 else ' is'} running or starting",
                 "end one you no longer need (list_tasks shows them), then start this again",
             )
 

@@ -49,14 +49,25 @@ async def send_here(state: CoreState, task: Task, text: str, newline: bool, clos
     async with task.input_lock if data else contextlib.nullcontext():
         cursor = await log_size(Path(task.record.log_path))
         if home:
-            written = await taskinput.write_to_input_home(task.record, data)
-            if close:
-                await taskinput.close_input_home(task.record)
+            written = await taskinput.write_to_input_home(task.record, data, task.input_closed)
         else:
             written = await _write_held(state, task, data)
-            if close:
-                task.close_input_pipe()
+        if written < len(data):  # its input was closed while this write waited for the task to read
+            raise BackgroundrError(f"{_why_closed(task)} after {written} of {len(data)} bytes were written")
+        if close and home:
+            task.input_closed.set()  # a send waiting for room stops: it holds the input open
+            await taskinput.close_input_home(task.record)
+        elif close:
+            task.close_input_pipe()
     return InputWritten(task_id=task_id, bytes_written=written, closed=close, cursor=cursor)
+
+
+def _why_closed(task: Task) -> str:
+    if not task.running:
+        return f"task {task.record.task_id} ended ({task.record.state}); it takes no more input"
+    if task.terminal:
+        return f"task {task.record.task_id}'s terminal was closed; it takes no more input"
+    return "another call closed its input; it takes no more input"
 
 
 async def _write_held(state: CoreState, task: Task, data: bytes) -> int:
@@ -69,17 +80,9 @@ async def _write_held(state: CoreState, task: Task, data: bytes) -> int:
     assert task.input_fd is not None  # or _check_writable raised
     held = os.dup(task.input_fd)
     try:
-        written = await taskinput.write_all(held, data, closed=task.input_closed)
+        return await taskinput.write_all(held, data, closed=task.input_closed)
     finally:
         os.close(held)
-    if written < len(data):  # its input was closed while this write waited for the task to read
-        why = (
-            f"task {task.record.task_id} ended ({task.record.state})"
-            if not task.running
-            else "another call closed its input"
-        )
-        raise BackgroundrError(f"{why} after {written} of {len(data)} bytes were written; it takes no more input")
-    return written
 
 
 def _on_a_terminal(task: Task, data: bytes, close: bool) -> bytes:

@@ -84,8 +84,9 @@ def has_input_home(record: TaskRecord) -> bool:
     return record.keep_running and Path(record.input_path).exists()
 
 
-async def write_to_input_home(record: TaskRecord, data: bytes) -> int:
-    """Write ``data`` to a task's input home, from any process; return the byte count."""
+async def write_to_input_home(record: TaskRecord, data: bytes, closed: anyio.Event | None = None) -> int:
+    """Write ``data`` to a task's input home, from any process; return the byte count (short when
+    ``closed`` was set while the write waited for room: see :func:`write_all`)."""
     try:
         # With O_NONBLOCK, opening a FIFO never waits for its reader (ENXIO); looking its path up may wait on the disk.
         fd = await offload.run(offload.LOGS, os.open, record.input_path, os.O_WRONLY | os.O_NONBLOCK)
@@ -96,7 +97,7 @@ async def write_to_input_home(record: TaskRecord, data: bytes) -> int:
             raise BackgroundrError(f"task {record.task_id} has ended; it takes no more input") from exc
         raise BackgroundrError(f"could not open task {record.task_id}'s input: {exc.strerror}") from exc
     try:
-        return await write_all(fd, data)
+        return await write_all(fd, data, closed=closed)
     finally:
         os.close(fd)
 

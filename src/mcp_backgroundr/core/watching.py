@@ -101,6 +101,7 @@ async def copy_terminal(state: CoreState, task: Task, master: int, log_fd: int) 
             state.note(task, f"{lost} bytes of its terminal output were lost")
     finally:
         task.input_fd = None
+        task.input_closed.set()  # a send waiting for room on the terminal stops
         if task.output_done is not None:
             task.output_done.set()
         try:

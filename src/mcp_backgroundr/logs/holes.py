@@ -193,13 +193,33 @@ class Pace:
         return max(pause, MIN_PAUSE_SECONDS)
 
 
-def keep_capped(path: Path, cap: int, stopping: threading.Event, drop: Dropper) -> None:
+class Retries:
+    """When to try capping a log again after a failure (see RETRY_SECONDS), and whether a failure is
+    news: each cause is said once, until capping works again."""
+
+    def __init__(self) -> None:
+        self.pause, self.said = RETRY_SECONDS[0], ""
+
+    def failed(self, error: OSError) -> tuple[str | None, float]:
+        """The cause to say (None: said already), and how long to wait before the next try."""
+        cause = str(error.strerror or error)
+        news, self.said = (cause if cause != self.said else None), cause
+        pause, self.pause = self.pause, min(2 * self.pause, RETRY_SECONDS[1])
+        return news, pause
+
+    def worked(self) -> None:
+        self.pause, self.said = RETRY_SECONDS[0], ""
+
+
+def keep_capped(path: Path, cap: int, stopping: threading.Event, drop: Dropper, retries: Retries) -> None:
     """Keep a log under ``cap`` until ``stopping`` is set (in a daemon thread of the runner),
     paced by :class:`Pace` while the log is written, and looked at every QUIET_LOOK_SECONDS
     while it is quiet. It takes no inotify instance: those are few per user (128 by default)
-    and a server needs its own, however many tasks outlive it."""
+    and a server needs its own, however many tasks outlive it. Raises OSError when a head
+    cannot be dropped (``retries`` is told of each look that worked)."""
     pace = Pace(0)
     while not stopping.is_set():
         size, allocated = enforce(path, cap, drop)
+        retries.worked()
         pause = pace.next_pause(cap, size, allocated)
         stopping.wait(QUIET_LOOK_SECONDS if pause is None else pause)

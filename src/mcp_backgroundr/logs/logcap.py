@@ -26,7 +26,7 @@ from anyio.abc import TaskGroup
 from .. import offload
 from ..platform import backend, heads
 from .files import log_size
-from .holes import QUIET_LOOK_SECONDS, RETRY_SECONDS, Pace, enforce
+from .holes import QUIET_LOOK_SECONDS, RETRY_SECONDS, Pace, Retries, enforce
 
 
 @dataclass
@@ -38,10 +38,8 @@ class _Log:
     paced: bool = False
     """Whether a pacing loop is looking at it (it is being written)."""
     pace: Pace = field(default_factory=lambda: Pace(0))
-    retry_pause: float = RETRY_SECONDS[0]
-    """How long to wait before the next try, after a failure to drop its head."""
-    failure: str = ""
-    """What the last failure to cap it was (each new one is reported once)."""
+    retries: Retries = field(default_factory=Retries)
+    """When to try again after a failure to drop its head, and which failure is news."""
 
 
 class LogCapper:
@@ -126,37 +124,38 @@ class LogCapper:
         device (a disk that discards synchronously), so the event loop takes no part in them.
         """
         try:
-            while not await self._paced_until_quiet(log):
-                await anyio.sleep(log.retry_pause)
-                log.retry_pause = min(2 * log.retry_pause, RETRY_SECONDS[1])
+            while True:
+                pause = await self._paced_until_quiet(log)
+                if pause is None:
+                    return
+                await anyio.sleep(pause)  # a try again after a failure to cap it
         finally:
             log.paced = False
 
-    async def _paced_until_quiet(self, log: _Log) -> bool:
-        """Pace the log until it is quiet and watched again, or forgotten, or gone (True); False
-        after a failure to cap it, reported once a cause: the caller tries again after a pause."""
+    async def _paced_until_quiet(self, log: _Log) -> float | None:
+        """Pace the log until it is quiet and watched again, or forgotten, or gone (None); after a
+        failure to cap it, reported once a cause, the pause before the caller tries again."""
         try:
             while True:
                 size = await offload.run(offload.PACING, self._pace_until_quiet, log, abandon_on_cancel=True)
                 if size is None or log.path not in self._logs:
-                    return True
-                log.retry_pause = RETRY_SECONDS[0]
+                    return None
+                log.retries.worked()
                 self._listen(log)
                 grown = await offload.run(offload.PACING, log_size, log.path)
                 if grown <= size:  # nothing slipped in while the watch was set up
-                    return True
+                    return None
                 self._quiet_down(log)
         except FileNotFoundError:
-            return True  # the log is gone (the task was removed)
+            return None  # the log is gone (the task was removed)
         except OSError as exc:
             self._quiet_down(log)
-            cause = str(exc.strerror or exc)
-            if cause != log.failure and self.on_trouble is not None:
+            cause, pause = log.retries.failed(exc)
+            if cause is not None and self.on_trouble is not None:
                 self.on_trouble(
                     log.path, f"its log could not be capped ({cause}); tried again every {RETRY_SECONDS[1]:g} s at most"
                 )
-            log.failure = cause
-            return log.path not in self._logs
+            return pause if log.path in self._logs else None
 
     def _pace_until_quiet(self, log: _Log) -> int | None:
         """Blocking: look at the log as often as its writer needs to fill the room left under its
