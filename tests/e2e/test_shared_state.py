@@ -17,6 +17,7 @@ import pytest
 
 from mcp_backgroundr.config import HOME_ENV
 from mcp_backgroundr.platform import process
+from mcp_backgroundr.store import orphans
 
 from ..reliability.rawwire import RawServer
 from .harness import alive, call, connect, until
@@ -132,4 +133,32 @@ async def test_two_servers_starting_together_take_over_a_dead_servers_task_once(
     owners = [i for i, answer in enumerate(listed) if task["task_id"] in {t["task_id"] for t in answer["tasks"]}]
     assert len(owners) == 1
     assert ended["state"] == "killed"
+    assert alive([task["pid"]]) == []
+
+
+def _crashed_with_a_task(server_command: str) -> dict[str, Any]:
+    """An ordinary task whose server was SIGKILLed (while another server runs)."""
+    with RawServer(server_command) as crashed:
+        crashed.initialize()
+        task = _tool(crashed, "run_background_task", command="exec sleep 300")
+        crashed.process.send_signal(signal.SIGKILL)
+        crashed.process.wait(10)
+    return task
+
+
+async def test_a_running_server_ends_the_task_of_a_server_that_crashed_beside_it(server_command: str) -> None:
+    # Regression (a new-user trial): list_tasks(all=true) showed the crashed server's task as
+    # plainly running, and it ran on after the live server exited; only a server started later ended it.
+    async with connect(server_command) as live:
+        task = _crashed_with_a_task(server_command)
+        listed = await call(live, "list_tasks", all=True)
+        assert alive([task["pid"]]) == []
+        status = await call(live, "get_task_status", task_id=task["task_id"])
+    assert next(t["state"] for t in listed["tasks"] if t["task_id"] == task["task_id"]) == "killed"
+    assert (status["state"], status["end_reason"].startswith(orphans.GONE_SERVER)) == ("killed", True)
+
+
+async def test_a_server_that_exits_ends_the_task_of_a_server_that_crashed_beside_it(server_command: str) -> None:
+    async with connect(server_command):
+        task = _crashed_with_a_task(server_command)
     assert alive([task["pid"]]) == []

@@ -17,21 +17,32 @@ from ..platform import backend, heads, process
 from ..store import orphans
 from . import watchers
 from .deadlines import enforce_runtime
-from .place import TakenOver
+from .place import Place, TakenOver
 from .state import CoreState
 from .task import Task
 from .watching import watch_adopted
 
 
-async def take_over_left_behind(state: CoreState, records: list[TaskRecord]) -> None:
-    """Deal with the tasks of servers that are gone, at every place (``records``: every record
-    of the registry, as read)."""
-    for place in state.places:
+async def take_over_left_behind(
+    state: CoreState, records: list[TaskRecord], places: Sequence[Place] | None = None
+) -> None:
+    """Deal with the tasks of servers that are gone, at every place (or those of ``places``;
+    ``records``: every record of the registry, as read)."""
+    for place in state.places if places is None else places:
         taken = await place.take_over([r for r in records if state.place_of(r) is place])
         for task in taken.adopted:
             state.own[task.record.task_id] = task
             enforce_runtime(state, task)
         state.save(taken.changed)
+
+
+async def take_over_gone_here(state: CoreState, records: list[TaskRecord] | None = None) -> None:
+    """While this server runs, take over this machine's tasks of servers that died since it
+    started (one crashed beside it), as a starting server does: else they run on unended until
+    a server starts. ``records``: the registry as just read (None: read it now)."""
+    if records is None:
+        records = await offload.run(offload.REGISTRY, state.registry.records)
+    await take_over_left_behind(state, records, (state.here,))
 
 
 async def take_over_here(state: CoreState, records: Sequence[TaskRecord]) -> TakenOver:

@@ -20,6 +20,7 @@ import anyio
 
 from .. import offload
 from ..config import Settings
+from ..errors import RegistryError
 from ..logs import matching
 from ..logs.capping import CapperProcess
 from ..models import TaskRecord, TaskState
@@ -172,7 +173,11 @@ class Supervisor:
     async def list_tasks(
         self, state: TaskState | None = None, everyone: bool = False, limit: int | None = None
     ) -> Listing:
-        """This server's tasks (or, with ``everyone``, every task in the registry), newest first."""
+        """This server's tasks (or, with ``everyone``, every task in the registry), newest first.
+        With ``everyone``, this machine's tasks of servers that died beside this one are taken over
+        first, as a starting server would (a session for the CLI's ``ps`` takes nothing over)."""
+        if everyone:
+            await adopting.take_over_gone_here(self._state)
         return await listing.list_tasks(self._state, state, everyone, limit)
 
     # -- act -------------------------------------------------------------------
@@ -199,8 +204,10 @@ class Supervisor:
                 await self._shutdown_done.wait()
                 return 0
             self._shutdown_done = anyio.Event()
-            self._state.shutting_down = True
             try:
+                with contextlib.suppress(RegistryError):  # what it cannot read, the next server ends
+                    await adopting.take_over_gone_here(self._state)
+                self._state.shutting_down = True
                 ended = await shutdown.end_all(self._state)
                 if self._state.capper is not None:  # the server may exit at once: nothing of it may outlive it
                     await self._state.capper.stop()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from .. import runner
+from .. import offload, runner
 from ..models import TaskRecord, TaskState
 from ..platform import process
 from ..platform.containment import EndOutcome, Leader, TaskCgroup, end_trees
@@ -164,13 +164,22 @@ def settle_ended(record: TaskRecord) -> None:
 async def end_unowned(records: Sequence[TaskRecord], grace_seconds: float, kill_wait_seconds: float) -> EndOutcome:
     """End the process trees of tasks this process did not start (the next server ending what a
     dead one left, the CLI's stop), and remove the cgroups they leave empty."""
-    leaders = {record.pid: leader_of(record) for record in records if record.pid is not None}
+    leaders = await offload.run(offload.SCANS, _leaders_of, records)
     outcome = await end_trees(leaders, grace_seconds, kill_wait_seconds)
+    await offload.run(offload.CGROUPS, _remove_cgroups, records)
+    return outcome
+
+
+def _leaders_of(records: Sequence[TaskRecord]) -> dict[int, Leader]:
+    """The leaders of ``records`` by pid (blocking: a look at each in /proc)."""
+    return {record.pid: leader_of(record) for record in records if record.pid is not None}
+
+
+def _remove_cgroups(records: Sequence[TaskRecord]) -> None:
     for record in records:
         cgroup = TaskCgroup.decode(record.cgroup)
         if cgroup is not None:
             cgroup.remove()  # one that still holds a survivor stays
-    return outcome
 
 
 async def end_orphans(orphans: Sequence[TaskRecord], grace_seconds: float, kill_wait_seconds: float) -> None:
