@@ -263,3 +263,17 @@ def test_one_socket_for_stdin_and_stdout_is_served_to_the_end(server_command: st
     assert returncode == 0, said
     _one_line_without_traceback(said, "client closed stdin")
     _assert_ended_and_recorded(server_command, started)
+
+
+def test_tool_arguments_that_are_not_an_object_are_answered_with_what_to_send(server_command: str) -> None:
+    """`arguments` as a list or a string got -32602 "Invalid request parameters" with empty data: a
+    client cannot tell what it sent wrong (a new-user trial)."""
+    with RawServer(server_command) as server:
+        server.initialize()
+        for arguments in ([1, 2], "hello", 3):
+            answer = server.request("tools/call", {"name": "list_tasks", "arguments": arguments})
+            error = answer["error"]
+            assert error["code"] == -32602, answer
+            assert "arguments" in error["message"] and "object" in error["message"], answer
+            assert "\n" not in error["message"], answer
+        assert "result" in server.request("tools/call", {"name": "list_tasks", "arguments": {}})

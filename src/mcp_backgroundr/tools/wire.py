@@ -21,12 +21,14 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from mcp.shared.message import SessionMessage
 from mcp_types import (
+    INVALID_PARAMS,
     INVALID_REQUEST,
     PARSE_ERROR,
     ErrorData,
     JSONRPCError,
     JSONRPCMessage,
     JSONRPCNotification,
+    JSONRPCRequest,
     jsonrpc_message_adapter,
 )
 from pydantic import ValidationError
@@ -58,6 +60,31 @@ def parsed(text: str | bytes) -> JSONRPCMessage:
     if isinstance(message, JSONRPCNotification) and (answer := invalid_request(text)) is not None:
         raise Refused(answer)
     return message
+
+
+def invalid_tool_call(message: JSONRPCMessage) -> JSONRPCError | None:
+    """Invalid params, said, for a tools/call whose name is not text or whose arguments are not an
+    object: the SDK answers "Invalid request parameters" with nothing to go on (its check of the
+    whole request is left to it: this one reads two values, whatever the arguments hold). On stdio:
+    over HTTP such a request is the SDK's to answer, within its session."""
+    if not isinstance(message, JSONRPCRequest) or message.method != "tools/call":
+        return None
+    params = message.params if isinstance(message.params, dict) else {}
+    arguments, name = params.get("arguments"), params.get("name")
+    if isinstance(name, str) and (arguments is None or isinstance(arguments, dict)):
+        return None
+    if not isinstance(name, str):
+        problem = f"Invalid params: tools/call's name is the tool's name as text, not {_json_kind(name)}"
+    else:
+        problem = (
+            f"Invalid params: tools/call's arguments is a JSON object of names to values, not {_json_kind(arguments)}"
+        )
+    return JSONRPCError(jsonrpc="2.0", id=message.id, error=ErrorData(code=INVALID_PARAMS, message=problem))
+
+
+def _json_kind(value: object) -> str:
+    kinds = ((bool, "true or false"), (int, "a number"), (float, "a number"), (str, "text"), (list, "an array"))
+    return next((kind for python, kind in kinds if isinstance(value, python)), "null" if value is None else "an object")
 
 
 def protocol_error(problem: Exception) -> JSONRPCError | None:
