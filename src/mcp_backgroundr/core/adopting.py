@@ -43,6 +43,9 @@ async def take_over_gone_here(state: CoreState, records: list[TaskRecord] | None
     if records is None:
         records = await offload.run(offload.REGISTRY, state.registry.records)
     await take_over_left_behind(state, records, (state.here,))
+    # What it recorded is written by the registry's thread: a listing that reads the registry next
+    # read the task as still running, found it gone, and recorded it failed instead of killed.
+    await offload.run(offload.REGISTRY, state.registry.flush)
 
 
 async def take_over_here(state: CoreState, records: Sequence[TaskRecord]) -> TakenOver:
