@@ -150,6 +150,12 @@ class TaskRecord:
         longer capped, output lost to a full disk), which stay."""
         self.end_reason = reason if not self.end_reason else f"{reason}; {self.end_reason}"
 
+    def withdraw_end_request(self) -> None:
+        """The end asked for never reached the run (it had ended by itself): the reason :meth:`request_end`
+        put first goes, the notes gathered while it ran stay."""
+        if self.kill_requested and self.end_reason is not None:
+            self.end_reason = self.end_reason.partition("; ")[2] or None
+
     def mark_ended(self, state: TaskState, reason: str | None, at: float | None = None) -> None:
         """Record that the task ended, how (``state``), why (``reason``, before the notes it has;
         None: what its end_reason says already), and when (``at``; default now)."""

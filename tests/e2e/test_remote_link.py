@@ -15,7 +15,7 @@ import anyio
 import psutil
 import pytest
 
-from .harness import alive, call, call_error, connect, connect_http, http_server, text_of, until
+from .harness import alive, call, call_error, connect, connect_http, finished, http_server, text_of, until
 from .netns import FarHost, far_host, missing
 
 pytestmark = pytest.mark.anyio
@@ -164,6 +164,38 @@ async def test_max_runtime_ends_what_an_ended_remote_task_left_behind_on_its_hos
         status = await call(client, "get_task_status", task_id=task_id)
         assert status["end_reason"] == "max_runtime_seconds (4 s) reached: ended the processes it left behind"
         assert (status["state"], status["lingering_pids"]) == ("completed", [])
+
+
+async def test_a_remote_task_that_ends_by_itself_keeps_the_notes_gathered_while_it_ran(
+    server_command: str, far: FarHost, far_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The host's account of a remote task's end replaced its end_reason: the note that its
+    max_runtime_seconds could not be enforced while the link was down was gone once the task completed."""
+    go = tmp_path / "go"
+    command = f"echo up; while [ ! -e {go} ]; do sleep 0.1; done; echo done"
+    async with connect(server_command, args=ALLOW, env=far_env) as client:
+        started = await call(
+            client, "run_background_task", command=command, host="faraway", max_runtime_seconds=4,
+            wait_for_pattern="up",
+        )  # fmt: skip
+        task_id = started["task_id"]
+        far.cut()
+        status: dict[str, Any] = {}
+
+        async def noted() -> bool:
+            nonlocal status
+            status = await call(client, "get_task_status", task_id=task_id)
+            return "enforcing max_runtime_seconds failed" in (status["end_reason"] or "")
+
+        await until(noted, FAIL_WITHIN_SECONDS * 2)
+        note = status["end_reason"]
+        assert note.startswith("enforcing max_runtime_seconds failed:") and "host faraway: " in note, note
+        assert status["state"] == "running"
+        far.restore()
+        go.touch()
+        status = await finished(client, task_id)
+        assert (status["state"], status["exit_code"], status["output"]) == ("completed", 0, "up\ndone\n")
+        assert status["end_reason"] == note
 
 
 PROMPT_SECONDS = 5.0

@@ -363,11 +363,14 @@ def _learn(task: Task, answer: Answer) -> bool:
     record.host_seen_at = time.time()
     if not record.running or answer.get("state", "running") == "running":
         return False
-    record.state = TaskState(answer["state"])
+    state = TaskState(answer["state"])
+    asked = state is TaskState.KILLED and record.kill_requested
+    if state is not TaskState.KILLED:
+        record.withdraw_end_request()
     record.exit_code, record.signal = answer.get("exit_code"), answer.get("signal")
-    record.ended_at = answer.get("ended_at") or time.time()
-    if record.state is not TaskState.KILLED or not record.kill_requested:
-        record.end_reason = answer.get("end_reason")
+    # As a local exit is recorded: the reason first, then the notes gathered while it ran (the end
+    # of a limit that could not be enforced while the link was down, ...).
+    record.mark_ended(state, None if asked else answer.get("end_reason"), answer.get("ended_at") or None)
     task.exited.set()
     return True
 
