@@ -277,3 +277,101 @@ def test_tool_arguments_that_are_not_an_object_are_answered_with_what_to_send(se
             assert "arguments" in error["message"] and "object" in error["message"], answer
             assert "\n" not in error["message"], answer
         assert "result" in server.request("tools/call", {"name": "list_tasks", "arguments": {}})
+
+
+def _calls_then_end_of_input(requests: list[tuple[str, dict[str, Any]]]) -> bytes:
+    """The handshake, then a tools/call per request (ids 2, 3, ...), as one client writes them
+    before it closes the server's stdin (``printf ... | mcp-backgroundr``, a file on stdin)."""
+    initialize = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "pipe", "version": "1"}}
+    lines: list[dict[str, Any]] = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": initialize},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+    ]
+    for request_id, (tool, arguments) in enumerate(requests, start=2):
+        call = {"name": tool, "arguments": arguments}
+        lines.append({"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": call})
+    return b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+
+
+QUICK_CALLS: list[tuple[str, dict[str, Any]]] = [
+    ("run_background_task", {"command": "echo piped", "name": "piped"}),
+    ("list_tasks", {}),
+    ("list_tasks", {"all": True}),
+    ("list_tasks", {"state": "running"}),
+]
+"""Calls a server may answer in any order (it serves requests at once, as MCP allows)."""
+
+
+def _answers_by_id(stdout: bytes) -> dict[int, dict[str, Any]]:
+    answers = [json.loads(line) for line in stdout.splitlines()]
+    return {answer["id"]: answer for answer in answers}
+
+
+def _assert_each_call_answered(answers: dict[int, dict[str, Any]]) -> None:
+    assert sorted(answers) == [1, 2, 3, 4, 5], answers
+    for request_id in (2, 3, 4, 5):
+        assert "result" in answers[request_id], answers[request_id]
+        assert answers[request_id]["result"]["isError"] is False, answers[request_id]
+    assert "started task" in answers[2]["result"]["content"][0]["text"]
+
+
+def test_calls_written_before_stdin_ends_are_answered_on_a_pipe(server_command: str) -> None:
+    """Requests read before the end of stdin are answered before the server leaves: the SDK cancelled
+    them at the end of its input, and a call piped in got "Connection closed" or no answer at all."""
+    done = subprocess.run(
+        [server_command], input=_calls_then_end_of_input(QUICK_CALLS), capture_output=True, timeout=ANSWER_SECONDS
+    )
+    assert done.returncode == 0, done.stderr
+    _assert_each_call_answered(_answers_by_id(done.stdout))
+
+
+def test_calls_in_a_file_on_stdin_are_answered(server_command: str, tmp_path: Path) -> None:
+    """The same through the SDK's transport (a file on stdin), which reads the whole file at once."""
+    requests = tmp_path / "requests.jsonl"
+    requests.write_bytes(_calls_then_end_of_input(QUICK_CALLS))
+    with requests.open("rb") as stdin:
+        done = subprocess.run([server_command], stdin=stdin, capture_output=True, timeout=ANSWER_SECONDS)
+    assert done.returncode == 0, done.stderr
+    _assert_each_call_answered(_answers_by_id(done.stdout))
+
+
+def test_a_call_still_running_when_stdin_ends_is_answered_with_why_within_the_grace(server_command: str) -> None:
+    """A wait the client will not see the end of is answered, saying why, once the grace after the end
+    of stdin has passed; what came before it is answered in full, and the server then ends its tasks."""
+    never_ready = {"command": "sleep 60", "wait_for_pattern": "never written", "wait_timeout_seconds": 40}
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("list_tasks", {}),
+        ("run_background_task", never_ready),
+        ("list_tasks", {"all": True}),
+    ]
+    began = time.monotonic()
+    done = subprocess.run(
+        [server_command], input=_calls_then_end_of_input(calls), capture_output=True, timeout=ANSWER_SECONDS
+    )
+    took = time.monotonic() - began
+    answers = _answers_by_id(done.stdout)
+    assert done.returncode == 0, done.stderr
+    assert sorted(answers) == [1, 2, 3, 4], answers
+    assert answers[2]["result"]["isError"] is False and answers[4]["result"]["isError"] is False, answers
+    error = answers[3]["error"]
+    assert error["code"] == -32000 and "ended the server's stdin" in error["message"], error
+    assert "\n" not in error["message"]
+    assert took < 20, f"the server took {took:.1f} s to leave with a wait in flight"
+    assert "ended 1 task(s)" in done.stderr.decode(), done.stderr
+
+
+def test_a_call_the_client_cancelled_is_not_answered_when_stdin_ends(server_command: str) -> None:
+    """A cancelled request gets no answer (the protocol's rule), at the end of stdin too; and a
+    cancellation whose request id is not an id (an object) costs the server nothing."""
+    never_ready = {"command": "sleep 60", "wait_for_pattern": "never written", "wait_timeout_seconds": 40}
+    lines = _calls_then_end_of_input([("run_background_task", never_ready)])
+    for request_id in ({"not": "an id"}, [2], 2):
+        cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": request_id}}
+        lines += json.dumps(cancel).encode() + b"\n"
+    lines += _ping(3) + b"\n"
+    done = subprocess.run([server_command], input=lines, capture_output=True, timeout=ANSWER_SECONDS)
+    answers = _answers_by_id(done.stdout)
+    assert done.returncode == 0, done.stderr
+    assert answers.get(3) == {"jsonrpc": "2.0", "id": 3, "result": {}}, answers
+    assert "ended the server's stdin" not in json.dumps(answers.get(2)), answers
+    assert b"Traceback" not in done.stderr, done.stderr

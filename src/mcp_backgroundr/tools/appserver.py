@@ -28,7 +28,7 @@ from pydantic import AnyUrl, ValidationError
 
 from .. import __version__
 from ..errors import BackgroundrError, shortened, shown_value
-from . import pipes, sdk, threaded
+from . import draining, pipes, sdk, threaded
 from .arguments import hint, normalized, simple_schema
 from .schemas import cheap_to_validate, rows_checked_by_key
 
@@ -157,10 +157,11 @@ class BackgroundrMCPServer(MCPServer[Any]):
     async def run_stdio_async(self) -> None:
         """Serve on stdio like the SDK, on the event loop when stdin and stdout are pipes (see
         ``pipes``), else through the SDK's transport (see ``threaded``), and answer lines that are
-        not JSON-RPC (see ``wire``); ``stdio_leaving`` then says how it ended."""
+        not JSON-RPC (see ``wire``), and the requests read before stdin ended (see ``draining``);
+        ``stdio_leaving`` then says how it ended."""
         streams = pipes.stdio_streams if pipes.event_loop_can_serve() else threaded.stdio_streams
         async with streams() as (read_stream, write_stream, leaving):
-            await sdk.serve_streams(self, read_stream, write_stream)
+            await sdk.serve_streams(self, *draining.answered_before_leaving(read_stream, write_stream))
         self.stdio_leaving = leaving
 
     async def get_prompt(

@@ -1,0 +1,128 @@
+"""Requests a client sent before it ended the server's stdin are answered before the server leaves.
+
+Ending stdin is how an MCP client on stdio says it is done, and how ``printf ... | mcp-backgroundr``
+or ``mcp-backgroundr < requests.jsonl`` ends. The SDK's dispatcher cancels every request in flight
+the moment its read stream ends, so a call read just before the end got "Connection closed", or
+no answer at all when it had not started yet. Here the server's read stream ends only once every
+request it delivered is answered (or cancelled by the client), or ``GRACE_SECONDS`` after the wire
+ended, whichever comes first: each request still running then is answered here, saying why, and
+the SDK's late answer to it is dropped. Then the server ends its tasks and exits, as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import anyio
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from mcp.shared.message import SessionMessage
+from mcp_types import (
+    CONNECTION_CLOSED,
+    ErrorData,
+    JSONRPCError,
+    JSONRPCNotification,
+    JSONRPCRequest,
+    JSONRPCResponse,
+    RequestId,
+)
+
+GRACE_SECONDS = 1.0
+"""How long requests still running when stdin ends get to finish (a client that ended stdin and
+still reads stdout waits that much longer for the server to exit, and only then)."""
+LEFT_MESSAGE = (
+    f"not answered: the client ended the server's stdin while this request ran, and it was still running "
+    f"{GRACE_SECONDS:g} s later; the server now ends the tasks it ran and exits"
+)
+
+
+class _Ledger:
+    """The requests read from the wire and not yet answered, and those answered here for good."""
+
+    def __init__(self, replies: ObjectSendStream[SessionMessage]) -> None:
+        self._replies = replies
+        self._open: set[RequestId] = set()
+        self._given_up: set[RequestId] = set()
+        self._changed = anyio.Event()
+
+    def read(self, item: SessionMessage | Exception) -> None:
+        message = item.message if isinstance(item, SessionMessage) else None
+        if isinstance(message, JSONRPCRequest):
+            self._open.add(message.id)
+        elif isinstance(message, JSONRPCNotification) and message.method == "notifications/cancelled":
+            # A cancelled request gets no answer (the protocol's rule): nothing to wait for.
+            self._closed((message.params or {}).get("requestId"))
+
+    def passes(self, item: SessionMessage) -> bool:
+        """Whether the server's answer goes on to the client (not when it was answered here already)."""
+        message = item.message
+        if not isinstance(message, JSONRPCResponse | JSONRPCError) or message.id is None:
+            return True
+        if message.id in self._given_up:
+            return False
+        self._closed(message.id)
+        return True
+
+    def _closed(self, request_id: object) -> None:
+        if isinstance(request_id, int | str) and request_id in self._open:
+            self._open.discard(request_id)
+            self._changed.set()
+            self._changed = anyio.Event()
+
+    async def settle(self) -> None:
+        """Wait for the open requests (at most GRACE_SECONDS), then answer those left (for at most as
+        long again: a client that has stopped reading gets no more)."""
+        with anyio.move_on_after(GRACE_SECONDS):
+            while self._open:
+                await self._changed.wait()
+        left, self._open = sorted(self._open, key=str), set()
+        self._given_up.update(left)
+        error = ErrorData(code=CONNECTION_CLOSED, message=LEFT_MESSAGE)
+        with (
+            anyio.move_on_after(GRACE_SECONDS),
+            contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError),
+        ):
+            for request_id in left:
+                await self._replies.send(SessionMessage(JSONRPCError(jsonrpc="2.0", id=request_id, error=error)))
+
+
+class _Reads(ObjectReceiveStream[SessionMessage | Exception]):
+    """The wire's messages, its end held back until the requests read are answered."""
+
+    def __init__(self, wire: ObjectReceiveStream[SessionMessage | Exception], ledger: _Ledger) -> None:
+        self._wire = wire
+        self._ledger = ledger
+
+    async def receive(self) -> SessionMessage | Exception:
+        try:
+            item = await self._wire.receive()
+        except anyio.EndOfStream:
+            await self._ledger.settle()
+            raise
+        self._ledger.read(item)
+        return item
+
+    async def aclose(self) -> None:
+        await self._wire.aclose()
+
+
+class _Writes(ObjectSendStream[SessionMessage]):
+    """The server's answers, but for those to requests answered here already."""
+
+    def __init__(self, wire: ObjectSendStream[SessionMessage], ledger: _Ledger) -> None:
+        self._wire = wire
+        self._ledger = ledger
+
+    async def send(self, item: SessionMessage) -> None:
+        if self._ledger.passes(item):
+            await self._wire.send(item)
+
+    async def aclose(self) -> None:
+        await self._wire.aclose()
+
+
+def answered_before_leaving(
+    reads: ObjectReceiveStream[SessionMessage | Exception], writes: ObjectSendStream[SessionMessage]
+) -> tuple[ObjectReceiveStream[SessionMessage | Exception], ObjectSendStream[SessionMessage]]:
+    """``reads`` and ``writes`` for the server, the end of ``reads`` held back as the module says."""
+    ledger = _Ledger(writes)
+    return _Reads(reads, ledger), _Writes(writes, ledger)
