@@ -50,7 +50,7 @@ def _one_line_validation_error(tool: str, error: ValidationError) -> str:
     problems: dict[str, list[str]] = {}
     for item in error.errors():
         path = [str(part) for part in item["loc"] if not _UNION_MEMBER.match(str(part))]
-        value = "" if item["type"] == "missing" else "=" + shown_value(item.get("input"), 60)
+        value = "" if item["type"] == "missing" else "=" + shown_value(item.get("input"), SHOWN_NAME)
         messages = problems.setdefault(f"{'.'.join(path) or 'arguments'}{value}", [])
         message = _in_json_terms(item["msg"])
         messages.append(message if not messages else message.removeprefix("Input should be "))
@@ -60,7 +60,8 @@ def _one_line_validation_error(tool: str, error: ValidationError) -> str:
 
 CRASHED = "failed unexpectedly"
 SHOWN_NAME = 60
-"""How much of a name or URI the server does not know its refusal shows."""
+"""How much of a name, URI or value of the client's a refusal shows (a name the server does not
+know, a value a validation error names)."""
 UNKNOWN_RESOURCE = "Unknown resource: "
 SHOWN_UNKNOWN = 10
 """How many of the names a tool does not take its refusal names."""
@@ -147,7 +148,7 @@ class BackgroundrMCPServer(MCPServer[Any]):
         if not unknown or known is None:
             return
         # The names are the client's: the first few are shown, each cut as a value is.
-        shown = {u: shortened(u, 60) for u in unknown[:SHOWN_UNKNOWN]}
+        shown = {u: shortened(u, SHOWN_NAME) for u in unknown[:SHOWN_UNKNOWN]}
         hints = [f"{shown[u]} -> {meant}" for u in shown if (meant := hint(u, known))]
         advice = f" (did you mean {', '.join(hints)}?)" if hints else ""
         more = f" and {len(unknown) - len(shown)} more" if len(unknown) > len(shown) else ""
