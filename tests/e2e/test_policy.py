@@ -122,6 +122,36 @@ async def test_processes_a_task_left_behind_are_ended_at_its_runtime_limit(serve
     assert final["end_reason"] == "max_runtime_seconds (3 s) reached: ended the processes it left behind"
 
 
+POLLERS = 3
+
+
+async def test_a_status_asked_while_the_runtime_limit_ends_what_a_task_left_behind_is_of_one_moment(
+    server_command: str,
+) -> None:
+    """Statuses asked while max_runtime_seconds ended what a finished task left behind showed it gone
+    (lingering_pids []) before the reason said it was ended: the processes were listed after the end,
+    the record read before the reason was recorded."""
+    async with connect(server_command) as client:
+        started = await call(
+            client, "run_background_task", command="sleep 300 > /dev/null & echo $!", max_runtime_seconds=2
+        )
+        task_id = started["task_id"]
+        assert (await finished(client, task_id))["state"] == "completed"
+        seen: list[tuple[str | None, list[int]]] = []
+
+        async def poll() -> None:
+            while not seen or seen[-1][0] is None:
+                status = await call(client, "get_task_status", task_id=task_id, lines=0)
+                seen.append((status["end_reason"], status["lingering_pids"]))
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as group:
+                for _ in range(POLLERS):
+                    group.start_soon(poll)
+    mixed = [(reason, pids) for reason, pids in seen if (reason is None) != bool(pids)]
+    assert mixed == [], f"{len(mixed)} of {len(seen)} statuses mixed two moments"
+
+
 async def has_end_reason(client: Client, task_id: str) -> bool:
     return (await call(client, "get_task_status", task_id=task_id))["end_reason"] is not None
 

@@ -159,9 +159,6 @@ async def test_max_runtime_ends_what_an_ended_remote_task_left_behind_on_its_hos
             return status["end_reason"] is not None
 
         await until(limit_enforced, 30)
-        # Asked again: a status asked while the limit was being enforced can carry the host's list of
-        # processes from before the end and the reason recorded after it (seen once under load).
-        status = await call(client, "get_task_status", task_id=task_id)
         assert status["end_reason"] == "max_runtime_seconds (4 s) reached: ended the processes it left behind"
         assert (status["state"], status["lingering_pids"]) == ("completed", [])
 

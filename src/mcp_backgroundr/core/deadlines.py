@@ -33,6 +33,7 @@ async def _end_at(state: CoreState, task: Task, limit: float) -> None:
     if task.running:
         await end(state, task.record.task_id, state.settings.default_grace_seconds, runtime_reason(limit))
     elif await state.place_of(task.record).lingering(task):  # looked for where the task ran
-        await end(state, task.record.task_id, state.settings.default_grace_seconds)
-        task.record.say_why_it_ended(f"{runtime_reason(limit)}: ended the processes it left behind")
-        state.save([task.record])
+        async with task.ending_leftovers():
+            await end(state, task.record.task_id, state.settings.default_grace_seconds)
+            task.record.say_why_it_ended(f"{runtime_reason(limit)}: ended the processes it left behind")
+            state.save([task.record])

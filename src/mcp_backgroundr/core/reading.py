@@ -8,6 +8,7 @@ import functools
 import time
 from pathlib import Path
 
+import anyio
 import psutil
 
 from .. import offload
@@ -23,12 +24,37 @@ from .requests import ReadPlan
 from .state import CoreState
 from .task import Task
 
+READ_ATTEMPTS = 3
+"""How many times a read is made while ends of what its task left behind overtake it (one end per
+limit, so the second read is the last one needed)."""
+
 
 async def read(state: CoreState, task_id: str, plan: ReadPlan) -> Status:
     """Lifecycle and a bounded slice of output of one task: its last lines, what follows a
-    cursor, or the lines that match a pattern."""
+    cursor, or the lines that match a pattern.
+
+    Its processes and its record are of one moment: a read that an end of the processes the task
+    left behind overtook (they were listed before it, its reason is recorded after; or they are gone
+    and the reason is not recorded yet) is made again once that end is recorded."""
     task = await find_task(state, task_id)
-    return await state.place_of(task.record).read(task, plan)
+    place = state.place_of(task.record)
+    for _ in range(READ_ATTEMPTS - 1):
+        recorded = task.leftovers_ends
+        status = await place.read(task, plan)
+        ending = task.leftovers_end
+        if task.leftovers_ends == recorded and (ending is None or status.lingering_pids):
+            return status
+        if ending is not None:
+            with anyio.move_on_after(_end_bound(state)):
+                await ending.wait()
+    return await place.read(task, plan)
+
+
+def _end_bound(state: CoreState) -> float:
+    """Longest an end of what a task left behind can take (at max_runtime: the default grace), on
+    this machine or on its host."""
+    settings = state.settings
+    return settings.default_grace_seconds + 2 * settings.kill_wait_seconds + settings.remote_call_seconds
 
 
 async def read_here(state: CoreState, task: Task, plan: ReadPlan) -> Status:

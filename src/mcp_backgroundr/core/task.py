@@ -14,7 +14,7 @@ import dataclasses
 import functools
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -138,6 +138,24 @@ class Task:
     """One send at a time: sends bigger than a pipe holds, made together, reached the task interleaved."""
     """Set once its stdin pipe is closed (by a call, or as it ended): a write waiting for room stops."""
     _scan_lock: anyio.Lock = field(default_factory=anyio.Lock)
+    leftovers_end: anyio.Event | None = None
+    """While the processes a finished task left behind are ended for a reason its record will say
+    (max_runtime_seconds): set once that reason is recorded (see :meth:`ending_leftovers`)."""
+    leftovers_ends: int = 0
+    """How many such ends have been recorded."""
+
+    @contextlib.asynccontextmanager
+    async def ending_leftovers(self) -> AsyncIterator[None]:
+        """The processes this finished task left behind are ended, and why recorded, within the block:
+        a status read meanwhile must not pair processes seen before the end with the reason recorded
+        after it, nor the reverse (see :func:`.reading.read`)."""
+        self.leftovers_end = done = anyio.Event()
+        try:
+            yield
+        finally:
+            self.leftovers_ends += 1
+            self.leftovers_end = None
+            done.set()
 
     def close_input_pipe(self) -> None:
         if self.popen is not None and self.popen.stdin is not None:
