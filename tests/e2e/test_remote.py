@@ -134,6 +134,33 @@ async def test_cursors_grep_list_resources_and_remove_work_on_a_remote_task(
         assert "not a known task" in await call_error(client, "get_task_status", task_id=task_id)
 
 
+async def test_a_grep_of_a_remote_task_shows_its_processes_as_a_status_does(
+    server_command: str, ssh_env: dict[str, str]
+) -> None:
+    """A grep's answer said a running remote task had no process (process_count 0) and a finished one
+    had none left behind: its host answered without them."""
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        running = await call(
+            client, "run_background_task", command="echo up; sleep 300", host="loopback", wait_for_pattern="up"
+        )
+        found = await call(client, "get_task_status", task_id=running["task_id"], grep="up")
+        status = await call(client, "get_task_status", task_id=running["task_id"])
+        assert (found["state"], found["grep_matches"], found["process_count"]) == (
+            "running",
+            1,
+            status["process_count"],
+        )
+        assert found["process_count"] > 0 and found["memory_rss_bytes"] > 0
+        left = await call(client, "run_background_task", command="sleep 300 > /dev/null & echo $!", host="loopback")
+        waited = await call(client, "wait_for_task", task_id=left["task_id"], timeout_seconds=20)
+        left_behind = waited["status"]["lingering_pids"]
+        found = await call(client, "get_task_status", task_id=left["task_id"], grep=".")
+        assert (found["state"], found["lingering_pids"], found["process_count"]) == ("completed", left_behind, 1)
+        for task in (running, left):
+            ended = await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=1)
+            assert ended["survivors"] == []
+
+
 async def test_input_reaches_a_remote_task_and_closing_it_ends_its_input(
     server_command: str, ssh_env: dict[str, str]
 ) -> None:

@@ -223,10 +223,8 @@ def run_task(state: str, task_id: str) -> int:
 def status(state: str, request: Request) -> dict[str, Any]:
     """How the task stands, a bounded slice of its log, its processes and their usage."""
     hosted = Hosted(state, request["task_id"])
-    answer = hosted.outcome()
-    meta = hosted.started()
-    pids = agent_procs.members(int(meta["pid"]), hosted.task_id, meta.get("ticks"))
-    budget, writer_alive = int(request["budget"]), answer["alive"] or bool(pids)
+    answer = hosted.outcome() | processes(hosted)
+    budget, writer_alive = int(request["budget"]), answer["alive"] or bool(answer["pids"])
     if request.get("since") is None:
         floor = int(request.get("floor") or 0)
         lines = int(request.get("lines", 50))
@@ -245,9 +243,14 @@ def status(state: str, request: Request) -> dict[str, Any]:
         "truncation": piece.truncation,
         "dropped": piece.dropped,
     }
-    answer["pids"] = pids
-    answer["listening"] = agent_procs.listening(pids)
-    return answer | agent_procs.usage(pids)
+    return answer
+
+
+def processes(hosted: Hosted) -> dict[str, Any]:
+    """The task's live processes on this host, the ports they listen on and what they use."""
+    meta = hosted.started()
+    pids = agent_procs.members(int(meta["pid"]), hosted.task_id, meta.get("ticks"))
+    return {"pids": pids, "listening": agent_procs.listening(pids)} | agent_procs.usage(pids)
 
 
 def send_input(state: str, request: Request) -> dict[str, Any]:
@@ -375,7 +378,7 @@ def _answer(state: str, bundle: str, request: Request) -> dict[str, Any]:
     if operation == "grep":
         hosted = Hosted(state, request["task_id"])
         found = agent_wait.bounded(functools.partial(_safe, functools.partial(agent_wait.grep, hosted.log, request)))
-        return found if "error" in found else found | hosted.outcome()
+        return found if "error" in found else found | hosted.outcome() | processes(hosted)
     if operation in OPERATIONS:
         return OPERATIONS[operation](state, request)
     raise BackgroundrError(f"unknown operation {operation!r}: the server and this agent do not match")
