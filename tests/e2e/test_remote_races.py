@@ -108,3 +108,35 @@ async def test_a_status_that_max_runtime_overtakes_shows_the_processes_and_the_r
                 await until(held, HELD_WITHIN_SECONDS)
                 await until(recorded, ENDED_WITHIN_SECONDS)
         assert (status["end_reason"], status["lingering_pids"]) == (reason, [])
+
+
+async def test_a_status_whose_task_ends_while_its_host_answers_does_not_list_the_task_as_left_behind(
+    server_command: str, ssh_env: dict[str, str], sshd: Sshd, tmp_path: Path
+) -> None:
+    """The host listed a running task's processes; its exit, heard meanwhile by the host's watch, was
+    shown with them: state completed, and its own processes, which had exited, as lingering_pids."""
+    go = tmp_path / "go"
+    command = f"echo up; while [ ! -e {go} ]; do sleep 0.1; done"
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        started = await call(client, "run_background_task", command=command, host="loopback", wait_for_pattern="up")
+        task_id = started["task_id"]
+        status: dict[str, Any] = {}
+
+        async def ask() -> None:
+            status.update(await call(client, "get_task_status", task_id=task_id))
+
+        async def held() -> bool:
+            return bool(_held_readers(sshd))  # the host has listed the task's processes
+
+        async def ended() -> bool:
+            listed = await call(client, "list_tasks")  # asks no host: the watch's news
+            return bool(listed["tasks"][0]["state"] == "completed")
+
+        async with anyio.create_task_group() as group:
+            with _log_held(Path(started["log_path"]), sshd):
+                group.start_soon(ask)
+                await until(held, HELD_WITHIN_SECONDS)
+                go.touch()
+                await until(ended, HELD_WITHIN_SECONDS)
+        shown = (status["state"], tuple(status["lingering_pids"]), status["process_count"] > 0)
+        assert shown in {("running", (), True), ("completed", (), False)}, status

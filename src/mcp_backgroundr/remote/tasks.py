@@ -130,12 +130,13 @@ class RemoteTasks:
             "raw": raw,
             "budget": self.settings.output_budget,
         }
+        as_of = task.snapshot()
         try:
             answer = await self.agents.call(task.record.host, request, quick=True)
         except HostUnreachableError as exc:  # a refusal too (a changed host key): what is known, and why
             return _known_status(task, exc, since), False
         ended = _learn(task, answer)
-        return _status_of(task, answer), ended
+        return _status_of(task, answer, as_of), ended
 
     async def lingering(self, task: Task) -> list[int]:
         """The processes a finished task left running on its host (its session, its marker)."""
@@ -155,6 +156,7 @@ class RemoteTasks:
             "since": since,
             "budget": self.settings.output_budget,
         }
+        as_of = task.snapshot()
         with _telling(UNAFFECTED):
             found = await self.agents.call(task.record.host, request)
         ended = _learn(task, found)
@@ -175,7 +177,7 @@ class RemoteTasks:
             "truncation": "; ".join(notes) or None,
             "dropped": found["dropped"],
         }
-        status = _status_of(task, found | {"slice": piece})
+        status = _status_of(task, found | {"slice": piece}, as_of)
         status.grep_matches = found["matches"]
         return status, ended
 
@@ -196,7 +198,7 @@ class RemoteTasks:
             "budget": self.settings.output_budget,
             "max_lines": self.settings.max_lines,
         }
-        began = time.monotonic()
+        began, as_of = time.monotonic(), task.snapshot()
         answer: Answer = {}
         failed: list[BackgroundrError] = []
         async with anyio.create_task_group() as group:
@@ -221,7 +223,7 @@ class RemoteTasks:
             waited_seconds=round(time.monotonic() - began, 3),
             matched_line=found.get("line"),
             matched_cursor=found.get("cursor"),
-            status=_status_of(task, answer),
+            status=_status_of(task, answer, as_of),
         ), ended
 
     # -- act -------------------------------------------------------------------
@@ -375,8 +377,11 @@ def _learn(task: Task, answer: Answer) -> bool:
     return True
 
 
-def _status_of(task: Task, answer: Answer) -> Status:
-    """A task's status from its host's answer."""
+def _status_of(task: Task, answer: Answer, as_of: TaskRecord) -> Status:
+    """A task's status from its host's answer, of the moment the host answered for: a task the host saw
+    running whose end was learnt meanwhile (by the host's watch) is shown as recorded when the call was
+    made (``as_of``), not ended with the processes it ran shown as left behind."""
+    ran = answer.get("state", "running") == "running"
     piece = answer["slice"]
     pids = list(answer.get("pids") or [])
     usage = process.TreeUsage(
@@ -391,8 +396,9 @@ def _status_of(task: Task, answer: Answer) -> Status:
             piece["text"], piece["cursor"], piece["size"], piece["truncated"], piece["truncation"], piece["dropped"]
         ),
         usage,
-        [] if task.running else pids,
+        [] if ran else pids,
         run,
+        as_of if ran and not task.running else None,
     )
     status.host_reachable = True
     task.record.host_output_bytes, task.record.host_dropped_bytes = int(piece["size"]), int(piece["dropped"] or 0)
