@@ -8,15 +8,17 @@ processes) until the event is recorded, then let go.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import psutil
 import pytest
+from mcp import Client
 
 from .harness import call, connect, until
 from .sshd import Sshd
@@ -64,6 +66,27 @@ def _log_held(log: Path, sshd: Sshd) -> Iterator[None]:
             reader.resume()
 
 
+async def _status_overtaken(
+    client: Client, started: dict[str, Any], sshd: Sshd, overtake: Callable[[], Awaitable[None]]
+) -> dict[str, Any]:
+    """get_task_status of the ``started`` task, its host's agent held after listing the task's
+    processes and before reading its log until ``overtake`` is done."""
+    status: dict[str, Any] = {}
+
+    async def ask() -> None:
+        status.update(await call(client, "get_task_status", task_id=started["task_id"]))
+
+    async def held() -> bool:
+        return bool(_held_readers(sshd))
+
+    async with anyio.create_task_group() as group:
+        with _log_held(Path(started["log_path"]), sshd):
+            group.start_soon(ask)
+            await until(held, HELD_WITHIN_SECONDS)
+            await overtake()
+    return status
+
+
 def _end_reason_recorded(home: Path, task_id: str) -> str | None:
     with contextlib.closing(sqlite3.connect(home / "registry.sqlite3")) as db:
         row = db.execute("SELECT end_reason FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
@@ -91,22 +114,13 @@ async def test_a_status_that_max_runtime_overtakes_shows_the_processes_and_the_r
 
         await until(signalled, 20)  # the end is under way on the host; its reason is not recorded yet
         assert ready.exists()
-        status: dict[str, Any] = {}
-
-        async def ask() -> None:
-            status.update(await call(client, "get_task_status", task_id=task_id))
-
-        async def held() -> bool:
-            return bool(_held_readers(sshd))  # the host has listed the task's processes
 
         async def recorded() -> bool:
             return await anyio.to_thread.run_sync(_end_reason_recorded, home, task_id) == reason
 
-        async with anyio.create_task_group() as group:
-            with _log_held(Path(started["log_path"]), sshd):
-                group.start_soon(ask)
-                await until(held, HELD_WITHIN_SECONDS)
-                await until(recorded, ENDED_WITHIN_SECONDS)
+        status = await _status_overtaken(
+            client, started, sshd, functools.partial(until, recorded, ENDED_WITHIN_SECONDS)
+        )
         assert (status["end_reason"], status["lingering_pids"]) == (reason, [])
 
 
@@ -119,24 +133,15 @@ async def test_a_status_whose_task_ends_while_its_host_answers_does_not_list_the
     command = f"echo up; while [ ! -e {go} ]; do sleep 0.1; done"
     async with connect(server_command, args=ALLOW, env=ssh_env) as client:
         started = await call(client, "run_background_task", command=command, host="loopback", wait_for_pattern="up")
-        task_id = started["task_id"]
-        status: dict[str, Any] = {}
-
-        async def ask() -> None:
-            status.update(await call(client, "get_task_status", task_id=task_id))
-
-        async def held() -> bool:
-            return bool(_held_readers(sshd))  # the host has listed the task's processes
 
         async def ended() -> bool:
             listed = await call(client, "list_tasks")  # asks no host: the watch's news
             return bool(listed["tasks"][0]["state"] == "completed")
 
-        async with anyio.create_task_group() as group:
-            with _log_held(Path(started["log_path"]), sshd):
-                group.start_soon(ask)
-                await until(held, HELD_WITHIN_SECONDS)
-                go.touch()
-                await until(ended, HELD_WITHIN_SECONDS)
+        async def end_it() -> None:
+            go.touch()
+            await until(ended, HELD_WITHIN_SECONDS)
+
+        status = await _status_overtaken(client, started, sshd, end_it)
         shown = (status["state"], tuple(status["lingering_pids"]), status["process_count"] > 0)
         assert shown in {("running", (), True), ("completed", (), False)}, status
