@@ -7,11 +7,12 @@ import dataclasses
 import hypothesis
 import hypothesis.strategies as st
 import jsonschema
+from mcp_types import CallToolResult
 
 from mcp_backgroundr.core.task import answer_of, summary_of
 from mcp_backgroundr.models import TaskList, TaskRecord, TaskState, one_line
 from mcp_backgroundr.results import Listing, Summary
-from mcp_backgroundr.tools.answers import describe_list, listing_answer, model_of
+from mcp_backgroundr.tools.answers import SENT_AS, describe_list, listing_answer, model_of
 from mcp_backgroundr.tools.schemas import cheap_to_validate
 
 BASE = Summary(
@@ -93,6 +94,25 @@ def test_every_listing_answer_matches_the_typed_schema(tasks: list[Summary], mor
     answer = listing_answer(listing, describe_list(listing))
     TaskList.model_validate(answer.structured_content)
     jsonschema.validate(answer.structured_content, TYPED, cls=jsonschema.Draft202012Validator)
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(st.lists(SUMMARIES, max_size=4), st.integers(min_value=0, max_value=10))
+def test_a_listing_answer_is_sent_as_pydantic_would_dump_it(tasks: list[Summary], more: int) -> None:
+    """list_tasks' answer dumps itself for sending without walking its rows (``answers._ListingAnswer``):
+    the same dict, keys in the same order, as pydantic's dump of the same CallToolResult; every other
+    dump is pydantic's own."""
+    listing = Listing(tasks=tasks, total=len(tasks) + more)
+    answer = listing_answer(listing, describe_list(listing))
+    sent = answer.model_dump(**SENT_AS)
+    dumped = CallToolResult.model_dump(answer, **SENT_AS)
+    assert sent == dumped
+    assert list(sent) == list(dumped)
+    assert [list(row) for row in sent["structuredContent"]["tasks"]] == [
+        list(row) for row in dumped["structuredContent"]["tasks"]
+    ]
+    assert answer.model_dump(mode="json") == CallToolResult.model_dump(answer, mode="json")
+    assert CallToolResult.model_validate(sent) == CallToolResult.model_validate(dumped)
 
 
 def test_a_summary_is_what_answer_of_makes_of_the_record() -> None:

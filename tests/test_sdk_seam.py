@@ -11,7 +11,9 @@ from mcp.server import MCPServer
 from mcp.server.lowlevel import Server
 from mcp.server.mcpserver.exceptions import ToolError
 
+from mcp_backgroundr.results import Listing
 from mcp_backgroundr.tools import sdk
+from mcp_backgroundr.tools.answers import listing_answer
 
 pytestmark = pytest.mark.anyio
 
@@ -43,6 +45,17 @@ def test_a_registered_tool_carries_the_schemas_the_server_uses() -> None:
     assert hasattr(tool.fn_metadata, "output_schema")
     with pytest.raises(LookupError):
         sdk.registered_tool(_app(), "nothing")
+
+
+def test_the_sdk_dumps_an_answer_to_send_it_as_a_listing_answer_expects() -> None:
+    """A listing's answer is sent without a walk of its rows only when the SDK dumps it with
+    ``answers.SENT_AS`` (else pydantic dumps it, as it did before): its rows reach the SDK as they are."""
+    from mcp.server import runner
+
+    listing = Listing(tasks=[], total=0)
+    answer = listing_answer(listing, "no tasks")
+    dumped = runner._dump_result(answer)
+    assert dumped["structuredContent"] is answer.structured_content, "the SDK no longer dumps answers with SENT_AS"
 
 
 async def test_a_tool_failure_keeps_what_was_raised_as_its_cause() -> None:
