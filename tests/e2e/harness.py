@@ -75,6 +75,16 @@ async def call_error(client: Client, tool: str, **arguments: Any) -> str:
     return message
 
 
+TERM_NOTING_LEFTOVER = """\
+import pathlib, signal, sys, time
+signal.signal(signal.SIGTERM, lambda *_: pathlib.Path(sys.argv[1]).touch())
+pathlib.Path(sys.argv[2]).touch()
+time.sleep(600)
+"""
+"""A Python script for a process a task leaves behind (``python3 SCRIPT TERMED READY &``): it touches
+READY once its SIGTERM handler is in place, TERMED at a SIGTERM, and lives on until a SIGKILL."""
+
+
 async def until(check: Callable[[], Awaitable[bool]], seconds: float = 10.0) -> None:
     """Wait, bounded, until an observable condition holds."""
     with anyio.fail_after(seconds):

@@ -15,7 +15,18 @@ import anyio
 import psutil
 import pytest
 
-from .harness import alive, call, call_error, connect, connect_http, finished, http_server, text_of, until
+from .harness import (
+    TERM_NOTING_LEFTOVER,
+    alive,
+    call,
+    call_error,
+    connect,
+    connect_http,
+    finished,
+    http_server,
+    text_of,
+    until,
+)
 from .netns import FarHost, far_host, missing
 
 pytestmark = pytest.mark.anyio
@@ -161,6 +172,39 @@ async def test_max_runtime_ends_what_an_ended_remote_task_left_behind_on_its_hos
         await until(limit_enforced, 30)
         assert status["end_reason"] == "max_runtime_seconds (4 s) reached: ended the processes it left behind"
         assert (status["state"], status["lingering_pids"]) == ("completed", [])
+
+
+ONE_CALL_SECONDS = 14.0
+"""A call to a cut-off host answers within its own bound (10 s, plus 3 s), 8-9 s here; a status that
+asked twice took 16-17 s."""
+
+
+async def test_a_status_asked_behind_a_cut_link_while_the_limit_ends_what_a_task_left_answers_from_what_is_known(
+    server_command: str, far: FarHost, far_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A status of a finished remote task whose leftovers max_runtime_seconds was ending when the link was
+    cut waited for that end to fail, then asked the host again: two calls' bounds instead of one."""
+    script, termed, ready = tmp_path / "leftover.py", tmp_path / "termed", tmp_path / "ready"
+    script.write_text(TERM_NOTING_LEFTOVER)
+    command = f"python3 {script} {termed} {ready} & echo up"
+    async with connect(server_command, args=ALLOW, env=far_env) as client:
+        started = await call(client, "run_background_task", command=command, host="faraway", max_runtime_seconds=4)
+        task_id = started["task_id"]
+        done = await call(client, "wait_for_task", task_id=task_id, timeout_seconds=20)
+        assert done["status"]["state"] == "completed" and ready.exists()
+
+        async def signalled() -> bool:
+            return termed.exists()
+
+        await until(signalled, 20)  # the end is under way on the host
+        far.cut()
+        with anyio.fail_after(ONE_CALL_SECONDS):
+            known = await call(client, "get_task_status", task_id=task_id)
+        assert (known["state"], known["host_reachable"], known["process_count"]) == ("completed", False, None)
+        far.restore()
+        with anyio.fail_after(FAIL_WITHIN_SECONDS):
+            ended = await call(client, "end_background_task", task_id=task_id, grace_seconds=1)
+        assert ended["survivors"] == []
 
 
 async def test_a_remote_task_that_ends_by_itself_keeps_the_notes_gathered_while_it_ran(

@@ -20,7 +20,7 @@ import psutil
 import pytest
 from mcp import Client
 
-from .harness import call, connect, until
+from .harness import TERM_NOTING_LEFTOVER, call, connect, until
 from .sshd import Sshd
 
 pytestmark = pytest.mark.anyio
@@ -29,14 +29,6 @@ ALLOW = ("serve", "--allowed-ssh-host", "loopback")
 HELD_WITHIN_SECONDS = 10.0
 ENDED_WITHIN_SECONDS = 20.0
 """max_runtime's end of what a task left behind takes the default grace (5 s) and a kill."""
-
-LEFTOVER = """\
-import pathlib, signal, sys, time
-signal.signal(signal.SIGTERM, lambda *_: pathlib.Path(sys.argv[1]).touch())
-pathlib.Path(sys.argv[2]).touch()
-time.sleep(600)
-"""
-"""A process left behind that notes its SIGTERM and lives on until the SIGKILL after the grace."""
 
 
 def _held_readers(sshd: Sshd) -> list[psutil.Process]:
@@ -100,7 +92,7 @@ async def test_a_status_that_max_runtime_overtakes_shows_the_processes_and_the_r
     processes the host saw before the end beside the reason recorded after it (lingering_pids [N] with
     'ended the processes it left behind')."""
     script, termed, ready = tmp_path / "leftover.py", tmp_path / "termed", tmp_path / "ready"
-    script.write_text(LEFTOVER)
+    script.write_text(TERM_NOTING_LEFTOVER)
     command = f"python3 {script} {termed} {ready} & echo up"
     reason = "max_runtime_seconds (4 s) reached: ended the processes it left behind"
     async with connect(server_command, args=ALLOW, env=ssh_env) as client:

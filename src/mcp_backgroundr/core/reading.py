@@ -41,13 +41,22 @@ async def read(state: CoreState, task_id: str, plan: ReadPlan) -> Status:
     for _ in range(READ_ATTEMPTS - 1):
         recorded = task.leftovers_ends
         status = await place.read(task, plan)
-        ending = task.leftovers_end
-        if task.leftovers_ends == recorded and (ending is None or status.lingering_pids):
+        if _of_one_moment(task, status, recorded):
             return status
-        if ending is not None:
+        if (ending := task.leftovers_end) is not None:
             with anyio.move_on_after(_end_bound(state)):
                 await ending.wait()
     return await place.read(task, plan)
+
+
+def _of_one_moment(task: Task, status: Status, recorded: int) -> bool:
+    """Whether ``status`` shows the task's processes and record of one moment: no end of what it left
+    behind was recorded (``recorded`` before the read) while it was read, nor is one under way whose
+    processes are gone unsaid. Processes not known (its host could not be asked) mix nothing."""
+    if status.process_count is None:
+        return True
+    ending = task.leftovers_end
+    return task.leftovers_ends == recorded and (ending is None or bool(status.lingering_pids))
 
 
 def _end_bound(state: CoreState) -> float:
