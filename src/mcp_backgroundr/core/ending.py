@@ -11,7 +11,7 @@ import anyio
 from .. import offload
 from ..errors import RegistryError
 from ..models import TaskState
-from ..platform.containment import Level, end_trees, unclaimed_children
+from ..platform.containment import Hurry, Level, end_trees, unclaimed_children
 from ..results import Ended, Survivor
 from ..store import orphans
 from .lookup import find_task, is_own, owner_gone
@@ -80,7 +80,9 @@ async def end_here(state: CoreState, task: Task, grace: float) -> Ended:
     """End a task's tree on this machine, at its containment level, and verify what is left."""
     record = task.record
     leaders = {record.pid: task.leader()} if record.pid is not None and not task.lingering_known_empty else {}
-    outcome = await end_trees(leaders, grace, state.settings.kill_wait_seconds)
+    # The server leaving (its client gone) ends the task as its shutdown would, not after all of a long grace.
+    hurry = Hurry(state.leaving, state.settings.shutdown_grace_seconds)
+    outcome = await end_trees(leaders, grace, state.settings.kill_wait_seconds, hurry=hurry)
     with anyio.move_on_after(state.settings.kill_wait_seconds):
         await task.exited.wait()
     if task.running and not outcome.survivors and await _unowned(state, task):

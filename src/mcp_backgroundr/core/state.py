@@ -75,12 +75,15 @@ class CoreState:
         self.capper: CapperProcess | None = None
         self.writes: WriteWatches | None = None
         self.shutting_down = False
+        self.leaving = anyio.Event()
+        """Set once the server is leaving (its client has gone, or a signal asked it to exit): an end
+        under way then shortens what is left of its grace period to the shutdown's."""
         self.spawns_in_flight = 0
         """Children being spawned in worker threads, not yet known as tasks."""
         self.starts_in_flight = 0
+        """Starts past the max_tasks check whose task is not among ``own`` yet: they count as running."""
         self.removing: set[str] = set()
         """Tasks a remove_task is removing: a second one at once is told so, not answered "removed"."""
-        """Starts past the max_tasks check whose task is not among ``own`` yet: they count as running."""
         self.arrivals = Arrivals()
         """Orphans handed to the server (as subreaper) by tasks whose main process exited."""
         self.arrivals_lock = anyio.Lock()

@@ -204,6 +204,7 @@ class Supervisor:
                 await self._shutdown_done.wait()
                 return 0
             self._shutdown_done = anyio.Event()
+            self.client_left()
             try:
                 with contextlib.suppress(RegistryError):  # what it cannot read, the next server ends
                     await adopting.take_over_gone_here(self._state)
@@ -215,6 +216,11 @@ class Supervisor:
             finally:
                 self._shutdown_done.set()
         return ended
+
+    def client_left(self) -> None:
+        """The server's client has gone (or the server is told to exit): ends under way shorten their
+        grace to the shutdown's, so that the server's exit does not wait out a long one."""
+        self._state.leaving.set()
 
     @property
     def shutting_down(self) -> bool:

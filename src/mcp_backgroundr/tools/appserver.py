@@ -155,14 +155,15 @@ class BackgroundrMCPServer(MCPServer[Any]):
         names = ", ".join(shown.values()) + more
         raise ToolError(f"{name}: unknown argument {names}{advice}; it takes {', '.join(sorted(known))}")
 
-    async def run_stdio_async(self) -> None:
+    async def run_stdio_async(self, when_input_ends: Callable[[], None] = lambda: None) -> None:
         """Serve on stdio like the SDK, on the event loop when stdin and stdout are pipes (see
         ``pipes``), else through the SDK's transport (see ``threaded``), and answer lines that are
         not JSON-RPC (see ``wire``), and the requests read before stdin ended (see ``draining``);
+        ``when_input_ends`` is told once the client has ended stdin or stopped reading stdout;
         ``stdio_leaving`` then says how it ended."""
         streams = pipes.stdio_streams if pipes.event_loop_can_serve() else threaded.stdio_streams
         async with streams() as (read_stream, write_stream, leaving):
-            await sdk.serve_streams(self, *draining.answered_before_leaving(read_stream, write_stream))
+            await sdk.serve_streams(self, *draining.answered_before_leaving(read_stream, write_stream, when_input_ends))
         self.stdio_leaving = leaving
 
     async def get_prompt(

@@ -12,6 +12,7 @@ the SDK's late answer to it is dropped. Then the server ends its tasks and exits
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
@@ -88,14 +89,18 @@ class _Ledger:
 class _Reads(ObjectReceiveStream[SessionMessage | Exception]):
     """The wire's messages, its end held back until the requests read are answered."""
 
-    def __init__(self, wire: ObjectReceiveStream[SessionMessage | Exception], ledger: _Ledger) -> None:
+    def __init__(
+        self, wire: ObjectReceiveStream[SessionMessage | Exception], ledger: _Ledger, when_it_ends: Callable[[], None]
+    ) -> None:
         self._wire = wire
         self._ledger = ledger
+        self._when_it_ends = when_it_ends
 
     async def receive(self) -> SessionMessage | Exception:
         try:
             item = await self._wire.receive()
         except anyio.EndOfStream:
+            self._when_it_ends()
             await self._ledger.settle()
             raise
         self._ledger.read(item)
@@ -121,8 +126,11 @@ class _Writes(ObjectSendStream[SessionMessage]):
 
 
 def answered_before_leaving(
-    reads: ObjectReceiveStream[SessionMessage | Exception], writes: ObjectSendStream[SessionMessage]
+    reads: ObjectReceiveStream[SessionMessage | Exception],
+    writes: ObjectSendStream[SessionMessage],
+    when_it_ends: Callable[[], None],
 ) -> tuple[ObjectReceiveStream[SessionMessage | Exception], ObjectSendStream[SessionMessage]]:
-    """``reads`` and ``writes`` for the server, the end of ``reads`` held back as the module says."""
+    """``reads`` and ``writes`` for the server, the end of ``reads`` held back as the module says;
+    ``when_it_ends`` is told at once when the wire ends (before the requests in flight are waited for)."""
     ledger = _Ledger(writes)
-    return _Reads(reads, ledger), _Writes(writes, ledger)
+    return _Reads(reads, ledger, when_it_ends), _Writes(writes, ledger)

@@ -38,13 +38,14 @@ from ...config import CGROUP_ENV, CONTAINMENT_ENV
 from ...errors import InvalidArgumentError, SpawnFailedError
 from . import _kernel
 from ._cgroup import Limits, LimitsHit, TaskCgroup, writable_base
-from ._end import EndOutcome, end_trees, wait_until_gone
+from ._end import EndOutcome, Hurry, end_trees, wait_until_gone
 from ._find import Arrivals, Leader, describe, find_task_processes, is_gone, still_running, unclaimed_children
 
 __all__ = [
     "Arrivals",
     "Containment",
     "EndOutcome",
+    "Hurry",
     "Leader",
     "Level",
     "Limits",

@@ -9,16 +9,18 @@ killed, all at once. Survivors are reported with the reason that is true for eac
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import anyio
 import psutil
 
 from ... import offload
 from .. import backend
-from ._find import Leader, describe, every_process, find_task_processes, pids
+from ._find import Leader, describe, every_process, find_task_processes, pids, still_running
 
 MAX_FREEZE_ROUNDS = 50
 """SIGSTOP rounds before giving up on a tree that forks faster than it can be scanned."""
@@ -37,6 +39,15 @@ class EndOutcome:
     """(pid, command line, reason) of each process still alive at the end."""
     ended_tasks: set[str] = field(default_factory=set)
     """Ids of the tasks that had any process to end."""
+
+
+@dataclass(frozen=True)
+class Hurry:
+    """Once ``begun`` is set (the server is leaving), a grace period under way lasts at most
+    ``seconds`` more."""
+
+    begun: anyio.Event
+    seconds: float
 
 
 async def wait_until_gone(processes: Sequence[psutil.Process], within_seconds: float) -> list[psutil.Process]:
@@ -124,10 +135,11 @@ async def end_trees(
     grace_seconds: float,
     kill_wait_seconds: float,
     extra: Sequence[psutil.Process] = (),
+    hurry: Hurry | None = None,
 ) -> EndOutcome:
     """End every process of these tasks (and ``extra`` processes) at once: SIGTERM, wait up to
-    the grace period, freeze and SIGKILL what is left (including processes started in the
-    meantime), wait again, and report survivors."""
+    the grace period (cut short by ``hurry``), freeze and SIGKILL what is left (including processes
+    started in the meantime), wait again, and report survivors."""
     outcome = EndOutcome()
     denied: dict[int, str] = {}
     found = await offload.run(offload.SCANS, find_task_processes, leaders) if leaders else {}
@@ -137,7 +149,7 @@ async def end_trees(
         return outcome
     # Signals, scans and checks read /proc per process: all in worker threads.
     outcome.signalled.extend(await offload.run(offload.SCANS, _signal_all, processes, signal.SIGTERM, denied))
-    remaining = await wait_until_gone(processes, grace_seconds)
+    remaining = await _grace(processes, grace_seconds, hurry)
     remaining = _merge(remaining, await offload.run(offload.SCANS, every_process, leaders))
     if not remaining:
         return outcome
@@ -156,6 +168,25 @@ async def end_trees(
     waited = time.monotonic() - began
     outcome.survivors = await offload.run(offload.SCANS, _survivors, remaining, killed, denied, waited)
     return outcome
+
+
+async def _grace(processes: Sequence[psutil.Process], seconds: float, hurry: Hurry | None) -> list[psutil.Process]:
+    """Wait up to ``seconds`` for the processes to exit, or ``hurry.seconds`` once ``hurry`` has
+    begun if that is sooner; those still alive."""
+    if hurry is None:
+        return await wait_until_gone(processes, seconds)
+    gone: list[psutil.Process] | None = None
+    with anyio.CancelScope(deadline=anyio.current_time() + seconds) as grace:
+        async with anyio.create_task_group() as group:
+
+            async def shorten() -> None:
+                await hurry.begun.wait()
+                grace.deadline = min(grace.deadline, anyio.current_time() + hurry.seconds)
+
+            group.start_soon(shorten)
+            gone = await wait_until_gone(processes, math.inf)
+            group.cancel_scope.cancel()
+    return gone if gone is not None else await offload.run(offload.SCANS, still_running, processes)
 
 
 def _survivors(
