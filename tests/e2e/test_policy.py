@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -125,12 +127,21 @@ async def test_processes_a_task_left_behind_are_ended_at_its_runtime_limit(serve
 POLLERS = 3
 
 
+STATUS_OF: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], dict[str, Any]]]] = {
+    "get_task_status": ({"lines": 0}, lambda answer: answer),
+    "wait_for_task": ({"timeout_seconds": 5}, lambda answer: answer["status"]),
+}
+"""How to ask each tool whose answer carries a task's status, and where the status is in it."""
+
+
+@pytest.mark.parametrize("tool", list(STATUS_OF))
 async def test_a_status_asked_while_the_runtime_limit_ends_what_a_task_left_behind_is_of_one_moment(
-    server_command: str,
+    server_command: str, tool: str
 ) -> None:
     """Statuses asked while max_runtime_seconds ended what a finished task left behind showed it gone
     (lingering_pids []) before the reason said it was ended: the processes were listed after the end,
-    the record read before the reason was recorded."""
+    the record read before the reason was recorded. Waits too."""
+    arguments, status_in = STATUS_OF[tool]
     async with connect(server_command) as client:
         started = await call(
             client, "run_background_task", command="sleep 300 > /dev/null & echo $!", max_runtime_seconds=2
@@ -141,7 +152,7 @@ async def test_a_status_asked_while_the_runtime_limit_ends_what_a_task_left_behi
 
         async def poll() -> None:
             while not seen or seen[-1][0] is None:
-                status = await call(client, "get_task_status", task_id=task_id, lines=0)
+                status = status_in(await call(client, tool, task_id=task_id, **arguments))
                 seen.append((status["end_reason"], status["lingering_pids"]))
 
         with anyio.fail_after(30):

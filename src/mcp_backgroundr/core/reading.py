@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 import psutil
@@ -25,28 +27,35 @@ from .state import CoreState
 from .task import Task
 
 READ_ATTEMPTS = 3
-"""How many times a read is made while ends of what its task left behind overtake it (one end per
-limit, so the second read is the last one needed)."""
+"""How many times a read or a wait is made while ends of what its task left behind overtake it (one
+end per limit, so the second is the last one needed)."""
+_Answer = TypeVar("_Answer", Status, Waited)
 
 
 async def read(state: CoreState, task_id: str, plan: ReadPlan) -> Status:
     """Lifecycle and a bounded slice of output of one task: its last lines, what follows a
-    cursor, or the lines that match a pattern.
-
-    Its processes and its record are of one moment: a read that an end of the processes the task
-    left behind overtook (they were listed before it, its reason is recorded after; or they are gone
-    and the reason is not recorded yet) is made again once that end is recorded."""
+    cursor, or the lines that match a pattern (of one moment: see :func:`_of_one_moment`)."""
     task = await find_task(state, task_id)
     place = state.place_of(task.record)
+    return await _made_of_one_moment(state, task, functools.partial(place.read, task, plan), lambda status: status)
+
+
+async def _made_of_one_moment(
+    state: CoreState, task: Task, make: Callable[[], Awaitable[_Answer]], status_in: Callable[[_Answer], Status]
+) -> _Answer:
+    """The answer ``make`` makes, whose status shows the task's processes and record of one moment: one
+    that an end of the processes the task left behind overtook (they were listed before it, its reason
+    is recorded after; or they are gone and the reason is not recorded yet) is made again once that end
+    is recorded. Such an end comes after the task's own end, so the answer made again is a quick one."""
     for _ in range(READ_ATTEMPTS - 1):
         recorded = task.leftovers_ends
-        status = await place.read(task, plan)
-        if _of_one_moment(task, status, recorded):
-            return status
+        answer = await make()
+        if _of_one_moment(task, status_in(answer), recorded):
+            return answer
         if (ending := task.leftovers_end) is not None:
             with anyio.move_on_after(_end_bound(state)):
                 await ending.wait()
-    return await place.read(task, plan)
+    return await make()
 
 
 def _of_one_moment(task: Task, status: Status, recorded: int) -> bool:
@@ -129,7 +138,9 @@ async def wait(
 ) -> Waited:
     """Wait for the first of: the task exits, a new line matches, its port accepts, the timeout."""
     task = await find_task(state, task_id)
-    return await state.place_of(task.record).wait(task, conditions, since, progress)
+    place = state.place_of(task.record)
+    wait_once = functools.partial(place.wait, task, conditions, since, progress)
+    return await _made_of_one_moment(state, task, wait_once, lambda waited: waited.status)
 
 
 async def wait_here(
