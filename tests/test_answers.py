@@ -152,11 +152,11 @@ def _line_made_afresh(t: Summary, containment: bool) -> str:
     """A row's text line as it was made before rows were kept between listings."""
     parts = [t.task_id, f"{t.state:<9}", f"pid={t.pid}"]
     parts += [f"containment={t.containment}"] if containment else []
-    parts += [f"host={t.host}"] if t.host else []
+    parts += [f"host={one_line(t.host)}"] if t.host else []
     parts += [f"(host unreachable, last answered {t.host_seen_at})"] if t.host_reachable is False else []
     parts += [f"exit={t.exit_code}"] if t.exit_code is not None else []
     parts.append(f"{t.runtime_seconds}s")
-    parts += [f"name={t.name}"] if t.name else []
+    parts += [f"name={one_line(t.name)}"] if t.name else []
     parts += [f"listening={','.join(t.listening)}"] if t.listening else []
     parts.append(one_line(t.command))
     return " ".join(parts)

@@ -17,6 +17,8 @@ def test_a_short_command_is_shown_whole_and_a_long_one_cut_with_where_to_read_it
 
 def test_one_line_shows_line_breaks_and_every_cut_is_the_same() -> None:
     assert one_line("a\nb\r") == "a\\nb\\r"
+    assert one_line("\x1b[1m\x07\x08\t\x85\u202e\u2028é") == "\\x1b[1m\\x07\\x08\\t\\x85\\u202e\\u2028é"
+    assert shown_value("\u202e\x7f") == '"\\u202e\\x7f"'
     assert one_line("abcdef", 5) == "ab..."
     assert shown_value("abcdef", 6) == '"ab...'
     survivor = Survivor(pid=1, command="python3 -c '\n" + "y" * 10_000, reason="x")

@@ -18,7 +18,41 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
+import sys
+
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+"""What must not reach an answer's line or a terminal as it is: C0 and C1 controls and DEL (line
+breaks, ESC, BEL, backspace), the line and paragraph separators, and the bidirectional controls
+(U+202E shows the rest of a line reversed)."""
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(found: re.Match[str]) -> str:
+    char = found.group()
+    if (named := _NAMED_ESCAPES.get(char)) is not None:
+        return named
+    return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character shown as its escape (``\\n``, ``\\x1b``, ``\\u202e``):
+    a client's text (a name, a command, a directory, a host) can neither add a line to an answer
+    or a table nor act on the terminal that shows it. Every such text a person or a model reads
+    goes through here."""
+    return _CONTROLS.sub(_escaped, text) if _CONTROLS.search(text) else text
+
+
+def first_control(text: str) -> str | None:
+    """The first character of ``text`` that :func:`printable` would escape, if any."""
+    found = _CONTROLS.search(text)
+    return found.group() if found else None
+
+
+def warn(line: str) -> None:
+    """Say ``line`` on stderr, one line after the program's name, its control characters escaped."""
+    print(f"mcp-backgroundr: {printable(line)}", file=sys.stderr, flush=True)
 
 
 def shortened(text: str, length: int) -> str:
@@ -36,7 +70,7 @@ def shown_value(value: object, width: int = 80) -> str:
         text = json.dumps(value, ensure_ascii=False, default=str)
     except ValueError:
         text = str(value)
-    return shortened(text, width)
+    return shortened(printable(text), width)
 
 
 def plain_number(value: float) -> str:

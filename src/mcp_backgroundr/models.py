@@ -15,7 +15,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, field_validator
 
-from .errors import shortened
+from .errors import printable, shortened
 
 TASK_ID_PREFIX = "t"
 """Every task id starts with it: a letter that begins no JSON or Python number (not e, i, n),
@@ -29,9 +29,10 @@ status, wait and list answer 100 KB. The whole command is the ``task://ID/comman
 
 
 def one_line(text: str, length: int | None = None) -> str:
-    """``text`` for one line of an answer or a row of a table: line breaks shown as ``\\n`` (a
-    multi-line ``python -c`` script would otherwise break the line), then cut to ``length``."""
-    single = text.replace("\r", "\\r").replace("\n", "\\n")
+    """``text`` for one line of an answer or a row of a table: line breaks and every other control
+    character shown as escapes (``printable``: a multi-line ``python -c`` script would otherwise
+    break the line, an ESC reach the terminal), then cut to ``length``."""
+    single = printable(text)
     return single if length is None else shortened(single, length)
 
 

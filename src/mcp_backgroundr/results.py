@@ -8,10 +8,11 @@ answer model, and nothing edits what the core returned.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from .models import TaskState, WaitReason
+from .models import TaskState, WaitReason, one_line
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,21 @@ class Survivor:
     pid: int
     command: str
     reason: str
+
+
+class _ShownSurvivor(Protocol):
+    @property
+    def pid(self) -> int: ...
+    @property
+    def command(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+
+
+def survivors_text(survivors: Iterable[_ShownSurvivor]) -> str:
+    """The processes an end could not end, as the tool's answer and the CLI's ``stop`` both say them
+    (their command lines are the task's text: one line each)."""
+    return "; ".join(f"pid {s.pid} ({one_line(s.command)}): {s.reason}" for s in survivors)
 
 
 def signalled_text(signalled_pids: Sequence[int], escalated: bool) -> str:

@@ -22,11 +22,11 @@ import anyio
 from ..config import HOME_ENV, Settings
 from ..core.requests import ReadRequest, WaitRequest
 from ..core.session import CoreSession
-from ..errors import BackgroundrError
+from ..errors import BackgroundrError, printable, warn
 from ..logs import files
 from ..models import TaskRecord, TaskState, one_line, socket_address
 from ..remote.place import RemotePlace
-from ..results import Ended, Status, output_away, signalled_text
+from ..results import Ended, Status, output_away, signalled_text, survivors_text
 from ..store import orphans
 from ..store.registry import Registry
 
@@ -101,7 +101,7 @@ def ps(settings: Settings, everything: bool) -> str:
         return f"no tasks in {settings.home}" if everything else "no running tasks; ps --all lists finished ones too"
     rows = [("ID", "NAME", "STATE", "HOST", "PID", "PORTS", "RUNTIME", "COMMAND")]
     for t in listing.tasks:
-        host = (t.host or "-") + (" (unreachable)" if t.host_reachable is False else "")
+        host = one_line(t.host or "-") + (" (unreachable)" if t.host_reachable is False else "")
         rows.append(
             (
                 t.task_id,
@@ -153,6 +153,7 @@ def _as_text(fields: dict[str, Any]) -> str:
         if value in (None, [], ""):
             continue
         parts = [str(item) for item in value] if isinstance(value, list) else str(value).split("\n")
+        parts = [printable(part) for part in parts]  # the record's text is the client's
         lines.append(f"{key}: {parts[0]}")
         lines.extend(f"  {part}" for part in parts[1:])
     return "\n".join(lines)
@@ -169,12 +170,12 @@ async def _logs(task_id: str, lines: int, follow: bool, session: CoreSession) ->
     printer = _Printer()
     shown = printer.printed(await session.read(task_id, ReadRequest(lines=lines, raw=True)))
     if shown.truncated and shown.truncation:
-        print(f"mcp-backgroundr: {shown.truncation}", file=sys.stderr)
+        warn(shown.truncation)
     while follow and shown.state is TaskState.RUNNING:
         await session.wait(task_id, WaitRequest(FOLLOW_WAIT_SECONDS, ANY_LINE), shown.cursor)
         shown = await _print_on(session, task_id, shown.cursor, printer)
     if follow:  # on stderr: the output stays the task's own
-        print(f"mcp-backgroundr: task {task_id} ended ({_how_it_ended(shown)})", file=sys.stderr)
+        warn(f"task {task_id} ended ({_how_it_ended(shown)})")
 
 
 async def _print_on(session: CoreSession, task_id: str, cursor: int, printer: _Printer) -> Status:
@@ -220,7 +221,7 @@ class _Printer:
             self.line_open = False
         sys.stdout.flush()
         note = files.dropped_note(since, dropped)
-        print(f"mcp-backgroundr: {note}; the output goes on from the next line after them", file=sys.stderr)
+        warn(f"{note}; the output goes on from the next line after them")
         self.skipping = True
 
     def _skipped(self, text: str) -> str:
@@ -239,7 +240,8 @@ def send(settings: Settings, task_id: str, text: str, newline: bool = True, clos
         written = _in_session(
             settings, registry, lambda session: session.send_input(record.task_id, text, newline, close)
         )
-    return f"wrote {written.bytes_written} bytes to task {task_id}" + ("; its input is now closed" if close else "")
+    closed = "; its input is now closed" if close else ""
+    return f"wrote {written.bytes_written} bytes to task {record.task_id}{closed}"
 
 
 def stop(settings: Settings, task_id: str, grace_seconds: float) -> str:
@@ -248,7 +250,7 @@ def stop(settings: Settings, task_id: str, grace_seconds: float) -> str:
         record = _record(registry, task_id)
         was_running = orphans.as_it_stands(record).running
         ended = _in_session(settings, registry, lambda session: session.end(record.task_id, grace_seconds, STOP_REASON))
-    where = f" on {record.host}" if record.host else ""
+    where = f" on {one_line(record.host)}" if record.host else ""
     signalled = signalled_text(ended.signalled_pids, ended.escalated)
     if was_running and ended.state is TaskState.KILLED:
         return _survivors(f"stopped task {ended.task_id}{where}: {signalled}", ended)
@@ -270,7 +272,7 @@ def _how_it_ended(ended: Ended | Status) -> str:
 def _survivors(text: str, ended: Ended) -> str:
     """``text``, then the processes that survived (pid, command, why), or what was checked to find
     none (as the tool says it: "the task's cgroup is empty" claims no more than was looked at)."""
-    named = "; ".join(f"pid {s.pid} ({s.command}): {s.reason}" for s in ended.survivors)
+    named = survivors_text(ended.survivors)
     return text + (f"; SURVIVORS: {named}" if named else f"; {ended.verified or 'no process of it was found'}")
 
 

@@ -17,7 +17,7 @@ import anyio
 from .. import __version__
 from ..config import HOME_ENV, Settings
 from ..core import policy
-from ..errors import BackgroundrError
+from ..errors import BackgroundrError, printable, warn
 from ..platform import backend
 from . import commands
 
@@ -35,7 +35,7 @@ class _OneLineErrors(argparse.ArgumentParser):
     """Bad options get one clear line (and exit status 2), not a usage dump."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message}; see {self.prog} --help\n")
+        self.exit(2, f"{self.prog}: {printable(message)}; see {self.prog} --help\n")
 
 
 def _whole_number(minimum: int) -> Callable[[str], int]:
@@ -249,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             _run_command(arguments, settings)
     except BackgroundrError as exc:
-        print(f"mcp-backgroundr: {exc}", file=sys.stderr)
+        warn(str(exc))
         return 1
     except KeyboardInterrupt:
         return 130

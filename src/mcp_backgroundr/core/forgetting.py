@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import functools
-import sys
 import time
 
 from .. import offload
-from ..errors import BackgroundrError, RegistryError, TaskNotFoundError
+from ..errors import BackgroundrError, RegistryError, TaskNotFoundError, warn
 from ..models import TaskRecord
 from ..results import Removed
 from ..store import retention
@@ -27,7 +26,7 @@ async def prune_now(state: CoreState) -> None:
     try:
         pruned = await prune(state, state.settings.keep_finished, state.settings.keep_days)
     except RegistryError as exc:
-        print(f"mcp-backgroundr: {exc}", file=sys.stderr)
+        warn(str(exc))
         return
     if pruned:
         forgetting = functools.partial(_report_left, state, pruned)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..config import Settings
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, first_control, printable
 from ..logs.patterns import Pattern, compiled
 from ..platform.containment import Limits
 from . import validation
@@ -98,8 +98,7 @@ def check_start(request: StartRequest, settings: Settings, policy: Policy, place
         policy.task_limit("max_processes", request.max_processes),
     )
     env = validation.checked_env(request.env)
-    if request.name is not None and len(request.name) > MAX_NAME_LENGTH:
-        raise InvalidArgumentError("name", request.name, f"use a label of at most {MAX_NAME_LENGTH} characters")
+    checked_name(request.name)
     restarts = validation.checked_restart(request.restart, request.max_restarts, settings.default_max_restarts)
     log_cap = validation.checked_log_cap(request.max_log_bytes, settings.max_log_bytes)
     if request.keep_running and request.pty:
@@ -122,6 +121,19 @@ def check_start(request: StartRequest, settings: Settings, policy: Policy, place
         host=request.host,
         wait=wait,
     )
+
+
+def checked_name(name: str | None) -> None:
+    """A task's name is a label to tell it by, shown on one line of every listing: a control
+    character (a line break, ESC, a bidirectional override) has no place in one, and shown
+    escaped it would not be the name given, so it is refused rather than stored."""
+    if name is None:
+        return
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidArgumentError("name", name, f"use a label of at most {MAX_NAME_LENGTH} characters")
+    if (control := first_control(name)) is not None:
+        advice = f"a name is a one-line label; remove the control character {printable(control)}"
+        raise InvalidArgumentError("name", name, advice)
 
 
 def _start_wait(request: StartRequest, settings: Settings) -> WaitConditions | None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Sequence
 
 import anyio
 
 from .. import offload
-from ..errors import RegistryError
+from ..errors import RegistryError, warn
 from ..platform.containment import end_trees, unclaimed_children
 from .place import ShutdownWork
 from .state import CoreState
@@ -57,7 +56,7 @@ async def prepare_here(state: CoreState, tasks: Sequence[Task]) -> ShutdownWork:
             if not task.running:
                 await task.settle()  # a cgroup still holding a survivor is not removed
         for pid, command, reason in outcome.survivors:
-            print(f"mcp-backgroundr: left running at shutdown: pid {pid} ({command}): {reason}", file=sys.stderr)
+            warn(f"left running at shutdown: pid {pid} ({command}): {reason}")
         return len(outcome.ended_tasks)
 
     return end_here

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from anyio.abc import TaskGroup
 
 from .. import offload
 from ..config import Settings
-from ..errors import RegistryError
+from ..errors import RegistryError, warn
 from ..logs import matching
 from ..logs.capping import CapperProcess
 from ..models import TaskRecord
@@ -116,7 +115,7 @@ class CoreState:
         try:
             self.registry.update_soon(records)  # the event loop never waits on the registry's lock
         except RegistryError as exc:
-            print(f"mcp-backgroundr: {exc}", file=sys.stderr)
+            warn(str(exc))
 
     def changed(self, change: TaskChange, task_id: str) -> None:
         if self.on_change is not None and self.group is not None and not self.shutting_down:
@@ -207,7 +206,7 @@ class CoreState:
         try:
             return await offload.run(offload.REGISTRY, claim, self.registry, records, self.owner)
         except RegistryError as exc:
-            print(f"mcp-backgroundr: {exc}; taking over {len(records)} task(s) without a claim", file=sys.stderr)
+            warn(f"{exc}; taking over {len(records)} task(s) without a claim")
             return records
 
     async def insert(self, record: TaskRecord) -> None:

@@ -9,8 +9,9 @@ its task instead, and the server goes on.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Awaitable, Callable
+
+from ..errors import warn
 
 
 def failure_text(exc: BaseException) -> str:
@@ -24,7 +25,7 @@ def failure_text(exc: BaseException) -> str:
 
 def report(label: str, note: str) -> None:
     """A line on the server's stderr (the client's log of the server)."""
-    print(f"mcp-backgroundr: {label}: {note}", file=sys.stderr, flush=True)
+    warn(f"{label}: {note}")
 
 
 async def contained(

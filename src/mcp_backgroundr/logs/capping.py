@@ -38,6 +38,7 @@ import anyio
 import anyio.abc
 
 from ..config import HOME_ENV, PLATFORM_ENV
+from ..errors import warn
 from ..platform import process as processes
 from .logcap import LogCapper
 
@@ -154,7 +155,7 @@ class CapperProcess:
                     f"{RESTART_WINDOW_SECONDS:g}s, last with {code})"
                 )
                 return
-            print(f"mcp-backgroundr: the capping process ended ({code}); starting it again", file=sys.stderr)
+            warn(f"the capping process ended ({code}); starting it again")
             self._commands = [_command(_WATCH, path, cap) for path, cap in self._watched.items()]
             self._commands += [_command(_HELD, path, *holder) for path, holder in self._holders.items()]
             self._pending.set()
@@ -219,7 +220,7 @@ class CapperProcess:
             with anyio.move_on_after(ANSWER_SECONDS):
                 await self._answered.wait()
             if not self._answered.is_set():
-                print(f"mcp-backgroundr: the capping process gave no answer in {ANSWER_SECONDS:g}s", file=sys.stderr)
+                warn(f"the capping process gave no answer in {ANSWER_SECONDS:g}s")
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 return

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import IO, TypeVar, TypeVarTuple
 
 from .. import offload
-from ..errors import BackgroundrError
+from ..errors import BackgroundrError, warn
 from ..platform.containment import die_with_server
 from .capping import PASSED_ON
 from .lines import CHUNK
@@ -126,7 +126,7 @@ class MatchingProcesses:
                         raise MatchingError(
                             f"the matching process ended during the call ({gone}); call again"
                         ) from gone
-                    print(f"mcp-backgroundr: a matching process ended ({gone}); starting another", file=sys.stderr)
+                    warn(f"a matching process ended ({gone}); starting another")
                     continue
                 except BaseException:
                     self._give_back(worker)

@@ -31,7 +31,7 @@ from .. import exits
 from ..config import HOME_ENV, TOKEN_ENV, Settings
 from ..core.policy import Policy
 from ..core.supervisor import Supervisor
-from ..errors import BackgroundrError
+from ..errors import BackgroundrError, warn
 from ..remote import RemotePlace
 from ..store.registry import Registry
 from ..tools import sdk
@@ -60,7 +60,7 @@ def prepare_home(settings: Settings) -> None:
 async def _shut_down(supervisor: Supervisor, reason: str) -> None:
     started = time.monotonic()
     ended = await supervisor.shutdown()
-    print(f"mcp-backgroundr: {reason}; ended {ended} task(s) in {time.monotonic() - started:.2f}s", file=sys.stderr)
+    warn(f"{reason}; ended {ended} task(s) in {time.monotonic() - started:.2f}s")
 
 
 async def _end_tasks_on_signal(supervisor: Supervisor) -> None:
@@ -244,7 +244,7 @@ async def serve_http(settings: Settings, policy: Policy, options: HttpOptions) -
             )
             freeze_what_starting_made()
             for warning in warnings:
-                print(f"mcp-backgroundr: warning: {warning}", file=sys.stderr)
+                warn(f"warning: {warning}")
             print(_banner(url, options, settings, policy), file=sys.stderr, flush=True)
             async with anyio.create_task_group() as group:
                 group.start_soon(_end_tasks_on_signal, supervisor)

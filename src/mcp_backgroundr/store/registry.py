@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import os
 import sqlite3
-import sys
 import threading
 import urllib.parse
 import weakref
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..config import HOME_ENV
-from ..errors import RegistryError, RegistryFullError
+from ..errors import RegistryError, RegistryFullError, warn
 from ..models import TaskRecord, TaskState
 
 BUSY_TIMEOUT_MS = 10_000
@@ -217,12 +216,8 @@ def _open_reader(target: str, uri: bool) -> sqlite3.Connection:
     return db
 
 
-def _say(line: str) -> None:
-    print(f"mcp-backgroundr: {line}", file=sys.stderr)
-
-
 def _report(error: RegistryError) -> None:
-    _say(str(error))
+    warn(str(error))
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
@@ -408,7 +403,7 @@ class Registry:
             self.on_write_error(exc)
         else:
             if kept_before and changes:
-                _say(f"the disk has space again: wrote {len(changes)} task change(s) kept meanwhile")
+                warn(f"the disk has space again: wrote {len(changes)} task change(s) kept meanwhile")
 
     def _keep(self, changes: Sequence[tuple[TaskRecord, tuple[object, ...]]]) -> None:
         """Changes that failed for lack of space go back to the pending ones (newer ones of the same

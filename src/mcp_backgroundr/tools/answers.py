@@ -14,7 +14,7 @@ from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel
 
 from ..models import EndedTask, TaskState, TaskStatus, WaitResult, one_line, socket_address
-from ..results import Listing, Summary, signalled_text
+from ..results import Listing, Summary, signalled_text, survivors_text
 
 MAX_LISTED = 1000
 
@@ -116,7 +116,7 @@ def _row(
     head |= {"pid": pid, "exit_code": exit_code, "started_at": started_at}
     tail = {"owner": owner, "containment": containment, "host": host, "host_reachable": reachable}
     tail["host_seen_at"] = seen_at
-    middle = f" host={host}" if host else ""
+    middle = f" host={one_line(host)}" if host else ""
     if reachable is False:
         middle += f" (host unreachable, last answered {seen_at})"
     if exit_code is not None:
@@ -127,7 +127,7 @@ def _row(
         line_start=f"{task_id} {state:<9} pid={pid}",
         containment=f" containment={containment}",
         line_middle=middle,
-        line_name=f" name={name}" if name else "",
+        line_name=f" name={one_line(name)}" if name else "",
         line_command=" " + one_line(command),
     )
 
@@ -154,17 +154,17 @@ def task_head(task: TaskStatus | EndedTask) -> str:
 
 def describe_status(status: TaskStatus) -> str:
     head = task_head(status)
-    where = f" host={status.host}" if status.host else ""
+    where = f" host={one_line(status.host)}" if status.host else ""
     head += f"{where} pid={status.pid} runtime={status.runtime_seconds}s containment={status.containment}: "
     head += one_line(status.command)
     lines = [head]
     if status.host_reachable is False:
         lines.append(
-            f"HOST UNREACHABLE (last answered {status.host_seen_at}): {status.host_problem}; "
+            f"HOST UNREACHABLE (last answered {status.host_seen_at}): {one_line(status.host_problem or '')}; "
             "what follows is what was last known"
         )
     if status.end_reason and status.state is not TaskState.RUNNING:
-        lines.append(f"ended: {status.end_reason}")
+        lines.append(f"ended: {one_line(status.end_reason)}")
     if status.lingering_pids:
         lines.append(
             f"its main process has ended but these processes it started still run: {status.lingering_pids}; "
@@ -202,7 +202,7 @@ def describe_end(ended: EndedTask) -> str:
     text = task_head(ended) + "; " + signalled_text(ended.signalled_pids, ended.escalated)
     text += f"; containment={ended.containment}"
     if ended.survivors:
-        text += "; SURVIVORS: " + "; ".join(f"pid {s.pid} ({s.command}): {s.reason}" for s in ended.survivors)
+        text += "; SURVIVORS: " + survivors_text(ended.survivors)
     else:
         text += f"; {ended.verified}"
     return text

@@ -27,7 +27,8 @@ from mcp_types import Resource as MCPResource
 from pydantic import AnyUrl, ValidationError
 
 from .. import __version__
-from ..errors import BackgroundrError, shortened, shown_value
+from ..errors import BackgroundrError, first_control, printable, shown_value
+from ..models import one_line
 from . import draining, pipes, sdk, threaded
 from .arguments import hint, normalized, simple_schema
 from .schemas import cheap_to_validate, rows_checked_by_key
@@ -148,7 +149,7 @@ class BackgroundrMCPServer(MCPServer[Any]):
         if not unknown or known is None:
             return
         # The names are the client's: the first few are shown, each cut as a value is.
-        shown = {u: shortened(u, SHOWN_NAME) for u in unknown[:SHOWN_UNKNOWN]}
+        shown = {u: one_line(u, SHOWN_NAME) for u in unknown[:SHOWN_UNKNOWN]}
         hints = [f"{shown[u]} -> {meant}" for u in shown if (meant := hint(u, known))]
         advice = f" (did you mean {', '.join(hints)}?)" if hints else ""
         more = f" and {len(unknown) - len(shown)} more" if len(unknown) > len(shown) else ""
@@ -171,40 +172,41 @@ class BackgroundrMCPServer(MCPServer[Any]):
     ) -> GetPromptResult | InputRequiredResult:
         """An unknown prompt is the client's mistake (invalid params), not an internal error."""
         if name not in {prompt.name for prompt in await self.list_prompts()}:
-            message = f"Unknown prompt: {shortened(name, SHOWN_NAME)}; prompts/list shows the prompts"
+            message = f"Unknown prompt: {one_line(name, SHOWN_NAME)}; prompts/list shows the prompts"
             raise MCPError(code=INVALID_PARAMS, message=message)
         return await super().get_prompt(name, arguments, context)
 
     async def read_resource(
         self, uri: AnyUrl | str, context: Context[Any, Any] | None = None
     ) -> Iterable[ReadResourceContents] | InputRequiredResult:
-        """A URI no resource has is refused as the SDK refuses it, but cut: the SDK repeats it whole,
-        however long (a 20 MB URI got a 20 MB answer)."""
+        """A URI no resource has is refused as the SDK refuses it, but cut and its control characters
+        escaped: the SDK repeats it whole, however long (a 20 MB URI got a 20 MB answer)."""
         try:
             return await super().read_resource(uri, context)
         except ResourceNotFoundError as exc:
-            if len(text := str(uri)) <= SHOWN_NAME or not str(exc).startswith(UNKNOWN_RESOURCE):
+            shown_whole = len(text := str(uri)) <= SHOWN_NAME and first_control(text) is None
+            if shown_whole or not str(exc).startswith(UNKNOWN_RESOURCE):
                 raise
             advice = "resources/list and resources/templates/list show the URIs"
-            raise ResourceNotFoundError(f"{UNKNOWN_RESOURCE}{shortened(text, SHOWN_NAME)}; {advice}") from exc
+            raise ResourceNotFoundError(f"{UNKNOWN_RESOURCE}{one_line(text, SHOWN_NAME)}; {advice}") from exc
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
         if name not in self._parameters:
             # The SDK's refusal repeats the name whole, however long the client made it.
-            raise ToolError(f"Unknown tool: {shortened(name, SHOWN_NAME)}; tools/list shows the tools")
+            raise ToolError(f"Unknown tool: {one_line(name, SHOWN_NAME)}; tools/list shows the tools")
         self._check_argument_names(name, arguments)
         schema = self._schemas.get(name)
         try:
             if (bounds := self._bounds.get(name)) is not None:
                 bounds(arguments)
         except BackgroundrError as exc:
-            raise ToolError(str(exc)) from exc  # the line the same refusal gets after validation
+            raise ToolError(printable(str(exc))) from exc  # the line the same refusal gets after validation
         try:
             arguments = normalized(schema, arguments) if schema else arguments
         except BackgroundrError as exc:
-            raise ToolError(f"{name}: {exc}") from exc
+            raise ToolError(printable(f"{name}: {exc}")) from exc
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
@@ -216,7 +218,7 @@ class BackgroundrMCPServer(MCPServer[Any]):
             if isinstance(cause, ValidationError):
                 raise ToolError(_one_line_validation_error(name, cause)) from exc
             if isinstance(cause, BackgroundrError):
-                raise ToolError(str(cause)) from exc
+                raise ToolError(printable(str(cause))) from exc
             if isinstance(exc, UnexpectedToolError):
                 raise UnexpectedToolError(crash_answer(name)) from exc
             raise

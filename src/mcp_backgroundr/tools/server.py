@@ -96,7 +96,7 @@ Env = Annotated[
     dict[str, str | None] | None,
     Field(description="Variables added to the server's environment (null unsets one)."),
 ]
-Name = Annotated[str | None, Field(description="A short label.")]
+Name = Annotated[str | None, Field(description="A short one-line label (no control characters).")]
 Stdin = Annotated[bool, Field(description="Keep its stdin open for send_task_input (else /dev/null).")]
 Pty = Annotated[
     bool, Field(description="Run it in a pseudo-terminal (REPLs, programs that need a terminal); takes input.")
@@ -330,7 +330,7 @@ def _add_run_tool(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
             started.wait = await _bounded_wait(supervisor, started.task_id, plan.wait, 0, ctx, go_on)
             started.state = started.wait.status.state
         where = f"{started.host}:{started.cwd}" if started.host else started.cwd
-        text = f"started task {started.task_id} pid={started.pid} [{started.state}] in {where}: "
+        text = f"started task {started.task_id} pid={started.pid} [{started.state}] in {one_line(where)}: "
         text += one_line(started.command)
         return answer(started, text + ("\n" + describe_wait(started.wait) if started.wait else ""))
 
