@@ -320,10 +320,14 @@ class Survivor(BaseModel):
 
 
 class EndedTask(BaseModel):
-    """Answer of end_background_task, given only once the task's processes are gone."""
+    """Answer of end_background_task: once the task's processes are gone, or (see `advice`) while
+    they are still being ended."""
 
     task_id: _TaskId
-    state: TaskState = Field(description="Final state: killed, or completed/failed if it had already finished.")
+    state: TaskState = Field(
+        description="Final state: killed, or completed/failed if it had already finished; running while "
+        "`advice` says it is still ending."
+    )
     exit_code: int | None = Field(description="Exit status of the main process; 128+N when signal N ended it.")
     signal: str | None = Field(description="Name of the signal that ended the main process, if one did.")
     signalled_pids: list[int] = Field(description="Every process of the task that was sent a signal.")
@@ -333,6 +337,11 @@ class EndedTask(BaseModel):
     verified: str = Field(
         default="",
         description="What was checked at the end, true for the containment level (e.g. the task's cgroup is empty).",
+    )
+    advice: str | None = Field(
+        default=None,
+        description="Set when the answer came before the end was done (no progress token, and the end outlasted "
+        "the bound on such requests): it goes on; how to learn its outcome.",
     )
 
 

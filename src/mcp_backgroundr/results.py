@@ -140,6 +140,8 @@ class Ended:
     survivors: list[Survivor]
     containment: str = "marker"
     verified: str = ""
+    advice: str | None = None
+    """Set when the answer came before the end was done: how to learn its outcome."""
 
 
 @dataclass(frozen=True)

@@ -103,3 +103,35 @@ async def test_the_first_line_of_a_start_tells_the_state_the_answer_carries(serv
         started, text = await _call(client, "run_background_task", command="echo done", wait_for_pattern="never")
     assert started["state"] == started["wait"]["status"]["state"] == "completed"
     assert "[completed]" in text.splitlines()[0]
+
+
+async def test_end_background_task_without_progress_answers_at_the_cap_while_the_task_is_still_ending(
+    server_command: str,
+) -> None:
+    async with connect(server_command, env=LOWERED) as client:
+        task = await call(
+            client, "run_background_task", command="trap '' TERM; echo ready; sleep 300", wait_for_pattern="ready"
+        )
+        ending, text = await _call(
+            client, "end_background_task", task_id=task["task_id"], grace_seconds=ASKED_UNATTENDED_SECONDS
+        )
+        during = await call(client, "get_task_status", task_id=task["task_id"])
+        ended, _ = await _call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
+    assert ending["state"] == during["state"] == "running", ending
+    assert ending["advice"] is not None and ending["advice"] in text
+    assert f"still ending after {CAP_SECONDS:g}s" in ending["advice"]
+    assert f"wait_for_task task_id={task['task_id']}" in ending["advice"]
+    assert ended["state"] == "killed" and ended["advice"] is None
+
+
+async def test_end_background_task_with_progress_answers_once_the_task_is_gone(server_command: str) -> None:
+    progress = Progress()
+    async with connect(server_command, env=LOWERED) as client:
+        task = await call(
+            client, "run_background_task", command="trap '' TERM; echo ready; sleep 300", wait_for_pattern="ready"
+        )
+        ended, text = await _call(
+            client, "end_background_task", progress, task_id=task["task_id"], grace_seconds=ASKED_SECONDS
+        )
+    assert ended["state"] == "killed" and ended["escalated"] and ended["advice"] is None, text
+    assert len(progress.reports) >= 2 and all(total == ASKED_SECONDS for _, total in progress.reports)

@@ -67,6 +67,7 @@ EXPECTED = {
             "survivors",
             "containment",
             "verified",
+            "advice",
         },
     ),
     "list_tasks": ({"state", "all", "limit"}, set(), {"tasks", "total"}),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import time
+from collections.abc import Awaitable, Callable
 
 import anyio
 
@@ -17,6 +19,7 @@ from ..store import orphans
 from .lookup import find_task, is_own, owner_gone
 from .state import CoreState
 from .task import Task, answer_of
+from .watch import ProgressReporter, report_progress
 
 END_REASON = "end_background_task"
 VERIFIED = {
@@ -50,6 +53,63 @@ async def end(state: CoreState, task_id: str, grace: float, reason: str = END_RE
         if await _unowned(state, task):
             state.save([task.record])
     return ended
+
+
+async def end_within(
+    state: CoreState, task_id: str, grace: float, within: float | None, progress: ProgressReporter | None = None
+) -> Ended:
+    """End a task as :func:`end` does, answering within ``within`` seconds (None: once it is gone,
+    telling ``progress`` meanwhile): past it the end goes on in the background, and the answer
+    shows the task as it is then, with advice on how to learn the outcome."""
+    task = await find_task(state, task_id)  # an unknown task is refused at once
+    ending = _InBackground(functools.partial(end, state, task_id, grace))
+    state.in_background(task, f"ending the task ({END_REASON})", ending.run)
+    if (done := await ending.outcome(within, progress, grace)) is not None:
+        return done
+    advice = (
+        f"still ending after {within:g}s (grace {grace:g}s from SIGTERM to SIGKILL): answered now to beat "
+        f"the client's request timeout (no progress token was sent); wait_for_task task_id={task_id} "
+        "answers once it has exited, get_task_status shows how it ended"
+    )
+    return answer_of(Ended, task.record, time.time(), signalled_pids=[], escalated=False, survivors=[], advice=advice)
+
+
+class _InBackground:
+    """An end run in the background whose caller stops waiting for it after a while: what it
+    raises before then is the caller's to answer, what it raises after is reported on the task."""
+
+    def __init__(self, ending: Callable[[], Awaitable[Ended]]) -> None:
+        self._ending = ending
+        self._done = anyio.Event()
+        self._ended: Ended | None = None
+        self._error: Exception | None = None
+        self._abandoned = False
+
+    async def run(self) -> None:
+        try:
+            self._ended = await self._ending()
+        except Exception as exc:
+            if self._abandoned:
+                raise
+            self._error = exc
+        finally:
+            self._done.set()
+
+    async def outcome(self, within: float | None, progress: ProgressReporter | None, grace: float) -> Ended | None:
+        """The end's answer, if it came within ``within`` seconds (None: no limit), telling
+        ``progress`` meanwhile; raises what the end raised."""
+        try:
+            with anyio.move_on_after(math.inf if within is None else within):
+                async with anyio.create_task_group() as group:
+                    if progress is not None:
+                        group.start_soon(report_progress, progress, grace)
+                    await self._done.wait()
+                    group.cancel_scope.cancel()
+        finally:
+            self._abandoned = not self._done.is_set()
+        if self._error is not None:
+            raise self._error
+        return self._ended
 
 
 async def _unowned(state: CoreState, task: Task) -> bool:

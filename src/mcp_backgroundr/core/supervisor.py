@@ -190,9 +190,17 @@ class Supervisor:
         """Forget a finished task and delete its log: one of ours, or one whose server is gone."""
         return await forgetting.remove(self._state, task_id)
 
-    async def end(self, task_id: str, grace_seconds: float | None = None) -> Ended:
-        """End a task's whole process tree and answer once it is gone."""
-        return await ending.end(self._state, task_id, check_grace(grace_seconds, self.settings))
+    async def end(
+        self,
+        task_id: str,
+        grace_seconds: float | None = None,
+        within: float | None = None,
+        progress: watch.ProgressReporter | None = None,
+    ) -> Ended:
+        """End a task's whole process tree and answer once it is gone, or after ``within`` seconds
+        while it is still ending (see :func:`ending.end_within`); ``progress`` hears meanwhile."""
+        grace = check_grace(grace_seconds, self.settings)
+        return await ending.end_within(self._state, task_id, grace, within, progress)
 
     async def shutdown(self) -> int:
         """End every task this server owns, all at once, within a bounded time.

@@ -199,6 +199,8 @@ def describe_wait(result: WaitResult) -> str:
 
 
 def describe_end(ended: EndedTask) -> str:
+    if ended.advice is not None:
+        return f"{task_head(ended)}; {ended.advice}"
     text = task_head(ended) + "; " + signalled_text(ended.signalled_pids, ended.escalated)
     text += f"; containment={ended.containment}"
     if ended.survivors:

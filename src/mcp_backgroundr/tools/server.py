@@ -77,12 +77,12 @@ def _has_progress_token(ctx: Context[Any, Any] | None) -> bool:
     return meta is not None and meta.get("progress_token") is not None
 
 
-def _progress_reporter(ctx: Context[Any, Any] | None) -> ProgressReporter | None:
+def _progress_reporter(ctx: Context[Any, Any] | None, doing: str = "waiting") -> ProgressReporter | None:
     if ctx is None:
         return None
 
     async def report(waited: float, limit: float) -> None:
-        await ctx.report_progress(waited, limit, f"waiting ({waited:g}s of {limit:g}s)")
+        await ctx.report_progress(waited, limit, f"{doing} ({waited:g}s of {limit:g}s)")
 
     return report
 
@@ -240,6 +240,12 @@ def _unattended(settings: Settings) -> str:
     )
 
 
+def _unattended_bound(supervisor: Supervisor, ctx: Context[Any, Any] | None) -> float | None:
+    """How long a call may run before it answers, so as to beat the client's request timeout: None
+    when the client sent a progress token (progress keeps the request alive)."""
+    return None if _has_progress_token(ctx) else supervisor.settings.unattended_wait_seconds
+
+
 async def _bounded_wait(
     supervisor: Supervisor,
     task_id: str,
@@ -249,9 +255,9 @@ async def _bounded_wait(
     go_on: Callable[[Waited], str],
 ) -> WaitResult:
     """A wait that answers before the client's request timeout unless progress keeps it alive."""
-    cap = supervisor.settings.unattended_wait_seconds
-    capped = conditions.timeout > cap and not _has_progress_token(ctx)
-    bounded = dataclasses.replace(conditions, timeout=cap) if capped else conditions
+    cap = _unattended_bound(supervisor, ctx)
+    bounded = conditions if cap is None or conditions.timeout <= cap else dataclasses.replace(conditions, timeout=cap)
+    capped = bounded is not conditions
     result = await supervisor.wait(task_id, bounded, since=since, progress=_progress_reporter(ctx))
     if capped and result.reason is WaitReason.TIMEOUT:
         advice = (
@@ -386,7 +392,9 @@ def _add_act_tools(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
         float | None,
         Field(
             description=f"Seconds from SIGTERM to SIGKILL (0 to {settings.max_grace_seconds:g}; default "
-            f"{settings.default_grace_seconds:g})."
+            f"{settings.default_grace_seconds:g}). Without a progress token the answer comes within "
+            f"{settings.unattended_wait_seconds:g}s, the end going on past it (see `advice`); with one it "
+            "comes once the task is gone, sending progress."
         ),
     ]
 
@@ -398,10 +406,13 @@ def _add_act_tools(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
             idempotent_hint=True,
         )
     )
-    async def end_background_task(task_id: TaskId, grace_seconds: Grace = None) -> Annotated[CallToolResult, EndedTask]:
+    async def end_background_task(
+        task_id: TaskId, grace_seconds: Grace = None, ctx: Context[Any, Any] | None = None
+    ) -> Annotated[CallToolResult, EndedTask]:
         """Stop a task's whole process tree: SIGTERM, SIGKILL after the grace period; answers once
-        all are gone, naming any `survivors`."""
-        ended = model_of(EndedTask, await supervisor.end(task_id, grace_seconds))
+        all are gone, naming any `survivors` (or, see `advice`, while it is still ending)."""
+        bound, progress = _unattended_bound(supervisor, ctx), _progress_reporter(ctx, "ending")
+        ended = model_of(EndedTask, await supervisor.end(task_id, grace_seconds, bound, progress))
         return answer(ended, describe_end(ended))
 
     @app.background_tool(ToolAnnotations(title="Send input to a task", read_only_hint=False, destructive_hint=False))
