@@ -112,3 +112,28 @@ async def test_a_malformed_body_without_the_token_gets_401_not_an_answer(served:
     async with httpx2.AsyncClient(timeout=REQUEST_SECONDS) as http:
         for body in (MALFORMED[0], b"not json"):
             assert (await http.post(served.url, content=body, headers=JSON_HEADERS)).status_code == 401
+
+
+async def test_a_request_before_initialize_is_told_to_send_initialize_first_on_both_eras(
+    served: HttpServer, home: Path
+) -> None:
+    """A request that opens no session got the SDK's "Bad Request: Missing session ID", which does
+    not say that initialize comes first (a new-user trial); a 2026-07-28 request, which needs no
+    handshake, is told what its envelope lacks."""
+    token = (home / TOKEN_FILE).read_text().strip()
+    headers = JSON_HEADERS | {"Authorization": f"Bearer {token}"}
+    async with httpx2.AsyncClient(timeout=REQUEST_SECONDS) as http:
+        for era in ({}, {"MCP-Protocol-Version": LEGACY}):
+            response = await http.post(served.url, json=_request(4), headers=headers | era)
+            assert response.status_code == 400, response.text
+            assert response.json()["id"] == 4
+            message = response.json()["error"]["message"]
+            assert message.startswith("Bad Request: tools/list was sent before initialize: send the initialize"), (
+                message
+            )
+            assert "Mcp-Session-Id" in message, message
+        modern = await http.post(served.url, json=_request(5), headers=headers | {"MCP-Protocol-Version": MODERN})
+        message = modern.json()["error"]["message"]
+        assert "io.modelcontextprotocol/protocolVersion" in message and "initialize" not in message, message
+        session = await _legacy_headers(http, served.url, token)
+        assert '"run_background_task"' in (await http.post(served.url, json=_request(6), headers=session)).text

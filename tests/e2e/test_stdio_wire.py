@@ -375,3 +375,40 @@ def test_a_call_the_client_cancelled_is_not_answered_when_stdin_ends(server_comm
     assert answers.get(3) == {"jsonrpc": "2.0", "id": 3, "result": {}}, answers
     assert "ended the server's stdin" not in json.dumps(answers.get(2)), answers
     assert b"Traceback" not in done.stderr, done.stderr
+
+
+BEFORE_INITIALIZE = "was sent before initialize: send the initialize request first, then notifications/initialized"
+
+
+def test_a_request_before_initialize_is_told_to_send_initialize_first(server_command: str, tmp_path: Path) -> None:
+    """tools/list, tools/call and resources/list sent before the handshake got -32602 "Invalid
+    request parameters" with empty data (a new-user trial); on a pipe and from a file alike they now
+    say to send initialize first, and are served once it is sent."""
+    early = [("tools/list", None), ("tools/call", {"name": "list_tasks", "arguments": {}}), ("resources/list", {})]
+    with RawServer(server_command) as server:
+        for method, params in early:
+            error = server.request(method, params)["error"]
+            assert (
+                error["code"] == -32602 and error["message"] == f"{method} {BEFORE_INITIALIZE}, then this request again"
+            )
+        assert server.request("ping")["result"] == {}
+        server.initialize()
+        assert server.request("tools/call", {"name": "list_tasks", "arguments": {}})["result"]["isError"] is False
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}) + "\n")
+    with requests.open("rb") as stdin:
+        done = subprocess.run([server_command], stdin=stdin, capture_output=True, timeout=ANSWER_SECONDS, check=True)
+    assert BEFORE_INITIALIZE in json.loads(done.stdout)["error"]["message"], done.stdout
+
+
+def test_a_2026_request_without_its_envelope_is_told_what_the_envelope_holds(server_command: str) -> None:
+    """The 2026-07-28 protocol has no handshake: a request without the envelope is told what it lacks,
+    not to send initialize."""
+    envelope = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    with RawServer(server_command) as server:
+        assert "tools" in server.request("tools/list", {"_meta": envelope})["result"]
+        message = server.request("tools/list")["error"]["message"]
+        assert "io.modelcontextprotocol/protocolVersion" in message and "initialize" not in message, message

@@ -8,6 +8,10 @@ uses (``tools/wire.parsed``); one it refuses gets HTTP 400, as Streamable HTTP p
 the server cannot accept, with the JSON-RPC error stdio writes for that line, on both eras. Bytes
 that are not UTF-8 are replaced, as on stdio, so what stdio takes is taken here too.
 
+A request other than ``initialize`` that opens no session (no ``Mcp-Session-Id``) on the handshake
+era got the SDK's "Bad Request: Missing session ID", which does not say that initialize comes
+first: it gets that line here, as on stdio (``wire.before_initialize``).
+
 It runs behind the token check and the SDK's body-size limit, so it holds at most that much.
 """
 
@@ -15,7 +19,10 @@ from __future__ import annotations
 
 from collections import deque
 
-from mcp_types import JSONRPCError
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp_types import INVALID_REQUEST, ErrorData, JSONRPCError, JSONRPCMessage, JSONRPCRequest
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -42,12 +49,32 @@ class CheckedBodies:
             return
         body = _as_utf8(b"".join(message.get("body", b"") for message in messages))
         try:
-            wire.parsed(body)
+            message = wire.parsed(body)
         except wire.Refused as refused:
             await _refuse(refused.answer, scope, receive, send)
             return
+        if (early := _before_initialize(message, scope)) is not None:
+            await _refuse(early, scope, receive, send)
+            return
         whole = {"type": "http.request", "body": body, "more_body": False}
         await self._app(scope, _replay([whole], receive), send)
+
+
+_SESSION = MCP_SESSION_ID_HEADER.encode()
+_VERSION = MCP_PROTOCOL_VERSION_HEADER.encode()
+_AFTER_INITIALIZE = "the Mcp-Session-Id header its answer gives with every request"
+
+
+def _before_initialize(message: JSONRPCMessage, scope: Scope) -> JSONRPCError | None:
+    """The answer for a handshake-era request that is not ``initialize`` and names no session."""
+    if not isinstance(message, JSONRPCRequest) or message.method == "initialize":
+        return None
+    headers = dict(scope["headers"])
+    version = headers.get(_VERSION)
+    if _SESSION in headers or (version is not None and version.decode("latin-1") not in HANDSHAKE_PROTOCOL_VERSIONS):
+        return None
+    problem = "Bad Request: " + wire.before_initialize(message.method, _AFTER_INITIALIZE)
+    return JSONRPCError(jsonrpc="2.0", id=message.id, error=ErrorData(code=INVALID_REQUEST, message=problem))
 
 
 async def _request_messages(receive: Receive) -> list[Message]:

@@ -29,7 +29,7 @@ from pydantic import AnyUrl, ValidationError
 from .. import __version__
 from ..errors import BackgroundrError, first_control, printable, shown_value
 from ..models import one_line
-from . import draining, pipes, sdk, threaded
+from . import draining, pipes, sdk, threaded, wire
 from .arguments import hint, normalized, simple_schema
 from .schemas import cheap_to_validate, rows_checked_by_key
 
@@ -105,6 +105,7 @@ class BackgroundrMCPServer(MCPServer[Any]):
             auth=auth,
             token_verifier=token_verifier,
         )
+        self.middleware.append(wire.initialize_first)
         self._parameters: dict[str, frozenset[str]] = {}
         self._schemas: dict[str, dict[str, Any]] = {}
         self._bounds: dict[str, Bounds] = {}

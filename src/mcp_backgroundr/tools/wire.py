@@ -19,6 +19,8 @@ from typing import Any
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 from mcp_types import (
     INVALID_PARAMS,
@@ -32,6 +34,8 @@ from mcp_types import (
     jsonrpc_message_adapter,
 )
 from pydantic import ValidationError
+
+from ..models import one_line
 
 PARSE_ERROR_MESSAGE = "Parse error: not valid JSON; send one JSON-RPC 2.0 message per line on stdio, per POST over HTTP"
 INVALID_REQUEST_MESSAGE = "Invalid Request: not a JSON-RPC 2.0 request, notification or response"
@@ -80,6 +84,34 @@ def invalid_tool_call(message: JSONRPCMessage) -> JSONRPCError | None:
             f"Invalid params: tools/call's arguments is a JSON object of names to values, not {_json_kind(arguments)}"
         )
     return JSONRPCError(jsonrpc="2.0", id=message.id, error=ErrorData(code=INVALID_PARAMS, message=problem))
+
+
+SHOWN_METHOD = 60
+"""How much of a method's name an answer shows."""
+HANDSHAKE_GATE = ErrorData(code=INVALID_PARAMS, message="Invalid request parameters", data="")
+"""The SDK's answer to a request sent on a handshake-era connection before ``initialize`` (the
+shape its params validation gives, kept for compatibility): nothing says what to do."""
+
+
+def before_initialize(method: str, then: str) -> str:
+    """The one line for a ``method`` request sent before the handshake; ``then``: what goes on
+    (notifications/initialized on stdio, the session header over HTTP)."""
+    return (
+        f"{one_line(method, SHOWN_METHOD)} was sent before initialize: send the initialize request first, then {then}"
+    )
+
+
+async def initialize_first(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Middleware: a request sent before ``initialize`` on a handshake-era connection (stdio) is
+    answered with what to send first, not the SDK's 'Invalid request parameters' with empty data
+    (a 2026-07-28 connection has no handshake: the SDK names the envelope a request lacks)."""
+    try:
+        return await call_next(ctx)
+    except MCPError as exc:
+        if exc.error != HANDSHAKE_GATE or ctx.method == "initialize":
+            raise
+        then = "notifications/initialized, then this request again"
+        raise MCPError(code=INVALID_PARAMS, message=before_initialize(ctx.method, then)) from exc
 
 
 def _json_kind(value: object) -> str:
