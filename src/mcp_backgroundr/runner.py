@@ -297,11 +297,11 @@ class _Runner:
             ):
                 return self._finish(returncode)
             backoff = next_backoff(backoff, time.monotonic() - began)
-            self.record.restarts += 1
             self.record.next_start_at = time.time() + backoff
             _write_run_record(self.record_path, self.record)
-            if self.stopping.wait(backoff):
+            if self.stopping.wait(backoff):  # ended while it waited: no restart was made
                 return self._finish(returncode)
+            self.record.restarts += 1
             print(
                 f"--- mcp-backgroundr: run {self.record.restarts + 1} (restart {self.record.restarts} of "
                 f"{self.max_restarts}); the previous run ended with {exits.describe(returncode)} ---",

@@ -92,6 +92,26 @@ async def test_ending_a_task_stops_its_restarting(server_command: str) -> None:
     assert (status["restarts"], status["next_start_at"], status["output"]) == (0, None, "run\n")
 
 
+async def test_restarts_counts_the_runs_after_the_first_when_the_task_is_ended_while_it_waits_to_restart(
+    server_command: str,
+) -> None:
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="echo run; exit 1", restart="always", max_restarts=100)
+        status: dict[str, object] = {}
+
+        async def waiting_to_restart() -> bool:
+            nonlocal status
+            status = await call(client, "get_task_status", task_id=task["task_id"], since=0)
+            return status["next_start_at"] is not None and int(str(status["restarts"])) >= 2
+
+        await until(waiting_to_restart)
+        await call(client, "end_background_task", task_id=task["task_id"])
+        ended = await call(client, "get_task_status", task_id=task["task_id"], since=0)
+    assert status["restarts"] == str(status["output"]).count("run\n") - 1, status
+    assert ended["state"] == "killed" and ended["next_start_at"] is None
+    assert ended["restarts"] == ended["output"].count("run\n") - 1, ended
+
+
 async def test_bad_restart_arguments(server_command: str) -> None:
     async with connect(server_command) as client:
         bad: list[tuple[dict[str, object], str]] = [
