@@ -6,11 +6,14 @@ nothing in the code depends on a bare number.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import platformdirs
+
+from .errors import InvalidArgumentError, plain_number
 
 HOME_ENV = "MCP_BACKGROUNDR_HOME"
 DEFAULT_TASK_NICENESS = 5
@@ -49,29 +52,38 @@ def default_home() -> Path:
     return Path(platformdirs.user_state_dir("mcp-backgroundr", appauthor=False))
 
 
-def _number_from_env(name: str, default: float, low: float, high: float) -> float:
+def _number_from_env(name: str, default: float, low: float, high: float, whole: bool = False) -> float:
+    """The setting ``name``, a number (``whole``: a whole one, ``1e6`` as well as ``1000000``) from
+    ``low`` to ``high``: any other value stops the program with one line (a value clamped in
+    silence did what nobody asked: KEEP_DAYS=-1 pruned all; KEEP_FINISHED=1.5 kept 1)."""
     raw = os.environ.get(name)
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise SystemExit(f"{name}={raw!r} is not a number") from None
-    if not low <= value <= high:  # NaN too; a value clamped in silence did what nobody asked (KEEP_DAYS=-1 pruned all)
-        raise SystemExit(f"{name}={raw!r} is out of range: give a number from {low:g} to {high:g}, or unset it")
+        value = math.nan
+    if not low <= value <= high or (whole and not value.is_integer()):  # NaN too
+        kind = "a whole number" if whole else "a number"
+        advice = f"give {kind} from {plain_number(low)} to {plain_number(high)}, or unset it"
+        raise InvalidArgumentError(name, raw, advice)
     return value
 
 
+def _whole_number_from_env(name: str, default: int, low: int, high: int) -> int:
+    return int(_number_from_env(name, default, low, high, whole=True))
+
+
 def _budget_from_env() -> int:
-    return int(_number_from_env(OUTPUT_BUDGET_ENV, DEFAULT_OUTPUT_BUDGET, MIN_OUTPUT_BUDGET, MAX_OUTPUT_BUDGET))
+    return _whole_number_from_env(OUTPUT_BUDGET_ENV, DEFAULT_OUTPUT_BUDGET, MIN_OUTPUT_BUDGET, MAX_OUTPUT_BUDGET)
 
 
 def _keep_finished_from_env() -> int:
-    return int(_number_from_env(KEEP_FINISHED_ENV, 200, 0, 1_000_000))
+    return _whole_number_from_env(KEEP_FINISHED_ENV, 200, 0, 1_000_000)
 
 
 def _max_log_bytes_from_env() -> int:
-    return int(_number_from_env(MAX_LOG_BYTES_ENV, 64 * 1024 * 1024, MIN_LOG_CAP, MAX_LOG_CAP))
+    return _whole_number_from_env(MAX_LOG_BYTES_ENV, 64 * 1024 * 1024, MIN_LOG_CAP, MAX_LOG_CAP)
 
 
 def _keep_days_from_env() -> float:
@@ -79,7 +91,7 @@ def _keep_days_from_env() -> float:
 
 
 def _task_niceness_from_env() -> int:
-    return int(_number_from_env(TASK_NICENESS_ENV, DEFAULT_TASK_NICENESS, 0, 19))
+    return _whole_number_from_env(TASK_NICENESS_ENV, DEFAULT_TASK_NICENESS, 0, 19)
 
 
 def _unattended_wait_from_env() -> float:

@@ -76,6 +76,8 @@ def shown_value(value: object, width: int = 80) -> str:
 def plain_number(value: float) -> str:
     """A number as a person writes it: ``2147483648`` and ``1000000``, not ``2.14748e+09`` or
     ``1e+06`` (what ``:g`` makes of them); a fraction keeps its digits (``0.5``)."""
+    if isinstance(value, int):  # whole: every digit (a float keeps 15 or 16 of them)
+        return str(value)
     number = float(value)
     return str(int(number)) if number.is_integer() and abs(number) < 1e18 else repr(number)
 

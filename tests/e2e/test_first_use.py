@@ -6,6 +6,7 @@ Answers and tables a model or a person reads must say true things and point some
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -118,13 +119,22 @@ async def test_an_empty_listing_says_where_else_tasks_may_be(server_command: str
     assert [task["task_id"] for task in everyone["tasks"]] == [earlier["task_id"]]
 
 
+SETTING_ERROR = re.compile(r'^mcp-backgroundr: (MCP_BACKGROUNDR_\w+)="(.*)" is invalid: (.*)$')
+PLAIN_RANGE = re.compile(r"^give (a|a whole) number from [0-9.]+ to [0-9.]+, or unset it$")
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
         ("MCP_BACKGROUNDR_MAX_LOG_BYTES", "-1"),
-        ("MCP_BACKGROUNDR_KEEP_DAYS", "-1"),
         ("MCP_BACKGROUNDR_MAX_LOG_BYTES", "nan"),
+        ("MCP_BACKGROUNDR_MAX_LOG_BYTES", "1e15"),
+        ("MCP_BACKGROUNDR_KEEP_DAYS", "-1"),
         ("MCP_BACKGROUNDR_OUTPUT_BUDGET", "inf"),
+        ("MCP_BACKGROUNDR_OUTPUT_BUDGET", "1e9"),
+        ("MCP_BACKGROUNDR_OUTPUT_BUDGET", "lots"),
+        ("MCP_BACKGROUNDR_KEEP_FINISHED", "2000000"),
+        ("MCP_BACKGROUNDR_KEEP_FINISHED", "1.5"),
         ("MCP_BACKGROUNDR_TASK_NICENESS", "20"),
         ("MCP_BACKGROUNDR_UNATTENDED_WAIT_SECONDS", "nan"),
     ],
@@ -134,14 +144,59 @@ def test_a_setting_out_of_its_range_stops_with_one_line(
     server_command: str, name: str, value: str, command: list[str]
 ) -> None:
     """Out of range, a setting was clamped in silence (KEEP_DAYS=-1: a start deleted every finished
-    task; MAX_LOG_BYTES=-1: every log capped at 64 KiB) or crashed with a traceback (nan)."""
+    task; MAX_LOG_BYTES=-1: every log capped at 64 KiB; KEEP_FINISHED=1.5 kept 1) or crashed with a
+    traceback (nan); its line lacked the program's name and gave its range as "256 to 1.04858e+06"
+    (a new-user trial)."""
     environment = {**os.environ, name: value}
     result = subprocess.run(
         [server_command, *command], input="", capture_output=True, text=True, timeout=30, env=environment, check=False
     )
-    assert result.returncode != 0
-    assert f"{name}={value!r}" in result.stderr and "give a number from" in result.stderr, result.stderr
+    assert result.returncode == 1
+    said = SETTING_ERROR.match(result.stderr.strip())
+    assert said is not None and said.groups()[:2] == (name, value), result.stderr
+    assert PLAIN_RANGE.match(said.group(3)), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("config", "complaint"),
+    [
+        (
+            "max_runtime_seconds = 1e12\n",
+            "max_runtime_seconds=1000000000000 is invalid: use seconds above 0, at most 315360000",
+        ),
+        ("default_runtime_seconds = -1.0\n", "default_runtime_seconds=-1 is invalid"),
+        (
+            "max_memory_bytes = 2000000000000000000000\n",
+            "max_memory_bytes=2000000000000000000000 is invalid: use at most 1152921504606846976",
+        ),
+        ("max_processes = 99999999\n", "max_processes=99999999 is invalid: use at most 4194304"),
+        ("max_tasks = 1.5\n", "max_tasks=1.5 is invalid: use a whole number of at least 1"),
+        ("env_passthrough = 5\n", "env_passthrough=5 is invalid: use a list of strings"),
+        ("allowed_hosts = [1]\n", "allowed_hosts=[1] is invalid: use a list of strings"),
+        ("allowed_cwd = ['here']\n", "allowed_cwd entry 'here' is invalid: use an absolute path"),
+    ],
+)
+def test_every_config_setting_out_of_its_range_stops_with_one_line_of_plain_numbers(
+    server_command: str, home: Path, config: str, complaint: str
+) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / CONFIG_FILE).write_text(config)
+    for command in ([], ["policy"]):
+        result = subprocess.run(
+            [server_command, *command], input="", capture_output=True, text=True, timeout=30, check=False
+        )
+        assert result.returncode == 1
+        assert result.stderr.startswith(f"mcp-backgroundr: policy setting {complaint}"), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_large_whole_setting_is_shown_with_every_digit(server_command: str, home: Path) -> None:
+    """max_memory_bytes = 9007199254740993 was shown as 9007199254740992 (through a float)."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / CONFIG_FILE).write_text("max_memory_bytes = 9007199254740993\n")
+    shown = subprocess.run([server_command, "policy"], capture_output=True, text=True, timeout=30, check=True)
+    assert shown.stdout.strip() == "max_memory_bytes: 9007199254740993", shown.stdout
 
 
 def test_a_config_that_is_not_text_stops_with_one_line(server_command: str, home: Path) -> None:

@@ -242,8 +242,8 @@ def _serve(arguments: argparse.Namespace, settings: Settings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = parser().parse_args(argv)
-    settings = Settings()
     try:
+        settings = Settings()
         if arguments.command in (None, "serve"):
             return _serve(arguments, settings)
         else:

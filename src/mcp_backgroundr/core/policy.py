@@ -261,7 +261,7 @@ def _strings(settings: Mapping[str, object], name: str) -> list[str] | None:
     if value is None:
         return None
     if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
-        raise _BadSetting(name, f"{name}={value!r} is invalid: use a list of strings")
+        raise _BadSetting(name, f"{name}={shown_value(value)} is invalid: use a list of strings")
     if name == "allowed_cwd" and not value:
         raise _BadSetting(name, "allowed_cwd=[] is ambiguous: list the roots, or remove the setting to allow any cwd")
     return list(value)
@@ -292,7 +292,7 @@ def _count(settings: Mapping[str, object], name: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _BadSetting(name, f"{name}={value!r} is invalid: use a whole number of at least 1")
+        raise _BadSetting(name, f"{name}={shown_value(value)} is invalid: use a whole number of at least 1")
     return value
 
 
@@ -308,7 +308,8 @@ def _seconds(settings: Mapping[str, object], name: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_RUNTIME_CEILING:
-        raise _BadSetting(name, f"{name}={value!r} is invalid: use seconds above 0, at most {MAX_RUNTIME_CEILING:.0f}")
+        advice = f"use seconds above 0, at most {plain_number(MAX_RUNTIME_CEILING)}"
+        raise _BadSetting(name, f"{name}={shown_value(value)} is invalid: {advice}")
     return float(value)
 
 
