@@ -112,6 +112,11 @@ class TaskRecord:
     stdin: str | None = None
     """How it takes input: "pipe" (stdin=true), "terminal" (pty=true) or "none"; None in the
     records of versions that did not say."""
+    leftovers_ended: bool = False
+    """Whether, once its main process ended, the processes it may have left running were looked for
+    and ended (or none was found), as far as its containment level finds them: an end asked for, its
+    server's exit, its max_runtime_seconds, the next server after a crash. The next server looks for
+    those of a finished task of a dead server only while this is False."""
 
     @property
     def running(self) -> bool:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import re
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -172,6 +174,9 @@ async def test_max_runtime_ends_what_an_ended_remote_task_left_behind_on_its_hos
         await until(limit_enforced, 30)
         assert status["end_reason"] == "max_runtime_seconds (4 s) reached: ended the processes it left behind"
         assert (status["state"], status["lingering_pids"]) == ("completed", [])
+    with contextlib.closing(sqlite3.connect(home / "registry.sqlite3")) as db:
+        recorded = db.execute("SELECT leftovers_ended FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+    assert recorded == (1,)  # its host ended them all: the registry says so, for whoever comes next
 
 
 ONE_CALL_SECONDS = 14.0

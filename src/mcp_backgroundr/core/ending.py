@@ -35,7 +35,8 @@ VERIFIED = {
 async def end(state: CoreState, task_id: str, grace: float, reason: str = END_REASON) -> Ended:
     """End a task's whole process tree, giving it ``grace`` seconds from SIGTERM to SIGKILL, and
     answer once it is gone; ``reason`` is recorded. An end that fails records nothing; the end of
-    a task no server owns any more is recorded here (no server will)."""
+    a task no server owns any more is recorded here (no server will), and so is, for another live
+    server's task, that what it left running is ended (its server records the rest)."""
     task = await find_task(state, task_id)
     with anyio.CancelScope(shield=True):
         noted = task.record.end_reason
@@ -50,8 +51,11 @@ async def end(state: CoreState, task_id: str, grace: float, reason: str = END_RE
                 with contextlib.suppress(RegistryError):
                     await _record_request(state, task)
             raise
-        if await _unowned(state, task):
+        if is_own(state, task.record.task_id) or await _unowned(state, task):
             state.save([task.record])
+        elif task.record.leftovers_ended:  # only this column changed since it was read: only it is written
+            with contextlib.suppress(RegistryError):  # unwritten, the next server looks for them again
+                await offload.run(offload.REGISTRY, state.registry.update, [task.record])
     return ended
 
 

@@ -116,8 +116,6 @@ class Task:
     record: TaskRecord
     popen: subprocess.Popen[bytes] | None
     exited: anyio.Event = field(default_factory=anyio.Event)
-    lingering_known_empty: bool = False
-    """Once no process of a finished task is left, none can appear again."""
     cpu_sample: CpuSample | None = None
     """The tree's CPU seconds at the previous status call."""
     processes_seen: ProcessesSeen | None = None
@@ -170,6 +168,12 @@ class Task:
         return self.record.state is TaskState.RUNNING
 
     @property
+    def lingering_known_empty(self) -> bool:
+        """Once no process of a finished task is left (found so, or ended), none can appear again: the
+        record says so (``leftovers_ended``), for the next server too."""
+        return not self.running and self.record.leftovers_ended
+
+    @property
     def cgroup(self) -> TaskCgroup | None:
         return TaskCgroup.decode(self.record.cgroup)
 
@@ -194,9 +198,9 @@ class Task:
         return found
 
     async def settle(self) -> None:
-        """Note that a finished task has no process left, and remove its (empty) cgroup (in a
-        worker thread)."""
-        self.lingering_known_empty = True
+        """Note that a finished task has no process left (its record says so once it is saved), and
+        remove its (empty) cgroup (in a worker thread)."""
+        self.record.leftovers_ended = True
         cgroup = self.cgroup
         if cgroup is not None:
             await offload.run(offload.CGROUPS, cgroup.remove)

@@ -35,7 +35,7 @@ async def watch_exit(state: CoreState, task: Task, popen: subprocess.Popen[bytes
     await record_exit_when_read(state, task, returncode)
     reap(state)
     _cap_after_its_runner(state, task)
-    await _settle_if_empty(task)
+    await _settle_if_empty(state, task)
     state.changed(TaskChange.ENDED, task.record.task_id)
     prune_if_due(state)
 
@@ -64,7 +64,7 @@ async def watch_adopted(state: CoreState, task: Task) -> None:
         if not state.shutting_down:
             state.save([task.record])
     _cap_after_its_runner(state, task)
-    await _settle_if_empty(task)
+    await _settle_if_empty(state, task)
     state.changed(TaskChange.ENDED, task.record.task_id)
 
 
@@ -75,11 +75,14 @@ def _cap_after_its_runner(state: CoreState, task: Task) -> None:
         state.cap(task.record)
 
 
-async def _settle_if_empty(task: Task) -> None:
-    """Remove an ended task's cgroup once no process is left in it (else its status does, later)."""
+async def _settle_if_empty(state: CoreState, task: Task) -> None:
+    """Remove an ended task's cgroup once no process is left in it, and record that none is (else
+    its status does, later; or its server's exit, or the next server)."""
     cgroup = task.cgroup
     if cgroup is not None and not await offload.run(offload.CGROUPS, cgroup.populated):
         await task.settle()
+        if not state.shutting_down:
+            state.save([task.record])
 
 
 async def copy_terminal(state: CoreState, task: Task, master: int, log_fd: int) -> None:

@@ -246,6 +246,7 @@ class RemoteTasks:
         with _telling(*END_OUTCOMES):
             answer = await self.agents.call(record.host, request, end_seconds(grace, kill_wait))
         ended = _learn(task, answer)
+        _learn_ended_tree(task, answer)
         survivors = [Survivor(pid, command, why) for pid, command, why in answer["survivors"]]
         found_by = answer.get("found_by")  # an agent from before it was answered says nothing it checked
         return answer_of(
@@ -273,6 +274,7 @@ class RemoteTasks:
                 answer = await self.agents.call(host, request, end_seconds(grace, kill_wait))
                 for task in group:
                     _learn(task, answer["tasks"].get(task.record.task_id, {}))
+                    _learn_ended_tree(task, answer)
 
         async with anyio.create_task_group() as running:
             for host, group in by_host.items():
@@ -375,6 +377,12 @@ def _learn(task: Task, answer: Answer) -> bool:
     record.mark_ended(state, None if asked else answer.get("end_reason"), answer.get("ended_at") or None)
     task.exited.set()
     return True
+
+
+def _learn_ended_tree(task: Task, answer: Answer) -> None:
+    """After an end on its host: a finished task none of whose processes survived has none left."""
+    if not task.running and not answer.get("survivors"):
+        task.record.leftovers_ended = True
 
 
 def _status_of(task: Task, answer: Answer, as_of: TaskRecord) -> Status:

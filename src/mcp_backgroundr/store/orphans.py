@@ -29,8 +29,10 @@ GONE_SERVER = (
 )
 ENDED_REASON = f"{GONE_SERVER}; ended when the next server started"
 VANISHED_REASON = f"{GONE_SERVER}; it ended unobserved, exit status unknown"
-LINGERING_ENDED_REASON = "exited; processes it left behind outlived its server and were ended by the next server"
-SETTLED_REASON = "exited"
+LINGERING_ENDED_REASON = "processes it left behind outlived its server and were ended by the next server"
+EXITED_REASON = "exited"
+"""A supervised task's end as its runner recorded it, while no server watched: its run exited (before
+an end asked for reached it, when one was). Says nothing of what it left running (``leftovers_ended`` does)."""
 UNKNOWN_END_REASON = "it ended while no server watched it and left no record of how; exit status unknown"
 
 
@@ -85,10 +87,10 @@ class LeftBehind:
 
 def left_behind(records: Sequence[TaskRecord], own: str) -> LeftBehind:
     """Sort the tasks of dead servers on this host that may still need attention: running
-    ones, and finished ones not yet settled (their daemonized children may live on)."""
+    ones, and finished ones whose leftovers nobody ended (their daemonized children may live on)."""
     found = LeftBehind()
     for record in records:
-        unsettled = record.state is TaskState.RUNNING or _may_have_left_processes(record)
+        unsettled = record.state is TaskState.RUNNING or not record.leftovers_ended
         if not unsettled or record.owner == own or not owner_is_gone(record.owner):
             continue
         if not (record.keep_running and record.state is TaskState.RUNNING):
@@ -98,13 +100,6 @@ def left_behind(records: Sequence[TaskRecord], own: str) -> LeftBehind:
         else:
             found.to_settle.append(record)
     return found
-
-
-def _may_have_left_processes(record: TaskRecord) -> bool:
-    """Whether a finished task may have left processes that nobody looked for: its main process
-    ended by itself (an end asked for ends all of them: killed), and no server has settled it since
-    (which puts SETTLED_REASON first in its end_reason, before the notes it gathered while it ran)."""
-    return record.state is not TaskState.KILLED and not (record.end_reason or "").startswith(SETTLED_REASON)
 
 
 def as_it_stands(record: TaskRecord) -> TaskRecord:
@@ -145,7 +140,7 @@ def settle_from_runner(record: TaskRecord) -> bool:
     if run is None or run.state not in final:  # none yet, or not one this version knows
         record.mark_ended(TaskState.FAILED, UNKNOWN_END_REASON, record.ended_at)
         return False
-    record.mark_ended(TaskState(run.state), SETTLED_REASON, run.ended_at)
+    record.mark_ended(TaskState(run.state), EXITED_REASON, run.ended_at)
     record.exit_code, record.signal = run.exit_code, run.signal
     return True
 
@@ -183,14 +178,17 @@ def _remove_cgroups(records: Sequence[TaskRecord]) -> None:
 
 
 async def end_orphans(orphans: Sequence[TaskRecord], grace_seconds: float, kill_wait_seconds: float) -> None:
-    """End every process of the orphaned tasks and record how each one ended."""
+    """End every process of the orphaned tasks and record how each one ended (a finished one whose
+    leftovers there were none of: as it was, but for ``leftovers_ended``)."""
     outcome = await end_unowned(orphans, grace_seconds, kill_wait_seconds)
     now = time.time()
     for record in orphans:
         had_processes = record.task_id in outcome.ended_tasks
         note = contained_note(record)
+        record.leftovers_ended = True  # what survives SIGKILL, the next server would not end either
         if record.state is not TaskState.RUNNING:
-            record.say_why_it_ended((LINGERING_ENDED_REASON if had_processes else SETTLED_REASON) + note)
+            if had_processes:
+                record.say_why_it_ended(LINGERING_ENDED_REASON + note)
             continue
         record.kill_requested = had_processes
         if had_processes:

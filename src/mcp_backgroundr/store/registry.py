@@ -36,12 +36,12 @@ READ_BUSY_TIMEOUT_MS = 1_000
 writer's journal to be recovered)."""
 WRITE_QUEUE_SECONDS = BUSY_TIMEOUT_MS / 1000
 """How long a write waits for the writes queued before it; past that it is given up (if not begun)."""
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _T = TypeVar("_T")
 
 _COLUMNS = tuple(field.name for field in dataclasses.fields(TaskRecord))
-_BOOLEAN_COLUMNS = frozenset({"kill_requested", "keep_running"})
+_BOOLEAN_COLUMNS = frozenset({"kill_requested", "keep_running", "leftovers_ended"})
 _LIFECYCLE_COLUMNS = frozenset({"state", "kill_requested"})
 """Changed only while a task runs: an update that changes one applies only to a running row."""
 _COLUMN_TYPES = {
@@ -59,6 +59,7 @@ _COLUMN_TYPES = {
     "max_log_bytes": "INTEGER NOT NULL DEFAULT 0",
     "kill_requested": "INTEGER NOT NULL DEFAULT 0",
     "keep_running": "INTEGER NOT NULL DEFAULT 0",
+    "leftovers_ended": "INTEGER NOT NULL DEFAULT 0",
     "restart": "TEXT NOT NULL DEFAULT 'no'",
     "containment": "TEXT NOT NULL DEFAULT 'marker'",
     "max_memory_bytes": "INTEGER",
@@ -66,12 +67,18 @@ _COLUMN_TYPES = {
 }
 """Column types; every other column is TEXT."""
 
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS tasks (
-    {", ".join(f"{column} {_COLUMN_TYPES.get(column, 'TEXT')}" for column in _COLUMNS)}
-);
-CREATE INDEX IF NOT EXISTS tasks_owner_started ON tasks (owner, started_at);
-"""
+_TABLE_COLUMNS = ", ".join(f"{column} {_COLUMN_TYPES.get(column, 'TEXT')}" for column in _COLUMNS)
+_SCHEMA = (
+    f"CREATE TABLE IF NOT EXISTS tasks ({_TABLE_COLUMNS})",
+    "CREATE INDEX IF NOT EXISTS tasks_owner_started ON tasks (owner, started_at)",
+)
+_FORMERLY_ENDED = (
+    f"state = '{TaskState.KILLED}' OR (state != '{TaskState.RUNNING}' AND "
+    "(end_reason = 'exited' OR end_reason LIKE 'exited; %'))"
+)
+"""The tasks whose leftovers were ended, in a registry from before ``leftovers_ended`` (schema 6 and
+older): those ended on request (killed), and those the next server had settled, which it said by
+putting "exited" first in their end_reason."""
 
 
 def _row_to_record(row: sqlite3.Row, path: Path) -> TaskRecord:
@@ -173,9 +180,7 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
         )
     present = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
     if version < SCHEMA_VERSION or not present.issuperset(_COLUMNS):
-        db.executescript(_SCHEMA)
-        _add_missing_columns(db)
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        _upgrade(db)
 
 
 def _connect_writer(path: Path) -> sqlite3.Connection | None:
@@ -220,12 +225,24 @@ def _report(error: RegistryError) -> None:
     warn(str(error))
 
 
-def _add_missing_columns(db: sqlite3.Connection) -> None:
-    """Bring a registry written by an older version up to date: new columns only ever get added."""
-    present = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
-    for column in _COLUMNS:
-        if column not in present:
-            db.execute(f"ALTER TABLE tasks ADD COLUMN {column} {_COLUMN_TYPES.get(column, 'TEXT')}")
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Bring a registry written by an older version (or none) up to date, in one transaction: of two
+    processes opening it at once, the second finds it done. New columns only ever get added."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _SCHEMA:
+            db.execute(statement)
+        present = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
+        for column in _COLUMNS:
+            if column not in present:
+                db.execute(f"ALTER TABLE tasks ADD COLUMN {column} {_COLUMN_TYPES.get(column, 'TEXT')}")
+        if "leftovers_ended" not in present:
+            db.execute(f"UPDATE tasks SET leftovers_ended = 1 WHERE {_FORMERLY_ENDED}")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def _written_back(rows: list[sqlite3.Row], path: Path) -> sqlite3.Connection:
