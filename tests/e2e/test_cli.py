@@ -8,6 +8,7 @@ import json
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from mcp_backgroundr.core.ending import VERIFIED
 from mcp_backgroundr.platform.containment import Level
 from mcp_backgroundr.platform.containment import _cgroup as cgroups
 
+from ..reliability.rawwire import RawServer
 from .harness import alive, call, call_error, connect, finished, kill_server_of, text_of, until
 
 
@@ -118,6 +120,42 @@ async def test_the_command_line_sees_and_stops_what_a_live_server_started(server
     assert unknown.returncode == 1
     assert unknown.stderr.count("\n") == 1
     assert "nope" in unknown.stderr
+
+
+def _states(table: str) -> dict[str, str]:
+    """The STATE column of a ps table, by task id (read by the header's columns: a state may hold spaces)."""
+    header, *rows = table.splitlines()
+    start, end = header.index("STATE"), header.index("HOST")
+    return {row.split()[0]: row[start:end].strip() for row in rows}
+
+
+@pytest.mark.anyio
+async def test_ps_says_which_running_tasks_lost_their_server_and_changes_nothing(server_command: str) -> None:
+    # Regression: ps showed the still-running tasks of a SIGKILLed server as plainly running (as
+    # if a server watched them) until a live server listed all tasks or exited.
+    async with connect(server_command) as live:
+        own = await call(live, "run_background_task", command="exec sleep 300")
+        with RawServer(server_command) as crashed:
+            crashed.initialize()
+            started = [
+                crashed.request("tools/call", {"name": "run_background_task", "arguments": arguments})
+                for arguments in ({"command": "exec sleep 300"}, {"command": "exec sleep 300", "keep_running": True})
+            ]
+            crashed.process.send_signal(signal.SIGKILL)
+            crashed.process.wait(10)
+        plain, kept = (answer["result"]["structuredContent"] for answer in started)
+        shown = await anyio.to_thread.run_sync(_cli, server_command, "ps")
+        still = alive([plain["pid"], kept["pid"]])
+        status = await anyio.to_thread.run_sync(_cli, server_command, "status", plain["task_id"], "--json")
+        for task in (plain, kept):
+            await call(live, "end_background_task", task_id=task["task_id"])
+    assert _states(shown.stdout) == {
+        own["task_id"]: "running",
+        plain["task_id"]: "running (server gone)",
+        kept["task_id"]: "running (server gone)",
+    }, shown.stdout
+    assert still == [plain["pid"], kept["pid"]]  # ps ended nothing, and recorded nothing
+    assert json.loads(status.stdout)["state"] == "running"
 
 
 @pytest.mark.anyio

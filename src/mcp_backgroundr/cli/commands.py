@@ -31,6 +31,8 @@ from ..store import orphans
 from ..store.registry import Registry
 
 STOP_REASON = "mcp-backgroundr stop"
+SERVER_GONE = "(server gone)"
+"""After ``running`` in ps: its server died without ending it, and no server has taken it over yet."""
 COMMAND_COLUMN_WIDTH = 60
 OUTPUT_BUDGET = 4 * 1024 * 1024
 """What one read of ``logs`` prints at most (a tool answer's budget is a model's, not a terminal's)."""
@@ -91,7 +93,8 @@ def _duration(seconds: float) -> str:
 
 def ps(settings: Settings, everything: bool) -> str:
     """A table of running tasks (``everything``: finished ones too), newest first: what
-    ``list_tasks(all=true)`` lists."""
+    ``list_tasks(all=true)`` lists, but for what a server's listing would take over (ps changes
+    nothing): a running task whose server is gone says so."""
     if not _has_registry(settings):
         return f"no tasks yet in {settings.home}"
     wanted = None if everything else TaskState.RUNNING
@@ -100,13 +103,15 @@ def ps(settings: Settings, everything: bool) -> str:
     if not listing.tasks:
         return f"no tasks in {settings.home}" if everything else "no running tasks; ps --all lists finished ones too"
     rows = [("ID", "NAME", "STATE", "HOST", "PID", "PORTS", "RUNTIME", "COMMAND")]
+    gone = orphans.gone_owners({t.owner for t in listing.tasks if t.state is TaskState.RUNNING})
     for t in listing.tasks:
         host = one_line(t.host or "-") + (" (unreachable)" if t.host_reachable is False else "")
+        state = str(t.state) if t.exit_code is None else f"{t.state}({t.exit_code})"
         rows.append(
             (
                 t.task_id,
                 one_line(t.name, COMMAND_COLUMN_WIDTH) if t.name else "-",
-                t.state if t.exit_code is None else f"{t.state}({t.exit_code})",
+                f"{state} {SERVER_GONE}" if t.state is TaskState.RUNNING and t.owner in gone else state,
                 host,
                 str(t.pid or "-"),
                 ",".join(t.listening) or "-",
