@@ -5,7 +5,7 @@ Timed through the SDK's ``Client.call_tool`` (which checks the answer against th
 schema, as every SDK client does) and as a plain JSON round trip (the server's share alone), and
 beside a bare MCPServer's one-tool call (the SDK's own floor).
 
-    python bench/list_latency.py [--quick] [--baseline SRC] [--gap SECONDS]
+    python bench/list_latency.py [--quick] [--baseline SRC] [--gap SECONDS] [--all]
 
 ``--baseline SRC``: also run the server from another checkout's ``src`` directory (e.g. main's,
 ``git archive main src | tar -x -C /tmp/base``) with the same tasks, alternate the calls
@@ -15,6 +15,9 @@ with other work the ratio holds when the absolute figures do not.
 ``--gap SECONDS``: wait that long before each call, as the side-by-side run does (0.2 s there: a
 model's calls are seconds apart). Back to back, the background work a call sets off (the socket
 table is read again at most every 0.5 s) lands between calls less often than it does then.
+
+``--all``: list with ``all=true``, as a client asks for every server's tasks: the registry is read
+(and this machine's tasks of servers that died are looked for) on every call.
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import anyio
 from _harness import Figure, Server, bare_server_command, main, median, ms, serve, timed
 
-NAME = "list_tasks, 100 running tasks"
+EVERYONE = "--all" in sys.argv[1:]
+NAME = "list_tasks" + (" all=true" if EVERYONE else "") + ", 100 running tasks"
 TASKS = 100
 WARM_UP = 5
 FASTEST_PEER = 0.0048
@@ -47,8 +52,14 @@ async def _ready(source: str | None = None) -> AsyncIterator[Server]:
         for _ in range(TASKS):
             await server.call("run_background_task", command="sleep 600")
         for _ in range(WARM_UP):
-            await server.call("list_tasks", limit=TASKS)
+            await _listing(server, raw=False)()
         yield server
+
+
+def _listing(server: Server, raw: bool = True) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """One list call of this run (``raw``: answered as plain JSON, else through ``Client.call_tool``)."""
+    call = server.call_raw if raw else server.call
+    return functools.partial(call, "list_tasks", limit=TASKS, **({"all": True} if EVERYONE else {}))
 
 
 def _cpu_seconds(server: Server) -> float:
@@ -64,10 +75,9 @@ async def _times(servers: list[Server], calls: int, raw: bool, gap: float) -> tu
     cpu_before = [_cpu_seconds(server) for server in servers]
     for _ in range(calls):
         for server, times in zip(servers, seconds, strict=True):
-            call = server.call_raw if raw else server.call
             if gap:
                 await anyio.sleep(gap)
-            times.append(await timed(functools.partial(call, "list_tasks", limit=TASKS)))
+            times.append(await timed(_listing(server, raw)))
     cpu = [(_cpu_seconds(server) - before) / calls for server, before in zip(servers, cpu_before, strict=True)]
     return seconds, cpu
 
@@ -81,7 +91,7 @@ async def _floor(ours: Server, calls: int, gap: float) -> Figure:
         echoed: list[float] = []
         for _ in range(calls):
             for times, call in (
-                (listed, functools.partial(ours.call_raw, "list_tasks", limit=TASKS)),
+                (listed, _listing(ours)),
                 (echoed, functools.partial(bare.call_raw, "echo", text="x")),
             ):
                 if gap:

@@ -25,27 +25,32 @@ from .watching import watch_adopted
 
 async def take_over_left_behind(
     state: CoreState, records: list[TaskRecord], places: Sequence[Place] | None = None
-) -> None:
+) -> bool:
     """Deal with the tasks of servers that are gone, at every place (or those of ``places``;
-    ``records``: every record of the registry, as read)."""
+    ``records``: every record of the registry, as read: those changed are changed in place).
+    Whether any was."""
+    changed = False
     for place in state.places if places is None else places:
         taken = await place.take_over([r for r in records if state.place_of(r) is place])
         for task in taken.adopted:
             state.own[task.record.task_id] = task
             enforce_runtime(state, task)
         state.save(taken.changed)
+        changed = changed or bool(taken.changed)
+    return changed
 
 
 async def take_over_gone_here(state: CoreState, records: list[TaskRecord] | None = None) -> None:
     """While this server runs, take over this machine's tasks of servers that died since it
     started (one crashed beside it), as a starting server does: else they run on unended until
-    a server starts. ``records``: the registry as just read (None: read it now)."""
+    a server starts. ``records``: the registry as just read (None: read it now); what is taken
+    over is changed in them, so a listing of them shows it without reading the registry again."""
     if records is None:
         records = await offload.run(offload.REGISTRY, state.registry.records)
-    await take_over_left_behind(state, records, (state.here,))
-    # What it recorded is written by the registry's thread: a listing that reads the registry next
-    # read the task as still running, found it gone, and recorded it failed instead of killed.
-    await offload.run(offload.REGISTRY, state.registry.flush)
+    if await take_over_left_behind(state, records, (state.here,)):
+        # What it recorded is written by the registry's thread: a call that reads the registry
+        # next (a status) read the task as still running, found it gone, and took it for failed.
+        await offload.run(offload.REGISTRY, state.registry.flush)
 
 
 async def take_over_here(state: CoreState, records: Sequence[TaskRecord]) -> TakenOver:

@@ -18,14 +18,26 @@ def own_records(state: CoreState) -> list[TaskRecord]:
     return [task.record for task in state.own.values()]
 
 
-async def list_tasks(state: CoreState, wanted: TaskState | None, everyone: bool, limit: int | None) -> Listing:
-    """This server's tasks (or, with ``everyone``, every task in the registry) in state ``wanted``
-    (None: any), newest first, at most ``limit`` of them."""
+async def every_record(state: CoreState) -> list[TaskRecord]:
+    """Every record of the registry, newest first (read in a worker thread)."""
+    return await offload.run(offload.REGISTRY, state.registry.records)
+
+
+async def list_tasks(
+    state: CoreState,
+    wanted: TaskState | None,
+    everyone: bool,
+    limit: int | None,
+    everything: list[TaskRecord] | None = None,
+) -> Listing:
+    """This server's tasks (or, with ``everyone``, every task in the registry: ``everything``, as
+    read, else read now) in state ``wanted`` (None: any), newest first, at most ``limit`` of them."""
     await refresh_all(state)  # a place that watches exits needs no call for this server's tasks
     records = own_records(state)
     asked: dict[str, bool] = {}
     if everyone:
-        everything = await offload.run(offload.REGISTRY, state.registry.records)
+        if everything is None:
+            everything = await every_record(state)
         others = [r for r in everything if r.task_id not in state.own]
         asked = await _settle_left(state, others)
         records += await offload.run(offload.SCANS, lambda: [orphans.as_it_stands(r) for r in others])

@@ -176,9 +176,11 @@ class Supervisor:
         """This server's tasks (or, with ``everyone``, every task in the registry), newest first.
         With ``everyone``, this machine's tasks of servers that died beside this one are taken over
         first, as a starting server would (a session for the CLI's ``ps`` takes nothing over)."""
-        if everyone:
-            await adopting.take_over_gone_here(self._state)
-        return await listing.list_tasks(self._state, state, everyone, limit)
+        if not everyone:
+            return await listing.list_tasks(self._state, state, everyone, limit)
+        records = await listing.every_record(self._state)
+        await adopting.take_over_gone_here(self._state, records)  # changes what it takes over in ``records``
+        return await listing.list_tasks(self._state, state, everyone, limit, records)
 
     # -- act -------------------------------------------------------------------
 

@@ -89,9 +89,10 @@ def left_behind(records: Sequence[TaskRecord], own: str) -> LeftBehind:
     """Sort the tasks of dead servers on this host that may still need attention: running
     ones, and finished ones whose leftovers nobody ended (their daemonized children may live on)."""
     found = LeftBehind()
-    for record in records:
-        unsettled = record.state is TaskState.RUNNING or not record.leftovers_ended
-        if not unsettled or record.owner == own or not owner_is_gone(record.owner):
+    others = [r for r in records if (r.running or not r.leftovers_ended) and r.owner != own]
+    gone = gone_owners({r.owner for r in others})  # one look per server, not per task
+    for record in others:
+        if record.owner not in gone:
             continue
         if not (record.keep_running and record.state is TaskState.RUNNING):
             found.to_end.append(record)
