@@ -410,8 +410,8 @@ class WaitResult(BaseModel):
     """Answer of wait_for_task."""
 
     reason: WaitReason = Field(
-        description="exited (the main process ended), pattern (a line matched), port (it accepts connections) "
-        "or timeout."
+        description="exited (the main process ended; with a port, every process it started too), pattern (a line "
+        "matched), port (a process of the task listens on it) or timeout (`advice` says who holds a waited-for port)."
     )
     waited_seconds: float = Field(description="How long the wait lasted.")
     matched_line: str | None = Field(description="The line that matched output_pattern, when reason is pattern.")

@@ -19,6 +19,8 @@ from ..logs import files
 from ..logs.grep import GrepResult, grep_log_in_thread
 from ..logs.patterns import Pattern
 from ..models import TaskRecord, WaitReason
+from ..platform import backend
+from ..platform.scans import PortLook
 from ..results import Status, Waited
 from . import validation, watch
 from .lookup import find_task
@@ -29,6 +31,8 @@ from .task import Task
 READ_ATTEMPTS = 3
 """How many times a read or a wait is made while ends of what its task left behind overtake it (one
 end per limit, so the second is the last one needed)."""
+LINGERING_LOOK_SECONDS = 1.0
+"""How often a wait for a port looks for new processes of a task that exited and left some running."""
 _Answer = TypeVar("_Answer", Status, Waited)
 
 
@@ -155,10 +159,16 @@ async def wait_here(
     start = await _checked_since(path, since, default_end=True)
     began = time.monotonic()
 
-    async def owns_port(port: int, seen_at: float) -> bool:
-        return await state.sockets.task_listens_on(task.record.task_id, port, seen_at)
+    async def members() -> list[int]:
+        return [member.pid for member in await task.live_processes()]
 
-    outcome = await watch.first_event(state.writes_watched, task.exited, path, start, conditions, owns_port, progress)
+    async def holders(port: int, seen_at: float) -> PortLook:
+        return await state.sockets.who_listens(task.record.task_id, port, seen_at, members)
+
+    lingering = functools.partial(_lingering, task)
+    outcome = await watch.first_event(
+        state.writes_watched, task.exited, path, start, conditions, holders, lingering, progress
+    )
     as_of = task.snapshot()
     settings = state.settings
     read = functools.partial(
@@ -172,8 +182,22 @@ async def wait_here(
         matched_line=outcome.match.line if outcome.match else None,
         matched_cursor=outcome.match.cursor if outcome.match else None,
         status=found_status,
-        advice=_earlier_output_advice(outcome.reason, found_status, start),
+        advice=_earlier_output_advice(outcome.reason, found_status, start) or _port_advice(conditions, outcome),
     )
+
+
+async def _lingering(task: Task) -> None:
+    """Return once no process the task left running after its exit is left: each is waited for (a pidfd
+    on Linux), and the task looked at again every LINGERING_LOOK_SECONDS for ones they started."""
+    while processes := await task.lingering():
+        await backend.current().wait_until_gone(processes, LINGERING_LOOK_SECONDS)
+
+
+def _port_advice(conditions: validation.WaitConditions, outcome: watch.WaitOutcome) -> str | None:
+    """For a wait for a port that timed out: who listens on it, as last seen."""
+    if outcome.reason is not WaitReason.TIMEOUT or conditions.port is None:
+        return None
+    return watch.port_timeout_advice(conditions.port, outcome.port_look)
 
 
 def _earlier_output_advice(reason: WaitReason, status: Status, start: int) -> str | None:

@@ -1,8 +1,9 @@
-"""Wake-ups for waiters: a log file growing (inotify), a line matching, a port accepting.
+"""Wake-ups for waiters: a log file growing (inotify), a line matching, a task listening on a port.
 
 Nothing here runs unless somebody waits: a log is watched (through the server's one
-inotify instance) only for the duration of a wait, and a port is probed only while a
-wait asks for one. Reading and matching a log runs in worker threads, in bounded steps.
+inotify instance) only for the duration of a wait, and a port's listeners are looked for
+(in the socket table) only while a wait asks for one. Reading and matching a log runs in
+worker threads, in bounded steps.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from ..logs.lines import CHUNK
 from ..logs.patterns import ClientPattern, Pattern
 from ..models import WaitReason
 from ..platform.inotify import WriteWatches
+from ..platform.scans import PortHolder, PortLook
 from .validation import WaitConditions
 
 SCAN_STEP_BYTES = CHUNK
 """How much of a log one worker-thread step of a pattern wait reads."""
 PORT_PROBE_INTERVAL = 0.05
-PORT_CONNECT_TIMEOUT = 0.5
 PORT_BUSY_MAX_INTERVAL = 1.0
 PROGRESS_INTERVAL_SECONDS = 1.0
 PARTIAL_LINE_QUIET_SECONDS = 0.5
@@ -68,38 +69,50 @@ class LineScanner:
         return match, caught_up
 
 
-async def port_accepts(port: int) -> bool:
-    """Whether something accepts TCP connections on this port of localhost."""
-    for host in ("127.0.0.1", "::1"):
-        try:
-            with anyio.fail_after(PORT_CONNECT_TIMEOUT):
-                stream = await anyio.connect_tcp(host, port)
-        except (OSError, TimeoutError):
-            continue
-        await stream.aclose()
-        return True
-    return False
+PortHolders = Callable[[int, float], Awaitable[PortLook]]
+"""Who listens on a port, by a read of the socket table taken after a given monotonic time."""
 
 
-PortOwner = Callable[[int, float], Awaitable[bool]]
-"""Whether the task listens on a port, by a look taken after a given monotonic time."""
-
-
-async def until_port_accepts(port: int, owned: PortOwner) -> None:
-    """Return once the port accepts connections and ``owned`` says the task is who listens.
-    A port offers no wake-up, so it is probed, and only while somebody waits for it; while
-    another program holds the port, the probes (and the socket-table reads that tell whose
-    it is) slow down to one per PORT_BUSY_MAX_INTERVAL."""
+async def until_task_listens(port: int, holders: PortHolders, seen: WaitOutcome) -> None:
+    """Return once a process of the task listens on the port (on any address: a wildcard, a
+    non-loopback or an IPv6 one). The socket table is read, never the port connected to: a server
+    that serves one client took the probe for its client and was gone before the real one came.
+    A port offers no wake-up, so it is looked at, and only while somebody waits for it; while
+    another program holds the port, the looks slow down to one per PORT_BUSY_MAX_INTERVAL.
+    The last look is kept in ``seen`` (a timeout says why)."""
     interval = PORT_PROBE_INTERVAL
     while True:
-        probed_at = time.monotonic()
-        if await port_accepts(port):
-            if await owned(port, probed_at):
-                return
+        seen.port_look = look = await holders(port, time.monotonic())
+        if look.holder is PortHolder.TASK:
+            return
+        if look.holder is PortHolder.OTHER:
             interval = min(interval * 2, PORT_BUSY_MAX_INTERVAL)
         await anyio.sleep(interval)
 
 
+def port_timeout_advice(port: int, look: PortLook | None) -> str | None:
+    """Why a wait for ``port`` timed out, from the last look at who listens on it."""
+    if look is None:
+        return None
+    if look.holder is PortHolder.OTHER:
+        pids = ", ".join(str(pid) for pid in look.others)
+        return (
+            f"port {port} is held by another program (pid {pids}), not by this task: it may have failed to bind it "
+            "(see its output) or listen on another port"
+        )
+    if look.whole_machine:
+        return (
+            f"nothing this server can see listens on port {port} (on any address): the task has not opened it "
+            "yet, or uses another port"
+        )
+    return (
+        f"no process of this task listens on port {port} (on any address); on this platform backend only the "
+        "task's own processes' sockets can be read, so whether another program holds the port is not known"
+    )
+
+
+Lingering = Callable[[], Awaitable[None]]
+"""Returns once no process the task left running after its exit is left."""
 ProgressReporter = Callable[[float, float], Awaitable[None]]
 """Called with (seconds waited, seconds allowed) while a wait goes on."""
 
@@ -108,6 +121,8 @@ ProgressReporter = Callable[[float, float], Awaitable[None]]
 class WaitOutcome:
     reason: WaitReason = WaitReason.TIMEOUT
     match: LineMatch | None = None
+    port_look: PortLook | None = None
+    """The last look at who listens on the waited-for port."""
 
 
 async def first_event(
@@ -116,10 +131,13 @@ async def first_event(
     path: Path,
     start: int,
     conditions: WaitConditions,
-    owns_port: PortOwner,
+    port_holders: PortHolders,
+    lingering: Lingering,
     progress: ProgressReporter | None,
 ) -> WaitOutcome:
-    """Wait for the first of: the exit, a matching line, the port accepting, the time limit."""
+    """Wait for the first of: the exit, a matching line, the task listening on the port, the time
+    limit. With a port, the exit is that of the task and of every process it left running: a
+    server started with ``&`` outlives the shell that started it."""
     outcome = WaitOutcome()
     pattern, port = conditions.pattern, conditions.port
     scanner = LineScanner(path, start, pattern) if pattern else None
@@ -132,6 +150,8 @@ async def first_event(
 
             async def on_exit() -> None:
                 await exited.wait()
+                if port is not None:
+                    await lingering()
                 # A line written just before the exit still counts as a match.
                 match = await scanner.scan() if scanner else None
                 finish(WaitReason.PATTERN if match else WaitReason.EXITED, match)
@@ -140,7 +160,7 @@ async def first_event(
                 finish(WaitReason.PATTERN, await until_line(watches, path, scanner))
 
             async def on_port(port: int) -> None:
-                await until_port_accepts(port, owns_port)
+                await until_task_listens(port, port_holders, outcome)
                 finish(WaitReason.PORT)
 
             group.start_soon(on_exit)

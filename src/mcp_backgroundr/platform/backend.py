@@ -61,6 +61,9 @@ class Backend(Protocol):
     name: str
     head_method: str
     """How a log's head is dropped past its cap (a method of :mod:`heads`)."""
+    sees_every_socket: bool
+    """Whether :meth:`socket_table` lists every listening socket of the machine (else only those of
+    processes that carry a task's marker)."""
 
     def choose_containment(self, wanted: str, delegated: str | None) -> Containment:
         """The strongest containment level this system offers, at most ``wanted``."""

@@ -60,6 +60,7 @@ def _listening_inodes_read() -> frozenset[str]:
 
 class LinuxBackend:
     name = LINUX
+    sees_every_socket = True
     head_method = heads.PUNCH
 
     def __init__(self) -> None:

@@ -44,6 +44,7 @@ GONE_POLL_SECONDS = 0.01
 
 class PortableBackend:
     name = PORTABLE
+    sees_every_socket = False
     head_method = heads.method_for(PORTABLE)
 
     def choose_containment(self, wanted: str, delegated: str | None) -> Containment:

@@ -11,6 +11,7 @@ that arrive while the previous one runs; a task with a cgroup needs no scan.
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,26 @@ SOCKET_TABLE_STALE_SECONDS = 5.0
 """How old a table status and lists may show while a newer one is read in the background. A read
 looks at every process's open files, so on a busy machine with many processes it takes as long
 as a second: a call that only shows ports does not wait for it."""
+
+
+class PortHolder(enum.Enum):
+    """Who listens on a waited-for port, by the socket table."""
+
+    TASK = "task"
+    """A process of the task listens on it (on any local address)."""
+    OTHER = "other"
+    """Only other programs listen on it."""
+    NOBODY = "nobody"
+    """Nothing that could be seen listens on it."""
+
+
+@dataclass(frozen=True)
+class PortLook:
+    holder: PortHolder
+    others: tuple[int, ...] = ()
+    """The pids of the other programs that listen on it."""
+    whole_machine: bool = True
+    """Whether every listening socket of the machine was seen (False: only the task's own processes')."""
 
 
 @dataclass(frozen=True)
@@ -116,11 +137,22 @@ class Sockets:
         by_task = (await (self.table(newer_than) if newer_than else self.recent())).by_task
         return {task_id: by_task[task_id] for task_id in task_ids if task_id in by_task}
 
-    async def task_listens_on(self, task_id: str, port: int, newer_than: float) -> bool:
-        """Whether a process of this task (not some other program) listens on ``port``, by a
-        read of the socket table made after ``newer_than`` (when the port was seen accepting)."""
-        sockets = (await self.of_tasks({task_id}, newer_than)).get(task_id, [])
-        return any(listening == port for _, listening, _ in sockets)
+    async def who_listens(
+        self, task_id: str, port: int, newer_than: float, members: Callable[[], Awaitable[Collection[int]]]
+    ) -> PortLook:
+        """Who listens on ``port``, on any local address, by a read of the socket table made after
+        ``newer_than``: a process of this task (one carrying its marker, else one of ``members``, the
+        pids of its processes, asked only when something listens on the port), or other programs."""
+        table = await self.table(newer_than)
+        whole_machine = backend.current().sees_every_socket
+        if any(listening == port for _, listening, _ in table.by_task.get(task_id, [])):
+            return PortLook(PortHolder.TASK, whole_machine=whole_machine)
+        holders = {pid for _, listening, pid in table.sockets if listening == port}
+        if not holders:
+            return PortLook(PortHolder.NOBODY, whole_machine=whole_machine)
+        if holders & set(await members()):
+            return PortLook(PortHolder.TASK, whole_machine=whole_machine)
+        return PortLook(PortHolder.OTHER, tuple(sorted(holders)), whole_machine)
 
 
 class _Batch:

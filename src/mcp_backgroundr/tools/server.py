@@ -129,7 +129,13 @@ WaitForPattern = Annotated[
     str | None,
     Field(description=f"Regex: answer once an output line matches (e.g. 'Listening on'); {PATTERN_LIMIT_NOTE}."),
 ]
-WaitForPort = Annotated[int | None, Field(description="Answer once this localhost TCP port accepts connections.")]
+WaitForPort = Annotated[
+    int | None,
+    Field(
+        description="Answer once a process of the task listens on this TCP port, on any local address (seen in "
+        "the socket table: the port is never connected to), even after the shell exits (`server &`)."
+    ),
+]
 Host = Annotated[
     str | None,
     Field(
@@ -147,7 +153,10 @@ OutputPattern = Annotated[
     str | None,
     Field(description=f"Regex for a new output line (after the call, or `since`); {PATTERN_LIMIT_NOTE}."),
 ]
-Port = Annotated[int | None, Field(description="A localhost TCP port to wait for.")]
+Port = Annotated[
+    int | None,
+    Field(description="A TCP port to wait for a process of the task to listen on, on any local address."),
+]
 WaitSince = Annotated[int | None, Field(description="A cursor: match lines written after it.")]
 Text = Annotated[str, Field(description="Text to write.")]
 Newline = Annotated[bool, Field(description="Press Enter after it.")]
@@ -375,8 +384,9 @@ def _add_read_tools(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
         ctx: Context[Any, Any] | None = None,
     ) -> Annotated[CallToolResult, WaitResult]:
         """Block until the task exits (reason `exited`), a new line matches `output_pattern`
-        (`pattern`), `port` accepts (`port`) or the time is up (`timeout`); answers with its
-        status and the output written meanwhile."""
+        (`pattern`), a process of it listens on `port` (`port`) or the time is up (`timeout`); with
+        `port`, exits means every process it started has ended too; answers with its status and the
+        output written meanwhile."""
         conditions = supervisor.check_wait(WaitRequest(timeout_seconds, output_pattern, port))
 
         def go_on(result: Waited) -> str:
