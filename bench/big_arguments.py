@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from _harness import Figure, Server, main, serve
+from mcp import MCPError
 
 NAME = "big arguments: event loop held per call"
 SOURCE = os.environ.get("BIG_SOURCE")
@@ -55,7 +56,11 @@ def _held(watch: Path, seen: int) -> tuple[list[tuple[float, float]], int]:
 
 
 async def _call(server: Server, tool: str, arguments: dict[str, Any]) -> str:
-    result = await server.client.call_tool(tool, arguments, read_timeout_seconds=120)
+    """The answer's text, or the error a message too heavy to read gets (tools/weighing.py)."""
+    try:
+        result = await server.client.call_tool(tool, arguments, read_timeout_seconds=120)
+    except MCPError as refused:
+        return f"error {refused.error.code}: {refused.error.message}"[:60]
     block = result.content[0] if result.content else None
     return str(getattr(block, "text", ""))[:60]
 

@@ -82,6 +82,8 @@ TERMINALS = Lane("terminals", 1000, BACKGROUND_NICENESS)
 """Copying a terminal task's output into its log: one thread per such task, for its whole life
 (as much work as the task writes, and a write may wait on the disk); the bound is far above the
 tasks a server runs at once."""
+MESSAGES = Lane("messages", 2, BACKGROUND_NICENESS)
+"""Weighing a long message before it is parsed (tools/weighing.py): as long as the message."""
 SCANS = Lane("scans", 4)
 """Process and socket tables of the machine."""
 REGISTRY = Lane("registry", 8)

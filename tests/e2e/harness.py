@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pty
 import re
@@ -16,11 +17,12 @@ from typing import Any, TextIO
 
 import anyio
 import psutil
-from mcp import Client
+import pytest
+from mcp import Client, MCPError
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
-from mcp_types import CallToolResult, TextContent
+from mcp_types import INVALID_REQUEST, CallToolResult, TextContent
 
 from mcp_backgroundr.config import HOME_ENV, PLATFORM_ENV
 from mcp_backgroundr.platform.containment import _cgroup as cgroups
@@ -72,6 +74,16 @@ async def call_error(client: Client, tool: str, **arguments: Any) -> str:
     assert result.is_error, f"{tool}({arguments}) did not fail: {text_of(result)}"
     message = text_of(result)
     assert "\n" not in message and "Traceback" not in message, message
+    return message
+
+
+async def call_refused_unread(client: Client, tool: str, **arguments: Any) -> str:
+    """Call a tool with arguments too heavy to be read (tools/weighing.py); return the one-line
+    JSON-RPC error the message got instead of an answer."""
+    with pytest.raises(MCPError) as refused:
+        await client.call_tool(tool, arguments)
+    message = refused.value.error.message
+    assert refused.value.error.code == INVALID_REQUEST and "is not read" in message and "\n" not in message, message
     return message
 
 
@@ -248,3 +260,14 @@ async def kill_server_of(task_pid: int, capping_too: bool = False) -> None:
     with anyio.fail_after(5):
         while not gone():
             await anyio.sleep(0.02)
+
+
+def heavy_call(request_id: int | str, arrays: int = 30_000, id_last: bool = False) -> bytes:
+    """A tools/call of list_tasks whose arguments hold ``arrays`` empty arrays: far more than a message
+    may hold (tools/weighing.py), its id before the arguments or after them."""
+    arguments = b'{"x": [' + b",".join([b"[]"] * arrays) + b"]}"
+    call = b'"method": "tools/call", "params": {"name": "list_tasks", "arguments": ' + arguments + b"}"
+    request = json.dumps(request_id).encode()
+    if id_last:
+        return b'{"jsonrpc": "2.0", ' + call + b', "id": ' + request + b"}"
+    return b'{"jsonrpc": "2.0", "id": ' + request + b", " + call + b"}"

@@ -15,7 +15,7 @@ import pytest
 from mcp_backgroundr.serving.access import TOKEN_FILE
 
 from ..reliability.rawwire import RawServer
-from .harness import HttpServer, http_server
+from .harness import HttpServer, heavy_call, http_server
 
 pytestmark = pytest.mark.anyio
 
@@ -39,10 +39,13 @@ MALFORMED = [
     json.dumps({"jsonrpc": "2.0", "id": "s", "method": 7}).encode(),
     b"[]",
     b"not json",
+    heavy_call(9),
+    heavy_call("heavy", id_last=True),
 ]
 """Bodies stdio answers with an error: an invalid id (the HTTP transport read such a request as a
 notification, answered 202 and nothing more: the client waited forever), a batch with one bad id among
-good ones, not JSON-RPC 2.0, not JSON."""
+good ones, not JSON-RPC 2.0, not JSON, too heavy to parse (its parse held every client: 6 s for 4 MiB
+of nested arrays, twice)."""
 
 
 @pytest.fixture

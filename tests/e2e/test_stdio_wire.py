@@ -15,7 +15,7 @@ from typing import Any
 
 from ..disks import fill_disk
 from ..reliability.rawwire import ANSWER_SECONDS, RawServer
-from .harness import alive
+from .harness import alive, heavy_call
 
 MIB = 1024 * 1024
 
@@ -412,3 +412,57 @@ def test_a_2026_request_without_its_envelope_is_told_what_the_envelope_holds(ser
         assert "tools" in server.request("tools/list", {"_meta": envelope})["result"]
         message = server.request("tools/list")["error"]["message"]
         assert "io.modelcontextprotocol/protocolVersion" in message and "initialize" not in message, message
+
+
+def test_a_message_too_heavy_to_parse_is_refused_with_its_id_before_it_is_parsed(server_command: str) -> None:
+    """Parsing holds the interpreter whatever thread runs it: 4 MiB of nested empty arrays held the
+    event loop 2.9 s (and over HTTP the SDK parses a body once more). A message with far more arrays,
+    objects or values than any request needs is refused unparsed, with its id when it has one."""
+    with RawServer(server_command) as server:
+        server.initialize()
+        for request_id, id_last in ((5, False), ("late", True)):
+            server.send(heavy_call(request_id, id_last=id_last))
+            answer = server.answer()
+            assert answer["id"] == request_id and answer["error"]["code"] == -32600, answer
+            assert "is not read" in answer["error"]["message"] and "\n" not in answer["error"]["message"]
+        numbers = (
+            b'{"jsonrpc": "2.0", "id": 6, "method": "ping", "params": {"_meta": {"n": [' + b"1," * 300_000 + b"1]}}}"
+        )
+        server.send(numbers)
+        assert server.answer()["error"]["code"] == -32600
+        assert server.request("ping")["result"] == {}
+
+
+def test_big_messages_a_request_needs_are_not_taken_for_heavy(server_command: str, tmp_path: Path) -> None:
+    """Brackets and commas inside text are not the message's structure: a JSON document sent as input,
+    and a command of 10,000 arguments, are served as before."""
+    document = json.dumps([{"k": [i, i]} for i in range(100_000)])
+    with RawServer(server_command) as server:
+        server.initialize()
+        started = server.request(
+            "tools/call", {"name": "run_background_task", "arguments": {"command": "wc -c", "stdin": True}}
+        )
+        task_id = started["result"]["structuredContent"]["task_id"]
+        sent = server.request(
+            "tools/call",
+            {"name": "send_task_input", "arguments": {"task_id": task_id, "text": document, "close": True}},
+        )
+        assert sent["result"]["isError"] is False, sent
+        argv = ["sh", "-c", 'echo "$#"', "sh", *(f"a{i}" for i in range(10_000))]
+        counted = server.request(
+            "tools/call",
+            {"name": "run_background_task", "arguments": {"command": argv, "wait_for_pattern": "^[0-9]+$"}},
+        )
+        assert counted["result"]["isError"] is False, counted
+        assert "10000" in json.dumps(counted["result"]["structuredContent"]["wait"]), counted
+
+
+def test_a_message_too_heavy_to_parse_is_refused_from_a_file_on_stdin_too(server_command: str, tmp_path: Path) -> None:
+    """The SDK's transport (a file on stdin) reads its lines through the same weighing."""
+    requests = tmp_path / "requests.jsonl"
+    requests.write_bytes(_calls_then_end_of_input([]) + heavy_call(4) + b"\n" + _ping(5) + b"\n")
+    with requests.open("rb") as stdin:
+        done = subprocess.run([server_command], stdin=stdin, capture_output=True, timeout=ANSWER_SECONDS)
+    answers = _answers_by_id(done.stdout)
+    assert answers[4]["error"]["code"] == -32600 and "is not read" in answers[4]["error"]["message"], answers
+    assert answers[5]["result"] == {}, answers

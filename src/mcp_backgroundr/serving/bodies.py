@@ -48,6 +48,9 @@ class CheckedBodies:
             await self._app(scope, _replay(messages, receive), send)
             return
         body = _as_utf8(b"".join(message.get("body", b"") for message in messages))
+        if (refusal := await wire.too_heavy(body)) is not None:
+            await _refuse(refusal, scope, receive, send)
+            return
         try:
             message = wire.parsed(body)
         except wire.Refused as refused:

@@ -133,6 +133,9 @@ async def _read(
 ) -> None:
     async with server, replies:
         async for line in _lines(reader):
+            if (refusal := await wire.too_heavy(line)) is not None:
+                await replies.send(SessionMessage(refusal))
+                continue
             try:
                 message = wire.parsed(line)
             except wire.Refused as refused:

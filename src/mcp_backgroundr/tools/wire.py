@@ -35,11 +35,18 @@ from mcp_types import (
 )
 from pydantic import ValidationError
 
+from .. import offload
 from ..models import one_line
+from . import weighing
 
 PARSE_ERROR_MESSAGE = "Parse error: not valid JSON; send one JSON-RPC 2.0 message per line on stdio, per POST over HTTP"
 INVALID_REQUEST_MESSAGE = "Invalid Request: not a JSON-RPC 2.0 request, notification or response"
 BATCH_MESSAGE = "Invalid Request: a batch (a JSON array) is not taken; send its messages one by one"
+HEAVY_MESSAGE = (
+    f"Invalid Request: a message of more than {weighing.MAX_CONTAINERS:,} arrays and objects, or "
+    f"{weighing.MAX_VALUES:,} values, is not read (parsing it would hold the server for every client); "
+    "send large data as one text value"
+)
 INVALID_ID_MESSAGE = "Invalid Request: a request's id is a string or an integer; send one, or no id for a notification"
 
 
@@ -64,6 +71,19 @@ def parsed(text: str | bytes) -> JSONRPCMessage:
     if isinstance(message, JSONRPCNotification) and (answer := invalid_request(text)) is not None:
         raise Refused(answer)
     return message
+
+
+async def too_heavy(text: str | bytes) -> JSONRPCError | None:
+    """Invalid Request for a message too heavy to parse (``weighing``), weighed in a worker thread
+    when it is long enough to be; None for any other."""
+    if len(text) <= weighing.SMALL:
+        return None
+    heavy = await offload.run(offload.MESSAGES, weighing.too_heavy, text)
+    if heavy is None:
+        return None
+    return JSONRPCError(
+        jsonrpc="2.0", id=heavy.request_id, error=ErrorData(code=INVALID_REQUEST, message=HEAVY_MESSAGE)
+    )
 
 
 def invalid_tool_call(message: JSONRPCMessage) -> JSONRPCError | None:
@@ -167,7 +187,7 @@ async def checked_lines(lines: AsyncIterable[str], replies: ObjectSendStream[Ses
     once more: this serves the SDK's transport, for a file or a terminal."""
     async with replies:
         async for line in lines:
-            if (reply := invalid_request(line)) is None:
+            if (reply := await too_heavy(line) or invalid_request(line)) is None:
                 yield line
             else:
                 await replies.send(SessionMessage(reply))
