@@ -336,7 +336,10 @@ class EndedTask(BaseModel):
     exit_code: int | None = Field(description="Exit status of the main process; 128+N when signal N ended it.")
     signal: str | None = Field(description="Name of the signal that ended the main process, if one did.")
     signalled_pids: list[int] = Field(description="Every process of the task that was sent a signal.")
-    escalated: bool = Field(description="True when SIGKILL was needed because SIGTERM was not enough in time.")
+    escalated: bool = Field(
+        description="True when SIGKILL was needed: sent to a process still alive that SIGTERM had not ended "
+        "(nor doomed) within the grace period."
+    )
     survivors: list[Survivor] = Field(description="Processes still alive after SIGKILL; empty on success.")
     containment: _Containment = "marker"
     verified: str = Field(

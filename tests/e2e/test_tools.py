@@ -134,6 +134,28 @@ async def test_a_task_that_ignores_sigterm_is_killed_by_escalation(server_comman
     assert ended["state"] == "killed" and ended["signal"] == "SIGKILL"
 
 
+@pytest.mark.parametrize(
+    ("command", "count", "escalated", "signal"),
+    [
+        ("sleep 300", 1, False, "SIGTERM"),
+        ("sleep 300 & sleep 300; wait", 3, False, "SIGTERM"),
+        ("(trap '' TERM; sleep 300) & sleep 300; wait", 3, True, "SIGTERM"),
+        ("trap '' TERM; sleep 300 & sleep 300; wait", 3, True, "SIGKILL"),
+    ],
+    ids=["it-dies-of-sigterm", "all-die-of-sigterm", "a-child-ignores-it", "all-ignore-it"],
+)
+async def test_a_grace_of_0_says_sigkill_was_needed_only_when_a_process_outlived_sigterm(
+    server_command: str, command: str, count: int, escalated: bool, signal: str
+) -> None:
+    async with connect(server_command) as client:
+        task_id, pids = await _started_with_children(client, command, count)
+        result = await client.call_tool("end_background_task", {"task_id": task_id, "grace_seconds": 0})
+        assert alive(pids) == []
+    ended, text = result.structured_content, text_of(result)
+    assert ended is not None and (ended["escalated"], ended["signal"]) == (escalated, signal), text
+    assert ("SIGKILL was needed" in text) is escalated, text
+
+
 async def test_daemonized_processes_are_lingering_and_ended(server_command: str) -> None:
     command = "setsid sleep 300 & nohup sh -c 'sleep 301 & sleep 302' >/dev/null 2>&1 & echo started"
     async with connect(server_command) as client:

@@ -18,6 +18,8 @@ import os
 import signal
 import time
 
+from ..platform.dying import dying
+
 PROC = "/proc"
 TASK_ID_ENV = "MCP_BACKGROUNDR_TASK_ID"
 SETTLE_STEP_SECONDS = 0.02
@@ -234,8 +236,9 @@ def end(leaders: dict[str, int], grace: float, kill_wait: float, since: int | No
         if not left:
             break
         known.update((pid, start_ticks(pid)) for pid in left if pid not in known)
+        doomed = {pid for pid in left if dying(pid)}  # looked at before the kill
         killed = _signal([pid for pid in left if pid not in spared], signal.SIGKILL, denied)
-        escalated = escalated or bool(killed)
+        escalated = escalated or any(pid not in doomed for pid in killed)
         signalled += [pid for pid in killed if pid not in signalled]
         left = _wait_gone(leaders, kill_wait, since, known)
     survivors = [

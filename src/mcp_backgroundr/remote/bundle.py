@@ -23,6 +23,7 @@ MODULES = (
     "logs/holes.py",
     "logs/lines.py",
     "logs/files.py",
+    "platform/dying.py",
     "platform/heads.py",
     "runner.py",
     "remote/agent.py",

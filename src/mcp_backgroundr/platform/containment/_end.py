@@ -20,6 +20,7 @@ import psutil
 
 from ... import offload
 from .. import backend
+from ..dying import dying
 from ._find import Leader, describe, every_process, find_task_processes, pids, still_running
 
 MAX_FREEZE_ROUNDS = 50
@@ -95,19 +96,22 @@ def _stop_growth(
 
 def _freeze_and_kill(
     leaders: Mapping[int, Leader], known: Sequence[psutil.Process], denied: dict[int, str]
-) -> list[psutil.Process]:
-    """Freeze every tree, then SIGKILL all of it; return the processes killed."""
+) -> tuple[list[psutil.Process], bool]:
+    """Freeze every tree, then SIGKILL all of it; return the processes killed, and whether any of
+    them was still alive and not already dying of the stop signal (SIGKILL was needed)."""
     grouped = {pid: leader for pid, leader in leaders.items() if leader.cgroup is not None}
     scanned = {pid: leader for pid, leader in leaders.items() if leader.cgroup is None}
     killed = every_process(grouped) if grouped else []
+    needed = not all(dying(process.pid) for process in killed)  # looked at before the kill
     for leader in grouped.values():
         assert leader.cgroup is not None
         leader.cgroup.freeze_and_kill()
     in_groups = pids(killed)
     others = [process for process in known if process.pid not in in_groups]
     frozen = _stop_growth(lambda: every_process(scanned) if scanned else [], others, denied)
+    needed = needed or not all(dying(process.pid) for process in frozen)
     sent = set(_signal_all(frozen, signal.SIGKILL, denied))
-    return killed + [process for process in frozen if process.pid in sent]
+    return killed + [process for process in frozen if process.pid in sent], needed
 
 
 def _merge(known: list[psutil.Process], found: list[psutil.Process]) -> list[psutil.Process]:
@@ -153,12 +157,12 @@ async def end_trees(
     remaining = _merge(remaining, await offload.run(offload.SCANS, every_process, leaders))
     if not remaining:
         return outcome
-    outcome.escalated = True
     killed: set[int] = set()
     began = time.monotonic()
     deadline = began + kill_wait_seconds
     while remaining and time.monotonic() < deadline:
-        now_killed = await offload.run(offload.SCANS, _freeze_and_kill, leaders, remaining, denied)
+        now_killed, needed = await offload.run(offload.SCANS, _freeze_and_kill, leaders, remaining, denied)
+        outcome.escalated = outcome.escalated or needed
         killed |= pids(now_killed)
         remaining = await wait_until_gone(_merge(remaining, now_killed), deadline - time.monotonic())
         remaining = _merge(remaining, await offload.run(offload.SCANS, every_process, leaders))

@@ -1,0 +1,55 @@
+"""Whether a process is already bound to die of a signal it was sent, so that an end says SIGKILL
+was needed only when it was.
+
+A process sent SIGTERM is not gone at once: the kernel has yet to deliver it, and a grace of 0
+sends SIGKILL in that instant. What the kernel holds for the process tells whether it would have
+died anyway: a signal whose default action ends it, pending, that it neither blocks, ignores nor
+catches (or the SIGKILL the kernel adds to every thread once a fatal signal is under way).
+
+Linux only (``/proc/PID/status``); elsewhere nothing is known, and a process counts as alive.
+Standard library only: shipped to remote hosts with the agent.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_FATAL_BY_DEFAULT = (
+    signal.SIGHUP,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGKILL,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGPIPE,
+    signal.SIGALRM,
+    signal.SIGTERM,
+)
+_FATAL_MASK = sum(1 << (signum - 1) for signum in _FATAL_BY_DEFAULT)
+_KILL_MASK = 1 << (signal.SIGKILL - 1)
+_GONE_STATES = (b"Z", b"X")
+_HAS_PROC = os.path.exists("/proc/self/status")
+
+
+def dying(pid: int) -> bool:
+    """Whether process ``pid`` is gone or will die of a signal already pending, whatever is sent next."""
+    if not _HAS_PROC:
+        return False
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            text = status.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    except OSError:
+        return False
+    fields = dict(line.split(b":", 1) for line in text.splitlines() if b":" in line)
+    state = fields.get(b"State", b"").strip()[:1]
+    if state in _GONE_STATES:
+        return True
+    try:
+        pending = int(fields[b"SigPnd"], 16) | int(fields[b"ShdPnd"], 16)
+        handled = int(fields[b"SigBlk"], 16) | int(fields[b"SigIgn"], 16) | int(fields[b"SigCgt"], 16)
+    except (KeyError, ValueError):
+        return False
+    return bool(pending & _KILL_MASK or pending & _FATAL_MASK & ~handled)
