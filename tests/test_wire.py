@@ -8,7 +8,15 @@ import mcp_types
 import pytest
 from pydantic import ValidationError
 
-from mcp_backgroundr.tools.wire import BATCH_MESSAGE, Refused, invalid_request, parsed, protocol_error
+from mcp_backgroundr.tools.wire import (
+    BATCH_MESSAGE,
+    JSON_DEPTH_LIMIT,
+    TOO_DEEP_MESSAGE,
+    Refused,
+    invalid_request,
+    parsed,
+    protocol_error,
+)
 
 
 def rejection(line: bytes) -> Exception:
@@ -83,3 +91,21 @@ def test_a_batch_is_told_to_send_its_messages_one_by_one() -> None:
 )
 def test_parsed_takes_one_valid_message(text: str) -> None:
     assert parsed(text).model_dump(by_alias=True, exclude_unset=True) == json.loads(text)
+
+
+def _nested(levels: int) -> bytes:
+    """A ping whose message nests ``levels`` arrays and objects: itself, its params, then arrays."""
+    arrays = levels - 2
+    return b'{"jsonrpc":"2.0","id":5,"method":"ping","params":{"x":' + b"[" * arrays + b"1" + b"]" * arrays + b"}}"
+
+
+def test_json_nested_past_the_parsers_limit_is_said_to_be_too_deep_not_invalid() -> None:
+    """Valid JSON 100,000 levels deep was answered "not valid JSON" (a new-user trial); the limit is
+    the parser's, pinned here so that the number the answer gives stays true."""
+    assert isinstance(parsed(_nested(JSON_DEPTH_LIMIT)), mcp_types.JSONRPCRequest)
+    for levels in (JSON_DEPTH_LIMIT + 1, 100_000):
+        with pytest.raises(Refused) as refused:
+            parsed(_nested(levels))
+        assert refused.value.answer.error.code == mcp_types.PARSE_ERROR
+        assert refused.value.answer.error.message == TOO_DEEP_MESSAGE
+    assert f"more than {JSON_DEPTH_LIMIT} levels" in TOO_DEEP_MESSAGE

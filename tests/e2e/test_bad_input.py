@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +145,22 @@ async def test_every_numeric_argument_of_every_tool_takes_extreme_values_in_one_
     assert not broken
     assert {"get_task_status.since", "wait_for_task.since", "run_background_task.max_memory_bytes"} <= set(tried)
     assert status["state"] == "running" and "steady" in status["output"]
+
+
+@pytest.mark.anyio
+async def test_a_relative_cwd_is_taken_from_the_servers_working_directory_and_a_refusal_says_so(
+    server_command: str, tmp_path: Path
+) -> None:
+    """A relative cwd that did not exist was refused "that directory does not exist" without saying
+    relative to what (a new-user trial); the server (started here, in this test's directory) takes
+    it from its own working directory, and says which that is."""
+    here = os.getcwd()
+    (tmp_path / "project").mkdir()
+    relative = os.path.relpath(tmp_path / "project", here)
+    async with connect(server_command) as client:
+        message = await call_error(client, "run_background_task", command="true", cwd="relative/dir")
+        started = await call(client, "run_background_task", command="true", cwd=relative)
+    taken = f"a relative cwd is taken from the server's working directory, {here}"
+    assert message.startswith('cwd="relative/dir" is invalid: that directory does not exist') and taken in message
+    assert "pass an absolute path" in message, message
+    assert started["cwd"] == str(tmp_path / "project")

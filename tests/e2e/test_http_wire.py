@@ -41,11 +41,12 @@ MALFORMED = [
     b"not json",
     heavy_call(9),
     heavy_call("heavy", id_last=True),
+    b'{"jsonrpc": "2.0", "id": 9, "method": "ping", "params": {"x": ' + b"[" * 1000 + b"]" * 1000 + b"}}",
 ]
 """Bodies stdio answers with an error: an invalid id (the HTTP transport read such a request as a
 notification, answered 202 and nothing more: the client waited forever), a batch with one bad id among
 good ones, not JSON-RPC 2.0, not JSON, too heavy to parse (its parse held every client: 6 s for 4 MiB
-of nested arrays, twice)."""
+of nested arrays, twice), JSON nested past the parser's limit."""
 
 
 @pytest.fixture

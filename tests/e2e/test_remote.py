@@ -548,6 +548,20 @@ async def test_allowed_cwd_applies_on_the_remote_host_with_its_own_home(
             assert done["status"]["output"] == f"{where}\n"
 
 
+async def test_a_relative_cwd_on_a_remote_host_is_taken_from_its_home_and_a_refusal_says_so(
+    server_command: str, ssh_env: dict[str, str], sshd: Sshd
+) -> None:
+    """A relative cwd that did not exist on the host was refused without saying relative to what."""
+    home = sshd.directory / "home"
+    (home / "proj").mkdir(exist_ok=True)
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        message = await call_error(client, "run_background_task", command="pwd", host="loopback", cwd="nope/dir")
+        started = await call(client, "run_background_task", command="pwd", host="loopback", cwd="proj")
+        done = await call(client, "wait_for_task", task_id=started["task_id"], since=0, timeout_seconds=20)
+    assert f"(a relative cwd is taken from the home directory there, {home})" in message, message
+    assert done["status"]["output"] == f"{home / 'proj'}\n"
+
+
 async def test_pruned_remote_tasks_lose_their_files_on_the_host_or_say_where_they_were_left(
     server_command: str, ssh_env: dict[str, str], sshd: Sshd, tmp_path: Path
 ) -> None:

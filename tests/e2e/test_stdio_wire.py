@@ -466,3 +466,19 @@ def test_a_message_too_heavy_to_parse_is_refused_from_a_file_on_stdin_too(server
     answers = _answers_by_id(done.stdout)
     assert answers[4]["error"]["code"] == -32600 and "is not read" in answers[4]["error"]["message"], answers
     assert answers[5]["result"] == {}, answers
+
+
+def test_json_nested_too_deep_is_said_to_be_so_and_the_server_goes_on(server_command: str) -> None:
+    """A valid line nested 100,000 levels deep was answered "Parse error: not valid JSON" (a new-user
+    trial; one that long is now too heavy to parse, above); one light enough to parse is said to be
+    nested too deep."""
+    deep = b"[" * 1000 + b"]" * 1000
+    line = (
+        b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"list_tasks","arguments":{"x":' + deep + b"}}}"
+    )
+    with RawServer(server_command) as server:
+        server.initialize()
+        server.send(line)
+        error = server.answer()["error"]
+        assert error["code"] == -32700 and "nested too deep (more than 200 levels" in error["message"], error
+        assert server.request("ping")["result"] == {}

@@ -66,25 +66,32 @@ def checked_command(command: str) -> str:
 
 
 def checked_cwd(cwd: str | None) -> str:
+    """The directory a task runs in: ``cwd`` (``~`` expanded), a relative one taken from the
+    server's working directory, as the default is; a refusal of a relative one names that
+    directory (a client's "relative/dir" means its project, which need not be the server's)."""
     if cwd is None or not cwd.strip():
         return os.getcwd()
     if "\0" in cwd:
         raise InvalidArgumentError("cwd", cwd, "remove the NUL character from the path")
     path = Path(cwd).expanduser()
-    if not path.is_absolute():
-        path = Path(os.getcwd()) / path
+    base = "" if path.is_absolute() else os.getcwd()
+    path = Path(base) / path
+    taken = f" (a relative cwd is taken from the server's working directory, {base})" if base else ""
     try:
         path.stat()
     except OSError as exc:
         if not isinstance(exc, FileNotFoundError):
-            advice = f"it cannot be used ({exc.strerror}); pass another directory"
+            advice = f"it cannot be used ({exc.strerror}){taken}; pass another directory"
             raise InvalidArgumentError("cwd", cwd, advice) from exc
     if not path.exists():
-        raise InvalidArgumentError("cwd", cwd, "that directory does not exist; pass an existing directory or omit cwd")
+        other = "an absolute path to an existing directory" if base else "an existing directory"
+        raise InvalidArgumentError("cwd", cwd, f"that directory does not exist{taken}; pass {other} or omit cwd")
     if not path.is_dir():
-        raise InvalidArgumentError("cwd", cwd, "that is a file, not a directory; pass its parent directory or omit cwd")
+        advice = f"that is a file, not a directory{taken}; pass its parent directory or omit cwd"
+        raise InvalidArgumentError("cwd", cwd, advice)
     if not os.access(path, os.X_OK):
-        raise InvalidArgumentError("cwd", cwd, "the server may not enter that directory; pick one it can read")
+        advice = f"the server may not enter that directory{taken}; pick one it can read"
+        raise InvalidArgumentError("cwd", cwd, advice)
     return os.path.normpath(path)
 
 

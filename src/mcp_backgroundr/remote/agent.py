@@ -156,9 +156,14 @@ def _checked_cwd(cwd: str, roots: list[str]) -> str:
 def start(state: str, bundle: str, request: Request) -> dict[str, Any]:
     prune(state, float(request.get("keep_days", 7)))
     hosted = Hosted(state, request["task_id"])
-    cwd = _checked_cwd(os.path.expanduser(request.get("cwd") or "~"), request.get("cwd_roots") or [])
+    asked = os.path.expanduser(request.get("cwd") or "~")
+    home = "" if os.path.isabs(asked) else os.path.expanduser("~")
+    cwd = _checked_cwd(os.path.join(home, asked), request.get("cwd_roots") or [])
     if not os.path.isdir(cwd):
-        raise BackgroundrError(f"cwd {cwd!r} is not a directory on this host; pass one that exists, or omit cwd")
+        taken = f" (a relative cwd is taken from the home directory there, {home})" if home else ""
+        raise BackgroundrError(
+            f"cwd {asked!r} is not a directory on this host{taken}; pass one that exists, or omit cwd"
+        )
     _private_directory(os.path.dirname(hosted.base))
     log_fd = os.open(hosted.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, files.LOG_FILE_MODE)
     stdin: int = subprocess.DEVNULL

@@ -91,7 +91,7 @@ TaskId = Annotated[str, Field(description="From run_background_task or list_task
 Command = Annotated[
     str | list[str], Field(description="Shell command for /bin/sh -c (pipes, &&, $VARS work), or an argv list.")
 ]
-Cwd = Annotated[str | None, Field(description="Working directory.")]
+Cwd = Annotated[str | None, Field(description="Working directory (default, and base of a relative one: the server's).")]
 Env = Annotated[
     dict[str, str | None] | None,
     Field(description="Variables added to the server's environment (null unsets one)."),

@@ -41,6 +41,13 @@ from . import weighing
 
 PARSE_ERROR_MESSAGE = "Parse error: not valid JSON; send one JSON-RPC 2.0 message per line on stdio, per POST over HTTP"
 INVALID_REQUEST_MESSAGE = "Invalid Request: not a JSON-RPC 2.0 request, notification or response"
+JSON_DEPTH_LIMIT = 200
+"""How deep the SDK's JSON parser (pydantic's jiter) nests arrays and objects that hold values:
+deeper JSON is valid, but it gives up ("recursion limit exceeded"; ``tests/test_wire.py`` pins it)."""
+TOO_DEEP_MESSAGE = (
+    f"Parse error: the JSON is nested too deep (more than {JSON_DEPTH_LIMIT} levels of arrays and objects); "
+    "send the message nested less deeply"
+)
 BATCH_MESSAGE = "Invalid Request: a batch (a JSON array) is not taken; send its messages one by one"
 HEAVY_MESSAGE = (
     f"Invalid Request: a message of more than {weighing.MAX_CONTAINERS:,} arrays and objects, or "
@@ -146,8 +153,10 @@ def protocol_error(problem: Exception) -> JSONRPCError | None:
 
 def _validation_answer(problem: ValidationError) -> JSONRPCError:
     errors = problem.errors()
-    if any(error["type"] == "json_invalid" for error in errors):
-        return JSONRPCError(jsonrpc="2.0", id=None, error=ErrorData(code=PARSE_ERROR, message=PARSE_ERROR_MESSAGE))
+    if unparsed := [error for error in errors if error["type"] == "json_invalid"]:
+        too_deep = any("recursion limit exceeded" in error["msg"] for error in unparsed)
+        message = TOO_DEEP_MESSAGE if too_deep else PARSE_ERROR_MESSAGE
+        return JSONRPCError(jsonrpc="2.0", id=None, error=ErrorData(code=PARSE_ERROR, message=message))
     batch = any(error["type"] == "model_type" and isinstance(error.get("input"), list) for error in errors)
     return JSONRPCError(
         jsonrpc="2.0",
