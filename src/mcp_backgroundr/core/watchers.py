@@ -11,15 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from ..errors import warn
+from ..errors import BackgroundrError, warn
 
 
 def failure_text(exc: BaseException) -> str:
-    """One line naming what went wrong: ``No space left on device``, ``ValueError: ...``."""
+    """One line naming what went wrong: ``No space left on device``, ``ValueError: ...``, or our own
+    error's line as written for its reader (``host devbox: no answer within 13 s; ...``)."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
+    if isinstance(exc, BackgroundrError):
+        return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
 
