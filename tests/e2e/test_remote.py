@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from mcp.shared.subscriptions import ResourceUpdated
 
 from .harness import alive, call, call_error, connect, finished, kill_server_of, until
 from .sshd import Sshd, free_port, keygen
+from .test_port_waits import ONE_CLIENT_SERVER
 
 pytestmark = pytest.mark.anyio
 
@@ -205,6 +207,32 @@ async def test_a_wait_for_a_port_on_the_remote_host_ends_when_the_task_listens(
         assert [item["port"] for item in status["listening"]] == [port]
         ended = await call(client, "end_background_task", task_id=started["task_id"])
         assert ended["survivors"] == []
+
+
+async def test_a_remote_port_wait_sees_any_address_and_leaves_a_one_client_server_its_client(
+    server_command: str, ssh_env: dict[str, str]
+) -> None:
+    """The host's agent connected to 127.0.0.1 and ::1 to see the port accept: a server bound to
+    another address was never ready, and one that serves one client took the probe for its client."""
+    port = free_port()
+    serve = f"python3 -c '{ONE_CLIENT_SERVER.replace('127.0.0.1', '127.0.0.2')}' {port}; sleep 300"
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        started = await call(
+            client, "run_background_task", command=serve, host="loopback", wait_for_port=port, wait_timeout_seconds=20
+        )
+        assert started["wait"]["reason"] == "port", started["wait"]
+        with socket.create_connection(("127.0.0.2", port), timeout=5) as editor:
+            editor.sendall(b"initialize")
+        said = await call(
+            client,
+            "wait_for_task",
+            task_id=started["task_id"],
+            output_pattern="first client",
+            since=0,
+            timeout_seconds=20,
+        )
+        assert said["matched_line"] == "first client sent b'initialize'", said
+        await call(client, "end_background_task", task_id=started["task_id"])
 
 
 async def test_a_remote_task_outlives_a_killed_server_and_the_next_one_learns_its_exit_code(

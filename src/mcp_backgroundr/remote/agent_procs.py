@@ -160,6 +160,12 @@ def _address(hexadecimal: str, width: int) -> str:
     return str(ipaddress.IPv6Address(words))
 
 
+def listened_on(port: int) -> bool:
+    """Whether anything on the host listens on ``port``, on any address (the table is read: nothing
+    connects to the port, which a server that serves one client would take for its client)."""
+    return any(listening == port for _, listening in _listening_table().values())
+
+
 def listening(pids: list[int]) -> list[list[object]]:
     """[address, port, pid] of each TCP socket these processes listen on."""
     table = _listening_table() if pids else {}

@@ -24,7 +24,6 @@ import os
 import re
 import select
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +32,7 @@ from typing import Any
 
 from ..logs import files
 from ..logs.lines import CHUNK, LineReader
-from .agent_procs import listening
+from .agent_procs import listened_on, listening
 
 STAT_INTERVAL_SECONDS = 0.1
 EXIT_LOOK_SECONDS = 1.0
@@ -143,15 +142,6 @@ def compiled(text: str) -> re.Pattern[str]:
         raise ValueError(f"pattern {text!r} is valid for RE2 but not for Python's re on this host ({exc})") from exc
 
 
-def _port_accepts(port: int) -> bool:
-    for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
-        with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.settimeout(0.5)
-            probe.connect((address, port))
-            return True
-    return False
-
-
 def _ticks(interval: float, deadline: float) -> Iterator[float]:
     while (left := deadline - time.monotonic()) > 0:
         yield min(left, interval)
@@ -164,7 +154,8 @@ def wait(
     request: dict[str, Any],
     members: Callable[[int, str], list[int]],
 ) -> dict[str, Any]:
-    """Block until the first of: the runner exits, a line matches, the port accepts, the timeout."""
+    """Block until the first of: the runner exits, a line matches, a process of the task listens on
+    the port (on any address), the timeout."""
     deadline = time.monotonic() + float(request["timeout"])
     # None is no pattern; an empty one is honoured: it matches every line (logs -f waits for any).
     pattern = compiled(request["pattern"]) if request.get("pattern") is not None else None
@@ -188,7 +179,7 @@ def wait(
                 if last:
                     return {"reason": "pattern", "line": last[0], "cursor": last[1]}
                 return {"reason": "exited"}
-            if port is not None and _port_accepts(port):
+            if port is not None and listened_on(port):
                 owned = {item[1] for item in listening(members(runner_pid, request["task_id"]))}
                 if port in owned:
                     return {"reason": "port"}
