@@ -4,7 +4,8 @@ was needed only when it was.
 A process sent SIGTERM is not gone at once: the kernel has yet to deliver it, and a grace of 0
 sends SIGKILL in that instant. What the kernel holds for the process tells whether it would have
 died anyway: a signal whose default action ends it, pending, that it neither blocks, ignores nor
-catches (or the SIGKILL the kernel adds to every thread once a fatal signal is under way).
+catches (or the SIGKILL the kernel adds to every thread once a fatal signal is under way), or an
+exit already begun.
 
 Linux only (``/proc/PID/status``); elsewhere nothing is known, and a process counts as alive.
 Standard library only: shipped to remote hosts with the agent.
@@ -29,7 +30,21 @@ _FATAL_BY_DEFAULT = (
 _FATAL_MASK = sum(1 << (signum - 1) for signum in _FATAL_BY_DEFAULT)
 _KILL_MASK = 1 << (signal.SIGKILL - 1)
 _GONE_STATES = (b"Z", b"X")
+_PF_EXITING = 0x4
+_FLAGS_FIELD = 6
+"""The index of the flags in /proc/PID/stat's fields after the command name (field 9 of the file)."""
 _HAS_PROC = os.path.exists("/proc/self/status")
+
+
+def _exiting(pid: int) -> bool:
+    """Whether the process has begun to exit (PF_EXITING, in ``/proc/PID/stat``'s flags): its pending
+    signals may be flushed already, before it is a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            after_name = stat.read().rsplit(b")", 1)[1].split()
+        return bool(int(after_name[_FLAGS_FIELD]) & _PF_EXITING)
+    except (OSError, IndexError, ValueError):
+        return False
 
 
 def dying(pid: int) -> bool:
@@ -45,7 +60,7 @@ def dying(pid: int) -> bool:
         return False
     fields = dict(line.split(b":", 1) for line in text.splitlines() if b":" in line)
     state = fields.get(b"State", b"").strip()[:1]
-    if state in _GONE_STATES:
+    if state in _GONE_STATES or _exiting(pid):
         return True
     try:
         pending = int(fields[b"SigPnd"], 16) | int(fields[b"ShdPnd"], 16)
