@@ -370,7 +370,7 @@ async def test_send_to_a_task_without_stdin_says_what_the_tool_says(server_comma
         sent = await anyio.to_thread.run_sync(_cli, server_command, "send", plain["task_id"], "x")
     kept_sent = await anyio.to_thread.run_sync(_cli, server_command, "send", kept["task_id"], "x")  # no server
     await anyio.to_thread.run_sync(_cli, server_command, "stop", kept["task_id"])
-    assert "has no open stdin" in told
+    assert "has no open stdin" in told and "run_background_task's stdin=true" in told  # the CLI starts no task
     assert (sent.returncode, sent.stderr) == (1, f"mcp-backgroundr: {told}\n")
     assert kept_sent.returncode == 1
     assert kept_sent.stderr == f"mcp-backgroundr: {told.replace(plain['task_id'], kept['task_id'])}\n"
@@ -421,3 +421,22 @@ async def test_stop_says_what_it_checked_when_a_process_left_the_tasks_cgroup(
 
 def _tagged(tmp_path: Path) -> list[psutil.Process]:
     return [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in (p.info["cmdline"] or [])]
+
+
+@pytest.mark.anyio
+async def test_logs_of_lines_longer_than_it_prints_says_where_the_whole_log_is_not_a_tool_parameter(
+    server_command: str,
+) -> None:
+    """``logs`` of a 5 MB line said "read them forward with since=0", an option of the tool the CLI
+    does not have (a new-user trial): it names the log file instead."""
+    line = "import sys; sys.stdout.write('x' * 5_000_000 + '\\n')"
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command=f'python3 -c "{line}"')
+        await finished(client, task["task_id"], lines=0)
+    shown = await anyio.to_thread.run_sync(_cli, server_command, "logs", task["task_id"])
+    assert shown.returncode == 0 and shown.stdout.endswith("x\n") and len(shown.stdout) < 5_000_000
+    assert "since=" not in shown.stderr, shown.stderr
+    assert shown.stderr == (
+        f"mcp-backgroundr: the last 50 lines are longer than 4194304 bytes: only their end is shown; "
+        f"the whole log is {task['log_path']}\n"
+    )

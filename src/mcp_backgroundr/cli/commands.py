@@ -168,14 +168,21 @@ def logs_command(settings: Settings, task_id: str, lines: int, follow: bool) -> 
     """Print the last ``lines`` lines of a task's log, then (``follow``) what it writes until it ends."""
     with contextlib.closing(open_registry(settings)) as registry:
         record = _record(registry, task_id)
-        _in_session(settings, registry, functools.partial(_logs, record.task_id, lines, follow))
+        _in_session(settings, registry, functools.partial(_logs, record, lines, follow))
 
 
-async def _logs(task_id: str, lines: int, follow: bool, session: CoreSession) -> None:
+async def _logs(record: TaskRecord, lines: int, follow: bool, session: CoreSession) -> None:
+    task_id = record.task_id
     printer = _Printer()
     shown = printer.printed(await session.read(task_id, ReadRequest(lines=lines, raw=True)))
-    if shown.truncated and shown.truncation:
-        warn(shown.truncation)
+    if shown.truncated:
+        # The read's own note tells a tool's caller what to call (since=...): the CLI has no such
+        # option, and the whole log is a file a person can open.
+        where = f"on host {one_line(record.host)} at {record.log_path}" if record.host else record.log_path
+        warn(
+            f"the last {lines} lines are longer than {OUTPUT_BUDGET} bytes: only their end is shown; "
+            f"the whole log is {where}"
+        )
     while follow and shown.state is TaskState.RUNNING:
         await session.wait(task_id, WaitRequest(FOLLOW_WAIT_SECONDS, ANY_LINE), shown.cursor)
         shown = await _print_on(session, task_id, shown.cursor, printer)

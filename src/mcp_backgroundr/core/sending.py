@@ -96,7 +96,7 @@ def _on_a_terminal(task: Task, data: bytes, close: bool) -> bytes:
         raise BackgroundrError(
             f"a line of {longest} bytes is more than the task's terminal holds in line mode "
             f"({TERMINAL_LINE_BYTES} bytes; it would drop the rest): send shorter lines, or start the task "
-            "with stdin=true instead of pty=true for long input"
+            "with run_background_task's stdin=true instead of pty=true for long input"
         )
     task.partial_line_bytes = len(unfinished) if ended else first
     if close:
@@ -123,10 +123,12 @@ async def _check_writable(state: CoreState, task: Task, home: bool) -> None:
     if task_id not in state.own and await _held_elsewhere(task.record):
         raise BackgroundrError(
             f"task {task_id} belongs to another server ({task.record.owner}), which holds its stdin; send "
-            "it input there (keep_running tasks started with stdin=true take input from any server)"
+            "it input there (keep_running tasks started with run_background_task's stdin=true take input from any "
+            "server)"
         )
     raise BackgroundrError(
-        f"task {task_id} has no open stdin: start tasks that need input with stdin=true or pty=true "
+        f"task {task_id} has no open stdin: start tasks that need input with run_background_task's stdin=true "
+        "or pty=true "
         "(and do not close it while you still need it)"
     )
 

@@ -261,7 +261,10 @@ def processes(hosted: Hosted) -> dict[str, Any]:
 def send_input(state: str, request: Request) -> dict[str, Any]:
     hosted = Hosted(state, request["task_id"])
     if not os.path.exists(hosted.fifo):
-        raise BackgroundrError(f"task {hosted.task_id} has no open stdin: start tasks that need input with stdin=true")
+        raise BackgroundrError(
+            f"task {hosted.task_id} has no open stdin: "
+            "start tasks that need input with run_background_task's stdin=true"
+        )
     cursor = files.log_size(Path(hosted.log))
     data = request["text"].encode()
     fd = os.open(hosted.fifo, os.O_WRONLY | os.O_NONBLOCK)
