@@ -13,7 +13,7 @@ import pytest
 
 from mcp_backgroundr.config import CGROUP_ENV
 
-from .harness import alive, call, cgroup_directory, cli, connect, finished, until
+from .harness import alive, call, call_error, cgroup_directory, cli, connect, finished, until
 
 pytestmark = pytest.mark.anyio
 
@@ -258,3 +258,18 @@ async def test_each_run_of_a_restarted_terminal_task_has_the_terminal(server_com
         status = await finished(client, task["task_id"])
     assert "got one" in status["output"]
     assert (status["restarts"], status["exit_code"], status["signal"]) == (1, 130, "SIGINT")
+
+
+@pytest.mark.anyio
+async def test_keep_running_with_pty_is_refused_and_the_parameter_and_readme_say_so(server_command: str) -> None:
+    """keep_running with pty is refused, but neither the parameter's description nor the README said
+    so (a new-user trial): both now say it, with the reason the refusal gives."""
+    async with connect(server_command) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+        described = tools["run_background_task"].input_schema["properties"]["keep_running"]["description"]
+        refusal = await call_error(client, "run_background_task", command="cat", pty=True, keep_running=True)
+    assert "Refused with pty" in described and "hangs up when it exits" in described, described
+    assert refusal.startswith("keep_running=true is invalid: a pty task cannot outlive the server"), refusal
+    assert "terminal hangs up" in refusal and "stdin=true" in refusal, refusal
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "`keep_running=true` with `pty=true` is refused: the server holds a pty task's terminal" in readme

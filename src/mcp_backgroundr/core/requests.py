@@ -22,6 +22,11 @@ from .place import Place
 from .policy import Policy
 from .validation import WaitConditions
 
+KEEP_RUNNING_PTY_REASON = (
+    "a pty task cannot outlive the server that holds its terminal (the server holds the terminal's "
+    "other end and copies its output to the log: when it exits, the terminal hangs up)"
+)
+"""Why keep_running is refused with pty: said by the refusal, the parameter's description and the README."""
 MAX_NAME_LENGTH = 200
 MAX_CURSOR = 2**63 - 1
 """The largest byte offset a file can have (the kernel's off_t): a cursor past it is no cursor an
@@ -103,7 +108,9 @@ def check_start(request: StartRequest, settings: Settings, policy: Policy, place
     log_cap = validation.checked_log_cap(request.max_log_bytes, settings.max_log_bytes)
     if request.keep_running and request.pty:
         raise InvalidArgumentError(
-            "keep_running", True, "a pty task cannot outlive the server that holds its terminal; drop pty"
+            "keep_running",
+            True,
+            KEEP_RUNNING_PTY_REASON + "; drop pty (stdin=true gives it input that outlives the server)",
         )
     return StartPlan(
         command=command,

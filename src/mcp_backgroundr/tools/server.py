@@ -102,7 +102,11 @@ Pty = Annotated[
     bool, Field(description="Run it in a pseudo-terminal (REPLs, programs that need a terminal); takes input.")
 ]
 KeepRunning = Annotated[
-    bool, Field(description="Survive this server's exit; the next server adopts it (same task_id).")
+    bool,
+    Field(
+        description="Survive this server's exit; the next server adopts it (same task_id). Refused with pty: "
+        "the server holds a pty task's terminal, which hangs up when it exits (stdin=true takes input instead)."
+    ),
 ]
 Restart = Annotated[
     Literal["no", "on-failure", "always"],
