@@ -440,3 +440,27 @@ async def test_logs_of_lines_longer_than_it_prints_says_where_the_whole_log_is_n
         f"mcp-backgroundr: the last 50 lines are longer than 4194304 bytes: only their end is shown; "
         f"the whole log is {task['log_path']}\n"
     )
+
+
+@pytest.mark.anyio
+async def test_a_wait_that_a_stop_from_the_command_line_ends_lists_no_process_the_stop_ended(
+    server_command: str,
+) -> None:
+    """The main process dies of the stop's SIGTERM first; the rest of the tree a moment later (here
+    the subshell runs its trap, 0.5 s). A wait answered at the main process's exit listed them as
+    still running, 'end_background_task ends them', while the stop reported the tree gone."""
+    command = "(trap 'sleep 0.5; exit 0' TERM; while :; do sleep 0.1; done) & exec sleep 300"
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command=command)
+
+        async def grown() -> bool:
+            status = await call(client, "get_task_status", task_id=task["task_id"])
+            return int(status["process_count"] or 0) >= 3
+
+        await until(grown)
+        async with anyio.create_task_group() as group:
+            group.start_soon(anyio.to_thread.run_sync, _cli, server_command, "stop", task["task_id"], "--grace", "5")
+            result = await client.call_tool("wait_for_task", {"task_id": task["task_id"], "timeout_seconds": 20})
+    waited, text = result.structured_content, text_of(result)
+    assert waited is not None and waited["reason"] == "exited", text
+    assert waited["status"]["lingering_pids"] == [] and "still run" not in text, text

@@ -102,10 +102,27 @@ async def status_with(
     """A task's status ``as_of`` a snapshot taken before ``piece`` of its output was read; what its
     processes use (and its runner's status) is read in a worker thread, their listening sockets
     picked from the shared socket table (the last one read: see ``Sockets.recent``)."""
+    processes = await _left_after_its_end(state, task, as_of, processes)
     sockets = (await state.sockets.recent()).sockets if processes else []
     measured, cpu_percent = await task.measured(processes, sockets)
     lingering = [] if as_of.running else sorted(p.pid for p in processes)
     return task.describe(piece, measured.usage, lingering, measured.run, as_of, cpu_percent)
+
+
+async def _left_after_its_end(
+    state: CoreState, task: Task, as_of: TaskRecord, processes: list[psutil.Process]
+) -> list[psutil.Process]:
+    """The processes a task whose end was asked for (end_background_task, the CLI's stop, another
+    server) left behind, looked for again once they have had a moment to die of that end's
+    signal: its main process's exit, which the status reports, can come before the rest of the
+    tree is gone. Waited for by their exits, until at most kill_wait_seconds after the task's."""
+    if as_of.running or not as_of.kill_requested or not processes or as_of.ended_at is None:
+        return processes
+    moment = as_of.ended_at + state.settings.kill_wait_seconds - time.time()
+    if moment <= 0:
+        return processes
+    await backend.current().wait_until_gone(processes, moment)
+    return await task.lingering()
 
 
 async def _grep(state: CoreState, task: Task, pattern: Pattern, since: int | None) -> Status:
