@@ -141,3 +141,23 @@ async def test_a_request_before_initialize_is_told_to_send_initialize_first_on_b
         assert "io.modelcontextprotocol/protocolVersion" in message and "initialize" not in message, message
         session = await _legacy_headers(http, served.url, token)
         assert '"run_background_task"' in (await http.post(served.url, json=_request(6), headers=session)).text
+
+
+async def test_tool_arguments_that_are_not_an_object_are_answered_with_what_to_send_on_both_eras(
+    served: HttpServer, home: Path
+) -> None:
+    """Over HTTP they got the SDK's "Invalid request parameters" with empty data (the 2025 era) or
+    its own words (2026-07-28), where stdio says what to send."""
+    async with httpx2.AsyncClient(timeout=REQUEST_SECONDS) as http:
+        for era, headers in (await _both_eras(http, served, home)).items():
+            meta, named = (
+                (MODERN_META, {"Mcp-Method": "tools/call", "Mcp-Name": "list_tasks"}) if era == MODERN else ({}, {})
+            )
+            params = {"name": "list_tasks", "arguments": [1], "_meta": meta}
+            response = await http.post(
+                served.url, json=_request(3, "tools/call") | {"params": params}, headers=headers | named
+            )
+            assert "tools/call's arguments is a JSON object of names to values, not an array" in response.text, (
+                era,
+                response.text,
+            )

@@ -482,3 +482,18 @@ def test_json_nested_too_deep_is_said_to_be_so_and_the_server_goes_on(server_com
         error = server.answer()["error"]
         assert error["code"] == -32700 and "nested too deep (more than 200 levels" in error["message"], error
         assert server.request("ping")["result"] == {}
+
+
+def test_tool_arguments_that_are_not_an_object_are_answered_with_what_to_send_from_a_file_too(
+    server_command: str, tmp_path: Path
+) -> None:
+    """A file on stdin (read by the SDK's transport) got the SDK's "Invalid request parameters" with
+    empty data for what a pipe was told plainly."""
+    requests = tmp_path / "requests.jsonl"
+    requests.write_bytes(_calls_then_end_of_input([("list_tasks", 5)]))  # type: ignore[list-item]
+    with requests.open("rb") as stdin:
+        done = subprocess.run([server_command], stdin=stdin, capture_output=True, timeout=ANSWER_SECONDS)
+    error = _answers_by_id(done.stdout)[2]["error"]
+    assert (
+        error["message"] == "Invalid params: tools/call's arguments is a JSON object of names to values, not a number"
+    )

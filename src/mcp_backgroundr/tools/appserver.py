@@ -105,7 +105,7 @@ class BackgroundrMCPServer(MCPServer[Any]):
             auth=auth,
             token_verifier=token_verifier,
         )
-        self.middleware.append(wire.initialize_first)
+        self.middleware.append(wire.said_plainly)
         self._parameters: dict[str, frozenset[str]] = {}
         self._schemas: dict[str, dict[str, Any]] = {}
         self._bounds: dict[str, Bounds] = {}

@@ -144,9 +144,6 @@ async def _read(
             except Exception as exc:
                 await server.send(exc)
                 continue
-            if (answer := wire.invalid_tool_call(message)) is not None:
-                await replies.send(SessionMessage(answer))
-                continue
             await server.send(SessionMessage(message))
 
 

@@ -14,7 +14,7 @@ transport and the server, letting everything else pass through unchanged.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from typing import Any
 
 import anyio
@@ -30,7 +30,6 @@ from mcp_types import (
     JSONRPCError,
     JSONRPCMessage,
     JSONRPCNotification,
-    JSONRPCRequest,
     jsonrpc_message_adapter,
 )
 from pydantic import ValidationError
@@ -93,24 +92,16 @@ async def too_heavy(text: str | bytes) -> JSONRPCError | None:
     )
 
 
-def invalid_tool_call(message: JSONRPCMessage) -> JSONRPCError | None:
-    """Invalid params, said, for a tools/call whose name is not text or whose arguments are not an
-    object: the SDK answers "Invalid request parameters" with nothing to go on (its check of the
-    whole request is left to it: this one reads two values, whatever the arguments hold). On stdio:
-    over HTTP such a request is the SDK's to answer, within its session."""
-    if not isinstance(message, JSONRPCRequest) or message.method != "tools/call":
-        return None
-    params = message.params if isinstance(message.params, dict) else {}
-    arguments, name = params.get("arguments"), params.get("name")
-    if isinstance(name, str) and (arguments is None or isinstance(arguments, dict)):
+def _tool_call_problem(params: object) -> str | None:
+    """What is wrong with a tools/call's params whose name is not text or whose arguments are not an
+    object, if anything (only those two values are read, whatever the arguments hold)."""
+    given = params if isinstance(params, Mapping) else {}
+    arguments, name = given.get("arguments"), given.get("name")
+    if isinstance(name, str) and (arguments is None or isinstance(arguments, Mapping)):
         return None
     if not isinstance(name, str):
-        problem = f"Invalid params: tools/call's name is the tool's name as text, not {_json_kind(name)}"
-    else:
-        problem = (
-            f"Invalid params: tools/call's arguments is a JSON object of names to values, not {_json_kind(arguments)}"
-        )
-    return JSONRPCError(jsonrpc="2.0", id=message.id, error=ErrorData(code=INVALID_PARAMS, message=problem))
+        return f"Invalid params: tools/call's name is the tool's name as text, not {_json_kind(name)}"
+    return f"Invalid params: tools/call's arguments is a JSON object of names to values, not {_json_kind(arguments)}"
 
 
 SHOWN_METHOD = 60
@@ -123,15 +114,18 @@ shape its params validation gives, kept for compatibility): nothing says what to
 def before_initialize(method: str, then: str) -> str:
     """The one line for a ``method`` request sent before the handshake; ``then``: what goes on
     (notifications/initialized on stdio, the session header over HTTP)."""
-    return (
-        f"{one_line(method, SHOWN_METHOD)} was sent before initialize: send the initialize request first, then {then}"
-    )
+    shown = one_line(method, SHOWN_METHOD)
+    return f"{shown} was sent before initialize: send the initialize request first, then {then}"
 
 
-async def initialize_first(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-    """Middleware: a request sent before ``initialize`` on a handshake-era connection (stdio) is
-    answered with what to send first, not the SDK's 'Invalid request parameters' with empty data
-    (a 2026-07-28 connection has no handshake: the SDK names the envelope a request lacks)."""
+async def said_plainly(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Middleware: what the SDK answers with "Invalid request parameters" and empty data, said so
+    that a client can act on it, on every transport and protocol era: a tools/call whose name is
+    not text or whose arguments are not an object (its check of the whole request is left to the
+    SDK), and a request sent before ``initialize`` on a handshake-era connection (a 2026-07-28 one
+    has no handshake: the SDK names the envelope a request lacks)."""
+    if ctx.method == "tools/call" and (problem := _tool_call_problem(ctx.params)) is not None:
+        raise MCPError(code=INVALID_PARAMS, message=problem)
     try:
         return await call_next(ctx)
     except MCPError as exc:
