@@ -28,7 +28,10 @@ async def test_a_remote_task_runs_reports_and_ends_with_its_whole_tree(
 ) -> None:
     async with connect(server_command, args=ALLOW, env=ssh_env) as client:
         started = await call(
-            client, "run_background_task", command="echo one; echo two; setsid sleep 300 & sleep 300", host="loopback"
+            client,
+            "run_background_task",
+            command="echo one; setsid sleep 300 & sleep 300 & echo two; wait",
+            host="loopback",
         )
         assert started["host"] == "loopback"
         waited = await call(client, "wait_for_task", task_id=started["task_id"], output_pattern="two", since=0)
@@ -39,7 +42,9 @@ async def test_a_remote_task_runs_reports_and_ends_with_its_whole_tree(
         ended = await call(client, "end_background_task", task_id=started["task_id"], grace_seconds=1)
         assert ended["survivors"] == []
         assert ended["state"] == "killed"
-        assert len(ended["signalled_pids"]) >= 3
+        # Which of the 4 processes get a signal of their own races with the runner ending its children
+        # on SIGTERM (2 of 3 were listed 1 run in 4); that none is left, the leak check checks.
+        assert status["process_count"] >= 3 and ended["signalled_pids"], (status, ended)
         after = await call(client, "get_task_status", task_id=started["task_id"])
         assert after["state"] == "killed"
         assert alive(ended["signalled_pids"]) == []
