@@ -17,9 +17,10 @@ from typing import Any
 import anyio
 import psutil
 import pytest
+from mcp import Client
 
 from ..disks import fill_disk, free_bytes
-from .harness import alive, call, cli, connect, kill_server_of, until
+from .harness import alive, call, call_error, cli, connect, kill_server_of, until
 
 pytestmark = pytest.mark.anyio
 
@@ -76,14 +77,23 @@ def _recorded_exit(home: Path, task_id: str) -> object:
         return db.execute("SELECT exit_code FROM tasks WHERE task_id = ?", (task_id,)).fetchone()[0]
 
 
+async def _ended_once_the_disk_is_full(
+    client: Client, disk: Path, then: str
+) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """A task that runs ``then`` once ``disk`` is full: the task, its status at its exit, and the
+    ballast that fills the disk (delete it to free the disk)."""
+    task = await call(client, "run_background_task", command=f"head -n 1 >/dev/null; {then}", stdin=True)
+    ballast = fill_disk(disk)
+    await call(client, "send_task_input", task_id=task["task_id"], text="go")
+    status = (await call(client, "wait_for_task", task_id=task["task_id"], timeout_seconds=10))["status"]
+    return task, status, ballast
+
+
 async def test_an_exit_seen_while_the_disk_was_full_is_recorded_once_there_is_space(
     server_command: str, small_disk: Path
 ) -> None:
     async with connect(server_command) as client:
-        task = await call(client, "run_background_task", command="head -n 1 >/dev/null; exit 3", stdin=True)
-        ballast = fill_disk(small_disk)
-        await call(client, "send_task_input", task_id=task["task_id"], text="go")
-        status = (await call(client, "wait_for_task", task_id=task["task_id"], timeout_seconds=10))["status"]
+        task, status, ballast = await _ended_once_the_disk_is_full(client, small_disk, "exit 3")
         assert (status["state"], status["exit_code"]) == ("failed", 3)
         assert _recorded_exit(small_disk, task["task_id"]) is None  # not written: the disk is full
         ballast.unlink()
@@ -92,3 +102,18 @@ async def test_an_exit_seen_while_the_disk_was_full_is_recorded_once_there_is_sp
             return _recorded_exit(small_disk, task["task_id"]) == 3
 
         await until(recorded)
+
+
+async def test_a_full_disk_is_said_to_the_model_with_what_it_can_do_and_as_why_a_task_failed(
+    server_command: str, small_disk: Path
+) -> None:
+    async with connect(server_command) as client:
+        _, failed, ballast = await _ended_once_the_disk_is_full(client, small_disk, "exec yes")
+        try:
+            refused = await call_error(client, "run_background_task", command="echo hello")
+        finally:
+            ballast.unlink()
+    assert (failed["state"], failed["exit_code"]) == ("failed", 1), failed
+    assert "the disk of its log was full" in failed["end_reason"], failed
+    assert "disk is full" in refused and "remove_task" in refused, refused
+    assert refused.index("remove_task") < refused.index("mcp-backgroundr prune"), refused

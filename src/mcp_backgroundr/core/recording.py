@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 from .. import exits, offload
 from ..errors import RegistryError
 from ..models import TaskRecord, TaskState
 from ..platform import process
 from ..platform.containment import LimitsHit
+from ..store.registry import LOW_SPACE_BYTES
 from .state import CoreState
 from .task import Task
 
@@ -46,7 +49,30 @@ async def record_exit_when_read(state: CoreState, task: Task, returncode: int) -
     told = None if task.record.kill_requested else await _registry_record(state, task.record.task_id)
     cgroup = task.cgroup
     limits_hit = LimitsHit() if cgroup is None else await offload.run(offload.CGROUPS, cgroup.limits_hit)
+    full = None if returncode == 0 else await offload.run(offload.LOGS, _full_disk_free, Path(task.record.log_path))
     record_exit(state, task, returncode, limits_hit, told)
+    if full is not None and task.record.state is TaskState.FAILED and not task.record.kill_requested:
+        task.record.say_why_it_ended(full_disk_reason(task.record.exit_code, full))
+        if not state.shutting_down:
+            state.save([task.record])
+
+
+def full_disk_reason(exit_code: int | None, free: int) -> str:
+    return (
+        f"exited with code {exit_code} while the disk of its log was full ({free} bytes free): its output could "
+        "not all be written (No space left on device), which may be why; remove_task frees the logs of "
+        "finished tasks"
+    )
+
+
+def _full_disk_free(log: Path) -> int | None:
+    """The free bytes of the disk that holds ``log``, when it is full (less than LOW_SPACE_BYTES)."""
+    try:
+        info = os.statvfs(log.parent)
+    except OSError:
+        return None
+    free = info.f_bavail * info.f_frsize
+    return free if free < LOW_SPACE_BYTES else None
 
 
 async def _registry_record(state: CoreState, task_id: str) -> TaskRecord | None:

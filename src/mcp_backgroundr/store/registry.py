@@ -131,9 +131,11 @@ def _translated(action: str, path: Path) -> Iterator[None]:
     except sqlite3.Error as exc:
         if _lacks_space(exc, path):
             raise RegistryFullError(
-                f"could not {action} the task registry at {path}: {exc} (its disk is full; free space there, "
-                "e.g. `mcp-backgroundr prune`, which deletes finished tasks' logs, or start a server, which caps "
-                "logs that grew past their caps)"
+                f"could not {action} the task registry at {path}: {exc} (its disk is full; free space there: "
+                "remove_task deletes a finished task's log (list_tasks shows them), end_background_task stops a "
+                "task that fills it, a smaller max_log_bytes caps a new task's log; from a shell, `mcp-backgroundr "
+                "prune --keep 0` deletes the logs of finished tasks no running server holds, and a server "
+                "starting caps logs that grew past their caps)"
             ) from exc
         hint = ""
         if "locked" in str(exc):
