@@ -30,6 +30,8 @@ SCAN_STEP_BYTES = CHUNK
 """How much of a log one worker-thread step of a pattern wait reads."""
 PORT_PROBE_INTERVAL = 0.05
 PORT_BUSY_MAX_INTERVAL = 1.0
+PORT_LOOK_SHARE = 4.0
+"""A wait for a port pauses at least this many times as long as its last look at the socket table took."""
 PROGRESS_INTERVAL_SECONDS = 1.0
 PARTIAL_LINE_QUIET_SECONDS = 0.5
 """An unterminated line that matches counts once nothing more was written for this long."""
@@ -82,12 +84,14 @@ async def until_task_listens(port: int, holders: PortHolders, seen: WaitOutcome)
     The last look is kept in ``seen`` (a timeout says why)."""
     interval = PORT_PROBE_INTERVAL
     while True:
-        seen.port_look = look = await holders(port, time.monotonic())
+        began = time.monotonic()
+        seen.port_look = look = await holders(port, began)
         if look.holder is PortHolder.TASK:
             return
         if look.holder is PortHolder.OTHER:
             interval = min(interval * 2, PORT_BUSY_MAX_INTERVAL)
-        await anyio.sleep(interval)
+        # Where a look is costly (the portable backend reads every process), it takes a bounded share.
+        await anyio.sleep(max(interval, PORT_LOOK_SHARE * (time.monotonic() - began)))
 
 
 def port_timeout_advice(port: int, look: PortLook | None) -> str | None:
