@@ -80,6 +80,7 @@ SUMMARIES = st.builds(
     host=st.none() | _TEXT,
     host_reachable=st.none() | st.booleans(),
     host_seen_at=st.none() | _TEXT,
+    lingering=st.none() | st.integers(min_value=1, max_value=1000),
 )
 TYPED = cheap_to_validate(TaskList.model_json_schema())
 
@@ -157,6 +158,7 @@ def _line_made_afresh(t: Summary, containment: bool) -> str:
     parts += [f"exit={t.exit_code}"] if t.exit_code is not None else []
     parts.append(f"{t.runtime_seconds}s")
     parts += [f"name={one_line(t.name)}"] if t.name else []
+    parts += [f"lingering={t.lingering}"] if t.lingering is not None else []
     parts += [f"listening={','.join(t.listening)}"] if t.listening else []
     parts.append(one_line(t.command))
     return " ".join(parts)

@@ -400,6 +400,11 @@ class TaskSummary(BaseModel):
         "tasks are kept current by a watch on their host).",
     )
     host_seen_at: _HostSeenAt = None
+    lingering: int | None = Field(
+        default=None,
+        description="For a finished task on this machine: how many processes it started still run (its main "
+        "process ended: a `server &`); state=running lists it. end_background_task ends them. Absent: none.",
+    )
 
 
 class TaskList(BaseModel):

@@ -181,6 +181,8 @@ class Summary:
     host: str | None
     host_reachable: bool | None = None
     host_seen_at: str | None = None
+    lingering: int | None = None
+    """How many processes a finished task left running (None: none, or it runs)."""
 
 
 @dataclass(frozen=True)

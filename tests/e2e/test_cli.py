@@ -9,6 +9,7 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -120,6 +121,31 @@ async def test_the_command_line_sees_and_stops_what_a_live_server_started(server
     assert unknown.returncode == 1
     assert unknown.stderr.count("\n") == 1
     assert "nope" in unknown.stderr
+
+
+@pytest.mark.anyio
+async def test_a_task_that_exited_leaving_its_server_running_is_listed_running(server_command: str) -> None:
+    """`server &`: the shell exits at once and its server lives on. list_tasks(state=running) and ps
+    said no task ran while the server listened, and remove_task refused, as still running, a task that
+    list_tasks showed completed (defect 7 of the fourth new-user trial)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = f"python3 -m http.server {port} --bind 127.0.0.1 &"
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command=command, wait_for_port=port, wait_timeout_seconds=10)
+        running = await call(client, "list_tasks", state="running")
+        text = text_of(await client.call_tool("list_tasks", {"state": "running"}))
+        shown = await anyio.to_thread.run_sync(_cli, server_command, "ps")
+        refused = await call_error(client, "remove_task", task_id=task["task_id"])
+        await call(client, "end_background_task", task_id=task["task_id"])
+        after = await call(client, "list_tasks", state="running")
+    rows = [(row["task_id"], row["state"], row.get("lingering"), row.get("listening")) for row in running["tasks"]]
+    assert rows == [(task["task_id"], "completed", 1, [f"127.0.0.1:{port}"])], running
+    assert "lingering=1" in text, text
+    assert _states(shown.stdout) == {task["task_id"]: "completed(0) +1 lingering"}, shown.stdout
+    assert "has exited, but processes it started still run" in refused, refused
+    assert after["tasks"] == []
 
 
 def _states(table: str) -> dict[str, str]:

@@ -105,7 +105,7 @@ async def test_tools_are_pinned(server_command: str) -> None:
 
 LISTED_FIELDS = {
     "task_id", "name", "command", "state", "pid", "exit_code", "started_at", "runtime_seconds", "listening",
-    "owner", "containment", "host", "host_reachable", "host_seen_at",
+    "owner", "containment", "host", "host_reachable", "host_seen_at", "lingering",
 }  # fmt: skip
 LISTED_REQUIRED = {"task_id", "command", "state", "started_at", "runtime_seconds", "owner"}
 

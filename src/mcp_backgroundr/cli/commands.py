@@ -92,7 +92,8 @@ def _duration(seconds: float) -> str:
 
 
 def ps(settings: Settings, everything: bool) -> str:
-    """A table of running tasks (``everything``: finished ones too), newest first: what
+    """A table of running tasks, finished ones whose processes still run among them (``everything``:
+    every finished one too), newest first: what
     ``list_tasks(all=true)`` lists, but for what a server's listing would take over (ps changes
     nothing): a running task whose server is gone says so."""
     if not _has_registry(settings):
@@ -107,6 +108,8 @@ def ps(settings: Settings, everything: bool) -> str:
     for t in listing.tasks:
         host = one_line(t.host or "-") + (" (unreachable)" if t.host_reachable is False else "")
         state = str(t.state) if t.exit_code is None else f"{t.state}({t.exit_code})"
+        if t.lingering is not None:
+            state += f" +{t.lingering} lingering"
         rows.append(
             (
                 t.task_id,

@@ -68,9 +68,14 @@ async def remove(state: CoreState, task_id: str) -> Removed:
     """Forget a finished task and delete its log: one of ours, or one whose server is gone."""
     task = await find_task(state, task_id)
     place = state.place_of(task.record)
-    if task.running or await place.lingering(task):
+    if task.running:
         raise BackgroundrError(
             f"task {task_id} is still running; end it with end_background_task first, then remove it"
+        )
+    if await place.lingering(task):
+        raise BackgroundrError(
+            f"task {task_id} has exited, but processes it started still run (it lingers); end them with "
+            "end_background_task first, then remove it"
         )
     if task_id not in state.own and not await owner_gone(task.record.owner):
         raise BackgroundrError(

@@ -1,11 +1,16 @@
-"""Listing tasks: this server's, or every task in the registry, with the ports they listen on."""
+"""Listing tasks: this server's, or every task in the registry, with the ports they listen on and,
+for a finished task, the processes it left running."""
 
 from __future__ import annotations
 
 import time
 
+import psutil
+
 from .. import offload
 from ..models import TaskRecord, TaskState
+from ..platform import scans
+from ..platform.containment import Leader
 from ..results import Listing
 from ..store import orphans
 from .recording import refresh_all
@@ -41,14 +46,57 @@ async def list_tasks(
         others = [r for r in everything if r.task_id not in state.own]
         asked = await _settle_left(state, others)
         records += await offload.run(offload.SCANS, lambda: [orphans.as_it_stands(r) for r in others])
+    lingering = await _lingering_counts(state, records)
     now = time.time()
-    matching = sorted(
-        (r for r in records if wanted is None or r.state is wanted), key=lambda r: r.started_at, reverse=True
-    )
+    matching = sorted((r for r in records if _in_state(r, wanted, lingering)), key=lambda r: r.started_at, reverse=True)
     shown = matching[:limit]
-    ports = await state.sockets.of_tasks({r.task_id for r in shown if r.running})
-    summaries = [summary_of(r, now, ports.get(r.task_id, []), asked.get(r.task_id)) for r in shown]
+    ports = await state.sockets.of_tasks({r.task_id for r in shown if r.running or r.task_id in lingering})
+    summaries = [
+        summary_of(r, now, ports.get(r.task_id, []), asked.get(r.task_id), lingering.get(r.task_id)) for r in shown
+    ]
     return Listing(tasks=summaries, total=len(matching))
+
+
+def _in_state(record: TaskRecord, wanted: TaskState | None, lingering: dict[str, int]) -> bool:
+    """Whether a task is listed for ``wanted``: running lists the finished tasks whose processes still
+    run too, so that no listing says nothing runs while a task's processes do (`server &`)."""
+    if wanted is None or record.state is wanted:
+        return True
+    return wanted is TaskState.RUNNING and record.task_id in lingering
+
+
+async def _lingering_counts(state: CoreState, records: list[TaskRecord]) -> dict[str, int]:
+    """How many processes each finished task on this machine left running, for those that left some:
+    looked for in one scan (a task with a cgroup: in its cgroup) among the finished tasks not yet known
+    to have none left; this server's tasks found with none are settled, and not looked for again."""
+    unsettled = [
+        r
+        for r in records
+        if not r.running and not r.leftovers_ended and r.pid is not None and state.place_of(r) is state.here
+    ]
+    if not unsettled:
+        return {}
+    own = {r.task_id: state.own[r.task_id] for r in unsettled if r.task_id in state.own}
+    others = await offload.run(offload.SCANS, orphans.leaders_of, [r for r in unsettled if r.task_id not in own])
+    found: dict[str, list[psutil.Process]] = {}
+    mine = [(t.record.pid, t.leader()) for t in own.values() if t.record.pid is not None]
+    for leaders in _without_shared_pids(mine + others):
+        found |= await scans.task_processes(leaders)
+    for task_id, task in own.items():
+        if not found.get(task_id):
+            await task.settle()
+    return {task_id: len(processes) for task_id, processes in found.items() if processes}
+
+
+def _without_shared_pids(leaders: list[tuple[int, Leader]]) -> list[dict[int, Leader]]:
+    """The leaders in as few maps by pid as hold each once (old finished tasks may share a reused pid)."""
+    batches: list[dict[int, Leader]] = []
+    for pid, leader in leaders:
+        batch = next((b for b in batches if pid not in b), None)
+        if batch is None:
+            batches.append(batch := {})
+        batch[pid] = leader
+    return batches
 
 
 async def _settle_left(state: CoreState, records: list[TaskRecord]) -> dict[str, bool]:

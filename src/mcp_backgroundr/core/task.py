@@ -306,9 +306,14 @@ class Task:
 
 
 def summary_of(
-    record: TaskRecord, now: float, listening: Sequence[tuple[str, int, int]], reachable: bool | None = None
+    record: TaskRecord,
+    now: float,
+    listening: Sequence[tuple[str, int, int]],
+    reachable: bool | None = None,
+    lingering: int | None = None,
 ) -> Summary:
-    """One line of list_tasks (``reachable``: whether its host answered, when it was asked): what
+    """One line of list_tasks (``reachable``: whether its host answered, when it was asked;
+    ``lingering``: how many processes a finished task left running, when it left some): what
     :func:`answer_of` would make of it, field by field, at a third of its cost (a listing makes one
     per task per call; ``tests/test_answers.py`` holds the two equal)."""
     command, started_at, host_seen_at = _shown_facts(
@@ -329,6 +334,7 @@ def summary_of(
         host=record.host,
         host_reachable=reachable,
         host_seen_at=host_seen_at,
+        lingering=lingering,
     )
 
 

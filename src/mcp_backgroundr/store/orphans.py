@@ -168,7 +168,12 @@ async def end_unowned(records: Sequence[TaskRecord], grace_seconds: float, kill_
 
 def _leaders_of(records: Sequence[TaskRecord]) -> dict[int, Leader]:
     """The leaders of ``records`` by pid (blocking: a look at each in /proc)."""
-    return {record.pid: leader_of(record) for record in records if record.pid is not None}
+    return dict(leaders_of(records))
+
+
+def leaders_of(records: Sequence[TaskRecord]) -> list[tuple[int, Leader]]:
+    """The pid and leader of each of ``records`` that has a pid (blocking: a look at each in /proc)."""
+    return [(record.pid, leader_of(record)) for record in records if record.pid is not None]
 
 
 def _remove_cgroups(records: Sequence[TaskRecord]) -> None:

@@ -138,8 +138,12 @@ def _summary_json(summary: Summary) -> dict[str, object]:
     (docs/benchmarks.md 13), and a local running task has no name, exit code, address or host."""
     row = _row_of(summary)
     if summary.listening:
-        return {**row.head, "runtime_seconds": summary.runtime_seconds, "listening": summary.listening, **row.tail}
-    return {**row.head, "runtime_seconds": summary.runtime_seconds, **row.tail}
+        line = {**row.head, "runtime_seconds": summary.runtime_seconds, "listening": summary.listening, **row.tail}
+    else:
+        line = {**row.head, "runtime_seconds": summary.runtime_seconds, **row.tail}
+    if summary.lingering is not None:
+        line["lingering"] = summary.lingering
+    return line
 
 
 def task_head(task: TaskStatus | EndedTask) -> str:
@@ -230,6 +234,8 @@ def _list_row(t: Summary, containment: bool) -> str:
     row = _row_of(t)
     line = row.line_start + row.containment if containment else row.line_start
     line += f"{row.line_middle} {t.runtime_seconds}s{row.line_name}"
+    if t.lingering is not None:
+        line += f" lingering={t.lingering}"
     if t.listening:
         return f"{line} listening={','.join(t.listening)}{row.line_command}"
     return line + row.line_command

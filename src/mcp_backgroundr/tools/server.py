@@ -165,7 +165,13 @@ WaitSince = Annotated[int | None, Field(description="A cursor: match lines writt
 Text = Annotated[str, Field(description="Text to write.")]
 Newline = Annotated[bool, Field(description="Press Enter after it.")]
 Close = Annotated[bool, Field(description="Then close its input (end of input).")]
-StateFilter = Annotated[TaskState | None, Field(description="Only tasks in this state.")]
+StateFilter = Annotated[
+    TaskState | None,
+    Field(
+        description="Only tasks in this state; running includes finished tasks whose processes still run "
+        "(`lingering`, e.g. a `server &`)."
+    ),
+]
 Everyone = Annotated[bool, Field(description="Also other servers' tasks.")]
 Limit = Annotated[int, Field(ge=1, le=MAX_LISTED, description="Most tasks listed.")]
 
