@@ -117,3 +117,16 @@ async def test_a_full_disk_is_said_to_the_model_with_what_it_can_do_and_as_why_a
     assert "the disk of its log was full" in failed["end_reason"], failed
     assert "disk is full" in refused and "remove_task" in refused, refused
     assert refused.index("remove_task") < refused.index("mcp-backgroundr prune"), refused
+
+
+async def test_an_exit_seen_while_the_disk_was_full_is_recorded_when_the_server_leaves_before_there_is_space(
+    server_command: str, small_disk: Path
+) -> None:
+    async with connect(server_command) as client:
+        task, status, ballast = await _ended_once_the_disk_is_full(client, small_disk, "exit 3")
+        assert _recorded_exit(small_disk, task["task_id"]) is None  # not written: the disk is full
+    try:
+        assert (status["state"], status["exit_code"]) == ("failed", 3)
+        assert _recorded_exit(small_disk, task["task_id"]) == 3
+    finally:
+        ballast.unlink()

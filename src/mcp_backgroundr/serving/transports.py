@@ -81,7 +81,7 @@ async def _end_tasks_on_signal(supervisor: Supervisor) -> None:
 @contextlib.contextmanager
 def _registry(settings: Settings) -> Iterator[Registry]:
     prepare_home(settings)
-    registry = Registry(settings.registry_path)
+    registry = Registry(settings.registry_path, reserve=True)
     try:
         yield registry
     finally:

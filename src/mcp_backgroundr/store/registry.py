@@ -28,6 +28,7 @@ from typing import TypeVar
 from ..config import HOME_ENV
 from ..errors import RegistryError, RegistryFullError, warn
 from ..models import TaskRecord, TaskState
+from .reserve import Reserve
 
 BUSY_TIMEOUT_MS = 10_000
 """How long a write waits for another process's write lock."""
@@ -66,6 +67,11 @@ _COLUMN_TYPES = {
     "max_processes": "INTEGER",
 }
 """Column types; every other column is TEXT."""
+
+_Known = dict[int, tuple[weakref.ref[TaskRecord], tuple[object, ...]]]
+"""By id() of a record object: the values the registry held for it when last read or written."""
+_Changes = Sequence[tuple[TaskRecord, tuple[object, ...]]]
+
 
 _TABLE_COLUMNS = ", ".join(f"{column} {_COLUMN_TYPES.get(column, 'TEXT')}" for column in _COLUMNS)
 _SCHEMA = (
@@ -277,10 +283,11 @@ class Registry:
     for lack of space are kept, and tried again every RETRY_FULL_SECONDS and at :meth:`close`.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, reserve: bool = False) -> None:
+        """``reserve``: keep room on the disk for the last writes (a server's registry; see reserve.py)."""
         self.path = path
-        self._known: dict[int, tuple[weakref.ref[TaskRecord], tuple[object, ...]]] = {}
-        """By id() of a record object: the values the registry held for it when last read or written."""
+        self._reserve = Reserve(path.parent) if reserve else None
+        self._known: _Known = {}
         self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry")
         self._pending: dict[int, tuple[TaskRecord, tuple[object, ...]]] = {}
         """Changes given to update_soon and not yet written, by id() of the record object."""
@@ -298,6 +305,8 @@ class Registry:
             raise
         self._read_lock = threading.Lock()
         self._identity = _identity_of(path)
+        if self._reserve is not None:
+            self._in_writer(self._reserve.keep)
         """The file this connection opened (device, inode): a registry deleted or replaced
         under a live server is noticed, and written back, by :meth:`restore`."""
 
@@ -412,6 +421,10 @@ class Registry:
         try:
             self._write_changes(changes)
         except RegistryFullError as exc:
+            if last and self._reserve is not None and self._reserve.release():
+                self._reserve = None  # the room it kept is for these changes
+                _last_try(self._write_changes, changes, self.on_write_error)
+                return
             if last:
                 self.on_write_error(RegistryFullError(f"{exc}; {len(changes)} task change(s) are not recorded"))
                 return
@@ -423,6 +436,8 @@ class Registry:
         else:
             if kept_before and changes:
                 warn(f"the disk has space again: wrote {len(changes)} task change(s) kept meanwhile")
+            if kept_before and self._reserve is not None:
+                self._reserve.keep()  # there may have been no room for it before
 
     def _keep(self, changes: Sequence[tuple[TaskRecord, tuple[object, ...]]]) -> None:
         """Changes that failed for lack of space go back to the pending ones (newer ones of the same
@@ -448,27 +463,14 @@ class Registry:
             db.execute("BEGIN IMMEDIATE")
             try:
                 for record, values in changes:
-                    if changed := self._changed(record, values):
-                        self._write(db, record.task_id, values, changed)
+                    if changed := _changed(self._known, record, values):
+                        _write(db, record.task_id, values, changed)
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
         for record, values in changes:
             self._remember(record, values)
-
-    def _changed(self, record: TaskRecord, values: tuple[object, ...]) -> list[int]:
-        """Indexes of the columns that differ from what this process last read or wrote."""
-        known = self._known.get(id(record))
-        before = known[1] if known is not None and known[0]() is record else None
-        return [i for i in range(1, len(_COLUMNS)) if before is None or values[i] != before[i]]
-
-    def _write(self, db: sqlite3.Connection, task_id: str, values: tuple[object, ...], changed: list[int]) -> None:
-        assignments = ", ".join(f"{_COLUMNS[i]} = ?" for i in changed)
-        condition = "task_id = ?"
-        if any(_COLUMNS[i] in _LIFECYCLE_COLUMNS for i in changed):
-            condition += f" AND state = '{TaskState.RUNNING}'"
-        db.execute(f"UPDATE tasks SET {assignments} WHERE {condition}", [*(values[i] for i in changed), task_id])
 
     def _remember(self, record: TaskRecord, values: tuple[object, ...]) -> None:
         """Keep what the registry holds for ``record`` (while the record object lives)."""
@@ -512,6 +514,31 @@ class Registry:
                 records.append(record := _row_to_record(row, self.path))
                 self._remember(record, tuple(row))
         return records
+
+
+def _changed(known: _Known, record: TaskRecord, values: tuple[object, ...]) -> list[int]:
+    """Indexes of the columns that differ from what this process last read or wrote (``known``)."""
+    held = known.get(id(record))
+    before = held[1] if held is not None and held[0]() is record else None
+    return [i for i in range(1, len(_COLUMNS)) if before is None or values[i] != before[i]]
+
+
+def _write(db: sqlite3.Connection, task_id: str, values: tuple[object, ...], changed: list[int]) -> None:
+    assignments = ", ".join(f"{_COLUMNS[i]} = ?" for i in changed)
+    condition = "task_id = ?"
+    if any(_COLUMNS[i] in _LIFECYCLE_COLUMNS for i in changed):
+        condition += f" AND state = '{TaskState.RUNNING}'"
+    db.execute(f"UPDATE tasks SET {assignments} WHERE {condition}", [*(values[i] for i in changed), task_id])
+
+
+def _last_try(write: Callable[[_Changes], None], changes: _Changes, report: Callable[[RegistryError], None]) -> None:
+    """A server's last writes, once the reserve made room for them."""
+    try:
+        write(changes)
+    except RegistryError as exc:
+        report(RegistryError(f"{exc}; {len(changes)} task change(s) are not recorded"))
+    else:
+        warn(f"the disk is full: wrote {len(changes)} last task change(s) in the room kept for them")
 
 
 def claim(registry: Registry, records: Sequence[TaskRecord], owner: str) -> list[TaskRecord]:
