@@ -208,3 +208,18 @@ def test_a_config_that_is_not_text_stops_with_one_line(server_command: str, home
         )
         assert result.returncode == 1
         assert "is not UTF-8 text" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.linux_backend("the portable backend makes no cgroups")
+def test_a_cgroup_directory_that_cannot_be_used_stops_the_server_with_one_line(
+    server_command: str, tmp_path: Path
+) -> None:
+    """MCP_BACKGROUNDR_CGROUP naming a directory the server cannot use was dropped in silence: tasks
+    ran at the subreaper level, without the limits it was set for."""
+    environment = {**os.environ, "MCP_BACKGROUNDR_CGROUP": str(tmp_path / "no-such-cgroup")}
+    result = subprocess.run(
+        [server_command], input="", capture_output=True, text=True, timeout=30, env=environment, check=False
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith(f'mcp-backgroundr: MCP_BACKGROUNDR_CGROUP="{tmp_path}/no-such-cgroup" is invalid:')
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -114,6 +114,13 @@ class Containment:
             if base is not None:
                 _kernel.become_subreaper()  # for tasks adopted from servers that had no cgroups
                 return cls(Level.CGROUP, base)
+            if delegated:  # named on purpose: falling back in silence would drop the limits it was for
+                raise InvalidArgumentError(
+                    CGROUP_ENV,
+                    delegated,
+                    "it is not a cgroup v2 directory this server may write (its cgroup.procs); give one "
+                    "delegated to this user, or unset it",
+                )
             if wanted == Level.CGROUP:
                 raise InvalidArgumentError(
                     CONTAINMENT_ENV,
