@@ -67,7 +67,7 @@ def test_env_passthrough_takes_names_patterns_and_comma_lists(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("text", "complaint"),
     [
-        ("max_tasks = true\n", "max_tasks=True is invalid"),
+        ("max_tasks = true\n", "max_tasks=true is invalid"),
         ("max_tasks = 1.5\n", "max_tasks=1.5 is invalid"),
         ("max_runtime_seconds = -1\n", "max_runtime_seconds=-1 is invalid"),
         ("deny_commands = 'rm'\n", "use a list of strings"),
