@@ -7,6 +7,7 @@ its task, that the server still answers, and that another task running beside it
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import sqlite3
@@ -192,3 +193,55 @@ async def test_a_registry_deleted_under_a_live_server_is_written_back(
         listing = await call(client, "list_tasks", all=True)
     states = {t["task_id"]: t["state"] for t in listing["tasks"]}
     assert states == {running["task_id"]: "killed", done["task_id"]: "failed", started_after["task_id"]: "completed"}
+
+
+@pytest.mark.parametrize("deleted", ["log", "logs directory"])
+async def test_a_deleted_log_is_said_to_be_gone_by_every_read_and_wait(server_command: str, deleted: str) -> None:
+    """A running task's log deleted (rm of the file, or of the whole logs directory): a pattern wait
+    failed 'unexpectedly (a defect of this server)' with a 300-line traceback on stderr (inotify
+    could not watch the file), and status said 'no output' (a new-user trial). Every read, grep and
+    wait now says the log is gone and what that means; a pattern wait, which can never match, is
+    refused in one line; the task runs on."""
+    async with connect(server_command) as client:
+        task = await call(
+            client, "run_background_task", command="while :; do echo tick; sleep 0.1; done", wait_for_pattern="tick"
+        )
+        task_id, log = task["task_id"], Path(task["log_path"])
+        cursor = task["wait"]["status"]["cursor"]
+        waiting = anyio.Event()
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            waiting.set()
+
+        during: dict[str, object] = {}
+
+        async def wait() -> None:
+            arguments = {"task_id": task_id, "output_pattern": "never", "timeout_seconds": 2}
+            result = await client.call_tool("wait_for_task", arguments, progress_callback=on_progress)
+            assert not result.is_error and result.structured_content is not None
+            during.update(result.structured_content)
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as group:
+                group.start_soon(wait)
+                await waiting.wait()
+                await anyio.to_thread.run_sync(
+                    log.unlink if deleted == "log" else functools.partial(shutil.rmtree, log.parent)
+                )
+        answers = [
+            during["status"],
+            await call(client, "get_task_status", task_id=task_id),
+            await call(client, "get_task_status", task_id=task_id, since=cursor),
+            await call(client, "get_task_status", task_id=task_id, grep="tick"),
+            (await call(client, "wait_for_task", task_id=task_id, timeout_seconds=0.2))["status"],
+        ]
+        refusal = await call_error(client, "wait_for_task", task_id=task_id, output_pattern="tick", timeout_seconds=5)
+        after = await call(client, "get_task_status", task_id=task_id)
+    for answer in answers:
+        assert isinstance(answer, dict)
+        assert answer["output"] == "", answer
+        assert f"its log file {log} is gone (deleted outside this server)" in answer["truncation"], answer
+    assert during["reason"] == "timeout"
+    assert refusal.startswith(f"task {task_id}: its log file {log} is gone"), refusal
+    assert "no output_pattern can match" in refusal
+    assert after["state"] == "running"

@@ -17,6 +17,7 @@ from mcp.shared.subscriptions import ResourceUpdated
 from .harness import alive, call, call_error, connect, finished, kill_server_of, until
 from .sshd import Sshd, free_port, keygen
 from .test_port_waits import ONE_CLIENT_SERVER
+from .test_volume import grep_a_line_longer_than_a_read, grep_with_lines_and_raw
 
 pytestmark = pytest.mark.anyio
 
@@ -755,3 +756,17 @@ async def test_a_remote_child_that_drops_its_marker_and_session_is_ended_with_it
     finally:
         for process in _escaped():
             process.kill()
+
+
+async def test_grep_counts_a_line_longer_than_a_read_once_and_shows_its_match_on_a_host(
+    server_command: str, ssh_env: dict[str, str]
+) -> None:
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        await grep_a_line_longer_than_a_read(client, "loopback")
+
+
+async def test_grep_honours_lines_as_the_last_matches_and_raw_on_a_host(
+    server_command: str, ssh_env: dict[str, str]
+) -> None:
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        await grep_with_lines_and_raw(client, "loopback")

@@ -6,6 +6,7 @@ from typing import Any
 
 import anyio
 import pytest
+from mcp import Client
 
 from .harness import call, connect, finished
 
@@ -91,3 +92,61 @@ async def test_grep_over_100000_lines(server_command: str) -> None:
     assert found["truncated"] is False
     assert (none["output"], none["grep_matches"]) == ("", 0)
     assert bad.is_error
+
+
+HUGE_LINE = "python3 -c \"import sys; sys.stdout.write('L' * 3000000 + 'END\\n' + 'L' * 1000 + ' second\\n')\""
+
+
+async def grep_a_line_longer_than_a_read(client: Client, host: str | None = None) -> None:
+    """A 3 MB line is read in pieces of about 1 MiB: grep counted it once a piece that matched
+    (grep_matches=2 for one line), its advice to go on ('since=2097152') gave the same line again,
+    and a match in its last piece was shown as the line's head, without the match (a new-user
+    trial). It is counted once, the advice leads to the next line, and the shown part holds the match."""
+    task = await call(client, "run_background_task", command=HUGE_LINE, host=host)
+    await finished(client, task["task_id"])
+    both = await call(client, "get_task_status", task_id=task["task_id"], grep="L{1000}")
+    assert both["grep_matches"] == 2, both["truncation"]
+    assert both["output"].startswith("1: LLL"), both["output"][:100]
+    assert len(both["output"].encode()) <= BUDGET
+    since = int(both["truncation"].split("since=")[1].split()[0])
+    assert both["truncation"].startswith("1 more matching lines do not fit"), both["truncation"]
+    rest = await call(client, "get_task_status", task_id=task["task_id"], grep="L{1000}", since=since)
+    assert rest["output"] == "2: " + "L" * 1000 + " second", rest["output"][:100]
+    assert rest["grep_matches"] == 1
+    end = await call(client, "get_task_status", task_id=task["task_id"], grep="LEND")
+    assert end["grep_matches"] == 1
+    assert end["output"].startswith("1: [... line cut ...][... "), end["output"][:100]
+    assert end["output"].endswith("LLLEND"), end["output"][-100:]
+
+
+async def test_grep_counts_a_line_longer_than_a_read_once_and_shows_its_match(server_command: str) -> None:
+    async with connect(server_command) as client:
+        await grep_a_line_longer_than_a_read(client)
+
+
+ERRORS = (
+    "for i in $(seq 1 5000); do echo line $i; "
+    "[ $((i % 1000)) = 0 ] && printf '\\033[31mERROR\\033[0m at %s\\n' $i; done; true"
+)
+
+
+async def grep_with_lines_and_raw(client: Client, host: str | None = None) -> None:
+    """grep ignored lines (lines=2 gave all 5 matches) and raw (the ANSI sequences were stripped),
+    silently (a new-user trial). With lines, grep shows the last N matching lines (grep | tail -n N)
+    and says how many matched; with raw, the lines keep their sequences (they match without them)."""
+    task = await call(client, "run_background_task", command=ERRORS, host=host)
+    await finished(client, task["task_id"])
+    last = await call(client, "get_task_status", task_id=task["task_id"], grep="^ERROR at", lines=2)
+    first = await call(client, "get_task_status", task_id=task["task_id"], grep="^ERROR at")
+    raw = await call(client, "get_task_status", task_id=task["task_id"], grep="^ERROR at 5000$", raw=True)
+    assert last["output"] == "4004: ERROR at 4000\n5005: ERROR at 5000", last["output"]
+    assert (last["grep_matches"], last["truncated"]) == (5, True)
+    assert last["truncation"].startswith("the last 2 of 5 matching lines"), last["truncation"]
+    assert first["output"].splitlines()[0] == "1001: ERROR at 1000"
+    assert (first["grep_matches"], first["truncated"]) == (5, False)
+    assert raw["output"] == "5005: \x1b[31mERROR\x1b[0m at 5000", raw["output"]
+
+
+async def test_grep_honours_lines_as_the_last_matches_and_raw(server_command: str) -> None:
+    async with connect(server_command) as client:
+        await grep_with_lines_and_raw(client)

@@ -8,9 +8,10 @@ from typing import Any
 import anyio
 import psutil
 import pytest
+from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from .harness import call, call_error, connect
+from .harness import call, call_error, connect, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -269,3 +270,53 @@ async def test_the_last_state_of_a_progress_bar_line_longer_than_a_read_is_match
         )
     assert task["wait"]["reason"] == "pattern", task["wait"]["reason"]
     assert task["wait"]["matched_line"] == f"downloading {updates - 1}"
+
+
+async def _wait_then_send(client: Client, task_id: str, pattern: str, seconds: float, text: str) -> dict[str, Any]:
+    """A wait for ``pattern`` from the call on, and ``text`` sent to the task once the wait began
+    (its first progress report comes once it waits)."""
+    waiting = anyio.Event()
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        waiting.set()
+
+    arguments = {"task_id": task_id, "output_pattern": pattern, "timeout_seconds": seconds}
+    answer: dict[str, Any] = {}
+
+    async def wait() -> None:
+        result = await client.call_tool("wait_for_task", arguments, progress_callback=on_progress)
+        assert not result.is_error and result.structured_content is not None, text_of(result)
+        answer.update(result.structured_content)
+
+    with anyio.fail_after(seconds + 20):
+        async with anyio.create_task_group() as group:
+            group.start_soon(wait)
+            await waiting.wait()
+            await call(client, "send_task_input", task_id=task_id, text=text)
+    return answer
+
+
+async def test_a_line_begun_before_the_wait_and_finished_during_it_is_matched(server_command: str) -> None:
+    """'Listen' was written before the call and 'ing on port 80' during it: the wait began in the
+    middle of the line, looked at its second half only, and timed out (a new-user trial). The
+    line under way is matched from its start; what it showed before the wait ('>>> ', an old
+    prompt a reply is echoed after) does not match again, and the output is still only what was
+    written during the wait, marked as the end of a line begun before it."""
+    command = (
+        "printf 'Listen'; read go; printf 'ing on port 80\\n'; printf '>>> '; read again; "
+        "printf 'print(1)\\n1\\n'; sleep 300"
+    )
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command=command, stdin=True, wait_for_pattern="Listen")
+        task_id = task["task_id"]
+        listening = await _wait_then_send(client, task_id, r"Listening on port \d+", 20, "go")
+        await call(client, "wait_for_task", task_id=task_id, output_pattern="^>>> $", since=0, timeout_seconds=20)
+        prompt = await _wait_then_send(client, task_id, "^>>> ", 2, "again")
+    assert listening["reason"] == "pattern", listening
+    assert listening["matched_line"] == "Listening on port 80"
+    assert listening["matched_cursor"] == len("Listening on port 80\n")
+    assert listening["status"]["output"].startswith(
+        "[... the start of this line was written before the wait ...]ing on port 80\n"
+    )
+    assert prompt["reason"] == "timeout", prompt
+    assert prompt["status"]["output"].endswith("print(1)\n1\n")

@@ -14,10 +14,10 @@ import anyio
 import psutil
 
 from .. import offload
-from ..errors import InvalidArgumentError
+from ..errors import BackgroundrError, InvalidArgumentError
 from ..logs import files
-from ..logs.grep import GrepResult, grep_log_in_thread
-from ..logs.patterns import Pattern
+from ..logs.grep import Shown, grep_log_in_thread
+from ..logs.matches import grep_notes
 from ..models import TaskRecord, WaitReason
 from ..platform import backend
 from ..platform.scans import PortLook
@@ -82,7 +82,7 @@ def _end_bound(state: CoreState) -> float:
 async def read_here(state: CoreState, task: Task, plan: ReadPlan) -> Status:
     """A read of a task on this machine: its log is read here, its processes scanned here."""
     if plan.grep is not None:
-        return await _grep(state, task, plan.grep, plan.since)
+        return await _grep(state, task, plan)
     as_of = task.snapshot()
     processes = await task.live_processes()
     writer_alive = as_of.running or bool(processes)
@@ -125,29 +125,20 @@ async def _left_after_its_end(
     return await task.lingering()
 
 
-async def _grep(state: CoreState, task: Task, pattern: Pattern, since: int | None) -> Status:
-    """Status whose output is the log lines (from ``since``) matching ``pattern``."""
+async def _grep(state: CoreState, task: Task, plan: ReadPlan) -> Status:
+    """Status whose output is the log lines (from ``plan.since``) matching ``plan.grep``."""
+    assert plan.grep is not None
     path = Path(task.record.log_path)
-    start = await _checked_since(path, since, default_end=False)
+    start = await _checked_since(path, plan.since, default_end=False)
     as_of = task.snapshot()
-    found = await grep_log_in_thread(path, pattern, start, state.settings.output_budget)
-    piece = files.OutputSlice(
-        found.text, found.cursor, found.size, found.resume_at is not None, _grep_note(found), found.dropped
-    )
+    shown = Shown(state.settings.output_budget, plan.grep_last, plan.raw)
+    found = await grep_log_in_thread(path, plan.grep, start, shown)
+    note = grep_notes(found.matches, found.shown, found.resume_at, found.last, found.dropped)
+    piece = files.OutputSlice(found.text, found.cursor, found.size, found.shown < found.matches, note, found.dropped)
+    if found.gone:
+        piece = files.gone(path)
     found_status = await status_with(state, task, as_of, piece, await task.live_processes())
     return dataclasses.replace(found_status, grep_matches=found.matches)
-
-
-def _grep_note(found: GrepResult) -> str | None:
-    notes = []
-    if found.resume_at is not None:
-        notes.append(
-            f"{found.matches - found.shown} more matching lines do not fit in the budget; "
-            f"call again with since={found.resume_at} to see them, or narrow the pattern"
-        )
-    if found.dropped:
-        notes.append(f"the first {found.dropped} bytes were dropped (size cap): line numbers count from there")
-    return "; ".join(notes) or None
 
 
 async def wait(
@@ -174,6 +165,8 @@ async def wait_here(
     """A wait on a task on this machine: its exit, its log's writes and its ports are watched here."""
     path = Path(task.record.log_path)
     start = await _checked_since(path, since, default_end=True)
+    if conditions.pattern is not None and await offload.run(offload.LOGS, files.existing_size, path) is None:
+        raise BackgroundrError(files.no_pattern_can_match(task.record.task_id, path))
     began = time.monotonic()
 
     async def members() -> list[int]:
@@ -233,7 +226,9 @@ async def _checked_since(path: Path, since: int | None, *, default_end: bool) ->
     the disk)."""
     if since is None and not default_end:
         return 0
-    size = await log_size(path)
+    size = await offload.run(offload.LOGS, files.existing_size, path)
+    if size is None:  # gone: the read or wait says so
+        return since or 0
     if since is None:
         return size
     if not 0 <= since <= size:

@@ -200,6 +200,8 @@ class ReadPlan:
     grep: Pattern | None
     grep_text: str | None
     raw: bool
+    grep_last: int | None = None
+    """With ``grep``: how many of the last matching lines to show (``lines``, when the client gave it)."""
 
 
 def check_read(request: ReadRequest, settings: Settings) -> ReadPlan:
@@ -211,7 +213,7 @@ def check_read(request: ReadRequest, settings: Settings) -> ReadPlan:
         raise InvalidArgumentError("lines", lines, advice)
     if request.since is not None and not 0 <= request.since <= MAX_CURSOR:
         raise InvalidArgumentError("since", request.since, "pass a cursor (a byte offset >= 0) from an earlier answer")
-    return ReadPlan(lines, request.since, compiled("grep", request.grep), request.grep, request.raw)
+    return ReadPlan(lines, request.since, compiled("grep", request.grep), request.grep, request.raw, request.lines)
 
 
 def check_grace(grace_seconds: float | None, settings: Settings) -> float:

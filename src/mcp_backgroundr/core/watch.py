@@ -8,6 +8,7 @@ worker threads, in bounded steps.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -18,7 +19,7 @@ import anyio
 
 from .. import offload
 from ..logs import matching
-from ..logs.grep import LineMatch, scan_lines
+from ..logs.grep import LineMatch, scan_lines, start_of_line
 from ..logs.lines import CHUNK
 from ..logs.patterns import ClientPattern, Pattern
 from ..models import WaitReason
@@ -42,7 +43,10 @@ class LineScanner:
 
     def __init__(self, path: Path, start: int, pattern: Pattern) -> None:
         self._path = path
-        self._offset = start
+        self._boundary = start
+        """Where the wait began: a line begun before it matches by what was written after it."""
+        self._offset: int | None = None
+        """Where the next step reads from: at first, the start of the line under way at ``start``."""
         self._pattern = pattern
         self._lock = anyio.Lock()
 
@@ -59,15 +63,16 @@ class LineScanner:
         """One step of :func:`grep.scan_lines` from where the last one stopped; in a matching
         process (out of the server's interpreter lock) while much of the log is left."""
         try:
+            if self._offset is None:
+                self._offset = start_of_line(self._path, self._boundary)
             left = os.stat(self._path).st_size - self._offset
         except FileNotFoundError:
             return None, True
+        step = (self._path, self._offset, self._pattern, limit, self._boundary)
         if isinstance(self._pattern, ClientPattern) and matching.far(left):
-            match, self._offset, caught_up = matching.MATCHERS.run(
-                scan_lines, self._path, self._offset, self._pattern, limit
-            )
+            match, self._offset, caught_up = matching.MATCHERS.run(scan_lines, *step)
         else:
-            match, self._offset, caught_up = scan_lines(self._path, self._offset, self._pattern, limit)
+            match, self._offset, caught_up = scan_lines(*step)
         return match, caught_up
 
 
@@ -178,8 +183,15 @@ async def first_event(
 
 
 async def until_line(watches: WriteWatches, path: Path, scanner: LineScanner) -> LineMatch | None:
-    """Scan the log as it grows until a line matches (an unterminated one once the log is quiet)."""
-    with watches.watching(path) as growth:
+    """Scan the log as it grows until a line matches (an unterminated one once the log is quiet).
+    A log deleted before it is watched matches nothing from then on: the exit, a port or the time
+    ends the wait (its answer says the log is gone)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            growth = stack.enter_context(watches.watching(path))
+        except FileNotFoundError:
+            await anyio.sleep_forever()
+            raise  # (never: only a cancellation ends the sleep)
         while True:
             match = await scanner.scan()
             if match and match.complete:

@@ -53,10 +53,15 @@ def open_append(path: Path) -> int:
 
 
 def log_size(path: Path) -> int:
+    return existing_size(path) or 0
+
+
+def existing_size(path: Path) -> int | None:
+    """The size of a log, None when it is gone."""
     try:
         return path.stat().st_size
     except FileNotFoundError:
-        return 0
+        return None
 
 
 # CSI sequences (colours, cursor moves), OSC sequences (titles, links) and other escapes.
@@ -89,16 +94,16 @@ MATCHED_LINE_CHARS = 400
 a line may be megabytes long): the part around the match, the rest cut, and said so."""
 
 
-def matched_part(text: str, start: int) -> str:
-    """What a wait's answer shows of the matching line ``text``, whose match starts at ``start``:
-    all of it when short, else MATCHED_LINE_CHARS from a little before the match, each cut said."""
-    if len(text) <= MATCHED_LINE_CHARS:
+def matched_part(text: str, start: int, width: int = MATCHED_LINE_CHARS) -> str:
+    """What an answer shows of the matching line ``text``, whose match starts at ``start``: all of
+    it when short, else ``width`` characters from a little before the match, each cut said."""
+    if len(text) <= width:
         return text
-    begin = max(0, min(start - MATCHED_LINE_CHARS // 4, len(text) - MATCHED_LINE_CHARS))
-    after = len(text) - begin - MATCHED_LINE_CHARS
+    begin = max(0, min(start - width // 4, len(text) - width))
+    after = len(text) - begin - width
     head = f"[... {begin} characters cut ...]" if begin else ""
     tail = f"[... {after} characters cut ...]" if after else ""
-    return head + text[begin : begin + MATCHED_LINE_CHARS] + tail
+    return head + text[begin : begin + width] + tail
 
 
 def _incomplete_utf8_tail(data: bytes) -> int:
@@ -125,11 +130,11 @@ def _read(path: Path, offset: int | None, length: int) -> tuple[bytes, int, int,
 
     Returns the bytes, the offset they start at, the file's size and where its kept output
     starts (never past the size returned).
+
+    Raises:
+        FileNotFoundError: the log is gone (see :func:`gone`).
     """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return b"", 0, 0, 0
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         size = os.fstat(fd).st_size
         start = max(0, size - length) if offset is None else offset
@@ -137,6 +142,10 @@ def _read(path: Path, offset: int | None, length: int) -> tuple[bytes, int, int,
         return data[: max(0, size - start)], start, max(size, kept), kept
     finally:
         os.close(fd)
+
+
+LINE_BEGUN_BEFORE = "[... the start of this line was written before the wait ...]"
+"""What a wait's output starts with when the wait began inside a line (its matched_line shows it whole)."""
 
 
 def read_tail(
@@ -153,11 +162,14 @@ def read_tail(
         else (f"what was written after cursor {floor} does not", "")
     )
     # One byte before the window tells whether the window starts at a line start.
-    data, read_from, size, dropped = _read(path, None, budget + 1)
+    try:
+        data, read_from, size, dropped = _read(path, None, budget + 1)
+    except FileNotFoundError:
+        return gone(path)
     floor = max(floor or 0, dropped)
     window_start = max(floor, size - budget)
     into = window_start - read_from
-    starts_line = window_start == floor or (into >= 1 and data[into - 1 : into] == b"\n")
+    starts_line = data[into - 1 : into] == b"\n" if into >= 1 else window_start == floor
     data = data[into:]
     held = _incomplete_utf8_tail(data) if writer_alive else 0
     data = data[: len(data) - held]
@@ -169,7 +181,8 @@ def read_tail(
     if start is not None:
         return OutputSlice(render(data[start:], raw=raw), cursor, size, False, None, dropped)
     if window_start == floor:
-        return OutputSlice(render(data, raw=raw), cursor, size, False, None, dropped)
+        text = render(data, raw=raw) if starts_line else LINE_BEGUN_BEFORE + render(data, raw=raw)
+        return OutputSlice(text, cursor, size, False, None, dropped)
     first_newline = data.find(b"\n")
     if not starts_line and 0 <= first_newline < len(data) - 1:
         data = data[first_newline + 1 :]  # drop the partial first line: whole lines read better
@@ -207,7 +220,10 @@ def read_forward(path: Path, since: int, budget: int, *, writer_alive: bool, raw
     and the answer says so.
     """
     asked = since
-    data, since, size, dropped = _read(path, since, budget)
+    try:
+        data, since, size, dropped = _read(path, since, budget)
+    except FileNotFoundError:
+        return gone(path)
     if asked > size:
         raise InvalidArgumentError(
             "since",
@@ -232,6 +248,28 @@ def read_forward(path: Path, since: int, budget: int, *, writer_alive: bool, raw
     cut = "" if data.endswith(b"\n") else "cut mid-line (the line is longer than the budget); "
     note = f"{lost}output {cut}{left} more bytes follow; call again with since={cursor} to read them"
     return OutputSlice(render(data, raw=raw), cursor, size, True, note, dropped)
+
+
+def gone_note(path: Path) -> str:
+    """What a read, a grep or a wait says of a task whose log file is gone (deleted by someone
+    else: the server never deletes a log its task may still write)."""
+    return (
+        f"its log file {path} is gone (deleted outside this server): the output it held is lost, and "
+        "what the task writes from now on cannot be read (the task itself is not affected)"
+    )
+
+
+def no_pattern_can_match(task_id: str, path: Path) -> str:
+    """The refusal of a pattern wait on a task whose log file is gone."""
+    return (
+        f"task {task_id}: {gone_note(path)}; so no output_pattern can match: wait for its exit or a port "
+        "instead, or end it"
+    )
+
+
+def gone(path: Path) -> OutputSlice:
+    """The answer of a read of a log that is gone: no output, and why."""
+    return OutputSlice("", 0, 0, True, gone_note(path))
 
 
 def dropped_note(since: int, dropped: int) -> str:

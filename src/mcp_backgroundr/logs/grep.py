@@ -11,13 +11,28 @@ import anyio
 
 from .. import offload
 from . import matching
-from .files import dropped_bytes, matched_part, render
-from .lines import CHUNK, LineReader
+from .files import dropped_bytes, matched_part
+from .lines import CHUNK, LineReader, line_start, new_match
+from .matches import GrepCollector
 from .patterns import ClientPattern, Pattern, line_prefilter
 
 STEP_BYTES = CHUNK
 """How much of a log one worker-thread step reads."""
-LINE_CUT_MARKER = " [... line cut ...]"
+
+
+@dataclass(frozen=True)
+class Shown:
+    """Which matching lines a grep shows: the first that fit in ``budget`` bytes, or the last
+    ``last`` of them that fit; with their ANSI sequences when ``raw``."""
+
+    budget: int
+    last: int | None = None
+    raw: bool = False
+
+    @classmethod
+    def of(cls, shown: Shown | int) -> Shown:
+        """``shown``, or the first matching lines that fit in a budget of ``shown`` bytes."""
+        return shown if isinstance(shown, Shown) else cls(shown)
 
 
 @dataclass(frozen=True)
@@ -33,45 +48,22 @@ class GrepResult:
     """Byte offset of the first matching line not shown, if any."""
     dropped: int = 0
     """Bytes dropped at the head of the log (size cap): line numbers count from there."""
-
-
-class _Collector:
-    def __init__(self, pattern: Pattern, budget: int) -> None:
-        self.pattern = pattern
-        self.budget = budget
-        self.shown: list[str] = []
-        self.used = 0
-        self.matches = 0
-        self.resume_at: int | None = None
-
-    def offer(self, raw: bytes, number: int, offset: int) -> None:
-        text = render(raw.rstrip(b"\r"))
-        if not self.pattern.search(text):
-            return
-        self.matches += 1
-        if self.resume_at is not None:
-            return
-        entry = f"{number}: {text}"
-        size = len(entry.encode()) + 1
-        if self.used + size <= self.budget:
-            self.shown.append(entry)
-            self.used += size
-        elif not self.shown:  # one line longer than the whole budget: show its head
-            self.shown.append(entry[: self.budget - len(LINE_CUT_MARKER)] + LINE_CUT_MARKER)
-            self.used = self.budget
-        else:
-            self.resume_at = offset
+    gone: bool = False
+    """The log file is gone (deleted outside the server)."""
+    last: int | None = None
+    """How many of the last matching lines were asked for, if that was asked."""
 
 
 class _Search:
     """A search through a log that goes on from where it stopped, a bounded amount at a time."""
 
-    def __init__(self, fd: int, path: Path, pattern: Pattern, since: int, budget: int) -> None:
+    def __init__(self, fd: int, path: Path, pattern: Pattern, since: int, shown: Shown) -> None:
         self.fd = fd
         self.size = os.fstat(fd).st_size
         self.dropped = dropped_bytes(path)
         self.since = min(max(since, self.dropped), self.size)
-        self.found = _Collector(pattern, budget)
+        self.pattern = pattern
+        self.found = GrepCollector(pattern.search, shown.budget, shown.last, shown.raw)
         self.counted = self.dropped
         """Lines before ``since`` are counted up to here."""
         self.number = 1
@@ -93,7 +85,7 @@ class _Search:
             return
         end = self.lines.offset
         for line in self.lines.read(limit):
-            self.found.offer(line.raw, self.number + line.index, line.start)
+            self.found.offer(line, self.number + line.index)
             end = line.end
         if self.lines.caught_up:
             self.done, self.size = True, max(end, self.lines.offset)
@@ -101,14 +93,14 @@ class _Search:
     def step_here_or_far(self, path: Path, limit: int) -> None:
         """:meth:`step`, in a matching process when much of the log is left (blocking)."""
         left = self.size - min(self.counted, self.lines.offset)
-        if not (isinstance(self.found.pattern, ClientPattern) and matching.far(left)):
+        if not (isinstance(self.pattern, ClientPattern) and matching.far(left)):
             self.step(limit)
             return
         moved = matching.MATCHERS.run(_step_far, self, path, limit)
         fd = self.fd
         self.__dict__.update(moved.__dict__)
         self.fd = self.lines.fd = fd
-        self.lines.prefilter = line_prefilter(self.found.pattern)
+        self.lines.prefilter = line_prefilter(self.pattern)
 
     def __getstate__(self) -> dict[str, object]:
         """What a matching process needs to go on (no descriptor: it opens the log itself)."""
@@ -118,12 +110,14 @@ class _Search:
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
-        self.lines.prefilter = line_prefilter(self.found.pattern)
+        self.lines.prefilter = line_prefilter(self.pattern)
 
     def result(self) -> GrepResult:
         found = self.found
-        text = "\n".join(found.shown)
-        return GrepResult(text, found.matches, len(found.shown), self.size, self.size, found.resume_at, self.dropped)
+        text = "\n".join(found.kept)
+        return GrepResult(
+            text, found.matches, len(found.kept), self.size, self.size, found.resume_at, self.dropped, last=found.last
+        )
 
 
 def _step_far(search: _Search, path: Path, limit: int) -> _Search:
@@ -150,11 +144,15 @@ class LineMatch:
     """False for the unterminated last line, which may still grow."""
 
 
-def scan_lines(path: Path, offset: int, pattern: Pattern, limit: int) -> tuple[LineMatch | None, int, bool]:
+def scan_lines(
+    path: Path, offset: int, pattern: Pattern, limit: int, boundary: int = 0
+) -> tuple[LineMatch | None, int, bool]:
     """The first line of the log from ``offset`` that matches (a wait's scan), the unterminated
     last one included (a prompt has no newline), reading at most about ``limit`` bytes; a line
-    longer than the read chunk is matched piece by piece. Answers the match, where the next scan
-    starts, and whether this one reached the end of the log. Blocking."""
+    longer than the read chunk is matched piece by piece. A line begun before ``boundary`` (where
+    the wait began) matches only by what was written after it (see :func:`lines.new_match`).
+    Answers the match, where the next scan starts, and whether this one reached the end of the
+    log. Blocking."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -162,8 +160,8 @@ def scan_lines(path: Path, offset: int, pattern: Pattern, limit: int) -> tuple[L
     try:
         reader = LineReader(fd, offset, prefilter=line_prefilter(pattern))
         for line in reader.read(limit):
-            if found := pattern.search(text := render(line.raw.rstrip(b"\r"))):
-                shown = matched_part(text, found.start())
+            if found := new_match(line.raw, boundary - line.start, pattern.search):
+                shown = matched_part(*found)
                 if line.last:
                     return LineMatch(shown, line.end, complete=False), reader.offset, True
                 return LineMatch(shown, line.end), reader.offset, False
@@ -172,29 +170,42 @@ def scan_lines(path: Path, offset: int, pattern: Pattern, limit: int) -> tuple[L
         os.close(fd)
 
 
-NOTHING = GrepResult("", 0, 0, 0, 0, None)
+def start_of_line(path: Path, offset: int) -> int:
+    """Where the line holding ``offset`` of the log at ``path`` starts (see :func:`lines.line_start`).
+
+    Raises:
+        FileNotFoundError: the log is gone.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return line_start(fd, offset)
+    finally:
+        os.close(fd)
+
+
+NOTHING = GrepResult("", 0, 0, 0, 0, None, gone=True)
 """The answer for a log that is gone."""
 
 
-def _open_search(path: Path, pattern: Pattern, since: int, budget: int) -> _Search | None:
+def _open_search(path: Path, pattern: Pattern, since: int, shown: Shown) -> _Search | None:
     """A search of the log at ``path`` (None: it is gone); its caller closes ``search.fd``. Blocking."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     try:
-        return _Search(fd, path, pattern, since, budget)
+        return _Search(fd, path, pattern, since, shown)
     except BaseException:
         os.close(fd)
         raise
 
 
-def grep_log(path: Path, pattern: Pattern, since: int, budget: int) -> GrepResult:
+def grep_log(path: Path, pattern: Pattern, since: int, shown: Shown | int) -> GrepResult:
     """Lines of the log from byte ``since`` on that match ``pattern``.
 
     Blocking (it may read the whole log): the server uses :func:`grep_log_in_thread`.
     """
-    search = _open_search(path, pattern, since, budget)
+    search = _open_search(path, pattern, since, Shown.of(shown))
     if search is None:
         return NOTHING
     try:
@@ -205,13 +216,13 @@ def grep_log(path: Path, pattern: Pattern, since: int, budget: int) -> GrepResul
         os.close(search.fd)
 
 
-async def grep_log_in_thread(path: Path, pattern: Pattern, since: int, budget: int) -> GrepResult:
+async def grep_log_in_thread(path: Path, pattern: Pattern, since: int, shown: Shown) -> GrepResult:
     """:func:`grep_log` in worker threads, STEP_BYTES at a time: the event loop never waits on it
     (nor on opening the log), and a cancelled call stops after the step under way. Steps far from
     the log's end are made in a matching process (logs/matching.py), out of the server's
     interpreter lock."""
     with anyio.CancelScope(shield=True):  # an open descriptor must be known, to be closed
-        search = await offload.run(offload.MATCHING, _open_search, path, pattern, since, budget)
+        search = await offload.run(offload.MATCHING, _open_search, path, pattern, since, shown)
     if search is None:
         return NOTHING
     try:

@@ -15,10 +15,11 @@ busy machine); searching it this way takes a tenth of a second.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from .files import render
 from .holes import read_kept
 
 CHUNK = 1024 * 1024
@@ -53,6 +54,8 @@ class Line:
     """The unterminated last line of the log: a prompt, or a line still being written."""
     index: int = 0
     """How many whole lines the reader went past before this one (given out or passed over)."""
+    continued: bool = False
+    """It goes on a line the reader gave out a piece of before: its head is in that piece."""
 
 
 class LineReader:
@@ -71,6 +74,8 @@ class LineReader:
         self._read_at = offset
         self._carry = b""
         """The line under way: read, not yet given out."""
+        self._piece_given = False
+        """Whether the line under way was given out in part (so its last part is a piece too)."""
 
     def read(self, limit: int) -> Iterator[Line]:
         """The lines from ``offset`` on, reading about ``limit`` bytes at the most. The
@@ -100,6 +105,8 @@ class LineReader:
         self._carry = data[whole:]
         starts = self._candidates(data, whole)
         yield from self._whole_lines(data, whole) if starts is None else self._lines_at(data, whole, starts)
+        if whole:
+            self._piece_given = False
         # A very long line: given out piece by piece, a piece once a chunk of it is read. So every
         # read gives out something (a reader from ``offset`` with the budget of one chunk stopped
         # where it began, before a line longer than a chunk, and a wait never went past it).
@@ -112,13 +119,22 @@ class LineReader:
         update, its last one included. The rest stays, to start the next piece."""
         cut = self._carry.rfind(b"\r")
         size = cut if cut > 0 else len(self._carry)
-        piece = Line(self._carry[:size], self.offset, self.offset + size, False, index=self.lines_passed)
+        piece = Line(
+            self._carry[:size],
+            self.offset,
+            self.offset + size,
+            False,
+            index=self.lines_passed,
+            continued=self._piece_given,
+        )
         self.offset, self._carry = piece.end, self._carry[size:]
+        self._piece_given = True
         return piece
 
     def _whole_lines(self, data: bytes, whole: int) -> Iterator[Line]:
-        for raw in data[:whole].split(b"\n")[:-1]:
-            line = Line(raw, self.offset, self.offset + len(raw) + 1, index=self.lines_passed)
+        for number, raw in enumerate(data[:whole].split(b"\n")[:-1]):
+            continued = number == 0 and self._piece_given
+            line = Line(raw, self.offset, self.offset + len(raw) + 1, index=self.lines_passed, continued=continued)
             self.offset = line.end
             self.lines_passed += 1
             yield line
@@ -141,9 +157,51 @@ class LineReader:
         for start in starts:
             end = data.index(b"\n", start)
             self.lines_passed += data.count(b"\n", position, start)
-            line = Line(data[start:end], base + start, base + end + 1, index=self.lines_passed)
+            continued = start == 0 and self._piece_given
+            line = Line(data[start:end], base + start, base + end + 1, index=self.lines_passed, continued=continued)
             self.offset, position = line.end, end + 1
             self.lines_passed += 1
             yield line  # (a caller may stop here: what it was given is counted already)
         self.lines_passed += data.count(b"\n", position, whole)
         self.offset = base + whole
+
+
+def line_start(fd: int, offset: int) -> int:
+    """Where the line holding ``offset`` of the open log ``fd`` starts, for a wait from a cursor
+    inside a line (a line begun before the call, finished during it): just after the newline before
+    ``offset``, looked for at most CHUNK bytes back, else where the kept output starts, else at the
+    last carriage return there (an update of a progress bar starts there, as a reader's pieces
+    do), else ``offset`` itself."""
+    low = max(0, offset - CHUNK)
+    data, start, _ = read_kept(fd, offset - low, low)
+    if start >= offset:
+        return offset
+    data = data[: offset - start]
+    if (newline := data.rfind(b"\n")) >= 0:
+        return start + newline + 1
+    if start > low or start == 0:
+        return start
+    update = data.rfind(b"\r")
+    return start + update if update >= 0 else offset
+
+
+def new_match(raw: bytes, before: int, search: Callable[[str], Found | None]) -> tuple[str, int] | None:
+    """The line ``raw`` rendered and where ``search`` finds a match in it, if it is a match of what
+    was written after a wait began: ``before`` is how many of its bytes were written before.
+
+    A line begun before the wait counts when it matches and what it showed before did not (the
+    'Listen' of 'Listening on port 80'), or when its new part matches on its own, or when it was
+    redrawn (a carriage return) into a line that matches; an old prompt a reply is echoed after
+    (">>> " then "print(1)") is not matched again."""
+    text = render(raw.rstrip(b"\r"))
+    found = search(text)
+    if found is None:
+        return None
+    if before <= 0:
+        return text, found.start()
+    old = render(raw[:before].rstrip(b"\r"))
+    if search(old) is None or not text.startswith(old):
+        return text, found.start()
+    if (again := search(text[len(old) :])) is not None:
+        return text, len(old) + again.start()
+    return None

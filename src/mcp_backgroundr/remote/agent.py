@@ -361,7 +361,10 @@ def wait(state: str, request: Request) -> dict[str, Any]:
 def _wait(state: str, request: Request) -> dict[str, Any]:
     hosted = Hosted(state, request["task_id"])
     meta = hosted.started()
-    start = files.log_size(Path(hosted.log)) if request.get("since") is None else int(request["since"])
+    size = files.existing_size(Path(hosted.log))
+    if size is None and request.get("pattern") is not None:
+        raise BackgroundrError(files.no_pattern_can_match(request["task_id"], Path(hosted.log)))
+    start = (size or 0) if request.get("since") is None else int(request["since"])
     request = request | {"since": start}
     members = functools.partial(agent_procs.members, since=meta.get("ticks"))
     found = agent_wait.wait(hosted.log, int(meta["pid"]), hosted.alive, request, members)

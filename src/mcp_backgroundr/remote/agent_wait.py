@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from ..logs import files
-from ..logs.lines import CHUNK, LineReader
+from ..logs.lines import CHUNK, Line, LineReader, line_start, new_match
+from ..logs.matches import GrepCollector
 from .agent_procs import listened_on, listening
 
 STAT_INTERVAL_SECONDS = 0.1
@@ -103,7 +104,10 @@ class _Lines:
     some during a read, and a line longer than a chunk in pieces."""
 
     def __init__(self, log: str, start: int, pattern: re.Pattern[str]) -> None:
-        self.log, self.offset, self.pattern = log, start, pattern
+        self.log, self.boundary, self.pattern = log, start, pattern
+        self.offset: int | None = None
+        """Where the next scan reads from: at first, the start of the line under way at ``start``
+        (a line begun before the wait matches by what was written after it: ``lines.new_match``)."""
 
     def scan(self) -> tuple[str, int, bool] | None:
         """(line, cursor after it, complete) of the next matching line written so far."""
@@ -112,23 +116,20 @@ class _Lines:
         except FileNotFoundError:
             return None
         try:
+            if self.offset is None:
+                self.offset = line_start(fd, self.boundary)
             reader = LineReader(fd, self.offset)
             with _matching():
                 while not reader.caught_up:
                     _budget()
                     for line in reader.read(CHUNK):
                         self.offset = reader.offset
-                        if (text := self._match(line.raw)) is not None:
-                            return text, line.end, not line.last
+                        if found := new_match(line.raw, self.boundary - line.start, self.pattern.search):
+                            return files.matched_part(*found), line.end, not line.last
                     self.offset = reader.offset
             return None
         finally:
             os.close(fd)
-
-    def _match(self, raw: bytes) -> str | None:
-        text = files.render(raw.rstrip(b"\r"))
-        found = self.pattern.search(text)
-        return files.matched_part(text, found.start()) if found else None
 
 
 _RE2_END_OF_TEXT = re.compile(r"(?<!\\)((?:\\\\)*)\\z")
@@ -214,51 +215,42 @@ def until_exit(runners: dict[str, tuple[int, Callable[[], bool]]], seconds: floa
             os.close(fd)
 
 
-def _numbered_lines(fd: int, start: int, size: int) -> Iterator[tuple[bytes, int, int]]:
-    """(line, offset, how many lines came before it from ``start``) of each line from ``start`` to
-    ``size``, kept bytes only (a very long line comes in pieces), each stretch of CHUNK bytes
+def _numbered_lines(fd: int, start: int, size: int) -> Iterator[Line]:
+    """Each line from ``start`` to ``size`` (its ``index``: how many lines came before it from
+    ``start``), kept bytes only (a very long line comes in pieces), each stretch of CHUNK bytes
     matched within its CPU budget."""
     reader = LineReader(fd, start, size)
     while not reader.caught_up:
         _budget()
-        for line in reader.read(CHUNK):
-            yield line.raw, line.start, line.index
+        yield from reader.read(CHUNK)
 
 
 def grep(log: str, request: dict[str, Any]) -> dict[str, Any]:
     """Lines of the log from ``since`` that match, numbered, within the budget."""
     pattern, budget = compiled(request["pattern"]), int(request["budget"])
     dropped = files.dropped_bytes(Path(log))
-    shown: list[str] = []
-    used = matches = 0
-    resume_at = None
-    fd = os.open(log, os.O_RDONLY)
+    last = request.get("last")
+    found = GrepCollector(pattern.search, budget, None if last is None else int(last), bool(request.get("raw")))
+    try:
+        fd = os.open(log, os.O_RDONLY)
+    except FileNotFoundError:
+        gone = files.gone_note(Path(log))
+        return {"text": "", "matches": 0, "shown": 0, "size": 0, "resume_at": None, "dropped": 0, "gone": gone}
     try:
         size = os.fstat(fd).st_size
         since = min(max(int(request.get("since") or 0), dropped), size)
         number = 1 + _newlines(fd, dropped, since)
         with _matching():
-            for raw, offset, before in _numbered_lines(fd, since, size):
-                text = files.render(raw.rstrip(b"\r"))
-                if pattern.search(text):
-                    matches += 1
-                    entry = f"{number + before}: {text}"
-                    if resume_at is None and used + len(entry.encode()) + 1 <= budget:
-                        shown.append(entry)
-                        used += len(entry.encode()) + 1
-                    elif resume_at is None and not shown:
-                        shown.append(entry[: budget - 20] + " [... line cut ...]")
-                        used = budget
-                    elif resume_at is None:
-                        resume_at = offset
+            for line in _numbered_lines(fd, since, size):
+                found.offer(line, number + line.index)
     finally:
         os.close(fd)
     return {
-        "text": "\n".join(shown),
-        "matches": matches,
-        "shown": len(shown),
+        "text": "\n".join(found.kept),
+        "matches": found.matches,
+        "shown": len(found.kept),
         "size": size,
-        "resume_at": resume_at,
+        "resume_at": found.resume_at,
         "dropped": dropped,
     }
 

@@ -24,6 +24,7 @@ MODULES = (
     "logs/lines.py",
     "logs/files.py",
     "platform/dying.py",
+    "logs/matches.py",
     "platform/heads.py",
     "runner.py",
     "remote/agent.py",

@@ -71,7 +71,7 @@ class RemotePlace:
 
     async def read(self, task: Task, plan: ReadPlan) -> Status:
         if plan.grep is not None:
-            status, ended = await self.tasks.grep(task, plan.grep_text or "", plan.since)
+            status, ended = await self.tasks.grep(task, plan)
         else:
             status, ended = await self.tasks.status(task, plan.lines, plan.since, plan.raw)
         self._core.learnt(task, ended)

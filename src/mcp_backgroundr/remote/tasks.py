@@ -19,10 +19,12 @@ import anyio
 from .. import runner
 from ..config import Settings
 from ..core import validation
+from ..core.requests import ReadPlan
 from ..core.task import Task, answer_of
 from ..core.watch import ProgressReporter, report_progress
 from ..errors import BackgroundrError, HostUnreachableError
 from ..logs import files
+from ..logs.matches import grep_notes
 from ..models import TaskRecord, TaskState, WaitReason
 from ..platform import process
 from ..results import Ended, InputWritten, Status, Survivor, Waited
@@ -146,35 +148,31 @@ class RemoteTasks:
             answer = await self.agents.call(task.record.host or "", request, quick=True)
         return [] if task.running else list(answer.get("pids") or [])
 
-    async def grep(self, task: Task, pattern: str, since: int | None) -> tuple[Status, bool]:
+    async def grep(self, task: Task, plan: ReadPlan) -> tuple[Status, bool]:
         assert task.record.host is not None
         request = {
             "op": "grep",
             "task_id": task.record.task_id,
-            "pattern": pattern,
+            "pattern": plan.grep_text or "",
             "pattern_field": "grep",
-            "since": since,
+            "since": plan.since,
             "budget": self.settings.output_budget,
+            "last": plan.grep_last,
+            "raw": plan.raw,
         }
         as_of = task.snapshot()
         with _telling(UNAFFECTED):
             found = await self.agents.call(task.record.host, request)
         ended = _learn(task, found)
-        notes = []
-        if found["resume_at"] is not None:
-            notes.append(
-                f"{found['matches'] - found['shown']} more matching lines do not fit in the budget; "
-                f"call again with since={found['resume_at']} to see them, or narrow the pattern"
-            )
-        if found["dropped"]:
-            notes.append(f"the first {found['dropped']} bytes were dropped (size cap): line numbers count from there")
-        truncated = found["resume_at"] is not None
+        note = found.get("gone") or grep_notes(
+            found["matches"], found["shown"], found["resume_at"], plan.grep_last, found["dropped"]
+        )
         piece = {
             "text": found["text"],
             "cursor": found["size"],
             "size": found["size"],
-            "truncated": truncated,
-            "truncation": "; ".join(notes) or None,
+            "truncated": bool(found.get("gone")) or found["shown"] < found["matches"],
+            "truncation": note,
             "dropped": found["dropped"],
         }
         status = _status_of(task, found | {"slice": piece}, as_of)

@@ -152,7 +152,7 @@ Grep = Annotated[
     str | None,
     Field(description=f"Regex: only the matching lines (after `since`), as `LINE: text`; {PATTERN_LIMIT_NOTE}."),
 ]
-Raw = Annotated[bool, Field(description="Keep ANSI escape sequences.")]
+Raw = Annotated[bool, Field(description="Keep ANSI escape sequences (also in `grep`'s lines, matched without them).")]
 OutputPattern = Annotated[
     str | None,
     Field(description=f"Regex for a new output line (after the call, or `since`); {PATTERN_LIMIT_NOTE}."),
@@ -363,7 +363,11 @@ def _add_run_tool(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
 def _add_read_tools(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
     settings = supervisor.settings
     Lines = Annotated[
-        int, Field(description=f"Last lines to return (0 to {settings.max_lines}), unless `since` is given.")
+        int | None,
+        Field(
+            description=f"Last lines to return (0 to {settings.max_lines}; default {settings.default_lines}), "
+            "unless `since` is given; with `grep`, the last N matching lines (default: the first that fit)."
+        ),
     ]
     Timeout = Annotated[
         float,
@@ -374,7 +378,7 @@ def _add_read_tools(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
         ToolAnnotations(title="Status and output of a task", read_only_hint=True, idempotent_hint=True)
     )
     async def get_task_status(
-        task_id: TaskId, lines: Lines = settings.default_lines, since: Since = None, grep: Grep = None, raw: Raw = False
+        task_id: TaskId, lines: Lines = None, since: Since = None, grep: Grep = None, raw: Raw = False
     ) -> Annotated[CallToolResult, TaskStatus]:
         """State, exit code and output of a task: the last `lines` lines, or exactly what was
         written after `since` (pass each answer's `cursor` to follow it). At most about 16 KiB;
