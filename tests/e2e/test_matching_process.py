@@ -56,7 +56,7 @@ async def _needle_found(client: Client, task_id: str) -> None:
     )
     assert waited["matched_line"] == "the needle 42", waited
     assert waited["matched_cursor"] == NEEDLE_CURSOR, waited
-    status = await call(client, "get_task_status", task_id=task_id, grep="needle|^abc$", lines=0)
+    status = await call(client, "get_task_status", task_id=task_id, grep="needle|^abc$")
     assert status["grep_matches"] == 1001, status
     assert status["output"].splitlines()[0] == f"{FILLER_LINES + 1}: the needle 42", status
 
