@@ -31,9 +31,12 @@ def test_the_marker_level_is_taken_when_asked_and_refuses_limits() -> None:
         chosen.place("t1", Limits(processes=8))
 
 
-def test_a_delegated_directory_that_cannot_be_written_gives_no_cgroup(tmp_path: Path) -> None:
-    with pytest.raises(InvalidArgumentError, match="no writable cgroup2 hierarchy"):
-        Containment.choose("cgroup", str(tmp_path / "missing"))
+@pytest.mark.parametrize("wanted", ["cgroup", "auto"])
+def test_a_delegated_directory_that_cannot_be_written_gives_no_cgroup(tmp_path: Path, wanted: str) -> None:
+    """Refused, naming the setting, whether cgroups are asked for or only allowed (auto fell back to
+    the subreaper level in silence)."""
+    with pytest.raises(InvalidArgumentError, match=r"MCP_BACKGROUNDR_CGROUP=.* is invalid: it is not a cgroup v2"):
+        Containment.choose(wanted, str(tmp_path / "missing"))
 
 
 def test_cgroup_mounts_are_read_from_mountinfo(tmp_path: Path) -> None:
