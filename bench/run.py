@@ -34,6 +34,7 @@ MODULES = (
     "startup",
     "shutdown",
     "wait_latency",
+    "idle_waits",
     "log_cap",
     "caps_without_server",
     "containment",

@@ -78,7 +78,9 @@ def _has_progress_token(ctx: Context[Any, Any] | None) -> bool:
 
 
 def _progress_reporter(ctx: Context[Any, Any] | None, doing: str = "waiting") -> ProgressReporter | None:
-    if ctx is None:
+    """What tells the client how a long call goes, when it asked (a progress token); None otherwise,
+    so that a call nobody follows does not wake every PROGRESS_INTERVAL_SECONDS to say nothing."""
+    if ctx is None or not _has_progress_token(ctx):
         return None
 
     async def report(waited: float, limit: float) -> None:
