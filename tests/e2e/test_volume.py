@@ -150,3 +150,35 @@ async def grep_with_lines_and_raw(client: Client, host: str | None = None) -> No
 async def test_grep_honours_lines_as_the_last_matches_and_raw(server_command: str) -> None:
     async with connect(server_command) as client:
         await grep_with_lines_and_raw(client)
+
+
+UPDATES = (
+    "printf 'abcdef\\rXY\\n'; printf 'Downloading 100%%\\r\\033[KDone\\n'; "
+    "python3 -c \"import sys\nfor i in range(5000): sys.stdout.write(f'\\r{i:09d}')\n"
+    "sys.stdout.write('\\rDONE     \\n')\""
+)
+
+
+async def test_carriage_return_updates_show_as_a_terminal_shows_them_and_a_read_never_cuts_one(
+    server_command: str,
+) -> None:
+    """'abcdef\\rXY' showed 'XY' where a terminal shows 'XYcdef' (the README said 'as a terminal
+    would'), and a read forward whose budget ended inside an update showed a piece of it ('000'), the
+    update's whole never shown (a new-user trial). Updates are now written over each other as a
+    terminal does (an erase of the line, ESC[K, clears what it does not overwrite), and a read that
+    the budget cuts inside a line of updates ends where its last whole update does."""
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command=UPDATES)
+        await finished(client, task["task_id"])
+        head = await call(client, "get_task_status", task_id=task["task_id"], since=0)
+        grep = await call(client, "get_task_status", task_id=task["task_id"], grep="^XYcdef$")
+        cursor, shown = head["cursor"], [head["output"]]
+        with anyio.fail_after(60):
+            while cursor < head["output_bytes"]:
+                read = await call(client, "get_task_status", task_id=task["task_id"], since=cursor)
+                cursor, shown = read["cursor"], [*shown, read["output"]]
+    assert head["output"].startswith("XYcdef\nDone\n"), head["output"][:40]
+    assert grep["grep_matches"] == 1
+    updates = [piece.split("\n")[-1] if i == 0 else piece.split("\n")[0] for i, piece in enumerate(shown)]
+    assert all(update == "DONE     " or (len(update) == 9 and update.isdigit()) for update in updates), updates
+    assert shown[-1] == "DONE     \n"

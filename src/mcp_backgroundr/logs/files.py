@@ -76,17 +76,45 @@ def _shorten_unreadable(match: re.Match[str]) -> str:
     return f"\ufffd[{len(match.group())} unreadable bytes]"
 
 
+# Erase in line: to its end (ESC[K, ESC[0K) or all of it (ESC[2K), a progress bar's usual redraw.
+_ERASE_IN_LINE = re.compile(r"\x1b\[[02]?K")
+_ERASE_WHOLE_LINE = "\x1b[2K"
+
+
 def render(data: bytes, *, raw: bool = False) -> str:
     """Decode log bytes for a reader: invalid UTF-8 and control bytes become U+FFFD,
-    carriage-return overwrites are collapsed the way a terminal shows them, and ANSI
-    escape sequences are removed unless ``raw``."""
+    carriage-return updates are shown the way a terminal shows them (see
+    :func:`_as_a_terminal_shows`), and ANSI escape sequences are removed unless ``raw``."""
     text = data.decode("utf-8", "replace")
+    if "\r" in text:
+        text = "\n".join(_as_a_terminal_shows(line, raw) if "\r" in line else line for line in text.split("\n"))
     if not raw and "\x1b" in text:
         text = _ANSI_ESCAPE.sub("", text)
-    text = _UNREADABLE_RUN.sub(_shorten_unreadable, text.translate(_CONTROL_CHARS))
-    if "\r" not in text:
-        return text
-    return "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n"))
+    return _UNREADABLE_RUN.sub(_shorten_unreadable, text.translate(_CONTROL_CHARS))
+
+
+def _as_a_terminal_shows(line: str, raw: bool) -> str:
+    """A line of carriage-return updates as a terminal shows it: each update is written over the
+    one before from the first column, so a longer earlier one shows past a shorter later one
+    (``abcdef\\rXY`` shows ``XYcdef``), unless an update erased the line (ESC[K, ESC[2K). Counted
+    in characters, without ANSI sequences; with ``raw`` the last update keeps its sequences.
+
+    Looked at from the last update back, each older one adds only what shows past the longest
+    after it: linear in the line, however many updates it holds."""
+    updates = line.rstrip("\r").split("\r")
+    shown, width = "", 0
+    for age, update in enumerate(reversed(updates)):
+        erases = "\x1b" in update and _ERASE_IN_LINE.search(update) is not None
+        visible = update.rsplit(_ERASE_WHOLE_LINE, 1)[-1] if erases else update
+        if "\x1b" in visible:
+            visible = _ANSI_ESCAPE.sub("", visible)
+        if age == 0:
+            shown, width = (update if raw else visible), len(visible)
+        elif len(visible) > width:
+            shown, width = shown + visible[width:], len(visible)
+        if erases:
+            break
+    return shown
 
 
 MATCHED_LINE_CHARS = 400
@@ -234,8 +262,11 @@ def read_forward(path: Path, since: int, budget: int, *, writer_alive: bool, raw
     remaining_after_chunk = size - since - len(data)
     if remaining_after_chunk > 0:
         last_newline = data.rfind(b"\n")
+        last_update = data.rfind(b"\r")
         if last_newline >= len(data) // 2:
             data = data[: last_newline + 1]
+        elif last_update > last_newline + 1:  # a carriage-return update cut: the next read starts with it
+            data = data[:last_update]
         else:
             data = data[: len(data) - _incomplete_utf8_tail(data)]
     elif writer_alive:
