@@ -770,3 +770,24 @@ async def test_grep_honours_lines_as_the_last_matches_and_raw_on_a_host(
 ) -> None:
     async with connect(server_command, args=ALLOW, env=ssh_env) as client:
         await grep_with_lines_and_raw(client, "loopback")
+
+
+async def test_a_pattern_means_on_a_host_what_it_means_here(server_command: str, ssh_env: dict[str, str]) -> None:
+    """The agent matches with Python's re, which read RE2's [[:digit:]] as a set of '[:digt' then ']'
+    (grep ^[[:digit:]]+$ gave 'd]]' remotely, '12345' here) and \\d as any Unicode digit (a new-user
+    trial). Such syntax is translated; what cannot be (\\pL) is refused in one line."""
+    command = "echo 12345; echo 'port: 8080'; echo 'd]]'; echo '\u0661\u0662\u0663'; echo 'a.b'"
+    patterns = ("^[[:digit:]]+$", "[[:alpha:]]+: [[:digit:]]+", r"^\d+$", r"^\w+$", r"^[[:^digit:]]+$", r"\Qa.b\E")
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        answers: dict[str | None, list[str]] = {}
+        for host in (None, "loopback"):
+            task = await call(client, "run_background_task", command=command, host=host)
+            await finished(client, task["task_id"])
+            answers[host] = [
+                (await call(client, "get_task_status", task_id=task["task_id"], grep=pattern))["output"]
+                for pattern in patterns
+            ]
+        refusal = await call_error(client, "get_task_status", task_id=task["task_id"], grep=r"\pL")
+    assert answers["loopback"] == answers[None], answers
+    assert answers[None][:3] == ["1: 12345", "2: port: 8080", "1: 12345"], answers[None]
+    assert "is valid for RE2 but means something else, or nothing, to Python's re on this host" in refusal

@@ -33,6 +33,7 @@ from typing import Any
 from ..logs import files
 from ..logs.lines import CHUNK, Line, LineReader, line_start, new_match
 from ..logs.matches import GrepCollector
+from .agent_patterns import UNTRANSLATED, as_python
 from .agent_procs import listened_on, listening
 
 STAT_INTERVAL_SECONDS = 0.1
@@ -132,15 +133,16 @@ class _Lines:
             os.close(fd)
 
 
-_RE2_END_OF_TEXT = re.compile(r"(?<!\\)((?:\\\\)*)\\z")
-
-
 def compiled(text: str) -> re.Pattern[str]:
-    """A pattern the server checked with RE2, for Python's ``re`` (``\\z``, RE2's end of text, is ``\\Z``)."""
+    """A pattern the server checked with RE2, for Python's ``re``, read as RE2 reads it (see
+    ``agent_patterns.as_python``); one that cannot be is refused with a line saying why."""
     try:
-        return re.compile(_RE2_END_OF_TEXT.sub(r"\1\\Z", text))
-    except re.error as exc:
-        raise ValueError(f"pattern {text!r} is valid for RE2 but not for Python's re on this host ({exc})") from exc
+        return re.compile(as_python(text))
+    except (re.error, ValueError) as exc:
+        raise ValueError(
+            f"pattern {text!r} is valid for RE2 but means something else, or nothing, to Python's re on this "
+            f"host ({exc}); {UNTRANSLATED}"
+        ) from exc
 
 
 def _ticks(interval: float, deadline: float) -> Iterator[float]:

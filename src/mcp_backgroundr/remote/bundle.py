@@ -28,6 +28,7 @@ MODULES = (
     "platform/heads.py",
     "runner.py",
     "remote/agent.py",
+    "remote/agent_patterns.py",
     "remote/agent_procs.py",
     "remote/agent_wait.py",
 )
