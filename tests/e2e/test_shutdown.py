@@ -157,7 +157,7 @@ def test_an_end_under_way_when_stdin_closes_does_not_hold_the_exit_for_its_whole
         answer = server.answer()
         assert server.process.wait(grace / 2) == 0
         exited_after = time.monotonic() - closed_at
-    assert answer["id"] == 7, answer
+    assert answer["id"] == 7 and "result" in answer, answer  # answered within the wait for requests in flight
     assert exited_after < grace / 4, f"the server exited {exited_after:.1f} s after stdin closed (grace {grace} s)"
     assert alive([task["pid"]]) == []
     with contextlib.closing(sqlite3.connect(home / "registry.sqlite3")) as db:

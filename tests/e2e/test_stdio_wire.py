@@ -420,10 +420,10 @@ def test_a_message_too_heavy_to_parse_is_refused_with_its_id_before_it_is_parsed
     objects or values than any request needs is refused unparsed, with its id when it has one."""
     with RawServer(server_command) as server:
         server.initialize()
-        for request_id, id_last in ((5, False), ("late", True)):
+        for request_id, id_last, answered_id in ((5, False, 5), ("late", True, "late"), (10**19 + 5, False, None)):
             server.send(heavy_call(request_id, id_last=id_last))
             answer = server.answer()
-            assert answer["id"] == request_id and answer["error"]["code"] == -32600, answer
+            assert answer["id"] == answered_id and answer["error"]["code"] == -32600, answer
             assert "is not read" in answer["error"]["message"] and "\n" not in answer["error"]["message"]
         numbers = (
             b'{"jsonrpc": "2.0", "id": 6, "method": "ping", "params": {"_meta": {"n": [' + b"1," * 300_000 + b"1]}}}"
@@ -497,3 +497,24 @@ def test_tool_arguments_that_are_not_an_object_are_answered_with_what_to_send_fr
     assert (
         error["message"] == "Invalid params: tools/call's arguments is a JSON object of names to values, not a number"
     )
+
+
+def test_answers_still_being_handed_to_a_file_on_stdout_when_stdin_ends_are_all_written(
+    server_command: str, tmp_path: Path
+) -> None:
+    """A request's answer waiting for the writer (busy with the answers before it) when stdin ended
+    counted as answered, and the SDK then cancelled the handler that held it: the answer was lost
+    (1 request in 15 of a file on stdin, under load). Forty tool lists, 40 kB each, written to a file
+    as fast as they come, keep the writer busy at the end of input."""
+    requests = tmp_path / "requests.jsonl"
+    lists = b"".join(
+        json.dumps({"jsonrpc": "2.0", "id": i, "method": "tools/list"}).encode() + b"\n" for i in range(2, 42)
+    )
+    requests.write_bytes(_calls_then_end_of_input([]) + lists)
+    answers = tmp_path / "answers.jsonl"
+    with requests.open("rb") as stdin, answers.open("wb") as stdout:
+        done = subprocess.run(
+            [server_command], stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, timeout=ANSWER_SECONDS
+        )
+    assert done.returncode == 0, done.stderr
+    assert sorted(_answers_by_id(answers.read_bytes())) == list(range(1, 42))

@@ -112,7 +112,9 @@ async def serve_stdio(settings: Settings, policy: Policy) -> Leaving:
             freeze_what_starting_made()
             async with anyio.create_task_group() as group:
                 group.start_soon(_end_tasks_on_signal, supervisor)
-                await app.run_stdio_async(when_input_ends=supervisor.client_left)
+                # An end under way then has the shutdown's grace and kill wait left: it is answered.
+                drain = settings.shutdown_grace_seconds + settings.shutdown_kill_wait_seconds
+                await app.run_stdio_async(when_input_ends=supervisor.client_left, drain_seconds=drain)
                 await _shut_down(supervisor, app.stdio_leaving.reason)  # signals still handled meanwhile
                 group.cancel_scope.cancel()
     return app.stdio_leaving

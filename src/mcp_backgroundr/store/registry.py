@@ -233,6 +233,13 @@ def _report(error: RegistryError) -> None:
     warn(str(error))
 
 
+def _roll_back(db: sqlite3.Connection) -> None:
+    """Undo the transaction under way, if SQLite has not undone it already (it does, on a full disk or
+    an I/O error): a ROLLBACK then would fail and replace the error that says what happened."""
+    if db.in_transaction:
+        db.execute("ROLLBACK")
+
+
 def _upgrade(db: sqlite3.Connection) -> None:
     """Bring a registry written by an older version (or none) up to date, in one transaction: of two
     processes opening it at once, the second finds it done. New columns only ever get added."""
@@ -248,7 +255,7 @@ def _upgrade(db: sqlite3.Connection) -> None:
             db.execute(f"UPDATE tasks SET leftovers_ended = 1 WHERE {_FORMERLY_ENDED}")
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except BaseException:
-        db.execute("ROLLBACK")
+        _roll_back(db)
         raise
     db.execute("COMMIT")
 
@@ -466,7 +473,7 @@ class Registry:
                     if changed := _changed(self._known, record, values):
                         _write(db, record.task_id, values, changed)
             except BaseException:
-                db.execute("ROLLBACK")
+                _roll_back(db)
                 raise
             db.execute("COMMIT")
         for record, values in changes:
@@ -554,7 +561,7 @@ def claim(registry: Registry, records: Sequence[TaskRecord], owner: str) -> list
             try:
                 won = [r for r in records if db.execute(statement, (owner, r.task_id, r.owner)).rowcount == 1]
             except BaseException:
-                db.execute("ROLLBACK")
+                _roll_back(db)
                 raise
             db.execute("COMMIT")
         for record in won:

@@ -60,6 +60,8 @@ def _one_line_validation_error(tool: str, error: ValidationError) -> str:
 
 
 CRASHED = "failed unexpectedly"
+DRAIN_SECONDS = 1.0
+"""How long requests in flight when stdin ends get to be answered, by default (``draining``)."""
 SHOWN_NAME = 60
 """How much of a name, URI or value of the client's a refusal shows (a name the server does not
 know, a value a validation error names)."""
@@ -157,15 +159,20 @@ class BackgroundrMCPServer(MCPServer[Any]):
         names = ", ".join(shown.values()) + more
         raise ToolError(f"{name}: unknown argument {names}{advice}; it takes {', '.join(sorted(known))}")
 
-    async def run_stdio_async(self, when_input_ends: Callable[[], None] = lambda: None) -> None:
+    async def run_stdio_async(
+        self, when_input_ends: Callable[[], None] = lambda: None, drain_seconds: float = DRAIN_SECONDS
+    ) -> None:
         """Serve on stdio like the SDK, on the event loop when stdin and stdout are pipes (see
         ``pipes``), else through the SDK's transport (see ``threaded``), and answer lines that are
         not JSON-RPC (see ``wire``), and the requests read before stdin ended (see ``draining``);
-        ``when_input_ends`` is told once the client has ended stdin or stopped reading stdout;
+        ``when_input_ends`` is told once the client has ended stdin or stopped reading stdout, and
+        requests in flight then get ``drain_seconds`` to be answered;
         ``stdio_leaving`` then says how it ended."""
         streams = pipes.stdio_streams if pipes.event_loop_can_serve() else threaded.stdio_streams
         async with streams() as (read_stream, write_stream, leaving):
-            await sdk.serve_streams(self, *draining.answered_before_leaving(read_stream, write_stream, when_input_ends))
+            await sdk.serve_streams(
+                self, *draining.answered_before_leaving(read_stream, write_stream, when_input_ends, drain_seconds)
+            )
         self.stdio_leaving = leaving
 
     async def get_prompt(

@@ -4,7 +4,7 @@ Ending stdin is how an MCP client on stdio says it is done, and how ``printf ...
 or ``mcp-backgroundr < requests.jsonl`` ends. The SDK's dispatcher cancels every request in flight
 the moment its read stream ends, so a call read just before the end got "Connection closed", or
 no answer at all when it had not started yet. Here the server's read stream ends only once every
-request it delivered is answered (or cancelled by the client), or ``GRACE_SECONDS`` after the wire
+request it delivered is answered (or cancelled by the client), or a grace period after the wire
 ended, whichever comes first: each request still running then is answered here, saying why, and
 the SDK's late answer to it is dropped. Then the server ends its tasks and exits, as before.
 """
@@ -27,20 +27,21 @@ from mcp_types import (
     RequestId,
 )
 
-GRACE_SECONDS = 1.0
-"""How long requests still running when stdin ends get to finish (a client that ended stdin and
-still reads stdout waits that much longer for the server to exit, and only then)."""
-LEFT_MESSAGE = (
-    f"not answered: the client ended the server's stdin while this request ran, and it was still running "
-    f"{GRACE_SECONDS:g} s later; the server now ends the tasks it ran and exits"
-)
+
+def left_message(grace_seconds: float) -> str:
+    """The answer to a request still running ``grace_seconds`` after stdin ended."""
+    return (
+        "not answered: the client ended the server's stdin while this request ran, and it was still running "
+        f"{grace_seconds:g} s later; the server now ends its tasks (not those started with keep_running) and exits"
+    )
 
 
 class _Ledger:
     """The requests read from the wire and not yet answered, and those answered here for good."""
 
-    def __init__(self, replies: ObjectSendStream[SessionMessage]) -> None:
+    def __init__(self, replies: ObjectSendStream[SessionMessage], grace_seconds: float) -> None:
         self._replies = replies
+        self._grace_seconds = grace_seconds
         self._open: set[RequestId] = set()
         self._given_up: set[RequestId] = set()
         self._changed = anyio.Event()
@@ -55,13 +56,12 @@ class _Ledger:
 
     def passes(self, item: SessionMessage) -> bool:
         """Whether the server's answer goes on to the client (not when it was answered here already)."""
-        message = item.message
-        if not isinstance(message, JSONRPCResponse | JSONRPCError) or message.id is None:
-            return True
-        if message.id in self._given_up:
-            return False
-        self._closed(message.id)
-        return True
+        return _answered_id(item) not in self._given_up
+
+    def sent(self, item: SessionMessage) -> None:
+        """The server's answer has been handed to the wire: its request no longer holds the end back
+        (not before: the SDK cancels a handler still waiting to hand its answer over, and it is lost)."""
+        self._closed(_answered_id(item))
 
     def _closed(self, request_id: object) -> None:
         if isinstance(request_id, int | str) and request_id in self._open:
@@ -70,20 +70,26 @@ class _Ledger:
             self._changed = anyio.Event()
 
     async def settle(self) -> None:
-        """Wait for the open requests (at most GRACE_SECONDS), then answer those left (for at most as
-        long again: a client that has stopped reading gets no more)."""
-        with anyio.move_on_after(GRACE_SECONDS):
+        """Wait for the open requests (at most the grace period), then answer those left (for at most
+        as long again: a client that has stopped reading gets no more)."""
+        with anyio.move_on_after(self._grace_seconds):
             while self._open:
                 await self._changed.wait()
         left, self._open = sorted(self._open, key=str), set()
         self._given_up.update(left)
-        error = ErrorData(code=CONNECTION_CLOSED, message=LEFT_MESSAGE)
+        error = ErrorData(code=CONNECTION_CLOSED, message=left_message(self._grace_seconds))
         with (
-            anyio.move_on_after(GRACE_SECONDS),
+            anyio.move_on_after(self._grace_seconds),
             contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError),
         ):
             for request_id in left:
                 await self._replies.send(SessionMessage(JSONRPCError(jsonrpc="2.0", id=request_id, error=error)))
+
+
+def _answered_id(item: SessionMessage) -> RequestId | None:
+    """The id of the request ``item`` answers, if it is an answer."""
+    message = item.message
+    return message.id if isinstance(message, JSONRPCResponse | JSONRPCError) else None
 
 
 class _Reads(ObjectReceiveStream[SessionMessage | Exception]):
@@ -120,6 +126,7 @@ class _Writes(ObjectSendStream[SessionMessage]):
     async def send(self, item: SessionMessage) -> None:
         if self._ledger.passes(item):
             await self._wire.send(item)
+            self._ledger.sent(item)
 
     async def aclose(self) -> None:
         await self._wire.aclose()
@@ -129,8 +136,10 @@ def answered_before_leaving(
     reads: ObjectReceiveStream[SessionMessage | Exception],
     writes: ObjectSendStream[SessionMessage],
     when_it_ends: Callable[[], None],
+    grace_seconds: float,
 ) -> tuple[ObjectReceiveStream[SessionMessage | Exception], ObjectSendStream[SessionMessage]]:
-    """``reads`` and ``writes`` for the server, the end of ``reads`` held back as the module says;
-    ``when_it_ends`` is told at once when the wire ends (before the requests in flight are waited for)."""
-    ledger = _Ledger(writes)
+    """``reads`` and ``writes`` for the server, the end of ``reads`` held back as the module says (for
+    at most ``grace_seconds``); ``when_it_ends`` is told at once when the wire ends (before the requests
+    in flight are waited for)."""
+    ledger = _Ledger(writes, grace_seconds)
     return _Reads(reads, ledger, when_it_ends), _Writes(writes, ledger)

@@ -75,7 +75,10 @@ def _string_end(data: bytes, start: int) -> int:
         start = closing + 1
 
 
-_ID_VALUE = re.compile(rb'\s*:\s*(-?\d{1,18}|"[^"\\]{0,200}")')
+_ID_VALUE = re.compile(rb'\s*:\s*(-?\d{1,18}(?![\d.eE])|"[^"\\]{0,200}")')
+"""An id as the parse would read it, or nothing: an integer of at most 18 digits (not the start of
+a longer number or of a fraction: answered so, the client would take it for another request's), or
+a short string without escapes."""
 
 
 def _id_after(data: bytes, start: int) -> int | str | None:
