@@ -91,3 +91,14 @@ async def test_a_server_started_with_an_ampersand_is_ready_when_it_listens(serve
         await call(client, "end_background_task", task_id=task["task_id"])
     assert task["wait"]["reason"] == "port", task["wait"]
     assert waited["reason"] == "port", waited
+
+
+async def test_a_listener_that_dropped_the_marker_makes_the_task_ready(server_command: str) -> None:
+    """The portable backend's socket table lists only processes that carry a task's marker: a server
+    started with `env -i` was shown listening by status while the wait for its port ran out, saying
+    nothing listened (the linux backend reads the whole machine's table)."""
+    port = _free_port()
+    command = f"env -i {sys.executable} -m http.server {port} --bind 127.0.0.1"
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command=command, wait_for_port=port, wait_timeout_seconds=10)
+    assert task["wait"]["reason"] == "port", task["wait"]

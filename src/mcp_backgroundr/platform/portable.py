@@ -16,7 +16,6 @@ No pidfd, inotify, fallocate, prctl or cgroups:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import subprocess
@@ -112,7 +111,7 @@ class PortableBackend:
             task_id = (candidate.info.get("environ") or {}).get(TASK_ID_ENV)
             if task_id is None:
                 continue
-            found = own_sockets([candidate])
+            found = process.own_sockets([candidate])
             sockets += found
             if found:
                 by_task.setdefault(task_id, []).extend(found)
@@ -120,20 +119,7 @@ class PortableBackend:
 
     def tree_usage(self, processes: Sequence[psutil.Process], sockets: Sequence[process.Socket]) -> process.TreeUsage:
         del sockets  # read from the processes themselves: a task's process may lack the marker
-        return process.tree_usage(processes, own_sockets(processes))
-
-
-def own_sockets(processes: Sequence[psutil.Process]) -> list[process.Socket]:
-    """The listening TCP sockets of these processes, asked of each one."""
-    found: list[process.Socket] = []
-    for member in processes:
-        with contextlib.suppress(psutil.Error):
-            found += [
-                (conn.laddr.ip, conn.laddr.port, member.pid)
-                for conn in member.net_connections(kind="tcp")
-                if conn.status == psutil.CONN_LISTEN and conn.laddr
-            ]
-    return found
+        return process.tree_usage(processes, process.own_sockets(processes))
 
 
 def _still_runs(pid: int, start_time: float | None) -> bool:

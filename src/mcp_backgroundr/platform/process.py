@@ -273,3 +273,16 @@ def kill_session(leader: int) -> None:
         with contextlib.suppress(OSError):  # gone meanwhile, or not ours to look at
             if candidate.pid != leader and os.getsid(candidate.pid) == leader:
                 os.kill(candidate.pid, signal.SIGKILL)
+
+
+def own_sockets(processes: Sequence[psutil.Process]) -> list[Socket]:
+    """The listening TCP sockets of these processes, asked of each one."""
+    found: list[Socket] = []
+    for member in processes:
+        with contextlib.suppress(psutil.Error):
+            found += [
+                (conn.laddr.ip, conn.laddr.port, member.pid)
+                for conn in member.net_connections(kind="tcp")
+                if conn.status == psutil.CONN_LISTEN and conn.laddr
+            ]
+    return found

@@ -11,6 +11,7 @@ that arrive while the previous one runs; a task with a cgroup needs no scan.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
@@ -148,11 +149,26 @@ class Sockets:
         if any(listening == port for _, listening, _ in table.by_task.get(task_id, [])):
             return PortLook(PortHolder.TASK, whole_machine=whole_machine)
         holders = {pid for _, listening, pid in table.sockets if listening == port}
+        if not holders and not whole_machine:
+            # The table holds only processes that carry a task's marker: a process of the task that
+            # dropped it (env -i) is asked for its sockets itself, as status asks.
+            found = await offload.run(offload.SCANS, _sockets_of, await members())
+            return PortLook(
+                PortHolder.TASK if port in {p for _, p, _ in found} else PortHolder.NOBODY, whole_machine=False
+            )
         if not holders:
             return PortLook(PortHolder.NOBODY, whole_machine=whole_machine)
         if holders & set(await members()):
             return PortLook(PortHolder.TASK, whole_machine=whole_machine)
         return PortLook(PortHolder.OTHER, tuple(sorted(holders)), whole_machine)
+
+
+def _sockets_of(pids: Collection[int]) -> list[process.Socket]:
+    members = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            members.append(psutil.Process(pid))
+    return process.own_sockets(members)
 
 
 class _Batch:
