@@ -215,6 +215,23 @@ async def test_a_wait_for_a_port_on_the_remote_host_ends_when_the_task_listens(
         assert ended["survivors"] == []
 
 
+async def test_a_remote_server_started_with_an_ampersand_is_ready_when_it_listens(
+    server_command: str, ssh_env: dict[str, str]
+) -> None:
+    """`server &` on a host: the host's agent answered `exited` as soon as the shell (under its runner)
+    exited, while the server it started went on to listen, as a local wait no longer does."""
+    port = free_port()
+    command = f"sleep 0.5; python3 -m http.server {port} --bind 127.0.0.1 &"
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        started = await call(
+            client, "run_background_task", command=command, host="loopback", wait_for_port=port, wait_timeout_seconds=20
+        )
+        waited = await call(client, "wait_for_task", task_id=started["task_id"], port=port, timeout_seconds=20)
+        await call(client, "end_background_task", task_id=started["task_id"])
+    assert started["wait"]["reason"] == "port", started["wait"]
+    assert waited["reason"] == "port", waited
+
+
 async def test_a_remote_port_wait_sees_any_address_and_leaves_a_one_client_server_its_client(
     server_command: str, ssh_env: dict[str, str]
 ) -> None:

@@ -157,8 +157,8 @@ def wait(
     request: dict[str, Any],
     members: Callable[[int, str], list[int]],
 ) -> dict[str, Any]:
-    """Block until the first of: the runner exits, a line matches, a process of the task listens on
-    the port (on any address), the timeout."""
+    """Block until the first of: the runner exits (with a port: and every process the task started),
+    a line matches, a process of the task listens on the port (on any address), the timeout."""
     deadline = time.monotonic() + float(request["timeout"])
     # None is no pattern; an empty one is honoured: it matches every line (logs -f waits for any).
     pattern = compiled(request["pattern"]) if request.get("pattern") is not None else None
@@ -177,7 +177,8 @@ def wait(
                 # A complete line, or an unterminated one (a prompt) after a quiet moment.
                 return {"reason": "pattern", "line": found[0], "cursor": found[1]}
             partial = found
-            if not alive():
+            # A wait for a port goes on while what the task started lives on (`server &`).
+            if not alive() and (port is None or not members(runner_pid, request["task_id"])):
                 last = lines.scan() if lines else None
                 if last:
                     return {"reason": "pattern", "line": last[0], "cursor": last[1]}
