@@ -168,6 +168,24 @@ def _bytes_waiting_in_stdin(pid: int) -> int:
     return waiting
 
 
+async def test_sends_queued_behind_one_a_task_does_not_read_are_refused_in_the_same_time(server_command: str) -> None:
+    """Sends to one task go one at a time, each waiting up to 5 s for the task to read: the third of
+    three waited 10 s for its turn, then 5 s more, and a queue of ten outlasted the bound on requests
+    without a progress token. A send now waits for its turn as long as a write waits for room."""
+    messages: list[str] = []
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="sleep 300", stdin=True)
+
+        async def send() -> None:
+            messages.append(await call_error(client, "send_task_input", task_id=task["task_id"], text="x" * 200_000))
+
+        async with anyio.create_task_group() as group:
+            for _ in range(3):
+                group.start_soon(send)
+    assert len(messages) == 3 and all("not reading its input" in message for message in messages), messages
+    assert any("the sends before this one waited" in message for message in messages), messages
+
+
 @pytest.mark.parametrize("keep_running", [False, True], ids=["pipe", "input-home"])
 async def test_a_send_waiting_for_room_ends_when_another_call_closes_the_input(
     server_command: str, tmp_path: Path, keep_running: bool

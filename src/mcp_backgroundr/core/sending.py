@@ -6,7 +6,10 @@ import contextlib
 import os
 import re
 import termios
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import anyio
 
 from .. import offload
 from ..errors import BackgroundrError
@@ -46,7 +49,7 @@ async def send_here(state: CoreState, task: Task, text: str, newline: bool, clos
         data = _on_a_terminal(task, data, close)
     # One send at a time, so that each reaches the task whole; a close with nothing to write does not
     # queue behind a send waiting for the task to read: it ends that send (see _write_held).
-    async with task.input_lock if data else contextlib.nullcontext():
+    async with _turn_to_send(task) if data else contextlib.nullcontext():
         cursor = await log_size(Path(task.record.log_path))
         if home:
             written = await taskinput.write_to_input_home(task.record, data, task.input_closed)
@@ -60,6 +63,26 @@ async def send_here(state: CoreState, task: Task, text: str, newline: bool, clos
         elif close:
             task.close_input_pipe()
     return InputWritten(task_id=task_id, bytes_written=written, closed=close, cursor=cursor)
+
+
+@contextlib.asynccontextmanager
+async def _turn_to_send(task: Task) -> AsyncIterator[None]:
+    """This send's turn at the task's input, once the sends before it are done: refused after
+    INPUT_WRITE_SECONDS, as a write is, since they wait for a task that does not read (each up to
+    that long), and a queue of them must not hold a call past the bound on requests."""
+    turn = False
+    with anyio.move_on_after(taskinput.INPUT_WRITE_SECONDS):
+        await task.input_lock.acquire()
+        turn = True
+    if not turn:
+        raise BackgroundrError(
+            f"the task is not reading its input: the sends before this one waited {taskinput.INPUT_WRITE_SECONDS:g}s "
+            "for it to read; check its output, or end it"
+        )
+    try:
+        yield
+    finally:
+        task.input_lock.release()
 
 
 def _why_closed(task: Task) -> str:
