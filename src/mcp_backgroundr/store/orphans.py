@@ -30,6 +30,8 @@ GONE_SERVER = (
 ENDED_REASON = f"{GONE_SERVER}; ended when the next server started"
 VANISHED_REASON = f"{GONE_SERVER}; it ended unobserved, exit status unknown"
 LINGERING_ENDED_REASON = "processes it left behind outlived its server and were ended by the next server"
+NONE_FOUND_REASON = "the next server found no process it left behind"
+"""Said only where a process could have escaped the look (below the cgroup level: ``contained_note``)."""
 EXITED_REASON = "exited"
 """A supervised task's end as its runner recorded it, while no server watched: its run exited (before
 an end asked for reached it, when one was). Says nothing of what it left running (``leftovers_ended`` does)."""
@@ -195,6 +197,8 @@ async def end_orphans(orphans: Sequence[TaskRecord], grace_seconds: float, kill_
         if record.state is not TaskState.RUNNING:
             if had_processes:
                 record.say_why_it_ended(LINGERING_ENDED_REASON + note)
+            elif not record.cgroup:  # none found; what could not be looked for is said
+                record.say_why_it_ended(NONE_FOUND_REASON + note)
             continue
         record.kill_requested = had_processes
         if had_processes:
