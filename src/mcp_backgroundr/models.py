@@ -330,17 +330,24 @@ class EndedTask(BaseModel):
 
     task_id: _TaskId
     state: TaskState = Field(
-        description="Final state: killed, or completed/failed if it had already finished; running while "
-        "`advice` says it is still ending."
+        description="Final state: killed, or completed/failed if it had already finished. While `advice` says "
+        "it is still ending: its state then, running, or killed once its main process died while the processes "
+        "it started are still being ended."
     )
     exit_code: int | None = Field(description="Exit status of the main process; 128+N when signal N ended it.")
     signal: str | None = Field(description="Name of the signal that ended the main process, if one did.")
-    signalled_pids: list[int] = Field(description="Every process of the task that was sent a signal.")
+    signalled_pids: list[int] = Field(
+        description="Every process of the task that was sent a signal (empty while `advice` says it is still "
+        "ending: not known yet)."
+    )
     escalated: bool = Field(
         description="True when SIGKILL was needed: sent to a process still alive that SIGTERM had not ended "
-        "(nor doomed) within the grace period."
+        "(nor doomed) within the grace period (false while `advice` says it is still ending: not known yet)."
     )
-    survivors: list[Survivor] = Field(description="Processes still alive after SIGKILL; empty on success.")
+    survivors: list[Survivor] = Field(
+        description="Processes still alive after SIGKILL; empty on success, and while `advice` says the task is "
+        "still ending (not known yet: get_task_status tells)."
+    )
     containment: _Containment = "marker"
     verified: str = Field(
         default="",
