@@ -6,6 +6,8 @@ process scan is held up on a loaded machine with thousands of processes; every w
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -16,6 +18,7 @@ import anyio.to_thread
 import psutil
 import pytest
 
+from mcp_backgroundr.config import PLATFORM_ENV
 from mcp_backgroundr.platform import scans
 from mcp_backgroundr.platform.containment import Leader, TaskCgroup
 
@@ -107,3 +110,28 @@ async def test_a_start_has_the_table_read_in_the_background_before_a_call_needs_
         await aged.table()
     aged.prefetch()  # one past its age: read again
     assert len(scheduled) == 2
+
+
+async def test_a_port_found_past_the_table_makes_the_next_showing_read_anew(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The portable backend's port wait asks the task's processes themselves when the table (read a
+    moment before the server listened) shows nobody on the port. It answered ready, and the list made
+    right after showed the task listening on nothing: it was shown that older table (CI on 51f5a87,
+    tests/e2e/test_cli.py's `server &` test on the portable backend)."""
+    monkeypatch.setenv(PLATFORM_ENV, "portable")
+    reads: list[float] = []
+
+    def read() -> scans.SocketTable:
+        reads.append(time.monotonic())
+        return scans.SocketTable(time.monotonic(), [], {})
+
+    async def members() -> list[int]:
+        return [os.getpid()]
+
+    with socket.create_server(("127.0.0.1", 0)) as server, anyio.fail_after(BOUND_SECONDS):
+        port = server.getsockname()[1]
+        sockets = scans.Sockets(None, read)
+        look = await sockets.who_listens("t1", port, time.monotonic(), members)
+        assert look.holder is scans.PortHolder.TASK
+        assert len(reads) == 1
+        await sockets.recent()
+        assert len(reads) == 2, "the table that did not show the port was shown again"

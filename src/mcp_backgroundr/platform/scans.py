@@ -81,10 +81,16 @@ class Sockets:
         self._in_background = in_background
         """Runs a read nobody waits for (None: every caller waits for its own fresh table)."""
         self._reading = False
+        self._outdated_at = 0.0
+        """When a table was last found not to show a socket that was there (none before it is shown)."""
 
     def _fresh(self, newer_than: float) -> SocketTable | None:
         table = self._table
-        if table is None or table.taken_at < newer_than or time.monotonic() - table.taken_at >= SOCKET_TABLE_SECONDS:
+        if (
+            table is None
+            or table.taken_at < max(newer_than, self._outdated_at)
+            or time.monotonic() - table.taken_at >= SOCKET_TABLE_SECONDS
+        ):
             return None
         return table
 
@@ -105,7 +111,7 @@ class Sockets:
         SOCKET_TABLE_STALE_SECONDS old (past SOCKET_TABLE_SECONDS a newer one is read meanwhile, in
         the background); else a fresh one."""
         table = self._table
-        if table is None or self._in_background is None:
+        if table is None or self._in_background is None or table.taken_at < self._outdated_at:
             return await self.table()
         age = time.monotonic() - table.taken_at
         if age >= SOCKET_TABLE_STALE_SECONDS:
@@ -153,9 +159,12 @@ class Sockets:
             # The table holds only processes that carry a task's marker: a process of the task that
             # dropped it (env -i) is asked for its sockets itself, as status asks.
             found = await offload.run(offload.SCANS, _sockets_of, await members())
-            return PortLook(
-                PortHolder.TASK if port in {p for _, p, _ in found} else PortHolder.NOBODY, whole_machine=False
-            )
+            if port not in {p for _, p, _ in found}:
+                return PortLook(PortHolder.NOBODY, whole_machine=False)
+            # Listening since the table was read (or without the marker): a list or status made
+            # after this answer must not be shown that table.
+            self._outdated_at = time.monotonic()
+            return PortLook(PortHolder.TASK, whole_machine=False)
         if not holders:
             return PortLook(PortHolder.NOBODY, whole_machine=whole_machine)
         if holders & set(await members()):
