@@ -31,7 +31,7 @@ from ..errors import BackgroundrError, first_control, printable, shown_value
 from ..models import one_line
 from . import draining, pipes, sdk, threaded, wire
 from .arguments import hint, normalized, simple_schema
-from .schemas import cheap_to_validate, rows_checked_by_key
+from .schemas import cheap_to_validate, rows_described
 
 _UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|list|dict|[a-z-]+\[.*\])$")
 """How pydantic names the member of a union in an error's location (``str``, ``list[str]``)."""
@@ -122,7 +122,7 @@ class BackgroundrMCPServer(MCPServer[Any]):
         self, annotations: ToolAnnotations, rows: str | None = None, bounds: Bounds | None = None
     ) -> Callable[[_ToolFunction], _ToolFunction]:
         """Register a tool; its docstring, dedented, is its description. ``rows``: the array of its
-        answer whose rows the output schema types by their keys only (``rows_checked_by_key``), an answer
+        answer whose rows the output schema describes without checking them (``rows_described``), an answer
         the SDK then does not check again against the tool's model. ``bounds`` refuses its arguments
         by their length alone, before anything reads them item by item."""
 
@@ -132,7 +132,7 @@ class BackgroundrMCPServer(MCPServer[Any]):
             tool.parameters = self._schemas[function.__name__] = simple_schema(tool.parameters)
             if (output := tool.fn_metadata.output_schema) is not None:
                 output = cheap_to_validate(output)
-                tool.fn_metadata.output_schema = rows_checked_by_key(output, rows) if rows else output
+                tool.fn_metadata.output_schema = rows_described(output, rows) if rows else output
             if rows:
                 # The SDK checks an answer against the tool's model only when it has one: a list of
                 # 100 is built straight from typed plain data (tools/answers.listing_answer), and
