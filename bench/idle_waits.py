@@ -13,6 +13,7 @@ import functools
 import sys
 
 import anyio
+import psutil
 from _harness import Figure, Server, main, serve
 
 WAITS = 1000
@@ -44,7 +45,9 @@ async def measure(quick: bool) -> list[Figure]:
                 group.start_soon(wait)
             await anyio.sleep(SETTLE_SECONDS)
             waiting = await _cpu_per_second(server)
-            await server.call("end_background_task", task_id=task["task_id"], grace_seconds=0)
+            # Ended from outside: with 1,000 waits in flight, the bound on requests in flight (draining.py)
+            # refuses the client's own end_background_task.
+            psutil.Process(task["pid"]).kill()
     return [
         Figure("idle waits", "server CPU, no wait", f"{alone:.1f} ms/s"),
         Figure("idle waits", f"server CPU, {waits} waits", f"{waiting:.1f} ms/s", "< 5 ms/s", waiting < 5),

@@ -35,6 +35,7 @@ MODULES = (
     "shutdown",
     "wait_latency",
     "idle_waits",
+    "flood",
     "log_cap",
     "caps_without_server",
     "containment",

@@ -1,4 +1,13 @@
-"""Requests a client sent before it ended the server's stdin are answered before the server leaves.
+"""A stdio client's requests in flight: bounded in number, and answered before the server leaves.
+
+At most MAX_IN_FLIGHT requests of the client are in flight at once; one read beyond that is
+answered at once with an error naming the bound, never handed to the server. Each pending request
+keeps a few hundred objects alive, which every full garbage collection walks on the event loop:
+5,000 waits held a list_tasks sent behind them 4.6 to 10.7 s (docs/benchmarks.md 22), 1,000 well
+under a second. No client sends so many at once: it is what a runaway loop does. (Over HTTP each
+request in flight holds a connection, and connections are bounded, at as many: serving/connections.py.)
+
+Requests a client sent before it ended the server's stdin are answered before the server leaves.
 
 Ending stdin is how an MCP client on stdio says it is done, and how ``printf ... | mcp-backgroundr``
 or ``mcp-backgroundr < requests.jsonl`` ends. The SDK's dispatcher cancels every request in flight
@@ -27,6 +36,19 @@ from mcp_types import (
     RequestId,
 )
 
+MAX_IN_FLIGHT = 1000
+"""Requests of one stdio client in flight at once (read, and neither answered nor cancelled)."""
+TOO_MANY_IN_FLIGHT = -32003
+"""The JSON-RPC error code (implementation-defined server error) of a request refused beyond MAX_IN_FLIGHT."""
+
+
+def too_many_message(bound: int) -> str:
+    """The answer to a request read while ``bound`` requests of the same client are in flight."""
+    return (
+        f"refused unread: {bound} requests of this client are already in flight, the most one client may have; "
+        "wait for some of them to be answered (or cancel them), then send it again"
+    )
+
 
 def left_message(grace_seconds: float) -> str:
     """The answer to a request still running ``grace_seconds`` after stdin ended."""
@@ -39,20 +61,30 @@ def left_message(grace_seconds: float) -> str:
 class _Ledger:
     """The requests read from the wire and not yet answered, and those answered here for good."""
 
-    def __init__(self, replies: ObjectSendStream[SessionMessage], grace_seconds: float) -> None:
+    def __init__(self, replies: ObjectSendStream[SessionMessage], grace_seconds: float, bound: int) -> None:
         self._replies = replies
         self._grace_seconds = grace_seconds
+        self._bound = bound
         self._open: set[RequestId] = set()
         self._given_up: set[RequestId] = set()
         self._changed = anyio.Event()
 
-    def read(self, item: SessionMessage | Exception) -> None:
+    def read(self, item: SessionMessage | Exception) -> JSONRPCRequest | None:
+        """Take note of what the wire delivered; a request beyond the bound is returned instead (refuse it)."""
         message = item.message if isinstance(item, SessionMessage) else None
         if isinstance(message, JSONRPCRequest):
+            if len(self._open) >= self._bound and message.id not in self._open:
+                return message
             self._open.add(message.id)
         elif isinstance(message, JSONRPCNotification) and message.method == "notifications/cancelled":
             # A cancelled request gets no answer (the protocol's rule): nothing to wait for.
             self._closed((message.params or {}).get("requestId"))
+        return None
+
+    async def refuse(self, request_id: RequestId) -> None:
+        """Answer a request beyond the bound, the server never seeing it."""
+        error = ErrorData(code=TOO_MANY_IN_FLIGHT, message=too_many_message(self._bound))
+        await self._replies.send(SessionMessage(JSONRPCError(jsonrpc="2.0", id=request_id, error=error)))
 
     def passes(self, item: SessionMessage) -> bool:
         """Whether the server's answer goes on to the client (not when it was answered here already)."""
@@ -103,14 +135,17 @@ class _Reads(ObjectReceiveStream[SessionMessage | Exception]):
         self._when_it_ends = when_it_ends
 
     async def receive(self) -> SessionMessage | Exception:
-        try:
-            item = await self._wire.receive()
-        except anyio.EndOfStream:
-            self._when_it_ends()
-            await self._ledger.settle()
-            raise
-        self._ledger.read(item)
-        return item
+        while True:
+            try:
+                item = await self._wire.receive()
+            except anyio.EndOfStream:
+                self._when_it_ends()
+                await self._ledger.settle()
+                raise
+            beyond = self._ledger.read(item)
+            if beyond is None:
+                return item
+            await self._ledger.refuse(beyond.id)
 
     async def aclose(self) -> None:
         await self._wire.aclose()
@@ -137,9 +172,10 @@ def answered_before_leaving(
     writes: ObjectSendStream[SessionMessage],
     when_it_ends: Callable[[], None],
     grace_seconds: float,
+    bound: int = MAX_IN_FLIGHT,
 ) -> tuple[ObjectReceiveStream[SessionMessage | Exception], ObjectSendStream[SessionMessage]]:
-    """``reads`` and ``writes`` for the server, the end of ``reads`` held back as the module says (for
-    at most ``grace_seconds``); ``when_it_ends`` is told at once when the wire ends (before the requests
-    in flight are waited for)."""
-    ledger = _Ledger(writes, grace_seconds)
+    """``reads`` and ``writes`` for the server, at most ``bound`` requests in flight and the end of
+    ``reads`` held back as the module says (for at most ``grace_seconds``); ``when_it_ends`` is told at
+    once when the wire ends (before the requests in flight are waited for)."""
+    ledger = _Ledger(writes, grace_seconds, bound)
     return _Reads(reads, ledger, when_it_ends), _Writes(writes, ledger)
