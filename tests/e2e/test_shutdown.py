@@ -130,25 +130,38 @@ def test_sigterm_during_the_shutdown_after_stdin_closes_does_not_cut_it_short(
     assert "client closed stdin; ended 3 task(s)" in errors.read_text()
 
 
+@pytest.mark.parametrize("host", [None, "loopback"])
 def test_an_end_under_way_when_stdin_closes_does_not_hold_the_exit_for_its_whole_grace(
-    server_command: str, home: Path, tmp_path: Path
+    server_command: str,
+    home: Path,
+    tmp_path: Path,
+    host: str | None,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """An end_background_task with a long grace, under way when the client closed stdin, held the
     server's exit for all of it (20 s for grace 20, while stderr said "ended 0 task(s) in 0.39s"):
     the end is shielded, and the SDK waits for its handlers before the server could shut down. The
-    end now shortens what is left of its grace to the shutdown's once the client has gone."""
+    end now shortens what is left of its grace to the shutdown's once the client has gone; on a
+    remote host too, whose agent ends the processes there (its agent went on with all of the grace,
+    and the end was not answered: a -32000 "still running 1.4 s later", the shutdown's own end cut it off)."""
     grace = 60
     errors = tmp_path / "server.err"
-    with errors.open("wb") as sink, RawServer(server_command, stderr=sink) as server:
+    args: tuple[str, ...] = ()
+    if host is not None:
+        for name, value in request.getfixturevalue("ssh_env").items():
+            monkeypatch.setenv(name, value)
+        args = ("serve", "--allowed-ssh-host", host)
+    with errors.open("wb") as sink, RawServer(server_command, stderr=sink, args=args) as server:
         server.initialize()
         command = "trap 'echo term' TERM; echo ready; while :; do sleep 0.05; done"
-        arguments = {"command": command, "wait_for_pattern": "ready"}
+        arguments = {"command": command, "wait_for_pattern": "ready", "host": host}
         started = server.request("tools/call", {"name": "run_background_task", "arguments": arguments})
         task = started["result"]["structuredContent"]
         end = {"name": "end_background_task", "arguments": {"task_id": task["task_id"], "grace_seconds": grace}}
         server.send(json.dumps({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": end}).encode())
         deadline = time.monotonic() + 10
-        while "term" not in Path(task["log_path"]).read_text():
+        while "term" not in Path(task["log_path"]).read_text():  # a remote host is this machine
             assert time.monotonic() < deadline, "the task got no SIGTERM from end_background_task"
             time.sleep(0.01)
         assert server.process.stdin is not None
@@ -158,6 +171,7 @@ def test_an_end_under_way_when_stdin_closes_does_not_hold_the_exit_for_its_whole
         assert server.process.wait(grace / 2) == 0
         exited_after = time.monotonic() - closed_at
     assert answer["id"] == 7 and "result" in answer, answer  # answered within the wait for requests in flight
+    assert answer["result"]["structuredContent"]["state"] == "killed", answer
     assert exited_after < grace / 4, f"the server exited {exited_after:.1f} s after stdin closed (grace {grace} s)"
     assert alive([task["pid"]]) == []
     with contextlib.closing(sqlite3.connect(home / "registry.sqlite3")) as db:

@@ -7,6 +7,7 @@ import os
 import select
 import subprocess
 import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import IO, Any
 
@@ -18,10 +19,15 @@ class RawServer:
     """``mcp-backgroundr`` with pipes for stdin and stdout and nothing in between."""
 
     def __init__(
-        self, command: str, stderr: IO[bytes] | int = subprocess.DEVNULL, stdout: IO[bytes] | int = subprocess.PIPE
+        self,
+        command: str,
+        stderr: IO[bytes] | int = subprocess.DEVNULL,
+        stdout: IO[bytes] | int = subprocess.PIPE,
+        args: Sequence[str] = (),
     ) -> None:
-        """``stdout``: a pipe read by :meth:`answer`, or where the server's answers go instead."""
-        self.process = subprocess.Popen([command], stdin=subprocess.PIPE, stdout=stdout, stderr=stderr)
+        """``stdout``: a pipe read by :meth:`answer`, or where the server's answers go instead;
+        ``args``: the server's command line arguments."""
+        self.process = subprocess.Popen([command, *args], stdin=subprocess.PIPE, stdout=stdout, stderr=stderr)
         self._pending = b""
         self._next_id = 1000
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    import anyio
+
     from ..config import Settings
     from ..models import TaskRecord
     from ..results import Ended, InputWritten, Status, Waited
@@ -34,6 +36,8 @@ class Core(Protocol):
     settings: Settings
     policy: Policy
     owner: str
+    leaving: anyio.Event
+    """Set once the server is leaving: an end under way cuts what is left of its grace to the shutdown's."""
 
     def in_background(self, task: Task | None, what: str, work: Callable[[], Awaitable[None]]) -> None:
         """Run ``work`` in the background; its failure is recorded on ``task`` (or reported)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import json
 import os
 import signal
@@ -301,10 +302,34 @@ def end(state: str, request: Request) -> dict[str, Any]:
                 file.write(request.get("reason") or "")
     known = [t for t in ticks if t is not None]
     since = min(known) if len(known) == len(ticks) else None
-    ended = agent_procs.end(leaders, float(request["grace"]), float(request["kill_wait"]), since)
+    given = sys.stdin.buffer
+    hurry = HurryOnInput(given) if request.get("hurry_on_input") and isinstance(given, io.BufferedReader) else None
+    ended = agent_procs.end(leaders, float(request["grace"]), float(request["kill_wait"]), since, hurry)
     if "task_ids" in request:
         return ended | {"tasks": {hosted.task_id: hosted.outcome() for hosted in every}}
     return ended | every[0].outcome()
+
+
+class HurryOnInput:
+    """The hurry a server sends on an end's input (a call of its own) when it is leaving: the line
+    ``{"hurry": SECONDS}``, after which the grace under way lasts at most SECONDS more. Read without
+    blocking, what the request's read buffered included."""
+
+    def __init__(self, source: io.BufferedReader) -> None:
+        self._source, self._read = source, b""
+        os.set_blocking(source.fileno(), False)
+
+    def __call__(self) -> float | None:
+        with contextlib.suppress(BlockingIOError, OSError, ValueError):
+            self._read += self._source.read1(65536) or b""
+        line, ended, self._read = self._read.partition(b"\n")
+        if not ended:
+            self._read = line
+            return None
+        try:
+            return float(json.loads(line)["hurry"])
+        except (ValueError, KeyError, TypeError):
+            return None
 
 
 def remove(state: str, request: Request) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import ipaddress
 import os
 import signal
 import time
+from collections.abc import Callable
 
 from ..platform.dying import dying
 
@@ -204,9 +205,21 @@ def _signal(pids: list[int], signum: int, denied: dict[int, str]) -> list[int]:
     return sent
 
 
-def _wait_gone(leaders: dict[str, int], seconds: float, since: int | None, known: dict[int, int | None]) -> list[int]:
+Hurry = Callable[[], "float | None"]
+"""Asked while a grace period runs: None, or how long at most it may last from now (the server is leaving)."""
+
+
+def _wait_gone(
+    leaders: dict[str, int],
+    seconds: float,
+    since: int | None,
+    known: dict[int, int | None],
+    hurry: Hurry | None = None,
+) -> list[int]:
     deadline = time.monotonic() + seconds
     while (left := _still_here(leaders, since, known)) and time.monotonic() < deadline:
+        if hurry is not None and (most := hurry()) is not None:
+            deadline, hurry = min(deadline, time.monotonic() + most), None
         time.sleep(SETTLE_STEP_SECONDS)
     return left
 
@@ -224,9 +237,12 @@ def found_by() -> str:
     return "in its runner's process group"
 
 
-def end(leaders: dict[str, int], grace: float, kill_wait: float, since: int | None = None) -> dict[str, object]:
+def end(
+    leaders: dict[str, int], grace: float, kill_wait: float, since: int | None = None, hurry: Hurry | None = None
+) -> dict[str, object]:
     """SIGTERM every process of these tasks (task id -> leader pid), SIGKILL what is left after
-    ``grace`` (processes started meanwhile included), and name the survivors.
+    ``grace`` (cut short once ``hurry`` says so; processes started meanwhile included), and name
+    the survivors.
 
     The leaders are the tasks' runners, which record how their tasks' runs ended: SIGKILLed with
     the rest, a runner could not, and the run would end with no exit code. So the runners are
@@ -236,7 +252,7 @@ def end(leaders: dict[str, int], grace: float, kill_wait: float, since: int | No
     known = {pid: start_ticks(pid) for pid in found}
     signalled = _signal(found, signal.SIGTERM, denied)
     escalated = False
-    left = _wait_gone(leaders, grace, since, known) if found else []
+    left = _wait_gone(leaders, grace, since, known, hurry) if found else []
     runners = set(leaders.values())
     for spared in (runners, set()):
         if not left:

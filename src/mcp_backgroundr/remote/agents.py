@@ -18,7 +18,7 @@ from ..config import Settings
 from ..errors import BackgroundrError, HostUnreachableError, InvalidArgumentError, PolicyRefusedError
 from .bundle import NEEDS_BUNDLE_STATUS, NO_PYTHON_STATUS, remote_command, request_bytes
 from .session import AgentSession, SessionRefused
-from .ssh import Connections, parse_destination
+from .ssh import Connections, FollowUp, parse_destination
 
 Answer = dict[str, Any]
 SERVE_REQUEST = b'{"op": "serve"}\n'
@@ -51,10 +51,12 @@ class HostAgents:
         *,
         quick: bool = False,
         watch: anyio.Event | None = None,
+        follow_up: FollowUp | None = None,
     ) -> Answer:
         """One request to the host's agent: through its serving session (``quick``: start, status,
         check, input, remove), its watching session (``watch``: the event that wakes it), or an
-        agent of its own (waits, greps, ends: calls that may take long)."""
+        agent of its own (waits, greps, ends: calls that may take long; ``follow_up``: a line it
+        reads later, as the hurry of an end)."""
         began = time.monotonic()  # the bound counts from here, whatever the call has to do first
         limit = self.settings.remote_call_seconds if seconds is None else seconds
         destination = parse_destination(host)
@@ -68,10 +70,10 @@ class HostAgents:
             code, output = 0, await self._ask_session(session, command, line, call_limit, watch, began)
         else:
             data = request_bytes(line, with_bundle)
-            code, output = await self.connections.call(destination, command, data, call_limit, began)
+            code, output = await self.connections.call(destination, command, data, call_limit, began, follow_up)
             if code == NEEDS_BUNDLE_STATUS and not with_bundle:
                 again = request_bytes(line, True)
-                code, output = await self.connections.call(destination, command, again, call_limit, began)
+                code, output = await self.connections.call(destination, command, again, call_limit, began, follow_up)
         if code == NO_PYTHON_STATUS:
             raise _no_python(host)
         try:

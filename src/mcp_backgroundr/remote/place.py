@@ -25,6 +25,7 @@ from ..core.validation import WaitConditions
 from ..core.watch import ProgressReporter
 from ..errors import InvalidArgumentError, RegistryError
 from ..models import TaskRecord
+from ..platform.containment import Hurry
 from ..results import Ended, InputWritten, Status, Waited
 from ..store import orphans
 from .ssh import parse_destination
@@ -88,7 +89,9 @@ class RemotePlace:
         return await self.tasks.send_input(task, text + ("\n" if newline else ""), close)
 
     async def end(self, task: Task, grace: float, reason: str) -> Ended:
-        answer, ended = await self.tasks.end(task, grace, reason)
+        # The server leaving (its client gone) ends the task as its shutdown would, as here (core/ending.py).
+        hurry = Hurry(self._core.leaving, self._core.settings.shutdown_grace_seconds)
+        answer, ended = await self.tasks.end(task, grace, reason, hurry)
         self._core.learnt(task, ended)
         return answer
 

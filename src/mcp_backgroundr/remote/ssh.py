@@ -39,6 +39,15 @@ _DESTINATION = re.compile(
 )
 
 
+@dataclass(frozen=True)
+class FollowUp:
+    """A line a call writes to the remote command's input after its request, once ``due`` is set
+    (until then, and until the answer, its input stays open)."""
+
+    due: anyio.Event
+    line: bytes
+
+
 MAX_DESTINATION_LENGTH = 253 + 1 + 256 + 6
 """The longest user@name:port: a DNS name (253), a user (LOGIN_NAME_MAX, 256) and a port. Matching a
 20 MB host took the event loop 0.3 s."""
@@ -241,12 +250,18 @@ class Connections:
             self._children.discard(process.pid)
 
     async def call(
-        self, destination: Destination, command: str, data: bytes, limit: float, began: float | None = None
+        self,
+        destination: Destination,
+        command: str,
+        data: bytes,
+        limit: float,
+        began: float | None = None,
+        follow_up: FollowUp | None = None,
     ) -> tuple[int, bytes]:
-        """Run ``command`` on the host with ``data`` on its stdin; (exit status, stdout). Once
-        the first line of stdout (the agent's answer) is in, the call is over: the status is 0,
-        and the remote process is not waited for (its exit costs tens of ms: teardown, an
-        inotify descriptor's close).
+        """Run ``command`` on the host with ``data`` on its stdin (and ``follow_up`` once it is
+        due); (exit status, stdout). Once the first line of stdout (the agent's answer) is in, the
+        call is over: the status is 0, and the remote process is not waited for (its exit costs
+        tens of ms: teardown, an inotify descriptor's close).
 
         ``limit`` bounds the whole call from ``began`` (time.monotonic(); default: now), a master
         connection started or waited for (another call's) included: a master that hangs costs no more."""
@@ -261,12 +276,17 @@ class Connections:
                 async with self._child(argv, **pipes) as process:
                     sent = True
                     async with anyio.create_task_group() as group:
-                        group.start_soon(_drain_answer, process.stdout, output, group.cancel_scope)
+                        feeding = anyio.CancelScope()
+
+                        async def answer() -> None:
+                            await _drain_answer(process.stdout, output, group.cancel_scope)
+                            feeding.cancel()  # no answer will come: nothing more to send
+
+                        group.start_soon(answer)
                         group.start_soon(_drain, process.stderr, errors)
                         assert process.stdin is not None
-                        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                            await process.stdin.send(data)
-                            await process.stdin.aclose()
+                        with feeding:
+                            await _feed(process.stdin, data, follow_up)
                     code = 0 if b"\n" in output else await process.wait()
         except TimeoutError:
             raise self.unreachable(destination, f"no answer within {limit:g} s", sent=sent) from None
@@ -353,6 +373,16 @@ def _private(path: Path) -> Iterator[BinaryIO]:
     os.fchmod(fd, 0o600)
     with os.fdopen(fd, "wb") as sink:
         yield sink
+
+
+async def _feed(stdin: anyio.abc.ByteSendStream, data: bytes, follow_up: FollowUp | None) -> None:
+    """Write ``data``, then ``follow_up`` once it is due, and close the input."""
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+        await stdin.send(data)
+        if follow_up is not None:
+            await follow_up.due.wait()
+            await stdin.send(follow_up.line)
+        await stdin.aclose()
 
 
 async def _drain(stream: anyio.abc.ByteReceiveStream | None, into: bytearray) -> None:

@@ -11,6 +11,7 @@ what was last known (``host_reachable: false``); every other call fails with one
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 
@@ -27,8 +28,10 @@ from ..logs import files
 from ..logs.matches import grep_notes
 from ..models import TaskRecord, TaskState, WaitReason
 from ..platform import process
+from ..platform.containment import Hurry
 from ..results import Ended, InputWritten, Status, Survivor, Waited
 from .agents import CALL_MARGIN_SECONDS, Answer, HostAgents
+from .ssh import FollowUp
 
 WATCH_SECONDS = 240.0
 """A watch for exits answers after this long with nothing ended, and is made again (the agent
@@ -235,14 +238,17 @@ class RemoteTasks:
             task_id=task.record.task_id, bytes_written=answer["bytes_written"], closed=close, cursor=answer["cursor"]
         )
 
-    async def end(self, task: Task, grace: float, reason: str) -> tuple[Ended, bool]:
-        """End the task's whole tree on its host; answer once it is gone, naming survivors."""
+    async def end(self, task: Task, grace: float, reason: str, hurry: Hurry | None = None) -> tuple[Ended, bool]:
+        """End the task's whole tree on its host; answer once it is gone, naming survivors. Once
+        ``hurry`` has begun, the host cuts what is left of the grace to ``hurry.seconds``."""
         record = task.record
         assert record.host is not None
         kill_wait = self.settings.kill_wait_seconds
-        request = {"op": "end", "task_id": record.task_id, "grace": grace, "kill_wait": kill_wait, "reason": reason}
+        request = {"op": "end", "task_id": record.task_id, "grace": grace, "kill_wait": kill_wait, "reason": reason,
+                   "hurry_on_input": hurry is not None}  # fmt: skip
+        told = None if hurry is None else FollowUp(hurry.begun, json.dumps({"hurry": hurry.seconds}).encode() + b"\n")
         with _telling(*END_OUTCOMES):
-            answer = await self.agents.call(record.host, request, end_seconds(grace, kill_wait))
+            answer = await self.agents.call(record.host, request, end_seconds(grace, kill_wait), follow_up=told)
         ended = _learn(task, answer)
         _learn_ended_tree(task, answer)
         survivors = [Survivor(pid, command, why) for pid, command, why in answer["survivors"]]
