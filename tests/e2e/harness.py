@@ -271,3 +271,34 @@ def heavy_call(request_id: int | str, arrays: int = 30_000, id_last: bool = Fals
     if id_last:
         return b'{"jsonrpc": "2.0", ' + call + b', "id": ' + request + b"}"
     return b'{"jsonrpc": "2.0", "id": ' + request + b", " + call + b"}"
+
+
+V1_FREEZER = Path("/sys/fs/cgroup/freezer")
+needs_the_v1_freezer = pytest.mark.skipif(
+    os.geteuid() != 0 or not (V1_FREEZER / "cgroup.procs").exists(), reason="needs the cgroup v1 freezer and root"
+)
+"""For a process that outlives SIGKILL (as one in uninterruptible sleep does): see :func:`held_by_the_v1_freezer`."""
+
+
+@contextlib.contextmanager
+def held_by_the_v1_freezer(pid: int, name: str) -> Iterator[None]:
+    """Hold ``pid`` frozen in a v1 freezer cgroup of its own: every signal, SIGKILL included, waits
+    until it is thawed, so the server knows the process and cannot end it (it shows as D state).
+    On the way out it is thawed, and dies of the SIGKILL it was sent."""
+    group = V1_FREEZER / name
+    group.mkdir()
+    try:
+        (group / "cgroup.procs").write_text(str(pid))
+        (group / "freezer.state").write_text("FROZEN")
+        deadline = time.monotonic() + 5
+        while (group / "freezer.state").read_text().strip() != "FROZEN":
+            assert time.monotonic() < deadline, "the freezer did not freeze the task"
+            time.sleep(0.01)
+        yield
+    finally:
+        (group / "freezer.state").write_text("THAWED")
+        deadline = time.monotonic() + 5
+        while alive([pid]):  # a zombie counts as gone
+            assert time.monotonic() < deadline, "the thawed task did not die of its SIGKILL"
+            time.sleep(0.01)
+        group.rmdir()

@@ -24,7 +24,7 @@ from mcp import Client
 from mcp_backgroundr.config import HOME_ENV, TASK_ID_ENV
 from mcp_backgroundr.store.orphans import NONE_FOUND_REASON
 
-from .harness import alive, call, connect, finished, kill_server_of
+from .harness import alive, call, connect, finished, held_by_the_v1_freezer, kill_server_of, needs_the_v1_freezer
 
 pytestmark = pytest.mark.anyio
 
@@ -103,6 +103,29 @@ async def test_a_reason_that_starts_with_exited_does_not_hide_what_a_task_left_r
                 await anyio.sleep(0.02)
         reason = await _reason_of(client, task)
     assert reason is not None and reason.startswith("processes it left behind outlived its server"), reason
+
+
+@needs_the_v1_freezer
+async def test_a_process_that_outlives_the_next_servers_end_is_said_to(server_command: str, home: Path) -> None:
+    """The next server after a crash recorded a dead server's task as ended (its cgroup 'emptied and
+    removed') whatever its end found: here the task's process outlives its SIGKILL (held by the v1
+    freezer, as a process in uninterruptible sleep is) and still runs when the reason is read."""
+    async with connect(server_command) as client:
+        marker = await _marker(client)
+        task = await call(client, "run_background_task", command="exec sleep 300")
+        with held_by_the_v1_freezer(task["pid"], f"mcp-backgroundr-test-{task['task_id']}"):
+            await kill_server_of(marker["pid"])
+            async with connect(server_command) as client:
+                with anyio.fail_after(30):  # the next server's end: the default grace (5 s) and kill wait (2 s)
+                    while (reason := await _reason_of(client, task)) is None:
+                        await anyio.sleep(0.05)
+                assert alive([task["pid"]]) == [task["pid"]]
+    with contextlib.closing(sqlite3.connect(home / "registry.sqlite3")) as db:
+        (cgroup,) = db.execute("SELECT cgroup FROM tasks WHERE task_id = ?", (task["task_id"],)).fetchone()
+    for directory in cgroup.split("\n") if cgroup else []:  # kept while it held the survivor
+        Path(directory).rmdir()
+    assert "emptied and removed" not in reason, reason
+    assert f"but 1 process outlived SIGKILL: pid {task['pid']} (sleep 300): in uninterruptible sleep" in reason, reason
 
 
 SCHEMA_6 = (

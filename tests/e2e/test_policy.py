@@ -14,7 +14,7 @@ from mcp import Client
 
 from mcp_backgroundr.core.policy import CONFIG_FILE
 
-from .harness import alive, call, call_error, connect, finished, until
+from .harness import alive, call, call_error, connect, finished, held_by_the_v1_freezer, needs_the_v1_freezer, until
 
 pytestmark = pytest.mark.anyio
 
@@ -122,6 +122,30 @@ async def test_processes_a_task_left_behind_are_ended_at_its_runtime_limit(serve
         final = await call(client, "get_task_status", task_id=started["task_id"])
     assert final["state"] == "completed"
     assert final["end_reason"] == "max_runtime_seconds (3 s) reached: ended the processes it left behind"
+
+
+@needs_the_v1_freezer
+async def test_a_process_left_behind_that_outlives_the_runtime_limits_end_is_said_to_survive(
+    server_command: str,
+) -> None:
+    """max_runtime_seconds' end of what a finished task left behind recorded 'ended the processes it
+    left behind' whatever the end found: here the process outlives its SIGKILL (held by the v1
+    freezer, as a process in uninterruptible sleep is) and still runs when the reason is read."""
+    async with connect(server_command) as client:  # the end takes the default grace (5 s) and kill wait (2 s)
+        started = await call(
+            client, "run_background_task", command="sleep 300 > /dev/null & echo $!", max_runtime_seconds=1
+        )
+        status = await finished(client, started["task_id"])
+        left_behind = int(status["output"])
+        with held_by_the_v1_freezer(left_behind, f"mcp-backgroundr-test-{started['task_id']}"):
+            await until(lambda: has_end_reason(client, started["task_id"]), 30)
+            final = await call(client, "get_task_status", task_id=started["task_id"])
+            assert alive([left_behind]) == [left_behind]
+    reason = final["end_reason"]
+    assert "ended the processes it left behind" not in reason, reason
+    assert reason.startswith("max_runtime_seconds (1 s) reached: 1 process it left behind outlived its end: "), reason
+    assert f"pid {left_behind} (sleep 300)" in reason, reason
+    assert final["lingering_pids"] == [left_behind], final
 
 
 POLLERS = 3

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -17,12 +15,11 @@ import psutil
 import pytest
 
 from ..reliability.rawwire import RawServer
-from .harness import alive, call, connect, finished, on_a_terminal
+from .harness import alive, call, connect, finished, held_by_the_v1_freezer, needs_the_v1_freezer, on_a_terminal
 
 pytestmark = pytest.mark.anyio
 
 TASKS_AT_DISCONNECT = 200
-V1_FREEZER = Path("/sys/fs/cgroup/freezer")
 
 
 async def test_client_disconnect_ends_200_tasks_before_the_client_would_signal(
@@ -178,33 +175,7 @@ def test_an_end_under_way_when_stdin_closes_does_not_hold_the_exit_for_its_whole
         assert db.execute("SELECT state FROM tasks").fetchall() == [("killed",)]
 
 
-@contextlib.contextmanager
-def held_by_the_v1_freezer(pid: int, name: str) -> Iterator[None]:
-    """Hold ``pid`` frozen in a v1 freezer cgroup of its own: every signal, SIGKILL included, waits
-    until it is thawed, so the server knows the process and cannot end it (it shows as D state).
-    On the way out it is thawed, and dies of the SIGKILL it was sent."""
-    group = V1_FREEZER / name
-    group.mkdir()
-    try:
-        (group / "cgroup.procs").write_text(str(pid))
-        (group / "freezer.state").write_text("FROZEN")
-        deadline = time.monotonic() + 5
-        while (group / "freezer.state").read_text().strip() != "FROZEN":
-            assert time.monotonic() < deadline, "the freezer did not freeze the task"
-            time.sleep(0.01)
-        yield
-    finally:
-        (group / "freezer.state").write_text("THAWED")
-        deadline = time.monotonic() + 5
-        while alive([pid]):  # a zombie counts as gone
-            assert time.monotonic() < deadline, "the thawed task did not die of its SIGKILL"
-            time.sleep(0.01)
-        group.rmdir()
-
-
-@pytest.mark.skipif(
-    os.geteuid() != 0 or not (V1_FREEZER / "cgroup.procs").exists(), reason="needs the cgroup v1 freezer and root"
-)
+@needs_the_v1_freezer
 async def test_a_shutdown_that_leaves_a_process_says_so_on_stderr_with_its_pid_and_command(
     server_command: str, home: Path, tmp_path: Path
 ) -> None:

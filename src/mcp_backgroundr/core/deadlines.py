@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Sequence
 
 import anyio
 
 from ..errors import plain_number
+from ..results import Survivor, survivors_text
 from .ending import end
 from .state import CoreState
 from .task import Task
@@ -34,6 +36,14 @@ async def _end_at(state: CoreState, task: Task, limit: float) -> None:
         await end(state, task.record.task_id, state.settings.default_grace_seconds, runtime_reason(limit))
     elif await state.place_of(task.record).lingering(task):  # looked for where the task ran
         async with task.ending_leftovers():
-            await end(state, task.record.task_id, state.settings.default_grace_seconds)
-            task.record.say_why_it_ended(f"{runtime_reason(limit)}: ended the processes it left behind")
+            ended = await end(state, task.record.task_id, state.settings.default_grace_seconds)
+            task.record.say_why_it_ended(f"{runtime_reason(limit)}: {leftovers_ended_text(ended.survivors)}")
             state.save([task.record])
+
+
+def leftovers_ended_text(survivors: Sequence[Survivor]) -> str:
+    """What an end of the processes a finished task left behind did, survivors named."""
+    if not survivors:
+        return "ended the processes it left behind"
+    count = f"{len(survivors)} process{'es' if len(survivors) > 1 else ''}"
+    return f"{count} it left behind outlived its end: {survivors_text(survivors)}"

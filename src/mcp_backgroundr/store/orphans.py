@@ -22,6 +22,7 @@ from .. import offload, runner
 from ..models import TaskRecord, TaskState
 from ..platform import process
 from ..platform.containment import EndOutcome, Leader, TaskCgroup, end_trees
+from ..results import Survivor, survivors_text
 
 GONE_SERVER = (
     "its server exited without recording its end (it crashed or was SIGKILLed, or could not write "
@@ -192,7 +193,8 @@ async def end_orphans(orphans: Sequence[TaskRecord], grace_seconds: float, kill_
     now = time.time()
     for record in orphans:
         had_processes = record.task_id in outcome.ended_tasks
-        note = contained_note(record)
+        outlived = outcome.outlived.get(record.task_id)
+        note = contained_note(record) if not outlived else outlived_note(outlived)
         record.leftovers_ended = True  # what survives SIGKILL, the next server would not end either
         if record.state is not TaskState.RUNNING:
             if had_processes:
@@ -205,6 +207,14 @@ async def end_orphans(orphans: Sequence[TaskRecord], grace_seconds: float, kill_
             record.mark_ended(TaskState.KILLED, ENDED_REASON + note, now)
         else:
             record.mark_ended(TaskState.FAILED, VANISHED_REASON + note, now)
+
+
+def outlived_note(survivors: Sequence[tuple[int, str, str]]) -> str:
+    """What the next server could not end of a dead server's task (its cgroup, if any, stays)."""
+    count = f"{len(survivors)} process{'es' if len(survivors) > 1 else ''}"
+    return f"; but {count} outlived SIGKILL: " + survivors_text(
+        Survivor(pid, command, why) for pid, command, why in survivors
+    )
 
 
 def contained_note(record: TaskRecord) -> str:

@@ -40,6 +40,8 @@ class EndOutcome:
     """(pid, command line, reason) of each process still alive at the end."""
     ended_tasks: set[str] = field(default_factory=set)
     """Ids of the tasks that had any process to end."""
+    outlived: dict[str, list[tuple[int, str, str]]] = field(default_factory=dict)
+    """The survivors of each task that has any (found again only when some process survived)."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,14 @@ async def end_trees(
     outcome.signalled.extend(pid for pid in sorted(killed) if pid not in outcome.signalled)
     waited = time.monotonic() - began
     outcome.survivors = await offload.run(offload.SCANS, _survivors, remaining, killed, denied, waited)
+    if outcome.survivors and leaders:
+        left = await offload.run(offload.SCANS, find_task_processes, leaders)
+        by_pid = {survivor[0]: survivor for survivor in outcome.survivors}
+        outcome.outlived = {
+            task_id: [by_pid[p.pid] for p in group if p.pid in by_pid]
+            for task_id, group in left.items()
+            if any(p.pid in by_pid for p in group)
+        }
     return outcome
 
 
