@@ -215,6 +215,27 @@ async def test_a_wait_for_a_port_on_the_remote_host_ends_when_the_task_listens(
         assert ended["survivors"] == []
 
 
+async def test_a_remote_port_wait_that_times_out_says_who_holds_the_port(
+    server_command: str, ssh_env: dict[str, str]
+) -> None:
+    """A local wait for a port that timed out says who holds it, or that nobody does; a remote one
+    said nothing (advice None)."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        held = squatter.getsockname()[1]
+        async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+            task = await call(client, "run_background_task", command="sleep 300", host="loopback")
+            on_held = await call(client, "wait_for_task", task_id=task["task_id"], port=held, timeout_seconds=1)
+            on_free = await call(client, "wait_for_task", task_id=task["task_id"], port=free_port(), timeout_seconds=1)
+            await call(client, "end_background_task", task_id=task["task_id"])
+    assert on_held["reason"] == "timeout"
+    # The host is this machine: the program that holds the port is this test.
+    assert f"held by another program (pid {os.getpid()})" in (on_held["advice"] or ""), on_held
+    assert on_free["reason"] == "timeout"
+    assert "listens on port" in (on_free["advice"] or ""), on_free
+
+
 async def test_a_remote_server_started_with_an_ampersand_is_ready_when_it_listens(
     server_command: str, ssh_env: dict[str, str]
 ) -> None:

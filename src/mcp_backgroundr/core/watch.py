@@ -99,19 +99,21 @@ async def until_task_listens(port: int, holders: PortHolders, seen: WaitOutcome)
         await anyio.sleep(max(interval, PORT_LOOK_SHARE * (time.monotonic() - began)))
 
 
-def port_timeout_advice(port: int, look: PortLook | None) -> str | None:
-    """Why a wait for ``port`` timed out, from the last look at who listens on it."""
+def port_timeout_advice(port: int, look: PortLook | None, where: str = "this server can see") -> str | None:
+    """Why a wait for ``port`` timed out, from the last look at who listens on it (``where``: what
+    that look saw, for "nothing ... listens")."""
     if look is None:
         return None
     if look.holder is PortHolder.OTHER:
         pids = ", ".join(str(pid) for pid in look.others)
+        who = f"pid {pids}" if pids else "whose pid cannot be read: another user's"
         return (
-            f"port {port} is held by another program (pid {pids}), not by this task: it may have failed to bind it "
+            f"port {port} is held by another program ({who}), not by this task: it may have failed to bind it "
             "(see its output) or listen on another port"
         )
     if look.whole_machine:
         return (
-            f"nothing this server can see listens on port {port} (on any address): the task has not opened it "
+            f"nothing {where} listens on port {port} (on any address): the task has not opened it "
             "yet, or uses another port"
         )
     return (

@@ -167,9 +167,29 @@ def listened_on(port: int) -> bool:
     return any(listening == port for _, listening in _listening_table().values())
 
 
-def listening(pids: list[int]) -> list[list[object]]:
+def listening(pids: list[int]) -> list[tuple[str, int, int]]:
     """[address, port, pid] of each TCP socket these processes listen on."""
-    table = _listening_table() if pids else {}
+    return _sockets_in(pids, _listening_table() if pids else {})
+
+
+def port_look(port: int, task_pids: list[int]) -> dict[str, object]:
+    """Who listens on ``port`` (for a wait for it that timed out), as the server's local look says:
+    ``holder`` a process of the task, ``other`` programs (``others``: those whose sockets could be
+    read, every one for root) or ``nobody``; ``whole_machine``: every listening socket was seen."""
+    if not os.path.isdir(PROC):
+        return {"holder": "nobody", "whole_machine": False}
+    table = {inode: where for inode, where in _listening_table().items() if where[1] == port}
+    if not table:
+        return {"holder": "nobody", "whole_machine": True}
+    if _sockets_in(task_pids, table):
+        return {"holder": "task", "whole_machine": True}
+    every = [int(name) for name in os.listdir(PROC) if name.isdigit()]
+    holders = sorted({pid for _, _, pid in _sockets_in(every, table)})
+    return {"holder": "other", "others": holders, "whole_machine": True}
+
+
+def _sockets_in(pids: list[int], table: dict[str, tuple[str, int]]) -> list[tuple[str, int, int]]:
+    """[address, port, pid] of each socket of ``table`` (inode -> (address, port)) these processes hold."""
     found = []
     for pid in pids:
         try:
@@ -183,8 +203,8 @@ def listening(pids: list[int]) -> list[list[object]]:
                 continue
             if target.startswith("socket:[") and target[8:-1] in table:
                 address, port = table[target[8:-1]]
-                found.append([address, port, pid])
-    return sorted(found, key=lambda item: (item[1], str(item[0])))
+                found.append((address, port, pid))
+    return sorted(found, key=lambda item: (item[1], item[0]))
 
 
 def _signal(pids: list[int], signum: int, denied: dict[int, str]) -> list[int]:

@@ -34,7 +34,7 @@ from ..logs import files
 from ..logs.lines import CHUNK, Line, LineReader, line_start, new_match
 from ..logs.matches import GrepCollector
 from .agent_patterns import UNTRANSLATED, as_python
-from .agent_procs import listened_on, listening
+from .agent_procs import listened_on, listening, port_look
 
 STAT_INTERVAL_SECONDS = 0.1
 EXIT_LOOK_SECONDS = 1.0
@@ -188,7 +188,11 @@ def wait(
                 if port in owned:
                     return {"reason": "port"}
             woken = wakeups.wait(min(pause, PARTIAL_LINE_QUIET_SECONDS) if partial else pause)
-        return {"reason": "timeout"}
+        if port is None:
+            return {"reason": "timeout"}
+        # Who holds the port says why it timed out (and a task that listens just now is ready).
+        look = port_look(port, members(runner_pid, request["task_id"]))
+        return {"reason": "port"} if look["holder"] == "task" else {"reason": "timeout", "port_look": look}
     finally:
         wakeups.close()
 

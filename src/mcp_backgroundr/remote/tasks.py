@@ -22,13 +22,14 @@ from ..config import Settings
 from ..core import validation
 from ..core.requests import ReadPlan
 from ..core.task import Task, answer_of
-from ..core.watch import ProgressReporter, report_progress
+from ..core.watch import ProgressReporter, port_timeout_advice, report_progress
 from ..errors import BackgroundrError, HostUnreachableError
 from ..logs import files
 from ..logs.matches import grep_notes
 from ..models import TaskRecord, TaskState, WaitReason
 from ..platform import process
 from ..platform.containment import Hurry
+from ..platform.scans import PortHolder, PortLook
 from ..results import Ended, InputWritten, Status, Survivor, Waited
 from .agents import CALL_MARGIN_SECONDS, Answer, HostAgents
 from .ssh import FollowUp
@@ -225,6 +226,7 @@ class RemoteTasks:
             matched_line=found.get("line"),
             matched_cursor=found.get("cursor"),
             status=_status_of(task, answer, as_of),
+            advice=_port_advice(conditions.port, found.get("port_look"), task.record.host),
         ), ended
 
     # -- act -------------------------------------------------------------------
@@ -359,6 +361,14 @@ def _start_request(
         "max_log_bytes": record.max_log_bytes,
         "cwd_roots": list(cwd_roots),
     }
+
+
+def _port_advice(port: int | None, look: Answer | None, host: str) -> str | None:
+    """For a wait for a port that timed out: who listens on it there, as its host saw at the end."""
+    if port is None or look is None:
+        return None
+    seen = PortLook(PortHolder(look["holder"]), tuple(look.get("others") or ()), bool(look.get("whole_machine")))
+    return port_timeout_advice(port, seen, where=f"on host {host}")
 
 
 def _learn(task: Task, answer: Answer) -> bool:
