@@ -151,6 +151,13 @@ async def first_event(
     server started with ``&`` outlives the shell that started it."""
     outcome = WaitOutcome()
     pattern, port = conditions.pattern, conditions.port
+    if not pattern and port is None and progress is None:
+        # Only the exit or the time ends it: awaited here, without a task group and a task for the
+        # exit, whose objects every garbage collection walks while the wait is pending.
+        with anyio.move_on_after(conditions.timeout):
+            await exited.wait()
+            outcome.reason = WaitReason.EXITED
+        return outcome
     scanner = LineScanner(path, start, pattern) if pattern else None
     with anyio.move_on_after(conditions.timeout):
         async with anyio.create_task_group() as group:
