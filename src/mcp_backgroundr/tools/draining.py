@@ -3,8 +3,8 @@
 At most MAX_IN_FLIGHT requests of the client are in flight at once; one read beyond that is
 answered at once with an error naming the bound, never handed to the server. Each pending request
 keeps a few hundred objects alive, which every full garbage collection walks on the event loop:
-5,000 waits held a list_tasks sent behind them 4.6 to 10.7 s (docs/benchmarks.md 22), 1,000 well
-under a second. No client sends so many at once: it is what a runaway loop does. (Over HTTP each
+5,000 waits held a list_tasks sent behind them 4.6 to 13 s, 1,000 about half a second
+(docs/benchmarks.md 22). No client sends so many at once: it is what a runaway loop does. (Over HTTP each
 request in flight holds a connection, and connections are bounded, at as many: serving/connections.py.)
 
 Requests a client sent before it ended the server's stdin are answered before the server leaves.
