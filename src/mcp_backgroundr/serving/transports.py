@@ -93,10 +93,11 @@ def _supervisor(settings: Settings, registry: Registry, policy: Policy, notices:
     return Supervisor(settings, registry, away=RemotePlace, policy=policy, on_change=notices.publish)
 
 
-YOUNG_COLLECTION_THRESHOLD = 10_000
-"""New objects (net) between two young garbage collections; Python's default is 700. Every tenth
-collection of a generation collects the next one, so a full collection is considered every million
-new objects instead of every 70,000."""
+YOUNG_COLLECTION_THRESHOLD = 2_000
+"""New objects (net) between two young garbage collections; Python's default is 700."""
+FULL_COLLECTION_THRESHOLD = 50
+"""Middle collections (every tenth young one) between two looks at whether a full one is due (Python's
+default is 10): a full collection is considered every million new objects instead of every 70,000."""
 
 
 def tune_garbage_collection() -> None:
@@ -111,12 +112,14 @@ def tune_garbage_collection() -> None:
     And collect less often: each pending request keeps about 200 objects alive, and while a client's
     requests piled up, the young collections walked them again and again and the full ones (each
     considered every 70,000 new objects) walked all of them: 1,000 pending waits cost 0.8 ms of CPU
-    each and held a list_tasks behind them 1.1 s; with YOUNG_COLLECTION_THRESHOLD, 0.6 ms and 0.4 to
-    0.6 s (docs/benchmarks.md 22). What a collection frees waits for it at most 10,000 objects longer.
+    each and held a list_tasks behind them 1.1 s; with these thresholds, 0.55 ms and 0.65 s
+    (docs/benchmarks.md 22). What a young collection frees waits for it at most 2,000 objects longer
+    (a larger young threshold, 10,000, left 3 MiB more RSS after tests/reliability/test_soak.py's
+    2,000 tasks for about the same gain).
     """
     gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, old)
+    _, middle, _ = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, FULL_COLLECTION_THRESHOLD)
 
 
 async def serve_stdio(settings: Settings, policy: Policy) -> Leaving:
