@@ -8,9 +8,11 @@ contract (``tests/test_tool_schemas.py`` pins them).
 from __future__ import annotations
 
 import enum
+import functools
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import BaseModel, Field, field_validator
@@ -48,6 +50,22 @@ def shown_command(command: str, task_id: str) -> str:
         return command
     note = f" [cut: {len(command)} characters in all; read the resource {command_uri(task_id)} for the whole command]"
     return shortened(command, SHOWN_COMMAND_LENGTH) + note
+
+
+ISO_TIMES_KEPT = 4096
+"""Timestamps whose ISO text is kept: a listing shows every task's start time on every call."""
+
+
+def iso_time(timestamp: float | None) -> str | None:
+    """``timestamp`` as answers show times: ISO 8601 UTC, to the millisecond."""
+    if timestamp is None:
+        return None
+    return _iso_text(timestamp)
+
+
+@functools.lru_cache(maxsize=ISO_TIMES_KEPT)
+def _iso_text(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
 
 
 def new_task_id() -> str:
@@ -197,7 +215,13 @@ _TaskId = Annotated[str, Field(description="The task's id.")]
 _Name = Annotated[str | None, Field(description="The label given at start, if any.")]
 _Command = Annotated[str, Field(description=COMMAND_DESCRIPTION)]
 _StartedAt = Annotated[str, Field(description="Start time, ISO 8601 UTC.")]
-_Runtime = Annotated[float, Field(description="Seconds from start to end, or to now while running.")]
+_Runtime = Annotated[
+    float,
+    Field(
+        description="Seconds from start to end, or to now while running. For an end no server saw (its server "
+        "had died; end_reason says so): to the last moment it was known to run, the least it ran."
+    ),
+]
 _Containment = Annotated[str, Field(description=CONTAINMENT_DESCRIPTION)]
 _Host = Annotated[str | None, Field(description="The SSH host it runs on; null: the server's machine.")]
 _HostSeenAt = Annotated[str | None, Field(description="When its host last answered (ISO 8601 UTC).")]
@@ -250,7 +274,10 @@ class TaskStatus(BaseModel):
     kill_requested: bool = Field(description="True once end_background_task or server shutdown asked it to stop.")
     pid: int | None = Field(description="Process id of the task's main process.")
     started_at: _StartedAt
-    ended_at: str | None = Field(description="End time of the main process, ISO 8601 UTC; null while running.")
+    ended_at: str | None = Field(
+        description="End time of the main process, ISO 8601 UTC; null while running. For an end no server saw (its "
+        "server had died): the last moment it was known to run; end_reason says so, and before when it ended."
+    )
     runtime_seconds: _Runtime
     output: str = Field(
         description="Output text: the last `lines` lines, or the bytes from `since` forward, within the budget."

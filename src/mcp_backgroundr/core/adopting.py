@@ -5,6 +5,7 @@ meanwhile), and bringing logs that grew past their caps back under them."""
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -66,8 +67,12 @@ async def take_over_here(state: CoreState, records: Sequence[TaskRecord]) -> Tak
             await orphans.end_orphans(
                 found.to_end, settings.shutdown_grace_seconds, settings.shutdown_kill_wait_seconds
             )
+    # They ended while no server watched them: their runners may have recorded when; if not, when
+    # is not known, only between which times.
+    found_gone_at = time.time()
+    await offload.run(offload.LOGS, _settle_from_runners, found.to_settle, found_gone_at)
     for record in found.to_settle:
-        _take_finished(state, record)
+        _own_finished(state, record)
     running = await offload.run(offload.SCANS, _still_running, found.to_adopt)
     adopted = [task for record in found.to_adopt if (task := _adopt(state, record, running)) is not None]
     # Tasks that ended while no server watched them, now or before (settled by a server that
@@ -86,10 +91,22 @@ async def cap_grown_logs(records: list[TaskRecord]) -> None:
         watchers.report("server", f"capped {capped} log(s) that had grown past their cap while no server ran")
 
 
+def _settle_from_runners(records: Sequence[TaskRecord], found_gone_at: float) -> None:
+    """Record how keep_running tasks found ended at ``found_gone_at`` ended, as their runners say
+    (blocking: it reads their run records)."""
+    for record in records:
+        orphans.settle_from_runner(record, found_gone_at)
+
+
 def _take_finished(state: CoreState, record: TaskRecord) -> None:
-    """Record how a keep_running task ended between two servers (its runner says) and
-    show it as one of ours."""
+    """Record how a keep_running task that ended just now ended (its runner says) and show it as
+    one of ours."""
     orphans.settle_from_runner(record)
+    _own_finished(state, record)
+
+
+def _own_finished(state: CoreState, record: TaskRecord) -> None:
+    """Show a keep_running task that ended between two servers, settled, as one of ours."""
     record.owner = state.owner
     task = Task(record, None)
     task.exited.set()

@@ -16,7 +16,6 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import anyio
@@ -24,28 +23,13 @@ import psutil
 
 from .. import offload, runner
 from ..logs import files
-from ..models import TaskRecord, TaskState, shown_command, socket_address
+from ..models import ISO_TIMES_KEPT, TaskRecord, TaskState, iso_time, shown_command, socket_address
 from ..platform import backend, process, scans
 from ..platform.containment import Leader, TaskCgroup
 from ..results import Ended, Listening, Started, Status, Summary
 
 USAGE_REFRESH_SECONDS = 1.0
 """Status reuses a running task's process list, and what those processes use, for this long."""
-
-
-ISO_TIMES_KEPT = 4096
-"""Timestamps whose ISO text is kept: a listing shows every task's start time on every call."""
-
-
-def iso_time(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return _iso_text(timestamp)
-
-
-@functools.lru_cache(maxsize=ISO_TIMES_KEPT)
-def _iso_text(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
 
 
 _Answer = TypeVar("_Answer", Started, Status, Summary, Ended)

@@ -9,6 +9,7 @@ from here.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import socket
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from .. import offload, runner
-from ..models import TaskRecord, TaskState
+from ..models import TaskRecord, TaskState, iso_time
 from ..platform import process
 from ..platform.containment import EndOutcome, Leader, TaskCgroup, end_trees
 from ..results import Survivor, survivors_text
@@ -37,6 +38,9 @@ EXITED_REASON = "exited"
 """A supervised task's end as its runner recorded it, while no server watched: its run exited (before
 an end asked for reached it, when one was). Says nothing of what it left running (``leftovers_ended`` does)."""
 UNKNOWN_END_REASON = "it ended while no server watched it and left no record of how; exit status unknown"
+LEAST_RUNTIME = "runtime_seconds is the least it ran"
+"""Said of a task whose end no server saw: its ended_at is the last moment it is known to have run."""
+HUNG_UP_NOTE = "its terminal hung up when its server died, which ends a program that does not ignore SIGHUP"
 
 
 def owner_id() -> str:
@@ -117,11 +121,12 @@ def as_it_stands(record: TaskRecord) -> TaskRecord:
         return record
     current = dataclasses.replace(record)
     if record.supervised:
-        settle_ended(current)
+        settle_ended(current, time.time())
     elif record.kill_requested:  # as a server records an end it asked for (the CLI's stop, with no server)
         current.mark_ended(TaskState.KILLED, None, record.ended_at)
     else:
-        current.mark_ended(TaskState.FAILED, VANISHED_REASON, record.ended_at)
+        ended_at, window = unseen_end(record, time.time())
+        current.mark_ended(TaskState.FAILED, VANISHED_REASON + window, ended_at)
     remove_empty_cgroups([current])
     return current
 
@@ -136,26 +141,59 @@ def remove_empty_cgroups(records: Iterable[TaskRecord]) -> None:
             cgroup.remove()
 
 
-def settle_from_runner(record: TaskRecord) -> bool:
+def last_sign_of_life(record: TaskRecord) -> tuple[float, str]:
+    """The latest moment ``record``'s task is known to have run, and what shows it (blocking: a stat
+    of its log, and of its runner's record): its start, its log's last write (its output; on a
+    terminal, what its server copied of it), a supervised task's runner's last record of a run."""
+    signs = [(record.started_at, "its start")]
+    written = [(record.log_path, "its log's last write")]
+    if record.supervised:
+        written.append((record.run_record_path, "its runner's last record of a run"))
+    for path, sign in written:
+        with contextlib.suppress(OSError):
+            signs.append((os.stat(path).st_mtime, sign))
+    return max(signs, key=lambda each: each[0])
+
+
+def unseen_end(record: TaskRecord, found_gone_at: float) -> tuple[float, str]:
+    """When a task that ended while no server watched it is recorded as ended (the last moment it is
+    known to have run: its end came after it, and before ``found_gone_at``), and the words that say so,
+    to follow its end reason (blocking: see :func:`last_sign_of_life`)."""
+    seen_at, sign = last_sign_of_life(record)
+    seen_at = min(seen_at, found_gone_at)
+    window = (
+        f", at a time not known: after {iso_time(seen_at)} ({sign}: ended_at, so {LEAST_RUNTIME}) and before "
+        f"{iso_time(found_gone_at)} (when it was found gone)"
+    )
+    return seen_at, window + (f"; {HUNG_UP_NOTE}" if record.stdin == "terminal" else "")
+
+
+def settle_from_runner(record: TaskRecord, found_gone_at: float | None = None) -> bool:
     """Record how a supervised task ended, as its runner wrote it down; False when it wrote
-    nothing of the end (it was killed first, or the machine stopped)."""
+    nothing of the end (it was killed first, or the machine stopped). ``found_gone_at``: when it was
+    found ended, where no server watched it end (None: it was seen ending now)."""
     run = runner.read_run_record(record.run_record_path)
     final = {str(state) for state in TaskState} - {str(TaskState.RUNNING)}
     if run is None or run.state not in final:  # none yet, or not one this version knows
-        record.mark_ended(TaskState.FAILED, UNKNOWN_END_REASON, record.ended_at)
+        if found_gone_at is None or record.ended_at is not None:
+            record.mark_ended(TaskState.FAILED, UNKNOWN_END_REASON, record.ended_at)
+        else:
+            ended_at, window = unseen_end(record, found_gone_at)
+            record.mark_ended(TaskState.FAILED, UNKNOWN_END_REASON + window, ended_at)
         return False
     record.mark_ended(TaskState(run.state), EXITED_REASON, run.ended_at)
     record.exit_code, record.signal = run.exit_code, run.signal
     return True
 
 
-def settle_ended(record: TaskRecord) -> None:
+def settle_ended(record: TaskRecord, found_gone_at: float | None = None) -> None:
     """Record how a supervised task ended, as its runner wrote it down. The runner's account wins:
     it records killed only when an end reached the run, so a run that ended by itself just before
     stays completed or failed; an end that was asked for (and its reason) wins when the runner
-    recorded killed, or nothing (the end killed it before it could)."""
+    recorded killed, or nothing (the end killed it before it could). ``found_gone_at``: see
+    :func:`settle_from_runner`."""
     asked_to_end = record.end_reason if record.kill_requested else None
-    recorded = settle_from_runner(record)
+    recorded = settle_from_runner(record, found_gone_at)
     if asked_to_end is not None and (not recorded or record.state is TaskState.KILLED):
         record.state, record.end_reason = TaskState.KILLED, asked_to_end
 
@@ -191,6 +229,8 @@ async def end_orphans(orphans: Sequence[TaskRecord], grace_seconds: float, kill_
     leftovers there were none of: as it was, but for ``leftovers_ended``)."""
     outcome = await end_unowned(orphans, grace_seconds, kill_wait_seconds)
     now = time.time()
+    unseen = [r for r in orphans if r.state is TaskState.RUNNING and r.task_id not in outcome.ended_tasks]
+    unseen_ends = await offload.run(offload.LOGS, lambda: {r.task_id: unseen_end(r, now) for r in unseen})
     for record in orphans:
         had_processes = record.task_id in outcome.ended_tasks
         outlived = outcome.outlived.get(record.task_id)
@@ -206,7 +246,8 @@ async def end_orphans(orphans: Sequence[TaskRecord], grace_seconds: float, kill_
         if had_processes:
             record.mark_ended(TaskState.KILLED, ENDED_REASON + note, now)
         else:
-            record.mark_ended(TaskState.FAILED, VANISHED_REASON + note, now)
+            ended_at, window = unseen_ends[record.task_id]
+            record.mark_ended(TaskState.FAILED, VANISHED_REASON + window + note, ended_at)
 
 
 def outlived_note(survivors: Sequence[tuple[int, str, str]]) -> str:
