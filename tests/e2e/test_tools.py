@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 from pathlib import Path
 
@@ -69,14 +70,31 @@ def _task_pids(task_id: str) -> list[int]:
     ]
 
 
+def _blocks_sigterm(pid: int) -> bool:
+    """Whether the process holds SIGTERM blocked right now (a gone one does not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    blocked = next(int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigBlk:"))
+    return bool(blocked >> (signal.SIGTERM - 1) & 1)
+
+
 async def _started_with_children(client: Client, command: str, count: int) -> tuple[str, list[int]]:
+    """Start ``command``; once it runs ``count`` processes, none of them blocking SIGTERM, its task id
+    and their pids. The shell blocks every signal around each vfork until it runs again after its
+    child's exec (dash does): a SIGTERM sent then waits, blocked, and an end with a grace of 0 rightly
+    finds that SIGKILL was needed (and the shell dies of it)."""
     task = await call(client, "run_background_task", command=command)
+    pids: list[int] = []
 
-    async def spawned() -> bool:
-        return len(_task_pids(task["task_id"])) >= count
+    async def settled() -> bool:
+        nonlocal pids
+        pids = _task_pids(task["task_id"])
+        return len(pids) >= count and not any(_blocks_sigterm(pid) for pid in pids)
 
-    await until(spawned)
-    return task["task_id"], _task_pids(task["task_id"])
+    await until(settled)
+    return task["task_id"], pids
 
 
 RACED_EXITS = 25
