@@ -7,6 +7,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from mcp_backgroundr.platform import process
 from mcp_backgroundr.store import orphans
 
 from ..reliability.rawwire import RawServer
-from .harness import alive, call, connect, until
+from .harness import alive, call, connect, kill_server_of, until
 
 pytestmark = pytest.mark.anyio
 
@@ -50,6 +51,19 @@ async def test_two_servers_see_their_own_tasks_and_can_reach_each_others(server_
 
 CLI_SECONDS = 30
 REAPED_SECONDS = 10
+REAPS_AT_ONCE = """
+import ctypes, os, subprocess, sys
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: a dead server's tasks come here
+subprocess.Popen(sys.argv[1:])
+while True:  # the server, then each orphan the moment it exits, until none is left
+    try:
+        os.wait()
+    except ChildProcessError:
+        break
+"""
+"""A parent that makes itself the subreaper of the server and reaps every process it gets at once,
+as a machine's init does. Without it a dead server's tasks go to whatever reaps orphans here, when
+it gets to them: this machine's process 1 looks every 2 s, and a container's may never look."""
 
 
 def _cli_state(server_command: str, task_id: str) -> str:
@@ -62,23 +76,26 @@ def _cli_state(server_command: str, task_id: str) -> str:
     return row[2]
 
 
-async def test_ps_and_list_tasks_agree_on_a_task_that_ended_after_its_server_died(server_command: str) -> None:
+async def test_ps_and_list_tasks_agree_on_a_task_that_ended_after_its_server_died(
+    server_command: str, tmp_path: Path
+) -> None:
     # Regression (issue 13): the CLI worked out on its own how a dead server's task stands, and
     # a live server did not: `ps` said failed where list_tasks(all=true) and status said running.
+    wrapper = tmp_path / "reaps_at_once.py"
+    wrapper.write_text(REAPS_AT_ONCE)
     async with connect(server_command) as live:
-        with RawServer(server_command) as crashed:
+        with RawServer(sys.executable, args=[str(wrapper), server_command]) as crashed:
             crashed.initialize()
             arguments = {"command": "exec sleep 300"}
             answer = crashed.request("tools/call", {"name": "run_background_task", "arguments": arguments})
             task = answer["result"]["structuredContent"]
-            crashed.process.send_signal(signal.SIGKILL)
-            crashed.process.wait(10)
-        psutil.Process(task["pid"]).kill()  # it ends with no server to see it
+            await kill_server_of(task["pid"])
+            psutil.Process(task["pid"]).kill()  # it ends with no server to see it
 
-        async def reaped() -> bool:
-            return process.create_time(task["pid"]) is None
+            async def reaped() -> bool:
+                return process.create_time(task["pid"]) is None
 
-        await until(reaped, REAPED_SECONDS)
+            await until(reaped, REAPED_SECONDS)
         listed = await call(live, "list_tasks", all=True)
         status = await call(live, "get_task_status", task_id=task["task_id"])
         cli = await anyio.to_thread.run_sync(_cli_state, server_command, task["task_id"])
