@@ -81,3 +81,33 @@ def test_a_writer_that_starts_is_looked_at_again_at_once_whatever_the_cap() -> N
     assert quiet is not None and quiet <= holes.MIN_PAUSE_SECONDS
     pauses = [pace.next_pause(64 * MIB, size, size) for size in range(4096, 10 * 4096, 4096)]
     assert all(p is not None and p <= holes.MIN_PAUSE_SECONDS * 2**n for n, p in enumerate(pauses, start=1))
+
+
+def test_a_read_back_to_the_dropped_head_says_what_the_cap_dropped(tmp_path: Path) -> None:
+    """A wait from a cursor the cap dropped, or a tail of more lines than are kept, whose kept output
+    fits the budget: it was shown as all there was, nothing said of the bytes dropped before it."""
+    path = _log(tmp_path, 200_000)
+    holes.enforce(path, 1024 * 1024, dropper(PUNCH))
+    dropped = files.dropped_bytes(path)
+    budget = 4 * 1024 * 1024  # more than the cap keeps
+    for floor, piece in (
+        (6, files.read_tail(path, 10**6, budget, writer_alive=False, floor=6)),
+        (0, files.read_tail(path, 10**6, budget, writer_alive=False)),
+    ):
+        assert piece.truncated and piece.truncation == (
+            f"bytes {floor} to {dropped} were dropped to keep the log under its size cap; "
+            "the output continues from there"
+        )
+        assert piece.text.endswith("line 0199999\n")
+    fitting = files.read_tail(path, 3, budget, writer_alive=False)
+    assert (fitting.truncated, fitting.truncation) == (False, None)
+
+
+def test_a_read_cut_to_its_budget_past_the_dropped_head_says_both(tmp_path: Path) -> None:
+    path = _log(tmp_path, 200_000)
+    holes.enforce(path, 1024 * 1024, dropper(PUNCH))
+    dropped = files.dropped_bytes(path)
+    piece = files.read_tail(path, 10**6, 16384, writer_alive=False, floor=6)
+    assert piece.truncation is not None
+    assert piece.truncation.startswith(f"bytes 6 to {dropped} were dropped to keep the log under its size cap; ")
+    assert piece.truncation.endswith(f"read them forward with get_task_status since={dropped}")

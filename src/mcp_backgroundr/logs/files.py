@@ -182,10 +182,11 @@ def read_tail(
     """The last ``lines`` lines of a log after byte ``floor``, at most ``budget`` bytes of it.
 
     With ``floor`` the caller asked for what was written after it (a wait), not for lines,
-    and a cut says so.
+    and a cut says so. An answer that reaches back to where the log's cap dropped its head says
+    which bytes the cap dropped, as a read forward does (:func:`dropped_note`).
     """
     asked, instead = (
-        (f"the {lines} requested lines do not", ", or ask for fewer lines")
+        (f"the {lines} requested lines do not", ", or ask it for fewer lines")
         if floor is None
         else (f"what was written after cursor {floor} does not", "")
     )
@@ -194,6 +195,7 @@ def read_tail(
         data, read_from, size, dropped = _read(path, None, budget + 1)
     except FileNotFoundError:
         return gone(path)
+    lost = _lost(floor or 0, dropped)
     floor = max(floor or 0, dropped)
     window_start = max(floor, size - budget)
     into = window_start - read_from
@@ -202,28 +204,40 @@ def read_tail(
     held = _incomplete_utf8_tail(data) if writer_alive else 0
     data = data[: len(data) - held]
     cursor = window_start + len(data)
-    if lines == 0 or not data:
+    if lines == 0:
         return OutputSlice("", cursor, size, False, None, dropped)
+    if not data:
+        return OutputSlice("", cursor, size, bool(lost), _continued(lost), dropped)
 
     start = _start_of_last_lines(data, lines)
     if start is not None:
         return OutputSlice(render(data[start:], raw=raw), cursor, size, False, None, dropped)
     if window_start == floor:
         text = render(data, raw=raw) if starts_line else LINE_BEGUN_BEFORE + render(data, raw=raw)
-        return OutputSlice(text, cursor, size, False, None, dropped)
+        return OutputSlice(text, cursor, size, bool(lost), _continued(lost), dropped)
     first_newline = data.find(b"\n")
     if not starts_line and 0 <= first_newline < len(data) - 1:
         data = data[first_newline + 1 :]  # drop the partial first line: whole lines read better
         starts_line = True
     skipped = cursor - len(data) - floor
     note = (
-        f"{asked} fit in the {budget}-byte budget: the {skipped} bytes before the text shown are left out; "
-        f"read them forward with since={floor}{instead}"
+        f"{lost}{asked} fit in the {budget}-byte budget: the {skipped} bytes before the text shown are left out; "
+        f"read them forward with get_task_status since={floor}{instead}"
     )
     text = render(data, raw=raw)
     if not starts_line:
         text = f"[... line cut: its first part and {skipped} earlier bytes are not shown ...]" + text
     return OutputSlice(text, cursor, size, True, note, dropped)
+
+
+def _lost(start: int, dropped: int) -> str:
+    """What an answer read from ``start`` says first when the cap dropped bytes after it ("" if none)."""
+    return f"{dropped_note(start, dropped)}; " if start < dropped else ""
+
+
+def _continued(lost: str) -> str | None:
+    """The note of an answer that shows all that is kept after the bytes the cap dropped."""
+    return f"{lost}the output continues from there" if lost else None
 
 
 def _start_of_last_lines(data: bytes, lines: int) -> int | None:
@@ -258,7 +272,7 @@ def read_forward(path: Path, since: int, budget: int, *, writer_alive: bool, raw
             asked,
             f"it is past the end of the output ({size} bytes); pass a cursor from an earlier answer, or omit since",
         )
-    lost = f"{dropped_note(asked, dropped)}; " if asked < dropped else ""
+    lost = _lost(asked, dropped)
     remaining_after_chunk = size - since - len(data)
     if remaining_after_chunk > 0:
         last_newline = data.rfind(b"\n")
@@ -274,8 +288,7 @@ def read_forward(path: Path, since: int, budget: int, *, writer_alive: bool, raw
     cursor = since + len(data)
     left = size - cursor
     if remaining_after_chunk <= 0:
-        note = lost + "the output continues from there" if lost else None
-        return OutputSlice(render(data, raw=raw), cursor, size, bool(lost), note, dropped)
+        return OutputSlice(render(data, raw=raw), cursor, size, bool(lost), _continued(lost), dropped)
     cut = "" if data.endswith(b"\n") else "cut mid-line (the line is longer than the budget); "
     note = f"{lost}output {cut}{left} more bytes follow; call again with since={cursor} to read them"
     return OutputSlice(render(data, raw=raw), cursor, size, True, note, dropped)
