@@ -73,6 +73,13 @@ def shown_value(value: object, width: int = 80) -> str:
     return shortened(printable(text), width)
 
 
+def json_value(value: object) -> str:
+    """``value`` as JSON a caller can pass back as it is (a pattern in advice to call again): whole,
+    never cut, its control characters (those :func:`printable` escapes) as JSON escapes."""
+    text = json.dumps(value, ensure_ascii=False)
+    return _CONTROLS.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+
+
 def plain_number(value: float) -> str:
     """A number as a person writes it: ``2147483648`` and ``1000000``, not ``2.14748e+09`` or
     ``1e+06`` (what ``:g`` makes of them); a fraction keeps its digits (``0.5``)."""

@@ -7,6 +7,8 @@ advice on how to go on; with a token it runs its whole length, reporting progres
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import pytest
@@ -64,8 +66,39 @@ async def test_wait_for_task_without_progress_answers_at_the_cap_and_says_how_to
     assert waited["reason"] == "timeout" and waited["waited_seconds"] < ASKED_UNATTENDED_SECONDS / 2
     assert f"stopped after {CAP_SECONDS:g}s of the {ASKED_UNATTENDED_SECONDS:g}s asked" in waited["advice"]
     assert waited["status"]["state"] == "running"
-    advice = f"call wait_for_task again with since={waited['status']['cursor']}"
-    assert advice in waited["advice"] and advice in text
+    advice = f"call wait_for_task with task_id={task['task_id']} since={waited['status']['cursor']} timeout_seconds="
+    assert advice in waited["advice"] and waited["advice"] in text
+
+
+@pytest.mark.parametrize("tool", ["wait_for_task", "run_background_task"])
+async def test_the_advice_of_a_capped_wait_repeats_its_pattern_and_port_as_json(server_command: str, tool: str) -> None:
+    """wait_for_task's advice said only `since`: following it waited for the exit, not for the line or
+    the port; a start's cut a pattern longer than 80 characters (ending it with "...") and wrote a C1
+    control as `\\x85`, which is not JSON."""
+    pattern = 'say "ready" \\d+\t\u202e\x85|' + "a" * 100
+    async with connect(server_command, env=LOWERED) as client:
+        if tool == "wait_for_task":
+            task = await call(client, "run_background_task", command="echo begun; sleep 300")
+            waited, _ = await _call(
+                client, "wait_for_task", task_id=task["task_id"], timeout_seconds=ASKED_UNATTENDED_SECONDS,
+                output_pattern=pattern, port=65000,
+            )  # fmt: skip
+        else:
+            task, _ = await _call(
+                client, "run_background_task", command="echo begun; sleep 300", wait_for_pattern=pattern,
+                wait_for_port=65000, wait_timeout_seconds=ASKED_UNATTENDED_SECONDS,
+            )  # fmt: skip
+            waited = task["wait"]
+        await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=0)
+    assert waited["reason"] == "timeout"
+    advice = waited["advice"]
+    argument = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
+    given = dict(argument.findall(advice.split("call wait_for_task with ", 1)[1].removesuffix(" to go on waiting")))
+    assert set(given) == {"task_id", "output_pattern", "port", "since", "timeout_seconds"}, advice
+    assert json.loads(given["output_pattern"]) == pattern and not {"\u202e", "\x85"} & set(advice)
+    assert given["task_id"] == task["task_id"] and given["port"] == "65000"
+    assert given["since"] == str(waited["status"]["cursor"])
+    assert 0 < float(given["timeout_seconds"]) < ASKED_UNATTENDED_SECONDS
 
 
 async def test_wait_for_task_with_progress_waits_its_whole_length(server_command: str) -> None:

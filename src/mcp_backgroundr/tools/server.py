@@ -7,7 +7,6 @@ client, and no tool call can stop the server.
 """
 
 import dataclasses
-from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from mcp.server.auth.provider import TokenVerifier
@@ -25,7 +24,7 @@ from ..core.requests import bound_start
 from ..core.supervisor import ReadRequest, StartRequest, Supervisor, TaskChange, Waited, WaitRequest
 from ..core.validation import WaitConditions
 from ..core.watch import ProgressReporter
-from ..errors import BackgroundrError, shown_value
+from ..errors import BackgroundrError, json_value, plain_number
 from ..logs.patterns import PATTERN_LIMIT_NOTE
 from ..models import (
     SHOWN_COMMAND_LENGTH,
@@ -268,12 +267,7 @@ def _unattended_bound(supervisor: Supervisor, ctx: Context[Any, Any] | None) -> 
 
 
 async def _bounded_wait(
-    supervisor: Supervisor,
-    task_id: str,
-    conditions: WaitConditions,
-    since: int | None,
-    ctx: Context[Any, Any] | None,
-    go_on: Callable[[Waited], str],
+    supervisor: Supervisor, task_id: str, conditions: WaitConditions, since: int | None, ctx: Context[Any, Any] | None
 ) -> WaitResult:
     """A wait that answers before the client's request timeout unless progress keeps it alive."""
     cap = _unattended_bound(supervisor, ctx)
@@ -283,22 +277,22 @@ async def _bounded_wait(
     if capped and result.reason is WaitReason.TIMEOUT:
         advice = (
             f"stopped after {cap:g}s of the {conditions.timeout:g}s asked, to answer before the client's "
-            f"request timeout (no progress token was sent); {go_on(result)} to go on waiting"
+            f"request timeout (no progress token was sent); {_wait_again(task_id, conditions, result)} to go on waiting"
         )
         result = dataclasses.replace(result, advice=advice)
     return model_of(WaitResult, result)
 
 
-def _wait_for_ready_again(task_id: str, pattern: str | None, port: int | None) -> Callable[[Waited], str]:
-    """How to go on waiting for a task started with wait_for_pattern or wait_for_port."""
-
-    def go_on(result: Waited) -> str:
-        ready = (f"output_pattern={shown_value(pattern)} " if pattern is not None else "") + (
-            f"port={port} " if port is not None else ""
-        )
-        return f"call wait_for_task with task_id={task_id} {ready}since={result.status.cursor}"
-
-    return go_on
+def _wait_again(task_id: str, conditions: WaitConditions, result: Waited) -> str:
+    """The call that goes on with a wait cut short: each of its conditions again, from where it stopped,
+    for the rest of its time. A pattern is given as JSON, whole."""
+    pattern = "" if conditions.pattern is None else f"output_pattern={json_value(conditions.pattern.pattern)} "
+    port = "" if conditions.port is None else f"port={conditions.port} "
+    rest = max(0.0, round(conditions.timeout - result.waited_seconds, 1))
+    return (
+        f"call wait_for_task with task_id={task_id} {pattern}{port}since={result.status.cursor} "
+        f"timeout_seconds={plain_number(rest)}"
+    )
 
 
 def _add_run_tool(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
@@ -353,8 +347,7 @@ def _add_run_tool(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
         plan = supervisor.check_start(request)
         started = model_of(StartedTask, await supervisor.start(plan))
         if plan.wait is not None:
-            go_on = _wait_for_ready_again(started.task_id, wait_for_pattern, wait_for_port)
-            started.wait = await _bounded_wait(supervisor, started.task_id, plan.wait, 0, ctx, go_on)
+            started.wait = await _bounded_wait(supervisor, started.task_id, plan.wait, 0, ctx)
             started.state = started.wait.status.state
         where = f"{started.host}:{started.cwd}" if started.host else started.cwd
         text = f"started task {started.task_id} pid={started.pid} [{started.state}] in {one_line(where)}: "
@@ -404,11 +397,7 @@ def _add_read_tools(app: BackgroundrMCPServer, supervisor: Supervisor) -> None:
         `port`, exits means every process it started has ended too; answers with its status and the
         output written meanwhile."""
         conditions = supervisor.check_wait(WaitRequest(timeout_seconds, output_pattern, port))
-
-        def go_on(result: Waited) -> str:
-            return f"call wait_for_task again with since={result.status.cursor}"
-
-        result = await _bounded_wait(supervisor, task_id, conditions, since, ctx, go_on)
+        result = await _bounded_wait(supervisor, task_id, conditions, since, ctx)
         return answer(result, describe_wait(result))
 
 
