@@ -14,7 +14,7 @@ import psutil
 import pytest
 from mcp.shared.subscriptions import ResourceUpdated
 
-from .harness import alive, call, call_error, connect, finished, kill_server_of, until
+from .harness import alive, call, call_error, cli, connect, finished, kill_server_of, text_of, until
 from .sshd import Sshd, free_port, keygen
 from .test_port_waits import ONE_CLIENT_SERVER
 from .test_volume import grep_a_line_longer_than_a_read, grep_with_lines_and_raw
@@ -213,6 +213,35 @@ async def test_a_wait_for_a_port_on_the_remote_host_ends_when_the_task_listens(
         assert [item["port"] for item in status["listening"]] == [port]
         ended = await call(client, "end_background_task", task_id=started["task_id"])
         assert ended["survivors"] == []
+
+
+async def test_a_remote_task_that_exited_leaving_its_server_running_is_listed_running(
+    server_command: str, ssh_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`server &` on a host: the shell exits at once and its server lives on. A local one is listed by
+    list_tasks(state=running) and ps as completed with lingering=1; a remote one was not counted: left
+    out of the running ones, as if nothing ran there."""
+    port = free_port()
+    command = f"python3 -m http.server {port} --bind 127.0.0.1 &"
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        task = await call(
+            client, "run_background_task", command=command, host="loopback", wait_for_port=port, wait_timeout_seconds=20
+        )
+        await finished(client, task["task_id"])
+        running = await call(client, "list_tasks", state="running")
+        text = text_of(await client.call_tool("list_tasks", {"state": "running"}))
+        for name, value in ssh_env.items():
+            monkeypatch.setenv(name, value)
+        shown = await anyio.to_thread.run_sync(cli, server_command, "ps")
+        await call(client, "end_background_task", task_id=task["task_id"])
+        after = await call(client, "list_tasks", state="running")
+    rows = [(row["task_id"], row["state"], row.get("lingering")) for row in running["tasks"]]
+    assert task["wait"]["reason"] == "port", task
+    assert rows == [(task["task_id"], "completed", 1)], running
+    assert "lingering=1" in text, text
+    rows_shown = [line for line in shown.stdout.splitlines() if line.startswith(task["task_id"])]
+    assert len(rows_shown) == 1 and "completed(0) +1 lingering" in rows_shown[0], shown
+    assert after["tasks"] == []
 
 
 async def test_a_remote_port_wait_that_times_out_says_who_holds_the_port(

@@ -15,7 +15,7 @@ from ..errors import RegistryFullError
 from ..models import TaskRecord
 from ..results import Ended, InputWritten, Status, Waited
 from ..store import retention
-from . import adopting, ending, lookup, reading, sending, shutdown, starting, validation
+from . import adopting, ending, listing, lookup, reading, sending, shutdown, starting, validation
 from .place import ShutdownWork, TakenOver
 from .policy import Policy
 from .requests import ReadPlan, StartPlan, StartRequest
@@ -53,6 +53,9 @@ class Here:
 
     async def lingering(self, task: Task) -> bool:
         return bool(await task.lingering())
+
+    async def left_running(self, records: Sequence[TaskRecord]) -> dict[str, int]:
+        return await listing.left_here(self._state, records)
 
     async def remove(self, task: Task, unregister: Callable[[], Awaitable[None]]) -> int:
         # Unlinking a big log frees its blocks (and discards them, on some disks): not on the event loop.

@@ -4,7 +4,9 @@ for a finished task, the processes it left running."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
+import anyio
 import psutil
 
 from .. import offload
@@ -13,6 +15,7 @@ from ..platform import scans
 from ..platform.containment import Leader
 from ..results import Listing
 from ..store import orphans
+from .place import Place
 from .recording import refresh_all
 from .state import CoreState
 from .task import Task, summary_of
@@ -66,16 +69,27 @@ def _in_state(record: TaskRecord, wanted: TaskState | None, lingering: dict[str,
 
 
 async def _lingering_counts(state: CoreState, records: list[TaskRecord]) -> dict[str, int]:
-    """How many processes each finished task on this machine left running, for those that left some:
-    looked for in one scan (a task with a cgroup: in its cgroup) among the finished tasks not yet known
-    to have none left; this server's tasks found with none are settled, and not looked for again."""
-    unsettled = [
-        r
-        for r in records
-        if not r.running and not r.leftovers_ended and r.pid is not None and state.place_of(r) is state.here
-    ]
+    """How many processes each finished task left running, for those that left some, among the
+    finished tasks not yet known to have none left: each place looks (all at once) for its own."""
+    unsettled = [r for r in records if not r.running and not r.leftovers_ended and r.pid is not None]
     if not unsettled:
         return {}
+    counts: dict[str, int] = {}
+
+    async def look(place: Place, at_place: list[TaskRecord]) -> None:
+        counts.update(await place.left_running(at_place))
+
+    async with anyio.create_task_group() as looking:
+        for place in state.places:
+            if at_place := [r for r in unsettled if state.place_of(r) is place]:
+                looking.start_soon(look, place, at_place)
+    return counts
+
+
+async def left_here(state: CoreState, unsettled: Sequence[TaskRecord]) -> dict[str, int]:
+    """How many processes each of these finished tasks on this machine left running, for those that
+    left some: looked for in one scan (a task with a cgroup: in its cgroup); this server's tasks
+    found with none are settled, and not looked for again."""
     own = {r.task_id: state.own[r.task_id] for r in unsettled if r.task_id in state.own}
     others = await offload.run(offload.SCANS, orphans.leaders_of, [r for r in unsettled if r.task_id not in own])
     found: dict[str, list[psutil.Process]] = {}

@@ -100,6 +100,11 @@ class Place(Protocol):
     async def lingering(self, task: Task) -> bool:
         """Whether processes of a finished task are still alive (it cannot be removed then)."""
 
+    async def left_running(self, records: Sequence[TaskRecord]) -> dict[str, int]:
+        """How many processes each of these finished tasks (not known to have none left) left
+        running, for those that left some, in one look for all of them (per host, one call); this
+        server's tasks found with none are settled (not looked for again)."""
+
     async def remove(self, task: Task, unregister: Callable[[], Awaitable[None]]) -> int:
         """Delete a finished task's files and (``unregister``) its record, in the order this place
         needs; the bytes freed."""

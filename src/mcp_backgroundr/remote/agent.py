@@ -377,6 +377,24 @@ def check(state: str, request: Request) -> dict[str, Any]:
     return {"tasks": answers}
 
 
+def left(state: str, request: Request) -> dict[str, Any]:
+    """How many processes each of several finished tasks left running (for list_tasks), in one look
+    at the process table; a task that runs, or is not known here, is left out."""
+    leaders: dict[str, int] = {}
+    ticks: list[int | None] = []
+    for task_id in request["task_ids"]:
+        with contextlib.suppress(BackgroundrError):
+            hosted = Hosted(state, task_id)
+            meta = hosted.started()
+            if not hosted.alive():
+                leaders[task_id] = int(meta["pid"])
+                ticks.append(meta.get("ticks"))
+    known = [t for t in ticks if t is not None]
+    since = min(known) if known and len(known) == len(ticks) else None
+    found = agent_procs.members_by_task(leaders, since) if leaders else {}
+    return {"tasks": {task_id: len(pids) for task_id, pids in found.items()}}
+
+
 def wait(state: str, request: Request) -> dict[str, Any]:
     if request.get("pattern") is not None:
         return agent_wait.bounded(functools.partial(_safe, functools.partial(_wait, state, request)))
@@ -403,6 +421,7 @@ OPERATIONS: dict[str, Callable[[str, Request], dict[str, Any]]] = {
     "end": end,
     "remove": remove,
     "check": check,
+    "left": left,
     "wait": wait,
 }
 

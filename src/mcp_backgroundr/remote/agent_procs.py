@@ -61,12 +61,13 @@ def is_alive(pid: int, ticks: int | None) -> bool:
     return fields[0] != "Z" and (ticks is None or int(fields[19]) == ticks)
 
 
-def _has_marker(pid: int, markers: set[bytes]) -> bool:
+def _markers_in(pid: int, markers: dict[bytes, str]) -> list[str]:
+    """The tasks (marker -> task id) whose marker the process's environment carries."""
     try:
         with open(f"{PROC}/{pid}/environ", "rb") as file:
-            return not markers.isdisjoint(file.read().split(b"\0"))
+            return [markers[item] for item in set(file.read().split(b"\0")) if item in markers]
     except OSError:
-        return False
+        return []
 
 
 def members(leader: int, task_id: str, since: int | None = None) -> list[int]:
@@ -75,19 +76,29 @@ def members(leader: int, task_id: str, since: int | None = None) -> list[int]:
 
 
 def all_members(leaders: dict[str, int], since: int | None = None) -> list[int]:
-    """Live processes of these tasks (task id -> leader pid), in one look at the process table.
+    """Live processes of these tasks (task id -> leader pid), in one look at the process table."""
+    return sorted(set[int]().union(*members_by_task(leaders, since).values()))
+
+
+def members_by_task(leaders: dict[str, int], since: int | None = None) -> dict[str, list[int]]:
+    """Live processes of each of these tasks (task id -> leader pid), in one look at the process table.
     ``since``: when the earliest leader started (clock ticks since boot); a process started
     before it cannot carry a marker, so its environment is not read (most of a scan's cost)."""
     if not os.path.isdir(PROC):
-        alive = []
-        for leader in leaders.values():
-            with contextlib.suppress(OSError):
+        alive: dict[str, list[int]] = {}
+        for task_id, leader in leaders.items():
+            try:
                 os.killpg(leader, 0)
-                alive.append(leader)
+            except OSError:
+                alive[task_id] = []
+            else:
+                alive[task_id] = [leader]
         return alive
-    sessions = set(leaders.values())
-    markers = {f"{TASK_ID_ENV}={task_id}".encode() for task_id in leaders}
-    found: set[int] = set()
+    sessions: dict[int, list[str]] = {}
+    for task_id, leader in leaders.items():
+        sessions.setdefault(leader, []).append(task_id)
+    markers = {f"{TASK_ID_ENV}={task_id}".encode(): task_id for task_id in leaders}
+    found: dict[str, set[int]] = {task_id: set() for task_id in leaders}
     children: dict[int, list[int]] = {}
     for name in os.listdir(PROC):
         if not name.isdigit():
@@ -98,9 +109,11 @@ def all_members(leaders: dict[str, int], since: int | None = None) -> list[int]:
             continue
         children.setdefault(int(fields[1]), []).append(pid)
         recent = since is None or int(fields[19]) >= since
-        if int(fields[3]) in sessions or (recent and _has_marker(pid, markers)):
-            found.add(pid)
-    return sorted(found | _descendants(sessions, children))
+        for task_id in sessions.get(int(fields[3])) or (_markers_in(pid, markers) if recent else []):
+            found[task_id].add(pid)
+    for task_id, leader in leaders.items():
+        found[task_id] |= _descendants({leader}, children)
+    return {task_id: sorted(pids) for task_id, pids in found.items()}
 
 
 def _descendants(roots: set[int], children: dict[int, list[int]]) -> set[int]:

@@ -98,6 +98,14 @@ class RemotePlace:
     async def lingering(self, task: Task) -> bool:
         return bool(await self.tasks.lingering(task))  # its host looks (this machine's scan cannot)
 
+    async def left_running(self, records: Sequence[TaskRecord]) -> dict[str, int]:
+        counts = await self.tasks.left_running(records)
+        for record in records:
+            if counts.get(record.task_id) == 0:  # this server's: not asked about again
+                record.leftovers_ended = True
+                self._core.learnt(Task(record, None), False)
+        return {task_id: count for task_id, count in counts.items() if count}
+
     async def remove(self, task: Task, unregister: Callable[[], Awaitable[None]]) -> int:
         # The host first: while it cannot be reached, the record stays, to be removed later.
         freed = await self.tasks.remove(task)

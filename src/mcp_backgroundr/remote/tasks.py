@@ -316,22 +316,16 @@ class RemoteTasks:
     async def refresh(self, tasks: Sequence[Task]) -> list[Task]:
         """Learn how running remote tasks stand, all hosts at once, each within LOOK_SECONDS; those
         that ended. A host that does not answer leaves its tasks as last known (``host_seen_at`` too)."""
-        by_host: dict[str, list[Task]] = {}
-        for task in tasks:
-            if task.running and task.record.host is not None:
-                by_host.setdefault(task.record.host, []).append(task)
-        ended: list[Task] = []
+        running = {t.record.task_id: t for t in tasks if t.running}
+        answers = await _look(self.agents, "check", [t.record for t in running.values()])
+        return [task for task_id, task in running.items() if task_id in answers and _learn(task, answers[task_id])]
 
-        async def look(host: str, group: list[Task]) -> None:
-            request = {"op": "check", "task_ids": [t.record.task_id for t in group]}
-            with anyio.move_on_after(LOOK_SECONDS), contextlib.suppress(BackgroundrError):
-                answer = await self.agents.call(host, request, LOOK_SECONDS, quick=True)
-                ended.extend(t for t in group if _learn(t, answer["tasks"].get(t.record.task_id, {})))
-
-        async with anyio.create_task_group() as looking:
-            for host, group in by_host.items():
-                looking.start_soon(look, host, group)
-        return ended
+    async def left_running(self, records: Sequence[TaskRecord]) -> dict[str, int]:
+        """How many processes each of these finished tasks left running on its host (for a listing:
+        one call per host, all hosts at once, each within LOOK_SECONDS); a task whose host does not
+        answer is left out."""
+        answers = await _look(self.agents, "left", [r for r in records if not r.running])
+        return {task_id: int(count) for task_id, count in answers.items()}
 
     async def watch(self, host: str, tasks: Sequence[Task], wake: anyio.Event) -> list[Task]:
         """Block until one of these running tasks ends on its host, ``wake`` is set, or WATCH_SECONDS
@@ -344,6 +338,27 @@ class RemoteTasks:
         """End the serving sessions (a call or watch under way fails), then the masters
         (``only_started``: those started here)."""
         await self.agents.close(only_started=only_started)
+
+
+async def _look(agents: HostAgents, op: str, records: Sequence[TaskRecord]) -> Answer:
+    """Ask each host of these tasks about them (``op`` with their ``task_ids``), all hosts at once,
+    each within LOOK_SECONDS; what the hosts that answered said of each task, by task id."""
+    by_host: dict[str, list[str]] = {}
+    for record in records:
+        if record.host is not None:
+            by_host.setdefault(record.host, []).append(record.task_id)
+    answers: Answer = {}
+
+    async def look(host: str, task_ids: list[str]) -> None:
+        with anyio.move_on_after(LOOK_SECONDS), contextlib.suppress(BackgroundrError):
+            answer = await agents.call(host, {"op": op, "task_ids": task_ids}, LOOK_SECONDS, quick=True)
+            said = answer["tasks"]
+            answers.update((task_id, said[task_id]) for task_id in task_ids if task_id in said)
+
+    async with anyio.create_task_group() as looking:
+        for host, task_ids in by_host.items():
+            looking.start_soon(look, host, task_ids)
+    return answers
 
 
 def _start_request(
