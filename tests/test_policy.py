@@ -111,5 +111,8 @@ def test_task_limits_cap_what_a_task_asks_and_refuse_what_the_kernel_cannot_take
     with pytest.raises(InvalidArgumentError, match=re.escape("from 1048576 (1 MiB)")):
         policy.task_limit("max_memory_bytes", 1048575)
     config.write_text(f"max_processes = {1 << 40}\n")
-    with pytest.raises(BackgroundrError, match="max_processes=1099511627776 is invalid: use at most"):
+    with pytest.raises(BackgroundrError, match="max_processes=1099511627776 is invalid: use 1 to 4194304"):
+        load_policy(config)
+    config.write_text("max_memory_bytes = 5\n")  # no task could start under it: taken before
+    with pytest.raises(BackgroundrError, match="max_memory_bytes=5 is invalid: use 1048576 to"):
         load_policy(config)

@@ -39,6 +39,12 @@ DEFAULT_UNATTENDED_WAIT_SECONDS = 45.0
 MIN_LOG_CAP = 64 * 1024
 MAX_LOG_CAP = 1 << 40
 
+MAX_GRACE_SECONDS = 300.0
+MAX_LINES = 100_000
+"""The most lines one read may ask for."""
+MAX_KEEP_FINISHED = 1_000_000
+MAX_KEEP_DAYS = 36_500.0
+
 DEFAULT_OUTPUT_BUDGET = 16 * 1024
 MIN_OUTPUT_BUDGET = 256
 MAX_OUTPUT_BUDGET = 1024 * 1024
@@ -79,7 +85,7 @@ def _budget_from_env() -> int:
 
 
 def _keep_finished_from_env() -> int:
-    return _whole_number_from_env(KEEP_FINISHED_ENV, 200, 0, 1_000_000)
+    return _whole_number_from_env(KEEP_FINISHED_ENV, 200, 0, MAX_KEEP_FINISHED)
 
 
 def _max_log_bytes_from_env() -> int:
@@ -87,7 +93,7 @@ def _max_log_bytes_from_env() -> int:
 
 
 def _keep_days_from_env() -> float:
-    return _number_from_env(KEEP_DAYS_ENV, 7.0, 0.0, 36_500.0)
+    return _number_from_env(KEEP_DAYS_ENV, 7.0, 0.0, MAX_KEEP_DAYS)
 
 
 def _task_niceness_from_env() -> int:
@@ -107,7 +113,7 @@ class Settings:
     """Most bytes of output text in one answer."""
     default_grace_seconds: float = 5.0
     """How long end_background_task waits after SIGTERM before SIGKILL."""
-    max_grace_seconds: float = 300.0
+    max_grace_seconds: float = MAX_GRACE_SECONDS
     kill_wait_seconds: float = 2.0
     """How long to wait for SIGKILLed processes to disappear before naming survivors."""
     shutdown_grace_seconds: float = 0.8
@@ -129,7 +135,7 @@ class Settings:
     remote_call_seconds: float = 10.0
     """Longest a call to a remote host may take (beyond the wait or grace it asks for)."""
     default_lines: int = 50
-    max_lines: int = 100_000
+    max_lines: int = MAX_LINES
     containment: str = field(default_factory=lambda: os.environ.get(CONTAINMENT_ENV) or "auto")
     """The strongest containment level to use: auto, cgroup, subreaper or marker."""
     cgroup_dir: str | None = field(default_factory=lambda: os.environ.get(CGROUP_ENV) or None)

@@ -15,9 +15,9 @@ from typing import NoReturn
 import anyio
 
 from .. import __version__
-from ..config import HOME_ENV, Settings
+from ..config import HOME_ENV, MAX_GRACE_SECONDS, MAX_KEEP_DAYS, MAX_KEEP_FINISHED, MAX_LINES, Settings
 from ..core import policy
-from ..errors import BackgroundrError, printable, warn
+from ..errors import BackgroundrError, plain_number, printable, warn
 from ..platform import backend
 from . import commands
 
@@ -38,37 +38,48 @@ class _OneLineErrors(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {printable(message)}; see {self.prog} --help\n")
 
 
-def _whole_number(minimum: int) -> Callable[[str], int]:
+def _whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """A parser of a whole number from ``minimum`` (to ``maximum``): one past them is a bad option
+    (exit status 2), not a value refused once the command has begun (status 1)."""
+    bounds = f"of at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             value = minimum - 1
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least {minimum}")
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number {bounds}")
         return value
 
     return parse
 
 
-def _amount(unit: str, above_zero: bool) -> Callable[[str], float]:
-    """A parser of a finite number of ``unit`` (seconds, days), above or at least 0."""
+def _amount(unit: str, above_zero: bool, maximum: float) -> Callable[[str], float]:
+    """A parser of a number of ``unit`` (seconds, days), above or at least 0, at most ``maximum``."""
+    bounds = f"above 0 and at most {plain_number(maximum)}" if above_zero else f"from 0 to {plain_number(maximum)}"
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             value = math.nan
-        if not math.isfinite(value) or value < 0 or (above_zero and value == 0):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number of {unit} {'above' if above_zero else '>='} 0")
+        if not 0 <= value <= maximum or (above_zero and value == 0):  # NaN too
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of {unit} {bounds}")
         return value
 
     return parse
 
 
-_non_negative_int, _positive_int = _whole_number(0), _whole_number(1)
-_non_negative_seconds, _positive_seconds = _amount("seconds", above_zero=False), _amount("seconds", above_zero=True)
-_non_negative_days = _amount("days", above_zero=False)
+def _limit(name: str) -> Callable[[str], int]:
+    """A parser of a task limit the policy sets (``max_memory_bytes``, ``max_processes``), in its bounds."""
+    return _whole_number(policy.LIMIT_FLOORS[name], policy.LIMIT_CEILINGS[name])
+
+
+_lines = _whole_number(0, MAX_LINES)
+_grace = _amount("seconds", above_zero=False, maximum=MAX_GRACE_SECONDS)
+_runtime = _amount("seconds", above_zero=True, maximum=policy.MAX_RUNTIME_CEILING)
+_keep, _days = _whole_number(0, MAX_KEEP_FINISHED), _amount("days", above_zero=False, maximum=MAX_KEEP_DAYS)
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -115,14 +126,18 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
         metavar="REGEX",
         help="refuse commands that match this RE2 pattern (repeatable)",
     )
-    rules.add_argument("--max-tasks", type=_positive_int, metavar="N", help="most tasks running at once")
-    rules.add_argument("--default-runtime-seconds", type=_positive_seconds, metavar="S", help="limit when none asked")
-    rules.add_argument("--max-runtime-seconds", type=_positive_seconds, metavar="S", help="most a task may ask for")
+    rules.add_argument("--max-tasks", type=_whole_number(1), metavar="N", help="most tasks running at once")
+    rules.add_argument("--default-runtime-seconds", type=_runtime, metavar="S", help="limit when none asked")
+    rules.add_argument("--max-runtime-seconds", type=_runtime, metavar="S", help="most a task may ask for")
     rules.add_argument(
         "--env-passthrough", action="append", metavar="NAMES", help="comma-separated variables tasks inherit (LC_*)"
     )
-    rules.add_argument("--max-memory-bytes", type=_positive_int, metavar="N", help="memory each task may use (cgroup)")
-    rules.add_argument("--max-processes", type=_positive_int, metavar="N", help="processes each task may have (cgroup)")
+    rules.add_argument(
+        "--max-memory-bytes", type=_limit("max_memory_bytes"), metavar="N", help="memory each task may use (cgroup)"
+    )
+    rules.add_argument(
+        "--max-processes", type=_limit("max_processes"), metavar="N", help="processes each task may have (cgroup)"
+    )
     rules.add_argument(
         "--allowed-ssh-host",
         action="append",
@@ -154,7 +169,7 @@ def parser() -> argparse.ArgumentParser:
     ps.add_argument("--all", "-a", action="store_true", help="finished tasks too")
     logs = commands.add_parser("logs", help="print a task's output", description="Print a task's output.")
     logs.add_argument("task_id")
-    logs.add_argument("-n", "--lines", type=_non_negative_int, default=50, help="last N lines (default 50)")
+    logs.add_argument("-n", "--lines", type=_lines, default=50, help="last N lines (default 50)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the task ends")
     status = commands.add_parser("status", help="show one task", description="Show a task's record.")
     status.add_argument("task_id")
@@ -170,12 +185,12 @@ def parser() -> argparse.ArgumentParser:
     send.add_argument("--close", action="store_true", help="close its input afterwards (end of input)")
     stop = commands.add_parser("stop", help="end a task and its processes", description="End a task's process tree.")
     stop.add_argument("task_id")
-    stop.add_argument("--grace", type=_non_negative_seconds, default=5.0, help="seconds before SIGKILL (default 5)")
+    stop.add_argument("--grace", type=_grace, default=5.0, help="seconds before SIGKILL (default 5)")
     prune = commands.add_parser(
         "prune", help="forget finished tasks and delete their logs", description="Prune finished tasks."
     )
-    prune.add_argument("--keep", type=_non_negative_int, default=None, help="finished tasks to keep (newest)")
-    prune.add_argument("--days", type=_non_negative_days, default=None, help="forget finished tasks older than this")
+    prune.add_argument("--keep", type=_keep, default=None, help="finished tasks to keep (newest)")
+    prune.add_argument("--days", type=_days, default=None, help="forget finished tasks older than this")
     return root
 
 

@@ -297,9 +297,11 @@ def _count(settings: Mapping[str, object], name: str) -> int | None:
 
 
 def _limit(settings: Mapping[str, object], name: str) -> int | None:
+    """A per-task limit, in the bounds a task may ask for: under the floor no task could start."""
     value = _count(settings, name)
-    if value is not None and value > LIMIT_CEILINGS[name]:
-        raise _BadSetting(name, f"{name}={value} is invalid: use at most {LIMIT_CEILINGS[name]}")
+    if value is not None and not LIMIT_FLOORS[name] <= value <= LIMIT_CEILINGS[name]:
+        advice = f"use {LIMIT_FLOORS[name]} to {LIMIT_CEILINGS[name]}"
+        raise _BadSetting(name, f"{name}={value} is invalid: {advice}")
     return value
 
 
