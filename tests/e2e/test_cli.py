@@ -388,6 +388,24 @@ async def test_status_shows_every_value_under_its_key(server_command: str) -> No
 
 
 @pytest.mark.anyio
+@pytest.mark.linux_backend("task cgroups")
+async def test_status_of_a_finished_task_shows_no_cgroup_as_if_it_were_there(server_command: str) -> None:
+    """Its cgroup is removed once it has no process left; status printed its path as if it were there."""
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command="true", max_processes=64)
+        ended = await finished(client, task["task_id"])  # a read that finds no process left removes it
+        shown = await anyio.to_thread.run_sync(_cli, server_command, "status", task["task_id"])
+        as_json = await anyio.to_thread.run_sync(_cli, server_command, "status", task["task_id"], "--json")
+    assert ended["containment"] == "cgroup", ended
+    fields = json.loads(as_json.stdout)
+    assert fields["cgroup"] is None and fields["cgroup_removed"], fields
+    assert not any(Path(directory).exists() for directory in fields["cgroup_removed"])
+    lines = shown.stdout.splitlines()
+    assert not any(line.startswith("cgroup:") for line in lines), shown.stdout
+    assert f"cgroup_removed: {fields['cgroup_removed'][0]}" in lines, shown.stdout
+
+
+@pytest.mark.anyio
 async def test_prune_leaves_a_live_servers_finished_tasks_to_it(server_command: str) -> None:
     """``prune`` forgets the finished tasks of servers that are gone; a live server still shows its
     own, and would answer for a pruned one with no output at all (a new-user trial found it)."""

@@ -25,6 +25,7 @@ from ..core.session import CoreSession
 from ..errors import BackgroundrError, printable, warn
 from ..logs import files
 from ..models import TaskRecord, TaskState, one_line, socket_address
+from ..platform.containment import TaskCgroup
 from ..remote.place import RemotePlace
 from ..results import Ended, Status, output_away, signalled_text, survivors_text
 from ..store import orphans
@@ -149,8 +150,19 @@ def _status_fields(record: TaskRecord, shown: Status) -> dict[str, Any]:
     read = {key: value for key, value in dataclasses.asdict(shown).items() if key not in _NOT_IN_STATUS}
     fields |= read | {"state": str(shown.state), "command": record.command}  # answers show the command's start
     fields["listening"] = [f"{socket_address(p.address, p.port)} (pid {p.pid})" for p in shown.listening]
-    fields["cgroup"] = record.cgroup.split("\n") if record.cgroup else None  # one per hierarchy
+    fields["cgroup"], fields["cgroup_removed"] = _cgroups(record)
     return fields
+
+
+def _cgroups(record: TaskRecord) -> tuple[list[str] | None, list[str] | None]:
+    """A task's cgroup directories (one per hierarchy) that are there, and those removed (a finished
+    task's, once no process was left in them). A remote task's are on its host: shown as recorded."""
+    cgroup = TaskCgroup.decode(record.cgroup)
+    if cgroup is None:
+        return None, None
+    removed = cgroup.removed() if record.host is None else []
+    there = [str(directory) for directory in cgroup.directories if directory not in removed]
+    return there or None, [str(directory) for directory in removed] or None
 
 
 def _as_text(fields: dict[str, Any]) -> str:

@@ -264,6 +264,10 @@ class TaskCgroup:
                         return False
         return True
 
+    def removed(self) -> list[Path]:
+        """Its directories that are gone: a finished task's are removed once no process is left in them."""
+        return [directory for directory in self.directories if not directory.is_dir()]
+
     def encode(self) -> str:
         return "\n".join(str(directory) for directory in self.directories)
 
