@@ -521,6 +521,28 @@ async def test_logs_of_lines_longer_than_it_prints_says_where_the_whole_log_is_n
 
 
 @pytest.mark.anyio
+async def test_logs_of_fewer_lines_than_asked_after_the_cap_dropped_the_rest_says_so(server_command: str) -> None:
+    """The read's answer says the cap dropped the lines before those kept: `logs` said instead that
+    the lines asked for were longer than it prints."""
+    writer = "import sys; [sys.stdout.write('x' * 10_000 + '\\n') for _ in range(400)]"
+    async with connect(server_command) as client:
+        task = await call(client, "run_background_task", command=f'python3 -c "{writer}"', max_log_bytes=65536)
+        dropped = await finished(client, task["task_id"], lines=0)
+
+        async def capped() -> bool:  # the capper acts on the last writes just after they happen
+            nonlocal dropped
+            dropped = await call(client, "get_task_status", task_id=task["task_id"], lines=0)
+            return bool(dropped["output_bytes"] - dropped["dropped_bytes"] <= 65536)
+
+        await until(capped)
+    shown = await anyio.to_thread.run_sync(_cli, server_command, "logs", task["task_id"])
+    assert shown.returncode == 0 and 0 < shown.stdout.count("\n") < 50
+    assert shown.stderr == (
+        f"mcp-backgroundr: bytes 0 to {dropped['dropped_bytes']} were dropped to keep the log under its size cap\n"
+    )
+
+
+@pytest.mark.anyio
 async def test_a_wait_that_a_stop_from_the_command_line_ends_lists_no_process_the_stop_ended(
     server_command: str,
 ) -> None:

@@ -191,18 +191,27 @@ async def _logs(record: TaskRecord, lines: int, follow: bool, session: CoreSessi
     printer = _Printer()
     shown = printer.printed(await session.read(task_id, ReadRequest(lines=lines, raw=True)))
     if shown.truncated:
-        # The read's own note tells a tool's caller what to call (since=...): the CLI has no such
-        # option, and the whole log is a file a person can open.
-        where = f"on host {one_line(record.host)} at {record.log_path}" if record.host else record.log_path
-        warn(
-            f"the last {lines} lines are longer than {OUTPUT_BUDGET} bytes: only their end is shown; "
-            f"the whole log is {where}"
-        )
+        _say_what_is_left_out(record, lines, shown)
     while follow and shown.state is TaskState.RUNNING:
         await session.wait(task_id, WaitRequest(FOLLOW_WAIT_SECONDS, ANY_LINE), shown.cursor)
         shown = await _print_on(session, task_id, shown.cursor, printer)
     if follow:  # on stderr: the output stays the task's own
         warn(f"task {task_id} ended ({_how_it_ended(shown)})")
+
+
+def _say_what_is_left_out(record: TaskRecord, lines: int, shown: Status) -> None:
+    """Say on stderr what the last ``lines`` lines printed leave out: what the log's cap dropped
+    before them, and the start of lines longer than ``logs`` prints. The read's own note tells a
+    tool's caller what to call (since=...): the CLI has no such option, and the whole log is a file
+    a person can open."""
+    if shown.dropped_bytes:
+        warn(files.dropped_note(0, shown.dropped_bytes))
+    if not files.shows_all_kept(shown.truncation):
+        where = f"on host {one_line(record.host)} at {record.log_path}" if record.host else record.log_path
+        warn(
+            f"the last {lines} lines are longer than {OUTPUT_BUDGET} bytes: only their end is shown; "
+            f"the whole log is {where}"
+        )
 
 
 async def _print_on(session: CoreSession, task_id: str, cursor: int, printer: _Printer) -> Status:

@@ -235,9 +235,17 @@ def _lost(start: int, dropped: int) -> str:
     return f"{dropped_note(start, dropped)}; " if start < dropped else ""
 
 
+_CONTINUED = "the output continues from there"
+
+
 def _continued(lost: str) -> str | None:
     """The note of an answer that shows all that is kept after the bytes the cap dropped."""
-    return f"{lost}the output continues from there" if lost else None
+    return f"{lost}{_CONTINUED}" if lost else None
+
+
+def shows_all_kept(truncation: str | None) -> bool:
+    """Whether an answer with this note left out only what the cap dropped (it shows all that is kept)."""
+    return truncation is not None and truncation.endswith(_CONTINUED)
 
 
 def _start_of_last_lines(data: bytes, lines: int) -> int | None:
