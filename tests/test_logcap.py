@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mcp_backgroundr.logs import files, grep, holes
+from mcp_backgroundr.logs.matches import grep_notes
 from mcp_backgroundr.platform.heads import PUNCH, dropper
 
 
@@ -111,3 +112,13 @@ def test_a_read_cut_to_its_budget_past_the_dropped_head_says_both(tmp_path: Path
     assert piece.truncation is not None
     assert piece.truncation.startswith(f"bytes 6 to {dropped} were dropped to keep the log under its size cap; ")
     assert piece.truncation.endswith(f"read them forward with get_task_status since={dropped}")
+
+
+def test_a_grep_of_a_capped_log_says_what_the_cap_dropped_as_every_read_does(tmp_path: Path) -> None:
+    """It said "the first N bytes were dropped (size cap)", where every other read says it its own way."""
+    path = _log(tmp_path, 200_000)
+    holes.enforce(path, 1024 * 1024, dropper(PUNCH))
+    dropped = files.dropped_bytes(path)
+    found = grep.grep_log(path, re.compile("line 0199999"), 0, 16384)
+    note = grep_notes(found.matches, found.shown, found.resume_at, None, found.dropped)
+    assert note == f"{files.dropped_note(0, dropped)}: line numbers count from there"

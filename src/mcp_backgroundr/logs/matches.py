@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from .files import matched_part, render
+from .files import dropped_note, matched_part, render
 from .lines import Found, Line
 
 LINE_CUT_MARKER = " [... line cut ...]"
@@ -95,5 +95,5 @@ def grep_notes(matches: int, shown: int, resume_at: int | None, last: int | None
             "or narrow the pattern"
         )
     if dropped:
-        notes.append(f"the first {dropped} bytes were dropped (size cap): line numbers count from there")
+        notes.append(f"{dropped_note(0, dropped)}: line numbers count from there")
     return "; ".join(notes) or None
