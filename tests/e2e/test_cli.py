@@ -543,6 +543,28 @@ async def test_logs_of_fewer_lines_than_asked_after_the_cap_dropped_the_rest_say
 
 
 @pytest.mark.anyio
+async def test_logs_of_a_task_whose_log_is_gone_says_so(server_command: str) -> None:
+    """It said "the last 50 lines are longer than 4194304 bytes ...; the whole log is PATH" of a
+    log deleted outside the server, with exit status 0; `logs -f` of a running one refused with
+    advice on a tool's argument ("so no output_pattern can match")."""
+    async with connect(server_command) as client:
+        done = await call(client, "run_background_task", command="echo hi")
+        running = await call(client, "run_background_task", command="echo hi; sleep 300", wait_for_pattern="hi")
+        await finished(client, done["task_id"])
+        for task in (done, running):
+            os.unlink(task["log_path"])
+        shown = await anyio.to_thread.run_sync(_cli, server_command, "logs", done["task_id"])
+        followed = await anyio.to_thread.run_sync(_cli, server_command, "logs", "-f", running["task_id"])
+        await call(client, "end_background_task", task_id=running["task_id"], grace_seconds=0)
+    for result, task in ((shown, done), (followed, running)):
+        assert (result.returncode, result.stdout) == (1, ""), result
+        assert result.stderr.startswith(
+            f"mcp-backgroundr: task {task['task_id']}: its log file {task['log_path']} is gone"
+        )
+        assert result.stderr.count("\n") == 1 and "output_pattern" not in result.stderr, result.stderr
+
+
+@pytest.mark.anyio
 async def test_a_wait_that_a_stop_from_the_command_line_ends_lists_no_process_the_stop_ended(
     server_command: str,
 ) -> None:

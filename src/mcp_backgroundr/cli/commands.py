@@ -15,6 +15,7 @@ import json
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -190,6 +191,8 @@ async def _logs(record: TaskRecord, lines: int, follow: bool, session: CoreSessi
     task_id = record.task_id
     printer = _Printer()
     shown = printer.printed(await session.read(task_id, ReadRequest(lines=lines, raw=True)))
+    if shown.truncation == files.gone_note(Path(record.log_path)):  # nothing to print, nor to follow
+        raise BackgroundrError(f"task {task_id}: {shown.truncation}")
     if shown.truncated:
         _say_what_is_left_out(record, lines, shown)
     while follow and shown.state is TaskState.RUNNING:
