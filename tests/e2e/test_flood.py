@@ -8,6 +8,7 @@ answered at once with one line naming the bound and what to do; the requests in 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import anyio
@@ -17,6 +18,7 @@ from mcp.shared.exceptions import MCPError
 
 from mcp_backgroundr.tools.draining import MAX_IN_FLIGHT
 
+from ..reliability.rawwire import RawServer
 from .harness import call, connect
 
 pytestmark = pytest.mark.anyio
@@ -67,3 +69,25 @@ async def test_a_request_beyond_the_bound_in_flight_is_refused_at_once_and_the_r
     )
     assert answered_within == answered_beyond == []  # every wait was still pending meanwhile
     assert [row["task_id"] for row in after["tasks"]] == [task_id]  # the cancelled waits no longer count
+
+
+def test_requests_cancelled_by_their_id_written_as_a_string_no_longer_count(server_command: str) -> None:
+    """A cancellation may name its request's integer id as a string ("7" for 7): the SDK takes it for
+    the same id (its coerce_request_id), cancels the request and never answers it. The bound must
+    let it go too, or MAX_IN_FLIGHT such cancellations refuse every later request of the client."""
+    with RawServer(server_command) as server:
+        server.initialize()
+        started = server.request("tools/call", {"name": "run_background_task", "arguments": {"command": "sleep 300"}})
+        task_id = started["result"]["structuredContent"]["task_id"]
+        wait = {"name": "wait_for_task", "arguments": {"task_id": task_id, "timeout_seconds": WAIT_SECONDS}}
+        for request_id in range(MAX_IN_FLIGHT):
+            request = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": wait}
+            cancel = {"requestId": str(request_id), "reason": "not needed"}
+            server.send(json.dumps(request).encode())
+            server.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": cancel}).encode())
+        pinged = server.request("ping")
+        ended = server.request(
+            "tools/call", {"name": "end_background_task", "arguments": {"task_id": task_id, "grace_seconds": 0}}
+        )
+    assert pinged.get("result") == {}, pinged
+    assert ended["result"]["structuredContent"]["state"] == "killed", ended

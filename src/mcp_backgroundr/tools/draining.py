@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from mcp.shared.dispatcher import coerce_request_id
 from mcp.shared.message import SessionMessage
 from mcp_types import (
     CONNECTION_CLOSED,
@@ -65,7 +66,9 @@ class _Ledger:
         self._replies = replies
         self._grace_seconds = grace_seconds
         self._bound = bound
-        self._open: set[RequestId] = set()
+        self._open: dict[RequestId, RequestId] = {}
+        """The requests in flight: the id the SDK correlates them by (its ``coerce_request_id``: "7" and 7
+        are one id, for a cancellation too) -> their id as the client wrote it (for an answer given here)."""
         self._given_up: set[RequestId] = set()
         self._changed = anyio.Event()
 
@@ -73,9 +76,10 @@ class _Ledger:
         """Take note of what the wire delivered; a request beyond the bound is returned instead (refuse it)."""
         message = item.message if isinstance(item, SessionMessage) else None
         if isinstance(message, JSONRPCRequest):
-            if len(self._open) >= self._bound and message.id not in self._open:
+            key = coerce_request_id(message.id)
+            if len(self._open) >= self._bound and key not in self._open:
                 return message
-            self._open.add(message.id)
+            self._open[key] = message.id
         elif isinstance(message, JSONRPCNotification) and message.method == "notifications/cancelled":
             # A cancelled request gets no answer (the protocol's rule): nothing to wait for.
             self._closed((message.params or {}).get("requestId"))
@@ -96,8 +100,7 @@ class _Ledger:
         self._closed(_answered_id(item))
 
     def _closed(self, request_id: object) -> None:
-        if isinstance(request_id, int | str) and request_id in self._open:
-            self._open.discard(request_id)
+        if isinstance(request_id, int | str) and self._open.pop(coerce_request_id(request_id), None) is not None:
             self._changed.set()
             self._changed = anyio.Event()
 
@@ -107,7 +110,7 @@ class _Ledger:
         with anyio.move_on_after(self._grace_seconds):
             while self._open:
                 await self._changed.wait()
-        left, self._open = sorted(self._open, key=str), set()
+        left, self._open = sorted(self._open.values(), key=str), {}
         self._given_up.update(left)
         error = ErrorData(code=CONNECTION_CLOSED, message=left_message(self._grace_seconds))
         with (
