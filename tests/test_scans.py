@@ -21,6 +21,7 @@ import pytest
 from mcp_backgroundr.config import PLATFORM_ENV
 from mcp_backgroundr.platform import scans
 from mcp_backgroundr.platform.containment import Leader, TaskCgroup
+from mcp_backgroundr.platform.portable import PortableBackend
 
 pytestmark = pytest.mark.anyio
 
@@ -135,3 +136,43 @@ async def test_a_port_found_past_the_table_makes_the_next_showing_read_anew(monk
         assert len(reads) == 1
         await sockets.recent()
         assert len(reads) == 2, "the table that did not show the port was shown again"
+
+
+async def test_a_table_whose_read_began_before_a_port_was_found_past_it_is_not_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read under way (a start's prefetch, another client's list) when the port wait finds the port
+    past the table saw the machine before the server listened: it must not be shown once the wait
+    has answered ready. Its table was stamped when the read ended, after the find, and was shown."""
+    monkeypatch.setenv(PLATFORM_ENV, "portable")
+    reads: list[float] = []
+    held, release = threading.Event(), threading.Event()
+
+    def socket_table(self: object) -> tuple[list[object], dict[str, list[object]]]:
+        reads.append(time.monotonic())
+        if len(reads) == 2:  # the read under way: it looked before the server listened, and takes a while
+            held.set()
+            release.wait(BOUND_SECONDS)
+        return [], {}
+
+    monkeypatch.setattr(PortableBackend, "socket_table", socket_table)
+    sockets = scans.Sockets()
+    under_way: list[scans.SocketTable] = []
+
+    with socket.create_server(("127.0.0.1", 0)) as server, anyio.fail_after(BOUND_SECONDS):
+        port = server.getsockname()[1]
+        async with anyio.create_task_group() as group:
+
+            async def read_under_way(newer_than: float) -> None:
+                under_way.append(await sockets.table(newer_than))
+
+            async def members() -> list[int]:
+                group.start_soon(read_under_way, time.monotonic())
+                await anyio.to_thread.run_sync(lambda: _until(held.is_set))
+                return [os.getpid()]
+
+            look = await sockets.who_listens("t1", port, time.monotonic(), members)
+            assert look.holder is scans.PortHolder.TASK
+            release.set()
+        shown = await sockets.recent()
+    assert len(reads) == 3 and shown is not under_way[0], "a table read before the port was found was shown"

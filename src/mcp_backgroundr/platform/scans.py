@@ -57,14 +57,18 @@ class PortLook:
 @dataclass(frozen=True)
 class SocketTable:
     taken_at: float
+    """When its read began (time.monotonic()): a socket opened later may be missing from it."""
     sockets: list[process.Socket]
     by_task: dict[str, list[process.Socket]] = field(default_factory=dict)
     """The sockets of every task, found by the marker in their processes' environments."""
 
 
 def _read() -> SocketTable:
+    # Stamped when the read begins: what it shows may be that old (a socket opened while it ran,
+    # after it looked, is not in it), and "read after" a moment means "began after" it.
+    began = time.monotonic()
     sockets, by_task = backend.current().socket_table()
-    return SocketTable(time.monotonic(), sockets, by_task)
+    return SocketTable(began, sockets, by_task)
 
 
 class Sockets:
