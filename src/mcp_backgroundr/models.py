@@ -68,6 +68,12 @@ def _iso_text(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
 
 
+def end_seen_path(log_path: str) -> str:
+    """Where the log-capping process a dead server left writes when it saw the main process of the
+    task whose log is ``log_path`` end (no server could: see ``logs/capping.py``)."""
+    return log_path.removesuffix(".log") + ".end-seen"
+
+
 def new_task_id() -> str:
     """A fresh random task id: the prefix and 8 hex digits."""
     return TASK_ID_PREFIX + secrets.token_hex(4)
@@ -156,6 +162,11 @@ class TaskRecord:
         """The FIFO a keep_running task with stdin reads its input from (the runner holds it open)."""
         return self.log_path.removesuffix(".log") + ".input"
 
+    @property
+    def end_seen_path(self) -> str:
+        """Where the capping process of its dead server wrote when it saw its end (see :func:`end_seen_path`)."""
+        return end_seen_path(self.log_path)
+
     def runtime_seconds(self, now: float) -> float:
         end = self.ended_at if self.ended_at is not None else now
         return round(max(0.0, end - self.started_at), 3)
@@ -219,7 +230,8 @@ _Runtime = Annotated[
     float,
     Field(
         description="Seconds from start to end, or to now while running. For an end no server saw (its server "
-        "had died; end_reason says so): to the last moment it was known to run, the least it ran."
+        "had died; end_reason says so): to when it was seen to end, or else to the last moment it was known to run, "
+        "the least it ran."
     ),
 ]
 _Containment = Annotated[str, Field(description=CONTAINMENT_DESCRIPTION)]
@@ -276,7 +288,8 @@ class TaskStatus(BaseModel):
     started_at: _StartedAt
     ended_at: str | None = Field(
         description="End time of the main process, ISO 8601 UTC; null while running. For an end no server saw (its "
-        "server had died): the last moment it was known to run; end_reason says so, and before when it ended."
+        "server had died): when it was seen to end, or else the last moment it was known to run; end_reason says "
+        "which, and by when it had ended."
     )
     runtime_seconds: _Runtime
     output: str = Field(

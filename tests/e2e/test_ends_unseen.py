@@ -1,9 +1,11 @@
 """End-to-end: a task that ended while no server watched it is not said to have run until it was found gone.
 
 Its server was SIGKILLed, and it ended before the next server started (a pty task: its terminal hung up
-with its server; a plain task: killed meanwhile), leaving no record of when. The CLI reading it with no
-server, and the next server, say that the end is not known and between which times it came; ended_at
-is the last moment it is known to have run, runtime_seconds the least it ran: never the whole gap.
+with its server; a plain task: killed meanwhile), leaving no record of how. The log-capping process the
+dead server left saw when it ended, and wrote it down: the CLI reading it with no server, and the next
+server, say it ended then. With that process killed too (as after a reboot), they say that the end is not
+known and between which times it came: ended_at is the last moment it is known to have run,
+runtime_seconds the least it ran. Never the whole gap.
 """
 
 from __future__ import annotations
@@ -12,54 +14,109 @@ import json
 import os
 import signal
 import time
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from mcp_backgroundr.store.orphans import HUNG_UP_NOTE, LEAST_RUNTIME, VANISHED_REASON
+from mcp_backgroundr.models import end_seen_path
+from mcp_backgroundr.store.orphans import CAPPER, HUNG_UP_NOTE, LEAST_RUNTIME, VANISHED_REASON
 
-from .harness import alive, call, cli, connect, kill_server_of
+from .harness import alive, call, cli, connect, finished, kill_server_of
 
 pytestmark = pytest.mark.anyio
 
 READY = "echo up; exec sleep 300"
 
 
+@dataclass
+class Crash:
+    """Two tasks whose server was SIGKILLed, ended before the next server started."""
+
+    on_a_terminal: dict[str, Any]
+    plain: dict[str, Any]
+    done: dict[str, Any]
+    """A task whose end its server recorded before the crash."""
+    crashed_at: float
+    """Just before the SIGKILL: neither task had ended yet."""
+    found_gone: float
+    """Once both were seen gone (and what the capping process saw of it written, if it runs)."""
+
+
 def _seconds(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
 
-def _check_unseen_end(shown: dict[str, Any], found_gone: float) -> None:
-    """``shown`` (a status) says its task ended at an unknown time, no later than ``found_gone``."""
-    assert shown["state"] == "failed", shown
-    assert _seconds(shown["ended_at"]) <= found_gone, (shown["ended_at"], found_gone)
-    assert shown["runtime_seconds"] <= found_gone - _seconds(shown["started_at"]), shown
-    assert shown["end_reason"].startswith(f"{VANISHED_REASON}, at a time not known: after "), shown["end_reason"]
-    assert f"ended_at, so {LEAST_RUNTIME}) and before " in shown["end_reason"], shown["end_reason"]
-
-
-async def test_a_task_that_ended_unseen_is_not_said_to_have_run_until_it_was_found_gone(server_command: str) -> None:
-    # Regression (a new-user trial): the next server recorded such a task as ended when it started,
-    # and its runtime as the whole gap (669 s for a pty http.server that ran 1 s).
+async def _crash(server_command: str, capping_too: bool) -> Crash:
     async with connect(server_command) as client:
         marker = await call(client, "run_background_task", command="exec sleep 300")
+        done = await call(client, "run_background_task", command="true")
+        await finished(client, done["task_id"])
         on_a_terminal = await call(client, "run_background_task", command=READY, pty=True, wait_for_pattern="up")
         plain = await call(client, "run_background_task", command=READY, wait_for_pattern="up")
-        await kill_server_of(marker["pid"])
+        crashed_at = time.time()
+        await kill_server_of(marker["pid"], capping_too)
     os.kill(plain["pid"], signal.SIGKILL)
     with anyio.fail_after(10):  # the terminal hung up: the pty task ends with its server
         while alive([on_a_terminal["pid"], plain["pid"]]):
             await anyio.sleep(0.02)
-    found_gone = time.time()
-    tasks = (on_a_terminal, plain)
+    if not capping_too:  # what the capping process saw is written a moment after it saw it
+        notes = [Path(end_seen_path(t["log_path"])) for t in (on_a_terminal, plain)]
+        with anyio.fail_after(10):
+            while not all(note.exists() for note in notes):
+                await anyio.sleep(0.02)
+    return Crash(on_a_terminal, plain, done, crashed_at, time.time())
 
+
+async def _shown(server_command: str, crash: Crash) -> list[dict[str, Any]]:
+    """The statuses of the crash's tasks: the CLI's with no server, then the next server's, whose
+    list_tasks rows show their runtimes alike."""
+    tasks = (crash.on_a_terminal, crash.plain)
     shown = [await anyio.to_thread.run_sync(cli, server_command, "status", t["task_id"], "--json") for t in tasks]
-    async with connect(server_command) as client:  # the CLI read them with no server; now the next one
+    async with connect(server_command) as client:
         statuses = [await call(client, "get_task_status", task_id=t["task_id"], lines=0) for t in tasks]
         listed = {row["task_id"]: row for row in (await call(client, "list_tasks", all=True))["tasks"]}
-    for status in [json.loads(s.stdout) for s in shown] + statuses:
-        _check_unseen_end(status, found_gone)
+    for status in statuses:
         assert listed[status["task_id"]]["runtime_seconds"] == status["runtime_seconds"]
-        assert (HUNG_UP_NOTE in status["end_reason"]) is (status["task_id"] == on_a_terminal["task_id"])
+    return [json.loads(s.stdout) for s in shown] + statuses
+
+
+def _check(status: dict[str, Any], crash: Crash) -> None:
+    """What every status of a crash's task says: failed, ended before it was found gone, not later."""
+    assert status["state"] == "failed", status
+    assert _seconds(status["ended_at"]) <= crash.found_gone, (status["ended_at"], crash.found_gone)
+    assert status["runtime_seconds"] <= crash.found_gone - _seconds(status["started_at"]), status
+    assert status["end_reason"].startswith(VANISHED_REASON), status["end_reason"]
+    on_a_terminal = status["task_id"] == crash.on_a_terminal["task_id"]
+    assert (HUNG_UP_NOTE in status["end_reason"]) is on_a_terminal, status["end_reason"]
+
+
+async def test_a_task_that_ended_unseen_is_said_to_have_ended_when_its_dead_servers_capper_saw_it(
+    server_command: str,
+) -> None:
+    # Regression (a new-user trial): the next server recorded such a task as ended when it started,
+    # and its runtime as the whole gap (669 s for a pty http.server that ran 1 s).
+    crash = await _crash(server_command, capping_too=False)
+    no_news = not Path(end_seen_path(crash.done["log_path"])).exists()  # its end was recorded
+    for status in await _shown(server_command, crash):
+        _check(status, crash)
+        assert _seconds(status["ended_at"]) >= crash.crashed_at, (status["ended_at"], crash.crashed_at)
+        # Seen to end, or found ended when the capping process found the server gone: a terminal's task
+        # ends with its server, and the plain one may be killed before that process has looked.
+        seen = f"{VANISHED_REASON}, seen to end at {status['ended_at']} by {CAPPER}"
+        with_its_server = f"{VANISHED_REASON}, by {status['ended_at']}, when {CAPPER} found its server gone"
+        assert status["end_reason"].startswith((seen, with_its_server)), status["end_reason"]
+    assert no_news
+
+
+async def test_a_task_that_ended_unseen_with_no_capper_left_says_between_which_times_it_ended(
+    server_command: str,
+) -> None:
+    crash = await _crash(server_command, capping_too=True)
+    for status in await _shown(server_command, crash):
+        _check(status, crash)
+        assert status["end_reason"].startswith(f"{VANISHED_REASON}, at a time not known: after "), status
+        assert f"ended_at, so {LEAST_RUNTIME}) and before " in status["end_reason"], status["end_reason"]

@@ -148,6 +148,12 @@ class CoreState:
         if self.capper is not None and record.pid is not None:
             self.capper.held_by(Path(record.log_path), record.pid, record.pid_create_time)
 
+    def end_recorded(self, record: TaskRecord) -> None:
+        """The end of a task whose log is capped is recorded: should this server die, the capping
+        process has no end of it to write down for the next server (see ``logs.capping``)."""
+        if self.capper is not None:
+            self.capper.end_recorded(Path(record.log_path))
+
     def cap_failed(self, path: Path, note: str) -> None:
         """The capper could not keep this log under its cap: record it on its task."""
         for task in self.own.values():

@@ -33,6 +33,7 @@ async def watch_exit(state: CoreState, task: Task, popen: subprocess.Popen[bytes
         with anyio.move_on_after(TERMINAL_DRAIN_SECONDS):
             await task.output_done.wait()
     await record_exit_when_read(state, task, returncode)
+    state.end_recorded(task.record)
     reap(state)
     _cap_after_its_runner(state, task)
     await _settle_if_empty(state, task)

@@ -9,7 +9,8 @@ process (``python -m mcp_backgroundr.logs.capping``) that runs the same :class:`
 server tells it which logs to keep under which cap, and hears back which it could not.
 
 The child reads one JSON array a line on its stdin (``["watch", path, cap]``, ``["held", path,
-pid, start time]`` once the task that writes the log has started, ``["forget", path]``), writes
+pid, start time]`` once the task that writes the log has started, ``["ended", path]`` once the
+server has recorded that task's end, ``["forget", path]``), writes
 ``"ready"`` on its stdout once it can cap, then one line for each log it cannot cap (``[path,
 note]``). A task started while it gets ready (a server's first 0.1 to 0.5 s) waits for it
 (:meth:`CapperProcess.ready`): `yes` writes 64 MiB in less than that.
@@ -18,7 +19,9 @@ Its stdin closes when the server ends it, having ended its tasks, and when the s
 SIGKILL, a crash): the tasks of a dead server run on, and write on, until the next server ends
 them. So once its stdin closes the child goes on capping the logs whose task still runs (by pid
 and start time), and ends when none does: caps hold with no server for every task, not only for
-``keep_running`` ones (whose runners cap their own logs).
+``keep_running`` ones (whose runners cap their own logs). The end of each task still held then,
+which no server recorded, it writes down beside the log (``TASK.end-seen``) for the next server:
+when it saw the task end, or, for one already gone, that it had ended by the server's death.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import anyio.abc
 
 from ..config import HOME_ENV, PLATFORM_ENV
 from ..errors import warn
+from ..models import end_seen_path
 from ..platform import process as processes
 from .logcap import LogCapper
 
@@ -65,6 +69,7 @@ _ANSWER = "capping"
 _WATCH = "watch"
 _HELD = "held"
 _FORGET = "forget"
+_ENDED = "ended"
 
 
 class CapperProcess:
@@ -121,6 +126,12 @@ class CapperProcess:
         if str(path) in self._watched:
             self._holders[str(path)] = (pid, started)
             self._tell(_command(_HELD, str(path), pid, started))
+
+    def end_recorded(self, path: Path) -> None:
+        """The server has recorded the end of the task whose log ``path`` is: should it die, its end
+        is no news to the next server (the log stays capped, for what the task left running)."""
+        if self._holders.pop(str(path), None) is not None:
+            self._tell(_command(_ENDED, str(path)))
 
     def forget(self, path: Path) -> None:
         self._holders.pop(str(path), None)
@@ -279,6 +290,8 @@ def _obey(capper: LogCapper, holders: dict[str, tuple[int, float | None]], line:
         capper.forget(Path(path))
     elif command == _HELD:
         holders[path] = (values[0], values[1])
+    elif command == _ENDED:
+        holders.pop(path, None)
     elif command == _ASK:
         _say(_ANSWER)
     else:
@@ -291,15 +304,33 @@ def _obey(capper: LogCapper, holders: dict[str, tuple[int, float | None]], line:
 async def _cap_while_held(capper: LogCapper, holders: dict[str, tuple[int, float | None]]) -> None:
     """The server has gone: cap each log until the process that writes it has ended (told by the
     kernel where the platform can: the next server ends a dead server's tasks, and this process
-    must not outlive them by more than a moment)."""
+    must not outlive them by more than a moment). Those are the tasks whose end the server had not
+    recorded: when each ended is written down for the next server, the moment it is seen (or, for
+    one already gone, such as a terminal's that hung up with the server, that it had ended by the
+    moment this process found the server gone)."""
+    server_gone_at = time.time()
 
     async def until_ended(path: str, pid: int, started: float | None) -> None:
+        outlived_its_server = await anyio.to_thread.run_sync(processes.same_process, pid, started)
         await processes.wait_until_ended(pid, started)
+        seen_at = time.time() if outlived_its_server else server_gone_at
+        await anyio.to_thread.run_sync(_write_end_seen, path, seen_at, outlived_its_server)
         capper.forget(Path(path))
 
     async with anyio.create_task_group() as group:
         for path, (pid, started) in holders.items():
             group.start_soon(until_ended, path, pid, started)
+
+
+def _write_end_seen(log_path: str, at: float, seen: bool) -> None:
+    """Write down that the main process of the task whose log is ``log_path`` was seen to end at
+    ``at`` (``seen``), or had ended by then, when its server died (nothing, when it cannot be
+    written: the next server then says it does not know when)."""
+    path = end_seen_path(log_path)
+    with contextlib.suppress(OSError):
+        with open(f"{path}.tmp", "w", encoding="utf-8") as file:
+            json.dump({"ended_at": at, "seen": seen}, file)
+        os.replace(f"{path}.tmp", path)
 
 
 async def _serve(parent: int) -> None:

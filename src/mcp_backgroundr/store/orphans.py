@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import socket
 import time
@@ -30,7 +31,7 @@ GONE_SERVER = (
     "the registry, e.g. on a full disk)"
 )
 ENDED_REASON = f"{GONE_SERVER}; ended when the next server started"
-VANISHED_REASON = f"{GONE_SERVER}; it ended unobserved, exit status unknown"
+VANISHED_REASON = f"{GONE_SERVER}; it ended while no server watched it, exit status unknown"
 LINGERING_ENDED_REASON = "processes it left behind outlived its server and were ended by the next server"
 NONE_FOUND_REASON = "the next server found no process it left behind"
 """Said only where a process could have escaped the look (below the cgroup level: ``contained_note``)."""
@@ -40,6 +41,7 @@ an end asked for reached it, when one was). Says nothing of what it left running
 UNKNOWN_END_REASON = "it ended while no server watched it and left no record of how; exit status unknown"
 LEAST_RUNTIME = "runtime_seconds is the least it ran"
 """Said of a task whose end no server saw: its ended_at is the last moment it is known to have run."""
+CAPPER = "the log-capping process its server left behind"
 HUNG_UP_NOTE = "its terminal hung up when its server died, which ends a program that does not ignore SIGHUP"
 
 
@@ -155,17 +157,40 @@ def last_sign_of_life(record: TaskRecord) -> tuple[float, str]:
     return max(signs, key=lambda each: each[0])
 
 
+def end_seen(record: TaskRecord) -> tuple[float, bool] | None:
+    """When the capping process of ``record``'s dead server saw its main process end, and whether it
+    saw it (else it had ended by then, when the server died), if it wrote that down
+    (``logs/capping.py``; blocking: it reads what that process wrote)."""
+    try:
+        with open(record.end_seen_path, encoding="utf-8") as file:
+            written = json.load(file)
+        at, seen = written["ended_at"], written["seen"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(at, int | float) or not isinstance(seen, bool) or at < record.started_at:
+        return None
+    return float(at), seen
+
+
 def unseen_end(record: TaskRecord, found_gone_at: float) -> tuple[float, str]:
-    """When a task that ended while no server watched it is recorded as ended (the last moment it is
-    known to have run: its end came after it, and before ``found_gone_at``), and the words that say so,
-    to follow its end reason (blocking: see :func:`last_sign_of_life`)."""
+    """When a task that ended while no server watched it is recorded as ended, and the words that say
+    so, to follow its end reason (blocking: it reads files beside its log): when its dead server's
+    capping process saw it end, or else the last moment it is known to have run (its end came after
+    it, and before ``found_gone_at``)."""
+    hung_up = f"; {HUNG_UP_NOTE}" if record.stdin == "terminal" else ""
+    written = end_seen(record)
+    if written is not None and written[0] <= found_gone_at:
+        at, seen = written
+        if seen:
+            return at, f", seen to end at {iso_time(at)} by {CAPPER}{hung_up}"
+        return at, f", by {iso_time(at)}, when {CAPPER} found its server gone{hung_up}"
     seen_at, sign = last_sign_of_life(record)
     seen_at = min(seen_at, found_gone_at)
     window = (
         f", at a time not known: after {iso_time(seen_at)} ({sign}: ended_at, so {LEAST_RUNTIME}) and before "
         f"{iso_time(found_gone_at)} (when it was found gone)"
     )
-    return seen_at, window + (f"; {HUNG_UP_NOTE}" if record.stdin == "terminal" else "")
+    return seen_at, window + hung_up
 
 
 def settle_from_runner(record: TaskRecord, found_gone_at: float | None = None) -> bool:

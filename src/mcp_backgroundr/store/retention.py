@@ -45,7 +45,7 @@ def delete_task_files(record: TaskRecord) -> int:
     if cgroup is not None:
         cgroup.remove()
     freed = 0
-    for path in (Path(record.log_path), Path(record.run_record_path), Path(record.input_path)):
+    for path in map(Path, (record.log_path, record.run_record_path, record.input_path, record.end_seen_path)):
         try:
             freed += allocated_bytes(path)
             path.unlink()
