@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import psutil
 import pytest
 
 from mcp_backgroundr.models import end_seen_path
-from mcp_backgroundr.store.orphans import CAPPER, HUNG_UP_NOTE, LEAST_RUNTIME, VANISHED_REASON
+from mcp_backgroundr.store.orphans import CAPPER, EXITED_REASON, HUNG_UP_NOTE, LEAST_RUNTIME, UNKNOWN_END_REASON, VANISHED_REASON
 
 from .harness import alive, call, cli, connect, finished, kill_server_of
 
@@ -120,3 +121,33 @@ async def test_a_task_that_ended_unseen_with_no_capper_left_says_between_which_t
         _check(status, crash)
         assert status["end_reason"].startswith(f"{VANISHED_REASON}, at a time not known: after "), status
         assert f"ended_at, so {LEAST_RUNTIME}) and before " in status["end_reason"], status["end_reason"]
+
+
+async def test_a_keep_running_task_that_ended_unseen_ends_when_its_runner_says_or_says_it_does_not_know(
+    server_command: str,
+) -> None:
+    # Its runner records its end (the child ended first); a runner SIGKILLed first records nothing,
+    # and its task was recorded as ended when the next server started, the whole gap its runtime.
+    async with connect(server_command) as client:
+        marker = await call(client, "run_background_task", command="exec sleep 300")
+        recorded, unrecorded = [
+            await call(client, "run_background_task", command="exec sleep 300", keep_running=True) for _ in range(2)
+        ]
+        await kill_server_of(marker["pid"])
+    ended_from = time.time()
+    for task, runner_first in ((recorded, False), (unrecorded, True)):
+        runner = psutil.Process(task["pid"])
+        with anyio.fail_after(10):  # the start answers before the runner has started the command
+            while not (command := runner.children(recursive=True)):
+                await anyio.sleep(0.02)
+        for process in [runner, *command] if runner_first else command:
+            process.kill()
+        _, running = psutil.wait_procs([runner, *command], timeout=10)  # a runner records its command's end
+        assert not running
+    found_gone = time.time()
+    async with connect(server_command) as client:
+        shown = [await call(client, "get_task_status", task_id=t["task_id"], lines=0) for t in (recorded, unrecorded)]
+    assert ended_from <= _seconds(shown[0]["ended_at"]) <= found_gone, shown[0]
+    assert (shown[0]["state"], shown[0]["signal"], shown[0]["end_reason"]) == ("failed", "SIGKILL", EXITED_REASON)
+    assert _seconds(shown[1]["ended_at"]) <= found_gone, shown[1]
+    assert shown[1]["end_reason"].startswith(f"{UNKNOWN_END_REASON}, at a time not known: after "), shown[1]
