@@ -24,7 +24,14 @@ import psutil
 import pytest
 
 from mcp_backgroundr.models import end_seen_path
-from mcp_backgroundr.store.orphans import CAPPER, EXITED_REASON, HUNG_UP_NOTE, LEAST_RUNTIME, UNKNOWN_END_REASON, VANISHED_REASON
+from mcp_backgroundr.store.orphans import (
+    CAPPER,
+    EXITED_REASON,
+    HUNG_UP_NOTE,
+    LEAST_RUNTIME,
+    UNKNOWN_END_REASON,
+    VANISHED_REASON,
+)
 
 from .harness import alive, call, cli, connect, finished, kill_server_of
 
