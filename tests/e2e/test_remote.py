@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,8 @@ from .test_volume import grep_a_line_longer_than_a_read, grep_with_lines_and_raw
 
 pytestmark = pytest.mark.anyio
 
+NS_LAST_PID = "/proc/sys/kernel/ns_last_pid"
+PID_TRIES = 200
 ALLOW = ("serve", "--allowed-ssh-host", "loopback", "--allowed-ssh-host", "stranger", "--allowed-ssh-host", "nopython")
 
 
@@ -858,3 +863,52 @@ async def test_a_pattern_means_on_a_host_what_it_means_here(server_command: str,
     assert answers["loopback"] == answers[None], answers
     assert answers[None][:3] == ["1: 12345", "2: port: 8080", "1: 12345"], answers[None]
     assert "is valid for RE2 but means something else, or nothing, to Python's re on this host" in refusal
+
+
+def _with_pid(pid: int) -> subprocess.Popen[bytes] | None:
+    """A shell with two children started with ``pid`` (the pid of a runner that has ended), in a
+    session of its own (which ``pid`` names too): the kernel is told the pid before it (as root), a
+    few times over if another process took it first."""
+    for _ in range(PID_TRIES):
+        with open(NS_LAST_PID, "w") as last:
+            last.write(str(pid - 1))
+        shell = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60 & wait"], start_new_session=True)
+        if shell.pid == pid:
+            return shell
+        shell.kill()
+        shell.wait()
+    return None
+
+
+async def test_a_finished_remote_task_whose_runner_pid_was_given_out_again_owns_nothing_of_it(
+    server_command: str, ssh_env: dict[str, str]
+) -> None:
+    """A runner's pid, once it has ended, may be given to an unrelated process. The host took that
+    process's children for the task's: list_tasks(state=running) showed the finished task with
+    lingering=2 (its session and children taken for the task's), and ending it SIGTERMed them."""
+    if not os.access(NS_LAST_PID, os.W_OK):
+        pytest.skip(f"{NS_LAST_PID} cannot be written (not root)")
+    async with connect(server_command, args=ALLOW, env=ssh_env) as client:
+        task = await call(client, "run_background_task", command="true", host="loopback")
+        await finished(client, task["task_id"])
+        unrelated = _with_pid(task["pid"])
+        if unrelated is None:
+            pytest.skip(f"pid {task['pid']} was taken by other processes {PID_TRIES} times")
+        shell = psutil.Process(unrelated.pid)
+
+        async def both_children_started() -> bool:
+            return len(shell.children()) == 2
+
+        try:
+            await until(both_children_started)
+            children = [child.pid for child in shell.children()]
+            running = await call(client, "list_tasks", state="running")
+            ended = await call(client, "end_background_task", task_id=task["task_id"], grace_seconds=1)
+            still = alive([unrelated.pid, *children])
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(unrelated.pid, signal.SIGKILL)
+            unrelated.wait()
+    assert running["tasks"] == [], running
+    assert ended["signalled_pids"] == [], ended
+    assert len(still) == 3, still

@@ -291,20 +291,20 @@ def end(state: str, request: Request) -> dict[str, Any]:
     """End the whole trees of one task (``task_id``) or several at once (``task_ids``)."""
     every = [Hosted(state, task_id) for task_id in request.get("task_ids") or [request["task_id"]]]
     leaders: dict[str, int] = {}
-    ticks: list[int | None] = []
+    started: dict[str, int | None] = {}
     for hosted in every:
         meta = hosted.started()
         leaders[hosted.task_id] = int(meta["pid"])
-        ticks.append(meta.get("ticks"))
+        started[hosted.task_id] = meta.get("ticks")
         if hosted.alive():
             fd = os.open(hosted.ended, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, files.LOG_FILE_MODE)
             with os.fdopen(fd, "w", encoding="utf-8") as file:
                 file.write(request.get("reason") or "")
-    known = [t for t in ticks if t is not None]
-    since = min(known) if len(known) == len(ticks) else None
+    since = agent_procs.earliest(started)
     given = sys.stdin.buffer
     hurry = HurryOnInput(given) if request.get("hurry_on_input") and isinstance(given, io.BufferedReader) else None
-    ended = agent_procs.end(leaders, float(request["grace"]), float(request["kill_wait"]), since, hurry)
+    grace, kill_wait = float(request["grace"]), float(request["kill_wait"])
+    ended = agent_procs.end(leaders, grace, kill_wait, since, hurry, started)
     if "task_ids" in request:
         return ended | {"tasks": {hosted.task_id: hosted.outcome() for hosted in every}}
     return ended | every[0].outcome()
@@ -381,17 +381,15 @@ def left(state: str, request: Request) -> dict[str, Any]:
     """How many processes each of several finished tasks left running (for list_tasks), in one look
     at the process table; a task that runs, or is not known here, is left out."""
     leaders: dict[str, int] = {}
-    ticks: list[int | None] = []
+    started: dict[str, int | None] = {}
     for task_id in request["task_ids"]:
         with contextlib.suppress(BackgroundrError):
             hosted = Hosted(state, task_id)
             meta = hosted.started()
             if not hosted.alive():
                 leaders[task_id] = int(meta["pid"])
-                ticks.append(meta.get("ticks"))
-    known = [t for t in ticks if t is not None]
-    since = min(known) if known and len(known) == len(ticks) else None
-    found = agent_procs.members_by_task(leaders, since) if leaders else {}
+                started[task_id] = meta.get("ticks")
+    found = agent_procs.members_by_task(leaders, agent_procs.earliest(started), started) if leaders else {}
     return {"tasks": {task_id: len(pids) for task_id, pids in found.items()}}
 
 

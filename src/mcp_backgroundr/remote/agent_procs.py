@@ -17,7 +17,7 @@ import ipaddress
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from ..platform.dying import dying
 
@@ -70,20 +70,37 @@ def _markers_in(pid: int, markers: dict[bytes, str]) -> list[str]:
         return []
 
 
+Started = Mapping[str, "int | None"]
+"""When each task's leader started (task id -> clock ticks since boot, None: not recorded)."""
+
+
+def earliest(started: Started) -> int | None:
+    """When the earliest of these leaders started, if every one's start is recorded (else None)."""
+    known = [ticks for ticks in started.values() if ticks is not None]
+    return min(known) if known and len(known) == len(started) else None
+
+
 def members(leader: int, task_id: str, since: int | None = None) -> list[int]:
-    """Live processes of a task: in the leader's session, or carrying its marker."""
-    return all_members({task_id: leader}, since)
+    """Live processes of a task: in the leader's session, or carrying its marker (``since``: when
+    the leader started)."""
+    return all_members({task_id: leader}, since, {task_id: since})
 
 
-def all_members(leaders: dict[str, int], since: int | None = None) -> list[int]:
+def all_members(leaders: dict[str, int], since: int | None = None, started: Started | None = None) -> list[int]:
     """Live processes of these tasks (task id -> leader pid), in one look at the process table."""
-    return sorted(set[int]().union(*members_by_task(leaders, since).values()))
+    return sorted(set[int]().union(*members_by_task(leaders, since, started).values()))
 
 
-def members_by_task(leaders: dict[str, int], since: int | None = None) -> dict[str, list[int]]:
+def members_by_task(
+    leaders: dict[str, int], since: int | None = None, started: Started | None = None
+) -> dict[str, list[int]]:
     """Live processes of each of these tasks (task id -> leader pid), in one look at the process table.
     ``since``: when the earliest leader started (clock ticks since boot); a process started
-    before it cannot carry a marker, so its environment is not read (most of a scan's cost)."""
+    before it cannot carry a marker, so its environment is not read (most of a scan's cost).
+    ``started``: when each leader started; a leader's pid that now names another process (its
+    runner ended, and the pid was given to a new one) is no longer the task's: what is in its
+    session or below it is not looked at (the kernel gives a pid out again only once no process
+    is left in the session it named)."""
     if not os.path.isdir(PROC):
         alive: dict[str, list[int]] = {}
         for task_id, leader in leaders.items():
@@ -99,6 +116,8 @@ def members_by_task(leaders: dict[str, int], since: int | None = None) -> dict[s
         sessions.setdefault(leader, []).append(task_id)
     markers = {f"{TASK_ID_ENV}={task_id}".encode(): task_id for task_id in leaders}
     found: dict[str, set[int]] = {task_id: set() for task_id in leaders}
+    in_session: dict[str, set[int]] = {task_id: set() for task_id in leaders}
+    leader_ticks: dict[int, int] = {}
     children: dict[int, list[int]] = {}
     for name in os.listdir(PROC):
         if not name.isdigit():
@@ -108,11 +127,20 @@ def members_by_task(leaders: dict[str, int], since: int | None = None) -> dict[s
         if fields is None or fields[0] == "Z":
             continue
         children.setdefault(int(fields[1]), []).append(pid)
+        if pid in sessions:
+            leader_ticks[pid] = int(fields[19])
         recent = since is None or int(fields[19]) >= since
-        for task_id in sessions.get(int(fields[3])) or (_markers_in(pid, markers) if recent else []):
-            found[task_id].add(pid)
+        if session_of := sessions.get(int(fields[3])):
+            for task_id in session_of:
+                in_session[task_id].add(pid)
+        elif recent:
+            for task_id in _markers_in(pid, markers):
+                found[task_id].add(pid)
     for task_id, leader in leaders.items():
-        found[task_id] |= _descendants({leader}, children)
+        recorded = (started or {}).get(task_id)
+        if recorded is not None and leader in leader_ticks and leader_ticks[leader] != recorded:
+            continue  # its pid names another process now
+        found[task_id] |= in_session[task_id] | _descendants({leader}, children)
     return {task_id: sorted(pids) for task_id, pids in found.items()}
 
 
@@ -248,19 +276,23 @@ def _wait_gone(
     since: int | None,
     known: dict[int, int | None],
     hurry: Hurry | None = None,
+    started: Started | None = None,
 ) -> list[int]:
     deadline = time.monotonic() + seconds
-    while (left := _still_here(leaders, since, known)) and time.monotonic() < deadline:
+    while (left := _still_here(leaders, since, known, started)) and time.monotonic() < deadline:
         if hurry is not None and (most := hurry()) is not None:
             deadline, hurry = min(deadline, time.monotonic() + most), None
         time.sleep(SETTLE_STEP_SECONDS)
     return left
 
 
-def _still_here(leaders: dict[str, int], since: int | None, known: dict[int, int | None]) -> list[int]:
+def _still_here(
+    leaders: dict[str, int], since: int | None, known: dict[int, int | None], started: Started | None = None
+) -> list[int]:
     """The tasks' processes now, and those found before that still live: one found only below
     its runner is no longer below it once the runner has ended."""
-    return sorted(set(all_members(leaders, since)) | {pid for pid, ticks in known.items() if is_alive(pid, ticks)})
+    still = {pid for pid, ticks in known.items() if is_alive(pid, ticks)}
+    return sorted(set(all_members(leaders, since, started)) | still)
 
 
 def found_by() -> str:
@@ -271,7 +303,12 @@ def found_by() -> str:
 
 
 def end(
-    leaders: dict[str, int], grace: float, kill_wait: float, since: int | None = None, hurry: Hurry | None = None
+    leaders: dict[str, int],
+    grace: float,
+    kill_wait: float,
+    since: int | None = None,
+    hurry: Hurry | None = None,
+    started: Started | None = None,
 ) -> dict[str, object]:
     """SIGTERM every process of these tasks (task id -> leader pid), SIGKILL what is left after
     ``grace`` (cut short once ``hurry`` says so; processes started meanwhile included), and name
@@ -281,11 +318,11 @@ def end(
     the rest, a runner could not, and the run would end with no exit code. So the runners are
     SIGKILLed last, only if they have not recorded the run and exited within ``kill_wait``."""
     denied: dict[int, str] = {}
-    found = all_members(leaders, since)
+    found = all_members(leaders, since, started)
     known = {pid: start_ticks(pid) for pid in found}
     signalled = _signal(found, signal.SIGTERM, denied)
     escalated = False
-    left = _wait_gone(leaders, grace, since, known, hurry) if found else []
+    left = _wait_gone(leaders, grace, since, known, hurry, started) if found else []
     runners = set(leaders.values())
     for spared in (runners, set()):
         if not left:
@@ -295,7 +332,7 @@ def end(
         killed = _signal([pid for pid in left if pid not in spared], signal.SIGKILL, denied)
         escalated = escalated or any(pid not in doomed for pid in killed)
         signalled += [pid for pid in killed if pid not in signalled]
-        left = _wait_gone(leaders, kill_wait, since, known)
+        left = _wait_gone(leaders, kill_wait, since, known, started=started)
     survivors = [
         [pid, command_line(pid), denied.get(pid, "still alive after SIGKILL (maybe in uninterruptible sleep)")]
         for pid in left
