@@ -37,12 +37,16 @@ def test_a_process_that_ends_twice_in_a_step_fails_the_call_in_one_line_and_is_r
 
 
 def test_a_step_past_its_time_kills_its_process_and_fails_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    step = matching.STEP_SECONDS
     monkeypatch.setattr(matching, "STEP_SECONDS", 0.3)
     processes = matching.MatchingProcesses(1)
     try:
         with pytest.raises(matching.MatchingError, match=r"no answer within 0\.3s") as raised:
             processes.run(time.sleep, 30)  # a stuck process: killed, the step made again, killed again
         assert "\n" not in str(raised.value)
+        # A new process takes the next step. Its bound counts its start too, which a loaded machine
+        # can stretch past 0.3 s: the next step has the usual bound.
+        monkeypatch.setattr(matching, "STEP_SECONDS", step)
         assert processes.run(len, "abc") == 3
     finally:
         processes.stop()
