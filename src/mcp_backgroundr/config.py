@@ -151,3 +151,8 @@ class Settings:
     @property
     def registry_path(self) -> Path:
         return self.home / "registry.sqlite3"
+
+    @property
+    def helpers_log(self) -> Path:
+        """Where the server's helper processes (capping, matching) write what they say (logs/helpers_log.py)."""
+        return self.home / "helpers.log"

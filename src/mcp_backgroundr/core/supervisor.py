@@ -107,7 +107,8 @@ class Supervisor:
         process.raise_open_file_limit()
         state.containment = backend.current().choose_containment(self.settings.containment, self.settings.cgroup_dir)
         offload.favour_the_event_loop()
-        capper = state.capper = CapperProcess(on_failure=state.cap_failed)
+        capper = state.capper = CapperProcess(on_failure=state.cap_failed, errors=self.settings.helpers_log)
+        matching.MATCHERS.write_errors_to(self.settings.helpers_log)
         with startup.step("create the inotify instance that waits use"):
             writes = state.writes = WriteWatches()
         state.group = await stack.enter_async_context(anyio.create_task_group())

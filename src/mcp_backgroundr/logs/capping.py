@@ -22,6 +22,9 @@ and start time), and ends when none does: caps hold with no server for every tas
 ``keep_running`` ones (whose runners cap their own logs). The end of each task still held then,
 which no server recorded, it writes down beside the log (``TASK.end-seen``) for the next server:
 when it saw the task end, or, for one already gone, that it had ended by the server's death.
+
+It has none of the server's stdin, stdout or stderr, which would keep the client waiting for them
+to close meanwhile: its stderr is the helpers' log (logs/helpers_log.py).
 """
 
 from __future__ import annotations
@@ -40,10 +43,12 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from .. import offload
 from ..config import HOME_ENV, PLATFORM_ENV
 from ..errors import warn
 from ..models import end_seen_path
 from ..platform import process as processes
+from . import helpers_log
 from .logcap import LogCapper
 
 READY_SECONDS = 10.0
@@ -76,10 +81,12 @@ class CapperProcess:
     """The server's side of the capping process: :meth:`watch` and :meth:`forget` as
     :class:`LogCapper`'s, carried out by the child while :meth:`run` runs."""
 
-    def __init__(self, on_failure: Callable[[Path, str], None]) -> None:
+    def __init__(self, on_failure: Callable[[Path, str], None], errors: Path | None = None) -> None:
         """``on_failure`` is told when a log cannot be kept under its cap (it is no longer looked at),
-        or could not be for a while (it is tried again)."""
+        or could not be for a while (it is tried again); ``errors``: the helpers' log, the capping
+        process's stderr (/dev/null without one)."""
         self.on_failure = on_failure
+        self._errors = errors
         self._commands: list[bytes] = []
         self._pending = anyio.Event()
         self._watched: dict[str, int] = {}
@@ -166,7 +173,7 @@ class CapperProcess:
                     f"{RESTART_WINDOW_SECONDS:g}s, last with {code})"
                 )
                 return
-            warn(f"the capping process ended ({code}); starting it again")
+            warn(f"the capping process ended ({code}){helpers_log.where_said(self._errors)}; starting it again")
             self._commands = [_command(_WATCH, path, cap) for path, cap in self._watched.items()]
             self._commands += [_command(_HELD, path, *holder) for path, holder in self._holders.items()]
             self._pending.set()
@@ -182,13 +189,17 @@ class CapperProcess:
         """One capping process, from its start until it ends; answers how it ended."""
         self._starting = True
         try:
-            self._process = await anyio.open_process(
-                [sys.executable, "-m", __name__],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=None,
-                env={name: os.environ[name] for name in PASSED_ON if name in os.environ},
-            )
+            errors = await offload.run(offload.LOGS, helpers_log.stderr_for_helper, self._errors)
+            try:
+                self._process = await anyio.open_process(
+                    [sys.executable, "-m", __name__],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=errors,
+                    env={name: os.environ[name] for name in PASSED_ON if name in os.environ},
+                )
+            finally:
+                os.close(errors)
         except BaseException as exc:
             self._give_up(f"its log is not capped (the capping process could not start: {exc})")
             self._ready.set()  # no start waits for it any longer

@@ -29,11 +29,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO, TypeVar, TypeVarTuple
 
 from .. import offload
 from ..errors import BackgroundrError, warn
 from ..platform.containment import die_with_server
+from . import helpers_log
 from .capping import PASSED_ON
 from .lines import CHUNK
 
@@ -63,14 +65,20 @@ class _Gone(Exception):
 class _Worker:
     """One matching process, used by one thread at a time."""
 
-    def __init__(self) -> None:
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", __name__],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env={name: os.environ[name] for name in PASSED_ON if name in os.environ},
-            start_new_session=True,  # a scheduling group of its own (see _lower_priority)
-        )
+    def __init__(self, errors: Path | None) -> None:
+        """``errors``: the helpers' log, its stderr (never the server's: see logs/helpers_log.py)."""
+        stderr = helpers_log.stderr_for_helper(errors)
+        try:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", __name__],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env={name: os.environ[name] for name in PASSED_ON if name in os.environ},
+                start_new_session=True,  # a scheduling group of its own (see _lower_priority)
+            )
+        finally:
+            os.close(stderr)
 
     def call(self, function: Callable[..., _T], args: tuple[object, ...]) -> _T:
         request = pickle.dumps((function, args))
@@ -110,6 +118,11 @@ class MatchingProcesses:
         self._idle: list[_Worker] = []
         self._running: dict[int, _Worker] = {}
         self._starting = 0
+        self._errors: Path | None = None
+
+    def write_errors_to(self, path: Path) -> None:
+        """Give the matching processes started from now on ``path`` for their stderr (/dev/null until then)."""
+        self._errors = path
 
     def run(self, function: Callable[[*_Args], _T], *args: *_Args) -> _T:
         """``function(*args)`` in a matching process (blocking: called in a worker thread, which
@@ -126,7 +139,7 @@ class MatchingProcesses:
                         raise MatchingError(
                             f"the matching process ended during the call ({gone}); call again"
                         ) from gone
-                    warn(f"a matching process ended ({gone}); starting another")
+                    warn(f"a matching process ended ({gone}){helpers_log.where_said(self._errors)}; starting another")
                     continue
                 except BaseException:
                     self._give_back(worker)
@@ -141,7 +154,7 @@ class MatchingProcesses:
                 return self._idle.pop()
             self._starting += 1
         try:
-            worker = _Worker()
+            worker = _Worker(self._errors)
         except OSError as exc:  # out of processes or descriptors
             raise MatchingError(f"a matching process could not be started ({exc}); call again") from exc
         finally:
