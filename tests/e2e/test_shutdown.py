@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sqlite3
 import sys
@@ -13,6 +14,8 @@ from pathlib import Path
 import anyio
 import psutil
 import pytest
+
+from mcp_backgroundr.logs import capping as capping_process
 
 from ..reliability.rawwire import RawServer
 from .harness import alive, call, connect, finished, held_by_the_v1_freezer, needs_the_v1_freezer, on_a_terminal
@@ -125,6 +128,49 @@ def test_sigterm_during_the_shutdown_after_stdin_closes_does_not_cut_it_short(
     assert states == [("killed", "server shutdown")] * 3
     assert alive([t["pid"] for t in started]) == []
     assert "client closed stdin; ended 3 task(s)" in errors.read_text()
+
+
+def test_a_sigterm_to_the_servers_process_group_does_not_restart_its_capping_process(
+    server_command: str, tmp_path: Path
+) -> None:
+    """`timeout 10 mcp-backgroundr serve ...` signals the server's whole process group: its capping
+    process ended with the server's SIGTERM, and the server, ending its tasks, said "the capping
+    process ended (-15); starting it again" and started another on its way out."""
+    errors = tmp_path / "server.err"
+    with errors.open("wb") as sink, RawServer(server_command, stderr=sink, process_group=0) as server:
+        server.initialize()
+        command = "trap 'echo term' TERM; while :; do sleep 0.05; done"  # the shutdown waits out its grace
+        answer = server.request("tools/call", {"name": "run_background_task", "arguments": {"command": command}})
+        task = answer["result"]["structuredContent"]
+        os.killpg(server.process.pid, signal.SIGTERM)
+        assert server.process.wait(10) == 0
+    said = errors.read_text()
+    assert "SIGTERM received; ended 1 task(s)" in said, said
+    assert "capping process" not in said, said
+    assert alive([task["pid"]]) == []
+
+
+def test_a_sigterm_to_the_server_and_its_capping_process_at_once_does_not_restart_it(
+    server_command: str, tmp_path: Path
+) -> None:
+    """A SIGTERM to every process of the server (systemd stopping its unit's cgroup, `pkill -f`)
+    reaches the capping process too, in its own process group or not: a server that is leaving
+    must not take its end for a failure, nor start it again."""
+    errors = tmp_path / "server.err"
+    with errors.open("wb") as sink, RawServer(server_command, stderr=sink) as server:
+        server.initialize()
+        command = "trap 'echo term' TERM; while :; do sleep 0.05; done"  # the shutdown waits out its grace
+        answer = server.request("tools/call", {"name": "run_background_task", "arguments": {"command": command}})
+        task = answer["result"]["structuredContent"]
+        children = psutil.Process(server.process.pid).children()
+        (capping,) = [child for child in children if capping_process.__name__ in child.cmdline()]
+        server.process.send_signal(signal.SIGTERM)
+        capping.send_signal(signal.SIGTERM)
+        assert server.process.wait(10) == 0
+    said = errors.read_text()
+    assert "SIGTERM received; ended 1 task(s)" in said, said
+    assert "capping process" not in said, said
+    assert alive([task["pid"]]) == []
 
 
 @pytest.mark.parametrize("host", [None, "loopback"])

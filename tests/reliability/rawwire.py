@@ -24,10 +24,14 @@ class RawServer:
         stderr: IO[bytes] | int = subprocess.DEVNULL,
         stdout: IO[bytes] | int = subprocess.PIPE,
         args: Sequence[str] = (),
+        process_group: int | None = None,
     ) -> None:
         """``stdout``: a pipe read by :meth:`answer`, or where the server's answers go instead;
-        ``args``: the server's command line arguments."""
-        self.process = subprocess.Popen([command, *args], stdin=subprocess.PIPE, stdout=stdout, stderr=stderr)
+        ``args``: the server's command line arguments; ``process_group``: 0 to start it in a process
+        group of its own (as ``timeout`` or a shell's job control does), which it leads."""
+        self.process = subprocess.Popen(
+            [command, *args], stdin=subprocess.PIPE, stdout=stdout, stderr=stderr, process_group=process_group
+        )
         self._pending = b""
         self._next_id = 1000
 

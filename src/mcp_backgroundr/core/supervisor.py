@@ -230,8 +230,11 @@ class Supervisor:
 
     def client_left(self) -> None:
         """The server's client has gone (or the server is told to exit): ends under way shorten their
-        grace to the shutdown's, so that the server's exit does not wait out a long one."""
+        grace to the shutdown's, so that the server's exit does not wait out a long one; the capping
+        process is not started again should it end."""
         self._state.leaving.set()
+        if self._state.capper is not None:
+            self._state.capper.leaving()
 
     @property
     def shutting_down(self) -> bool:

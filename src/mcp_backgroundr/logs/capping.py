@@ -10,7 +10,8 @@ server tells it which logs to keep under which cap, and hears back which it coul
 
 The child reads one JSON array a line on its stdin (``["watch", path, cap]``, ``["held", path,
 pid, start time]`` once the task that writes the log has started, ``["ended", path]`` once the
-server has recorded that task's end, ``["forget", path]``), writes
+server has recorded that task's end, ``["forget", path]``, and ``["release", ""]`` at a server's
+shutdown, which lets go of the tasks that outlived it), writes
 ``"ready"`` on its stdout once it can cap, then one line for each log it cannot cap (``[path,
 note]``). A task started while it gets ready (a server's first 0.1 to 0.5 s) waits for it
 (:meth:`CapperProcess.ready`): `yes` writes 64 MiB in less than that.
@@ -24,7 +25,10 @@ which no server recorded, it writes down beside the log (``TASK.end-seen``) for 
 when it saw the task end, or, for one already gone, that it had ended by the server's death.
 
 It has none of the server's stdin, stdout or stderr, which would keep the client waiting for them
-to close meanwhile: its stderr is the helpers' log (logs/helpers_log.py).
+to close meanwhile: its stderr is the helpers' log (logs/helpers_log.py). It leaves the server's
+process group: a signal to the group (``timeout``, a shell's job control) is the server's to
+handle, which ends its tasks, their logs capped meanwhile, and then this process; and a server
+leaving does not start it again.
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ _WATCH = "watch"
 _HELD = "held"
 _FORGET = "forget"
 _ENDED = "ended"
+_RELEASE = "release"
 
 
 class CapperProcess:
@@ -99,6 +104,8 @@ class CapperProcess:
         self._starting = False
         self._ready = anyio.Event()
         self._stopping = False
+        self._leaving = False
+        """Whether the server is leaving: a capping process that ends is not started again."""
         self._answered = anyio.Event()
 
     async def ready(self) -> None:
@@ -108,10 +115,17 @@ class CapperProcess:
 
     async def stop(self) -> None:
         """End the capping process (a server's shutdown, once its tasks are ended), waiting for it
-        at most STOP_SECONDS before it is killed: a server may exit at once afterwards."""
+        at most STOP_SECONDS before it is killed: a server may exit at once afterwards. It ends at
+        once: what tasks outlived the shutdown (stuck in I/O; the shutdown said so) it lets go of."""
         self._stopping = True
         if self._process is not None:
-            await _stop(self._process)
+            await _stop(self._process, release=True)
+
+    def leaving(self) -> None:
+        """The server is leaving (its shutdown is under way, or about to be): the capping process
+        caps on until :meth:`stop`, but one that ends meanwhile is not started again (a signal to
+        the whole process group, say, meant for the server too)."""
+        self._leaving = True
 
     @property
     def gave_up(self) -> str | None:
@@ -163,7 +177,12 @@ class CapperProcess:
         ends: list[float] = []
         while not self._stopping:
             code = await self._run_once()
-            if self._stopping:
+            if self._stopping or self._leaving:
+                return
+            # A signal that ended it may have been sent to the server as well, which the server
+            # hears a moment later (systemd's SIGTERM to its whole cgroup): not a failure then.
+            await anyio.sleep(RESTART_PAUSE_SECONDS)
+            if self._stopping or self._leaving:
                 return
             now = time.monotonic()
             ends = [*[at for at in ends if now - at < RESTART_WINDOW_SECONDS], now]
@@ -177,7 +196,6 @@ class CapperProcess:
             self._commands = [_command(_WATCH, path, cap) for path, cap in self._watched.items()]
             self._commands += [_command(_HELD, path, *holder) for path, holder in self._holders.items()]
             self._pending.set()
-            await anyio.sleep(RESTART_PAUSE_SECONDS)
 
     def _give_up(self, note: str) -> None:
         self._gave_up = note
@@ -267,10 +285,13 @@ def _command(command: str, path: str, *values: int | float | None) -> bytes:
     return json.dumps([command, path, *values]).encode() + b"\n"
 
 
-async def _stop(process: anyio.abc.Process) -> None:
-    """Close the child's stdin (it ends on its own), and kill it if it has not within STOP_SECONDS."""
+async def _stop(process: anyio.abc.Process, release: bool = False) -> None:
+    """Close the child's stdin (it ends on its own), and kill it if it has not within STOP_SECONDS;
+    ``release``: let go of the tasks it would cap on for (else it caps their logs until they end)."""
     if process.stdin is not None:
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            if release:
+                await process.stdin.send(_command(_RELEASE, ""))
             await process.stdin.aclose()
     with anyio.move_on_after(STOP_SECONDS):
         await process.wait()
@@ -305,6 +326,8 @@ def _obey(capper: LogCapper, holders: dict[str, tuple[int, float | None]], line:
         holders.pop(path, None)
     elif command == _ASK:
         _say(_ANSWER)
+    elif command == _RELEASE:
+        holders.clear()
     else:
         try:
             capper.watch(Path(path), values[0])
@@ -361,7 +384,12 @@ async def _serve(parent: int) -> None:
 def main() -> None:
     """The capping process: keep logs capped as the server says, until its stdin closes and no
     task whose log it caps runs any longer."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C in a terminal is the server's to handle
+    # A signal to the server's process group (a ^C in a terminal, `timeout`, a shell's `kill %1`)
+    # is the server's to handle: it ends its tasks, whose logs this process caps meanwhile, then
+    # this process. SIGINT is ignored too, should a ^C come before the group is left.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
     anyio.run(_serve, os.getppid())
 
 
