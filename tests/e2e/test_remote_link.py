@@ -37,8 +37,9 @@ ALLOW = ("serve", "--allowed-ssh-host", "faraway")
 FAIL_WITHIN_SECONDS = 25.0
 """A call to a cut-off host fails well within this (its own bound is about 13 s)."""
 LIST_WITHIN_SECONDS = 5.0
-"""list_tasks asks no host (each host's watch keeps its tasks current): a cut link costs it nothing
-(asking would cost a call's bound, about 13 s)."""
+"""list_tasks asks no host of a running task (each host's watch keeps its tasks current), and a host
+that did not answer a look at a finished one is not asked again for a while: a cut link costs a list
+little (asking each time would cost a call's bound, about 13 s)."""
 
 
 @pytest.fixture
@@ -106,6 +107,27 @@ async def test_a_cut_link_fails_a_wait_and_a_grep_with_one_line_and_the_task_run
         ended = await call(client, "end_background_task", task_id=task_id, grace_seconds=1)
         assert ended["survivors"] == []
         assert alive([started["pid"]]) == []
+
+
+async def test_lists_do_not_wait_on_a_cut_link_for_what_a_finished_task_left_running(
+    server_command: str, far: FarHost, far_env: dict[str, str]
+) -> None:
+    """A listing counts what this server's finished remote tasks left running (`server &`), asking
+    their hosts; with the link cut, every list_tasks waited the look's bound (4 s) for a host that could
+    not answer (a review of ff72ac0). A host that did not answer is not asked again for a while: its
+    tasks keep what was last known of them, and the lists after the first answer at once."""
+    async with connect(server_command, args=ALLOW, env=far_env) as client:
+        started = await call(client, "run_background_task", command="echo up", host="faraway", wait_for_pattern="up")
+        assert (await finished(client, started["task_id"]))["state"] == "completed"
+        far.cut()
+        with anyio.fail_after(LIST_WITHIN_SECONDS):  # three lists: the first may wait a moment for the host
+            for _ in range(3):
+                listing = await call(client, "list_tasks")
+        assert [(t["task_id"], t["state"]) for t in listing["tasks"]] == [(started["task_id"], "completed")]
+        far.restore()
+        with anyio.fail_after(FAIL_WITHIN_SECONDS):  # the link is back: the host answers again
+            back = await call(client, "get_task_status", task_id=started["task_id"])
+        assert (back["host_reachable"], back["output"]) == (True, "up\n"), back
 
 
 LIST_ALL_WITHIN_SECONDS = 12.0

@@ -43,6 +43,14 @@ are gone stand there, connection included; a host that does not answer within it
 last known, with host_reachable false."""
 
 
+LEFT_LOOK_SECONDS = 2.0
+"""How long a listing gives each host (all at once) to say what this server's finished tasks there
+left running (`server &`): a listing asks while such a task may have processes left."""
+LEFT_UNASKED_SECONDS = 30.0
+"""A host that did not answer that look is not asked again for this long: its tasks keep what was
+last seen of them, and a cut link costs one listing the look's bound, not every listing."""
+
+
 END_SCAN_SECONDS = 1.0
 """What an end on a host may take beyond its waits: finding the task's processes, twice."""
 
@@ -102,6 +110,7 @@ class RemoteTasks:
         self.settings = settings
         self.agents = HostAgents(settings)
         self.connections = self.agents.connections
+        self._left = _LeftRunning()
 
     @property
     def closed(self) -> bool:
@@ -324,8 +333,7 @@ class RemoteTasks:
         """How many processes each of these finished tasks left running on its host (for a listing:
         one call per host, all hosts at once, each within LOOK_SECONDS); a task whose host does not
         answer is left out."""
-        answers = await _look(self.agents, "left", [r for r in records if not r.running])
-        return {task_id: int(count) for task_id, count in answers.items()}
+        return await self._left.count(self.agents, records)
 
     async def watch(self, host: str, tasks: Sequence[Task], wake: anyio.Event) -> list[Task]:
         """Block until one of these running tasks ends on its host, ``wake`` is set, or WATCH_SECONDS
@@ -340,9 +348,34 @@ class RemoteTasks:
         await self.agents.close(only_started=only_started)
 
 
-async def _look(agents: HostAgents, op: str, records: Sequence[TaskRecord]) -> Answer:
+class _LeftRunning:
+    """What this server's finished remote tasks left running, as listings ask their hosts."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, int] = {}
+        """What each finished task was last seen to have left running on its host."""
+        self._unasked_until: dict[str, float] = {}
+        """Hosts that did not answer a listing's look, by when (monotonic) they are asked again."""
+
+    async def count(self, agents: HostAgents, records: Sequence[TaskRecord]) -> dict[str, int]:
+        """The count of each of these finished tasks: asked of its host unless the host did not
+        answer within LEFT_UNASKED_SECONDS, else (or when it does not answer now) as last known."""
+        finished = [r for r in records if not r.running and r.host is not None]
+        now = time.monotonic()
+        asked = [r for r in finished if self._unasked_until.get(r.host or "", 0.0) <= now]
+        answers = await _look(agents, "left", asked, LEFT_LOOK_SECONDS)
+        for host in {r.host or "" for r in asked}:
+            if any(r.task_id in answers for r in asked if r.host == host):
+                self._unasked_until.pop(host, None)
+            else:  # a cut link would cost every listing the look's bound
+                self._unasked_until[host] = now + LEFT_UNASKED_SECONDS
+        self._known.update((task_id, int(count)) for task_id, count in answers.items())
+        return {r.task_id: self._known[r.task_id] for r in finished if r.task_id in self._known}
+
+
+async def _look(agents: HostAgents, op: str, records: Sequence[TaskRecord], within: float = LOOK_SECONDS) -> Answer:
     """Ask each host of these tasks about them (``op`` with their ``task_ids``), all hosts at once,
-    each within LOOK_SECONDS; what the hosts that answered said of each task, by task id."""
+    each within ``within`` seconds; what the hosts that answered said of each task, by task id."""
     by_host: dict[str, list[str]] = {}
     for record in records:
         if record.host is not None:
@@ -350,8 +383,8 @@ async def _look(agents: HostAgents, op: str, records: Sequence[TaskRecord]) -> A
     answers: Answer = {}
 
     async def look(host: str, task_ids: list[str]) -> None:
-        with anyio.move_on_after(LOOK_SECONDS), contextlib.suppress(BackgroundrError):
-            answer = await agents.call(host, {"op": op, "task_ids": task_ids}, LOOK_SECONDS, quick=True)
+        with anyio.move_on_after(within), contextlib.suppress(BackgroundrError):
+            answer = await agents.call(host, {"op": op, "task_ids": task_ids}, within, quick=True)
             said = answer["tasks"]
             answers.update((task_id, said[task_id]) for task_id in task_ids if task_id in said)
 
