@@ -168,9 +168,9 @@ def test_a_setting_out_of_its_range_stops_with_one_line(
         ("default_runtime_seconds = -1.0\n", "default_runtime_seconds=-1 is invalid"),
         (
             "max_memory_bytes = 2000000000000000000000\n",
-            "max_memory_bytes=2000000000000000000000 is invalid: use at most 1152921504606846976",
+            "max_memory_bytes=2000000000000000000000 is invalid: use 1048576 to 1152921504606846976",
         ),
-        ("max_processes = 99999999\n", "max_processes=99999999 is invalid: use at most 4194304"),
+        ("max_processes = 99999999\n", "max_processes=99999999 is invalid: use 1 to 4194304"),
         ("max_tasks = 1.5\n", "max_tasks=1.5 is invalid: use a whole number of at least 1"),
         ("env_passthrough = 5\n", "env_passthrough=5 is invalid: use a list of strings"),
         ("allowed_hosts = [1]\n", "allowed_hosts=[1] is invalid: use a list of strings"),
