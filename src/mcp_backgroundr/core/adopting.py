@@ -74,6 +74,8 @@ async def take_over_here(state: CoreState, records: Sequence[TaskRecord]) -> Tak
     for record in found.to_settle:
         _own_finished(state, record)
     running = await offload.run(offload.SCANS, _still_running, found.to_adopt)
+    ended_now = [r for r in found.to_adopt if r.task_id not in running]  # seen ending now: no window
+    await offload.run(offload.LOGS, _settle_from_runners, ended_now, None)
     adopted = [task for record in found.to_adopt if (task := _adopt(state, record, running)) is not None]
     # Tasks that ended while no server watched them, now or before (settled by a server that
     # did not remove their cgroups then): none keeps an empty cgroup.
@@ -91,18 +93,11 @@ async def cap_grown_logs(records: list[TaskRecord]) -> None:
         watchers.report("server", f"capped {capped} log(s) that had grown past their cap while no server ran")
 
 
-def _settle_from_runners(records: Sequence[TaskRecord], found_gone_at: float) -> None:
-    """Record how keep_running tasks found ended at ``found_gone_at`` ended, as their runners say
-    (blocking: it reads their run records)."""
+def _settle_from_runners(records: Sequence[TaskRecord], found_gone_at: float | None) -> None:
+    """Record how keep_running tasks found ended at ``found_gone_at`` (None: seen ending now) ended,
+    as their runners say (blocking: it reads their run records)."""
     for record in records:
         orphans.settle_from_runner(record, found_gone_at)
-
-
-def _take_finished(state: CoreState, record: TaskRecord) -> None:
-    """Record how a keep_running task that ended just now ended (its runner says) and show it as
-    one of ours."""
-    orphans.settle_from_runner(record)
-    _own_finished(state, record)
 
 
 def _own_finished(state: CoreState, record: TaskRecord) -> None:
@@ -123,7 +118,7 @@ def _adopt(state: CoreState, record: TaskRecord, running: set[str]) -> Task | No
     ended just now, and is settled). ``running``: the ids of the tasks found running just now."""
     assert record.pid is not None
     if record.task_id not in running:
-        _take_finished(state, record)  # it ended just now
+        _own_finished(state, record)  # it ended just now: settled from its runner's record already
         return None
     record.owner = state.owner
     record.max_runtime_seconds = state.policy.adopted_limit(record.max_runtime_seconds)
